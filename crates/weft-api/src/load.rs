@@ -1,0 +1,393 @@
+//! Loading resources and the mesh config from YAML text and files.
+
+use std::path::{Path, PathBuf};
+
+use crate::mesh::MeshConfig;
+use crate::meta::{Kind, ObjectMeta, RawEnvelope, Resource, Source, Spec};
+use crate::node::{self, Node, Value};
+use crate::problem::{FieldPath, Problem, Segment};
+use crate::validate;
+
+/// Deepest directory nesting followed by [`load_paths`] (guards against symlink loops).
+const MAX_DIR_DEPTH: usize = 32;
+
+/// What is known about the document a problem belongs to.
+#[derive(Clone, Default)]
+struct DocCtx {
+    kind: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+}
+
+impl DocCtx {
+    /// Best-effort kind / namespace / name read straight from the YAML tree.
+    fn from_node(doc: &Node) -> Self {
+        let meta = doc.get("metadata");
+        let name = meta
+            .and_then(|m| m.get("name"))
+            .and_then(Node::as_str)
+            .map(str::to_owned);
+        let namespace = meta
+            .and_then(|m| m.get("namespace"))
+            .and_then(Node::as_str)
+            .unwrap_or("default")
+            .to_owned();
+        let kind = doc.get("kind").and_then(Node::as_str).map(str::to_owned);
+        DocCtx {
+            kind,
+            namespace: Some(namespace),
+            name,
+        }
+    }
+}
+
+fn problem(
+    file: &Path,
+    line: usize,
+    ctx: &DocCtx,
+    path: &FieldPath,
+    message: impl Into<String>,
+) -> Problem {
+    Problem {
+        file: file.to_path_buf(),
+        line,
+        kind: ctx.kind.clone(),
+        namespace: ctx.namespace.clone(),
+        name: ctx.name.clone(),
+        field: path.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Converts a serde_path_to_error failure into a path and message; "missing field `x`"
+/// gets `x` appended to the path.
+fn serde_failure(
+    prefix: &FieldPath,
+    err: &serde_path_to_error::Error<serde_json::Error>,
+) -> (FieldPath, String) {
+    let mut path = prefix.clone();
+    for seg in err.path().iter() {
+        match seg {
+            serde_path_to_error::Segment::Seq { index } => path.0.push(Segment::Index(*index)),
+            serde_path_to_error::Segment::Map { key } => path.0.push(Segment::Key(key.clone())),
+            serde_path_to_error::Segment::Enum { variant } => {
+                path.0.push(Segment::Key(variant.clone()))
+            }
+            serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    let msg = err.inner().to_string();
+    if let Some(rest) = msg.strip_prefix("missing field `")
+        && let Some(field) = rest.strip_suffix('`')
+    {
+        path.0.push(Segment::Key(field.to_owned()));
+        return (path, format!("missing required field `{field}`"));
+    }
+    (path, msg)
+}
+
+fn syntax_problem(file: &Path, err: &serde_saphyr::Error) -> Problem {
+    let line = err.location().map_or(1, |l| {
+        usize::try_from(l.line()).unwrap_or(usize::MAX).max(1)
+    });
+    let mut message = err.without_snippet().to_string();
+    // The line is already in the problem prefix; drop serde-saphyr's "at line N, column M".
+    if let Some(pos) = message.rfind(" at line ")
+        && message[pos + 9..]
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ',' || c == ' ' || c.is_ascii_alphabetic())
+    {
+        message.truncate(pos);
+    }
+    Problem {
+        file: file.to_path_buf(),
+        line,
+        kind: None,
+        namespace: None,
+        name: None,
+        field: String::new(),
+        message: format!("invalid YAML: {message}"),
+    }
+}
+
+/// Parses a (multi-document) YAML stream of Istio resources.
+///
+/// Each document is type-checked and semantically validated; documents with problems are
+/// left out of the returned resources, the others are returned even when some fail. Empty
+/// documents are skipped. A YAML syntax error fails the whole text.
+pub fn parse_documents(text: &str, file: &Path) -> (Vec<Resource>, Vec<Problem>) {
+    let docs = match node::parse_stream(text) {
+        Ok(d) => d,
+        Err(e) => return (Vec::new(), vec![syntax_problem(file, &e)]),
+    };
+    let mut resources = Vec::new();
+    let mut problems = Vec::new();
+    for doc in &docs {
+        match parse_document(doc, file) {
+            Ok(r) => resources.push(r),
+            Err(mut p) => problems.append(&mut p),
+        }
+    }
+    (resources, problems)
+}
+
+fn parse_document(doc: &Node, file: &Path) -> Result<Resource, Vec<Problem>> {
+    let root = FieldPath::root();
+    let mut ctx = DocCtx::from_node(doc);
+    if !matches!(doc.value, Value::Map(_)) {
+        ctx = DocCtx::default();
+        return Err(vec![problem(
+            file,
+            doc.line,
+            &ctx,
+            &root,
+            "document must be a mapping with apiVersion, kind, metadata and spec",
+        )]);
+    }
+    let at = |p: &FieldPath| doc.line_of(&p.0);
+    let kind = match ctx.kind.as_deref().map(Kind::from_name) {
+        Some(Some(k)) => Some(k),
+        _ => None,
+    };
+    if kind.is_none() {
+        // Without a known kind the Display form falls back to "file:line: field: message".
+        ctx.kind = None;
+    }
+
+    let env: RawEnvelope = match serde_path_to_error::deserialize(doc.to_json()) {
+        Ok(e) => e,
+        Err(e) => {
+            let (path, msg) = serde_failure(&root, &e);
+            return Err(vec![problem(file, at(&path), &ctx, &path, msg)]);
+        }
+    };
+    let Some(kind) = kind else {
+        let supported: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+        let kp = root.key("kind");
+        return Err(vec![problem(
+            file,
+            at(&kp),
+            &ctx,
+            &kp,
+            format!(
+                "unknown kind {:?}; supported kinds are {}",
+                env.kind,
+                supported.join(", ")
+            ),
+        )]);
+    };
+    if !kind.api_versions().contains(&env.api_version.as_str()) {
+        let ap = root.key("apiVersion");
+        return Err(vec![problem(
+            file,
+            at(&ap),
+            &ctx,
+            &ap,
+            format!(
+                "apiVersion {:?} does not serve kind {kind}; use {}",
+                env.api_version,
+                kind.api_versions().join(" or ")
+            ),
+        )]);
+    }
+
+    let mut problems = Vec::new();
+    let name = env.metadata.name.unwrap_or_default();
+    let namespace = env
+        .metadata
+        .namespace
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_owned());
+    let np = root.key("metadata").key("name");
+    if name.is_empty() {
+        problems.push(problem(
+            file,
+            at(&np),
+            &ctx,
+            &np,
+            "metadata.name is required",
+        ));
+    } else if let Err(e) = validate::validate_object_name(&name) {
+        problems.push(problem(file, at(&np), &ctx, &np, e));
+    }
+    let nsp = root.key("metadata").key("namespace");
+    if let Err(e) = validate::validate_namespace_name(&namespace) {
+        problems.push(problem(file, at(&nsp), &ctx, &nsp, e));
+    }
+    let meta = ObjectMeta {
+        name,
+        namespace,
+        labels: env.metadata.labels,
+        annotations: env.metadata.annotations,
+    };
+
+    let spec_json = match env.spec {
+        None | Some(serde_json::Value::Null) => serde_json::Value::Object(serde_json::Map::new()),
+        Some(v) => v,
+    };
+    let spec = match Spec::from_json(kind, spec_json) {
+        Ok(s) => s,
+        Err(e) => {
+            let (path, msg) = serde_failure(&root.key("spec"), &e);
+            problems.push(problem(file, at(&path), &ctx, &path, msg));
+            return Err(problems);
+        }
+    };
+    let report = validate::validate_spec(&spec, &meta);
+    for (path, msg) in report.items {
+        problems.push(problem(file, at(&path), &ctx, &path, msg));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Resource {
+        api_version: env.api_version,
+        meta,
+        spec,
+        source: Source {
+            file: file.to_path_buf(),
+            line: doc.line,
+        },
+    })
+}
+
+fn collect_yaml_files(
+    dir: &Path,
+    depth: usize,
+    out: &mut Vec<PathBuf>,
+    problems: &mut Vec<Problem>,
+) {
+    let file_problem = |path: &Path, msg: String| Problem {
+        file: path.to_path_buf(),
+        line: 1,
+        kind: None,
+        namespace: None,
+        name: None,
+        field: String::new(),
+        message: msg,
+    };
+    if depth > MAX_DIR_DEPTH {
+        problems.push(file_problem(
+            dir,
+            format!(
+                "directory nesting deeper than {MAX_DIR_DEPTH} levels (symlink loop?); not scanned"
+            ),
+        ));
+        return;
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push(file_problem(dir, format!("cannot read directory: {e}")));
+            return;
+        }
+    };
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        match entry {
+            Ok(e) => paths.push(e.path()),
+            Err(e) => problems.push(file_problem(
+                dir,
+                format!("cannot read directory entry: {e}"),
+            )),
+        }
+    }
+    paths.sort();
+    for path in paths {
+        if path.is_dir() {
+            collect_yaml_files(&path, depth + 1, out, problems);
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e == "yaml" || e == "yml")
+        {
+            out.push(path);
+        }
+    }
+}
+
+/// Loads resources from files and directories (scanned recursively for `*.yaml` / `*.yml`
+/// in sorted path order). Unreadable paths become problems; good documents are returned.
+pub fn load_paths(paths: &[PathBuf]) -> (Vec<Resource>, Vec<Problem>) {
+    let mut files = Vec::new();
+    let mut problems = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            collect_yaml_files(p, 0, &mut files, &mut problems);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut resources = Vec::new();
+    for f in files {
+        match std::fs::read_to_string(&f) {
+            Ok(text) => {
+                let (mut r, mut p) = parse_documents(&text, &f);
+                resources.append(&mut r);
+                problems.append(&mut p);
+            }
+            Err(e) => problems.push(Problem {
+                file: f.clone(),
+                line: 1,
+                kind: None,
+                namespace: None,
+                name: None,
+                field: String::new(),
+                message: format!("cannot read file: {e}"),
+            }),
+        }
+    }
+    (resources, problems)
+}
+
+/// Parses the mesh config file (a single YAML mapping, Istio's `mesh` ConfigMap key).
+///
+/// Missing fields take Istio 1.14 defaults; empty text yields [`MeshConfig::default`].
+/// `extensionProviders` are merged over the built-ins by name; unknown fields are errors.
+pub fn parse_mesh_config(text: &str, file: &Path) -> Result<MeshConfig, Vec<Problem>> {
+    let docs = node::parse_stream(text).map_err(|e| vec![syntax_problem(file, &e)])?;
+    let ctx = DocCtx::default();
+    let root = FieldPath::root();
+    let doc = match docs.as_slice() {
+        [] => return Ok(MeshConfig::default()),
+        [d] => d,
+        [_, second, ..] => {
+            return Err(vec![problem(
+                file,
+                second.line,
+                &ctx,
+                &root,
+                "mesh config must be a single YAML document",
+            )]);
+        }
+    };
+    if !matches!(doc.value, Value::Map(_)) {
+        return Err(vec![problem(
+            file,
+            doc.line,
+            &ctx,
+            &root,
+            "mesh config must be a YAML mapping",
+        )]);
+    }
+    let mut mesh: MeshConfig = serde_path_to_error::deserialize(doc.to_json()).map_err(|e| {
+        let (path, msg) = serde_failure(&root, &e);
+        vec![problem(file, doc.line_of(&path.0), &ctx, &path, msg)]
+    })?;
+    let mut report = validate::Report::default();
+    validate::validate_mesh_config(&mut report, &mesh);
+    if !report.items.is_empty() {
+        return Err(report
+            .items
+            .into_iter()
+            .map(|(path, msg)| problem(file, doc.line_of(&path.0), &ctx, &path, msg))
+            .collect());
+    }
+    mesh.merge_builtin_providers();
+    Ok(mesh)
+}
+
+#[cfg(test)]
+mod tests_invalid;
+#[cfg(test)]
+mod tests_valid;

@@ -1,0 +1,146 @@
+//! The monitoring and debug port (Istio: 15014): `/metrics`, `/debug/syncz` (each proxy and the
+//! version it ACKed per type), `/debug/configz` (the config in force), `/debug/config_errors`
+//! (why the latest edit was rejected), `/debug/registryz`, `/ready`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::error::ControlError;
+use crate::server::ControlState;
+
+fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => reply(StatusCode::OK, "application/json", s),
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            e.to_string(),
+        ),
+    }
+}
+
+fn metrics(state: &ControlState) -> String {
+    let mut registry = Registry::default();
+    let stats = state.ads.stats();
+    let gauge = |registry: &mut Registry, name: &str, help: &str, v: i64| {
+        let g: Gauge = Gauge::default();
+        g.set(v);
+        registry.register(name, help, g);
+    };
+    gauge(
+        &mut registry,
+        "pilot_xds",
+        "Number of endpoints connected to this pilot using XDS.",
+        stats.connections as i64,
+    );
+    gauge(
+        &mut registry,
+        "pilot_xds_pushes",
+        "Pilot build and send errors for lds, rds, cds and eds.",
+        stats.pushes_total.values().sum::<u64>() as i64,
+    );
+    gauge(
+        &mut registry,
+        "pilot_total_xds_rejects",
+        "Total number of XDS responses from pilot rejected by proxy.",
+        stats.nacks_total as i64,
+    );
+    gauge(
+        &mut registry,
+        "weft_config_pushes",
+        "Config changes pushed since start.",
+        state.pushes.load(std::sync::atomic::Ordering::Relaxed) as i64,
+    );
+    gauge(
+        &mut registry,
+        "weft_config_errors",
+        "Problems in the latest config load.",
+        state.problems.load().len() as i64,
+    );
+    gauge(
+        &mut registry,
+        "pilot_services",
+        "Total services known to pilot.",
+        state.push.load().registry.services.len() as i64,
+    );
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+        return String::new();
+    }
+    out.lines()
+        .filter(|l| !l.starts_with("# EOF"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+async fn handle(
+    state: Arc<ControlState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let resp = match req.uri().path() {
+        "/metrics" | "/stats/prometheus" => reply(StatusCode::OK, "text/plain; version=0.0.4", metrics(&state)),
+        "/debug/syncz" => json(&state.ads.sync_status()),
+        "/debug/configz" => {
+            let push = state.push.load();
+            json(&serde_json::json!({
+                "version": push.version,
+                "mesh": &*push.mesh,
+                "resources": &*push.resources,
+            }))
+        }
+        "/debug/config_errors" => json(&*state.problems.load_full()),
+        "/debug/registryz" => json(&state.push.load().registry),
+        "/ready" => reply(StatusCode::OK, "text/plain", "ready\n".into()),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "endpoints: /metrics /debug/syncz /debug/configz /debug/config_errors /debug/registryz /ready\n".into(),
+        ),
+    };
+    Ok(resp)
+}
+
+/// Binds the monitoring port and serves it on a task; the returned future ends if the
+/// listener fails.
+pub async fn serve(
+    addr: SocketAddr,
+    state: Arc<ControlState>,
+) -> Result<tokio::task::JoinHandle<()>, ControlError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ControlError::Listen { addr, source })?;
+    tracing::info!(%addr, "serving monitoring and debug endpoints");
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let state = state.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    }))
+}

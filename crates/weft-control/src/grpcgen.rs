@@ -1,0 +1,162 @@
+//! Proxyless gRPC: the resource form gRPC's xDS client understands, as Istio's `grpc`
+//! generator serves it. Listeners are API listeners named `<host>:<port>` whose HCM points at
+//! the RDS table `outbound|<port>||<host>`; clusters are EDS clusters named as Istio names them.
+
+use std::collections::BTreeSet;
+
+use envoy_types::pb::envoy::config::cluster::v3 as cluster;
+use envoy_types::pb::envoy::config::listener::v3 as listener;
+use envoy_types::pb::envoy::config::route::v3 as route;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use weft_xds::NamedResource;
+
+use crate::envoy;
+use crate::push::PushContext;
+use crate::registry::Service;
+use crate::sidecar::{ProxyView, cluster_name, parse_cluster_name};
+
+/// Resolves a gRPC target `host:port` (FQDN, `name.ns`, or short name in `proxy_ns`).
+fn lookup<'a>(push: &'a PushContext, target: &str, proxy_ns: &str) -> Option<(&'a Service, u16)> {
+    let (host, port) = target.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let fqdn = if host.contains('.') && host.split('.').count() > 2 {
+        host.to_string()
+    } else {
+        weft_api::resolve_host(host, proxy_ns, crate::push::DOMAIN_SUFFIX)
+    };
+    let svc = push.registry.service(&fqdn)?;
+    svc.port(port)?;
+    Some((svc.as_ref(), port))
+}
+
+pub fn listeners(push: &PushContext, proxy_ns: &str, names: &[String]) -> Vec<NamedResource> {
+    let mut out = Vec::new();
+    for name in names {
+        let Some((svc, port)) = lookup(push, name, proxy_ns) else {
+            continue;
+        };
+        let rds = cluster_name("outbound", port, "", &svc.hostname);
+        let hcm = hcm::HttpConnectionManager {
+            stat_prefix: name.clone(),
+            http_filters: vec![hcm::HttpFilter {
+                name: "envoy.filters.http.router".into(),
+                config_type: Some(hcm::http_filter::ConfigType::TypedConfig(envoy::any(
+                    &envoy_types::pb::envoy::extensions::filters::http::router::v3::Router::default(
+                    ),
+                ))),
+                ..Default::default()
+            }],
+            route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
+                hcm::Rds {
+                    config_source: Some(envoy::ads_source()),
+                    route_config_name: rds,
+                },
+            )),
+            ..Default::default()
+        };
+        let l = listener::Listener {
+            name: name.clone(),
+            address: Some(envoy::socket_address(
+                &svc.vips
+                    .first()
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "0.0.0.0".into()),
+                port as u32,
+            )),
+            api_listener: Some(listener::ApiListener {
+                api_listener: Some(envoy::any(&hcm)),
+            }),
+            ..Default::default()
+        };
+        out.push(NamedResource {
+            name: name.clone(),
+            resource: envoy::any(&l),
+        });
+    }
+    out
+}
+
+pub fn routes(push: &PushContext, names: &[String]) -> Vec<NamedResource> {
+    let mut out = Vec::new();
+    for name in names {
+        let Some(("outbound", port, _, host)) = parse_cluster_name(name) else {
+            continue;
+        };
+        let Some(svc) = push.registry.service(host) else {
+            continue;
+        };
+        let mut domains = vec![svc.hostname.clone(), format!("{}:{port}", svc.hostname)];
+        let suffix = format!(".{}.svc.{}", svc.namespace, crate::push::DOMAIN_SUFFIX);
+        if let Some(short) = svc.hostname.strip_suffix(&suffix) {
+            for d in [short.to_string(), format!("{short}.{}", svc.namespace)] {
+                domains.push(format!("{d}:{port}"));
+                domains.push(d);
+            }
+        }
+        let rc = route::RouteConfiguration {
+            name: name.clone(),
+            virtual_hosts: vec![route::VirtualHost {
+                name: format!("{}:{port}", svc.hostname),
+                domains,
+                routes: vec![route::Route {
+                    name: "default".into(),
+                    r#match: Some(route::RouteMatch {
+                        path_specifier: Some(route::route_match::PathSpecifier::Prefix(
+                            String::new(),
+                        )),
+                        ..Default::default()
+                    }),
+                    action: Some(route::route::Action::Route(route::RouteAction {
+                        cluster_specifier: Some(route::route_action::ClusterSpecifier::Cluster(
+                            name.clone(),
+                        )),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        out.push(NamedResource {
+            name: name.clone(),
+            resource: envoy::any(&rc),
+        });
+    }
+    out
+}
+
+pub fn clusters(push: &PushContext, names: &[String]) -> Vec<NamedResource> {
+    let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    let mut out = Vec::new();
+    for svc in &push.registry.services {
+        for sp in &svc.ports {
+            let name = cluster_name("outbound", sp.number, "", &svc.hostname);
+            if !wanted.is_empty() && !wanted.contains(name.as_str()) {
+                continue;
+            }
+            let c = cluster::Cluster {
+                name: name.clone(),
+                cluster_discovery_type: Some(cluster::cluster::ClusterDiscoveryType::Type(
+                    cluster::cluster::DiscoveryType::Eds as i32,
+                )),
+                eds_cluster_config: Some(cluster::cluster::EdsClusterConfig {
+                    eds_config: Some(envoy::ads_source()),
+                    service_name: name.clone(),
+                }),
+                lb_policy: cluster::cluster::LbPolicy::RoundRobin as i32,
+                ..Default::default()
+            };
+            out.push(NamedResource {
+                name,
+                resource: envoy::any(&c),
+            });
+        }
+    }
+    out
+}
+
+/// EDS for gRPC clients is the sidecar form (same cluster names, same endpoints).
+pub fn endpoints(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
+    crate::sidecar::endpoints(view, names)
+}

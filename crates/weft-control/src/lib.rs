@@ -1,0 +1,25 @@
+#![forbid(unsafe_code)]
+//! `weft control`, Weft's istiod: the config store (Istio YAML from a directory), the service
+//! registry (ServiceEntry + WorkloadEntry), the push context, the Istio → Envoy translation
+//! (sidecar and proxyless-gRPC forms), the CA front end and the debug endpoints.
+
+pub mod authn;
+pub mod ca;
+pub mod debug;
+pub mod destination;
+pub mod envoy;
+pub mod error;
+pub mod generator;
+pub mod grpcgen;
+pub mod push;
+pub mod registry;
+pub mod server;
+pub mod sidecar;
+pub mod store;
+pub mod tls;
+
+pub use error::ControlError;
+pub use server::{ControlOptions, run};
+
+/// Weft's own file in a config directory (pods for `weft up`); not an Istio resource.
+pub const WEFT_FILE: &str = "weft.yaml";

@@ -1,0 +1,344 @@
+//! The service registry off Kubernetes: ServiceEntry (services, VIPs, ports, inline endpoints)
+//! and WorkloadEntry (workload instances), selected into endpoints the way Istio does.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use weft_api::{Protocol, Resource, Spec};
+
+/// The label Istio's injector puts on workloads with a sidecar; endpoints carrying
+/// `istio` get mTLS from clients with auto mTLS.
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+/// Opt-out annotation: a WorkloadEntry with `sidecar.istio.io/inject: "false"` has no sidecar.
+pub const INJECT_ANNOTATION: &str = "sidecar.istio.io/inject";
+
+/// One port of a service.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ServicePort {
+    pub number: u16,
+    pub name: String,
+    #[serde(skip)]
+    pub protocol: Protocol,
+    pub target_port: Option<u16>,
+}
+
+/// A service from a ServiceEntry host.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Service {
+    /// Fully qualified host name (`reviews.default.svc.cluster.local`).
+    pub hostname: String,
+    /// The ServiceEntry's namespace.
+    pub namespace: String,
+    /// The ServiceEntry's name (Istio's `destination_service_name` is the Kubernetes Service name;
+    /// off Kubernetes the first label of the host).
+    pub name: String,
+    pub vips: Vec<IpAddr>,
+    /// True when the VIP was allocated by the control plane (no `addresses` in the ServiceEntry).
+    pub auto_vip: bool,
+    pub ports: Vec<ServicePort>,
+    pub mesh_internal: bool,
+    pub subject_alt_names: Vec<String>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl Service {
+    pub fn port(&self, number: u16) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.number == number)
+    }
+
+    /// The SPIFFE service accounts of this service's endpoints (for the client's SAN check).
+    pub fn service_accounts(&self, trust_domain: &str) -> Vec<String> {
+        let mut out: BTreeSet<String> = self
+            .endpoints
+            .iter()
+            .filter_map(|e| e.service_account.as_ref().map(|sa| (sa, &e.namespace)))
+            .map(|(sa, ns)| format!("spiffe://{trust_domain}/ns/{ns}/sa/{sa}"))
+            .collect();
+        out.extend(self.subject_alt_names.iter().cloned());
+        out.into_iter().collect()
+    }
+}
+
+/// One endpoint of a service: a workload instance reachable on some ports.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Endpoint {
+    pub address: IpAddr,
+    /// Service port name → endpoint port (WorkloadEntry `ports`).
+    pub ports: BTreeMap<String, u16>,
+    pub labels: BTreeMap<String, String>,
+    pub namespace: String,
+    pub workload: Option<String>,
+    pub service_account: Option<String>,
+    pub network: String,
+    pub locality: String,
+    pub weight: u32,
+    /// `istio` when the endpoint has a sidecar.
+    pub tls_mode: String,
+}
+
+impl Endpoint {
+    /// The endpoint port for a service port: the WorkloadEntry's port of the same name, else the
+    /// service port's targetPort, else its number (Istio's rules).
+    pub fn port_for(&self, sp: &ServicePort) -> u16 {
+        self.ports
+            .get(&sp.name)
+            .copied()
+            .or(sp.target_port)
+            .unwrap_or(sp.number)
+    }
+}
+
+/// A workload instance (WorkloadEntry).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Workload {
+    pub name: String,
+    pub namespace: String,
+    pub address: IpAddr,
+    pub ports: BTreeMap<String, u16>,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    pub network: String,
+    pub locality: String,
+    pub weight: u32,
+    pub tls_mode: String,
+}
+
+impl Workload {
+    fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            address: self.address,
+            ports: self.ports.clone(),
+            labels: self.labels.clone(),
+            namespace: self.namespace.clone(),
+            workload: Some(self.name.clone()),
+            service_account: Some(self.service_account.clone()),
+            network: self.network.clone(),
+            locality: self.locality.clone(),
+            weight: self.weight,
+            tls_mode: self.tls_mode.clone(),
+        }
+    }
+}
+
+/// All services and workloads, indexed.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Registry {
+    #[serde(serialize_with = "ser_services")]
+    pub services: Vec<Arc<Service>>,
+    #[serde(skip)]
+    by_host: HashMap<String, usize>,
+    #[serde(serialize_with = "ser_workloads")]
+    pub workloads: BTreeMap<(String, String), Arc<Workload>>,
+}
+
+fn ser_services<S: serde::Serializer>(v: &[Arc<Service>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|x| x.as_ref()))
+}
+
+fn ser_workloads<S: serde::Serializer>(
+    v: &BTreeMap<(String, String), Arc<Workload>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.values().map(|x| x.as_ref()))
+}
+
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+impl Registry {
+    /// Builds the registry from the current resources. `domain_suffix` is `cluster.local`.
+    pub fn build(resources: &[Resource], domain_suffix: &str) -> Registry {
+        let mut workloads = BTreeMap::new();
+        for r in resources {
+            if let Spec::WorkloadEntry(we) = &r.spec {
+                let Ok(address) = we.address.parse::<IpAddr>() else {
+                    // DNS and unix:// addresses are valid Istio but not routable here yet.
+                    tracing::warn!(
+                        workload = %format!("{}/{}", r.meta.namespace, r.meta.name),
+                        address = %we.address,
+                        "WorkloadEntry address is not an IP address; it is left out of the registry"
+                    );
+                    continue;
+                };
+                let injected = r
+                    .meta
+                    .annotations
+                    .get(INJECT_ANNOTATION)
+                    .map(String::as_str)
+                    != Some("false");
+                let tls_mode = we.labels.get(TLS_MODE_LABEL).cloned().unwrap_or_else(|| {
+                    if injected {
+                        "istio".into()
+                    } else {
+                        "disabled".into()
+                    }
+                });
+                let w = Workload {
+                    name: r.meta.name.clone(),
+                    namespace: r.meta.namespace.clone(),
+                    address,
+                    ports: we
+                        .ports
+                        .iter()
+                        .map(|(k, v)| (k.clone(), *v as u16))
+                        .collect(),
+                    labels: we.labels.clone(),
+                    service_account: if we.service_account.is_empty() {
+                        "default".into()
+                    } else {
+                        we.service_account.clone()
+                    },
+                    network: we.network.clone(),
+                    locality: we.locality.clone(),
+                    weight: we.weight.max(1),
+                    tls_mode,
+                };
+                workloads.insert((w.namespace.clone(), w.name.clone()), Arc::new(w));
+            }
+        }
+
+        let mut services: Vec<Service> = Vec::new();
+        for r in resources {
+            let Spec::ServiceEntry(se) = &r.spec else {
+                continue;
+            };
+            let ns = &r.meta.namespace;
+            let ports: Vec<ServicePort> = se
+                .ports
+                .iter()
+                .map(|p| ServicePort {
+                    number: p.number as u16,
+                    name: p.name.clone(),
+                    protocol: if p.protocol.is_empty() {
+                        weft_api::protocol_for_port(None, &p.name, p.number)
+                    } else {
+                        Protocol::from_istio_name(&p.protocol)
+                    },
+                    target_port: (p.target_port != 0).then_some(p.target_port as u16),
+                })
+                .collect();
+            let mut endpoints: Vec<Endpoint> = Vec::new();
+            for (i, e) in se.endpoints.iter().enumerate() {
+                let Ok(address) = e.address.parse::<IpAddr>() else {
+                    continue;
+                };
+                endpoints.push(Endpoint {
+                    address,
+                    ports: e
+                        .ports
+                        .iter()
+                        .map(|(k, v)| (k.clone(), *v as u16))
+                        .collect(),
+                    labels: e.labels.clone(),
+                    namespace: ns.clone(),
+                    workload: Some(format!("{}-{i}", r.meta.name)),
+                    service_account: Some(e.service_account.clone()).filter(|s| !s.is_empty()),
+                    network: e.network.clone(),
+                    locality: e.locality.clone(),
+                    weight: e.weight.max(1),
+                    tls_mode: e
+                        .labels
+                        .get(TLS_MODE_LABEL)
+                        .cloned()
+                        .unwrap_or_else(|| "disabled".into()),
+                });
+            }
+            if let Some(sel) = &se.workload_selector {
+                for w in workloads.values() {
+                    if &w.namespace == ns && selects(&sel.labels, &w.labels) {
+                        endpoints.push(w.endpoint());
+                    }
+                }
+            }
+            let vips: Vec<IpAddr> = se
+                .addresses
+                .iter()
+                .filter_map(|a| a.split('/').next().and_then(|ip| ip.parse().ok()))
+                .collect();
+            for host in &se.hosts {
+                let hostname = weft_api::resolve_host(host, ns, domain_suffix);
+                let name = hostname.split('.').next().unwrap_or(&hostname).to_string();
+                services.push(Service {
+                    hostname,
+                    namespace: ns.clone(),
+                    name,
+                    auto_vip: vips.is_empty(),
+                    vips: vips.clone(),
+                    ports: ports.clone(),
+                    mesh_internal: se.location == weft_api::networking::Location::MeshInternal,
+                    subject_alt_names: se.subject_alt_names.clone(),
+                    endpoints: endpoints.clone(),
+                });
+            }
+        }
+        allocate_vips(&mut services);
+        services.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+        let by_host = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.hostname.clone(), i))
+            .collect();
+        Registry {
+            services: services.into_iter().map(Arc::new).collect(),
+            by_host,
+            workloads,
+        }
+    }
+
+    pub fn service(&self, hostname: &str) -> Option<&Arc<Service>> {
+        self.by_host.get(hostname).map(|&i| &self.services[i])
+    }
+
+    pub fn workload(&self, namespace: &str, name: &str) -> Option<&Arc<Workload>> {
+        self.workloads
+            .get(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// The services a workload is an endpoint of.
+    pub fn services_of(&self, w: &Workload) -> Vec<Arc<Service>> {
+        self.services
+            .iter()
+            .filter(|s| {
+                s.endpoints
+                    .iter()
+                    .any(|e| e.namespace == w.namespace && e.workload.as_deref() == Some(&w.name))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// Istio's DNS auto-allocation: services without addresses get a VIP from 240.240.0.0/16,
+/// chosen by a hash of the host name (stable across unrelated changes) with linear probing.
+fn allocate_vips(services: &mut [Service]) {
+    let mut used: BTreeSet<IpAddr> = services
+        .iter()
+        .flat_map(|s| s.vips.iter().copied())
+        .collect();
+    let mut order: Vec<usize> = (0..services.len())
+        .filter(|&i| services[i].vips.is_empty())
+        .collect();
+    order.sort_by(|&a, &b| services[a].hostname.cmp(&services[b].hostname));
+    for i in order {
+        let mut h: u32 = 2166136261;
+        for b in services[i].hostname.bytes() {
+            h = (h ^ b as u32).wrapping_mul(16777619);
+        }
+        let mut slot = (h % 65534) + 1;
+        loop {
+            let ip = IpAddr::V4(Ipv4Addr::new(
+                240,
+                240,
+                (slot >> 8) as u8,
+                (slot & 0xff) as u8,
+            ));
+            if used.insert(ip) {
+                services[i].vips.push(ip);
+                break;
+            }
+            slot = slot % 65534 + 1;
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! `weft control`: loads config, runs the CA and the ADS servers (plaintext 15010, TLS 15012),
+//! the monitoring/debug port (15014), and pushes on every config change (debounced).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use notify::Watcher;
+use tokio::sync::mpsc;
+
+use crate::ca::WorkloadAuthenticator;
+use crate::error::ControlError;
+use crate::generator::MeshGenerator;
+use crate::push::PushContext;
+use crate::store::{ConfigStore, Snapshot};
+
+/// Settings of `weft control`, with Istio's defaults.
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    pub config_dir: PathBuf,
+    pub mesh_config: Option<PathBuf>,
+    /// Where the self-signed root, its key and the credential key live.
+    pub state_dir: PathBuf,
+    /// Istio `cacerts` layout to use instead of a self-signed root.
+    pub plugin_ca_dir: Option<PathBuf>,
+    pub xds_addr: SocketAddr,
+    pub xds_tls_addr: SocketAddr,
+    pub monitoring_addr: SocketAddr,
+    /// Default workload certificate lifetime (Istio: 24h).
+    pub cert_ttl: Duration,
+    /// Longest lifetime a workload may ask for (Istio: 90 days).
+    pub max_cert_ttl: Duration,
+    /// Quiet time before a push (Istio PILOT_DEBOUNCE_AFTER 100ms).
+    pub debounce_after: Duration,
+    /// Longest a push waits while changes keep coming (PILOT_DEBOUNCE_MAX 10s).
+    pub debounce_max: Duration,
+}
+
+impl ControlOptions {
+    pub fn new(config_dir: PathBuf) -> Self {
+        ControlOptions {
+            config_dir,
+            mesh_config: None,
+            state_dir: PathBuf::from("/var/lib/weft/control"),
+            plugin_ca_dir: None,
+            xds_addr: SocketAddr::from(([0, 0, 0, 0], 15010)),
+            xds_tls_addr: SocketAddr::from(([0, 0, 0, 0], 15012)),
+            monitoring_addr: SocketAddr::from(([0, 0, 0, 0], 15014)),
+            cert_ttl: Duration::from_secs(24 * 3600),
+            max_cert_ttl: Duration::from_secs(90 * 24 * 3600),
+            debounce_after: Duration::from_millis(100),
+            debounce_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Shared state of a running control plane (read by the debug endpoints).
+pub struct ControlState {
+    pub push: Arc<ArcSwap<PushContext>>,
+    pub ads: Arc<weft_xds::AdsServer>,
+    pub problems: ArcSwap<Vec<String>>,
+    pub pushes: std::sync::atomic::AtomicU64,
+    pub config_dir: PathBuf,
+}
+
+fn version(n: u64) -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("{secs}/{n}")
+}
+
+/// Runs the control plane until `shutdown` resolves.
+pub async fn run(
+    opts: ControlOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ControlError> {
+    std::fs::create_dir_all(&opts.state_dir).map_err(|source| ControlError::StateDir {
+        dir: opts.state_dir.clone(),
+        source,
+    })?;
+    let mut store = ConfigStore::new(opts.config_dir.clone(), opts.mesh_config.clone());
+    let first = store.load()?;
+    let mesh = first.mesh.clone();
+    let ca = Arc::new(match &opts.plugin_ca_dir {
+        Some(dir) => weft_identity::CertificateAuthority::from_plugin_dir(dir, &mesh.trust_domain)?,
+        None => weft_identity::CertificateAuthority::load_or_create(
+            &opts.state_dir,
+            &mesh.trust_domain,
+        )?,
+    });
+    let tokens = Arc::new(weft_identity::TokenAuthority::load_or_create(
+        &opts.state_dir,
+    )?);
+
+    let mut n = 1u64;
+    let push = Arc::new(ArcSwap::from_pointee(PushContext::new(
+        version(n),
+        first.mesh.clone(),
+        first.resources.clone(),
+    )));
+    let ads = Arc::new(weft_xds::AdsServer::new(Arc::new(MeshGenerator::new(
+        push.clone(),
+    ))));
+    let state = Arc::new(ControlState {
+        push: push.clone(),
+        ads: ads.clone(),
+        problems: ArcSwap::from_pointee(first.problems.clone()),
+        pushes: Default::default(),
+        config_dir: opts.config_dir.clone(),
+    });
+
+    let auth = WorkloadAuthenticator {
+        tokens: tokens.clone(),
+        push: push.clone(),
+    };
+    let ca_service = || {
+        weft_identity::ca_server(weft_identity::CaService::new(
+            ca.clone(),
+            auth.clone(),
+            opts.cert_ttl,
+            opts.max_cert_ttl,
+        ))
+    };
+
+    // Plaintext xDS + CA (Istio 15010).
+    let plain = tokio::net::TcpListener::bind(opts.xds_addr)
+        .await
+        .map_err(|source| ControlError::Listen {
+            addr: opts.xds_addr,
+            source,
+        })?;
+    tracing::info!(addr = %opts.xds_addr, "serving xDS and the CA (plaintext)");
+    let plain_server = tonic::transport::Server::builder()
+        .add_service(ads.service())
+        .add_service(ca_service())
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(plain));
+
+    // TLS xDS + CA (Istio 15012), with a serving cert from our own CA.
+    let tls_listener = tokio::net::TcpListener::bind(opts.xds_tls_addr)
+        .await
+        .map_err(|source| ControlError::Listen {
+            addr: opts.xds_tls_addr,
+            source,
+        })?;
+    let names = vec![
+        "istiod.istio-system.svc".to_string(),
+        "weft-control".to_string(),
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+    ];
+    let tls_config = crate::tls::server_config(&ca, &names, Duration::from_secs(365 * 24 * 3600))?;
+    tracing::info!(addr = %opts.xds_tls_addr, "serving xDS and the CA (TLS)");
+    let tls_server = tonic::transport::Server::builder()
+        .add_service(ads.service())
+        .add_service(ca_service())
+        .serve_with_incoming(crate::tls::incoming(tls_listener, tls_config));
+
+    let monitoring = crate::debug::serve(opts.monitoring_addr, state.clone()).await?;
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let _watcher = watch(&opts, tx)?;
+    let push_loop = async {
+        while rx.recv().await.is_some() {
+            // Debounce: wait for `debounce_after` of quiet, at most `debounce_max` in total.
+            let started = Instant::now();
+            loop {
+                let quiet = tokio::time::sleep(opts.debounce_after);
+                tokio::select! {
+                    more = rx.recv() => {
+                        if more.is_none() || started.elapsed() >= opts.debounce_max { break }
+                    }
+                    _ = quiet => break,
+                }
+            }
+            let snap: Snapshot = match store.load() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "reload failed; serving the last good config");
+                    continue;
+                }
+            };
+            state.problems.store(Arc::new(snap.problems.clone()));
+            let current = push.load();
+            if *current.resources == *snap.resources && *current.mesh == *snap.mesh {
+                continue;
+            }
+            n += 1;
+            let v = version(n);
+            push.store(Arc::new(PushContext::new(
+                v.clone(),
+                snap.mesh,
+                snap.resources,
+            )));
+            state
+                .pushes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(version = %v, "config changed; pushing to all proxies");
+            ads.push(weft_xds::PushEvent {
+                version: v,
+                types: None,
+            });
+        }
+    };
+
+    tokio::select! {
+        r = plain_server => r.map_err(|source| ControlError::Serve { addr: opts.xds_addr, source })?,
+        r = tls_server => r.map_err(|source| ControlError::Serve { addr: opts.xds_tls_addr, source })?,
+        _ = push_loop => {},
+        _ = monitoring => {},
+        _ = shutdown => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+fn watch(
+    opts: &ControlOptions,
+    tx: mpsc::UnboundedSender<()>,
+) -> Result<notify::RecommendedWatcher, ControlError> {
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev {
+            if !matches!(ev.kind, notify::EventKind::Access(_)) {
+                let _ = tx.send(());
+            }
+        }
+    })
+    .map_err(|source| ControlError::Watch {
+        path: opts.config_dir.clone(),
+        source,
+    })?;
+    watcher
+        .watch(&opts.config_dir, notify::RecursiveMode::Recursive)
+        .map_err(|source| ControlError::Watch {
+            path: opts.config_dir.clone(),
+            source,
+        })?;
+    if let Some(mesh) = &opts.mesh_config {
+        // Watch the parent so that editors that replace the file are seen.
+        let parent = mesh
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        watcher
+            .watch(parent, notify::RecursiveMode::NonRecursive)
+            .map_err(|source| ControlError::Watch {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+    }
+    Ok(watcher)
+}

@@ -1,0 +1,339 @@
+//! Clusters and endpoints: `outbound|<port>|<subset>|<fqdn>` (EDS, auto mTLS through
+//! transport_socket_matches), `inbound|<port>||` (original destination, bound to 127.0.0.6),
+//! and Istio's PassthroughCluster, BlackHoleCluster and InboundPassthroughClusterIpv4.
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3 as cluster;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::endpoint::v3 as endpoint;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3 as http_opts;
+use weft_xds::NamedResource;
+
+use super::{
+    BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_BIND, INBOUND_PASSTHROUGH_V4, PASSTHROUGH_CLUSTER,
+    ProxyView,
+};
+use crate::envoy::{self, alpn};
+use crate::registry::{Endpoint, Service, ServicePort};
+
+/// Istio's cluster name `outbound|<port>|<subset>|<fqdn>`.
+pub fn cluster_name(direction: &str, port: u16, subset: &str, host: &str) -> String {
+    format!("{direction}|{port}|{subset}|{host}")
+}
+
+/// Splits an Istio cluster name into (direction, port, subset, host).
+pub fn parse_cluster_name(name: &str) -> Option<(&str, u16, &str, &str)> {
+    let mut it = name.splitn(4, '|');
+    let dir = it.next()?;
+    let port = it.next()?.parse().ok()?;
+    let subset = it.next()?;
+    let host = it.next()?;
+    Some((dir, port, subset, host))
+}
+
+const HTTP_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+fn connect_timeout(view: &ProxyView) -> Duration {
+    Some(view.push.mesh.connect_timeout.get())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(Duration::from_secs(10))
+}
+
+fn base(name: String, view: &ProxyView) -> cluster::Cluster {
+    cluster::Cluster {
+        name,
+        connect_timeout: Some(envoy::duration(connect_timeout(view))),
+        lb_policy: cluster::cluster::LbPolicy::RoundRobin as i32,
+        ..Default::default()
+    }
+}
+
+/// Istio's service metadata on clusters, read by telemetry for `destination_service*`.
+fn service_metadata(svc: &Service, subset: &str) -> core::Metadata {
+    let service = envoy::string_struct([
+        ("host", svc.hostname.clone()),
+        ("name", svc.name.clone()),
+        ("namespace", svc.namespace.clone()),
+    ]);
+    let mut istio = envoy::string_struct([]);
+    istio.fields.insert(
+        "services".into(),
+        envoy::list_value(vec![envoy::struct_value(service)]),
+    );
+    if !subset.is_empty() {
+        istio
+            .fields
+            .insert("subset".into(), envoy::string_value(subset.to_string()));
+    }
+    envoy::metadata(vec![("istio", istio)])
+}
+
+fn http_protocol_options(h2: bool) -> envoy_types::pb::google::protobuf::Any {
+    use http_opts::http_protocol_options::{
+        ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config,
+    };
+    let opts = http_opts::HttpProtocolOptions {
+        upstream_protocol_options: Some(if h2 {
+            UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+                protocol_config: Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
+                    Default::default(),
+                )),
+            })
+        } else {
+            UpstreamProtocolOptions::UseDownstreamProtocolConfig(Default::default())
+        }),
+        ..Default::default()
+    };
+    envoy::any(&opts)
+}
+
+/// The client-side mTLS context for a service port (ISTIO_MUTUAL), with Istio's SNI and SANs.
+fn istio_mutual(
+    view: &ProxyView,
+    svc: &Service,
+    sp: &ServicePort,
+    subset: &str,
+) -> tls::UpstreamTlsContext {
+    let sans = svc
+        .service_accounts(view.push.trust_domain())
+        .iter()
+        .map(|id| envoy::uri_san(envoy::exact_matcher(id)))
+        .collect();
+    let alpns: &[&str] = if sp.protocol.is_http() {
+        // The HTTP codec overrides these per request protocol (istio-http/1.1, istio-h2).
+        &[alpn::ISTIO_HTTP11, alpn::ISTIO, alpn::HTTP11]
+    } else {
+        &[alpn::PEER_EXCHANGE, alpn::ISTIO]
+    };
+    let mut common = envoy::common_tls(alpns, sans);
+    common.tls_params = Some(envoy::tls_params(false));
+    tls::UpstreamTlsContext {
+        common_tls_context: Some(common),
+        sni: format!("outbound_.{}_.{}_.{}", sp.number, subset, svc.hostname),
+        ..Default::default()
+    }
+}
+
+fn outbound_cluster(
+    view: &ProxyView,
+    svc: &Service,
+    sp: &ServicePort,
+    subset: &str,
+) -> cluster::Cluster {
+    let name = super::cluster_name("outbound", sp.number, subset, &svc.hostname);
+    let mut c = base(name.clone(), view);
+    c.cluster_discovery_type = Some(cluster::cluster::ClusterDiscoveryType::Type(
+        cluster::cluster::DiscoveryType::Eds as i32,
+    ));
+    c.eds_cluster_config = Some(cluster::cluster::EdsClusterConfig {
+        eds_config: Some(envoy::ads_source()),
+        service_name: name,
+    });
+    c.metadata = Some(service_metadata(svc, subset));
+    if sp.protocol.is_http() {
+        c.typed_extension_protocol_options.insert(
+            HTTP_OPTIONS_KEY.into(),
+            http_protocol_options(sp.protocol.is_http2()),
+        );
+    }
+    if view.push.mesh.enable_auto_mtls {
+        c.transport_socket_matches = vec![
+            cluster::cluster::TransportSocketMatch {
+                name: "tlsMode-istio".into(),
+                r#match: Some(envoy::string_struct([("tlsMode", "istio".to_string())])),
+                transport_socket: Some(envoy::transport_socket(
+                    "envoy.transport_sockets.tls",
+                    &istio_mutual(view, svc, sp, subset),
+                )),
+            },
+            cluster::cluster::TransportSocketMatch {
+                name: "tlsMode-disabled".into(),
+                r#match: Some(Default::default()),
+                transport_socket: Some(envoy::raw_buffer()),
+            },
+        ];
+    }
+    c
+}
+
+fn original_dst(name: &str, view: &ProxyView, bind: Option<&str>) -> cluster::Cluster {
+    let mut c = base(name.to_string(), view);
+    c.cluster_discovery_type = Some(cluster::cluster::ClusterDiscoveryType::Type(
+        cluster::cluster::DiscoveryType::OriginalDst as i32,
+    ));
+    c.lb_policy = cluster::cluster::LbPolicy::ClusterProvided as i32;
+    if let Some(ip) = bind {
+        c.upstream_bind_config = Some(core::BindConfig {
+            source_address: Some(match envoy::socket_address(ip, 0).address {
+                Some(core::address::Address::SocketAddress(sa)) => sa,
+                _ => Default::default(),
+            }),
+            ..Default::default()
+        });
+    }
+    c
+}
+
+pub fn build(view: &ProxyView) -> Vec<NamedResource> {
+    let mut out = Vec::new();
+    for svc in &view.push.registry.services {
+        for sp in &svc.ports {
+            out.push(outbound_cluster(view, svc, sp, ""));
+            for subset in crate::destination::subsets_for(view.push, svc) {
+                out.push(outbound_cluster(view, svc, sp, &subset.name));
+            }
+        }
+    }
+    for (port, sp) in view.inbound_ports() {
+        let name = super::cluster_name("inbound", port, "", "");
+        let mut c = original_dst(&name, view, Some(INBOUND_PASSTHROUGH_BIND));
+        if sp.protocol.is_http() {
+            c.typed_extension_protocol_options
+                .insert(HTTP_OPTIONS_KEY.into(), http_protocol_options(false));
+        }
+        out.push(c);
+    }
+    out.push(original_dst(PASSTHROUGH_CLUSTER, view, None));
+    out.push(original_dst(
+        INBOUND_PASSTHROUGH_V4,
+        view,
+        Some(INBOUND_PASSTHROUGH_BIND),
+    ));
+    let mut blackhole = base(BLACKHOLE_CLUSTER.into(), view);
+    blackhole.cluster_discovery_type = Some(cluster::cluster::ClusterDiscoveryType::Type(
+        cluster::cluster::DiscoveryType::Static as i32,
+    ));
+    out.push(blackhole);
+    out.into_iter()
+        .map(|c| NamedResource {
+            name: c.name.clone(),
+            resource: envoy::any(&c),
+        })
+        .collect()
+}
+
+fn lb_endpoint(ep: &Endpoint, port: u16, canonical: (&str, &str)) -> endpoint::LbEndpoint {
+    let workload = format!(
+        "{};{};{};{};{}",
+        ep.workload.clone().unwrap_or_default(),
+        ep.namespace,
+        canonical.0,
+        canonical.1,
+        "Kubernetes"
+    );
+    endpoint::LbEndpoint {
+        host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(
+            endpoint::Endpoint {
+                address: Some(envoy::socket_address(&ep.address.to_string(), port as u32)),
+                ..Default::default()
+            },
+        )),
+        metadata: Some(envoy::metadata(vec![
+            (
+                "envoy.transport_socket_match",
+                envoy::string_struct([("tlsMode", ep.tls_mode.clone())]),
+            ),
+            ("istio", envoy::string_struct([("workload", workload)])),
+        ])),
+        load_balancing_weight: Some(envoy::u32v(ep.weight)),
+        ..Default::default()
+    }
+}
+
+fn canonical(ep: &Endpoint) -> (String, String) {
+    let name = [
+        "service.istio.io/canonical-name",
+        "app.kubernetes.io/name",
+        "app",
+    ]
+    .iter()
+    .find_map(|k| ep.labels.get(*k).cloned())
+    .or_else(|| ep.workload.clone())
+    .unwrap_or_default();
+    let rev = [
+        "service.istio.io/canonical-revision",
+        "app.kubernetes.io/version",
+        "version",
+    ]
+    .iter()
+    .find_map(|k| ep.labels.get(*k).cloned())
+    .unwrap_or_else(|| "latest".into());
+    (name, rev)
+}
+
+/// ClusterLoadAssignments for the requested `outbound|…` clusters.
+pub fn endpoints(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
+    let mut out = Vec::new();
+    for name in names {
+        let Some(("outbound", port, subset, host)) = parse_cluster_name(name) else {
+            continue;
+        };
+        let Some(svc) = view.push.registry.service(host) else {
+            continue;
+        };
+        let Some(sp) = svc.port(port) else { continue };
+        let selector = if subset.is_empty() {
+            None
+        } else {
+            crate::destination::subsets_for(view.push, svc)
+                .into_iter()
+                .find(|s| s.name == subset)
+                .map(|s| s.labels)
+        };
+        if !subset.is_empty() && selector.is_none() {
+            continue;
+        }
+        let mut by_locality: std::collections::BTreeMap<String, Vec<endpoint::LbEndpoint>> =
+            Default::default();
+        for ep in &svc.endpoints {
+            if let Some(sel) = &selector {
+                if !sel.iter().all(|(k, v)| ep.labels.get(k) == Some(v)) {
+                    continue;
+                }
+            }
+            let (cn, cr) = canonical(ep);
+            by_locality
+                .entry(ep.locality.clone())
+                .or_default()
+                .push(lb_endpoint(ep, ep.port_for(sp), (&cn, &cr)));
+        }
+        let cla = endpoint::ClusterLoadAssignment {
+            cluster_name: name.clone(),
+            endpoints: by_locality
+                .into_iter()
+                .map(|(loc, lb_endpoints)| {
+                    let mut parts = loc.splitn(3, '/');
+                    endpoint::LocalityLbEndpoints {
+                        locality: Some(core::Locality {
+                            region: parts.next().unwrap_or_default().to_string(),
+                            zone: parts.next().unwrap_or_default().to_string(),
+                            sub_zone: parts.next().unwrap_or_default().to_string(),
+                            ..Default::default()
+                        }),
+                        load_balancing_weight: Some(envoy::u32v(
+                            lb_endpoints
+                                .iter()
+                                .map(|e| {
+                                    e.load_balancing_weight
+                                        .as_ref()
+                                        .map(|w| w.value)
+                                        .unwrap_or(1)
+                                })
+                                .sum(),
+                        )),
+                        lb_endpoints,
+                        ..Default::default()
+                    }
+                })
+                .collect(),
+            ..Default::default()
+        };
+        out.push(NamedResource {
+            name: name.clone(),
+            resource: envoy::any(&cla),
+        });
+    }
+    out
+}

@@ -1,0 +1,502 @@
+//! Listeners: `virtualOutbound` (15001), `virtualInbound` (15006) with Istio's per-port
+//! PERMISSIVE/STRICT/DISABLE filter chains, and the outbound per-port listeners
+//! (`0.0.0.0_<port>` for HTTP, `<vip>_<port>` for TCP) that virtualOutbound hands off to.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::listener::v3 as listener;
+use envoy_types::pb::envoy::config::route::v3 as route;
+use envoy_types::pb::envoy::extensions::access_loggers::file::v3 as file_log;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+use weft_xds::NamedResource;
+
+use super::{
+    BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_V4, INBOUND_PORT, OUTBOUND_PORT, PASSTHROUGH_CLUSTER,
+    ProxyView, VIRTUAL_INBOUND, VIRTUAL_OUTBOUND,
+};
+use crate::authn::MtlsMode;
+use crate::envoy::{self, alpn};
+use crate::registry::ServicePort;
+
+/// Istio's default TEXT access-log format (`EnvoyTextLogFormat`).
+pub const ENVOY_TEXT_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n";
+
+/// Istio's JSON access-log keys (`EnvoyJSONLogFormatIstio`).
+pub const ENVOY_JSON_LOG_FORMAT: &[(&str, &str)] = &[
+    ("start_time", "%START_TIME%"),
+    ("route_name", "%ROUTE_NAME%"),
+    ("method", "%REQ(:METHOD)%"),
+    ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
+    ("protocol", "%PROTOCOL%"),
+    ("response_code", "%RESPONSE_CODE%"),
+    ("response_flags", "%RESPONSE_FLAGS%"),
+    ("response_code_details", "%RESPONSE_CODE_DETAILS%"),
+    (
+        "connection_termination_details",
+        "%CONNECTION_TERMINATION_DETAILS%",
+    ),
+    ("bytes_received", "%BYTES_RECEIVED%"),
+    ("bytes_sent", "%BYTES_SENT%"),
+    ("duration", "%DURATION%"),
+    (
+        "upstream_service_time",
+        "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+    ),
+    ("x_forwarded_for", "%REQ(X-FORWARDED-FOR)%"),
+    ("user_agent", "%REQ(USER-AGENT)%"),
+    ("request_id", "%REQ(X-REQUEST-ID)%"),
+    ("authority", "%REQ(:AUTHORITY)%"),
+    ("upstream_host", "%UPSTREAM_HOST%"),
+    ("upstream_cluster", "%UPSTREAM_CLUSTER%"),
+    ("upstream_local_address", "%UPSTREAM_LOCAL_ADDRESS%"),
+    ("downstream_local_address", "%DOWNSTREAM_LOCAL_ADDRESS%"),
+    ("downstream_remote_address", "%DOWNSTREAM_REMOTE_ADDRESS%"),
+    ("requested_server_name", "%REQUESTED_SERVER_NAME%"),
+    (
+        "upstream_transport_failure_reason",
+        "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+    ),
+];
+
+/// The file access log from meshConfig.accessLogFile / accessLogEncoding / accessLogFormat.
+fn access_logs(view: &ProxyView) -> Vec<accesslog::AccessLog> {
+    let mesh = &view.push.mesh;
+    let path = mesh.access_log_file.clone();
+    if path.is_empty() {
+        return Vec::new();
+    }
+    use core::substitution_format_string::Format;
+    let json = mesh.access_log_encoding == weft_api::mesh::AccessLogEncoding::Json;
+    let custom = Some(mesh.access_log_format.clone()).filter(|f| !f.is_empty());
+    let format = if json {
+        let fields: Vec<(&str, String)> = match &custom {
+            // A custom JSON format is a JSON object of key → operator string.
+            Some(f) => match serde_json::from_str::<BTreeMap<String, String>>(f) {
+                Ok(m) => {
+                    return vec![file_access_log(
+                        path,
+                        Format::JsonFormat(envoy::string_struct(
+                            m.iter().map(|(k, v)| (k.as_str(), v.clone())),
+                        )),
+                    )];
+                }
+                Err(_) => ENVOY_JSON_LOG_FORMAT
+                    .iter()
+                    .map(|(k, v)| (*k, v.to_string()))
+                    .collect(),
+            },
+            None => ENVOY_JSON_LOG_FORMAT
+                .iter()
+                .map(|(k, v)| (*k, v.to_string()))
+                .collect(),
+        };
+        Format::JsonFormat(envoy::string_struct(fields))
+    } else {
+        let mut text = custom.unwrap_or_else(|| ENVOY_TEXT_LOG_FORMAT.to_string());
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        Format::TextFormatSource(core::DataSource {
+            specifier: Some(core::data_source::Specifier::InlineString(text)),
+            ..Default::default()
+        })
+    };
+    vec![file_access_log(path, format)]
+}
+
+fn file_access_log(
+    path: String,
+    format: core::substitution_format_string::Format,
+) -> accesslog::AccessLog {
+    let cfg = file_log::FileAccessLog {
+        path,
+        access_log_format: Some(file_log::file_access_log::AccessLogFormat::LogFormat(
+            core::SubstitutionFormatString {
+                format: Some(format),
+                ..Default::default()
+            },
+        )),
+    };
+    accesslog::AccessLog {
+        name: "envoy.access_loggers.file".into(),
+        config_type: Some(accesslog::access_log::ConfigType::TypedConfig(envoy::any(
+            &cfg,
+        ))),
+        ..Default::default()
+    }
+}
+
+fn router_filter() -> hcm::HttpFilter {
+    hcm::HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(hcm::http_filter::ConfigType::TypedConfig(envoy::any(
+            &envoy_types::pb::envoy::extensions::filters::http::router::v3::Router::default(),
+        ))),
+        ..Default::default()
+    }
+}
+
+fn hcm_filter(
+    stat_prefix: String,
+    routes: hcm::http_connection_manager::RouteSpecifier,
+    view: &ProxyView,
+) -> listener::Filter {
+    let cfg = hcm::HttpConnectionManager {
+        stat_prefix,
+        codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
+        http_filters: vec![router_filter()],
+        route_specifier: Some(routes),
+        access_log: access_logs(view),
+        use_remote_address: Some(envoy::boolv(false)),
+        ..Default::default()
+    };
+    listener::Filter {
+        name: "envoy.filters.network.http_connection_manager".into(),
+        config_type: Some(listener::filter::ConfigType::TypedConfig(envoy::any(&cfg))),
+    }
+}
+
+fn tcp_filter(stat_prefix: String, cluster: String, view: &ProxyView) -> listener::Filter {
+    let cfg = tcp::TcpProxy {
+        stat_prefix,
+        cluster_specifier: Some(tcp::tcp_proxy::ClusterSpecifier::Cluster(cluster)),
+        access_log: access_logs(view),
+        ..Default::default()
+    };
+    listener::Filter {
+        name: "envoy.filters.network.tcp_proxy".into(),
+        config_type: Some(listener::filter::ConfigType::TypedConfig(envoy::any(&cfg))),
+    }
+}
+
+fn listener_filter<T: prost::Message + prost::Name + Default>(
+    name: &str,
+) -> listener::ListenerFilter {
+    listener::ListenerFilter {
+        name: name.into(),
+        config_type: Some(listener::listener_filter::ConfigType::TypedConfig(
+            envoy::any(&T::default()),
+        )),
+        ..Default::default()
+    }
+}
+
+fn named(l: listener::Listener) -> NamedResource {
+    NamedResource {
+        name: l.name.clone(),
+        resource: envoy::any(&l),
+    }
+}
+
+pub fn build(view: &ProxyView) -> Vec<NamedResource> {
+    let mut out = vec![named(virtual_outbound(view)), named(virtual_inbound(view))];
+    out.extend(outbound_listeners(view).into_iter().map(named));
+    out
+}
+
+fn registry_only(view: &ProxyView) -> bool {
+    view.push.mesh.outbound_traffic_policy.mode
+        == weft_api::networking::OutboundTrafficMode::RegistryOnly
+}
+
+fn virtual_outbound(view: &ProxyView) -> listener::Listener {
+    let fallback = if registry_only(view) {
+        BLACKHOLE_CLUSTER
+    } else {
+        PASSTHROUGH_CLUSTER
+    };
+    listener::Listener {
+        name: VIRTUAL_OUTBOUND.into(),
+        address: Some(envoy::socket_address("0.0.0.0", OUTBOUND_PORT)),
+        use_original_dst: Some(envoy::boolv(true)),
+        traffic_direction: core::TrafficDirection::Outbound as i32,
+        filter_chains: vec![listener::FilterChain {
+            name: "virtualOutbound-catchall-tcp".into(),
+            filters: vec![tcp_filter(fallback.into(), fallback.into(), view)],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// Per-port outbound listeners. HTTP ports share `0.0.0.0_<port>` with the route table `<port>`;
+/// TCP ports get `<vip>_<port>` straight to the service's cluster.
+fn outbound_listeners(view: &ProxyView) -> Vec<listener::Listener> {
+    let mut http_ports: BTreeMap<u16, ()> = BTreeMap::new();
+    let mut out = Vec::new();
+    for svc in &view.push.registry.services {
+        for sp in &svc.ports {
+            if sp.protocol.is_http() {
+                http_ports.insert(sp.number, ());
+                continue;
+            }
+            for vip in &svc.vips {
+                let cluster = super::cluster_name("outbound", sp.number, "", &svc.hostname);
+                out.push(listener::Listener {
+                    name: format!("{vip}_{}", sp.number),
+                    address: Some(envoy::socket_address(&vip.to_string(), sp.number as u32)),
+                    bind_to_port: Some(envoy::boolv(false)),
+                    traffic_direction: core::TrafficDirection::Outbound as i32,
+                    filter_chains: vec![listener::FilterChain {
+                        filters: vec![tcp_filter(cluster.clone(), cluster, view)],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    for port in http_ports.keys() {
+        out.push(listener::Listener {
+            name: format!("0.0.0.0_{port}"),
+            address: Some(envoy::socket_address("0.0.0.0", *port as u32)),
+            bind_to_port: Some(envoy::boolv(false)),
+            traffic_direction: core::TrafficDirection::Outbound as i32,
+            filter_chains: vec![listener::FilterChain {
+                filters: vec![hcm_filter(
+                    format!("outbound_0.0.0.0_{port}"),
+                    hcm::http_connection_manager::RouteSpecifier::Rds(hcm::Rds {
+                        config_source: Some(envoy::ads_source()),
+                        route_config_name: port.to_string(),
+                    }),
+                    view,
+                )],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+    out
+}
+
+/// The server side of mTLS: `default` cert, `ROOTCA` trust, client certificate required,
+/// SAN prefix of the trust domain(s), meshMTLS.minProtocolVersion.
+fn inbound_tls(view: &ProxyView, alpns: &[&str]) -> core::TransportSocket {
+    let mesh = &view.push.mesh;
+    let mut domains = vec![mesh.trust_domain.clone()];
+    domains.extend(mesh.trust_domain_aliases.iter().cloned());
+    let sans = domains
+        .iter()
+        .map(|td| envoy::uri_san(envoy::prefix_matcher(&format!("spiffe://{td}/"))))
+        .collect();
+    let min13 = mesh.min_tls_version() == weft_api::mesh::MeshTlsProtocol::TlsV1_3;
+    let mut common = envoy::common_tls(alpns, sans);
+    common.tls_params = Some(envoy::tls_params(min13));
+    let ctx = tls::DownstreamTlsContext {
+        common_tls_context: Some(common),
+        require_client_certificate: Some(envoy::boolv(true)),
+        ..Default::default()
+    };
+    envoy::transport_socket("envoy.transport_sockets.tls", &ctx)
+}
+
+const MTLS_HTTP_ALPNS: &[&str] = &[alpn::ISTIO_HTTP10, alpn::ISTIO_HTTP11, alpn::ISTIO_H2];
+const ALL_ISTIO_ALPNS: &[&str] = &[
+    alpn::ISTIO,
+    alpn::PEER_EXCHANGE,
+    alpn::ISTIO_HTTP10,
+    alpn::ISTIO_HTTP11,
+    alpn::ISTIO_H2,
+];
+const SERVER_HTTP_ALPNS: &[&str] = &[alpn::H2, alpn::HTTP11];
+const SERVER_TCP_ALPNS: &[&str] = &[alpn::PEER_EXCHANGE, alpn::H2, alpn::HTTP11];
+
+/// Which protocol a chain speaks.
+#[derive(Clone, Copy)]
+enum Chain {
+    Http,
+    Tcp,
+}
+
+struct ChainSpec {
+    name: String,
+    port: Option<u16>,
+    transport: &'static str,
+    alpns: &'static [&'static str],
+    tls: bool,
+    kind: Chain,
+}
+
+/// Istio's inbound filter chains for one port and mode (§4d of the digest).
+fn chain_specs(
+    port: Option<u16>,
+    protocol: Option<&ServicePort>,
+    mode: MtlsMode,
+) -> Vec<ChainSpec> {
+    let label = port
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "virtualInbound".into());
+    let spec = |suffix: &str, transport, alpns, tls, kind| ChainSpec {
+        name: format!("{label}-{suffix}"),
+        port,
+        transport,
+        alpns,
+        tls,
+        kind,
+    };
+    let declared_http = protocol.is_some_and(|p| p.protocol.is_http());
+    let declared_tcp = protocol
+        .is_some_and(|p| !p.protocol.is_http() && p.protocol != weft_api::Protocol::Unsupported);
+    let mut out = Vec::new();
+    match mode {
+        MtlsMode::Strict => {
+            if declared_http {
+                out.push(spec("mtls-http", "tls", ALL_ISTIO_ALPNS, true, Chain::Http));
+            } else if declared_tcp {
+                out.push(spec("mtls-tcp", "tls", &[], true, Chain::Tcp));
+            } else {
+                out.push(spec("mtls-http", "tls", MTLS_HTTP_ALPNS, true, Chain::Http));
+                out.push(spec("mtls-tcp", "tls", &[], true, Chain::Tcp));
+            }
+        }
+        MtlsMode::Permissive => {
+            if declared_http {
+                out.push(spec("mtls-http", "tls", ALL_ISTIO_ALPNS, true, Chain::Http));
+                out.push(spec(
+                    "plaintext-http",
+                    "raw_buffer",
+                    &[],
+                    false,
+                    Chain::Http,
+                ));
+            } else if declared_tcp {
+                out.push(spec(
+                    "mtls-tcp",
+                    "tls",
+                    &[alpn::PEER_EXCHANGE, alpn::ISTIO],
+                    true,
+                    Chain::Tcp,
+                ));
+                out.push(spec("plaintext-tcp", "raw_buffer", &[], false, Chain::Tcp));
+                out.push(spec("passthrough-tls", "tls", &[], false, Chain::Tcp));
+            } else {
+                out.push(spec("mtls-http", "tls", MTLS_HTTP_ALPNS, true, Chain::Http));
+                out.push(spec(
+                    "plaintext-http",
+                    "raw_buffer",
+                    &[alpn::HTTP11, alpn::H2C],
+                    false,
+                    Chain::Http,
+                ));
+                out.push(spec(
+                    "mtls-tcp",
+                    "tls",
+                    &[alpn::PEER_EXCHANGE, alpn::ISTIO],
+                    true,
+                    Chain::Tcp,
+                ));
+                out.push(spec("plaintext-tcp", "raw_buffer", &[], false, Chain::Tcp));
+                out.push(spec("passthrough-tls", "tls", &[], false, Chain::Tcp));
+            }
+        }
+        MtlsMode::Disable => {
+            if declared_http {
+                out.push(spec("plaintext-http", "", &[], false, Chain::Http));
+            } else {
+                out.push(spec("plaintext-tcp", "", &[], false, Chain::Tcp));
+            }
+        }
+    }
+    out
+}
+
+fn virtual_inbound(view: &ProxyView) -> listener::Listener {
+    let policies = view.policies();
+    let mut chains = Vec::new();
+    for (port, sp) in view.inbound_ports() {
+        let mode = policies.port_mode(port);
+        let cluster = super::cluster_name("inbound", port, "", "");
+        for spec in chain_specs(Some(port), Some(&sp), mode) {
+            chains.push(inbound_chain(view, spec, &cluster, port));
+        }
+    }
+    // Ports no service declares: passthrough to the original destination, under the
+    // workload-level mode.
+    for spec in chain_specs(None, None, policies.workload_mode()) {
+        chains.push(inbound_chain(view, spec, INBOUND_PASSTHROUGH_V4, 0));
+    }
+    listener::Listener {
+        name: VIRTUAL_INBOUND.into(),
+        address: Some(envoy::socket_address("0.0.0.0", INBOUND_PORT)),
+        use_original_dst: Some(envoy::boolv(true)),
+        traffic_direction: core::TrafficDirection::Inbound as i32,
+        listener_filters: vec![
+            listener_filter::<envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst>(
+                "envoy.filters.listener.original_dst",
+            ),
+            listener_filter::<envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector>(
+                "envoy.filters.listener.tls_inspector",
+            ),
+            listener_filter::<envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector>(
+                "envoy.filters.listener.http_inspector",
+            ),
+        ],
+        filter_chains: chains,
+        ..Default::default()
+    }
+}
+
+fn inbound_chain(
+    view: &ProxyView,
+    spec: ChainSpec,
+    cluster: &str,
+    port: u16,
+) -> listener::FilterChain {
+    let filter = match spec.kind {
+        Chain::Http => {
+            let rc = route::RouteConfiguration {
+                name: cluster.to_string(),
+                validate_clusters: Some(envoy::boolv(false)),
+                virtual_hosts: vec![route::VirtualHost {
+                    name: format!("inbound|http|{port}"),
+                    domains: vec!["*".into()],
+                    routes: vec![route::Route {
+                        name: "default".into(),
+                        r#match: Some(route::RouteMatch {
+                            path_specifier: Some(route::route_match::PathSpecifier::Prefix(
+                                "/".into(),
+                            )),
+                            ..Default::default()
+                        }),
+                        action: Some(route::route::Action::Route(route::RouteAction {
+                            cluster_specifier: Some(
+                                route::route_action::ClusterSpecifier::Cluster(cluster.to_string()),
+                            ),
+                            timeout: Some(envoy::duration(std::time::Duration::ZERO)),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            };
+            hcm_filter(
+                format!("inbound_0.0.0.0_{port}"),
+                hcm::http_connection_manager::RouteSpecifier::RouteConfig(rc),
+                view,
+            )
+        }
+        Chain::Tcp => tcp_filter(cluster.to_string(), cluster.to_string(), view),
+    };
+    let server_alpns = match spec.kind {
+        Chain::Http => SERVER_HTTP_ALPNS,
+        Chain::Tcp => SERVER_TCP_ALPNS,
+    };
+    listener::FilterChain {
+        name: spec.name,
+        filter_chain_match: Some(listener::FilterChainMatch {
+            destination_port: spec.port.map(|p| envoy::u32v(p as u32)),
+            transport_protocol: spec.transport.to_string(),
+            application_protocols: spec.alpns.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }),
+        transport_socket: spec.tls.then(|| inbound_tls(view, server_alpns)),
+        filters: vec![filter],
+        ..Default::default()
+    }
+}

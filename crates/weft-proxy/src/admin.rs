@@ -1,0 +1,286 @@
+//! The proxy's HTTP ports: admin on 127.0.0.1:15000 (`/config_dump`, `/clusters`, `/stats`,
+//! `/ready`, `/logging`, `/quitquitquit`), the agent port 15020 (`/stats/prometheus`,
+//! `/healthz/ready`, `/quitquitquit`), health 15021 (`/healthz/ready`) and Prometheus 15090.
+
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::Proxy;
+use crate::error::ProxyError;
+use crate::snapshot::{ClusterKind, NetworkFilter, RouteRef};
+
+/// Which endpoints a port serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Port {
+    Admin,
+    Agent,
+    Health,
+    Prometheus,
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn ready(proxy: &Proxy) -> Response<Full<Bytes>> {
+    if proxy.ready() {
+        reply(StatusCode::OK, "text/plain", "")
+    } else {
+        let why = match (
+            proxy
+                .config_ready
+                .load(std::sync::atomic::Ordering::Acquire),
+            proxy.identity.borrow().is_some(),
+        ) {
+            (false, false) => "no config and no certificate yet",
+            (false, true) => "no config from the control plane yet",
+            (true, false) => "no workload certificate yet",
+            (true, true) => "ready",
+        };
+        reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("not ready: {why}\n"),
+        )
+    }
+}
+
+fn config_dump(proxy: &Proxy) -> serde_json::Value {
+    let snap = proxy.snapshot.load();
+    let listeners: Vec<_> = snap
+        .listeners
+        .values()
+        .map(|l| {
+            json!({
+                "name": l.name,
+                "address": l.addr.to_string(),
+                "bind_to_port": l.bind,
+                "direction": format!("{:?}", l.direction),
+                "filter_chains": l.chains.iter().map(|c| json!({
+                    "name": c.name,
+                    "destination_port": c.matcher.destination_port,
+                    "transport_protocol": c.matcher.transport,
+                    "application_protocols": c.matcher.alpns,
+                    "tls": c.tls.is_some(),
+                    "filter": match &c.filter {
+                        NetworkFilter::Http(h) => json!({"http_connection_manager": {
+                            "stat_prefix": h.stat_prefix,
+                            "route_config": match &h.routes { RouteRef::Rds(n) => n.clone(), RouteRef::Inline(t) => t.name.clone() },
+                            "access_logs": h.access_log.iter().map(|a| a.path.clone()).collect::<Vec<_>>(),
+                        }}),
+                        NetworkFilter::Tcp(t) => json!({"tcp_proxy": {"cluster": &*t.cluster, "stat_prefix": t.stat_prefix}}),
+                    },
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let mut routes: Vec<_> = snap
+        .routes
+        .values()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "virtual_hosts": t.vhosts.iter().map(|v| json!({
+                    "name": v.name,
+                    "domains": v.domains,
+                    "routes": v.routes.iter().map(|r| json!({"name": r.name, "action": format!("{:?}", r.action)})).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    routes.sort_by_key(|r| r["name"].as_str().unwrap_or_default().to_string());
+    let mut clusters: Vec<_> = snap
+        .clusters
+        .values()
+        .map(|c| {
+            json!({
+                "name": &*c.name,
+                "type": match c.kind { ClusterKind::Endpoints => "EDS", ClusterKind::OriginalDst => "ORIGINAL_DST" },
+                "connect_timeout_ms": c.connect_timeout.as_millis() as u64,
+                "http2": c.http2,
+                "endpoints": c.endpoints.iter().map(|e| json!({
+                    "address": e.addr.to_string(),
+                    "weight": e.weight,
+                    "tls": e.tls.as_ref().map(|t| json!({"sni": t.sni, "subject_alt_names": t.sans})),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    clusters.sort_by_key(|c| c["name"].as_str().unwrap_or_default().to_string());
+    let identity = proxy.identity.borrow().as_ref().map(|i| {
+        json!({
+            "spiffe_id": i.svid.id.to_string(),
+            "not_after": humantime_secs(i.svid.not_after),
+        })
+    });
+    json!({
+        "versions": &snap.raw.versions,
+        "xds": &*proxy.xds_state.borrow(),
+        "identity": identity,
+        "listeners": listeners,
+        "routes": routes,
+        "clusters": clusters,
+    })
+}
+
+fn humantime_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Envoy's `/clusters` text: `<cluster>::<host>::<stat>::<value>`.
+fn clusters_text(proxy: &Proxy) -> String {
+    let snap = proxy.snapshot.load();
+    let mut names: Vec<_> = snap.clusters.keys().cloned().collect();
+    names.sort();
+    let mut out = String::new();
+    for n in names {
+        let c = &snap.clusters[&n];
+        let _ = writeln!(out, "{n}::default_priority::max_connections::4294967295");
+        for e in &c.endpoints {
+            let _ = writeln!(out, "{n}::{}::health_flags::healthy", e.addr);
+            let _ = writeln!(out, "{n}::{}::weight::{}", e.addr, e.weight);
+        }
+    }
+    out
+}
+
+async fn handle(
+    port: Port,
+    proxy: Arc<Proxy>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path();
+    let resp = match (port, path) {
+        (Port::Health | Port::Agent | Port::Admin, "/healthz/ready") | (Port::Admin, "/ready") => {
+            ready(&proxy)
+        }
+        (Port::Agent | Port::Prometheus | Port::Admin, "/stats/prometheus") => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            proxy.metrics_text(),
+        ),
+        (Port::Admin, "/stats") => reply(StatusCode::OK, "text/plain", proxy.metrics_text()),
+        (Port::Admin, "/config_dump") => match serde_json::to_string_pretty(&config_dump(&proxy)) {
+            Ok(s) => reply(StatusCode::OK, "application/json", s),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                e.to_string(),
+            ),
+        },
+        (Port::Admin, "/clusters") => reply(StatusCode::OK, "text/plain", clusters_text(&proxy)),
+        (Port::Admin, "/logging") => {
+            let level = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("level=")))
+                .map(str::to_owned);
+            match (level, crate::admin::log_level_hook()) {
+                (Some(l), Some(hook)) => match hook(&l) {
+                    Ok(()) => reply(
+                        StatusCode::OK,
+                        "text/plain",
+                        format!("log level set to {l}\n"),
+                    ),
+                    Err(e) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+                },
+                (None, _) => reply(
+                    StatusCode::BAD_REQUEST,
+                    "text/plain",
+                    "usage: POST /logging?level=debug\n",
+                ),
+                (_, None) => reply(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "text/plain",
+                    "log level is fixed in this process\n",
+                ),
+            }
+        }
+        (Port::Admin | Port::Agent, "/quitquitquit") if req.method() == Method::POST => {
+            proxy.draining.send_replace(true);
+            reply(StatusCode::OK, "text/plain", "OK\n")
+        }
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    };
+    Ok(resp)
+}
+
+type LevelHook = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+static LEVEL_HOOK: std::sync::OnceLock<LevelHook> = std::sync::OnceLock::new();
+
+/// Lets the binary plug in a log-level changer for `/logging?level=`.
+pub fn set_log_level_hook(hook: LevelHook) {
+    let _ = LEVEL_HOOK.set(hook);
+}
+
+fn log_level_hook() -> Option<&'static LevelHook> {
+    LEVEL_HOOK.get()
+}
+
+async fn serve(addr: SocketAddr, port: Port, proxy: Arc<Proxy>) -> Result<(), ProxyError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ProxyError::Listen { addr, source })?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let proxy = proxy.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| handle(port, proxy.clone(), req));
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    Ok(())
+}
+
+/// Binds and serves all four ports.
+pub async fn serve_all(proxy: Arc<Proxy>) -> Result<(), ProxyError> {
+    let o = &proxy.options;
+    serve(
+        SocketAddr::from(([127, 0, 0, 1], o.admin_port)),
+        Port::Admin,
+        proxy.clone(),
+    )
+    .await?;
+    serve(
+        SocketAddr::from(([0, 0, 0, 0], o.status_port)),
+        Port::Agent,
+        proxy.clone(),
+    )
+    .await?;
+    serve(
+        SocketAddr::from(([0, 0, 0, 0], o.health_port)),
+        Port::Health,
+        proxy.clone(),
+    )
+    .await?;
+    serve(
+        SocketAddr::from(([0, 0, 0, 0], o.prometheus_port)),
+        Port::Prometheus,
+        proxy.clone(),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! Bodies on the data path: request bodies counted on their way upstream, and response bodies
+//! that are either the upstream's (counted) or a local reply, carrying a completion guard that
+//! records telemetry when the body ends or is dropped.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+pin_project_lite::pin_project! {
+    /// A body that adds the size of each data frame to a shared counter.
+    pub struct Counted<B> {
+        #[pin]
+        inner: B,
+        bytes: Arc<AtomicU64>,
+    }
+}
+
+impl<B> Counted<B> {
+    pub fn new(inner: B, bytes: Arc<AtomicU64>) -> Self {
+        Counted { inner, bytes }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for Counted<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                this.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The request body sent upstream.
+pub type UpstreamBody = Counted<Incoming>;
+
+/// Runs once when the response is over (its body ended or was dropped).
+pub trait Completion: Send + Sync + 'static {
+    fn complete(self: Box<Self>, response_bytes: u64, finished: bool);
+}
+
+pin_project_lite::pin_project! {
+    /// The response body sent downstream.
+    pub struct ResponseBody {
+        #[pin]
+        kind: Kind,
+        bytes: u64,
+        done: Option<Box<dyn Completion>>,
+        finished: bool,
+    }
+
+    impl PinnedDrop for ResponseBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(done) = this.done.take() {
+                done.complete(*this.bytes, *this.finished);
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = KindProj]
+    enum Kind {
+        Upstream { #[pin] body: Incoming },
+        Local { body: Option<Bytes> },
+    }
+}
+
+impl ResponseBody {
+    pub fn upstream(body: Incoming, done: Option<Box<dyn Completion>>) -> Self {
+        ResponseBody {
+            kind: Kind::Upstream { body },
+            bytes: 0,
+            done,
+            finished: false,
+        }
+    }
+
+    pub fn local(body: impl Into<Bytes>, done: Option<Box<dyn Completion>>) -> Self {
+        let b: Bytes = body.into();
+        ResponseBody {
+            kind: Kind::Local {
+                body: (!b.is_empty()).then_some(b),
+            },
+            bytes: 0,
+            done,
+            finished: false,
+        }
+    }
+
+    pub fn set_completion(&mut self, done: Box<dyn Completion>) {
+        self.done = Some(done);
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let r = match this.kind.project() {
+            KindProj::Upstream { body } => body.poll_frame(cx),
+            KindProj::Local { body } => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
+        };
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    *this.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => *this.finished = true,
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream { body } => body.is_end_stream(),
+            Kind::Local { body } => body.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream { body } => body.size_hint(),
+            Kind::Local { body } => {
+                SizeHint::with_exact(body.as_ref().map(|b| b.len() as u64).unwrap_or(0))
+            }
+        }
+    }
+}

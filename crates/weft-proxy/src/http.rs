@@ -1,0 +1,566 @@
+//! The HTTP connection manager: serves HTTP/1.1 and HTTP/2 (h2c or over mTLS) downstream,
+//! routes each request (virtual host → first matching route → cluster), forwards it over a
+//! pooled upstream connection (HTTP/1.1 or HTTP/2 as the downstream spoke, or HTTP/2 when the
+//! cluster says so), exchanges Istio peer metadata, and records metrics and the access log.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{HOST, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use weft_telemetry::{
+    AccessLogEntry, HttpProtocol, PeerInfo, Reporter, SecurityPolicy, ServiceInfo,
+};
+
+use crate::Proxy;
+use crate::body::{Completion, Counted, ResponseBody};
+use crate::conn::ConnInfo;
+use crate::snapshot::{Action, ClusterKind, Direction, Hcm, RouteRef, Snapshot};
+use crate::stats;
+use crate::upstream::{Lease, Sender, UpstreamError, reset_reason};
+
+const PEER_MD: HeaderName = HeaderName::from_static(weft_telemetry::peer::PEER_METADATA_HEADER);
+const PEER_MD_ID: HeaderName =
+    HeaderName::from_static(weft_telemetry::peer::PEER_METADATA_ID_HEADER);
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const UPSTREAM_SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+
+/// Serves HTTP on one downstream connection until it closes.
+pub async fn serve<IO>(io: IO, conn: ConnInfo, hcm: Arc<Hcm>, proxy: Arc<Proxy>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let conn = Arc::new(conn);
+    let svc = hyper::service::service_fn(move |req| {
+        let (conn, hcm, proxy) = (conn.clone(), hcm.clone(), proxy.clone());
+        async move { Ok::<_, std::convert::Infallible>(handle(req, &conn, &hcm, &proxy).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20);
+    if let Err(e) = builder.serve_connection(TokioIo::new(io), svc).await {
+        tracing::debug!(error = %e, "downstream HTTP connection ended with an error");
+    }
+}
+
+/// What the completion guard records once the response is over.
+struct Done {
+    proxy: Arc<Proxy>,
+    hcm: Arc<Hcm>,
+    entry: AccessLogEntry,
+    started: Instant,
+    request_bytes: Arc<AtomicU64>,
+    reporter: Reporter,
+    source: PeerInfo,
+    destination: PeerInfo,
+    service: ServiceInfo,
+    security: SecurityPolicy,
+    grpc: bool,
+    grpc_status: Option<u32>,
+    req_headers: http::HeaderMap,
+    resp_headers: http::HeaderMap,
+    lease: Option<Lease>,
+}
+
+impl Completion for Done {
+    fn complete(self: Box<Self>, response_bytes: u64, finished: bool) {
+        let mut d = *self;
+        let elapsed = d.started.elapsed();
+        let request_bytes = d.request_bytes.load(Ordering::Relaxed);
+        let labels = stats::request_labels(
+            d.reporter,
+            &d.source,
+            &d.destination,
+            &d.service,
+            d.security,
+            d.grpc,
+            d.entry.response_code,
+            d.grpc_status,
+            &d.entry.response_flags,
+        );
+        d.proxy
+            .telemetry
+            .metrics
+            .record_request(&labels, elapsed, request_bytes, response_bytes);
+        if !d.hcm.access_log.is_empty() {
+            d.entry.bytes_received = request_bytes;
+            d.entry.bytes_sent = response_bytes;
+            d.entry.duration_ms = elapsed.as_millis() as u64;
+            let req = |name: &str| {
+                d.req_headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let resp = |name: &str| {
+                d.resp_headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            d.proxy
+                .telemetry
+                .access_log(&d.hcm.access_log, &d.entry, &req, &resp);
+        }
+        if let Some(lease) = d.lease.take() {
+            if finished {
+                lease.release();
+            }
+        }
+    }
+}
+
+fn protocol(v: Version) -> HttpProtocol {
+    match v {
+        Version::HTTP_10 => HttpProtocol::Http10,
+        Version::HTTP_2 => HttpProtocol::Http2,
+        _ => HttpProtocol::Http11,
+    }
+}
+
+fn header_str(h: &http::HeaderMap, name: &HeaderName) -> Option<String> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+fn is_grpc(h: &http::HeaderMap) -> bool {
+    h.get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+fn peer_from_headers(h: &http::HeaderMap, principal: Option<&str>) -> Option<PeerInfo> {
+    let md = h.get(&PEER_MD)?.to_str().ok()?;
+    let node = weft_telemetry::decode_peer_header(md).ok()?;
+    Some(PeerInfo::from_metadata(&node, principal.unwrap_or("")))
+}
+
+struct Local {
+    status: StatusCode,
+    flags: &'static str,
+    details: &'static str,
+    body: String,
+}
+
+async fn handle(
+    mut req: Request<Incoming>,
+    conn: &Arc<ConnInfo>,
+    hcm: &Arc<Hcm>,
+    proxy: &Arc<Proxy>,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let snap = proxy.snapshot.load_full();
+    let inbound = conn.direction == Direction::Inbound;
+    let reporter = if inbound {
+        Reporter::Destination
+    } else {
+        Reporter::Source
+    };
+    let grpc = is_grpc(req.headers());
+
+    // Envoy's request decoration.
+    if !req.headers().contains_key(&REQUEST_ID) {
+        if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
+            req.headers_mut().insert(REQUEST_ID, v);
+        }
+    }
+    if !req.headers().contains_key(&FORWARDED_PROTO) {
+        req.headers_mut().insert(
+            FORWARDED_PROTO,
+            HeaderValue::from_static(if conn.mtls() { "https" } else { "http" }),
+        );
+    }
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| header_str(req.headers(), &HOST))
+        .unwrap_or_default();
+
+    // Peers: on the server side the client is known from its peer metadata and certificate.
+    let (source, mut destination, security) = if inbound {
+        let principal = conn.peer_principal.as_deref();
+        let src = peer_from_headers(req.headers(), principal)
+            .unwrap_or_else(|| stats::peer_from_principal(principal.unwrap_or("")));
+        let sec = if conn.mtls() {
+            SecurityPolicy::MutualTls
+        } else {
+            SecurityPolicy::None
+        };
+        (src, proxy.telemetry.me.clone(), sec)
+    } else {
+        (
+            proxy.telemetry.me.clone(),
+            PeerInfo::unknown(),
+            SecurityPolicy::Unknown,
+        )
+    };
+    let had_peer_md =
+        req.headers().contains_key(&PEER_MD_ID) || req.headers().contains_key(&PEER_MD);
+    req.headers_mut().remove(&PEER_MD);
+    req.headers_mut().remove(&PEER_MD_ID);
+
+    let mut entry = AccessLogEntry::new(SystemTime::now());
+    entry.method = Some(req.method().as_str().to_string());
+    entry.path = Some(
+        req.uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string(),
+    );
+    entry.protocol = Some(protocol(req.version()));
+    entry.authority = Some(authority.clone());
+    entry.user_agent = header_str(req.headers(), &http::header::USER_AGENT);
+    entry.request_id = header_str(req.headers(), &REQUEST_ID);
+    entry.x_forwarded_for = header_str(req.headers(), &HeaderName::from_static("x-forwarded-for"));
+    entry.downstream_local_address = Some(conn.original_dst);
+    entry.downstream_remote_address = Some(conn.remote);
+    entry.requested_server_name = conn.sni.as_deref().map(str::to_owned);
+    entry.downstream_peer_uri_san = conn.peer_principal.as_deref().map(str::to_owned);
+
+    let request_bytes = Arc::new(AtomicU64::new(0));
+    let mut done = Done {
+        proxy: proxy.clone(),
+        hcm: hcm.clone(),
+        entry,
+        started,
+        request_bytes: request_bytes.clone(),
+        reporter,
+        source,
+        destination: PeerInfo::unknown(),
+        service: ServiceInfo::unknown(),
+        security,
+        grpc,
+        grpc_status: None,
+        req_headers: http::HeaderMap::new(),
+        resp_headers: http::HeaderMap::new(),
+        lease: None,
+    };
+    if !hcm.access_log.is_empty() {
+        done.req_headers = req.headers().clone();
+    }
+
+    let result = route_and_forward(req, conn, hcm, proxy, &snap, &mut done, request_bytes).await;
+    match result {
+        Ok((mut resp, lease)) => {
+            if inbound {
+                if had_peer_md {
+                    resp.headers_mut()
+                        .insert(PEER_MD, proxy.telemetry.peer_header.clone());
+                    resp.headers_mut()
+                        .insert(PEER_MD_ID, proxy.telemetry.peer_id_header.clone());
+                }
+                destination = proxy.telemetry.me.clone();
+            } else {
+                if let Some(p) = peer_from_headers(resp.headers(), None) {
+                    destination = p;
+                }
+                resp.headers_mut().remove(&PEER_MD);
+                resp.headers_mut().remove(&PEER_MD_ID);
+                if let Ok(v) = HeaderValue::from_str(&started.elapsed().as_millis().to_string()) {
+                    resp.headers_mut().insert(UPSTREAM_SERVICE_TIME, v);
+                }
+            }
+            done.destination = destination;
+            done.entry.response_code = resp.status().as_u16();
+            done.entry.response_code_details = Some("via_upstream".into());
+            done.entry.upstream_service_time = Some(started.elapsed().as_millis() as u64);
+            done.grpc_status = resp
+                .headers()
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| s.parse().ok());
+            if !hcm.access_log.is_empty() {
+                done.resp_headers = resp.headers().clone();
+            }
+            done.lease = lease;
+            let (parts, body) = resp.into_parts();
+            Response::from_parts(parts, ResponseBody::upstream(body, Some(Box::new(done))))
+        }
+        Err(local) => {
+            done.destination = if inbound {
+                proxy.telemetry.me.clone()
+            } else {
+                destination
+            };
+            done.entry.response_code = local.status.as_u16();
+            done.entry.response_flags = local.flags.into();
+            done.entry.response_code_details = Some(local.details.into());
+            let mut resp = Response::new(ResponseBody::local(Bytes::from(local.body), None));
+            *resp.status_mut() = local.status;
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain"),
+            );
+            if inbound && had_peer_md {
+                resp.headers_mut()
+                    .insert(PEER_MD, proxy.telemetry.peer_header.clone());
+                resp.headers_mut()
+                    .insert(PEER_MD_ID, proxy.telemetry.peer_id_header.clone());
+            }
+            resp.body_mut().set_completion(Box::new(done));
+            resp
+        }
+    }
+}
+
+fn local(
+    status: StatusCode,
+    flags: &'static str,
+    details: &'static str,
+    body: impl Into<String>,
+) -> Local {
+    Local {
+        status,
+        flags,
+        details,
+        body: body.into(),
+    }
+}
+
+async fn route_and_forward(
+    req: Request<Incoming>,
+    conn: &Arc<ConnInfo>,
+    hcm: &Arc<Hcm>,
+    proxy: &Arc<Proxy>,
+    snap: &Snapshot,
+    done: &mut Done,
+    request_bytes: Arc<AtomicU64>,
+) -> Result<(Response<Incoming>, Option<Lease>), Local> {
+    let table = match &hcm.routes {
+        RouteRef::Inline(t) => Some(t.clone()),
+        RouteRef::Rds(name) => snap.routes.get(name).cloned(),
+    };
+    let authority = done.entry.authority.clone().unwrap_or_default();
+    let Some(route) = table
+        .as_ref()
+        .and_then(|t| t.vhost(&authority))
+        .and_then(|vh| {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            vh.routes.iter().find(|r| r.matches(path, req.headers()))
+        })
+    else {
+        return Err(local(StatusCode::NOT_FOUND, "NR", "route_not_found", ""));
+    };
+    done.entry.route_name = Some(route.name.as_str().into());
+    if let Action::Direct { status, body } = &route.action {
+        return Err(local(
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+            "-",
+            "direct_response",
+            body.clone(),
+        ));
+    }
+    let Some(cluster_name) = route.cluster() else {
+        return Err(local(StatusCode::NOT_FOUND, "NR", "route_not_found", ""));
+    };
+    done.entry.upstream_cluster = Some(cluster_name.clone());
+    let Some(cluster) = snap.clusters.get(&*cluster_name) else {
+        return Err(local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NC",
+            "cluster_not_found",
+            "",
+        ));
+    };
+    let host = authority
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(&authority);
+    done.service = stats::service_info(
+        cluster.service.as_ref(),
+        if conn.direction == Direction::Inbound {
+            ""
+        } else {
+            host
+        },
+    );
+    if conn.direction == Direction::Inbound {
+        // The server side reports the service the client addressed (from its SNI), or its own.
+        done.service = stats::service_info(
+            cluster.service.as_ref(),
+            &sni_host(conn.sni.as_deref()).unwrap_or_else(|| host.to_string()),
+        );
+    }
+
+    let h2 = cluster.http2 || req.version() == Version::HTTP_2;
+    let attempts = 1 + route.retries_on_connect_failure;
+    let mut last_err = None;
+    let mut lease = None;
+    let mut upstream = None;
+    for _ in 0..attempts {
+        let (addr, tls) = match cluster.kind {
+            ClusterKind::OriginalDst => (conn.original_dst, cluster.default_tls.clone()),
+            ClusterKind::Endpoints => match cluster.pick() {
+                Some(ep) => (ep.addr, ep.tls.clone()),
+                None => {
+                    return Err(local(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "UH",
+                        "no_healthy_upstream",
+                        "no healthy upstream",
+                    ));
+                }
+            },
+        };
+        match proxy.pools.lease(cluster, addr, tls.as_ref(), h2).await {
+            Ok(l) => {
+                upstream = Some((addr, tls));
+                lease = Some(l);
+                break;
+            }
+            Err(e) => {
+                tracing::debug!(cluster = %cluster.name, %addr, error = %e, "upstream connect failed");
+                done.entry.upstream_transport_failure_reason =
+                    e.transport_failure().map(Into::into);
+                last_err = Some(e);
+            }
+        }
+    }
+    let (Some(mut lease), Some((addr, tls))) = (lease, upstream) else {
+        let e = last_err.unwrap_or(UpstreamError::Connect(std::io::Error::other("no attempt")));
+        return Err(local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UF",
+            "upstream_reset_before_response_started{connection_failure}",
+            reset_reason(&e),
+        ));
+    };
+    done.entry.upstream_host = Some(addr);
+    done.entry.upstream_local_address = lease.local;
+
+    // Build the upstream request.
+    let (mut parts, body) = req.into_parts();
+    if tls.as_ref().is_some_and(|t| t.istio) && conn.direction == Direction::Outbound {
+        parts
+            .headers
+            .insert(PEER_MD, proxy.telemetry.peer_header.clone());
+        parts
+            .headers
+            .insert(PEER_MD_ID, proxy.telemetry.peer_id_header.clone());
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    if h2 {
+        parts.version = Version::HTTP_2;
+        let uri = format!("http://{authority}{path}");
+        parts.uri = uri.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+        parts.headers.remove(HOST);
+    } else {
+        parts.version = Version::HTTP_11;
+        parts.uri = path.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+        if !parts.headers.contains_key(HOST) {
+            if let Ok(v) = HeaderValue::from_str(&authority) {
+                parts.headers.insert(HOST, v);
+            }
+        }
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    let up_req = Request::from_parts(parts, Counted::new(body, request_bytes));
+    let send = async {
+        match &mut lease.sender {
+            Sender::H1(s) => {
+                s.ready().await?;
+                s.send_request(up_req).await
+            }
+            Sender::H2(s) => {
+                s.ready().await?;
+                s.send_request(up_req).await
+            }
+        }
+    };
+    let timeout = route.timeout;
+    let resp = if timeout.is_zero() {
+        send.await
+    } else {
+        match tokio::time::timeout(timeout, send).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(local(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "UT",
+                    "response_timeout",
+                    "upstream request timeout",
+                ));
+            }
+        }
+    };
+    match resp {
+        Ok(r) => Ok((r, Some(lease))),
+        Err(e) => {
+            tracing::debug!(cluster = %cluster.name, %addr, error = %e, "upstream request failed");
+            Err(local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UC",
+                "upstream_reset_before_response_started{connection_termination}",
+                "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+            ))
+        }
+    }
+}
+
+/// The service host from Istio's SNI `outbound_.<port>_.<subset>_.<host>`.
+fn sni_host(sni: Option<&str>) -> Option<String> {
+    let rest = sni?.strip_prefix("outbound_.")?;
+    let mut it = rest.splitn(3, "_.");
+    it.next()?;
+    it.next()?;
+    it.next().map(str::to_owned)
+}
+
+fn strip_hop_by_hop(h: &mut http::HeaderMap) {
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        h.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sni_host_parses_istio_sni() {
+        assert_eq!(
+            sni_host(Some("outbound_.8080_._.server.default.svc.cluster.local")).as_deref(),
+            Some("server.default.svc.cluster.local")
+        );
+        assert_eq!(
+            sni_host(Some(
+                "outbound_.9080_.v1_.reviews.default.svc.cluster.local"
+            ))
+            .as_deref(),
+            Some("reviews.default.svc.cluster.local")
+        );
+        assert_eq!(sni_host(Some("example.com")), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = http::HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("connection").is_none());
+        assert!(h.get("x-keep").is_some());
+    }
+}

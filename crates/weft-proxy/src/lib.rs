@@ -1,0 +1,229 @@
+#![forbid(unsafe_code)]
+//! `weft proxy`: the sidecar (Envoy + pilot-agent in one). It gets its identity from the CA,
+//! its configuration over ADS as standard Envoy resources, captures the pod's traffic on
+//! 15001/15006 and serves it: HTTP/1.1, HTTP/2, gRPC and TCP, mTLS between sidecars, Istio's
+//! metrics and access logs, and the admin and health ports.
+
+pub mod admin;
+mod body;
+mod conn;
+pub mod error;
+mod http;
+pub mod iptables;
+mod listen;
+pub mod options;
+pub mod snapshot;
+pub mod socket;
+mod stats;
+mod tcp;
+pub mod tls;
+mod upstream;
+mod xds;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+pub use error::ProxyError;
+pub use options::ProxyOptions;
+
+use crate::snapshot::{Direction, Snapshot};
+
+pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
+pub const VIRTUAL_INBOUND: &str = "virtualInbound";
+/// Istio's TEXT access-log format, used when a file access log names no format.
+pub const DEFAULT_LOG_FORMAT: &str = weft_telemetry::accesslog::ENVOY_TEXT_LOG_FORMAT;
+
+/// Counts connections in flight, for draining.
+#[derive(Debug, Default)]
+pub struct Active(AtomicUsize);
+
+pub struct ActiveGuard<'a>(&'a Active);
+
+impl Active {
+    pub fn enter(&self) -> ActiveGuard<'_> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(self)
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Everything the data path shares.
+pub struct Proxy {
+    pub options: ProxyOptions,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pools: upstream::Pools,
+    telemetry: stats::Telemetry,
+    /// Flips to true when the proxy starts draining.
+    pub draining: watch::Sender<bool>,
+    pub active: Active,
+    pub tls: Arc<tls::TlsFactory>,
+    pub config_ready: Arc<AtomicBool>,
+    pub identity: watch::Receiver<Option<Arc<weft_identity::Identity>>>,
+    pub xds_state: watch::Receiver<weft_xds::ClientState>,
+}
+
+impl Proxy {
+    /// Ready when it has listeners and clusters from the control plane and a certificate.
+    pub fn ready(&self) -> bool {
+        self.config_ready.load(Ordering::Acquire) && self.identity.borrow().is_some()
+    }
+
+    pub fn metrics_text(&self) -> String {
+        self.telemetry.metrics.encode_prometheus()
+    }
+
+    fn drop_stale_pools(&self) {
+        let snap = self.snapshot.load();
+        self.pools.retain(&|name, generation| {
+            snap.clusters
+                .get(name)
+                .is_some_and(|c| c.generation == generation)
+        });
+    }
+}
+
+/// Runs the sidecar until SIGTERM/SIGINT or `/quitquitquit`, then drains.
+///
+/// Control work (ADS, CA, admin) runs on its own single-threaded runtime so that it never
+/// stalls the data path, which runs on the caller's runtime.
+pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
+    let token = options.token()?;
+    let node = options.node();
+    let node_metadata = options.node_metadata();
+    let principal = format!(
+        "spiffe://{}/ns/{}/sa/{}",
+        options.trust_domain, options.namespace, options.service_account
+    );
+
+    // Control runtime.
+    let (ctl_tx, ctl_rx) = std::sync::mpsc::channel();
+    let ctl_options = options.clone();
+    std::thread::Builder::new()
+        .name("weft-control-io".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ctl_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let channel = match weft_xds::transport::endpoint(&ctl_options.ca_address()) {
+                    Ok(ep) => ep.connect_lazy(),
+                    Err(e) => {
+                        let _ = ctl_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let ca = weft_identity::CaClient::new(channel, token.clone());
+                let (mgr, rx) =
+                    weft_identity::IdentityManager::spawn(Arc::new(ca), ctl_options.cert_ttl);
+                let _ = ctl_tx.send(Ok((rx, token)));
+                let _keep = mgr;
+                std::future::pending::<()>().await;
+            });
+        })
+        .map_err(|e| ProxyError::Config(format!("cannot start the control thread: {e}")))?;
+    let (identity_rx, token) = ctl_rx
+        .recv()
+        .map_err(|e| ProxyError::Config(format!("control thread failed: {e}")))?
+        .map_err(ProxyError::Config)?;
+
+    let live = Arc::new(weft_identity::LiveIdentity::new());
+    weft_identity::LiveIdentity::watch_into(&live, identity_rx.clone());
+    let tls = Arc::new(tls::TlsFactory::new(live, options.trust_domain.clone()));
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+    let config_ready = Arc::new(AtomicBool::new(false));
+    let (xds_tx, xds_rx) = watch::channel(weft_xds::ClientState::default());
+    let (draining, _) = watch::channel(false);
+    let node_id = node.id.clone();
+    let proxy = Arc::new(Proxy {
+        telemetry: stats::Telemetry::new(node_metadata, &node_id, &principal),
+        options: options.clone(),
+        snapshot: snapshot.clone(),
+        pools: upstream::Pools::default(),
+        draining,
+        active: Active::default(),
+        tls: tls.clone(),
+        config_ready: config_ready.clone(),
+        identity: identity_rx,
+        xds_state: xds_rx,
+    });
+
+    // ADS on the control runtime's thread pool would need Send handles; it only touches the
+    // snapshot ArcSwap, so it runs as a task on a dedicated thread of its own.
+    let handler = xds::ConfigHandler::new(snapshot.clone(), tls.clone(), config_ready.clone());
+    let mut cfg = weft_xds::AdsClientConfig::new(options.xds_address(), node);
+    cfg.auth_token = Some(token);
+    std::thread::Builder::new()
+        .name("weft-xds".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                tracing::error!("cannot start the xDS runtime");
+                return;
+            };
+            rt.block_on(async move {
+                if let Err(e) = weft_xds::run_ads_client(cfg, handler, xds_tx).await {
+                    tracing::error!(error = %e, "xDS client stopped: fix --control-plane and restart");
+                }
+            });
+        })
+        .map_err(|e| ProxyError::Config(format!("cannot start the xDS thread: {e}")))?;
+
+    // Data path listeners.
+    let bind = |port: u16| async move {
+        let addr = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ProxyError::Listen { addr, source })
+    };
+    let out = bind(options.outbound_port).await?;
+    let inb = bind(options.inbound_port).await?;
+    tokio::spawn(listen::accept_loop(out, Direction::Outbound, proxy.clone()));
+    tokio::spawn(listen::accept_loop(inb, Direction::Inbound, proxy.clone()));
+    admin::serve_all(proxy.clone()).await?;
+
+    // Periodic housekeeping: drop pools of clusters that are gone.
+    let housekeeping = proxy.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            housekeeping.drop_stale_pools();
+        }
+    });
+    tracing::info!(node = %node_id, "weft proxy started");
+
+    // Wait for a stop signal.
+    let mut quit = proxy.draining.subscribe();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| ProxyError::Config(format!("cannot install the SIGTERM handler: {e}")))?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted: draining"),
+        _ = quit.changed() => tracing::info!("quitquitquit: draining"),
+    }
+    proxy.draining.send_replace(true);
+    let deadline = tokio::time::Instant::now() + options.termination_drain;
+    while proxy.active.count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::info!(in_flight = proxy.active.count(), "drained; exiting");
+    Ok(())
+}

@@ -1,0 +1,135 @@
+//! Settings of `weft proxy`, with Istio's defaults, and the node identity they imply.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use weft_telemetry::NodeMetadata;
+
+use crate::error::ProxyError;
+
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Control plane `host:port` (Istio's discoveryAddress; plaintext 15010).
+    pub control_plane: String,
+    pub namespace: String,
+    /// The WorkloadEntry this proxy runs for (the pod name in Istio).
+    pub workload: String,
+    pub pod_ip: String,
+    pub service_account: String,
+    pub labels: BTreeMap<String, String>,
+    pub trust_domain: String,
+    pub cluster_id: String,
+    pub token: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub cert_ttl: Duration,
+    pub outbound_port: u16,
+    pub inbound_port: u16,
+    pub admin_port: u16,
+    pub status_port: u16,
+    pub health_port: u16,
+    pub prometheus_port: u16,
+    pub termination_drain: Duration,
+}
+
+impl ProxyOptions {
+    pub fn new(control_plane: String, namespace: String, workload: String) -> Self {
+        ProxyOptions {
+            control_plane,
+            namespace,
+            workload,
+            pod_ip: "127.0.0.1".into(),
+            service_account: "default".into(),
+            labels: BTreeMap::new(),
+            trust_domain: "cluster.local".into(),
+            cluster_id: "Kubernetes".into(),
+            token: None,
+            token_file: None,
+            cert_ttl: Duration::from_secs(24 * 3600),
+            outbound_port: 15001,
+            inbound_port: 15006,
+            admin_port: 15000,
+            status_port: 15020,
+            health_port: 15021,
+            prometheus_port: 15090,
+            termination_drain: Duration::from_secs(5),
+        }
+    }
+
+    /// The credential, from `--token` or `--token-file`.
+    pub fn token(&self) -> Result<String, ProxyError> {
+        if let Some(t) = &self.token {
+            return Ok(t.trim().to_string());
+        }
+        match &self.token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim().to_string())
+                .map_err(|source| ProxyError::Credential {
+                    path: path.clone(),
+                    source,
+                }),
+            None => Err(ProxyError::Config(
+                "no credential: pass --token-file (issue one with `weft control token --workload NS/NAME`)".into(),
+            )),
+        }
+    }
+
+    fn url(&self) -> String {
+        if self.control_plane.contains("://") {
+            self.control_plane.clone()
+        } else {
+            format!("http://{}", self.control_plane)
+        }
+    }
+
+    pub fn xds_address(&self) -> String {
+        self.url()
+    }
+
+    pub fn ca_address(&self) -> String {
+        self.url()
+    }
+
+    /// Istio's node id: `sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local`.
+    pub fn node_id(&self) -> String {
+        weft_telemetry::peer::node_id(
+            "sidecar",
+            &self.pod_ip,
+            &self.workload,
+            &self.namespace,
+            "cluster.local",
+        )
+    }
+
+    pub fn node_metadata(&self) -> NodeMetadata {
+        NodeMetadata {
+            name: self.workload.clone(),
+            namespace: self.namespace.clone(),
+            labels: self.labels.clone(),
+            service_account: self.service_account.clone(),
+            workload_name: self.workload.clone(),
+            cluster_id: self.cluster_id.clone(),
+            mesh_id: self.trust_domain.clone(),
+            instance_ips: vec![self.pod_ip.clone()],
+            ..NodeMetadata::default()
+        }
+    }
+
+    pub fn node(&self) -> Node {
+        let md = self.node_metadata();
+        Node {
+            id: self.node_id(),
+            cluster: format!("{}.{}", self.workload, self.namespace),
+            metadata: Some(to_envoy_struct(&md.to_struct())),
+            ..Default::default()
+        }
+    }
+}
+
+/// prost-types Struct → envoy-types Struct (same wire format).
+fn to_envoy_struct(s: &prost_types::Struct) -> envoy_types::pb::google::protobuf::Struct {
+    use prost::Message;
+    envoy_types::pb::google::protobuf::Struct::decode(s.encode_to_vec().as_slice())
+        .unwrap_or_default()
+}

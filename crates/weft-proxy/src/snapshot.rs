@@ -1,0 +1,103 @@
+//! The proxy's active configuration: Envoy resources from xDS compiled into the structures the
+//! data path uses. A snapshot is immutable; a new one is swapped in atomically on each update,
+//! and requests in flight keep the one they started with.
+
+mod cluster;
+mod listener;
+mod route;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster as XCluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener as XListener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+
+pub use cluster::{Cluster, ClusterKind, Endpoint, ServiceMeta, UpstreamTls};
+pub use listener::{
+    AccessLogConfig, AccessLogFormat, Chain, ChainMatch, Direction, DownstreamTls, Hcm, Listener,
+    NetworkFilter, RouteRef, TcpProxy,
+};
+pub use route::{Action, Route, RouteTable, VirtualHost};
+
+use crate::error::ProxyError;
+use crate::tls::TlsFactory;
+
+/// The decoded xDS resources the snapshot was compiled from, by type and name.
+#[derive(Debug, Default, Clone)]
+pub struct Raw {
+    pub listeners: BTreeMap<String, XListener>,
+    pub routes: BTreeMap<String, RouteConfiguration>,
+    pub clusters: BTreeMap<String, XCluster>,
+    pub endpoints: BTreeMap<String, ClusterLoadAssignment>,
+    pub versions: BTreeMap<String, String>,
+}
+
+/// The compiled configuration.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub listeners: BTreeMap<String, Arc<Listener>>,
+    /// Listeners that don't bind (Istio's `bind_to_port: false` per-port listeners), by address,
+    /// for the hand-off from virtualOutbound.
+    pub by_addr: HashMap<SocketAddr, Arc<Listener>>,
+    pub routes: HashMap<String, Arc<RouteTable>>,
+    pub clusters: HashMap<String, Arc<Cluster>>,
+    pub raw: Arc<Raw>,
+}
+
+impl Snapshot {
+    /// Compiles everything. Errors name the resource and field and become a NACK.
+    pub fn compile(
+        raw: Raw,
+        tls: &TlsFactory,
+        previous: &Snapshot,
+    ) -> Result<Snapshot, ProxyError> {
+        let mut clusters = HashMap::new();
+        for (name, c) in &raw.clusters {
+            let cla = raw.endpoints.get(
+                c.eds_cluster_config
+                    .as_ref()
+                    .map(|e| e.service_name.as_str())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or(name),
+            );
+            let compiled = cluster::compile(c, cla, tls, previous.clusters.get(name))?;
+            clusters.insert(name.clone(), Arc::new(compiled));
+        }
+        let mut routes = HashMap::new();
+        for (name, rc) in &raw.routes {
+            routes.insert(name.clone(), Arc::new(route::compile(rc)?));
+        }
+        let mut listeners = BTreeMap::new();
+        let mut by_addr = HashMap::new();
+        for (name, l) in &raw.listeners {
+            let compiled = Arc::new(listener::compile(l, tls)?);
+            if !compiled.bind {
+                by_addr.insert(compiled.addr, compiled.clone());
+            }
+            listeners.insert(name.clone(), compiled);
+        }
+        Ok(Snapshot {
+            listeners,
+            by_addr,
+            routes,
+            clusters,
+            raw: Arc::new(raw),
+        })
+    }
+
+    /// The listener that handles a connection captured for `dst` by virtualOutbound: exact
+    /// `<ip>_<port>` first, then `0.0.0.0_<port>`.
+    pub fn outbound_listener(&self, dst: SocketAddr) -> Option<&Arc<Listener>> {
+        self.by_addr.get(&dst).or_else(|| {
+            let any = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), dst.port());
+            self.by_addr.get(&any)
+        })
+    }
+
+    pub fn listener(&self, name: &str) -> Option<&Arc<Listener>> {
+        self.listeners.get(name)
+    }
+}

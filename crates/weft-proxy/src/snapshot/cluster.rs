@@ -1,0 +1,321 @@
+//! Clusters: discovery type, endpoints (from EDS or the inline load assignment), upstream TLS
+//! chosen per endpoint by `transport_socket_matches` (Istio's auto mTLS), HTTP/2 options and
+//! Istio's service metadata for telemetry.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster as XCluster, cluster};
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3 as http_opts;
+use envoy_types::pb::google::protobuf;
+use prost::Message;
+
+use crate::error::ProxyError;
+use crate::tls::TlsFactory;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterKind {
+    /// Endpoints from EDS or the inline load assignment.
+    Endpoints,
+    /// Connect to the downstream connection's original destination.
+    OriginalDst,
+}
+
+/// Istio's `istio.services[0]` cluster metadata.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceMeta {
+    pub host: Arc<str>,
+    pub name: Arc<str>,
+    pub namespace: Arc<str>,
+}
+
+/// An upstream TLS context with its client configs (one per ALPN form).
+#[derive(Debug)]
+pub struct UpstreamTls {
+    pub sni: String,
+    pub sans: Vec<String>,
+    /// The cluster's own ALPN list (TCP: istio-peer-exchange, istio).
+    pub base: Arc<rustls::ClientConfig>,
+    /// Istio's HCM ALPN override for HTTP/1.1 and HTTP/2 requests.
+    pub http11: Arc<rustls::ClientConfig>,
+    pub h2: Arc<rustls::ClientConfig>,
+    /// True when this is Istio mTLS (the peer is a sidecar: send peer metadata).
+    pub istio: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub tls: Option<Arc<UpstreamTls>>,
+}
+
+#[derive(Debug)]
+pub struct Cluster {
+    pub name: Arc<str>,
+    pub kind: ClusterKind,
+    pub connect_timeout: Duration,
+    pub bind: Option<IpAddr>,
+    pub endpoints: Vec<Endpoint>,
+    /// TLS for original-destination clusters (no per-endpoint matches).
+    pub default_tls: Option<Arc<UpstreamTls>>,
+    /// Force HTTP/2 upstream; otherwise the downstream protocol is used.
+    pub http2: bool,
+    pub service: Option<ServiceMeta>,
+    pub rr: Arc<AtomicUsize>,
+    /// Hash of the cluster's config: connection pools are per generation.
+    pub generation: u64,
+}
+
+fn struct_str(s: &protobuf::Struct, key: &str) -> Option<String> {
+    match s.fields.get(key)?.kind.as_ref()? {
+        protobuf::value::Kind::StringValue(v) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+fn service_meta(c: &XCluster) -> Option<ServiceMeta> {
+    let istio = c.metadata.as_ref()?.filter_metadata.get("istio")?;
+    let protobuf::value::Kind::ListValue(list) = istio.fields.get("services")?.kind.as_ref()?
+    else {
+        return None;
+    };
+    let protobuf::value::Kind::StructValue(svc) = list.values.first()?.kind.as_ref()? else {
+        return None;
+    };
+    Some(ServiceMeta {
+        host: struct_str(svc, "host").unwrap_or_default().into(),
+        name: struct_str(svc, "name").unwrap_or_default().into(),
+        namespace: struct_str(svc, "namespace").unwrap_or_default().into(),
+    })
+}
+
+fn upstream_tls(
+    cluster: &str,
+    ts: &core::TransportSocket,
+    factory: &TlsFactory,
+) -> Result<Option<Arc<UpstreamTls>>, ProxyError> {
+    let Some(core::transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
+        return Ok(None);
+    };
+    if any.type_url.ends_with("raw_buffer.v3.RawBuffer") {
+        return Ok(None);
+    }
+    if !any.type_url.ends_with("tls.v3.UpstreamTlsContext") {
+        return Err(ProxyError::Config(format!(
+            "cluster {cluster}: transport_socket {}: unsupported type {}",
+            ts.name, any.type_url
+        )));
+    }
+    let ctx = tls::UpstreamTlsContext::decode(any.value.as_slice())
+        .map_err(|e| ProxyError::Config(format!("cluster {cluster}: transport_socket: {e}")))?;
+    let common = ctx.common_tls_context.unwrap_or_default();
+    let sans = crate::tls::san_matchers(&common)
+        .into_iter()
+        .filter_map(|m| match m {
+            crate::tls::SanMatch::Exact(s) => Some(s),
+            crate::tls::SanMatch::Prefix(_) => None,
+        })
+        .collect::<Vec<_>>();
+    let istio = common
+        .tls_certificate_sds_secret_configs
+        .iter()
+        .any(|s| s.name == "default");
+    let alpn = common.alpn_protocols.clone();
+    let base = factory
+        .client(&sans, &alpn)
+        .map_err(|e| ProxyError::Config(format!("cluster {cluster}: {e}")))?;
+    let http11 = factory
+        .client(
+            &sans,
+            &["istio-http/1.1".into(), "istio".into(), "http/1.1".into()],
+        )
+        .map_err(|e| ProxyError::Config(format!("cluster {cluster}: {e}")))?;
+    let h2 = factory
+        .client(&sans, &["istio-h2".into(), "istio".into(), "h2".into()])
+        .map_err(|e| ProxyError::Config(format!("cluster {cluster}: {e}")))?;
+    Ok(Some(Arc::new(UpstreamTls {
+        sni: ctx.sni,
+        sans,
+        base,
+        http11,
+        h2,
+        istio,
+    })))
+}
+
+fn socket_addr(addr: Option<&core::Address>, what: &str) -> Result<SocketAddr, ProxyError> {
+    let Some(core::Address {
+        address: Some(core::address::Address::SocketAddress(sa)),
+    }) = addr
+    else {
+        return Err(ProxyError::Config(format!(
+            "{what}: address must be a socket address"
+        )));
+    };
+    let ip: IpAddr = sa
+        .address
+        .parse()
+        .map_err(|_| ProxyError::Config(format!("{what}: {} is not an IP address", sa.address)))?;
+    let port = match sa.port_specifier {
+        Some(core::socket_address::PortSpecifier::PortValue(p)) => p as u16,
+        _ => 0,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+pub fn compile(
+    c: &XCluster,
+    cla: Option<&ClusterLoadAssignment>,
+    factory: &TlsFactory,
+    previous: Option<&Arc<Cluster>>,
+) -> Result<Cluster, ProxyError> {
+    use cluster::DiscoveryType;
+    let name = c.name.as_str();
+    let dtype = match &c.cluster_discovery_type {
+        Some(cluster::ClusterDiscoveryType::Type(t)) => {
+            DiscoveryType::try_from(*t).unwrap_or(DiscoveryType::Static)
+        }
+        _ => DiscoveryType::Static,
+    };
+    let kind = match dtype {
+        DiscoveryType::Static | DiscoveryType::Eds => ClusterKind::Endpoints,
+        DiscoveryType::OriginalDst => ClusterKind::OriginalDst,
+        other => {
+            return Err(ProxyError::Config(format!(
+                "cluster {name}: type {} is not supported by weft proxy",
+                other.as_str_name()
+            )));
+        }
+    };
+    let connect_timeout = c
+        .connect_timeout
+        .as_ref()
+        .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+        .filter(|d| !d.is_zero())
+        .unwrap_or(Duration::from_secs(10));
+    let bind = match c
+        .upstream_bind_config
+        .as_ref()
+        .and_then(|b| b.source_address.as_ref())
+    {
+        Some(sa) => Some(sa.address.parse().map_err(|_| {
+            ProxyError::Config(format!(
+                "cluster {name}: upstream_bind_config: bad address {}",
+                sa.address
+            ))
+        })?),
+        None => None,
+    };
+    let mut matches = Vec::new();
+    for m in &c.transport_socket_matches {
+        let criteria: Vec<(String, String)> = m
+            .r#match
+            .as_ref()
+            .map(|s| {
+                s.fields
+                    .keys()
+                    .filter_map(|k| struct_str(s, k).map(|v| (k.clone(), v)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let tls = match &m.transport_socket {
+            Some(ts) => upstream_tls(name, ts, factory)?,
+            None => None,
+        };
+        matches.push((criteria, tls));
+    }
+    let default_tls = match &c.transport_socket {
+        Some(ts) => upstream_tls(name, ts, factory)?,
+        None => None,
+    };
+    let assignment = cla.or(c.load_assignment.as_ref());
+    let mut endpoints = Vec::new();
+    for loc in assignment
+        .map(|a| a.endpoints.as_slice())
+        .unwrap_or_default()
+    {
+        for lbe in &loc.lb_endpoints {
+            let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &lbe.host_identifier else {
+                continue;
+            };
+            let addr = socket_addr(ep.address.as_ref(), &format!("cluster {name}: endpoint"))?;
+            let md = lbe
+                .metadata
+                .as_ref()
+                .and_then(|m| m.filter_metadata.get("envoy.transport_socket_match"));
+            let tls = matches
+                .iter()
+                .find(|(criteria, _)| {
+                    criteria.iter().all(|(k, v)| {
+                        md.and_then(|m| struct_str(m, k)).as_deref() == Some(v.as_str())
+                    })
+                })
+                .map(|(_, tls)| tls.clone())
+                .unwrap_or_else(|| default_tls.clone());
+            endpoints.push(Endpoint {
+                addr,
+                weight: lbe
+                    .load_balancing_weight
+                    .as_ref()
+                    .map(|w| w.value)
+                    .unwrap_or(1)
+                    .max(1),
+                tls,
+            });
+        }
+    }
+    let http2 = c
+        .typed_extension_protocol_options
+        .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+        .and_then(|any| http_opts::HttpProtocolOptions::decode(any.value.as_slice()).ok())
+        .is_some_and(|o| {
+            use http_opts::http_protocol_options::{
+                UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+            };
+            matches!(
+                o.upstream_protocol_options,
+                Some(UpstreamProtocolOptions::ExplicitHttpConfig(ref e))
+                    if matches!(e.protocol_config, Some(ProtocolConfig::Http2ProtocolOptions(_)))
+            )
+        });
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&c.encode_to_vec(), &mut hasher);
+    let generation = std::hash::Hasher::finish(&hasher);
+    Ok(Cluster {
+        name: name.into(),
+        kind,
+        connect_timeout,
+        bind,
+        endpoints,
+        default_tls,
+        http2,
+        service: service_meta(c),
+        rr: previous.map(|p| p.rr.clone()).unwrap_or_default(),
+        generation,
+    })
+}
+
+impl Cluster {
+    /// Round robin over the endpoints (weights honoured by expansion-free modulo walk).
+    pub fn pick(&self) -> Option<&Endpoint> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let total: u64 = self.endpoints.iter().map(|e| e.weight as u64).sum();
+        let n = self.rr.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as u64 % total.max(1);
+        let mut acc = 0u64;
+        for e in &self.endpoints {
+            acc += e.weight as u64;
+            if n < acc {
+                return Some(e);
+            }
+        }
+        self.endpoints.first()
+    }
+}

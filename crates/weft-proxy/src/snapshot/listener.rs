@@ -1,0 +1,393 @@
+//! Listeners and filter chains: chain selection by destination port, transport protocol and
+//! ALPN (Envoy's FilterChainMatch order), downstream TLS, and the two network filters Weft
+//! runs: the HTTP connection manager and the TCP proxy.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::listener::v3 as listener;
+use envoy_types::pb::envoy::extensions::access_loggers::file::v3 as file_log;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+use envoy_types::pb::google::protobuf;
+use prost::Message;
+
+use super::route::{self, RouteTable};
+use crate::error::ProxyError;
+use crate::tls::{SanMatch, TlsFactory};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ChainMatch {
+    pub destination_port: Option<u16>,
+    /// `tls` or `raw_buffer`; None matches both.
+    pub transport: Option<String>,
+    pub alpns: Vec<String>,
+}
+
+/// Downstream (server-side) TLS.
+#[derive(Debug)]
+pub struct DownstreamTls {
+    /// Config offering the chain's ALPN list.
+    pub with_alpn: Arc<rustls::ServerConfig>,
+    /// The same without ALPN, for clients whose ALPN list does not intersect (Envoy then just
+    /// negotiates none; rustls would fail the handshake).
+    pub without_alpn: Arc<rustls::ServerConfig>,
+    pub alpns: Vec<Vec<u8>>,
+}
+
+#[derive(Debug)]
+pub enum AccessLogFormat {
+    Text(weft_telemetry::CompiledFormat),
+    Json(weft_telemetry::CompiledJsonFormat),
+}
+
+#[derive(Debug)]
+pub struct AccessLogConfig {
+    pub path: String,
+    pub format: AccessLogFormat,
+}
+
+#[derive(Debug)]
+pub enum RouteRef {
+    Rds(String),
+    Inline(Arc<RouteTable>),
+}
+
+#[derive(Debug)]
+pub struct Hcm {
+    pub stat_prefix: String,
+    pub routes: RouteRef,
+    pub access_log: Vec<Arc<AccessLogConfig>>,
+}
+
+#[derive(Debug)]
+pub struct TcpProxy {
+    pub stat_prefix: String,
+    pub cluster: Arc<str>,
+    pub access_log: Vec<Arc<AccessLogConfig>>,
+}
+
+#[derive(Debug, Clone)]
+pub enum NetworkFilter {
+    Http(Arc<Hcm>),
+    Tcp(Arc<TcpProxy>),
+}
+
+#[derive(Debug)]
+pub struct Chain {
+    pub name: String,
+    pub matcher: ChainMatch,
+    pub tls: Option<Arc<DownstreamTls>>,
+    pub filter: NetworkFilter,
+}
+
+#[derive(Debug)]
+pub struct Listener {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub bind: bool,
+    pub direction: Direction,
+    pub chains: Vec<Arc<Chain>>,
+    /// Whether chain selection needs the TLS ClientHello / HTTP sniffing.
+    pub inspect_tls: bool,
+    pub inspect_http: bool,
+}
+
+impl Listener {
+    /// Envoy's filter chain selection: destination port (exact beats unset), then transport
+    /// protocol (exact beats unset), then ALPN (intersecting beats unset).
+    pub fn select(&self, port: u16, transport: &str, alpns: &[String]) -> Option<&Arc<Chain>> {
+        let by_port: Vec<&Arc<Chain>> = {
+            let exact: Vec<_> = self
+                .chains
+                .iter()
+                .filter(|c| c.matcher.destination_port == Some(port))
+                .collect();
+            if exact.is_empty() {
+                self.chains
+                    .iter()
+                    .filter(|c| c.matcher.destination_port.is_none())
+                    .collect()
+            } else {
+                exact
+            }
+        };
+        let by_transport: Vec<&Arc<Chain>> = {
+            let exact: Vec<_> = by_port
+                .iter()
+                .copied()
+                .filter(|c| c.matcher.transport.as_deref() == Some(transport))
+                .collect();
+            if exact.is_empty() {
+                by_port
+                    .into_iter()
+                    .filter(|c| c.matcher.transport.is_none())
+                    .collect()
+            } else {
+                exact
+            }
+        };
+        by_transport
+            .iter()
+            .copied()
+            .find(|c| {
+                !c.matcher.alpns.is_empty() && c.matcher.alpns.iter().any(|a| alpns.contains(a))
+            })
+            .or_else(|| {
+                by_transport
+                    .iter()
+                    .copied()
+                    .find(|c| c.matcher.alpns.is_empty())
+            })
+    }
+}
+
+fn socket_addr(addr: Option<&core::Address>, what: &str) -> Result<SocketAddr, ProxyError> {
+    let Some(core::Address {
+        address: Some(core::address::Address::SocketAddress(sa)),
+    }) = addr
+    else {
+        return Err(ProxyError::Config(format!(
+            "{what}: address must be a socket address"
+        )));
+    };
+    let port = match sa.port_specifier {
+        Some(core::socket_address::PortSpecifier::PortValue(p)) => p as u16,
+        _ => 0,
+    };
+    let ip = sa
+        .address
+        .parse()
+        .map_err(|_| ProxyError::Config(format!("{what}: {} is not an IP address", sa.address)))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn access_logs(
+    logs: &[accesslog::AccessLog],
+    what: &str,
+) -> Result<Vec<Arc<AccessLogConfig>>, ProxyError> {
+    let mut out = Vec::new();
+    for l in logs {
+        let Some(accesslog::access_log::ConfigType::TypedConfig(any)) = &l.config_type else {
+            continue;
+        };
+        if !any.type_url.ends_with("file.v3.FileAccessLog") {
+            tracing::debug!(logger = %l.name, "access logger type not supported; skipped");
+            continue;
+        }
+        let f = file_log::FileAccessLog::decode(any.value.as_slice())
+            .map_err(|e| ProxyError::Config(format!("{what}: access_log {}: {e}", l.name)))?;
+        use core::substitution_format_string::Format;
+        use file_log::file_access_log::AccessLogFormat as F;
+        let compile = |s: &str| {
+            weft_telemetry::CompiledFormat::compile(s)
+                .map_err(|e| ProxyError::Config(format!("{what}: access_log format: {e}")))
+        };
+        let json = |s: &protobuf::Struct| -> Result<AccessLogFormat, ProxyError> {
+            let pairs: Vec<(String, String)> = s
+                .fields
+                .iter()
+                .filter_map(|(k, v)| match &v.kind {
+                    Some(protobuf::value::Kind::StringValue(op)) => Some((k.clone(), op.clone())),
+                    _ => None,
+                })
+                .collect();
+            weft_telemetry::CompiledJsonFormat::from_pairs(
+                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .map(AccessLogFormat::Json)
+            .map_err(|e| ProxyError::Config(format!("{what}: access_log json_format: {e}")))
+        };
+        let format = match &f.access_log_format {
+            Some(F::LogFormat(sfs)) => match &sfs.format {
+                Some(Format::TextFormatSource(ds)) => match &ds.specifier {
+                    Some(core::data_source::Specifier::InlineString(s)) => {
+                        AccessLogFormat::Text(compile(s)?)
+                    }
+                    _ => AccessLogFormat::Text(compile(crate::DEFAULT_LOG_FORMAT)?),
+                },
+                #[allow(deprecated)]
+                Some(Format::TextFormat(s)) => AccessLogFormat::Text(compile(s)?),
+                Some(Format::JsonFormat(s)) => json(s)?,
+                None => AccessLogFormat::Text(compile(crate::DEFAULT_LOG_FORMAT)?),
+            },
+            #[allow(deprecated)]
+            Some(F::Format(s)) => AccessLogFormat::Text(compile(s)?),
+            #[allow(deprecated)]
+            Some(F::JsonFormat(s)) | Some(F::TypedJsonFormat(s)) => json(s)?,
+            None => AccessLogFormat::Text(compile(crate::DEFAULT_LOG_FORMAT)?),
+        };
+        out.push(Arc::new(AccessLogConfig {
+            path: f.path,
+            format,
+        }));
+    }
+    Ok(out)
+}
+
+fn downstream_tls(
+    ts: &core::TransportSocket,
+    factory: &TlsFactory,
+    what: &str,
+) -> Result<Option<Arc<DownstreamTls>>, ProxyError> {
+    let Some(core::transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
+        return Ok(None);
+    };
+    if any.type_url.ends_with("raw_buffer.v3.RawBuffer") {
+        return Ok(None);
+    }
+    let ctx = tls::DownstreamTlsContext::decode(any.value.as_slice())
+        .map_err(|e| ProxyError::Config(format!("{what}: transport_socket: {e}")))?;
+    let common = ctx.common_tls_context.unwrap_or_default();
+    let min13 = common.tls_params.as_ref().is_some_and(|p| {
+        p.tls_minimum_protocol_version == tls::tls_parameters::TlsProtocol::TlSv13 as i32
+    });
+    let trust_domains: Vec<String> = crate::tls::san_matchers(&common)
+        .into_iter()
+        .filter_map(|m| match m {
+            SanMatch::Prefix(p) => p
+                .strip_prefix("spiffe://")
+                .map(|td| td.trim_end_matches('/').to_string()),
+            SanMatch::Exact(_) => None,
+        })
+        .collect();
+    let alpns: Vec<Vec<u8>> = common
+        .alpn_protocols
+        .iter()
+        .map(|a| a.as_bytes().to_vec())
+        .collect();
+    let with_alpn = factory
+        .server(min13, &alpns, &trust_domains)
+        .map_err(|e| ProxyError::Config(format!("{what}: {e}")))?;
+    let without_alpn = factory
+        .server(min13, &[], &trust_domains)
+        .map_err(|e| ProxyError::Config(format!("{what}: {e}")))?;
+    Ok(Some(Arc::new(DownstreamTls {
+        with_alpn,
+        without_alpn,
+        alpns,
+    })))
+}
+
+fn network_filter(f: &listener::Filter, what: &str) -> Result<Option<NetworkFilter>, ProxyError> {
+    let Some(listener::filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+        return Ok(None);
+    };
+    if any
+        .type_url
+        .ends_with("http_connection_manager.v3.HttpConnectionManager")
+    {
+        let h = hcm::HttpConnectionManager::decode(any.value.as_slice())
+            .map_err(|e| ProxyError::Config(format!("{what}: {}: {e}", f.name)))?;
+        let routes = match h.route_specifier {
+            Some(hcm::http_connection_manager::RouteSpecifier::Rds(rds)) => {
+                RouteRef::Rds(rds.route_config_name)
+            }
+            Some(hcm::http_connection_manager::RouteSpecifier::RouteConfig(rc)) => {
+                RouteRef::Inline(Arc::new(route::compile(&rc)?))
+            }
+            _ => {
+                return Err(ProxyError::Config(format!(
+                    "{what}: {}: route_specifier must be rds or route_config",
+                    f.name
+                )));
+            }
+        };
+        return Ok(Some(NetworkFilter::Http(Arc::new(Hcm {
+            access_log: access_logs(&h.access_log, what)?,
+            stat_prefix: h.stat_prefix,
+            routes,
+        }))));
+    }
+    if any.type_url.ends_with("tcp_proxy.v3.TcpProxy") {
+        let t = tcp::TcpProxy::decode(any.value.as_slice())
+            .map_err(|e| ProxyError::Config(format!("{what}: {}: {e}", f.name)))?;
+        let cluster = match t.cluster_specifier {
+            Some(tcp::tcp_proxy::ClusterSpecifier::Cluster(c)) => c,
+            Some(tcp::tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => w
+                .clusters
+                .first()
+                .map(|c| c.name.clone())
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        return Ok(Some(NetworkFilter::Tcp(Arc::new(TcpProxy {
+            access_log: access_logs(&t.access_log, what)?,
+            stat_prefix: t.stat_prefix,
+            cluster: cluster.into(),
+        }))));
+    }
+    tracing::debug!(filter = %f.name, "network filter not supported; skipped");
+    Ok(None)
+}
+
+pub fn compile(l: &listener::Listener, factory: &TlsFactory) -> Result<Listener, ProxyError> {
+    let what = format!("listener {}", l.name);
+    let addr = if l.api_listener.is_some() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        socket_addr(l.address.as_ref(), &what)?
+    };
+    let mut chains = Vec::new();
+    let mut inspect_http = false;
+    let mut inspect_tls = false;
+    for (i, fc) in l
+        .filter_chains
+        .iter()
+        .chain(l.default_filter_chain.iter())
+        .enumerate()
+    {
+        let cwhat = format!("{what}: filter_chains[{i}] {}", fc.name);
+        let m = fc.filter_chain_match.clone().unwrap_or_default();
+        let matcher = ChainMatch {
+            destination_port: m.destination_port.map(|p| p.value as u16),
+            transport: Some(m.transport_protocol).filter(|t| !t.is_empty()),
+            alpns: m.application_protocols,
+        };
+        inspect_tls |= matcher.transport.is_some();
+        inspect_http |= matcher.transport.as_deref() != Some("tls") && !matcher.alpns.is_empty();
+        let tls = match &fc.transport_socket {
+            Some(ts) => downstream_tls(ts, factory, &cwhat)?,
+            None => None,
+        };
+        let mut filter = None;
+        for f in &fc.filters {
+            if let Some(nf) = network_filter(f, &cwhat)? {
+                filter = Some(nf);
+            }
+        }
+        let Some(filter) = filter else {
+            return Err(ProxyError::Config(format!(
+                "{cwhat}: no http_connection_manager or tcp_proxy filter"
+            )));
+        };
+        chains.push(Arc::new(Chain {
+            name: fc.name.clone(),
+            matcher,
+            tls,
+            filter,
+        }));
+    }
+    Ok(Listener {
+        name: l.name.clone(),
+        addr,
+        bind: l.bind_to_port.as_ref().is_none_or(|b| b.value) && l.api_listener.is_none(),
+        direction: if l.traffic_direction == core::TrafficDirection::Inbound as i32 {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        },
+        chains,
+        inspect_tls,
+        inspect_http,
+    })
+}

@@ -1,0 +1,165 @@
+//! The proxy's telemetry context: its own node metadata (sent to peers in
+//! `x-envoy-peer-metadata`), the Istio metrics registry, and the access-log sinks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use http::HeaderValue;
+use weft_telemetry::{
+    AccessLogEntry, AccessLogSink, Metrics, NodeMetadata, Parties, PeerInfo, Protocol, Reporter,
+    RequestLabels, SecurityPolicy, ServiceInfo, TcpLabels,
+};
+
+use crate::snapshot::{AccessLogConfig, AccessLogFormat, ServiceMeta};
+
+pub struct Telemetry {
+    pub metrics: Metrics,
+    pub node: NodeMetadata,
+    /// This workload as a peer (source on the client side, destination on the server side).
+    pub me: PeerInfo,
+    pub peer_header: HeaderValue,
+    pub peer_id_header: HeaderValue,
+    sinks: Mutex<HashMap<String, Arc<AccessLogSink>>>,
+}
+
+impl Telemetry {
+    pub fn new(node: NodeMetadata, node_id: &str, principal: &str) -> Self {
+        let me = PeerInfo::from_metadata(&node, principal);
+        let peer_header =
+            HeaderValue::from_str(&weft_telemetry::encode_peer_header(&node.exchange_subset()))
+                .unwrap_or_else(|_| HeaderValue::from_static(""));
+        let peer_id_header =
+            HeaderValue::from_str(node_id).unwrap_or_else(|_| HeaderValue::from_static(""));
+        Telemetry {
+            metrics: Metrics::new(),
+            node,
+            me,
+            peer_header,
+            peer_id_header,
+            sinks: Mutex::default(),
+        }
+    }
+
+    fn sink(&self, path: &str) -> Option<Arc<AccessLogSink>> {
+        let mut sinks = self.sinks.lock().ok()?;
+        if let Some(s) = sinks.get(path) {
+            return Some(s.clone());
+        }
+        match AccessLogSink::open(path) {
+            Ok(s) => {
+                let s = Arc::new(s);
+                sinks.insert(path.to_string(), s.clone());
+                Some(s)
+            }
+            Err(e) => {
+                tracing::error!(path, error = %e, "cannot open the access log; requests are not logged there");
+                None
+            }
+        }
+    }
+
+    /// Writes one access-log line per configured logger.
+    pub fn access_log(
+        &self,
+        logs: &[Arc<AccessLogConfig>],
+        entry: &AccessLogEntry,
+        req: &dyn Fn(&str) -> Option<String>,
+        resp: &dyn Fn(&str) -> Option<String>,
+    ) {
+        for l in logs {
+            let Some(sink) = self.sink(&l.path) else {
+                continue;
+            };
+            let mut line = String::with_capacity(384);
+            match &l.format {
+                AccessLogFormat::Text(f) => f.render_into(entry, req, resp, &mut line),
+                AccessLogFormat::Json(f) => f.render_into(entry, req, resp, &mut line),
+            }
+            sink.log(line);
+        }
+    }
+}
+
+pub fn service_info(meta: Option<&ServiceMeta>, fallback_host: &str) -> ServiceInfo {
+    match meta {
+        Some(m) if !m.host.is_empty() => ServiceInfo {
+            fqdn: m.host.clone().into(),
+            name: weft_telemetry::Label::or_unknown(&m.name),
+            namespace: weft_telemetry::Label::or_unknown(&m.namespace),
+        },
+        _ if !fallback_host.is_empty() => ServiceInfo::from_host(fallback_host),
+        _ => ServiceInfo::unknown(),
+    }
+}
+
+/// The label set of one request.
+#[allow(clippy::too_many_arguments)]
+pub fn request_labels(
+    reporter: Reporter,
+    source: &PeerInfo,
+    destination: &PeerInfo,
+    service: &ServiceInfo,
+    security: SecurityPolicy,
+    grpc: bool,
+    code: u16,
+    grpc_status: Option<u32>,
+    flags: &str,
+) -> RequestLabels {
+    let parties = Parties {
+        reporter,
+        source,
+        destination,
+        service,
+        security_policy: security,
+    };
+    RequestLabels::new(
+        &parties,
+        if grpc { Protocol::Grpc } else { Protocol::Http },
+        code,
+        grpc_status,
+        if flags.is_empty() || flags == "-" {
+            weft_telemetry::Label::no_flags()
+        } else {
+            weft_telemetry::Label::new(flags)
+        },
+    )
+}
+
+pub fn tcp_labels(
+    reporter: Reporter,
+    source: &PeerInfo,
+    destination: &PeerInfo,
+    service: &ServiceInfo,
+    security: SecurityPolicy,
+    flags: &str,
+) -> TcpLabels {
+    let parties = Parties {
+        reporter,
+        source,
+        destination,
+        service,
+        security_policy: security,
+    };
+    TcpLabels::new(
+        &parties,
+        if flags.is_empty() || flags == "-" {
+            weft_telemetry::Label::no_flags()
+        } else {
+            weft_telemetry::Label::new(flags)
+        },
+    )
+}
+
+/// What a peer's SPIFFE principal tells about it when no metadata was exchanged (TCP):
+/// its namespace, and the principal itself.
+pub fn peer_from_principal(principal: &str) -> PeerInfo {
+    let mut p = PeerInfo::unknown();
+    if principal.is_empty() {
+        return p;
+    }
+    p.principal = weft_telemetry::Label::new(principal);
+    if let Ok(id) = weft_identity::SpiffeId::parse(principal) {
+        p.namespace = weft_telemetry::Label::new(&id.namespace);
+    }
+    p
+}

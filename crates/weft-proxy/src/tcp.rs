@@ -1,0 +1,104 @@
+//! The TCP proxy: one upstream connection per downstream connection (mTLS to sidecars),
+//! bytes copied both ways, Istio's TCP metrics and the access log.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use weft_telemetry::{AccessLogEntry, PeerInfo, Reporter, SecurityPolicy};
+
+use crate::Proxy;
+use crate::conn::ConnInfo;
+use crate::snapshot::{ClusterKind, Direction, TcpProxy};
+use crate::stats;
+use crate::upstream::{AlpnForm, connect};
+
+pub async fn proxy<IO>(mut down: IO, conn: ConnInfo, tcp: Arc<TcpProxy>, proxy: Arc<Proxy>)
+where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let started = Instant::now();
+    let snap = proxy.snapshot.load_full();
+    let inbound = conn.direction == Direction::Inbound;
+    let mut entry = AccessLogEntry::new(SystemTime::now());
+    entry.downstream_local_address = Some(conn.original_dst);
+    entry.downstream_remote_address = Some(conn.remote);
+    entry.requested_server_name = conn.sni.as_deref().map(str::to_owned);
+    entry.upstream_cluster = Some(tcp.cluster.clone());
+    let principal = conn.peer_principal.as_deref().unwrap_or("");
+    let (source, destination, security, reporter) = if inbound {
+        (
+            stats::peer_from_principal(principal),
+            proxy.telemetry.me.clone(),
+            if conn.mtls() {
+                SecurityPolicy::MutualTls
+            } else {
+                SecurityPolicy::None
+            },
+            Reporter::Destination,
+        )
+    } else {
+        (
+            proxy.telemetry.me.clone(),
+            PeerInfo::unknown(),
+            SecurityPolicy::Unknown,
+            Reporter::Source,
+        )
+    };
+    let cluster = snap.clusters.get(&*tcp.cluster).cloned();
+    let service = stats::service_info(cluster.as_ref().and_then(|c| c.service.as_ref()), "");
+    let mut flags = "-";
+    let mut up = None;
+    match &cluster {
+        None => flags = "NC",
+        Some(c) => {
+            let target = match c.kind {
+                ClusterKind::OriginalDst => Some((conn.original_dst, c.default_tls.clone())),
+                ClusterKind::Endpoints => c.pick().map(|e| (e.addr, e.tls.clone())),
+            };
+            match target {
+                None => flags = "UH",
+                Some((addr, tls)) => {
+                    entry.upstream_host = Some(addr);
+                    match connect(c, addr, tls.as_ref(), AlpnForm::Base).await {
+                        Ok(u) => {
+                            entry.upstream_local_address = u.local;
+                            up = Some(u.io);
+                        }
+                        Err(e) => {
+                            tracing::debug!(cluster = %tcp.cluster, %addr, error = %e, "upstream connect failed");
+                            entry.upstream_transport_failure_reason =
+                                e.transport_failure().map(Into::into);
+                            flags = "UF";
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let labels = stats::tcp_labels(reporter, &source, &destination, &service, security, flags);
+    let metrics = &proxy.telemetry.metrics;
+    metrics.tcp_opened(&labels);
+    let (mut sent, mut received) = (0u64, 0u64);
+    if let Some(mut up) = up {
+        match tokio::io::copy_bidirectional(&mut down, &mut up).await {
+            Ok((from_down, from_up)) => {
+                received = from_down;
+                sent = from_up;
+            }
+            Err(e) => tracing::debug!(error = %e, "tcp proxy connection ended with an error"),
+        }
+    }
+    metrics.tcp_bytes(&labels, sent, received);
+    metrics.tcp_closed(&labels);
+    if !tcp.access_log.is_empty() {
+        entry.response_flags = flags.into();
+        entry.bytes_received = received;
+        entry.bytes_sent = sent;
+        entry.duration_ms = started.elapsed().as_millis() as u64;
+        let none = |_: &str| None;
+        proxy
+            .telemetry
+            .access_log(&tcp.access_log, &entry, &none, &none);
+    }
+}

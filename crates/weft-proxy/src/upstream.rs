@@ -1,0 +1,278 @@
+//! Upstream connections: connect (bound source, timeout), TLS with Istio's SNI and ALPN, and
+//! keep-alive pools per cluster generation, endpoint, TLS form and protocol (HTTP/1.1 idle
+//! connections reused one request at a time, HTTP/2 connections multiplexed).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::body::UpstreamBody;
+use crate::snapshot::{Cluster, UpstreamTls};
+
+/// Why an upstream could not be used, with Envoy's response flag.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("connection failure: {0}")]
+    Connect(std::io::Error),
+    #[error("TLS error: {0}")]
+    Tls(std::io::Error),
+    #[error("protocol error: {0}")]
+    Handshake(hyper::Error),
+}
+
+impl UpstreamError {
+    /// Envoy's `%UPSTREAM_TRANSPORT_FAILURE_REASON%`.
+    pub fn transport_failure(&self) -> Option<String> {
+        match self {
+            UpstreamError::Tls(e) => Some(format!("TLS_error:_{e}").replace(' ', "_")),
+            _ => None,
+        }
+    }
+}
+
+/// A byte stream to an upstream, plain or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// The local address of a new upstream connection (for `%UPSTREAM_LOCAL_ADDRESS%`).
+pub struct Connected {
+    pub io: Box<dyn Io>,
+    pub local: Option<SocketAddr>,
+}
+
+/// Which ALPN list to offer over Istio mTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlpnForm {
+    /// The cluster's own list (TCP proxy).
+    Base,
+    Http11,
+    H2,
+}
+
+fn server_name(tls: &UpstreamTls, addr: SocketAddr) -> ServerName<'static> {
+    if !tls.sni.is_empty() {
+        if let Ok(n) = ServerName::try_from(tls.sni.clone()) {
+            return n;
+        }
+    }
+    ServerName::IpAddress(addr.ip().into())
+}
+
+/// Opens a connection to `addr` for `cluster`, with TLS when `tls` is set.
+pub async fn connect(
+    cluster: &Cluster,
+    addr: SocketAddr,
+    tls: Option<&Arc<UpstreamTls>>,
+    alpn: AlpnForm,
+) -> Result<Connected, UpstreamError> {
+    let tcp: TcpStream = crate::socket::connect(addr, cluster.bind, cluster.connect_timeout)
+        .await
+        .map_err(UpstreamError::Connect)?;
+    let local = tcp.local_addr().ok();
+    let Some(tls) = tls else {
+        return Ok(Connected {
+            io: Box::new(tcp),
+            local,
+        });
+    };
+    let config = match alpn {
+        AlpnForm::Base => tls.base.clone(),
+        AlpnForm::Http11 => tls.http11.clone(),
+        AlpnForm::H2 => tls.h2.clone(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let stream = tokio::time::timeout(
+        cluster.connect_timeout,
+        connector.connect(server_name(tls, addr), tcp),
+    )
+    .await
+    .map_err(|_| {
+        UpstreamError::Tls(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        ))
+    })?
+    .map_err(UpstreamError::Tls)?;
+    Ok(Connected {
+        io: Box::new(stream),
+        local,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    cluster: Arc<str>,
+    generation: u64,
+    addr: SocketAddr,
+    tls: bool,
+    h2: bool,
+}
+
+/// A connection ready for one request.
+pub enum Sender {
+    H1(http1::SendRequest<UpstreamBody>),
+    H2(http2::SendRequest<UpstreamBody>),
+}
+
+/// A checked-out connection and where it goes back.
+pub struct Lease {
+    pub sender: Sender,
+    pub local: Option<SocketAddr>,
+    key: PoolKey,
+    pool: Pools,
+    /// True when the connection was opened for this request.
+    pub fresh: bool,
+}
+
+impl Lease {
+    /// Returns an HTTP/1.1 connection to the idle list (call when its response ended cleanly).
+    pub fn release(self) {
+        if let Sender::H1(s) = self.sender {
+            if !s.is_closed() {
+                if let Ok(mut m) = self.pool.inner.idle.lock() {
+                    m.entry(self.key).or_default().push((s, self.local));
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct PoolsInner {
+    idle: Mutex<HashMap<PoolKey, Vec<(http1::SendRequest<UpstreamBody>, Option<SocketAddr>)>>>,
+    h2: Mutex<HashMap<PoolKey, (http2::SendRequest<UpstreamBody>, Option<SocketAddr>)>>,
+}
+
+/// All upstream HTTP connection pools of the proxy.
+#[derive(Clone, Default)]
+pub struct Pools {
+    inner: Arc<PoolsInner>,
+}
+
+/// Idle HTTP/1.1 connections kept per endpoint.
+const MAX_IDLE_PER_ENDPOINT: usize = 64;
+
+impl Pools {
+    /// A connection for one HTTP request to `addr`.
+    pub async fn lease(
+        &self,
+        cluster: &Cluster,
+        addr: SocketAddr,
+        tls: Option<&Arc<UpstreamTls>>,
+        h2: bool,
+    ) -> Result<Lease, UpstreamError> {
+        let key = PoolKey {
+            cluster: cluster.name.clone(),
+            generation: cluster.generation,
+            addr,
+            tls: tls.is_some(),
+            h2,
+        };
+        if h2 {
+            let existing = self.inner.h2.lock().ok().and_then(|m| m.get(&key).cloned());
+            if let Some((s, local)) = existing {
+                if !s.is_closed() {
+                    return Ok(Lease {
+                        sender: Sender::H2(s),
+                        local,
+                        key,
+                        pool: self.clone(),
+                        fresh: false,
+                    });
+                }
+            }
+        } else {
+            loop {
+                let popped = self
+                    .inner
+                    .idle
+                    .lock()
+                    .ok()
+                    .and_then(|mut m| m.get_mut(&key).and_then(Vec::pop));
+                let Some((s, local)) = popped else { break };
+                if s.is_ready() {
+                    return Ok(Lease {
+                        sender: Sender::H1(s),
+                        local,
+                        key,
+                        pool: self.clone(),
+                        fresh: false,
+                    });
+                }
+            }
+        }
+        let alpn = if h2 { AlpnForm::H2 } else { AlpnForm::Http11 };
+        let conn = connect(cluster, addr, tls, alpn).await?;
+        let io = TokioIo::new(conn.io);
+        let sender = if h2 {
+            let (s, c) = http2::Builder::new(TokioExecutor::new())
+                .initial_stream_window_size(1 << 20)
+                .initial_connection_window_size(4 << 20)
+                .handshake(io)
+                .await
+                .map_err(UpstreamError::Handshake)?;
+            tokio::spawn(async move {
+                if let Err(e) = c.await {
+                    tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+                }
+            });
+            if let Ok(mut m) = self.inner.h2.lock() {
+                m.insert(key.clone(), (s.clone(), conn.local));
+            }
+            Sender::H2(s)
+        } else {
+            let (s, c) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(UpstreamError::Handshake)?;
+            tokio::spawn(async move {
+                if let Err(e) = c.await {
+                    tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");
+                }
+            });
+            Sender::H1(s)
+        };
+        Ok(Lease {
+            sender,
+            local: conn.local,
+            key,
+            pool: self.clone(),
+            fresh: true,
+        })
+    }
+
+    /// Drops pools of clusters (or cluster generations) no longer in the config.
+    pub fn retain(&self, live: &dyn Fn(&str, u64) -> bool) {
+        if let Ok(mut m) = self.inner.idle.lock() {
+            m.retain(|k, v| {
+                v.truncate(MAX_IDLE_PER_ENDPOINT);
+                live(&k.cluster, k.generation)
+            });
+        }
+        if let Ok(mut m) = self.inner.h2.lock() {
+            m.retain(|k, _| live(&k.cluster, k.generation));
+        }
+    }
+}
+
+/// Envoy's local reply text for an upstream failure before headers.
+pub fn reset_reason(e: &UpstreamError) -> &'static str {
+    match e {
+        UpstreamError::Connect(_) | UpstreamError::Tls(_) => {
+            "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+        }
+        UpstreamError::Handshake(_) => {
+            "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+        }
+    }
+}
+
+/// Default timeout when none is configured for TCP connect (Istio's connectTimeout).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

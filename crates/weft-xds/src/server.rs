@@ -1,0 +1,626 @@
+//! The ADS server (state of the world and delta) that the control plane feeds through a
+//! [`Generator`].
+//!
+//! Each gRPC stream runs in its own task. The first request carries the proxy's `Node`; from then
+//! on the stream answers subscriptions, records ACKs and NACKs by nonce, ignores stale nonces and
+//! regenerates its subscribed types on every [`AdsServer::push`], sending only types (SotW) or
+//! resources (delta) whose content changed.
+
+mod delta;
+mod sotw;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::pb::envoy::config::core::v3::Node;
+use crate::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use crate::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use crate::pb::google::protobuf::{Struct, Value, value::Kind};
+use crate::types::{self, Digest, NamedResource, Subscription};
+
+/// Largest gRPC message accepted or sent (64 MiB), as istiod allows for big meshes.
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+/// Responses queued per stream before the stream task waits for the client to read.
+const RESPONSE_QUEUE: usize = 16;
+/// How long a disconnected proxy's ACKed state is kept so a reconnect can skip unchanged content.
+const RESUME_TTL: Duration = Duration::from_secs(600);
+
+/// The proxy at the other end of a stream, taken from the first request's `Node`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProxyInfo {
+    /// `Node.id` (Istio: `sidecar~10.0.0.1~pod.ns~ns.svc.cluster.local`).
+    pub id: String,
+    /// `Node.cluster`.
+    pub cluster: String,
+    /// `Node.metadata` as JSON (`null` when absent).
+    pub metadata: serde_json::Value,
+    /// Remote address of the connection, when known.
+    pub peer_addr: Option<SocketAddr>,
+    /// Server-assigned id of this stream.
+    pub conn_id: u64,
+}
+
+impl ProxyInfo {
+    /// Builds the proxy info of a stream from its `Node`.
+    pub fn from_node(node: &Node, peer_addr: Option<SocketAddr>, conn_id: u64) -> Self {
+        ProxyInfo {
+            id: node.id.clone(),
+            cluster: node.cluster.clone(),
+            metadata: node
+                .metadata
+                .as_ref()
+                .map_or(serde_json::Value::Null, struct_to_json),
+            peer_addr,
+            conn_id,
+        }
+    }
+}
+
+/// Converts a `google.protobuf.Struct` into a JSON object.
+pub fn struct_to_json(s: &Struct) -> serde_json::Value {
+    serde_json::Value::Object(
+        s.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), value_to_json(v)))
+            .collect(),
+    )
+}
+
+fn value_to_json(v: &Value) -> serde_json::Value {
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+        Some(Kind::StructValue(s)) => struct_to_json(s),
+        Some(Kind::ListValue(l)) => {
+            serde_json::Value::Array(l.values.iter().map(value_to_json).collect())
+        }
+    }
+}
+
+/// Resources generated for one proxy and type.
+#[derive(Clone, Debug, Default)]
+pub struct Generated {
+    /// Version sent as `version_info` / `system_version_info` (the push version).
+    pub version: String,
+    /// The resources; the server sorts them by name and drops names outside the subscription.
+    pub resources: Vec<NamedResource>,
+}
+
+/// Produces xDS resources for a proxy. Implemented by the control plane.
+pub trait Generator: Send + Sync + 'static {
+    /// Generates the resources of `type_url` that `names` covers for `proxy`. Return `Ok` with no
+    /// resources for types you do not serve; an `Err` ends the proxy's stream (it reconnects).
+    fn generate(
+        &self,
+        proxy: &ProxyInfo,
+        type_url: &str,
+        names: &Subscription,
+    ) -> Result<Generated, String>;
+}
+
+/// A configuration change to deliver to every connected proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushEvent {
+    /// Version of the new configuration (for logs; the generator's version is what is sent).
+    pub version: String,
+    /// Type URLs that may have changed; `None` means all.
+    pub types: Option<Vec<String>>,
+}
+
+/// Last push as seen by stream tasks; `seq` lets a stream that missed events regenerate all types.
+#[derive(Clone, Debug, Default)]
+struct PushState {
+    seq: u64,
+    event: Option<PushEvent>,
+}
+
+/// Where a stream stands for one type URL.
+#[derive(Clone, Debug, Serialize)]
+pub struct TypeStatus {
+    /// What the proxy subscribed to.
+    pub subscription: Subscription,
+    /// Last response sent.
+    pub last_sent: Option<SentStatus>,
+    /// Last version the proxy ACKed.
+    pub last_acked_version: Option<String>,
+    /// Last NACK received.
+    pub last_nack: Option<NackStatus>,
+    /// Resources the proxy holds for this type (as of the last response).
+    pub resources: usize,
+}
+
+/// A response sent on a stream.
+#[derive(Clone, Debug, Serialize)]
+pub struct SentStatus {
+    /// `version_info` of the response.
+    pub version: String,
+    /// Its nonce.
+    pub nonce: String,
+    /// When it was sent.
+    pub at: DateTime<Utc>,
+}
+
+/// A response rejected by the proxy.
+#[derive(Clone, Debug, Serialize)]
+pub struct NackStatus {
+    /// The rejected version.
+    pub version: String,
+    /// The proxy's error message.
+    pub message: String,
+    /// When the NACK arrived.
+    pub at: DateTime<Utc>,
+}
+
+/// Sync state of one connected stream (served at `/debug/syncz`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ConnectionStatus {
+    /// Proxy id (`Node.id`).
+    pub proxy_id: String,
+    /// `Node.cluster`.
+    pub cluster: String,
+    /// Stream id.
+    pub conn_id: u64,
+    /// Remote address.
+    pub peer_addr: Option<SocketAddr>,
+    /// When the stream's first request arrived.
+    pub connected_at: DateTime<Utc>,
+    /// Whether the stream uses the delta protocol.
+    pub delta: bool,
+    /// State per type URL.
+    pub types: BTreeMap<String, TypeStatus>,
+}
+
+/// Server counters for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ServerStats {
+    /// Streams connected now.
+    pub connections: u64,
+    /// Responses sent, per type URL.
+    pub pushes_total: BTreeMap<String, u64>,
+    /// NACKs received.
+    pub nacks_total: u64,
+    /// Encoded bytes of the responses sent.
+    pub bytes_sent: u64,
+}
+
+const KNOWN_TYPES: [&str; 5] = [
+    types::CLUSTER,
+    types::ENDPOINT,
+    types::LISTENER,
+    types::ROUTE,
+    types::SECRET,
+];
+
+#[derive(Default)]
+struct Counters {
+    connections: AtomicU64,
+    pushes: [AtomicU64; KNOWN_TYPES.len()],
+    pushes_other: Mutex<BTreeMap<String, u64>>,
+    nacks: AtomicU64,
+    bytes_sent: AtomicU64,
+}
+
+/// ACKed state of a type kept across a reconnect of the same proxy.
+#[derive(Clone, Debug)]
+struct ResumeType {
+    version: String,
+    hash: Digest,
+    subscription: Subscription,
+}
+
+struct ResumeEntry {
+    types: HashMap<String, ResumeType>,
+    stored_at: Instant,
+}
+
+struct Shared {
+    generator: Arc<dyn Generator>,
+    push_tx: watch::Sender<PushState>,
+    connections: Mutex<BTreeMap<u64, Arc<Mutex<ConnectionStatus>>>>,
+    next_conn_id: AtomicU64,
+    counters: Counters,
+    resume: Mutex<HashMap<String, ResumeEntry>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind; keep serving.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The ADS server. Cheap to clone; all clones share state.
+#[derive(Clone)]
+pub struct AdsServer {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AdsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdsServer")
+            .field("connections", &lock(&self.shared.connections).len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdsServer {
+    /// Creates a server that takes resources from `generator`.
+    pub fn new(generator: Arc<dyn Generator>) -> Self {
+        let (push_tx, _) = watch::channel(PushState::default());
+        AdsServer {
+            shared: Arc::new(Shared {
+                generator,
+                push_tx,
+                connections: Mutex::new(BTreeMap::new()),
+                next_conn_id: AtomicU64::new(1),
+                counters: Counters::default(),
+                resume: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Notifies every connected stream. Streams coalesce: a slow stream only handles the newest
+    /// push (regenerating all types if it missed one).
+    pub fn push(&self, event: PushEvent) {
+        tracing::debug!(version = %event.version, types = ?event.types, "xDS push");
+        self.shared.push_tx.send_modify(|s| {
+            s.seq += 1;
+            s.event = Some(event);
+        });
+    }
+
+    /// The tonic service, with 64 MiB message limits.
+    pub fn service(&self) -> AggregatedDiscoveryServiceServer<AdsServer> {
+        AggregatedDiscoveryServiceServer::new(self.clone())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    }
+
+    /// Sync state of every connected stream, ordered by connection id.
+    pub fn sync_status(&self) -> Vec<ConnectionStatus> {
+        let conns: Vec<_> = lock(&self.shared.connections).values().cloned().collect();
+        conns.iter().map(|c| lock(c).clone()).collect()
+    }
+
+    /// Counters for metrics.
+    pub fn stats(&self) -> ServerStats {
+        let c = &self.shared.counters;
+        let mut pushes_total = lock(&c.pushes_other).clone();
+        for (i, t) in KNOWN_TYPES.iter().enumerate() {
+            pushes_total.insert((*t).to_string(), c.pushes[i].load(Ordering::Relaxed));
+        }
+        ServerStats {
+            connections: c.connections.load(Ordering::Relaxed),
+            pushes_total,
+            nacks_total: c.nacks.load(Ordering::Relaxed),
+            bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsServer {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let peer = request.remote_addr();
+        let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
+        tokio::spawn(sotw::run(
+            self.shared.clone(),
+            peer,
+            request.into_inner(),
+            tx,
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let peer = request.remote_addr();
+        let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
+        tokio::spawn(delta::run(
+            self.shared.clone(),
+            peer,
+            request.into_inner(),
+            tx,
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Why a stream task stops.
+enum Stop {
+    /// The client went away or closed its side.
+    Closed,
+    /// The stream fails with this status.
+    Fail(Status),
+}
+
+impl From<Status> for Stop {
+    fn from(s: Status) -> Self {
+        Stop::Fail(s)
+    }
+}
+
+/// A stream's view of pushes.
+struct PushWatch {
+    rx: watch::Receiver<PushState>,
+    last_seq: u64,
+}
+
+impl PushWatch {
+    fn new(shared: &Shared) -> Self {
+        let mut rx = shared.push_tx.subscribe();
+        let last_seq = rx.borrow_and_update().seq;
+        PushWatch { rx, last_seq }
+    }
+
+    /// Waits for the next push; returns the types to regenerate (`None` = all).
+    async fn changed(&mut self) -> Option<Option<BTreeSet<String>>> {
+        self.rx.changed().await.ok()?;
+        let state = self.rx.borrow_and_update().clone();
+        let types = match state.event {
+            Some(ev) if state.seq == self.last_seq + 1 => ev.types.map(|t| t.into_iter().collect()),
+            _ => None,
+        };
+        self.last_seq = state.seq;
+        Some(types)
+    }
+}
+
+/// A registered connection: status entry, stats and connect/disconnect logs.
+struct Conn {
+    shared: Arc<Shared>,
+    proxy: ProxyInfo,
+    status: Arc<Mutex<ConnectionStatus>>,
+}
+
+/// Output of [`Conn::generate`]: resources sorted and filtered, with their digest.
+struct Output {
+    version: String,
+    resources: Vec<NamedResource>,
+    hash: Digest,
+}
+
+impl Conn {
+    /// Registers a stream whose first request carried `node`.
+    fn register(
+        shared: &Arc<Shared>,
+        node: Option<&Node>,
+        peer: Option<SocketAddr>,
+        delta: bool,
+    ) -> Result<Conn, Status> {
+        let node = node.ok_or_else(|| {
+            Status::invalid_argument("the first discovery request of a stream must carry the node")
+        })?;
+        if node.id.is_empty() {
+            return Err(Status::invalid_argument(
+                "the node id is empty; set it (Istio form: sidecar~IP~POD.NS~NS.svc.cluster.local)",
+            ));
+        }
+        let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let proxy = ProxyInfo::from_node(node, peer, conn_id);
+        let status = Arc::new(Mutex::new(ConnectionStatus {
+            proxy_id: proxy.id.clone(),
+            cluster: proxy.cluster.clone(),
+            conn_id,
+            peer_addr: peer,
+            connected_at: Utc::now(),
+            delta,
+            types: BTreeMap::new(),
+        }));
+        lock(&shared.connections).insert(conn_id, status.clone());
+        shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(proxy = %proxy.id, conn_id, peer = ?peer, delta, "xDS stream connected");
+        Ok(Conn {
+            shared: shared.clone(),
+            proxy,
+            status,
+        })
+    }
+
+    /// Runs the generator; a failure ends the stream.
+    fn generate(&self, type_url: &str, sub: &Subscription) -> Result<Output, Status> {
+        let g = self
+            .shared
+            .generator
+            .generate(&self.proxy, type_url, sub)
+            .map_err(|msg| {
+                tracing::warn!(proxy = %self.proxy.id, type_url, error = %msg, "xDS generation failed; closing the stream");
+                Status::internal(format!(
+                    "generating {} for {} failed: {msg}",
+                    types::short_name(type_url),
+                    self.proxy.id
+                ))
+            })?;
+        let resources = types::normalize(g.resources, sub);
+        let hash = types::digest_resources(&resources);
+        Ok(Output {
+            version: g.version,
+            resources,
+            hash,
+        })
+    }
+
+    fn with_type(&self, type_url: &str, sub: &Subscription, f: impl FnOnce(&mut TypeStatus)) {
+        let mut st = lock(&self.status);
+        let entry = st
+            .types
+            .entry(type_url.to_string())
+            .or_insert_with(|| TypeStatus {
+                subscription: sub.clone(),
+                last_sent: None,
+                last_acked_version: None,
+                last_nack: None,
+                resources: 0,
+            });
+        entry.subscription = sub.clone();
+        f(entry);
+    }
+
+    fn record_sent(
+        &self,
+        type_url: &str,
+        sub: &Subscription,
+        version: &str,
+        nonce: &str,
+        resources: usize,
+        bytes: usize,
+    ) {
+        self.with_type(type_url, sub, |t| {
+            t.last_sent = Some(SentStatus {
+                version: version.to_string(),
+                nonce: nonce.to_string(),
+                at: Utc::now(),
+            });
+            t.resources = resources;
+        });
+        let c = &self.shared.counters;
+        match KNOWN_TYPES.iter().position(|t| *t == type_url) {
+            Some(i) => {
+                c.pushes[i].fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                *lock(&c.pushes_other)
+                    .entry(type_url.to_string())
+                    .or_default() += 1
+            }
+        }
+        c.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        tracing::debug!(proxy = %self.proxy.id, type_url, version, nonce, resources, bytes, "xDS response sent");
+    }
+
+    fn record_ack(&self, type_url: &str, sub: &Subscription, version: &str) {
+        tracing::debug!(proxy = %self.proxy.id, type_url, version, "xDS ACK");
+        self.with_type(type_url, sub, |t| {
+            t.last_acked_version = Some(version.to_string());
+        });
+    }
+
+    fn record_nack(&self, type_url: &str, sub: &Subscription, version: &str, message: &str) {
+        tracing::warn!(
+            proxy = %self.proxy.id,
+            type_url,
+            version,
+            error = %message,
+            "xDS NACK: the proxy rejected the configuration"
+        );
+        self.shared.counters.nacks.fetch_add(1, Ordering::Relaxed);
+        self.with_type(type_url, sub, |t| {
+            t.last_nack = Some(NackStatus {
+                version: version.to_string(),
+                message: message.to_string(),
+                at: Utc::now(),
+            });
+        });
+    }
+
+    /// Takes the ACKed state a previous stream of this proxy left (if recent).
+    fn take_resume(&self) -> HashMap<String, ResumeType> {
+        let mut resume = lock(&self.shared.resume);
+        resume.retain(|_, e| e.stored_at.elapsed() < RESUME_TTL);
+        resume
+            .remove(&self.proxy.id)
+            .map(|e| e.types)
+            .unwrap_or_default()
+    }
+
+    /// Stores ACKed state for a later reconnect of this proxy.
+    fn store_resume(&self, types: HashMap<String, ResumeType>) {
+        if types.is_empty() {
+            return;
+        }
+        let mut resume = lock(&self.shared.resume);
+        resume.retain(|_, e| e.stored_at.elapsed() < RESUME_TTL);
+        resume.insert(
+            self.proxy.id.clone(),
+            ResumeEntry {
+                types,
+                stored_at: Instant::now(),
+            },
+        );
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        lock(&self.shared.connections).remove(&self.proxy.conn_id);
+        self.shared
+            .counters
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
+        tracing::info!(proxy = %self.proxy.id, conn_id = self.proxy.conn_id, "xDS stream disconnected");
+    }
+}
+
+fn new_nonce() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::google::protobuf::ListValue;
+
+    #[test]
+    fn node_metadata_to_json() {
+        let mut fields = HashMap::new();
+        fields.insert(
+            "NAMESPACE".to_string(),
+            Value {
+                kind: Some(Kind::StringValue("default".into())),
+            },
+        );
+        fields.insert(
+            "PORTS".to_string(),
+            Value {
+                kind: Some(Kind::ListValue(ListValue {
+                    values: vec![Value {
+                        kind: Some(Kind::NumberValue(8080.0)),
+                    }],
+                })),
+            },
+        );
+        fields.insert(
+            "GENERATOR".to_string(),
+            Value {
+                kind: Some(Kind::NullValue(0)),
+            },
+        );
+        let node = Node {
+            id: "sidecar~10.0.0.1~a.default~default.svc.cluster.local".into(),
+            cluster: "a.default".into(),
+            metadata: Some(Struct { fields }),
+            ..Default::default()
+        };
+        let p = ProxyInfo::from_node(&node, None, 7);
+        assert_eq!(
+            p.metadata,
+            serde_json::json!({"NAMESPACE": "default", "PORTS": [8080.0], "GENERATOR": null})
+        );
+        assert_eq!(p.cluster, "a.default");
+        assert_eq!(p.conn_id, 7);
+        let empty = ProxyInfo::from_node(&Node::default(), None, 1);
+        assert!(empty.metadata.is_null());
+    }
+}

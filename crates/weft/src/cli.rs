@@ -1,0 +1,309 @@
+//! Command-line interface.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "weft",
+    about = "Weft: a service mesh that speaks Istio",
+    version
+)]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `weft_proxy=debug`.
+    #[arg(long, global = true, env = "WEFT_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the control plane (istiod): config store, registry, CA, xDS.
+    Control(ControlArgs),
+    /// Run the sidecar proxy for one workload.
+    Proxy(ProxyArgs),
+    /// Install (or remove) Istio's traffic-capture rules in this network namespace.
+    Iptables(IptablesArgs),
+    /// Check Istio YAML files; one line per problem, exit 1 if there is any.
+    Validate {
+        /// Files or directories (scanned for *.yaml / *.yml).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// A mesh config file to check as well.
+        #[arg(long)]
+        mesh_config: Option<PathBuf>,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ControlArgs {
+    #[command(subcommand)]
+    sub: Option<ControlSub>,
+    /// Directory of Istio YAML (watched; edits apply live).
+    #[arg(long)]
+    config_dir: Option<PathBuf>,
+    /// Mesh config file (MeshConfig YAML).
+    #[arg(long)]
+    mesh_config: Option<PathBuf>,
+    /// Where the CA root, its key and the credential key are kept.
+    #[arg(long, default_value = "/var/lib/weft/control")]
+    state_dir: PathBuf,
+    /// Istio plug-in CA directory (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem).
+    #[arg(long)]
+    ca_dir: Option<PathBuf>,
+    /// Plaintext xDS + CA address (Istio 15010).
+    #[arg(long, default_value = "0.0.0.0:15010")]
+    xds_addr: SocketAddr,
+    /// TLS xDS + CA address (Istio 15012).
+    #[arg(long, default_value = "0.0.0.0:15012")]
+    xds_tls_addr: SocketAddr,
+    /// Monitoring and debug address (Istio 15014).
+    #[arg(long, default_value = "0.0.0.0:15014")]
+    monitoring_addr: SocketAddr,
+    /// Default workload certificate lifetime.
+    #[arg(long, default_value = "24h")]
+    cert_ttl: weft_api::Duration,
+}
+
+#[derive(Subcommand, Debug)]
+enum ControlSub {
+    /// Issue the credential a workload's proxy presents to get its certificate.
+    Token {
+        #[arg(long, default_value = "/var/lib/weft/control")]
+        state_dir: PathBuf,
+        /// NAMESPACE/NAME of the WorkloadEntry.
+        #[arg(long)]
+        workload: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ProxyArgs {
+    /// Control plane address, host:port (plaintext xDS + CA, Istio 15010).
+    #[arg(long, env = "WEFT_CONTROL_PLANE", default_value = "127.0.0.1:15010")]
+    control_plane: String,
+    /// NAMESPACE/NAME of this proxy's WorkloadEntry.
+    #[arg(long)]
+    workload: String,
+    /// File holding the credential from `weft control token`.
+    #[arg(long)]
+    token_file: PathBuf,
+    /// This pod's IP (used in the node id).
+    #[arg(long, default_value = "127.0.0.1")]
+    pod_ip: String,
+    /// The workload's service account (for telemetry; the certificate comes from the CA).
+    #[arg(long, default_value = "default")]
+    service_account: String,
+    /// Workload labels, KEY=VALUE (repeatable).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// Requested certificate lifetime.
+    #[arg(long, default_value = "24h")]
+    cert_ttl: weft_api::Duration,
+    /// Time to drain in-flight requests on SIGTERM (Istio terminationDrainDuration).
+    #[arg(long, default_value = "5s")]
+    termination_drain: weft_api::Duration,
+    /// Data-path worker threads (Istio concurrency, default 2).
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
+}
+
+#[derive(Args, Debug)]
+struct IptablesArgs {
+    /// Remove the rules instead of installing them.
+    #[arg(long)]
+    cleanup: bool,
+    /// Print the rules without applying them.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(short = 'p', long, default_value_t = 15001)]
+    proxy_port: u16,
+    #[arg(short = 'z', long, default_value_t = 15006)]
+    inbound_capture_port: u16,
+    #[arg(short = 'u', long, default_value_t = 1337)]
+    proxy_uid: u32,
+    #[arg(short = 'g', long, default_value_t = 1337)]
+    proxy_gid: u32,
+    #[arg(short = 'b', long, default_value = "*")]
+    inbound_ports: String,
+    #[arg(short = 'd', long, default_value = "15090,15021,15020")]
+    local_exclude_ports: String,
+    #[arg(short = 'i', long, default_value = "*")]
+    outbound_ip_ranges_include: String,
+    #[arg(short = 'x', long, default_value = "")]
+    outbound_ip_ranges_exclude: String,
+    #[arg(short = 'q', long, default_value = "")]
+    outbound_ports_include: String,
+    #[arg(short = 'o', long, default_value = "")]
+    outbound_ports_exclude: String,
+}
+
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter =
+        EnvFilter::try_new(filter).with_context(|| format!("bad --log filter {filter:?}"))?;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+    weft_proxy::admin::set_log_level_hook(Box::new(move |level: &str| {
+        let f = EnvFilter::try_new(level).map_err(|e| format!("bad level {level:?}: {e}"))?;
+        handle.reload(f).map_err(|e| e.to_string())
+    }));
+    Ok(())
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Version => {
+            println!("weft {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { paths, mesh_config } => validate(&paths, mesh_config.as_deref()),
+        Command::Iptables(a) => iptables(a),
+        Command::Control(a) => {
+            if let Some(ControlSub::Token {
+                state_dir,
+                workload,
+            }) = a.sub
+            {
+                let (ns, name) = workload
+                    .split_once('/')
+                    .with_context(|| format!("--workload {workload:?} must be NAMESPACE/NAME"))?;
+                let tokens = weft_identity::TokenAuthority::load_or_create(&state_dir)
+                    .with_context(|| {
+                        format!("cannot use the state directory {}", state_dir.display())
+                    })?;
+                println!("{}", tokens.issue(ns, name));
+                return Ok(ExitCode::SUCCESS);
+            }
+            init_logging(&cli.log)?;
+            let Some(config_dir) = a.config_dir else {
+                bail!("--config-dir is required: the directory of Istio YAML to serve");
+            };
+            let mut opts = weft_control::ControlOptions::new(config_dir);
+            opts.mesh_config = a.mesh_config;
+            opts.state_dir = a.state_dir;
+            opts.plugin_ca_dir = a.ca_dir;
+            opts.xds_addr = a.xds_addr;
+            opts.xds_tls_addr = a.xds_tls_addr;
+            opts.monitoring_addr = a.monitoring_addr;
+            opts.cert_ttl = a.cert_ttl.get();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(weft_control::run(opts, shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Proxy(a) => {
+            init_logging(&cli.log)?;
+            let (ns, name) = a
+                .workload
+                .split_once('/')
+                .with_context(|| format!("--workload {:?} must be NAMESPACE/NAME", a.workload))?;
+            let mut opts =
+                weft_proxy::ProxyOptions::new(a.control_plane, ns.to_string(), name.to_string());
+            opts.token_file = Some(a.token_file);
+            opts.pod_ip = a.pod_ip;
+            opts.service_account = a.service_account;
+            opts.labels = parse_labels(&a.labels)?;
+            opts.trust_domain = a.trust_domain;
+            opts.cert_ttl = a.cert_ttl.get();
+            opts.termination_drain = a.termination_drain.get();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(a.concurrency.max(1))
+                .thread_name("weft-worker")
+                .enable_all()
+                .build()?;
+            rt.block_on(weft_proxy::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    labels
+        .iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--label {l:?} must be KEY=VALUE"))
+        })
+        .collect()
+}
+
+fn validate(paths: &[PathBuf], mesh: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let (resources, mut problems) = weft_api::load_paths(paths);
+    problems.extend(weft_api::validate(&resources));
+    if let Some(m) = mesh {
+        let text =
+            std::fs::read_to_string(m).with_context(|| format!("cannot read {}", m.display()))?;
+        if let Err(ps) = weft_api::parse_mesh_config(&text, m) {
+            problems.extend(ps);
+        }
+    }
+    for p in &problems {
+        println!("{p}");
+    }
+    if problems.is_empty() {
+        eprintln!("{} resources, no problems", resources.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{} problem(s)", problems.len());
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn iptables(a: IptablesArgs) -> anyhow::Result<ExitCode> {
+    if a.cleanup {
+        weft_proxy::iptables::cleanup()?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let o = weft_proxy::iptables::CaptureOptions {
+        proxy_port: a.proxy_port,
+        inbound_port: a.inbound_capture_port,
+        proxy_uid: a.proxy_uid,
+        proxy_gid: a.proxy_gid,
+        include_inbound_ports: a.inbound_ports,
+        exclude_inbound_ports: a.local_exclude_ports,
+        include_outbound_ranges: a.outbound_ip_ranges_include,
+        exclude_outbound_ranges: a.outbound_ip_ranges_exclude,
+        include_outbound_ports: a.outbound_ports_include,
+        exclude_outbound_ports: a.outbound_ports_exclude,
+    };
+    if a.dry_run {
+        print!("{}", weft_proxy::iptables::rules(&o)?);
+    } else {
+        print!("{}", weft_proxy::iptables::install(&o)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
