@@ -1,4 +1,5 @@
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 //! Istio 1.14 configuration for Weft: typed resource specs (networking, security,
 //! telemetry), the mesh config, YAML loading with file/line/field-path problems, and
 //! validation modelled on Istio's `pkg/config/validation`.

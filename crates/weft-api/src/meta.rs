@@ -134,6 +134,9 @@ impl fmt::Display for Kind {
 }
 
 /// A typed resource spec.
+// Variants are unboxed on purpose: the control plane matches on them directly and specs
+// live in a `Vec<Resource>`, so the size difference costs little.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Spec {
@@ -205,8 +208,8 @@ impl Spec {
     }
 }
 
-/// One loaded resource.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One loaded resource. Serializes as `{apiVersion, kind, metadata, spec, source}`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Resource {
     /// apiVersion as written.
     pub api_version: String,
@@ -216,6 +219,19 @@ pub struct Resource {
     pub spec: Spec,
     /// Where it came from.
     pub source: Source,
+}
+
+impl Serialize for Resource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Resource", 5)?;
+        st.serialize_field("apiVersion", &self.api_version)?;
+        st.serialize_field("kind", self.kind().as_str())?;
+        st.serialize_field("metadata", &self.meta)?;
+        st.serialize_field("spec", &self.spec)?;
+        st.serialize_field("source", &self.source)?;
+        st.end()
+    }
 }
 
 impl Resource {

@@ -205,8 +205,14 @@ impl<'de> Deserialize<'de> for Value {
 }
 
 /// Reads every document of a YAML stream. Syntax errors fail the whole stream.
+///
+/// Booleans follow YAML 1.2 (`true`/`false` only), so values such as `y`, `on` or `no`
+/// stay strings.
 pub(crate) fn parse_stream(text: &str) -> Result<Vec<Node>, serde_saphyr::Error> {
-    serde_saphyr::from_multiple::<Node>(text)
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+    };
+    serde_saphyr::from_multiple_with_options::<Node>(text, options)
 }
 
 #[cfg(test)]
@@ -238,6 +244,15 @@ mod tests {
         assert_eq!(
             docs[0].to_json(),
             serde_json::json!({"8080": {"mode": "STRICT"}})
+        );
+    }
+
+    #[test]
+    fn yaml_1_1_booleans_stay_strings() {
+        let docs = parse_stream("a: y\nb: on\nc: true\nd: 'no'\ne: No\n").unwrap();
+        assert_eq!(
+            docs[0].to_json(),
+            serde_json::json!({"a": "y", "b": "on", "c": true, "d": "no", "e": "No"})
         );
     }
 }

@@ -148,3 +148,6 @@ pub fn validate(resources: &[Resource]) -> Vec<Problem> {
     }
     problems
 }
+
+#[cfg(test)]
+mod tests;

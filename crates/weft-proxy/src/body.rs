@@ -56,9 +56,19 @@ impl<B: Body<Data = Bytes>> Body for Counted<B> {
 /// The request body sent upstream.
 pub type UpstreamBody = Counted<Incoming>;
 
+/// How a response body ended.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ending {
+    pub bytes: u64,
+    /// The body ended cleanly (not dropped half way).
+    pub finished: bool,
+    /// `grpc-status` from the trailers.
+    pub grpc_status: Option<u32>,
+}
+
 /// Runs once when the response is over (its body ended or was dropped).
 pub trait Completion: Send + Sync + 'static {
-    fn complete(self: Box<Self>, response_bytes: u64, finished: bool);
+    fn complete(self: Box<Self>, ending: Ending);
 }
 
 pin_project_lite::pin_project! {
@@ -66,16 +76,15 @@ pin_project_lite::pin_project! {
     pub struct ResponseBody {
         #[pin]
         kind: Kind,
-        bytes: u64,
+        ending: Ending,
         done: Option<Box<dyn Completion>>,
-        finished: bool,
     }
 
     impl PinnedDrop for ResponseBody {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(done) = this.done.take() {
-                done.complete(*this.bytes, *this.finished);
+                done.complete(*this.ending);
             }
         }
     }
@@ -93,9 +102,8 @@ impl ResponseBody {
     pub fn upstream(body: Incoming, done: Option<Box<dyn Completion>>) -> Self {
         ResponseBody {
             kind: Kind::Upstream { body },
-            bytes: 0,
+            ending: Ending::default(),
             done,
-            finished: false,
         }
     }
 
@@ -105,9 +113,8 @@ impl ResponseBody {
             kind: Kind::Local {
                 body: (!b.is_empty()).then_some(b),
             },
-            bytes: 0,
+            ending: Ending::default(),
             done,
-            finished: false,
         }
     }
 
@@ -132,10 +139,15 @@ impl Body for ResponseBody {
         match &r {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
-                    *this.bytes += d.len() as u64;
+                    this.ending.bytes += d.len() as u64;
+                } else if let Some(t) = f.trailers_ref() {
+                    this.ending.grpc_status = t
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|s| s.parse().ok());
                 }
             }
-            Poll::Ready(None) => *this.finished = true,
+            Poll::Ready(None) => this.ending.finished = true,
             _ => {}
         }
         r

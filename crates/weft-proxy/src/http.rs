@@ -70,8 +70,12 @@ struct Done {
 }
 
 impl Completion for Done {
-    fn complete(self: Box<Self>, response_bytes: u64, finished: bool) {
+    fn complete(self: Box<Self>, ending: crate::body::Ending) {
         let mut d = *self;
+        let response_bytes = ending.bytes;
+        if ending.grpc_status.is_some() {
+            d.grpc_status = ending.grpc_status;
+        }
         let elapsed = d.started.elapsed();
         let request_bytes = d.request_bytes.load(Ordering::Relaxed);
         let labels = stats::request_labels(
@@ -110,7 +114,7 @@ impl Completion for Done {
                 .access_log(&d.hcm.access_log, &d.entry, &req, &resp);
         }
         if let Some(lease) = d.lease.take() {
-            if finished {
+            if ending.finished {
                 lease.release();
             }
         }
@@ -193,10 +197,10 @@ async fn handle(
         } else {
             SecurityPolicy::None
         };
-        (src, proxy.telemetry.me.clone(), sec)
+        (src, proxy.telemetry.me(), sec)
     } else {
         (
-            proxy.telemetry.me.clone(),
+            proxy.telemetry.me(),
             PeerInfo::unknown(),
             SecurityPolicy::Unknown,
         )
@@ -257,7 +261,7 @@ async fn handle(
                     resp.headers_mut()
                         .insert(PEER_MD_ID, proxy.telemetry.peer_id_header.clone());
                 }
-                destination = proxy.telemetry.me.clone();
+                destination = proxy.telemetry.me();
             } else {
                 if let Some(p) = peer_from_headers(resp.headers(), None) {
                     destination = p;
@@ -268,6 +272,15 @@ async fn handle(
                     resp.headers_mut().insert(UPSTREAM_SERVICE_TIME, v);
                 }
             }
+            if destination.principal.as_str() == "unknown" {
+                if let Some(p) = lease.as_ref().and_then(|l| l.peer.as_deref()) {
+                    destination.principal = weft_telemetry::Label::new(p);
+                }
+            }
+            done.entry.upstream_peer_uri_san = lease
+                .as_ref()
+                .and_then(|l| l.peer.as_deref())
+                .map(str::to_owned);
             done.destination = destination;
             done.entry.response_code = resp.status().as_u16();
             done.entry.response_code_details = Some("via_upstream".into());
@@ -286,7 +299,7 @@ async fn handle(
         }
         Err(local) => {
             done.destination = if inbound {
-                proxy.telemetry.me.clone()
+                proxy.telemetry.me()
             } else {
                 destination
             };
@@ -514,7 +527,7 @@ async fn route_and_forward(
 }
 
 /// The service host from Istio's SNI `outbound_.<port>_.<subset>_.<host>`.
-fn sni_host(sni: Option<&str>) -> Option<String> {
+pub(crate) fn sni_host(sni: Option<&str>) -> Option<String> {
     let rest = sni?.strip_prefix("outbound_.")?;
     let mut it = rest.splitn(3, "_.");
     it.next()?;

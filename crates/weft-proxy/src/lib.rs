@@ -175,14 +175,16 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     std::thread::Builder::new()
         .name("weft-xds".into())
         .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 tracing::error!("cannot start the xDS runtime");
                 return;
             };
             rt.block_on(async move {
-                if let Err(e) = weft_xds::run_ads_client(cfg, handler, xds_tx).await {
-                    tracing::error!(error = %e, "xDS client stopped: fix --control-plane and restart");
-                }
+                let Err(e) = weft_xds::run_ads_client(cfg, handler, xds_tx).await;
+                tracing::error!(error = %e, "xDS client stopped: fix --control-plane and restart");
             });
         })
         .map_err(|e| ProxyError::Config(format!("cannot start the xDS thread: {e}")))?;
@@ -199,6 +201,24 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     tokio::spawn(listen::accept_loop(out, Direction::Outbound, proxy.clone()));
     tokio::spawn(listen::accept_loop(inb, Direction::Inbound, proxy.clone()));
     admin::serve_all(proxy.clone()).await?;
+
+    // The principal in telemetry follows the certificate actually issued.
+    let mut ids = proxy.identity.clone();
+    let principal_proxy = proxy.clone();
+    tokio::spawn(async move {
+        loop {
+            let id = ids
+                .borrow_and_update()
+                .as_ref()
+                .map(|i| i.svid.id.to_string());
+            if let Some(id) = id {
+                principal_proxy.telemetry.set_principal(&id);
+            }
+            if ids.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 
     // Periodic housekeeping: drop pools of clusters that are gone.
     let housekeeping = proxy.clone();

@@ -14,9 +14,10 @@ use crate::snapshot::{AccessLogConfig, AccessLogFormat, ServiceMeta};
 
 pub struct Telemetry {
     pub metrics: Metrics,
-    pub node: NodeMetadata,
-    /// This workload as a peer (source on the client side, destination on the server side).
-    pub me: PeerInfo,
+    node: NodeMetadata,
+    /// This workload as a peer (source on the client side, destination on the server side);
+    /// its principal follows the certificate the CA issued.
+    me: arc_swap::ArcSwap<PeerInfo>,
     pub peer_header: HeaderValue,
     pub peer_id_header: HeaderValue,
     sinks: Mutex<HashMap<String, Arc<AccessLogSink>>>,
@@ -24,7 +25,7 @@ pub struct Telemetry {
 
 impl Telemetry {
     pub fn new(node: NodeMetadata, node_id: &str, principal: &str) -> Self {
-        let me = PeerInfo::from_metadata(&node, principal);
+        let me = arc_swap::ArcSwap::from_pointee(PeerInfo::from_metadata(&node, principal));
         let peer_header =
             HeaderValue::from_str(&weft_telemetry::encode_peer_header(&node.exchange_subset()))
                 .unwrap_or_else(|_| HeaderValue::from_static(""));
@@ -38,6 +39,18 @@ impl Telemetry {
             peer_id_header,
             sinks: Mutex::default(),
         }
+    }
+
+    /// This workload as a peer.
+    pub fn me(&self) -> PeerInfo {
+        (**self.me.load()).clone()
+    }
+
+    /// Records the principal of a newly issued certificate.
+    pub fn set_principal(&self, principal: &str) {
+        self.me.store(std::sync::Arc::new(PeerInfo::from_metadata(
+            &self.node, principal,
+        )));
     }
 
     fn sink(&self, path: &str) -> Option<Arc<AccessLogSink>> {

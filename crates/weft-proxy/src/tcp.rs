@@ -26,10 +26,10 @@ where
     entry.requested_server_name = conn.sni.as_deref().map(str::to_owned);
     entry.upstream_cluster = Some(tcp.cluster.clone());
     let principal = conn.peer_principal.as_deref().unwrap_or("");
-    let (source, destination, security, reporter) = if inbound {
+    let (source, mut destination, security, reporter) = if inbound {
         (
             stats::peer_from_principal(principal),
-            proxy.telemetry.me.clone(),
+            proxy.telemetry.me(),
             if conn.mtls() {
                 SecurityPolicy::MutualTls
             } else {
@@ -39,14 +39,22 @@ where
         )
     } else {
         (
-            proxy.telemetry.me.clone(),
+            proxy.telemetry.me(),
             PeerInfo::unknown(),
             SecurityPolicy::Unknown,
             Reporter::Source,
         )
     };
     let cluster = snap.clusters.get(&*tcp.cluster).cloned();
-    let service = stats::service_info(cluster.as_ref().and_then(|c| c.service.as_ref()), "");
+    let sni_service = if inbound {
+        crate::http::sni_host(conn.sni.as_deref()).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let service = stats::service_info(
+        cluster.as_ref().and_then(|c| c.service.as_ref()),
+        &sni_service,
+    );
     let mut flags = "-";
     let mut up = None;
     match &cluster {
@@ -63,6 +71,10 @@ where
                     match connect(c, addr, tls.as_ref(), AlpnForm::Base).await {
                         Ok(u) => {
                             entry.upstream_local_address = u.local;
+                            if let Some(p) = &u.peer {
+                                destination.principal = weft_telemetry::Label::new(p);
+                                entry.upstream_peer_uri_san = Some(p.to_string());
+                            }
                             up = Some(u.io);
                         }
                         Err(e) => {

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -41,10 +40,12 @@ impl UpstreamError {
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
-/// The local address of a new upstream connection (for `%UPSTREAM_LOCAL_ADDRESS%`).
+/// A new upstream connection, its local address (`%UPSTREAM_LOCAL_ADDRESS%`) and, over mTLS,
+/// the peer's SPIFFE ID.
 pub struct Connected {
     pub io: Box<dyn Io>,
     pub local: Option<SocketAddr>,
+    pub peer: Option<Arc<str>>,
 }
 
 /// Which ALPN list to offer over Istio mTLS.
@@ -80,6 +81,7 @@ pub async fn connect(
         return Ok(Connected {
             io: Box::new(tcp),
             local,
+            peer: None,
         });
     };
     let config = match alpn {
@@ -100,9 +102,16 @@ pub async fn connect(
         ))
     })?
     .map_err(UpstreamError::Tls)?;
+    let peer = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(weft_identity::peer_spiffe_id)
+        .map(|id| Arc::from(id.to_string()));
     Ok(Connected {
         io: Box::new(stream),
         local,
+        peer,
     })
 }
 
@@ -125,10 +134,10 @@ pub enum Sender {
 pub struct Lease {
     pub sender: Sender,
     pub local: Option<SocketAddr>,
+    /// The upstream's SPIFFE ID over mTLS.
+    pub peer: Option<Arc<str>>,
     key: PoolKey,
     pool: Pools,
-    /// True when the connection was opened for this request.
-    pub fresh: bool,
 }
 
 impl Lease {
@@ -137,17 +146,34 @@ impl Lease {
         if let Sender::H1(s) = self.sender {
             if !s.is_closed() {
                 if let Ok(mut m) = self.pool.inner.idle.lock() {
-                    m.entry(self.key).or_default().push((s, self.local));
+                    m.entry(self.key).or_default().push(Idle {
+                        sender: s,
+                        local: self.local,
+                        peer: self.peer,
+                    });
                 }
             }
         }
     }
 }
 
+struct Idle {
+    sender: http1::SendRequest<UpstreamBody>,
+    local: Option<SocketAddr>,
+    peer: Option<Arc<str>>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    sender: http2::SendRequest<UpstreamBody>,
+    local: Option<SocketAddr>,
+    peer: Option<Arc<str>>,
+}
+
 #[derive(Default)]
 struct PoolsInner {
-    idle: Mutex<HashMap<PoolKey, Vec<(http1::SendRequest<UpstreamBody>, Option<SocketAddr>)>>>,
-    h2: Mutex<HashMap<PoolKey, (http2::SendRequest<UpstreamBody>, Option<SocketAddr>)>>,
+    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    h2: Mutex<HashMap<PoolKey, Shared>>,
 }
 
 /// All upstream HTTP connection pools of the proxy.
@@ -177,14 +203,14 @@ impl Pools {
         };
         if h2 {
             let existing = self.inner.h2.lock().ok().and_then(|m| m.get(&key).cloned());
-            if let Some((s, local)) = existing {
-                if !s.is_closed() {
+            if let Some(sh) = existing {
+                if !sh.sender.is_closed() {
                     return Ok(Lease {
-                        sender: Sender::H2(s),
-                        local,
+                        sender: Sender::H2(sh.sender),
+                        local: sh.local,
+                        peer: sh.peer,
                         key,
                         pool: self.clone(),
-                        fresh: false,
                     });
                 }
             }
@@ -196,14 +222,14 @@ impl Pools {
                     .lock()
                     .ok()
                     .and_then(|mut m| m.get_mut(&key).and_then(Vec::pop));
-                let Some((s, local)) = popped else { break };
-                if s.is_ready() {
+                let Some(idle) = popped else { break };
+                if idle.sender.is_ready() {
                     return Ok(Lease {
-                        sender: Sender::H1(s),
-                        local,
+                        sender: Sender::H1(idle.sender),
+                        local: idle.local,
+                        peer: idle.peer,
                         key,
                         pool: self.clone(),
-                        fresh: false,
                     });
                 }
             }
@@ -224,7 +250,14 @@ impl Pools {
                 }
             });
             if let Ok(mut m) = self.inner.h2.lock() {
-                m.insert(key.clone(), (s.clone(), conn.local));
+                m.insert(
+                    key.clone(),
+                    Shared {
+                        sender: s.clone(),
+                        local: conn.local,
+                        peer: conn.peer.clone(),
+                    },
+                );
             }
             Sender::H2(s)
         } else {
@@ -242,9 +275,9 @@ impl Pools {
         Ok(Lease {
             sender,
             local: conn.local,
+            peer: conn.peer,
             key,
             pool: self.clone(),
-            fresh: true,
         })
     }
 
@@ -273,6 +306,3 @@ pub fn reset_reason(e: &UpstreamError) -> &'static str {
         }
     }
 }
-
-/// Default timeout when none is configured for TCP connect (Istio's connectTimeout).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -157,7 +157,11 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
     weft_proxy::admin::set_log_level_hook(Box::new(move |level: &str| {
         let f = EnvFilter::try_new(level).map_err(|e| format!("bad level {level:?}: {e}"))?;

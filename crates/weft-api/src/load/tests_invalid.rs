@@ -692,7 +692,11 @@ data: {a: b}
             .message
             .contains("use networking.istio.io/v1alpha3 or networking.istio.io/v1beta1")
     );
-    assert_eq!((probs[1].field.as_str(), probs[1].line), ("apiVersion", 6));
+    assert_eq!(
+        (probs[1].field.as_str(), probs[1].line),
+        ("apiVersion", 6),
+        "{probs:#?}"
+    );
     // An unknown kind has no Kind prefix in the text.
     assert_eq!(probs[2].field, "data");
     assert!(
@@ -852,6 +856,27 @@ fn mesh_config_problems_have_lines() {
         err[0]
             .message
             .contains("several provider types (zipkin, prometheus)")
+    );
+}
+
+#[test]
+fn mesh_config_type_error_inside_provider() {
+    let err = parse_mesh_config(
+        "extensionProviders:\n- name: otel\n  envoyOtelAls:\n    service: collector.istio-system.svc.cluster.local\n    port: abc\n",
+        Path::new("mesh.yaml"),
+    )
+    .unwrap_err();
+    assert_eq!(
+        (err[0].field.as_str(), err[0].line),
+        ("extensionProviders[0].envoyOtelAls.port", 5),
+        "{err:#?}"
+    );
+    assert!(
+        err[0].to_string().starts_with(
+            "mesh.yaml:5: extensionProviders[0].envoyOtelAls.port: invalid type: string \"abc\""
+        ),
+        "{}",
+        err[0]
     );
 }
 

@@ -832,6 +832,25 @@ trustDomainAliases: [old.example, cluster.local2]
 }
 
 #[test]
+fn mesh_config_json_roundtrip() {
+    let mesh = parse_mesh_config(
+        "extensionProviders:\n- name: authz\n  envoyExtAuthzGrpc: {service: ext-authz.foo.svc.cluster.local, port: 9000, timeout: 0.5s}\n",
+        Path::new("mesh.yaml"),
+    )
+    .unwrap();
+    let json = serde_json::to_value(&mesh).unwrap();
+    assert_eq!(json["extensionProviders"][3]["name"], "authz");
+    assert_eq!(
+        json["extensionProviders"][3]["envoyExtAuthzGrpc"]["timeout"],
+        "0.500s"
+    );
+    assert_eq!(json["meshMTLS"], serde_json::Value::Null);
+    assert_eq!(json["defaultConfig"]["terminationDrainDuration"], "5s");
+    let back: crate::mesh::MeshConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(back, mesh);
+}
+
+#[test]
 fn empty_mesh_config_is_default() {
     let mesh = parse_mesh_config("", Path::new("mesh.yaml")).unwrap();
     assert_eq!(mesh, crate::mesh::MeshConfig::default());
@@ -890,4 +909,10 @@ fn empty_documents_are_skipped() {
     assert_eq!(res.len(), 1);
     assert_eq!(res[0].source.line, 6);
     assert_eq!(res[0].kind().to_string(), "PeerAuthentication");
+    let json = serde_json::to_value(&res[0]).unwrap();
+    assert_eq!(json["kind"], "PeerAuthentication");
+    assert_eq!(json["apiVersion"], "security.istio.io/v1beta1");
+    assert_eq!(json["metadata"]["namespace"], "default");
+    assert_eq!(json["spec"]["mtls"]["mode"], "PERMISSIVE");
+    assert_eq!(json["source"]["line"], 6);
 }

@@ -221,31 +221,34 @@ pub(crate) fn split_host_port(addr: &str) -> Result<(&str, &str), String> {
 /// Label map keys and values (Istio `labels.Instance.Validate`).
 pub(crate) fn validate_labels(r: &mut Report, path: &FieldPath, labels: &BTreeMap<String, String>) {
     for (k, v) in labels {
-        let p = path.key(k.as_str());
-        match TAG_KEY_RE.captures(k) {
-            None => r.err(&p, format!("invalid label key {k:?}")),
-            Some(c) => {
-                if c.get(1).is_some_and(|m| m.as_str().len() - 1 > 253) {
-                    r.err(
-                        &p,
-                        format!("invalid label key {k:?} (DNS prefix is too long)"),
-                    );
-                }
-                if c.get(2)
-                    .is_some_and(|m| m.as_str().len() > DNS1123_LABEL_MAX)
-                {
-                    r.err(&p, format!("invalid label key {k:?} (name is too long)"));
-                }
+        validate_label(r, &path.key(k.as_str()), k, v);
+    }
+}
+
+fn validate_label(r: &mut Report, p: &FieldPath, k: &str, v: &str) {
+    match TAG_KEY_RE.captures(k) {
+        None => r.err(p, format!("invalid label key {k:?}")),
+        Some(c) => {
+            if c.get(1).is_some_and(|m| m.as_str().len() - 1 > 253) {
+                r.err(
+                    p,
+                    format!("invalid label key {k:?} (DNS prefix is too long)"),
+                );
+            }
+            if c.get(2)
+                .is_some_and(|m| m.as_str().len() > DNS1123_LABEL_MAX)
+            {
+                r.err(p, format!("invalid label key {k:?} (name is too long)"));
             }
         }
-        if !LABEL_VALUE_RE.is_match(v) || v.len() > DNS1123_LABEL_MAX {
-            r.err(
-                &p,
-                format!(
-                    "invalid label value {v:?}: use at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
-                ),
-            );
-        }
+    }
+    if !LABEL_VALUE_RE.is_match(v) || v.len() > DNS1123_LABEL_MAX {
+        r.err(
+            p,
+            format!(
+                "invalid label value {v:?}: use at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+            ),
+        );
     }
 }
 
@@ -264,20 +267,21 @@ pub(crate) fn validate_workload_selector(
 /// Selector label maps (`matchLabels`, `workloadSelector.labels`).
 pub(crate) fn selector_labels(r: &mut Report, p: &FieldPath, labels: &BTreeMap<String, String>) {
     for (k, v) in labels {
+        let kp = p.key(k.as_str());
         if k.is_empty() {
             r.err(
-                &p.key(""),
+                &kp,
                 format!("empty key is not supported in selector: \"={v}\""),
             );
-        }
-        if k.contains('*') || v.contains('*') {
+        } else if k.contains('*') || v.contains('*') {
             r.err(
-                &p.key(k.as_str()),
+                &kp,
                 format!("wildcard is not supported in selector: \"{k}={v}\""),
             );
+        } else {
+            validate_label(r, &kp, k, v);
         }
     }
-    validate_labels(r, p, labels);
 }
 
 /// Durations Istio requires to be ≥ 1ms with millisecond precision.
@@ -286,7 +290,7 @@ pub(crate) fn validate_duration(d: Duration) -> Result<(), String> {
     if d < std::time::Duration::from_millis(1) {
         return Err("duration must be at least 1ms".into());
     }
-    if d.subsec_nanos() % 1_000_000 != 0 {
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
         return Err("only durations to ms precision are supported".into());
     }
     Ok(())
@@ -372,7 +376,7 @@ pub(crate) fn validate_match_header_name(name: &str) -> Result<(), String> {
 
 /// Header value templates: `%` must be paired.
 pub(crate) fn validate_header_value(value: &str) -> Result<(), String> {
-    if value.matches('%').count() % 2 != 0 {
+    if !value.matches('%').count().is_multiple_of(2) {
         return Err(
             "single % not allowed; escape it as %% or enclose an Envoy variable in a pair of %"
                 .into(),
@@ -550,10 +554,10 @@ fn validate_gateway_or_sidecar_host_part(hostname: &str, is_gateway: bool) -> Ve
             "short names (non FQDN) are not allowed: {hostname:?}"
         ));
     }
-    if let Err(e) = validate_wildcard_domain(hostname) {
-        if !is_gateway || hostname.parse::<IpAddr>().is_err() {
-            errs.push(e);
-        }
+    if let Err(e) = validate_wildcard_domain(hostname)
+        && (!is_gateway || hostname.parse::<IpAddr>().is_err())
+    {
+        errs.push(e);
     }
     errs
 }

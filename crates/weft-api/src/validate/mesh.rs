@@ -34,7 +34,12 @@ pub(crate) fn validate_mesh_config(r: &mut Report, m: &MeshConfig) {
         }
         Ok(()) => {}
     }
-    if m.protocol_detection_timeout.get().subsec_nanos() % 1_000_000 != 0 {
+    if !m
+        .protocol_detection_timeout
+        .get()
+        .subsec_nanos()
+        .is_multiple_of(1_000_000)
+    {
         r.err(
             &p.key("protocolDetectionTimeout"),
             "only durations to ms precision are supported",

@@ -280,11 +280,11 @@ pub(crate) fn validate_gateway(r: &mut Report, p: &FieldPath, gw: &Gateway, name
                         port.protocol
                     ));
                 }
-                if port.number > 0 {
-                    if let Err(e) = validate_port(i64::from(port.number)) {
-                        port_ok = false;
-                        r.err(&pp.key("number"), e);
-                    }
+                if port.number > 0
+                    && let Err(e) = validate_port(i64::from(port.number))
+                {
+                    port_ok = false;
+                    r.err(&pp.key("number"), e);
                 }
                 if port.name.is_empty() {
                     port_ok = false;

@@ -1,0 +1,494 @@
+//! A small mesh on one machine for end-to-end tests: a bridge in its own network namespace,
+//! one namespace per pod (veth on the bridge, loopback up, default route), the control plane
+//! in a pod of its own, and pods with Istio's iptables capture and `weft proxy` as uid 1337.
+//! Everything is removed on drop. Only namespaces the test creates are touched.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+static NEXT_ID: AtomicU8 = AtomicU8::new(0);
+
+fn run(cmd: &[&str]) -> Output {
+    let out = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    out
+}
+
+fn must(cmd: &[&str]) {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A fresh mesh id (subnets 10.77.<id>.0/24 and 10.78.<id>.0/24); also checks for root.
+pub fn next_id() -> u8 {
+    require_root();
+    NEXT_ID.fetch_add(1, Ordering::SeqCst) + (std::process::id() % 50) as u8 * 4 + 10
+}
+
+/// Fails the test with a clear message when it cannot create network namespaces.
+pub fn require_root() {
+    let uid = run(&["id", "-u"]);
+    let uid = String::from_utf8_lossy(&uid.stdout).trim().to_string();
+    assert_eq!(
+        uid, "0",
+        "the end-to-end tests create network namespaces and iptables rules: run them as root (CI does)"
+    );
+}
+
+pub struct Sidecar {
+    pub workload: String,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    pub cert_ttl: Option<String>,
+}
+
+pub struct Pod {
+    pub ns: String,
+    pub ip: String,
+    procs: Vec<(String, Child)>,
+}
+
+pub struct Mesh {
+    pub id: u8,
+    pub dir: tempfile::TempDir,
+    pub config_dir: PathBuf,
+    pub mesh_file: PathBuf,
+    bridge_ns: String,
+    pub cp: Pod,
+    pub pods: BTreeMap<String, Pod>,
+    hosts: String,
+    veths: u8,
+}
+
+impl Mesh {
+    /// Subnet of this mesh's pods: 10.77.<id>.0/24.
+    pub fn ip(&self, host: u8) -> String {
+        format!("10.77.{}.{host}", self.id)
+    }
+
+    /// A VIP for services: 10.78.<id>.<n>.
+    pub fn vip(id: u8, n: u8) -> String {
+        format!("10.78.{id}.{n}")
+    }
+
+    /// Creates the bridge and the control-plane pod, writes the config files and starts
+    /// `weft control`. `config` is a list of (file name, YAML).
+    pub fn new(id: u8, config: &[(&str, String)], mesh_config: &str, hosts: &str) -> Mesh {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_dir = dir.path().join("config");
+        std::fs::create_dir_all(&config_dir).expect("config dir");
+        for (name, yaml) in config {
+            std::fs::write(config_dir.join(name), yaml).expect("write config");
+        }
+        let mesh_file = dir.path().join("mesh.yaml");
+        std::fs::write(&mesh_file, mesh_config).expect("write mesh config");
+        let bridge_ns = format!("w{id}-br");
+        let _ = run(&["ip", "netns", "del", &bridge_ns]);
+        must(&["ip", "netns", "add", &bridge_ns]);
+        must(&[
+            "ip", "netns", "exec", &bridge_ns, "ip", "link", "set", "lo", "up",
+        ]);
+        must(&[
+            "ip", "netns", "exec", &bridge_ns, "ip", "link", "add", "br0", "type", "bridge",
+        ]);
+        must(&[
+            "ip", "netns", "exec", &bridge_ns, "ip", "link", "set", "br0", "up",
+        ]);
+        let gw = format!("10.77.{id}.1/24");
+        must(&[
+            "ip", "netns", "exec", &bridge_ns, "ip", "addr", "add", &gw, "dev", "br0",
+        ]);
+        let cp = Pod {
+            ns: String::new(),
+            ip: String::new(),
+            procs: Vec::new(),
+        };
+        let mut mesh = Mesh {
+            id,
+            dir,
+            config_dir,
+            mesh_file,
+            bridge_ns,
+            cp,
+            pods: BTreeMap::new(),
+            hosts: hosts.to_string(),
+            veths: 0,
+        };
+        mesh.cp = mesh.make_pod("cp", 2);
+        mesh.start_control();
+        mesh
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn control_addr(&self) -> String {
+        format!("{}:15010", self.cp.ip)
+    }
+
+    pub fn start_control(&mut self) {
+        let log = self.dir.path().join("control.log");
+        let child = spawn_logged(
+            &self.cp.ns,
+            None,
+            &[
+                WEFT,
+                "control",
+                "--config-dir",
+                self.config_dir.to_str().unwrap_or_default(),
+                "--mesh-config",
+                self.mesh_file.to_str().unwrap_or_default(),
+                "--state-dir",
+                self.state_dir().to_str().unwrap_or_default(),
+            ],
+            &log,
+        );
+        self.cp.procs.push(("control".into(), child));
+        let addr = format!("http://{}:15014/ready", self.cp.ip);
+        wait_for(
+            Duration::from_secs(20),
+            "the control plane to listen",
+            || {
+                self.curl_from(&self.cp.ns, &["-sf", "-m", "1", &addr])
+                    .status
+                    .success()
+            },
+        );
+    }
+
+    pub fn stop_control(&mut self) {
+        for (_, mut c) in self.cp.procs.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn make_pod(&mut self, name: &str, host: u8) -> Pod {
+        let ns = format!("w{}-{name}", self.id);
+        let ip = self.ip(host);
+        self.veths += 1;
+        let veth = format!("w{}v{}", self.id, self.veths);
+        let _ = run(&["ip", "netns", "del", &ns]);
+        must(&["ip", "netns", "add", &ns]);
+        must(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"]);
+        must(&[
+            "ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        must(&["ip", "link", "set", &veth, "netns", &self.bridge_ns]);
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.bridge_ns,
+            "ip",
+            "link",
+            "set",
+            &veth,
+            "master",
+            "br0",
+        ]);
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.bridge_ns,
+            "ip",
+            "link",
+            "set",
+            &veth,
+            "up",
+        ]);
+        let cidr = format!("{ip}/24");
+        must(&[
+            "ip", "netns", "exec", &ns, "ip", "addr", "add", &cidr, "dev", "eth0",
+        ]);
+        must(&[
+            "ip", "netns", "exec", &ns, "ip", "link", "set", "eth0", "up",
+        ]);
+        let gw = self.ip(1);
+        must(&[
+            "ip", "netns", "exec", &ns, "ip", "route", "add", "default", "via", &gw,
+        ]);
+        let etc = PathBuf::from("/etc/netns").join(&ns);
+        std::fs::create_dir_all(&etc).expect("/etc/netns");
+        std::fs::write(
+            etc.join("hosts"),
+            format!("127.0.0.1 localhost\n{}", self.hosts),
+        )
+        .expect("hosts");
+        Pod {
+            ns,
+            ip,
+            procs: Vec::new(),
+        }
+    }
+
+    /// Adds a pod; with a sidecar, installs capture, starts `weft proxy` (uid 1337) and waits
+    /// for it to be ready.
+    pub fn add_pod(&mut self, name: &str, host: u8, sidecar: Option<Sidecar>) {
+        let with_sidecar = sidecar.is_some();
+        self.add_pod_nowait(name, host, sidecar);
+        if with_sidecar {
+            wait_for(
+                Duration::from_secs(20),
+                &format!("the sidecar of {name} to be ready"),
+                || self.ready(name),
+            );
+        }
+    }
+
+    /// Whether a pod's sidecar answers 200 on :15021/healthz/ready.
+    pub fn ready(&self, pod: &str) -> bool {
+        self.curl_from(
+            self.ns(pod),
+            &["-sf", "-m", "1", "http://127.0.0.1:15021/healthz/ready"],
+        )
+        .status
+        .success()
+    }
+
+    /// Like [`Mesh::add_pod`] without waiting for the sidecar.
+    pub fn add_pod_nowait(&mut self, name: &str, host: u8, sidecar: Option<Sidecar>) {
+        let mut pod = self.make_pod(name, host);
+        if let Some(sc) = sidecar {
+            let out = ns_exec(&pod.ns, &[WEFT, "iptables"]);
+            assert!(
+                out.status.success(),
+                "weft iptables: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let (wns, wname) = sc.workload.split_once('/').expect("ns/name");
+            let token = Command::new(WEFT)
+                .args(["control", "token", "--state-dir"])
+                .arg(self.state_dir())
+                .args(["--workload", &sc.workload])
+                .output()
+                .expect("weft control token");
+            assert!(token.status.success());
+            let token_file = self.dir.path().join(format!("{wns}-{wname}.token"));
+            std::fs::write(&token_file, &token.stdout).expect("token file");
+            let mut args: Vec<String> = vec![
+                WEFT.into(),
+                "proxy".into(),
+                "--control-plane".into(),
+                self.control_addr(),
+                "--workload".into(),
+                sc.workload.clone(),
+                "--token-file".into(),
+                token_file.to_string_lossy().into_owned(),
+                "--pod-ip".into(),
+                pod.ip.clone(),
+                "--service-account".into(),
+                sc.service_account.clone(),
+                "--termination-drain".into(),
+                "1s".into(),
+            ];
+            for (k, v) in &sc.labels {
+                args.push("--label".into());
+                args.push(format!("{k}={v}"));
+            }
+            if let Some(ttl) = &sc.cert_ttl {
+                args.push("--cert-ttl".into());
+                args.push(ttl.clone());
+            }
+            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+            let log = self.dir.path().join(format!("proxy-{name}.log"));
+            let child = spawn_logged(&pod.ns, Some(1337), &argv, &log);
+            pod.procs.push(("proxy".into(), child));
+        }
+        self.pods.insert(name.to_string(), pod);
+    }
+
+    /// Starts the test app (`apps.py server <pod>`) in a pod.
+    pub fn start_app(&mut self, pod: &str) {
+        let p = self.pods.get_mut(pod).expect("pod");
+        let log = self.dir.path().join(format!("app-{pod}.log"));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mesh/apps.py");
+        let child = spawn_logged(
+            &p.ns,
+            None,
+            &[
+                "python3",
+                script.to_str().unwrap_or_default(),
+                "server",
+                pod,
+            ],
+            &log,
+        );
+        p.procs.push(("app".into(), child));
+        let ns = p.ns.clone();
+        let url = format!("http://{}:8080/", self.pods[pod].ip);
+        // Reach the app directly on its own loopback path (not captured: uid root to 127.0.0.1).
+        wait_for(
+            Duration::from_secs(20),
+            &format!("the app in {pod}"),
+            || {
+                self.curl_from(
+                    &ns,
+                    &[
+                        "-s",
+                        "-o",
+                        "/dev/null",
+                        "-m",
+                        "1",
+                        &url.replace(&self.pods[pod].ip, "127.0.0.1"),
+                    ],
+                )
+                .status
+                .success()
+            },
+        );
+    }
+
+    pub fn ns(&self, pod: &str) -> &str {
+        &self.pods[pod].ns
+    }
+
+    pub fn curl_from(&self, ns: &str, args: &[&str]) -> Output {
+        let mut argv = vec!["curl"];
+        argv.extend_from_slice(args);
+        ns_exec(ns, &argv)
+    }
+
+    /// `curl` in a pod; returns (status code or 0, body).
+    pub fn curl(&self, pod: &str, url: &str) -> (u16, String) {
+        let out = self.curl_from(
+            self.ns(pod),
+            &["-s", "-m", "10", "-w", "\n%{http_code}", url],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    pub fn exec(&self, pod: &str, argv: &[&str]) -> Output {
+        ns_exec(self.ns(pod), argv)
+    }
+
+    /// Prometheus text from a pod's sidecar.
+    pub fn metrics(&self, pod: &str) -> String {
+        let out = self.curl_from(
+            self.ns(pod),
+            &["-s", "-m", "5", "http://127.0.0.1:15090/stats/prometheus"],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn debug(&self, path: &str) -> String {
+        let url = format!("http://{}:15014{path}", self.cp.ip);
+        let out = self.curl_from(&self.cp.ns, &["-s", "-m", "5", &url]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn write_config(&self, name: &str, yaml: &str) {
+        let tmp = self.config_dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, yaml).expect("write");
+        std::fs::rename(&tmp, self.config_dir.join(name)).expect("rename");
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        let mut pods: Vec<Pod> = std::mem::take(&mut self.pods).into_values().collect();
+        pods.push(std::mem::replace(
+            &mut self.cp,
+            Pod {
+                ns: String::new(),
+                ip: String::new(),
+                procs: Vec::new(),
+            },
+        ));
+        for mut p in pods {
+            for (_, c) in p.procs.iter_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            if !p.ns.is_empty() {
+                let _ = run(&["ip", "netns", "del", &p.ns]);
+                let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&p.ns));
+            }
+        }
+        let _ = run(&["ip", "netns", "del", &self.bridge_ns]);
+        if std::thread::panicking() {
+            // Keep the logs of a failed test visible.
+            for entry in std::fs::read_dir(self.dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let path = entry.path();
+                if path.extension().and_then(|e| e.to_str()) == Some("log") {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                    eprintln!("===== {} (last 40 lines)", path.display());
+                    for l in tail.into_iter().rev() {
+                        eprintln!("{l}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn ns_exec(ns: &str, argv: &[&str]) -> Output {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .args(argv)
+        .stdin(Stdio::null());
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {argv:?} in {ns}: {e}"))
+}
+
+fn spawn_logged(ns: &str, uid: Option<u32>, argv: &[&str], log: &Path) -> Child {
+    let file = std::fs::File::create(log).expect("log file");
+    let err = file.try_clone().expect("log file");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]);
+    if let Some(uid) = uid {
+        cmd.args([
+            "setpriv",
+            "--reuid",
+            &uid.to_string(),
+            "--regid",
+            &uid.to_string(),
+            "--clear-groups",
+        ]);
+    }
+    cmd.args(argv)
+        .env("WEFT_LOG", "info,weft_proxy=debug")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err);
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot start {argv:?}: {e}"))
+}
+
+/// Polls `f` until it returns true, failing the test after `limit`.
+pub fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
