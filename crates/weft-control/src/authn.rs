@@ -104,12 +104,11 @@ impl<'a> PolicyChain<'a> {
 
     /// The mode of one target (container) port.
     pub fn port_mode(&self, port: u16) -> MtlsMode {
-        if let Some(pa) = self.workload {
-            if let Some(m) = pa.port_level_mtls.get(&(port as u32)) {
-                if let Some(mode) = resolve(m.mode) {
-                    return mode;
-                }
-            }
+        if let Some(pa) = self.workload
+            && let Some(m) = pa.port_level_mtls.get(&(port as u32))
+            && let Some(mode) = resolve(m.mode)
+        {
+            return mode;
         }
         self.workload_mode()
     }

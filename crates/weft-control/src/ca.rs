@@ -46,10 +46,13 @@ impl weft_identity::Authenticator for WorkloadAuthenticator {
         _peer_certs: Option<&[rustls_pki_types::CertificateDer<'static>]>,
     ) -> Result<SpiffeId, Status> {
         let token = weft_identity::bearer_token(metadata).ok_or_else(|| {
+            tracing::warn!("certificate request without a credential refused");
             Status::unauthenticated(
                 "no credential: send `authorization: Bearer <token>` (weft proxy --token-file; issue one with `weft control token`)",
             )
         })?;
-        self.identity_for_token(&token)
+        self.identity_for_token(token).inspect_err(|status| {
+            tracing::warn!(reason = %status.message(), "certificate request refused");
+        })
     }
 }

@@ -342,3 +342,97 @@ fn allocate_vips(services: &mut [Service]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(yaml: &str) -> Registry {
+        let (resources, problems) = weft_api::parse_documents(yaml, std::path::Path::new("t.yaml"));
+        assert!(problems.is_empty(), "{problems:?}");
+        Registry::build(&resources, "cluster.local")
+    }
+
+    #[test]
+    fn short_hosts_resolve_and_vips_are_allocated_stably() {
+        let yaml = "apiVersion: networking.istio.io/v1beta1\nkind: ServiceEntry\nmetadata: {name: a, namespace: ns1}\nspec:\n  hosts: [alpha, beta.example.com]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 80, name: http-web, protocol: HTTP}]\n";
+        let r = build(yaml);
+        let alpha = r
+            .service("alpha.ns1.svc.cluster.local")
+            .expect("short name resolved");
+        assert!(alpha.auto_vip);
+        let vip = alpha.vips[0];
+        assert!(vip.to_string().starts_with("240.240."), "{vip}");
+        assert_eq!(alpha.ports[0].protocol, Protocol::Http);
+        let beta = r.service("beta.example.com").expect("FQDN kept");
+        assert_ne!(beta.vips[0], vip);
+        // Adding an unrelated service does not move existing VIPs.
+        let more = format!(
+            "{yaml}---\napiVersion: networking.istio.io/v1beta1\nkind: ServiceEntry\nmetadata: {{name: b, namespace: ns1}}\nspec:\n  hosts: [gamma]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: http}}]\n"
+        );
+        assert_eq!(
+            build(&more)
+                .service("gamma.ns1.svc.cluster.local")
+                .unwrap()
+                .ports[0]
+                .protocol,
+            Protocol::Http,
+            "protocol from the port name prefix when none is given"
+        );
+        let r2 = build(&more);
+        assert_eq!(
+            r2.service("alpha.ns1.svc.cluster.local").unwrap().vips[0],
+            vip
+        );
+    }
+
+    #[test]
+    fn workload_selection_is_per_namespace_and_tls_mode_follows_injection() {
+        let yaml = r#"apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: s, namespace: a}
+spec:
+  hosts: [s]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http}]
+  workloadSelector: {labels: {app: s}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: WorkloadEntry
+metadata: {name: w1, namespace: a}
+spec: {address: 10.0.0.1, labels: {app: s}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: WorkloadEntry
+metadata: {name: w2, namespace: a, annotations: {sidecar.istio.io/inject: "false"}}
+spec: {address: 10.0.0.2, labels: {app: s}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: WorkloadEntry
+metadata: {name: w3, namespace: b}
+spec: {address: 10.0.0.3, labels: {app: s}}
+"#;
+        let r = build(yaml);
+        let s = r.service("s.a.svc.cluster.local").unwrap();
+        let eps: Vec<_> = s
+            .endpoints
+            .iter()
+            .map(|e| (e.address.to_string(), e.tls_mode.clone()))
+            .collect();
+        assert_eq!(
+            eps,
+            vec![
+                ("10.0.0.1".into(), "istio".into()),
+                ("10.0.0.2".into(), "disabled".into())
+            ]
+        );
+        assert_eq!(
+            s.service_accounts("cluster.local"),
+            vec!["spiffe://cluster.local/ns/a/sa/default".to_string()]
+        );
+        let w1 = r.workload("a", "w1").unwrap();
+        assert_eq!(r.services_of(w1).len(), 1);
+        assert!(r.services_of(r.workload("b", "w3").unwrap()).is_empty());
+    }
+}

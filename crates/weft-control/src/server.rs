@@ -221,10 +221,10 @@ fn watch(
     tx: mpsc::UnboundedSender<()>,
 ) -> Result<notify::RecommendedWatcher, ControlError> {
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev {
-            if !matches!(ev.kind, notify::EventKind::Access(_)) {
-                let _ = tx.send(());
-            }
+        if let Ok(ev) = ev
+            && !matches!(ev.kind, notify::EventKind::Access(_))
+        {
+            let _ = tx.send(());
         }
     })
     .map_err(|source| ControlError::Watch {

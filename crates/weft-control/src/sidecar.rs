@@ -131,3 +131,426 @@ pub fn endpoints(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
 pub fn routes(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
     route::build(view, names)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+    use prost::Message;
+
+    use super::*;
+
+    const CONFIG: &str = r#"
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: server, namespace: default}
+spec:
+  hosts: [server.default.svc.cluster.local]
+  addresses: [10.78.0.10]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 8080, name: http, protocol: HTTP}
+  - {number: 9000, name: tcp-echo, protocol: TCP, targetPort: 9001}
+  workloadSelector: {labels: {app: server}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 9080, name: http, protocol: HTTP}
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: WorkloadEntry
+metadata: {name: server-v1, namespace: default}
+spec:
+  address: 10.77.0.11
+  labels: {app: server, version: v1}
+  serviceAccount: server
+  ports: {http: 18080}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: WorkloadEntry
+metadata: {name: reviews-v2, namespace: default}
+spec:
+  address: 10.77.0.12
+  labels: {app: reviews, version: v2}
+  serviceAccount: bookinfo-reviews
+---
+apiVersion: networking.istio.io/v1beta1
+kind: WorkloadEntry
+metadata: {name: client, namespace: default}
+spec:
+  address: 10.77.0.10
+  labels: {app: client}
+  serviceAccount: client
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets:
+  - {name: v2, labels: {version: v2}}
+  - {name: v3, labels: {version: v3}}
+"#;
+
+    fn push(extra: &str, mesh: &str) -> PushContext {
+        let text = format!("{CONFIG}\n---\n{extra}");
+        let (resources, problems) = weft_api::parse_documents(&text, Path::new("test.yaml"));
+        assert!(problems.is_empty(), "{problems:?}");
+        let mesh = weft_api::parse_mesh_config(mesh, Path::new("mesh.yaml")).expect("mesh");
+        PushContext::new("v1".into(), Arc::new(mesh), Arc::new(resources))
+    }
+
+    fn view<'a>(push: &'a PushContext, name: &str, ip: &str) -> ProxyView<'a> {
+        let id = format!("sidecar~{ip}~{name}.default~default.svc.cluster.local");
+        ProxyView::new(push, SidecarNode::parse(&id).expect("node id"))
+    }
+
+    fn decode<T: Message + Default>(r: &NamedResource) -> T {
+        T::decode(r.resource.value.as_slice()).expect("decode")
+    }
+
+    fn find<'a>(rs: &'a [NamedResource], name: &str) -> &'a NamedResource {
+        rs.iter().find(|r| r.name == name).unwrap_or_else(|| {
+            panic!(
+                "{name} not in {:?}",
+                rs.iter().map(|r| &r.name).collect::<Vec<_>>()
+            )
+        })
+    }
+
+    #[test]
+    fn node_ids_parse_as_istio_writes_them() {
+        let n =
+            SidecarNode::parse("sidecar~10.0.0.1~reviews-v1.bookinfo~bookinfo.svc.cluster.local")
+                .unwrap();
+        assert_eq!(
+            (n.ip.as_str(), n.name.as_str(), n.namespace.as_str()),
+            ("10.0.0.1", "reviews-v1", "bookinfo")
+        );
+        assert!(SidecarNode::parse("nonsense").is_none());
+    }
+
+    #[test]
+    fn clusters_have_istio_names_sni_and_auto_mtls() {
+        let p = push("", "");
+        let v = view(&p, "client", "10.77.0.10");
+        let cs = clusters(&v);
+        let c: Cluster = decode(find(&cs, "outbound|8080||server.default.svc.cluster.local"));
+        assert_eq!(c.transport_socket_matches.len(), 2);
+        let m = &c.transport_socket_matches[0];
+        assert_eq!(m.name, "tlsMode-istio");
+        let Some(
+            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+                any,
+            ),
+        ) = m
+            .transport_socket
+            .as_ref()
+            .and_then(|t| t.config_type.clone())
+        else {
+            panic!("no tls config")
+        };
+        let utc = tls::UpstreamTlsContext::decode(any.value.as_slice()).unwrap();
+        assert_eq!(
+            utc.sni,
+            "outbound_.8080_._.server.default.svc.cluster.local"
+        );
+        let common = utc.common_tls_context.unwrap();
+        assert_eq!(common.tls_certificate_sds_secret_configs[0].name, "default");
+        let Some(tls::common_tls_context::ValidationContextType::CombinedValidationContext(cvc)) =
+            common.validation_context_type
+        else {
+            panic!("no validation context")
+        };
+        assert_eq!(
+            cvc.validation_context_sds_secret_config.unwrap().name,
+            "ROOTCA"
+        );
+        let sans: Vec<String> = cvc
+            .default_validation_context
+            .unwrap()
+            .match_typed_subject_alt_names
+            .iter()
+            .filter_map(|m| match m.matcher.as_ref()?.match_pattern.as_ref()? {
+                envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern::Exact(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            sans,
+            vec!["spiffe://cluster.local/ns/default/sa/server".to_string()]
+        );
+        // Subsets from the DestinationRule; Istio's reserved clusters.
+        for name in [
+            "outbound|9080|v2|reviews.default.svc.cluster.local",
+            "outbound|9080|v3|reviews.default.svc.cluster.local",
+            "PassthroughCluster",
+            "BlackHoleCluster",
+            "InboundPassthroughClusterIpv4",
+        ] {
+            find(&cs, name);
+        }
+        // The client serves nothing, so it has no inbound clusters.
+        assert!(!cs.iter().any(|c| c.name.starts_with("inbound|")));
+        // The server has inbound clusters for its endpoint ports (WorkloadEntry port, targetPort).
+        let sv = view(&p, "server-v1", "10.77.0.11");
+        let scs = clusters(&sv);
+        find(&scs, "inbound|18080||");
+        find(&scs, "inbound|9001||");
+    }
+
+    #[test]
+    fn endpoints_use_workload_ports_and_subsets() {
+        let p = push("", "");
+        let v = view(&p, "client", "10.77.0.10");
+        let eps = endpoints(
+            &v,
+            &[
+                "outbound|8080||server.default.svc.cluster.local".to_string(),
+                "outbound|9000||server.default.svc.cluster.local".to_string(),
+                "outbound|9080|v2|reviews.default.svc.cluster.local".to_string(),
+                "outbound|9080|v3|reviews.default.svc.cluster.local".to_string(),
+            ],
+        );
+        let addr = |cla: &ClusterLoadAssignment| -> Vec<String> {
+            cla.endpoints
+                .iter()
+                .flat_map(|l| &l.lb_endpoints)
+                .filter_map(|e| match &e.host_identifier {
+                    Some(envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier::Endpoint(ep)) => {
+                        match ep.address.as_ref()?.address.as_ref()? {
+                            envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(sa) => {
+                                match sa.port_specifier {
+                                    Some(envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(p)) => {
+                                        Some(format!("{}:{p}", sa.address))
+                                    }
+                                    _ => None,
+                                }
+                            }
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(addr(&decode(&eps[0])), vec!["10.77.0.11:18080"]);
+        assert_eq!(addr(&decode(&eps[1])), vec!["10.77.0.11:9001"]);
+        assert_eq!(addr(&decode(&eps[2])), vec!["10.77.0.12:9080"]);
+        assert!(addr(&decode(&eps[3])).is_empty(), "no v3 workload exists");
+    }
+
+    fn inbound_chains(p: &PushContext) -> Vec<(Option<u32>, String, Vec<String>, bool)> {
+        let v = view(p, "server-v1", "10.77.0.11");
+        let ls = listeners(&v);
+        let l: Listener = decode(find(&ls, VIRTUAL_INBOUND));
+        l.filter_chains
+            .iter()
+            .map(|c| {
+                let m = c.filter_chain_match.clone().unwrap_or_default();
+                (
+                    m.destination_port.map(|p| p.value),
+                    m.transport_protocol,
+                    m.application_protocols,
+                    c.transport_socket
+                        .as_ref()
+                        .is_some_and(|t| t.name == "envoy.transport_sockets.tls"),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn permissive_strict_and_disable_chains() {
+        let p = push("", "");
+        let chains = inbound_chains(&p);
+        let port = |n: u32| {
+            chains
+                .iter()
+                .filter(|c| c.0 == Some(n))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        // PERMISSIVE HTTP port: mTLS with Istio's ALPNs, and plaintext.
+        let http = port(18080);
+        assert_eq!(http.len(), 2);
+        assert!(
+            http[0].1 == "tls" && http[0].3 && http[0].2.contains(&"istio-http/1.1".to_string())
+        );
+        assert!(http[1].1 == "raw_buffer" && !http[1].3);
+        // PERMISSIVE TCP port: mTLS, plaintext, TLS passthrough.
+        let tcp = port(9001);
+        assert_eq!(tcp.len(), 3);
+        assert_eq!(
+            tcp[0].2,
+            vec!["istio-peer-exchange".to_string(), "istio".to_string()]
+        );
+
+        let strict = push(
+            "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n",
+            "",
+        );
+        let chains = inbound_chains(&strict);
+        assert!(
+            chains.iter().all(|c| c.1 == "tls" && c.3),
+            "STRICT has only mTLS chains: {chains:?}"
+        );
+
+        // Workload policy overrides the mesh; portLevelMtls overrides the workload mode.
+        let mixed = push(
+            "apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n---\napiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {name: server, namespace: default}\nspec:\n  selector: {matchLabels: {app: server}}\n  mtls: {mode: UNSET}\n  portLevelMtls:\n    18080: {mode: DISABLE}\n",
+            "",
+        );
+        let chains = inbound_chains(&mixed);
+        let http: Vec<_> = chains.iter().filter(|c| c.0 == Some(18080)).collect();
+        assert_eq!(http.len(), 1);
+        assert!(
+            !http[0].3 && http[0].1.is_empty(),
+            "DISABLE is plaintext only: {http:?}"
+        );
+        assert!(
+            chains.iter().filter(|c| c.0 == Some(9001)).all(|c| c.3),
+            "UNSET inherits STRICT"
+        );
+    }
+
+    #[test]
+    fn min_tls_version_goes_into_inbound_tls() {
+        let p = push("", "meshMTLS:\n  minProtocolVersion: TLSV1_3\n");
+        let v = view(&p, "server-v1", "10.77.0.11");
+        let l: Listener = decode(find(&listeners(&v), VIRTUAL_INBOUND));
+        let ts = l.filter_chains[0].transport_socket.clone().unwrap();
+        let Some(
+            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+                any,
+            ),
+        ) = ts.config_type
+        else {
+            panic!()
+        };
+        let dtc = tls::DownstreamTlsContext::decode(any.value.as_slice()).unwrap();
+        assert!(dtc.require_client_certificate.unwrap().value);
+        let params = dtc.common_tls_context.unwrap().tls_params.unwrap();
+        assert_eq!(
+            params.tls_minimum_protocol_version,
+            tls::tls_parameters::TlsProtocol::TlSv13 as i32
+        );
+    }
+
+    #[test]
+    fn outbound_listeners_and_routes() {
+        let p = push("", "");
+        let v = view(&p, "client", "10.77.0.10");
+        let ls = listeners(&v);
+        find(&ls, VIRTUAL_OUTBOUND);
+        find(&ls, "0.0.0.0_8080");
+        find(&ls, "0.0.0.0_9080");
+        find(&ls, "10.78.0.10_9000");
+        let rs = routes(&v, &["8080".to_string(), "9080".to_string()]);
+        let rc: RouteConfiguration = decode(find(&rs, "9080"));
+        let vh = &rc.virtual_hosts[0];
+        assert_eq!(vh.name, "reviews.default.svc.cluster.local:9080");
+        for d in [
+            "reviews",
+            "reviews:9080",
+            "reviews.default",
+            "reviews.default.svc.cluster.local:9080",
+        ] {
+            assert!(
+                vh.domains.contains(&d.to_string()),
+                "{d} missing from {:?}",
+                vh.domains
+            );
+        }
+        // The auto-allocated VIP (240.240.0.0/16) is a domain too.
+        assert!(
+            vh.domains.iter().any(|d| d.starts_with("240.240.")),
+            "{:?}",
+            vh.domains
+        );
+        assert_eq!(rc.virtual_hosts.last().unwrap().name, "allow_any");
+        let blocked = push("", "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n");
+        let v = view(&blocked, "client", "10.77.0.10");
+        let rc: RouteConfiguration = decode(find(&routes(&v, &["8080".to_string()]), "8080"));
+        assert_eq!(rc.virtual_hosts.last().unwrap().name, "block_all");
+    }
+
+    #[test]
+    fn access_log_follows_mesh_config() {
+        let p = push("", "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n");
+        let v = view(&p, "client", "10.77.0.10");
+        let l: Listener = decode(find(&listeners(&v), "0.0.0.0_8080"));
+        let f = &l.filter_chains[0].filters[0];
+        let Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+            any,
+        )) = &f.config_type
+        else {
+            panic!()
+        };
+        let h = envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager::decode(
+            any.value.as_slice(),
+        )
+        .unwrap();
+        assert_eq!(h.access_log.len(), 1);
+        assert_eq!(h.access_log[0].name, "envoy.access_loggers.file");
+        let none = push("", "");
+        let v = view(&none, "client", "10.77.0.10");
+        let l: Listener = decode(find(&listeners(&v), "0.0.0.0_8080"));
+        let Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+            any,
+        )) = &l.filter_chains[0].filters[0].config_type
+        else {
+            panic!()
+        };
+        let h = envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager::decode(
+            any.value.as_slice(),
+        )
+        .unwrap();
+        assert!(h.access_log.is_empty());
+    }
+
+    #[test]
+    fn proxyless_grpc_resources() {
+        let p = push("", "");
+        let ls = crate::grpcgen::listeners(
+            &p,
+            "default",
+            &[
+                "server.default.svc.cluster.local:8080".to_string(),
+                "reviews:9080".to_string(),
+            ],
+        );
+        assert_eq!(ls.len(), 2);
+        let l: Listener = decode(&ls[0]);
+        assert!(l.api_listener.is_some());
+        let rs = crate::grpcgen::routes(
+            &p,
+            &["outbound|8080||server.default.svc.cluster.local".to_string()],
+        );
+        let rc: RouteConfiguration = decode(&rs[0]);
+        assert!(
+            rc.virtual_hosts[0]
+                .domains
+                .contains(&"server.default.svc.cluster.local:8080".to_string())
+        );
+        let cs = crate::grpcgen::clusters(
+            &p,
+            &["outbound|8080||server.default.svc.cluster.local".to_string()],
+        );
+        assert_eq!(cs.len(), 1);
+    }
+}

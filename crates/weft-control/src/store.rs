@@ -149,3 +149,67 @@ impl ConfigStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WE: &str = "apiVersion: networking.istio.io/v1beta1\nkind: WorkloadEntry\nmetadata: {name: a, namespace: default}\nspec: {address: 10.0.0.1}\n";
+
+    #[test]
+    fn a_bad_edit_keeps_the_last_good_content_and_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.yaml");
+        std::fs::write(&file, WE).unwrap();
+        let mut store = ConfigStore::new(dir.path().to_path_buf(), None);
+        let first = store.load().unwrap();
+        assert_eq!(first.resources.len(), 1);
+        assert!(first.problems.is_empty());
+
+        std::fs::write(&file, WE.replace("address: 10.0.0.1", "adress: 10.0.0.2")).unwrap();
+        let second = store.load().unwrap();
+        assert_eq!(second.resources.len(), 1, "the last good content stays");
+        assert_eq!(second.resources, first.resources);
+        assert_eq!(second.problems.len(), 1);
+        let p = &second.problems[0];
+        assert!(
+            p.contains("a.yaml") && p.contains("WorkloadEntry default/a") && p.contains("adress"),
+            "{p}"
+        );
+
+        // A new file that is bad from the start contributes nothing.
+        std::fs::write(dir.path().join("b.yaml"), "kind: Nope\n").unwrap();
+        let third = store.load().unwrap();
+        assert_eq!(third.resources.len(), 1);
+        assert!(third.problems.iter().any(|p| p.contains("b.yaml")));
+
+        // Fixing it brings the new content in.
+        std::fs::write(&file, WE.replace("10.0.0.1", "10.0.0.3")).unwrap();
+        std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
+        let fourth = store.load().unwrap();
+        assert!(fourth.problems.is_empty());
+        match &fourth.resources[0].spec {
+            weft_api::Spec::WorkloadEntry(we) => assert_eq!(we.address, "10.0.0.3"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_mesh_config_keeps_the_last_good_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mesh = dir.path().join("mesh.yaml");
+        std::fs::write(&mesh, "trustDomain: example.org\n").unwrap();
+        let mut store = ConfigStore::new(dir.path().to_path_buf(), Some(mesh.clone()));
+        assert_eq!(store.load().unwrap().mesh.trust_domain, "example.org");
+        std::fs::write(&mesh, "trustDomain: [oops]\n").unwrap();
+        let snap = store.load().unwrap();
+        assert_eq!(snap.mesh.trust_domain, "example.org");
+        assert!(
+            snap.problems
+                .iter()
+                .any(|p| p.contains("mesh.yaml") && p.contains("trustDomain")),
+            "{:?}",
+            snap.problems
+        );
+    }
+}

@@ -36,10 +36,10 @@ impl<B: Body<Data = Bytes>> Body for Counted<B> {
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
         let r = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &r {
-            if let Some(d) = f.data_ref() {
-                this.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
-            }
+        if let Poll::Ready(Some(Ok(f))) = &r
+            && let Some(d) = f.data_ref()
+        {
+            this.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
         }
         r
     }

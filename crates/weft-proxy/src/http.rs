@@ -113,10 +113,10 @@ impl Completion for Done {
                 .telemetry
                 .access_log(&d.hcm.access_log, &d.entry, &req, &resp);
         }
-        if let Some(lease) = d.lease.take() {
-            if ending.finished {
-                lease.release();
-            }
+        if let Some(lease) = d.lease.take()
+            && ending.finished
+        {
+            lease.release();
         }
     }
 }
@@ -169,10 +169,10 @@ async fn handle(
     let grpc = is_grpc(req.headers());
 
     // Envoy's request decoration.
-    if !req.headers().contains_key(&REQUEST_ID) {
-        if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
-            req.headers_mut().insert(REQUEST_ID, v);
-        }
+    if !req.headers().contains_key(&REQUEST_ID)
+        && let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+    {
+        req.headers_mut().insert(REQUEST_ID, v);
     }
     if !req.headers().contains_key(&FORWARDED_PROTO) {
         req.headers_mut().insert(
@@ -272,10 +272,10 @@ async fn handle(
                     resp.headers_mut().insert(UPSTREAM_SERVICE_TIME, v);
                 }
             }
-            if destination.principal.as_str() == "unknown" {
-                if let Some(p) = lease.as_ref().and_then(|l| l.peer.as_deref()) {
-                    destination.principal = weft_telemetry::Label::new(p);
-                }
+            if destination.principal.as_str() == "unknown"
+                && let Some(p) = lease.as_ref().and_then(|l| l.peer.as_deref())
+            {
+                destination.principal = weft_telemetry::Label::new(p);
             }
             done.entry.upstream_peer_uri_san = lease
                 .as_ref()
@@ -476,10 +476,10 @@ async fn route_and_forward(
     } else {
         parts.version = Version::HTTP_11;
         parts.uri = path.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
-        if !parts.headers.contains_key(HOST) {
-            if let Ok(v) = HeaderValue::from_str(&authority) {
-                parts.headers.insert(HOST, v);
-            }
+        if !parts.headers.contains_key(HOST)
+            && let Ok(v) = HeaderValue::from_str(&authority)
+        {
+            parts.headers.insert(HOST, v);
         }
     }
     strip_hop_by_hop(&mut parts.headers);

@@ -58,10 +58,10 @@ pub enum AlpnForm {
 }
 
 fn server_name(tls: &UpstreamTls, addr: SocketAddr) -> ServerName<'static> {
-    if !tls.sni.is_empty() {
-        if let Ok(n) = ServerName::try_from(tls.sni.clone()) {
-            return n;
-        }
+    if !tls.sni.is_empty()
+        && let Ok(n) = ServerName::try_from(tls.sni.clone())
+    {
+        return n;
     }
     ServerName::IpAddress(addr.ip().into())
 }
@@ -143,16 +143,15 @@ pub struct Lease {
 impl Lease {
     /// Returns an HTTP/1.1 connection to the idle list (call when its response ended cleanly).
     pub fn release(self) {
-        if let Sender::H1(s) = self.sender {
-            if !s.is_closed() {
-                if let Ok(mut m) = self.pool.inner.idle.lock() {
-                    m.entry(self.key).or_default().push(Idle {
-                        sender: s,
-                        local: self.local,
-                        peer: self.peer,
-                    });
-                }
-            }
+        if let Sender::H1(s) = self.sender
+            && !s.is_closed()
+            && let Ok(mut m) = self.pool.inner.idle.lock()
+        {
+            m.entry(self.key).or_default().push(Idle {
+                sender: s,
+                local: self.local,
+                peer: self.peer,
+            });
         }
     }
 }
@@ -203,16 +202,16 @@ impl Pools {
         };
         if h2 {
             let existing = self.inner.h2.lock().ok().and_then(|m| m.get(&key).cloned());
-            if let Some(sh) = existing {
-                if !sh.sender.is_closed() {
-                    return Ok(Lease {
-                        sender: Sender::H2(sh.sender),
-                        local: sh.local,
-                        peer: sh.peer,
-                        key,
-                        pool: self.clone(),
-                    });
-                }
+            if let Some(sh) = existing
+                && !sh.sender.is_closed()
+            {
+                return Ok(Lease {
+                    sender: Sender::H2(sh.sender),
+                    local: sh.local,
+                    peer: sh.peer,
+                    key,
+                    pool: self.clone(),
+                });
             }
         } else {
             loop {

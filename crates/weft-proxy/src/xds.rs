@@ -141,15 +141,12 @@ impl weft_xds::Handler for ConfigHandler {
         for l in self.raw.listeners.values() {
             for fc in &l.filter_chains {
                 for f in &fc.filters {
-                    if let Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(any)) = &f.config_type {
-                        if any.type_url.ends_with("HttpConnectionManager") {
-                            if let Ok(h) = hcm::HttpConnectionManager::decode(any.value.as_slice()) {
-                                if let Some(hcm::http_connection_manager::RouteSpecifier::Rds(r)) = h.route_specifier {
+                    if let Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(any)) = &f.config_type
+                        && any.type_url.ends_with("HttpConnectionManager")
+                            && let Ok(h) = hcm::HttpConnectionManager::decode(any.value.as_slice())
+                                && let Some(hcm::http_connection_manager::RouteSpecifier::Rds(r)) = h.route_specifier {
                                     rds.insert(r.route_config_name);
                                 }
-                            }
-                        }
-                    }
                 }
             }
         }

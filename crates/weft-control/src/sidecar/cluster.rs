@@ -288,10 +288,10 @@ pub fn endpoints(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
         let mut by_locality: std::collections::BTreeMap<String, Vec<endpoint::LbEndpoint>> =
             Default::default();
         for ep in &svc.endpoints {
-            if let Some(sel) = &selector {
-                if !sel.iter().all(|(k, v)| ep.labels.get(k) == Some(v)) {
-                    continue;
-                }
+            if let Some(sel) = &selector
+                && !sel.iter().all(|(k, v)| ep.labels.get(k) == Some(v))
+            {
+                continue;
             }
             let (cn, cr) = canonical(ep);
             by_locality
@@ -310,7 +310,6 @@ pub fn endpoints(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
                             region: parts.next().unwrap_or_default().to_string(),
                             zone: parts.next().unwrap_or_default().to_string(),
                             sub_zone: parts.next().unwrap_or_default().to_string(),
-                            ..Default::default()
                         }),
                         load_balancing_weight: Some(envoy::u32v(
                             lb_endpoints

@@ -391,3 +391,118 @@ pub fn compile(l: &listener::Listener, factory: &TlsFactory) -> Result<Listener,
         inspect_http,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(name: &str, port: Option<u16>, transport: Option<&str>, alpns: &[&str]) -> Arc<Chain> {
+        Arc::new(Chain {
+            name: name.into(),
+            matcher: ChainMatch {
+                destination_port: port,
+                transport: transport.map(Into::into),
+                alpns: alpns.iter().map(|a| a.to_string()).collect(),
+            },
+            tls: None,
+            filter: NetworkFilter::Tcp(Arc::new(TcpProxy {
+                stat_prefix: String::new(),
+                cluster: "c".into(),
+                access_log: Vec::new(),
+            })),
+        })
+    }
+
+    fn inbound() -> Listener {
+        Listener {
+            name: "virtualInbound".into(),
+            addr: SocketAddr::from(([0, 0, 0, 0], 15006)),
+            bind: true,
+            direction: Direction::Inbound,
+            chains: vec![
+                chain(
+                    "8080-mtls-http",
+                    Some(8080),
+                    Some("tls"),
+                    &["istio-http/1.1", "istio-h2"],
+                ),
+                chain(
+                    "8080-plain-http",
+                    Some(8080),
+                    Some("raw_buffer"),
+                    &["http/1.1", "h2c"],
+                ),
+                chain(
+                    "8080-mtls-tcp",
+                    Some(8080),
+                    Some("tls"),
+                    &["istio-peer-exchange", "istio"],
+                ),
+                chain("8080-plain-tcp", Some(8080), Some("raw_buffer"), &[]),
+                chain("8080-passthrough", Some(8080), Some("tls"), &[]),
+                chain("any-plain", None, Some("raw_buffer"), &[]),
+            ],
+            inspect_tls: true,
+            inspect_http: true,
+        }
+    }
+
+    fn select(l: &Listener, port: u16, transport: &str, alpns: &[&str]) -> Option<String> {
+        let alpns: Vec<String> = alpns.iter().map(|a| a.to_string()).collect();
+        l.select(port, transport, &alpns).map(|c| c.name.clone())
+    }
+
+    #[test]
+    fn chain_selection_follows_envoy_order() {
+        let l = inbound();
+        assert_eq!(
+            select(&l, 8080, "tls", &["istio-http/1.1", "istio", "http/1.1"]).as_deref(),
+            Some("8080-mtls-http")
+        );
+        assert_eq!(
+            select(&l, 8080, "tls", &["istio-peer-exchange", "istio"]).as_deref(),
+            Some("8080-mtls-tcp")
+        );
+        assert_eq!(
+            select(&l, 8080, "tls", &["h2"]).as_deref(),
+            Some("8080-passthrough")
+        );
+        assert_eq!(
+            select(&l, 8080, "raw_buffer", &["http/1.1"]).as_deref(),
+            Some("8080-plain-http")
+        );
+        assert_eq!(
+            select(&l, 8080, "raw_buffer", &[]).as_deref(),
+            Some("8080-plain-tcp")
+        );
+        // Another port falls to the port-less chains; TLS there matches nothing.
+        assert_eq!(
+            select(&l, 9999, "raw_buffer", &[]).as_deref(),
+            Some("any-plain")
+        );
+        assert_eq!(select(&l, 9999, "tls", &["istio"]), None);
+    }
+
+    #[test]
+    fn a_listener_without_filters_is_refused_with_its_name() {
+        let l = listener::Listener {
+            name: "broken".into(),
+            address: Some(core::Address {
+                address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+                    address: "0.0.0.0".into(),
+                    port_specifier: Some(core::socket_address::PortSpecifier::PortValue(80)),
+                    ..Default::default()
+                })),
+            }),
+            filter_chains: vec![listener::FilterChain {
+                name: "empty".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let live = Arc::new(weft_identity::LiveIdentity::new());
+        let factory = TlsFactory::new(live, "cluster.local".into());
+        let e = compile(&l, &factory).unwrap_err().to_string();
+        assert!(e.contains("listener broken") && e.contains("empty"), "{e}");
+    }
+}

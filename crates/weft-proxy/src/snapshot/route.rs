@@ -153,15 +153,14 @@ pub fn compile(rc: &route::RouteConfiguration) -> Result<RouteTable, ProxyError>
                             )));
                         }
                     };
-                    if let Some(rp) = &ra.retry_policy {
-                        if rp
+                    if let Some(rp) = &ra.retry_policy
+                        && rp
                             .retry_on
                             .split(',')
                             .any(|s| s.trim() == "connect-failure")
-                        {
-                            retries_on_connect_failure =
-                                rp.num_retries.as_ref().map(|n| n.value).unwrap_or(1);
-                        }
+                    {
+                        retries_on_connect_failure =
+                            rp.num_retries.as_ref().map(|n| n.value).unwrap_or(1);
                     }
                     let timeout = ra
                         .timeout
@@ -230,10 +229,10 @@ impl RouteTable {
                 } else {
                     None
                 };
-                if let Some((k, len)) = score {
-                    if best.is_none_or(|(bk, bl, _)| (k, len) > (bk, bl)) {
-                        best = Some((k, len, vh));
-                    }
+                if let Some((k, len)) = score
+                    && best.is_none_or(|(bk, bl, _)| (k, len) > (bk, bl))
+                {
+                    best = Some((k, len, vh));
                 }
             }
         }
@@ -297,5 +296,169 @@ impl Route {
             }
             Action::Direct { .. } => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vh(name: &str, domains: &[&str]) -> route::VirtualHost {
+        route::VirtualHost {
+            name: name.into(),
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+            routes: vec![route::Route {
+                name: "default".into(),
+                r#match: Some(route::RouteMatch {
+                    path_specifier: Some(route::route_match::PathSpecifier::Prefix("/".into())),
+                    ..Default::default()
+                }),
+                action: Some(route::route::Action::Route(route::RouteAction {
+                    cluster_specifier: Some(route::route_action::ClusterSpecifier::Cluster(
+                        format!("c-{name}"),
+                    )),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn virtual_host_selection_follows_envoy() {
+        let rc = route::RouteConfiguration {
+            name: "8080".into(),
+            virtual_hosts: vec![
+                vh(
+                    "exact",
+                    &["server.default.svc.cluster.local:8080", "server"],
+                ),
+                vh("suffix", &["*.example.com"]),
+                vh("prefix", &["api.*"]),
+                vh("any", &["*"]),
+            ],
+            ..Default::default()
+        };
+        let t = compile(&rc).unwrap();
+        assert_eq!(
+            t.vhost("server.default.svc.cluster.local:8080")
+                .unwrap()
+                .name,
+            "exact"
+        );
+        assert_eq!(t.vhost("SERVER").unwrap().name, "exact", "case-insensitive");
+        assert_eq!(t.vhost("a.example.com").unwrap().name, "suffix");
+        assert_eq!(t.vhost("api.other").unwrap().name, "prefix");
+        assert_eq!(t.vhost("unknown").unwrap().name, "any");
+    }
+
+    #[test]
+    fn routes_match_path_and_headers_in_order() {
+        let mut v = vh("x", &["*"]);
+        v.routes.insert(
+            0,
+            route::Route {
+                name: "jason".into(),
+                r#match: Some(route::RouteMatch {
+                    path_specifier: Some(route::route_match::PathSpecifier::Prefix("/".into())),
+                    headers: vec![route::HeaderMatcher {
+                        name: "end-user".into(),
+                        header_match_specifier: Some(
+                            route::header_matcher::HeaderMatchSpecifier::StringMatch(
+                                matcher::StringMatcher {
+                                    match_pattern: Some(
+                                        matcher::string_matcher::MatchPattern::Exact(
+                                            "jason".into(),
+                                        ),
+                                    ),
+                                    ..Default::default()
+                                },
+                            ),
+                        ),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                action: Some(route::route::Action::Route(route::RouteAction {
+                    cluster_specifier: Some(
+                        route::route_action::ClusterSpecifier::WeightedClusters(
+                            route::WeightedCluster {
+                                clusters: vec![route::weighted_cluster::ClusterWeight {
+                                    name: "v2".into(),
+                                    weight: Some(envoy_types::pb::google::protobuf::UInt32Value {
+                                        value: 100,
+                                    }),
+                                    ..Default::default()
+                                }],
+                                ..Default::default()
+                            },
+                        ),
+                    ),
+                    retry_policy: Some(route::RetryPolicy {
+                        retry_on: "connect-failure,refused-stream".into(),
+                        num_retries: Some(envoy_types::pb::google::protobuf::UInt32Value {
+                            value: 2,
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+        );
+        let rc = route::RouteConfiguration {
+            name: "r".into(),
+            virtual_hosts: vec![v],
+            ..Default::default()
+        };
+        let t = compile(&rc).unwrap();
+        let vh = t.vhost("any").unwrap();
+        let mut h = http::HeaderMap::new();
+        h.insert("end-user", http::HeaderValue::from_static("jason"));
+        let r = vh
+            .routes
+            .iter()
+            .find(|r| r.matches("/productpage", &h))
+            .unwrap();
+        assert_eq!(r.name, "jason");
+        assert_eq!(r.cluster().as_deref(), Some("v2"));
+        assert_eq!(r.retries_on_connect_failure, 2);
+        let r = vh
+            .routes
+            .iter()
+            .find(|r| r.matches("/productpage?x=1", &http::HeaderMap::new()))
+            .unwrap();
+        assert_eq!(r.name, "default");
+        assert_eq!(r.retries_on_connect_failure, 0);
+        assert_eq!(
+            r.timeout,
+            Duration::from_secs(15),
+            "Envoy's default route timeout when unset"
+        );
+    }
+
+    #[test]
+    fn bad_regex_is_a_config_error_naming_the_route() {
+        let mut v = vh("x", &["*"]);
+        v.routes[0].r#match = Some(route::RouteMatch {
+            path_specifier: Some(route::route_match::PathSpecifier::SafeRegex(
+                matcher::RegexMatcher {
+                    regex: "(".into(),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        });
+        let rc = route::RouteConfiguration {
+            name: "r".into(),
+            virtual_hosts: vec![v],
+            ..Default::default()
+        };
+        let e = compile(&rc).unwrap_err().to_string();
+        assert!(
+            e.contains("route config r") && e.contains("virtual host x") && e.contains("regex"),
+            "{e}"
+        );
     }
 }

@@ -14,12 +14,11 @@ pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 static NEXT_ID: AtomicU8 = AtomicU8::new(0);
 
 fn run(cmd: &[&str]) -> Output {
-    let out = Command::new(cmd[0])
+    Command::new(cmd[0])
         .args(&cmd[1..])
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    out
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 fn must(cmd: &[&str]) {
