@@ -41,8 +41,19 @@ enum Command {
         #[arg(long)]
         mesh_config: Option<PathBuf>,
     },
+    /// Built-in sample apps: an echo server and a load generator.
+    #[command(subcommand)]
+    Sample(SampleCommand),
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand, Debug)]
+enum SampleCommand {
+    /// Echo server: HTTP/1.1 + h2c, gRPC, TCP; optional upstream call chains.
+    Echo(weft_sample::EchoArgs),
+    /// Load generator: closed loop or fixed rate (open loop, latency from the schedule).
+    Load(weft_sample::LoadArgs),
 }
 
 #[derive(Args, Debug)]
@@ -177,6 +188,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { paths, mesh_config } => validate(&paths, mesh_config.as_deref()),
+        Command::Sample(cmd) => sample(cmd, &cli.log),
         Command::Iptables(a) => iptables(a),
         Command::Control(a) => {
             if let Some(ControlSub::Token {
@@ -234,6 +246,30 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             rt.block_on(weft_proxy::run(opts))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn sample(cmd: SampleCommand, log: &str) -> anyhow::Result<ExitCode> {
+    init_logging(log)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match cmd {
+        SampleCommand::Echo(args) => {
+            rt.block_on(weft_sample::run_echo(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        SampleCommand::Load(args) => {
+            let json = args.json;
+            let report = rt.block_on(weft_sample::run_load(args))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,0 +1,25 @@
+#![forbid(unsafe_code)]
+//! Built-in sample apps for `weft up`, so a one-machine mesh needs nothing else installed:
+//!
+//! - an echo server ([`run_echo`], `weft sample echo`) serving HTTP/1.1 + h2c, gRPC
+//!   (`weft.sample.v1.Echo` and `grpc.health.v1.Health`) and TCP echo, labelled with a pod,
+//!   service and version, and able to call upstream services to build call chains such as
+//!   bookinfo's productpage → details/reviews → ratings;
+//! - a load generator ([`run_load`], `weft sample load`) with open-loop (fixed rate,
+//!   coordinated-omission corrected) and closed-loop modes.
+
+mod chain;
+mod echo;
+mod error;
+mod load;
+
+/// Generated code of the sample gRPC API `weft.sample.v1` (server and client).
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("weft.sample.v1");
+}
+
+pub use chain::{PROPAGATED_HEADERS, UpstreamAnswer};
+pub use echo::{EchoArgs, EchoServer, run_echo};
+pub use error::SampleError;
+pub use load::{ErrorCounts, LatencySummary, LoadArgs, LoadReport, run_load};
