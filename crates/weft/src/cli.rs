@@ -41,6 +41,24 @@ enum Command {
         #[arg(long)]
         mesh_config: Option<PathBuf>,
     },
+    /// Run a whole mesh on this machine from a directory of Istio YAML and its weft.yaml.
+    Up {
+        /// The directory (the control plane's config dir: edits apply live).
+        dir: PathBuf,
+        /// Where the control plane keeps its CA and credential key between runs.
+        #[arg(long, default_value = "/var/lib/weft/up")]
+        state_dir: PathBuf,
+    },
+    /// Stop the mesh `weft up` runs and remove everything it created.
+    Down,
+    /// Show the running mesh once: pods, identities, per-service traffic.
+    Status,
+    /// Run a command inside a pod of the running mesh, e.g. `weft exec productpage -- curl …`.
+    Exec {
+        pod: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
     /// Built-in sample apps: an echo server and a load generator.
     #[command(subcommand)]
     Sample(SampleCommand),
@@ -189,6 +207,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Validate { paths, mesh_config } => validate(&paths, mesh_config.as_deref()),
         Command::Sample(cmd) => sample(cmd, &cli.log),
+        Command::Up { dir, state_dir } => {
+            init_logging(&cli.log)?;
+            let weft = std::env::current_exe().context("cannot find this executable")?;
+            let mut opts = weft_up::UpOptions::new(dir, weft);
+            opts.state_dir = state_dir;
+            weft_up::up(opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Down => {
+            println!("{}", weft_up::down()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status => {
+            print!("{}", weft_up::status()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Exec { pod, cmd } => {
+            let never = weft_up::exec(&pod, &cmd)?;
+            match never {}
+        }
         Command::Iptables(a) => iptables(a),
         Command::Control(a) => {
             if let Some(ControlSub::Token {
@@ -302,20 +340,50 @@ fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 fn validate(paths: &[PathBuf], mesh: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
-    let (resources, mut problems) = weft_api::load_paths(paths);
-    problems.extend(weft_api::validate(&resources));
+    let mut problems: Vec<String> = Vec::new();
+    let mut count = 0;
+    for path in paths {
+        if path.is_dir() {
+            // A config directory, read as `weft control` and `weft up` read it: Weft's own
+            // weft.yaml and mesh.yaml are not Istio resources.
+            let dir_mesh = Some(path.join("mesh.yaml")).filter(|m| m.exists());
+            let mut store = weft_control::store::ConfigStore::new(path.clone(), dir_mesh);
+            let snap = store.load()?;
+            count += snap.resources.len();
+            let clean = snap.problems.is_empty();
+            problems.extend(snap.problems);
+            // weft.yaml refers to the WorkloadEntries, so check it once they parse.
+            if clean
+                && path.join(weft_up::spec::FILE).exists()
+                && let Err(e) = weft_up::spec::plan(path, &snap.resources)
+            {
+                problems.push(e.to_string());
+            }
+        } else {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let (resources, ps) = weft_api::parse_documents(&text, path);
+            count += resources.len();
+            problems.extend(ps.iter().map(ToString::to_string));
+            problems.extend(
+                weft_api::validate(&resources)
+                    .iter()
+                    .map(ToString::to_string),
+            );
+        }
+    }
     if let Some(m) = mesh {
         let text =
             std::fs::read_to_string(m).with_context(|| format!("cannot read {}", m.display()))?;
         if let Err(ps) = weft_api::parse_mesh_config(&text, m) {
-            problems.extend(ps);
+            problems.extend(ps.iter().map(ToString::to_string));
         }
     }
     for p in &problems {
         println!("{p}");
     }
     if problems.is_empty() {
-        eprintln!("{} resources, no problems", resources.len());
+        eprintln!("{count} resources, no problems");
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!("{} problem(s)", problems.len());

@@ -1,0 +1,162 @@
+//! The processes `weft up` runs in the pods: started through `ip netns exec` (and `setpriv` for
+//! another user), each in its own process group, output to a log file, watched for exit.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal};
+
+use crate::error::UpError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Control,
+    Proxy,
+    App,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Control => "control",
+            Role::Proxy => "proxy",
+            Role::App => "app",
+        }
+    }
+}
+
+pub struct Proc {
+    pub pod: String,
+    pub role: Role,
+    pub log: PathBuf,
+    child: Child,
+    exited: Option<ExitStatus>,
+}
+
+fn id_of(user: &str, flag: &str) -> Result<String, UpError> {
+    let out = Command::new("id")
+        .args([flag, user])
+        .output()
+        .map_err(|e| UpError::Command {
+            cmd: format!("id {flag} {user}"),
+            reason: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(UpError::Command {
+            cmd: format!("id {flag} {user}"),
+            reason: format!("no user {user:?} on this machine"),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+impl Proc {
+    /// Starts `argv` in network namespace `ns`, as `user` (numeric or a name) when given.
+    pub fn spawn(
+        pod: &str,
+        role: Role,
+        ns: &str,
+        user: Option<&str>,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+        log: &Path,
+    ) -> Result<Proc, UpError> {
+        let file = std::fs::File::create(log)?;
+        let err = file.try_clone()?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]);
+        if let Some(user) = user {
+            let (uid, gid) = if user.chars().all(|c| c.is_ascii_digit()) {
+                (user.to_string(), user.to_string())
+            } else {
+                (id_of(user, "-u")?, id_of(user, "-g")?)
+            };
+            cmd.args([
+                "setpriv",
+                "--reuid",
+                &uid,
+                "--regid",
+                &gid,
+                "--clear-groups",
+                "--",
+            ]);
+        }
+        cmd.args(argv)
+            .envs(env)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd.spawn().map_err(|e| UpError::Command {
+            cmd: argv.join(" "),
+            reason: e.to_string(),
+        })?;
+        Ok(Proc {
+            pod: pod.to_string(),
+            role,
+            log: log.to_path_buf(),
+            child,
+            exited: None,
+        })
+    }
+
+    /// The process group (= the pid of `ip netns exec`, which execs the command).
+    pub fn group(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// The exit status once it has exited.
+    pub fn poll(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none()
+            && let Ok(Some(s)) = self.child.try_wait()
+        {
+            self.exited = Some(s);
+        }
+        self.exited
+    }
+
+    /// The exit status if it has already been seen to exit.
+    pub fn exited_status(&self) -> Option<ExitStatus> {
+        self.exited
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        if let Some(pid) = Pid::from_raw(self.group()) {
+            let _ = rustix::process::kill_process_group(pid, sig);
+        }
+    }
+
+    /// The last `n` lines of its output.
+    pub fn last_lines(&self, n: usize) -> Vec<String> {
+        last_lines(&self.log, n)
+    }
+}
+
+pub fn last_lines(log: &Path, n: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// SIGTERM to every process group, then SIGKILL to those still there after `grace`.
+pub fn stop_all(procs: &mut [Proc], grace: Duration) {
+    for p in procs.iter_mut() {
+        if p.poll().is_none() {
+            p.signal(Signal::TERM);
+        }
+    }
+    let start = Instant::now();
+    while start.elapsed() < grace && procs.iter_mut().any(|p| p.poll().is_none()) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for p in procs.iter_mut() {
+        p.signal(Signal::KILL);
+        let _ = p.child.wait();
+    }
+}
