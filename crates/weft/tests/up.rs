@@ -214,8 +214,14 @@ fn bookinfo_comes_up_changes_live_and_goes_away_cleanly() {
     assert!(!ns.contains("weft-"), "namespaces left: {ns}");
     assert!(!Path::new("/etc/netns/weft-productpage").exists());
     assert!(!Path::new("/run/weft/up.json").exists());
+    // This mesh's processes: its control plane (on the copied directory), its proxies (pointed at
+    // the node address) and its apps. (Other weft processes on the machine are not its.)
+    let pattern = format!(
+        "{}|--control-plane 10.42.0.1:15010|sample echo --service (productpage|details|reviews|ratings)",
+        dir.display()
+    );
     let procs = Command::new("pgrep")
-        .args(["-f", "weft (proxy|control|sample)"])
+        .args(["-fa", &pattern])
         .output()
         .expect("pgrep");
     assert!(

@@ -218,6 +218,43 @@ fn http_grpc_and_tcp_through_two_sidecars_with_mtls() {
         summary(&c)
     );
 
+    // The admin endpoints show the active config.
+    let dump = mesh.exec(
+        "client",
+        &["curl", "-s", "http://127.0.0.1:15000/config_dump"],
+    );
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    for want in [
+        "virtualOutbound",
+        "outbound|8080||server.default.svc.cluster.local",
+        "spiffe://cluster.local/ns/default/sa/client",
+    ] {
+        assert!(dump.contains(want), "config_dump lacks {want}: {dump}");
+    }
+    let clusters = mesh.exec("client", &["curl", "-s", "http://127.0.0.1:15000/clusters"]);
+    let clusters = String::from_utf8_lossy(&clusters.stdout);
+    assert!(
+        clusters.contains(&format!(
+            "outbound|8080||server.default.svc.cluster.local::{}:8080::health_flags::healthy",
+            mesh.ip(SERVER)
+        )),
+        "{clusters}"
+    );
+
+    // The control plane's TLS port serves xDS and the CA with a certificate from its own root.
+    let tls_port = format!("{}:15012", mesh.cp.ip);
+    let root = mesh.state_dir().join("root-cert.pem");
+    let cmd = format!(
+        "echo | timeout 10 openssl s_client -connect {tls_port} -alpn h2 -CAfile {} 2>&1",
+        root.display()
+    );
+    let out = mesh.exec("legacy", &["sh", "-c", &cmd]);
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.contains("Verify return code: 0 (ok)") && out.contains("ALPN protocol: h2"),
+        "{out}"
+    );
+
     // PERMISSIVE (the default) accepts a client without a sidecar, as plaintext. Without a
     // sidecar (and without kube-proxy) there is nothing to resolve the VIP: it calls the pod IP.
     let direct = format!("http://{}:8080/hello", mesh.ip(SERVER));
@@ -299,7 +336,8 @@ fn http_grpc_and_tcp_through_two_sidecars_with_mtls() {
 
 #[test]
 fn mesh_min_tls_version_is_enforced_on_the_server_side() {
-    let mut mesh = client_server("meshMTLS:\n  minProtocolVersion: TLSV1_3\n");
+    let mut mesh =
+        client_server("meshMTLS:\n  minProtocolVersion: TLSV1_3\naccessLogFile: /dev/stdout\n");
     mesh.add_pod("legacy", LEGACY, None);
     let addr = format!("{}:8080", mesh.ip(SERVER));
     let v12 = openssl(&mesh, "legacy", &addr, &["-alpn", "istio", "-tls1_2"]);
@@ -310,6 +348,25 @@ fn mesh_min_tls_version_is_enforced_on_the_server_side() {
     let v13 = openssl(&mesh, "legacy", &addr, &["-alpn", "istio", "-tls1_3"]);
     assert!(v13.contains("TLSv1.3"), "TLS 1.3 handshake failed: {v13}");
     assert_eq!(mesh.curl("client", URL).0, 200);
+
+    // accessLogFile: both sidecars log the request in Istio's TEXT format.
+    wait_for(Duration::from_secs(5), "the access log lines", || {
+        mesh.log("proxy-client.log")
+            .contains("\"GET /hello HTTP/1.1\" 200")
+            && mesh
+                .log("proxy-server.log")
+                .contains("\"GET /hello HTTP/1.1\" 200")
+    });
+    let server_log = mesh.log("proxy-server.log");
+    let line = server_log
+        .lines()
+        .find(|l| l.contains("\"GET /hello HTTP/1.1\" 200"))
+        .expect("access log line");
+    assert!(
+        line.contains("inbound|8080||")
+            && line.contains("outbound_.8080_._.server.default.svc.cluster.local"),
+        "{line}"
+    );
 }
 
 #[test]
