@@ -1,8 +1,11 @@
 //! Picks the resource form for each proxy (Envoy-style sidecar, or proxyless gRPC when the
 //! node metadata says `GENERATOR: grpc`, as istiod does) and generates from the current push
-//! context.
+//! context. What is the same for every sidecar of a push (outbound clusters and listeners, the
+//! route table of a port for a namespace, each ClusterLoadAssignment) is built once per push and
+//! shared; only the proxy's inbound side is built per proxy.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use weft_xds::{Generated, Generator, NamedResource, ProxyInfo, Subscription};
@@ -10,14 +13,45 @@ use weft_xds::{Generated, Generator, NamedResource, ProxyInfo, Subscription};
 use crate::push::PushContext;
 use crate::sidecar::{self, ProxyView, SidecarNode};
 
+/// Resources shared by the proxies of one push version.
+#[derive(Default)]
+struct Shared {
+    version: String,
+    clusters: Option<Arc<Vec<NamedResource>>>,
+    listeners: Option<Arc<Vec<NamedResource>>>,
+    /// (proxy namespace, route table name) → table.
+    routes: HashMap<(String, String), Option<NamedResource>>,
+    /// Cluster name → assignment.
+    endpoints: HashMap<String, Option<NamedResource>>,
+}
+
 /// Generates Envoy resources from the latest push context.
 pub struct MeshGenerator {
     push: Arc<ArcSwap<PushContext>>,
+    shared: Mutex<Shared>,
 }
 
 impl MeshGenerator {
     pub fn new(push: Arc<ArcSwap<PushContext>>) -> Self {
-        MeshGenerator { push }
+        MeshGenerator {
+            push,
+            shared: Mutex::default(),
+        }
+    }
+
+    /// Runs `f` on the cache of `version`, starting a new cache when the version moved on.
+    fn with_shared<T>(&self, version: &str, f: impl FnOnce(&mut Shared) -> T) -> T {
+        let mut guard = match self.shared.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if guard.version != version {
+            *guard = Shared {
+                version: version.to_string(),
+                ..Shared::default()
+            };
+        }
+        f(&mut guard)
     }
 }
 
@@ -32,11 +66,77 @@ fn names(sub: &Subscription) -> Vec<String> {
     }
 }
 
-fn filter(resources: Vec<NamedResource>, sub: &Subscription) -> Vec<NamedResource> {
+fn filter(
+    resources: impl IntoIterator<Item = NamedResource>,
+    sub: &Subscription,
+) -> Vec<NamedResource> {
     resources
         .into_iter()
         .filter(|r| sub.contains(&r.name))
         .collect()
+}
+
+impl MeshGenerator {
+    fn sidecar(
+        &self,
+        view: &ProxyView,
+        type_url: &str,
+        sub: &Subscription,
+    ) -> Result<Vec<NamedResource>, String> {
+        let version = view.push.version.as_str();
+        Ok(match type_url {
+            weft_xds::types::LISTENER => {
+                let shared = self.with_shared(version, |c| {
+                    c.listeners
+                        .get_or_insert_with(|| Arc::new(sidecar::shared_listeners(view)))
+                        .clone()
+                });
+                let mut out = filter(shared.iter().cloned(), sub);
+                out.extend(filter([sidecar::inbound_listener(view)], sub));
+                out
+            }
+            weft_xds::types::CLUSTER => {
+                let shared = self.with_shared(version, |c| {
+                    c.clusters
+                        .get_or_insert_with(|| Arc::new(sidecar::shared_clusters(view)))
+                        .clone()
+                });
+                let mut out = filter(shared.iter().cloned(), sub);
+                out.extend(filter(sidecar::inbound_clusters(view), sub));
+                out
+            }
+            weft_xds::types::ROUTE => {
+                let ns = view.node.namespace.clone();
+                self.with_shared(version, |c| {
+                    names(sub)
+                        .into_iter()
+                        .filter_map(|name| {
+                            c.routes
+                                .entry((ns.clone(), name.clone()))
+                                .or_insert_with(|| {
+                                    sidecar::routes(view, std::slice::from_ref(&name)).pop()
+                                })
+                                .clone()
+                        })
+                        .collect()
+                })
+            }
+            weft_xds::types::ENDPOINT => self.with_shared(version, |c| {
+                names(sub)
+                    .into_iter()
+                    .filter_map(|name| {
+                        c.endpoints
+                            .entry(name.clone())
+                            .or_insert_with(|| {
+                                sidecar::endpoints(view, std::slice::from_ref(&name)).pop()
+                            })
+                            .clone()
+                    })
+                    .collect()
+            }),
+            other => return Err(format!("type {other} is not served by weft control")),
+        })
+    }
 }
 
 impl Generator for MeshGenerator {
@@ -58,8 +158,8 @@ impl Generator for MeshGenerator {
                 .to_string(),
         });
         let view = ProxyView::new(&push, node);
-        let requested = names(sub);
         let resources = if is_grpc(proxy) {
+            let requested = names(sub);
             match type_url {
                 weft_xds::types::LISTENER => {
                     crate::grpcgen::listeners(&push, &view.node.namespace, &requested)
@@ -74,17 +174,97 @@ impl Generator for MeshGenerator {
                 }
             }
         } else {
-            match type_url {
-                weft_xds::types::LISTENER => filter(sidecar::listeners(&view), sub),
-                weft_xds::types::ROUTE => sidecar::routes(&view, &requested),
-                weft_xds::types::CLUSTER => filter(sidecar::clusters(&view), sub),
-                weft_xds::types::ENDPOINT => sidecar::endpoints(&view, &requested),
-                other => return Err(format!("type {other} is not served by weft control")),
-            }
+            self.sidecar(&view, type_url, sub)?
         };
         Ok(Generated {
             version: push.version.clone(),
             resources,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_and_per_proxy_parts_add_up_to_the_full_set() {
+        let yaml = "apiVersion: networking.istio.io/v1beta1\nkind: ServiceEntry\nmetadata: {name: s, namespace: default}\nspec:\n  hosts: [s]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  workloadSelector: {labels: {app: s}}\n---\napiVersion: networking.istio.io/v1beta1\nkind: WorkloadEntry\nmetadata: {name: w, namespace: default}\nspec: {address: 10.0.0.1, labels: {app: s}}\n";
+        let (resources, problems) = weft_api::parse_documents(yaml, std::path::Path::new("t.yaml"));
+        assert!(problems.is_empty());
+        let push = Arc::new(ArcSwap::from_pointee(PushContext::new(
+            "1".into(),
+            Arc::new(weft_api::MeshConfig::default()),
+            Arc::new(resources),
+        )));
+        let g = MeshGenerator::new(push.clone());
+        let info = |id: &str| ProxyInfo {
+            id: id.into(),
+            cluster: String::new(),
+            metadata: serde_json::json!({}),
+            peer_addr: None,
+            conn_id: 1,
+        };
+        let server = info("sidecar~10.0.0.1~w.default~default.svc.cluster.local");
+        let client = info("sidecar~10.0.0.2~c.default~default.svc.cluster.local");
+        let names = |g: &Generated| {
+            g.resources
+                .iter()
+                .map(|r| r.name.clone())
+                .collect::<Vec<_>>()
+        };
+        for _ in 0..2 {
+            let s = g
+                .generate(&server, weft_xds::types::CLUSTER, &Subscription::Wildcard)
+                .unwrap();
+            assert!(
+                names(&s).contains(&"inbound|80||".to_string()),
+                "{:?}",
+                names(&s)
+            );
+            let c = g
+                .generate(&client, weft_xds::types::CLUSTER, &Subscription::Wildcard)
+                .unwrap();
+            assert!(
+                !names(&c).iter().any(|n| n.starts_with("inbound|")),
+                "the server's inbound side leaked: {:?}",
+                names(&c)
+            );
+            let p = push.load();
+            let full =
+                sidecar::clusters(&ProxyView::new(&p, SidecarNode::parse(&server.id).unwrap()));
+            assert_eq!(s.resources, full);
+        }
+        let eds = Subscription::Names(
+            [
+                "outbound|80||s.default.svc.cluster.local".to_string(),
+                "nope".to_string(),
+            ]
+            .into(),
+        );
+        assert_eq!(
+            g.generate(&client, weft_xds::types::ENDPOINT, &eds)
+                .unwrap()
+                .resources
+                .len(),
+            1
+        );
+        // A new push version starts a new cache.
+        let yaml2 = yaml.replace("10.0.0.1", "10.0.0.9");
+        let (resources, _) = weft_api::parse_documents(&yaml2, std::path::Path::new("t.yaml"));
+        push.store(Arc::new(PushContext::new(
+            "2".into(),
+            Arc::new(weft_api::MeshConfig::default()),
+            Arc::new(resources),
+        )));
+        let e = g
+            .generate(&client, weft_xds::types::ENDPOINT, &eds)
+            .unwrap();
+        assert_eq!(e.version, "2");
+        let cla = <envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment as prost::Message>::decode(
+            e.resources[0].resource.value.as_slice(),
+        )
+        .unwrap();
+        assert!(format!("{cla:?}").contains("10.0.0.9"));
     }
 }

@@ -117,11 +117,35 @@ impl<'a> ProxyView<'a> {
 }
 
 pub fn listeners(view: &ProxyView) -> Vec<NamedResource> {
-    listener::build(view)
+    let mut out = shared_listeners(view);
+    out.push(inbound_listener(view));
+    out
 }
 
 pub fn clusters(view: &ProxyView) -> Vec<NamedResource> {
-    cluster::build(view)
+    let mut out = shared_clusters(view);
+    out.extend(inbound_clusters(view));
+    out
+}
+
+/// The part of the listeners that is the same for every sidecar of a push.
+pub fn shared_listeners(view: &ProxyView) -> Vec<NamedResource> {
+    listener::shared(view)
+}
+
+/// The proxy's own virtualInbound listener.
+pub fn inbound_listener(view: &ProxyView) -> NamedResource {
+    listener::inbound(view)
+}
+
+/// The part of the clusters that is the same for every sidecar of a push.
+pub fn shared_clusters(view: &ProxyView) -> Vec<NamedResource> {
+    cluster::shared(view)
+}
+
+/// The proxy's own inbound clusters.
+pub fn inbound_clusters(view: &ProxyView) -> Vec<NamedResource> {
+    cluster::inbound(view)
 }
 
 pub fn endpoints(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {

@@ -176,7 +176,20 @@ fn original_dst(name: &str, view: &ProxyView, bind: Option<&str>) -> cluster::Cl
     c
 }
 
-pub fn build(view: &ProxyView) -> Vec<NamedResource> {
+fn named(clusters: Vec<cluster::Cluster>) -> Vec<NamedResource> {
+    clusters
+        .into_iter()
+        .map(|c| NamedResource {
+            name: c.name.clone(),
+            resource: envoy::any(&c),
+        })
+        .collect()
+}
+
+/// The clusters every sidecar gets: one per service port (and subset), and Istio's
+/// PassthroughCluster, InboundPassthroughClusterIpv4 and BlackHoleCluster. They depend only on
+/// the push context, so the generator builds them once per push.
+pub fn shared(view: &ProxyView) -> Vec<NamedResource> {
     let mut out = Vec::new();
     for svc in &view.push.registry.services {
         for sp in &svc.ports {
@@ -185,15 +198,6 @@ pub fn build(view: &ProxyView) -> Vec<NamedResource> {
                 out.push(outbound_cluster(view, svc, sp, &subset.name));
             }
         }
-    }
-    for (port, sp) in view.inbound_ports() {
-        let name = super::cluster_name("inbound", port, "", "");
-        let mut c = original_dst(&name, view, Some(INBOUND_PASSTHROUGH_BIND));
-        if sp.protocol.is_http() {
-            c.typed_extension_protocol_options
-                .insert(HTTP_OPTIONS_KEY.into(), http_protocol_options(false));
-        }
-        out.push(c);
     }
     out.push(original_dst(PASSTHROUGH_CLUSTER, view, None));
     out.push(original_dst(
@@ -206,12 +210,22 @@ pub fn build(view: &ProxyView) -> Vec<NamedResource> {
         cluster::cluster::DiscoveryType::Static as i32,
     ));
     out.push(blackhole);
-    out.into_iter()
-        .map(|c| NamedResource {
-            name: c.name.clone(),
-            resource: envoy::any(&c),
-        })
-        .collect()
+    named(out)
+}
+
+/// The proxy's own `inbound|<port>||` clusters.
+pub fn inbound(view: &ProxyView) -> Vec<NamedResource> {
+    let mut out = Vec::new();
+    for (port, sp) in view.inbound_ports() {
+        let name = super::cluster_name("inbound", port, "", "");
+        let mut c = original_dst(&name, view, Some(INBOUND_PASSTHROUGH_BIND));
+        if sp.protocol.is_http() {
+            c.typed_extension_protocol_options
+                .insert(HTTP_OPTIONS_KEY.into(), http_protocol_options(false));
+        }
+        out.push(c);
+    }
+    named(out)
 }
 
 fn lb_endpoint(ep: &Endpoint, port: u16, canonical: (&str, &str)) -> endpoint::LbEndpoint {

@@ -192,10 +192,17 @@ fn named(l: listener::Listener) -> NamedResource {
     }
 }
 
-pub fn build(view: &ProxyView) -> Vec<NamedResource> {
-    let mut out = vec![named(virtual_outbound(view)), named(virtual_inbound(view))];
+/// The listeners every sidecar gets (virtualOutbound and the per-port outbound listeners);
+/// they depend only on the push context.
+pub fn shared(view: &ProxyView) -> Vec<NamedResource> {
+    let mut out = vec![named(virtual_outbound(view))];
     out.extend(outbound_listeners(view).into_iter().map(named));
     out
+}
+
+/// The proxy's own virtualInbound.
+pub fn inbound(view: &ProxyView) -> NamedResource {
+    named(virtual_inbound(view))
 }
 
 fn registry_only(view: &ProxyView) -> bool {
