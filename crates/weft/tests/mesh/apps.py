@@ -1,6 +1,7 @@
 """Test workloads for Weft's end-to-end tests.
 
-server: HTTP/1.1 echo on 8080 (JSON with pod, path and headers; /status/<code>),
+server: HTTP/1.1 echo on 8080 (JSON with pod, path and headers; /status/<code>,
+        /delay/<seconds>),
         TCP echo on 9000, gRPC echo (service test.Echo/Say, raw bytes) on 50051.
 grpc-call HOST:PORT: one unary call through the mesh (prints the reply).
 xds-call TARGET: one unary call through gRPC's xDS resolver (GRPC_XDS_BOOTSTRAP must be set).
@@ -10,6 +11,7 @@ import json
 import socketserver
 import sys
 import threading
+import time
 from concurrent import futures
 
 
@@ -23,6 +25,8 @@ def serve(pod):
             code = 200
             if self.path.startswith("/status/"):
                 code = int(self.path.split("/")[2])
+            if self.path.startswith("/delay/"):
+                time.sleep(float(self.path.split("/")[2]))
             body = json.dumps({"pod": pod, "path": self.path, "headers": dict(self.headers)}).encode()
             self.send_response(code)
             self.send_header("content-type", "application/json")

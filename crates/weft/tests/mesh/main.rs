@@ -438,6 +438,40 @@ fn config_changes_apply_live_and_bad_input_keeps_the_last_good_config() {
         syncz.contains("client.default") && syncz.contains("server-v1.default")
     });
     assert_eq!(mesh.curl("client", URL).0, 200);
+
+    // SIGTERM: the sidecar stops accepting, lets the request in flight finish, then exits.
+    let ns = mesh.ns("client").to_string();
+    let slow = std::thread::spawn(move || {
+        let out = netns::ns_exec(
+            &ns,
+            &[
+                "curl",
+                "-s",
+                "-m",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "http://server.default.svc.cluster.local:8080/delay/0.8",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    // The sidecars drain for 1 s (--termination-drain in these tests): less than the request.
+    std::thread::sleep(Duration::from_millis(300));
+    mesh.signal("server2", "proxy", "TERM");
+    mesh.signal("server", "proxy", "TERM");
+    assert_eq!(
+        slow.join().expect("slow request"),
+        "200",
+        "the request in flight was cut off"
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "the server sidecars to exit after draining",
+        || mesh.exited("server", "proxy") && mesh.exited("server2", "proxy"),
+    );
 }
 
 #[test]

@@ -352,6 +352,29 @@ impl Mesh {
         );
     }
 
+    /// Sends a signal (e.g. "TERM") to a pod's process ("proxy" or "app"); returns its pid.
+    pub fn signal(&self, pod: &str, role: &str, sig: &str) -> u32 {
+        let (_, child) = self.pods[pod]
+            .procs
+            .iter()
+            .find(|(r, _)| r == role)
+            .expect("process");
+        let pid = child.id();
+        must(&["kill", &format!("-{sig}"), &pid.to_string()]);
+        pid
+    }
+
+    /// Whether a pod's process has exited.
+    pub fn exited(&mut self, pod: &str, role: &str) -> bool {
+        let p = self.pods.get_mut(pod).expect("pod");
+        let (_, child) = p
+            .procs
+            .iter_mut()
+            .find(|(r, _)| r == role)
+            .expect("process");
+        child.try_wait().ok().flatten().is_some()
+    }
+
     pub fn ns(&self, pod: &str) -> &str {
         &self.pods[pod].ns
     }
