@@ -36,6 +36,7 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let conn = Arc::new(conn);
+    let proxy_drain = proxy.draining.clone();
     let svc = hyper::service::service_fn(move |req| {
         let (conn, hcm, proxy) = (conn.clone(), hcm.clone(), proxy.clone());
         async move { Ok::<_, std::convert::Infallible>(handle(req, &conn, &hcm, &proxy).await) }
@@ -45,7 +46,19 @@ where
         .http2()
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(4 << 20);
-    if let Err(e) = builder.serve_connection(TokioIo::new(io), svc).await {
+    let mut draining = proxy_drain.subscribe();
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { draining.wait_for(|d| *d).await.map(|_| ()) } => {
+            // Draining: HTTP/1.1 answers the request in flight with `connection: close`,
+            // HTTP/2 sends GOAWAY; then the connection ends.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(error = %e, "downstream HTTP connection ended with an error");
     }
 }
