@@ -273,7 +273,16 @@ impl CertificateAuthority {
         id: &SpiffeId,
         ttl: Duration,
     ) -> Result<Vec<String>, IdentityError> {
-        let public_key = csr_public_key(csr_pem)?;
+        let (public_key, requested) = csr_public_key(csr_pem)?;
+        // The identity comes from the caller. A CSR that names another identity is refused
+        // rather than silently given the caller's (DNS names and subject are ignored).
+        let caller = id.to_string();
+        if let Some(other) = requested.iter().find(|u| **u != caller) {
+            return Err(IdentityError::CsrIdentityMismatch {
+                requested: other.clone(),
+                caller,
+            });
+        }
         let uri = rcgen::string::Ia5String::try_from(id.to_string())?;
         let leaf = self.issue(
             &public_key,
@@ -328,16 +337,28 @@ impl CertificateAuthority {
     }
 }
 
-/// Parses a PEM CSR, verifies its self-signature and returns only its public key.
-fn csr_public_key(csr_pem: &str) -> Result<SubjectPublicKeyInfo, IdentityError> {
+/// Parses a PEM CSR, verifies its self-signature and returns its public key and the URI SANs
+/// it asks for.
+fn csr_public_key(csr_pem: &str) -> Result<(SubjectPublicKeyInfo, Vec<String>), IdentityError> {
     let der = CertificateSigningRequestDer::from_pem_slice(csr_pem.as_bytes())
         .map_err(|e| IdentityError::InvalidCsr(format!("not a PEM CERTIFICATE REQUEST: {e}")))?;
     let (_, csr) = X509CertificationRequest::from_der(der.as_ref())
         .map_err(|e| IdentityError::InvalidCsr(format!("cannot parse: {e}")))?;
     csr.verify_signature()
         .map_err(|e| IdentityError::InvalidCsr(format!("signature does not verify: {e}")))?;
-    SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
-        .map_err(|e| IdentityError::InvalidCsr(format!("unsupported public key: {e}")))
+    let mut uris = Vec::new();
+    for ext in csr.requested_extensions().into_iter().flatten() {
+        if let x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) = ext {
+            for name in &san.general_names {
+                if let x509_parser::extensions::GeneralName::URI(u) = name {
+                    uris.push(u.to_string());
+                }
+            }
+        }
+    }
+    let key = SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
+        .map_err(|e| IdentityError::InvalidCsr(format!("unsupported public key: {e}")))?;
+    Ok((key, uris))
 }
 
 /// Whether `child` names `parent` as issuer and carries a valid signature by its key.
@@ -571,7 +592,8 @@ pub(crate) mod tests {
     fn sign_csr_uses_caller_identity_only() {
         let dir = tempfile::tempdir().unwrap();
         let ca = CertificateAuthority::load_or_create(dir.path(), "cluster.local").unwrap();
-        // A CSR asking for someone else's identity and a DNS name.
+        let id = spiffe("spiffe://cluster.local/ns/default/sa/sleep");
+        // A CSR asking for someone else's identity is refused.
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = CertificateParams::new(vec!["evil.example.com".to_string()]).unwrap();
         params.subject_alt_names.push(SanType::URI(
@@ -579,10 +601,27 @@ pub(crate) mod tests {
                 .try_into()
                 .unwrap(),
         ));
+        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+        let err = ca
+            .sign_csr(&csr, &id, Duration::from_secs(3600))
+            .unwrap_err();
+        assert!(
+            matches!(&err, IdentityError::CsrIdentityMismatch { requested, .. } if requested.ends_with("sa/istiod")),
+            "{err}"
+        );
+        // Asking for its own identity is fine too.
+        let mut own = CertificateParams::new(vec![]).unwrap();
+        own.subject_alt_names
+            .push(SanType::URI(id.to_string().as_str().try_into().unwrap()));
+        let csr = own.serialize_request(&key).unwrap().pem().unwrap();
+        assert!(ca.sign_csr(&csr, &id, Duration::from_secs(3600)).is_ok());
+
+        // A CSR with a DNS name and a subject gets the caller's identity and nothing else.
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(vec!["evil.example.com".to_string()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, "admin");
         let csr = params.serialize_request(&key).unwrap().pem().unwrap();
 
-        let id = spiffe("spiffe://cluster.local/ns/default/sa/sleep");
         let ttl = Duration::from_secs(3600);
         let chain = ca.sign_csr(&csr, &id, ttl).unwrap();
         assert_eq!(chain.len(), 2, "[leaf, root]");

@@ -127,6 +127,10 @@ impl<A: Authenticator> IstioCertificateService for CaService<A> {
                 tracing::warn!(%id, error = %e, "certificate request refused");
                 Status::invalid_argument(e.to_string())
             }
+            IdentityError::CsrIdentityMismatch { .. } => {
+                tracing::warn!(%id, error = %e, "certificate request for another identity refused");
+                Status::permission_denied(e.to_string())
+            }
             other => {
                 tracing::error!(%id, error = %other, "certificate signing failed");
                 Status::internal(format!("CSR signing error ({other})"))
@@ -313,6 +317,24 @@ mod tests {
                     ..
                 }
             ),
+            "{err}"
+        );
+
+        // A CSR for another identity: PermissionDenied.
+        let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            "spiffe://cluster.local/ns/prod/sa/admin"
+                .try_into()
+                .unwrap(),
+        ));
+        let foreign = params.serialize_request(&other).unwrap().pem().unwrap();
+        let err = client
+            .create_certificate(&foreign, Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, IdentityError::CaRequest { code: tonic::Code::PermissionDenied, message } if message.contains("sa/admin")),
             "{err}"
         );
 

@@ -40,6 +40,11 @@ pub enum IdentityError {
     /// A certificate signing request was rejected.
     #[error("invalid certificate signing request: {0}")]
     InvalidCsr(String),
+    /// The CSR names an identity other than the caller's.
+    #[error(
+        "the CSR asks for {requested}, but the caller is {caller}: a workload can only get its own identity"
+    )]
+    CsrIdentityMismatch { requested: String, caller: String },
     /// A requested certificate lifetime is not allowed.
     #[error("invalid certificate TTL: {0}")]
     InvalidTtl(String),
