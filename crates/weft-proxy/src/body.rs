@@ -132,10 +132,22 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.project();
-        let r = match this.kind.project() {
-            KindProj::Upstream { body } => body.poll_frame(cx),
-            KindProj::Local { body } => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
+        let (r, ended) = match this.kind.project() {
+            KindProj::Upstream { mut body } => {
+                let r = body.as_mut().poll_frame(cx);
+                // hyper stops polling once a body with a known length is complete, so the
+                // end is noticed here, not only on `None`: the upstream connection then goes
+                // back to its pool.
+                (r, body.is_end_stream())
+            }
+            KindProj::Local { body } => {
+                let r = Poll::Ready(body.take().map(|b| Ok(Frame::data(b))));
+                (r, body.is_none())
+            }
         };
+        if ended {
+            this.ending.finished = true;
+        }
         match &r {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {

@@ -37,9 +37,11 @@ where
 {
     let conn = Arc::new(conn);
     let proxy_drain = proxy.draining.clone();
+    let handles = Arc::new(HandleCache::default());
     let svc = hyper::service::service_fn(move |req| {
-        let (conn, hcm, proxy) = (conn.clone(), hcm.clone(), proxy.clone());
-        async move { Ok::<_, std::convert::Infallible>(handle(req, &conn, &hcm, &proxy).await) }
+        let (conn, hcm, proxy, handles) =
+            (conn.clone(), hcm.clone(), proxy.clone(), handles.clone());
+        async move { Ok::<_, std::convert::Infallible>(handle(req, &conn, &hcm, &proxy, handles).await) }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -63,8 +65,38 @@ where
     }
 }
 
+/// The metric handles of the label set last seen on a connection: requests on one connection
+/// mostly share their labels, so recording is then a few atomic adds instead of hashing the
+/// 25 labels into four metric families.
+#[derive(Default)]
+struct HandleCache(
+    std::sync::Mutex<Option<(weft_telemetry::RequestLabels, weft_telemetry::RequestHandle)>>,
+);
+
+impl HandleCache {
+    fn handle(
+        &self,
+        metrics: &weft_telemetry::Metrics,
+        labels: weft_telemetry::RequestLabels,
+    ) -> weft_telemetry::RequestHandle {
+        let mut slot = match self.0.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some((l, h)) = slot.as_ref() {
+            if *l == labels {
+                return h.clone();
+            }
+        }
+        let h = metrics.request_handle(&labels);
+        *slot = Some((labels, h.clone()));
+        h
+    }
+}
+
 /// What the completion guard records once the response is over.
 struct Done {
+    handles: Arc<HandleCache>,
     proxy: Arc<Proxy>,
     hcm: Arc<Hcm>,
     entry: AccessLogEntry,
@@ -102,10 +134,11 @@ impl Completion for Done {
             d.grpc_status,
             &d.entry.response_flags,
         );
-        d.proxy
-            .telemetry
-            .metrics
-            .record_request(&labels, elapsed, request_bytes, response_bytes);
+        d.handles.handle(&d.proxy.telemetry.metrics, labels).record(
+            elapsed,
+            request_bytes,
+            response_bytes,
+        );
         if !d.hcm.access_log.is_empty() {
             d.entry.bytes_received = request_bytes;
             d.entry.bytes_sent = response_bytes;
@@ -170,6 +203,7 @@ async fn handle(
     conn: &Arc<ConnInfo>,
     hcm: &Arc<Hcm>,
     proxy: &Arc<Proxy>,
+    handles: Arc<HandleCache>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let snap = proxy.snapshot.load_full();
@@ -182,10 +216,13 @@ async fn handle(
     let grpc = is_grpc(req.headers());
 
     // Envoy's request decoration.
-    if !req.headers().contains_key(&REQUEST_ID)
-        && let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-    {
-        req.headers_mut().insert(REQUEST_ID, v);
+    if !req.headers().contains_key(&REQUEST_ID) {
+        // A v4 UUID from the thread's fast RNG (no syscall per request).
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        if let Ok(v) = HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf)) {
+            req.headers_mut().insert(REQUEST_ID, v);
+        }
     }
     if !req.headers().contains_key(&FORWARDED_PROTO) {
         req.headers_mut().insert(
@@ -224,26 +261,31 @@ async fn handle(
     req.headers_mut().remove(&PEER_MD_ID);
 
     let mut entry = AccessLogEntry::new(SystemTime::now());
-    entry.method = Some(req.method().as_str().to_string());
-    entry.path = Some(
-        req.uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-            .to_string(),
-    );
-    entry.protocol = Some(protocol(req.version()));
-    entry.authority = Some(authority.clone());
-    entry.user_agent = header_str(req.headers(), &http::header::USER_AGENT);
-    entry.request_id = header_str(req.headers(), &REQUEST_ID);
-    entry.x_forwarded_for = header_str(req.headers(), &HeaderName::from_static("x-forwarded-for"));
-    entry.downstream_local_address = Some(conn.original_dst);
-    entry.downstream_remote_address = Some(conn.remote);
-    entry.requested_server_name = conn.sni.as_deref().map(str::to_owned);
-    entry.downstream_peer_uri_san = conn.peer_principal.as_deref().map(str::to_owned);
+    entry.authority = Some(authority);
+    if !hcm.access_log.is_empty() {
+        // Only what the access log needs beyond routing and metrics.
+        entry.method = Some(req.method().as_str().to_string());
+        entry.path = Some(
+            req.uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+                .to_string(),
+        );
+        entry.protocol = Some(protocol(req.version()));
+        entry.user_agent = header_str(req.headers(), &http::header::USER_AGENT);
+        entry.request_id = header_str(req.headers(), &REQUEST_ID);
+        entry.x_forwarded_for =
+            header_str(req.headers(), &HeaderName::from_static("x-forwarded-for"));
+        entry.downstream_local_address = Some(conn.original_dst);
+        entry.downstream_remote_address = Some(conn.remote);
+        entry.requested_server_name = conn.sni.as_deref().map(str::to_owned);
+        entry.downstream_peer_uri_san = conn.peer_principal.as_deref().map(str::to_owned);
+    }
 
     let request_bytes = Arc::new(AtomicU64::new(0));
     let mut done = Done {
+        handles,
         proxy: proxy.clone(),
         hcm: hcm.clone(),
         entry,

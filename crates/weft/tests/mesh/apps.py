@@ -27,7 +27,12 @@ def serve(pod):
                 code = int(self.path.split("/")[2])
             if self.path.startswith("/delay/"):
                 time.sleep(float(self.path.split("/")[2]))
-            body = json.dumps({"pod": pod, "path": self.path, "headers": dict(self.headers)}).encode()
+            body = json.dumps({
+                "pod": pod,
+                "path": self.path,
+                "client": "%s:%d" % self.client_address,
+                "headers": dict(self.headers),
+            }).encode()
             self.send_response(code)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))

@@ -162,6 +162,21 @@ fn http_grpc_and_tcp_through_two_sidecars_with_mtls() {
         "peer metadata must not reach the app: {body}"
     );
 
+    // Keep-alive: the server sidecar reuses its pooled connection to the app.
+    let client_of = |body: &str| -> String {
+        serde_json::from_str::<serde_json::Value>(body).expect("json")["client"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let first = client_of(&mesh.curl("client", URL).1);
+    let second = client_of(&mesh.curl("client", URL).1);
+    assert!(
+        first.starts_with("127.0.0.6:"),
+        "inbound connections come from 127.0.0.6: {first}"
+    );
+    assert_eq!(first, second, "a new upstream connection per request");
+
     // gRPC (HTTP/2) through both sidecars.
     let out = grpc_call(&mesh, "client", "server.default.svc.cluster.local:50051");
     assert!(
