@@ -83,10 +83,10 @@ impl HandleCache {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if let Some((l, h)) = slot.as_ref() {
-            if *l == labels {
-                return h.clone();
-            }
+        if let Some((l, h)) = slot.as_ref()
+            && *l == labels
+        {
+            return h.clone();
         }
         let h = metrics.request_handle(&labels);
         *slot = Some((labels, h.clone()));
