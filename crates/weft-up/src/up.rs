@@ -88,6 +88,8 @@ struct Running {
     proxy: Option<Proc>,
     app: Option<Proc>,
     app_started: bool,
+    /// When the app was started: an app counts as up once it has run for a second.
+    app_started_at: Option<Instant>,
     failure: Option<String>,
 }
 
@@ -263,6 +265,7 @@ fn run(
             proxy: None,
             app: None,
             app_started: false,
+            app_started_at: None,
             failure: None,
         };
         let mut identity = None;
@@ -384,6 +387,7 @@ fn run(
                 !r.pod.sidecar || obs.proxies_ready.get(&r.pod.name).copied().unwrap_or(false);
             if ready && !r.app_started && r.failure.is_none() {
                 r.app_started = true;
+                r.app_started_at = Some(Instant::now());
                 if !r.pod.command.is_empty() {
                     let cmd: Vec<String> = r
                         .pod
@@ -455,16 +459,36 @@ fn run(
                 })
                 .collect();
         }
-        let all_ready = running.iter().all(|r| {
-            r.failure.is_none()
-                && r.app_started
-                && (!r.pod.sidecar || obs.proxies_ready.get(&r.pod.name) == Some(&true))
+        // Every pod has settled: ready, or failed.
+        let settled = running.iter().all(|r| {
+            r.failure.is_some()
+                || (r
+                    .app_started_at
+                    .is_some_and(|t| t.elapsed() >= Duration::from_secs(1))
+                    && (!r.pod.sidecar || obs.proxies_ready.get(&r.pod.name) == Some(&true)))
         });
-        if all_ready && !announced_ready {
+        if settled && !announced_ready {
             announced_ready = true;
             changed = true;
-            if !opts.interactive {
-                println!("mesh ready: {} pods", running.len());
+            let failed: Vec<&str> = running
+                .iter()
+                .filter(|r| r.failure.is_some())
+                .map(|r| r.pod.name.as_str())
+                .collect();
+            let line = if failed.is_empty() {
+                format!("mesh ready: {} pods", running.len())
+            } else {
+                format!(
+                    "mesh up: {} pods, {} failed ({}); the others keep running",
+                    running.len(),
+                    failed.len(),
+                    failed.join(", ")
+                )
+            };
+            if opts.interactive {
+                last_lines.push(line);
+            } else {
+                println!("{line}");
             }
         }
         let rows: Vec<PodRow> = running

@@ -60,8 +60,11 @@ impl Up {
         let up = Up { child, log };
         wait_for(
             Duration::from_secs(60),
-            "weft up to report the mesh ready",
-            || up.output().contains("mesh ready"),
+            "weft up to report the mesh up",
+            || {
+                let out = up.output();
+                out.contains("mesh ready") || out.contains("mesh up:")
+            },
         );
         up
     }
@@ -126,6 +129,42 @@ fn bookinfo_comes_up_changes_live_and_goes_away_cleanly() {
         std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
     }
     let state = tmp.path().join("state");
+
+    // A directory with an invalid resource is refused before anything starts, naming the
+    // file, the resource and the field.
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad).expect("dir");
+    for entry in std::fs::read_dir(&dir).expect("dir") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), bad.join(entry.file_name())).expect("copy");
+    }
+    let w = std::fs::read_to_string(bad.join("workloads.yaml")).expect("read");
+    std::fs::write(
+        bad.join("workloads.yaml"),
+        w.replace(
+            "serviceAccount: bookinfo-ratings",
+            "serviceAcount: bookinfo-ratings",
+        ),
+    )
+    .expect("write");
+    let (ok, out) = weft(&[
+        "up",
+        &bad.to_string_lossy(),
+        "--state-dir",
+        &state.to_string_lossy(),
+    ]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("workloads.yaml")
+            && out.contains("WorkloadEntry default/ratings")
+            && out.contains("spec.serviceAcount"),
+        "{out}"
+    );
+    assert!(
+        !netns_list().contains("weft-"),
+        "nothing may start for an invalid directory"
+    );
+
     let up = Up::start(&dir, tmp.path().join("up.log"), &state);
 
     // The chain: productpage → details, reviews (→ ratings for v2 and v3).
@@ -238,15 +277,33 @@ fn bookinfo_comes_up_changes_live_and_goes_away_cleanly() {
         netns_list().contains("weft-node"),
         "the killed weft up left its namespaces (as expected)"
     );
+    // The second run also has an app that exits: its pod is shown failed with its last output,
+    // and the rest of the mesh keeps running.
+    let weft_yaml = dir.join("weft.yaml");
+    let spec = std::fs::read_to_string(&weft_yaml).expect("weft.yaml");
+    let broken = spec.replace(
+        r#"command: [weft, sample, echo, --service, details, --version, v1, --http-port, "9080"]"#,
+        r#"command: [sh, -c, "echo details cannot start; exit 3"]"#,
+    );
+    assert_ne!(spec, broken);
+    std::fs::write(&weft_yaml, broken).expect("write");
     let second = Up::start(&dir, tmp.path().join("up3.log"), &state);
+    let out = second.output();
     assert!(
-        second
-            .output()
-            .contains("removing what a previous weft up left behind")
-            || second.output().contains("mesh ready")
+        out.contains("removing what a previous weft up left behind"),
+        "{out}"
+    );
+    assert!(out.contains("mesh up: 6 pods, 1 failed (details)"), "{out}");
+    assert!(
+        out.contains("pod details: app exited") && out.contains("details cannot start"),
+        "{out}"
     );
     let (ok, page) = curl("productpage", "http://productpage:9080/productpage");
     assert!(ok, "{page}");
+    assert_eq!(
+        page["upstream"][1]["status"], 200,
+        "reviews still answers: {page}"
+    );
     std::mem::forget(first);
     drop(second);
     assert!(!netns_list().contains("weft-"));
