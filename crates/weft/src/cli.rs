@@ -62,8 +62,18 @@ enum Command {
     /// Built-in sample apps: an echo server and a load generator.
     #[command(subcommand)]
     Sample(SampleCommand),
+    /// Benchmarks of Weft itself (the data-plane harness is bench/run).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// A simulated fleet of sidecars (ADS clients) against `weft control`: initial sync,
+    /// change convergence, endpoint churn, control-plane CPU and memory.
+    Xds(weft_bench::XdsLoadArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -207,6 +217,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Validate { paths, mesh_config } => validate(&paths, mesh_config.as_deref()),
         Command::Sample(cmd) => sample(cmd, &cli.log),
+        Command::Bench(BenchCommand::Xds(args)) => {
+            init_logging(&cli.log)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let json = args.json;
+            let report = rt.block_on(weft_bench::run_xds_load(args))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Up { dir, state_dir } => {
             init_logging(&cli.log)?;
             let weft = std::env::current_exe().context("cannot find this executable")?;
