@@ -8,6 +8,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use weft_xds::{Generated, Generator, NamedResource, ProxyInfo, Subscription};
 
 use crate::push::PushContext;
@@ -23,6 +27,50 @@ struct Shared {
     routes: HashMap<(String, String), Option<NamedResource>>,
     /// Cluster name → assignment.
     endpoints: HashMap<String, Option<NamedResource>>,
+    /// The previous versions' encodings, by name.
+    previous: Previous,
+}
+
+/// Encodings of earlier pushes, so that a resource whose content did not change keeps its exact
+/// bytes. (Envoy's protos hold maps — metadata, typed options — whose encoding order is not
+/// stable; without this every push would look like a change of every cluster, and every proxy
+/// would be sent all of them again.)
+#[derive(Default)]
+struct Previous {
+    clusters: HashMap<String, NamedResource>,
+    listeners: HashMap<String, NamedResource>,
+    routes: HashMap<(String, String), NamedResource>,
+    endpoints: HashMap<String, NamedResource>,
+}
+
+/// Reuses the previous bytes of a resource when its decoded content is equal.
+fn stable<T: prost::Message + Default + PartialEq>(
+    new: NamedResource,
+    prev: Option<&NamedResource>,
+) -> NamedResource {
+    let Some(prev) = prev else { return new };
+    if prev.resource == new.resource || prev.resource.type_url != new.resource.type_url {
+        return new;
+    }
+    match (
+        T::decode(prev.resource.value.as_slice()),
+        T::decode(new.resource.value.as_slice()),
+    ) {
+        (Ok(a), Ok(b)) if a == b => prev.clone(),
+        _ => new,
+    }
+}
+
+fn stable_all<T: prost::Message + Default + PartialEq>(
+    new: Vec<NamedResource>,
+    prev: &HashMap<String, NamedResource>,
+) -> Vec<NamedResource> {
+    new.into_iter()
+        .map(|r| {
+            let p = prev.get(&r.name);
+            stable::<T>(r, p)
+        })
+        .collect()
 }
 
 /// Generates Envoy resources from the latest push context.
@@ -46,8 +94,28 @@ impl MeshGenerator {
             Err(poisoned) => poisoned.into_inner(),
         };
         if guard.version != version {
+            let old = std::mem::take(&mut *guard);
+            let mut previous = old.previous;
+            // Keep the newest encoding of each name.
+            if let Some(c) = old.clusters {
+                previous.clusters = c.iter().map(|r| (r.name.clone(), r.clone())).collect();
+            }
+            if let Some(l) = old.listeners {
+                previous.listeners = l.iter().map(|r| (r.name.clone(), r.clone())).collect();
+            }
+            previous.routes.extend(
+                old.routes
+                    .into_iter()
+                    .filter_map(|(k, v)| v.map(|v| (k, v))),
+            );
+            previous.endpoints.extend(
+                old.endpoints
+                    .into_iter()
+                    .filter_map(|(k, v)| v.map(|v| (k, v))),
+            );
             *guard = Shared {
                 version: version.to_string(),
+                previous,
                 ..Shared::default()
             };
         }
@@ -87,9 +155,14 @@ impl MeshGenerator {
         Ok(match type_url {
             weft_xds::types::LISTENER => {
                 let shared = self.with_shared(version, |c| {
-                    c.listeners
-                        .get_or_insert_with(|| Arc::new(sidecar::shared_listeners(view)))
-                        .clone()
+                    if c.listeners.is_none() {
+                        let built = stable_all::<Listener>(
+                            sidecar::shared_listeners(view),
+                            &c.previous.listeners,
+                        );
+                        c.listeners = Some(Arc::new(built));
+                    }
+                    c.listeners.clone().unwrap_or_default()
                 });
                 let mut out = filter(shared.iter().cloned(), sub);
                 out.extend(filter([sidecar::inbound_listener(view)], sub));
@@ -97,9 +170,14 @@ impl MeshGenerator {
             }
             weft_xds::types::CLUSTER => {
                 let shared = self.with_shared(version, |c| {
-                    c.clusters
-                        .get_or_insert_with(|| Arc::new(sidecar::shared_clusters(view)))
-                        .clone()
+                    if c.clusters.is_none() {
+                        let built = stable_all::<Cluster>(
+                            sidecar::shared_clusters(view),
+                            &c.previous.clusters,
+                        );
+                        c.clusters = Some(Arc::new(built));
+                    }
+                    c.clusters.clone().unwrap_or_default()
                 });
                 let mut out = filter(shared.iter().cloned(), sub);
                 out.extend(filter(sidecar::inbound_clusters(view), sub));
@@ -111,12 +189,16 @@ impl MeshGenerator {
                     names(sub)
                         .into_iter()
                         .filter_map(|name| {
-                            c.routes
-                                .entry((ns.clone(), name.clone()))
-                                .or_insert_with(|| {
-                                    sidecar::routes(view, std::slice::from_ref(&name)).pop()
-                                })
-                                .clone()
+                            let key = (ns.clone(), name.clone());
+                            if !c.routes.contains_key(&key) {
+                                let built = sidecar::routes(view, std::slice::from_ref(&name))
+                                    .pop()
+                                    .map(|r| {
+                                        stable::<RouteConfiguration>(r, c.previous.routes.get(&key))
+                                    });
+                                c.routes.insert(key.clone(), built);
+                            }
+                            c.routes.get(&key).cloned().flatten()
                         })
                         .collect()
                 })
@@ -125,12 +207,18 @@ impl MeshGenerator {
                 names(sub)
                     .into_iter()
                     .filter_map(|name| {
-                        c.endpoints
-                            .entry(name.clone())
-                            .or_insert_with(|| {
-                                sidecar::endpoints(view, std::slice::from_ref(&name)).pop()
-                            })
-                            .clone()
+                        if !c.endpoints.contains_key(&name) {
+                            let built = sidecar::endpoints(view, std::slice::from_ref(&name))
+                                .pop()
+                                .map(|r| {
+                                    stable::<ClusterLoadAssignment>(
+                                        r,
+                                        c.previous.endpoints.get(&name),
+                                    )
+                                });
+                            c.endpoints.insert(name.clone(), built);
+                        }
+                        c.endpoints.get(&name).cloned().flatten()
                     })
                     .collect()
             }),
@@ -233,7 +321,19 @@ mod tests {
             let p = push.load();
             let full =
                 sidecar::clusters(&ProxyView::new(&p, SidecarNode::parse(&server.id).unwrap()));
-            assert_eq!(s.resources, full);
+            // Same resources (compared decoded: map fields have no stable encoding order).
+            let decoded = |rs: &[NamedResource]| -> Vec<(String, Cluster)> {
+                rs.iter()
+                    .map(|r| {
+                        (
+                            r.name.clone(),
+                            <Cluster as prost::Message>::decode(r.resource.value.as_slice())
+                                .unwrap(),
+                        )
+                    })
+                    .collect()
+            };
+            assert_eq!(decoded(&s.resources), decoded(&full));
         }
         let eds = Subscription::Names(
             [
@@ -261,6 +361,22 @@ mod tests {
             .generate(&client, weft_xds::types::ENDPOINT, &eds)
             .unwrap();
         assert_eq!(e.version, "2");
+        // The clusters did not change (only an endpoint did): their bytes are exactly the
+        // previous ones, so the servers see nothing to push.
+        let before = g.with_shared("2", |c| c.previous.clusters.clone());
+        let again = g
+            .generate(&client, weft_xds::types::CLUSTER, &Subscription::Wildcard)
+            .unwrap();
+        assert!(!before.is_empty());
+        for r in &again.resources {
+            if let Some(p) = before.get(&r.name) {
+                assert_eq!(
+                    p.resource.value, r.resource.value,
+                    "{} was re-encoded differently",
+                    r.name
+                );
+            }
+        }
         let cla = <envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment as prost::Message>::decode(
             e.resources[0].resource.value.as_slice(),
         )
