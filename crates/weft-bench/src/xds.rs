@@ -664,6 +664,17 @@ mod tests {
             }))
         });
 
+        // A control plane that could not start says why here rather than as a timeout.
+        for _ in 0..20 {
+            if control.is_finished() {
+                let result = control.join();
+                panic!("the control plane stopped at start: {result:?}");
+            }
+            if std::net::TcpStream::connect(xds).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let report = run_xds_load(args(xds.to_string(), config.path().to_path_buf()))
             .await
             .unwrap();
