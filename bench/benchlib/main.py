@@ -111,9 +111,28 @@ def machine_info():
     return {"nproc": os.cpu_count(), "model": model, "kernel": os.uname().release}
 
 
+def cpu_times():
+    """(total, steal) jiffies of all CPUs from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v), (v[7] if len(v) > 7 else 0)
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return " ".join(f.read().split()[:3])
+
+
+def weft_build(weft):
+    """Which Weft was measured: the binary's time and the repository's commit."""
+    if not weft:
+        return {}
+    head = sh(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], check=False).stdout.strip()
+    dirty = sh(["git", "-C", REPO, "status", "--porcelain", "--", "crates", "Cargo.toml",
+                "Cargo.lock"], check=False).stdout.strip()
+    mtime = datetime.datetime.fromtimestamp(os.path.getmtime(weft), datetime.timezone.utc)
+    return {"binary": weft, "built": mtime.strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": head or "?", "uncommitted_changes_in_crates": bool(dirty)}
 
 
 def versions(weft):
@@ -267,6 +286,28 @@ def precheck(lab, http):
             raise RuntimeError(f"{system} {topo}: {url} does not answer 200\n{logs}") from None
 
 
+def profile(runner, target, out_dir, name):
+    """perf record (DWARF call graphs) of the path's proxies during a saturation run: flat
+    self time by symbol and by object, and inclusive time by symbol."""
+    pids = [str(pid) for p in target["proxies"] for pid in p.pids()]
+    data = os.path.join(out_dir, f"perf-{name}.data")
+    secs = max(1, round(runner.duration))
+    perf = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384",
+                             "-o", data, "-p", ",".join(pids), "--", "sleep", str(secs)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    r = runner.http_saturation(target)
+    perf.wait(timeout=secs + 60)
+    write(os.path.join(out_dir, f"profile-{name}.json"), json.dumps(r, indent=1))
+    for args, suffix in ((["--no-children", "--sort", "dso,sym"], "self"),
+                         (["--no-children", "--sort", "dso"], "dso"),
+                         (["--children", "--sort", "sym"], "inclusive")):
+        rep = sh(["perf", "report", "-i", data, "--stdio", "--percent-limit", "0.5", "-g",
+                  "none"] + args, check=False, timeout=900)
+        write(os.path.join(out_dir, f"profile-{name}-{suffix}.txt"), rep.stdout)
+    log(f"{name}: {json.dumps(r)}; reports in {out_dir}/profile-{name}-*.txt")
+
+
 # -- main ------------------------------------------------------------------------------------
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="bench/run", description=__doc__)
@@ -282,9 +323,17 @@ def parse_args(argv):
     p.add_argument("--no-build", action="store_true",
                    help="use target/release/weft as it is if it exists")
     p.add_argument("--no-install", action="store_true", help="do not apt-get install tools")
-    p.add_argument("--no-rt", action="store_true", help="no SCHED_RR for light-load runs")
+    p.add_argument("--rt", choices=("client", "all", "none"), default="all",
+                   help="SCHED_RR (chrt -r 10) in light-load runs for the client only, "
+                        "also for the unit's proxies and upstream (default), or for nothing")
+    p.add_argument("--only", default="",
+                   help="comma-separated units to run, SYSTEM or SYSTEM:TOPOLOGY or "
+                        "KIND:SYSTEM:TOPOLOGY (e.g. weft:mtls, tcp:weft:mtls, direct)")
     p.add_argument("--wait-builds", type=int, default=0,
                    help="wait up to N seconds for running builds (rustc, cc1, cargo) to end")
+    p.add_argument("--profile", default="",
+                   help="instead of the repetitions: `perf record` the proxies during a "
+                        "saturation run of each SYSTEM:TOPOLOGY given (e.g. weft:mtls,haproxy:mtls)")
     p.add_argument("--write-docs", action="store_true",
                    help="write the figures into docs/benchmarks.md")
     a = p.parse_args(argv)
@@ -326,13 +375,14 @@ def main(argv):
     client_cpu, server_cpu = (0, 1) if ncpu >= 2 else (0, 0)
     res = {
         "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "machine": dict(machine_info(), loadavg_before=loadavg(),
+        "machine": dict(machine_info(), loadavg_before=loadavg(), cpu_times_before=cpu_times(),
                         builds_before=builds_running()),
         "config": {"command": "bench/run " + " ".join(argv), "reps": args.reps,
                    "duration_s": args.duration, "warmup_s": args.warmup,
-                   "client_cpu": client_cpu, "server_cpu": server_cpu, "rt": not args.no_rt,
+                   "client_cpu": client_cpu, "server_cpu": server_cpu, "rt": args.rt,
                    "systems": args.systems, "quick": args.quick},
         "versions": versions(weft),
+        "weft_build": weft_build(weft),
         "runs": [], "failures": [],
     }
     workdir = tempfile.mkdtemp(prefix="weft-bench-")
@@ -378,10 +428,23 @@ def main(argv):
                for s, ps in procs.items()}
         http, tcp, tls = make_targets(lab, procs, upstreams)
         precheck(lab, http)
-        runner = Runner(lab, loadgen, client_cpu, args.duration, args.warmup, not args.no_rt,
-                        certs)
+        runner = Runner(lab, loadgen, client_cpu, args.duration, args.warmup, args.rt, certs)
+        if args.profile:
+            for spec in args.profile.split(","):
+                system, _, topo = spec.partition(":")
+                if (system, topo) not in http:
+                    raise RuntimeError(f"--profile {spec}: no such unit")
+                log(f"profiling {system} {topo}")
+                profile(runner, http[(system, topo)], out_dir, f"{system}-{topo}")
+            return 0
         units = ([("http", k) for k in http] + [("tcp", k) for k in tcp]
                  + [("tls", (s, "mtls")) for s in tls])
+        if args.only:
+            wanted = [w.split(":") for w in args.only.split(",") if w]
+            units = [u for u in units if any(
+                w == [u[1][0]] or w == list(u[1]) or w == [u[0], *u[1]] for w in wanted)]
+            if not units:
+                raise RuntimeError(f"--only {args.only}: no such unit")
         total = args.reps * len(units)
         done = 0
         for rep in range(args.reps):
@@ -410,6 +473,9 @@ def main(argv):
         res["rss"] = rss
         res["machine"]["loadavg_after"] = loadavg()
         res["machine"]["builds_after"] = builds_running()
+        t0, s0 = res["machine"]["cpu_times_before"]
+        t1, s1 = cpu_times()
+        res["machine"]["steal_pct"] = round(100.0 * (s1 - s0) / max(1, t1 - t0), 1)
         res["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%H:%M")
         report.add_added_latency(res["runs"])
         res["medians"] = report.medians(res["runs"])

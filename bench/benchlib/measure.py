@@ -1,9 +1,9 @@
 """One measurement unit: a load against one system in one topology, with the proxies' CPU.
 
 Clients run pinned to the client CPU; proxies and upstreams were started pinned to the
-server CPU. Light-load runs (one connection, fixed rates) run the client under SCHED_RR and
-switch the unit's proxies and upstream to SCHED_RR for their duration (bench.md: `chrt -r 10`
-on a busy machine), unless disabled.
+server CPU. Light-load runs (one connection, fixed rates) run the client under SCHED_RR
+(bench.md: `chrt -r 10` on a busy machine); with rt="all" the unit's proxies and upstream are
+switched to SCHED_RR for their duration too, with rt="none" nothing is.
 """
 
 import json
@@ -61,20 +61,30 @@ class Runner:
         argv = [self.loadgen, "http", "--connect", target["connect"], "--host",
                 target["connect"], "--rate", str(rate), "--conns", str(conns),
                 "--duration", str(self.duration), "--warmup", str(self.warmup)]
-        out = self.lab.exec(target["pod"], argv, cpu=self.cpu, rt=self.rt,
+        out = self.lab.exec(target["pod"], argv, cpu=self.cpu, rt=self.rt != "none",
                             timeout=self._timeout())
         if out.returncode != 0:
             raise RuntimeError(f"loadgen failed: {out.stderr.strip()}")
         return _last_json(out.stdout)
 
+    def _active_opens(self, pod):
+        """TCP connections opened in a pod's namespace so far (/proc/net/snmp ActiveOpens)."""
+        out = self.lab.exec(pod, ["cat", "/proc/net/snmp"])
+        rows = [line.split() for line in out.stdout.splitlines() if line.startswith("Tcp:")]
+        if len(rows) < 2:
+            return 0
+        return int(dict(zip(rows[0], rows[1])).get("ActiveOpens", 0))
+
     # -- units -----------------------------------------------------------------------------
-    def http(self, target):
-        """Saturation (wrk -t1 -c64), one connection, and the fixed rates; one dict."""
+    def http_saturation(self, target):
+        """wrk -t1 -c64 after a warm-up: req/s, latency, proxy CPU, connections opened."""
         proxies = target["proxies"]
         r = {}
         self._wrk(target, self.warmup, script=False)
         c0 = cpu_seconds(proxies)
+        o0 = self._active_opens(target["pod"])
         w = self._wrk(target, self.duration, script=True)
+        o1 = self._active_opens(target["pod"])
         c1 = cpu_seconds(proxies)
         secs = w["duration_us"] / 1e6
         errors = (w["connect_errors"] + w["read_errors"] + w["write_errors"]
@@ -84,14 +94,21 @@ class Runner:
         r["sat_rps"] = w["requests"] / secs if secs else 0.0
         r["sat_p50_us"] = w["p50_us"]
         r["sat_p99_us"] = w["p99_us"]
+        # Beyond wrk's own 64: the client-side proxy's new upstream connections.
+        r["sat_upstream_conns_opened"] = max(0, o1 - o0 - 64)
         if proxies and w["requests"]:
             r["sat_cpu_us_per_req"] = (c1 - c0) * 1e6 / w["requests"]
             r["sat_cpu_util"] = (c1 - c0) / secs if secs else 0.0
         for p in proxies:
             self.rss_after[p.name] = max(self.rss_after.get(p.name, 0.0), rss_mb(p))
+        return r
 
+    def http(self, target):
+        """Saturation (wrk -t1 -c64), one connection, and the fixed rates; one dict."""
+        proxies = target["proxies"]
+        r = self.http_saturation(target)
         rt_procs = proxies + target.get("upstream", [])
-        if self.rt:
+        if self.rt == "all":
             _set_rt(rt_procs, True)
         try:
             g = self._loadgen_http(target, 0, 1)
@@ -108,12 +125,13 @@ class Runner:
                 r[f"{k}_ok"] = g["ok"]
                 r[f"{k}_errors"] = g["errors"] + g["non2xx"]
                 r[f"{k}_rps"] = g["per_s"]
+                r[f"{k}_missed"] = g.get("missed", 0)
                 for p in ("p50", "p90", "p99", "p999"):
                     r[f"{k}_{p}_us"] = g[f"{p}_us"]
                 if proxies and g["done_total"]:
                     r[f"{k}_cpu_us_per_req"] = (c1 - c0) * 1e6 / g["done_total"]
         finally:
-            if self.rt:
+            if self.rt == "all":
                 _set_rt(rt_procs, False)
         return r
 

@@ -118,6 +118,14 @@ def _fmt_ratio(v):
     return "–" if v is None else f"{v:.2f}×"
 
 
+def _behind(g, rate):
+    """A note when the system could not hold the rate (open loop fell behind)."""
+    got = g(f"r{rate}_rps")
+    if got is None or got >= 0.95 * rate:
+        return ""
+    return f" (held only {_fmt(got)} req/s)"
+
+
 def _pair(a, b, digits=0):
     return f"{_fmt(a, digits)} / {_fmt(b, digits)}"
 
@@ -141,6 +149,8 @@ def markdown(res):
                      f"{_fmt(g('r4000_cpu_us_per_req'), 1)} |")
 
     lines.append("\n#### Latency (µs; open loop with latency correction at fixed rates)\n")
+    lines.append("A system that cannot hold a rate is marked; its latency then mostly measures "
+                 "the queue that builds during the run.\n")
     lines.append("| topology | system | 1 conn p50 / p90 / p99 | added per hop, 1 conn p50 / p99 "
                  "| 1000 req/s p50 / p99 | added (path) at 1000 req/s p50 / p99 "
                  "| 4000 req/s p50 / p99 | added (path) at 4000 req/s p50 / p99 |")
@@ -151,9 +161,9 @@ def markdown(res):
         lines.append(
             f"| {TOPOS[t]} | {NAMES[s]} | {c1} | "
             f"{_pair(g('added_c1_p50_us_per_hop'), g('added_c1_p99_us_per_hop'))} | "
-            f"{_pair(g('r1000_p50_us'), g('r1000_p99_us'))} | "
+            f"{_pair(g('r1000_p50_us'), g('r1000_p99_us'))}{_behind(g, 1000)} | "
             f"{_pair(g('added_r1000_p50_us'), g('added_r1000_p99_us'))} | "
-            f"{_pair(g('r4000_p50_us'), g('r4000_p99_us'))} | "
+            f"{_pair(g('r4000_p50_us'), g('r4000_p99_us'))}{_behind(g, 4000)} | "
             f"{_pair(g('added_r4000_p50_us'), g('added_r4000_p99_us'))} |")
 
     lines.append("\n#### TCP, one iperf3 stream\n")
@@ -233,12 +243,16 @@ def header(res):
         f"Run {res['started']} – {res['finished']} (UTC), `{c['command']}`: {c['reps']} "
         f"repetitions of {c['duration_s']} s per load after {c['warmup_s']} s warm-up, "
         f"systems shuffled in each repetition, client on CPU {c['client_cpu']}, everything else "
-        f"on CPU {c['server_cpu']}, light-load runs under SCHED_RR: "
-        f"{'yes' if c['rt'] else 'no'}.\n\n"
+        f"on CPU {c['server_cpu']}, SCHED_RR in light-load runs for: "
+        f"{ {'client': 'the client', 'all': 'client, proxies and upstream', 'none': 'nothing', True: 'client, proxies and upstream'}.get(c['rt'], c['rt'])}.\n\n"
         f"Machine: {m['nproc']} × {m['model']}, kernel {m['kernel']}; load average "
-        f"{m['loadavg_before']} before, {m['loadavg_after']} after; builds running at start: "
+        f"{m['loadavg_before']} before, {m['loadavg_after']} after; CPU steal during the run "
+        f"{m.get('steal_pct', '?')}%; builds running at start: "
         f"{m['builds_before'] or 'none'}, at end: {m['builds_after'] or 'none'}.\n\n"
-        f"Versions: {'; '.join(f'{k} {val}' for k, val in v.items())}.\n")
+        f"Versions: {'; '.join(f'{k} {val}' for k, val in v.items())}.\n"
+        + (f"\nWeft: `{b['binary']}` built {b['built']} at commit {b['commit']}"
+           f"{' (with uncommitted changes under crates/)' if b['uncommitted_changes_in_crates'] else ''}.\n"
+           if (b := res.get("weft_build")) else ""))
 
 
 def write_docs(path, res, text):

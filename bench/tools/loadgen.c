@@ -7,7 +7,8 @@
  *     its next request when the previous response is in. --rate R > 0 is an open loop in
  *     wrk2's way: connection j of C sends request k at start + (k*C + j)/R, and latency is
  *     measured from that scheduled time, not from the actual send, so a stall is charged to
- *     every request it delays (latency correction, no coordinated omission).
+ *     every request it delays (latency correction, no coordinated omission). When the target
+ *     falls more than 1 s behind, sending stops at the end and the rest counts as "missed".
  *
  *   loadgen tls --connect HOST:PORT --cert F --key F --ca F [--sni N] [--alpn A]
  *               [--path P --host H] [--conns C] [--duration S]
@@ -39,6 +40,8 @@
 
 #define MAX_CONNS 1024
 #define IO_TIMEOUT_S 5
+/* Open loop: stop sending this long after the end, when the target fell behind. */
+#define LATE_LIMIT_NS 1000000000LL
 
 static const char *opt_connect, *opt_host, *opt_path = "/", *opt_cert, *opt_key, *opt_ca,
                                            *opt_sni, *opt_alpn;
@@ -55,7 +58,7 @@ struct worker {
     int index;
     int64_t *lat; /* microseconds, measured window only */
     size_t n_lat, cap_lat;
-    uint64_t ok, non2xx, errors, connects, sent_total, done_total;
+    uint64_t ok, non2xx, errors, connects, sent_total, done_total, missed;
 };
 static struct worker workers[MAX_CONNS];
 
@@ -181,7 +184,13 @@ static void *http_worker(void *arg) {
         if (interval) {
             sched = t_start + (int64_t)(k * (uint64_t)opt_conns + (uint64_t)w->index) * interval;
             if (sched >= t_end) break;
-            if (sched > now_ns()) sleep_until(sched);
+            int64_t now = now_ns();
+            if (now > t_end + LATE_LIMIT_NS) {
+                /* The target cannot keep up: count what was scheduled but never sent. */
+                w->missed += (uint64_t)((t_end - 1 - sched) / (interval * opt_conns)) + 1;
+                break;
+            }
+            if (sched > now) sleep_until(sched);
         } else {
             sched = now_ns();
             if (sched >= t_end) break;
@@ -359,6 +368,7 @@ int main(int argc, char **argv) {
         sum.connects += workers[i].connects;
         sum.sent_total += workers[i].sent_total;
         sum.done_total += workers[i].done_total;
+        sum.missed += workers[i].missed;
         sum.n_lat += workers[i].n_lat;
     }
     int64_t *all = malloc((sum.n_lat + 1) * sizeof(int64_t));
@@ -375,13 +385,14 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < n; i++) sum_lat += (double)all[i];
     printf("{\"mode\": \"%s\", \"rate\": %.1f, \"conns\": %d, \"duration_s\": %.3f, "
            "\"ok\": %llu, \"non2xx\": %llu, \"errors\": %llu, \"connects\": %llu, "
-           "\"sent_total\": %llu, \"done_total\": %llu, \"per_s\": %.1f, "
+           "\"sent_total\": %llu, \"done_total\": %llu, \"missed\": %llu, \"per_s\": %.1f, "
            "\"p50_us\": %lld, \"p90_us\": %lld, \"p99_us\": %lld, \"p999_us\": %lld, "
            "\"max_us\": %lld, \"mean_us\": %.1f}\n",
            tls_mode ? "tls" : "http", opt_rate, opt_conns, opt_duration,
            (unsigned long long)sum.ok, (unsigned long long)sum.non2xx,
            (unsigned long long)sum.errors, (unsigned long long)sum.connects,
            (unsigned long long)sum.sent_total, (unsigned long long)sum.done_total,
+           (unsigned long long)sum.missed,
            (double)sum.ok / opt_duration, (long long)PCT(0.50), (long long)PCT(0.90),
            (long long)PCT(0.99), (long long)PCT(0.999), (long long)(n ? all[n - 1] : -1),
            n ? sum_lat / (double)n : -1.0);
