@@ -69,25 +69,28 @@ fn hosts(id: u8) -> String {
     )
 }
 
+/// The config of a mesh with the server service and its workload (and the client's).
+fn server_config(id: u8, with_client: bool) -> Vec<(&'static str, String)> {
+    let mut files = vec![
+        ("services.yaml", services(id)),
+        (
+            "server-v1.yaml",
+            workload(id, "server-v1", SERVER, "server", "server"),
+        ),
+    ];
+    if with_client {
+        files.push((
+            "client.yaml",
+            workload(id, "client", CLIENT, "client", "client"),
+        ));
+    }
+    files
+}
+
 /// A mesh with a client and a server pod (both with sidecars) and the server app running.
 fn client_server(mesh_config: &str) -> Mesh {
     let id = next_id();
-    let mut mesh = Mesh::new(
-        id,
-        &[
-            ("services.yaml", services(id)),
-            (
-                "server-v1.yaml",
-                workload(id, "server-v1", SERVER, "server", "server"),
-            ),
-            (
-                "client.yaml",
-                workload(id, "client", CLIENT, "client", "client"),
-            ),
-        ],
-        mesh_config,
-        &hosts(id),
-    );
+    let mut mesh = Mesh::new(id, &server_config(id, true), mesh_config, &hosts(id));
     mesh.add_pod(
         "server",
         SERVER,
@@ -492,22 +495,7 @@ fn config_changes_apply_live_and_bad_input_keeps_the_last_good_config() {
 #[test]
 fn certificates_rotate_without_failed_requests() {
     let id = next_id();
-    let mut mesh = Mesh::new(
-        id,
-        &[
-            ("services.yaml", services(id)),
-            (
-                "server-v1.yaml",
-                workload(id, "server-v1", SERVER, "server", "server"),
-            ),
-            (
-                "client.yaml",
-                workload(id, "client", CLIENT, "client", "client"),
-            ),
-        ],
-        "",
-        &hosts(id),
-    );
+    let mut mesh = Mesh::new(id, &server_config(id, true), "", &hosts(id));
     let mut server = sidecar("server-v1", "server", "server");
     server.cert_ttl = Some("30s".into());
     mesh.add_pod("server", SERVER, Some(server));
@@ -606,18 +594,7 @@ fn credentials_for_other_identities_are_refused() {
 #[test]
 fn proxyless_grpc_client_resolves_through_xds() {
     let id = next_id();
-    let mut mesh = Mesh::new(
-        id,
-        &[
-            ("services.yaml", services(id)),
-            (
-                "server-v1.yaml",
-                workload(id, "server-v1", SERVER, "server", "server"),
-            ),
-        ],
-        "",
-        &hosts(id),
-    );
+    let mut mesh = Mesh::new(id, &server_config(id, false), "", &hosts(id));
     mesh.add_pod(
         "server",
         SERVER,

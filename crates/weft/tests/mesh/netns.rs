@@ -189,27 +189,15 @@ impl Mesh {
         must(&["ip", "link", "set", &veth, "netns", &self.bridge_ns]);
         must(&[
             "ip",
-            "netns",
-            "exec",
+            "-n",
             &self.bridge_ns,
-            "ip",
             "link",
             "set",
             &veth,
             "master",
             "br0",
         ]);
-        must(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.bridge_ns,
-            "ip",
-            "link",
-            "set",
-            &veth,
-            "up",
-        ]);
+        must(&["ip", "-n", &self.bridge_ns, "link", "set", &veth, "up"]);
         let cidr = format!("{ip}/24");
         must(&[
             "ip", "netns", "exec", &ns, "ip", "addr", "add", &cidr, "dev", "eth0",
