@@ -296,8 +296,21 @@ def profile(runner, target, out_dir, name):
                              "-o", data, "-p", ",".join(pids), "--", "sleep", str(secs)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    stat_file = os.path.join(out_dir, f"perf-stat-{name}.csv")
+    stat = subprocess.Popen(["perf", "stat", "-x", ",", "-o", stat_file, "-e",
+                             "raw_syscalls:sys_enter,context-switches", "-p", ",".join(pids),
+                             "--", "sleep", str(secs)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     r = runner.http_saturation(target)
     perf.wait(timeout=secs + 60)
+    stat.wait(timeout=secs + 60)
+    # Per request, over the perf window (the saturation run fills it).
+    with open(stat_file) as f:
+        for line in f:
+            parts = line.strip().split(",")
+            if len(parts) > 2 and parts[0].replace(".", "").isdigit():
+                r[f"{parts[2]}_per_req"] = float(parts[0]) / max(1.0, r["sat_rps"] * secs)
     write(os.path.join(out_dir, f"profile-{name}.json"), json.dumps(r, indent=1))
     for args, suffix in ((["--no-children", "--sort", "dso,sym"], "self"),
                          (["--no-children", "--sort", "dso"], "dso"),
