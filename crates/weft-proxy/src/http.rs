@@ -69,9 +69,11 @@ where
 /// mostly share their labels, so recording is then a few atomic adds instead of hashing the
 /// 25 labels into four metric families.
 #[derive(Default)]
-struct HandleCache(
-    std::sync::Mutex<Option<(weft_telemetry::RequestLabels, weft_telemetry::RequestHandle)>>,
-);
+struct HandleCache {
+    last: std::sync::Mutex<Option<(weft_telemetry::RequestLabels, weft_telemetry::RequestHandle)>>,
+    /// The peer metadata header last seen on the connection, decoded.
+    peer: std::sync::Mutex<Option<(HeaderValue, PeerInfo)>>,
+}
 
 impl HandleCache {
     fn handle(
@@ -79,7 +81,7 @@ impl HandleCache {
         metrics: &weft_telemetry::Metrics,
         labels: weft_telemetry::RequestLabels,
     ) -> weft_telemetry::RequestHandle {
-        let mut slot = match self.0.lock() {
+        let mut slot = match self.last.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
@@ -185,10 +187,27 @@ fn is_grpc(h: &http::HeaderMap) -> bool {
         .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
 
-fn peer_from_headers(h: &http::HeaderMap, principal: Option<&str>) -> Option<PeerInfo> {
-    let md = h.get(&PEER_MD)?.to_str().ok()?;
-    let node = weft_telemetry::decode_peer_header(md).ok()?;
-    Some(PeerInfo::from_metadata(&node, principal.unwrap_or("")))
+/// The peer described by an `x-envoy-peer-metadata` header. A peer sends the same value on
+/// every request of a connection, so the last decoded one is kept per connection.
+fn peer_from_headers(
+    h: &http::HeaderMap,
+    principal: Option<&str>,
+    cache: &HandleCache,
+) -> Option<PeerInfo> {
+    let value = h.get(&PEER_MD)?;
+    let mut slot = match cache.peer.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    if let Some((v, p)) = slot.as_ref()
+        && v == value
+    {
+        return Some(p.clone());
+    }
+    let node = weft_telemetry::decode_peer_header(value.to_str().ok()?).ok()?;
+    let peer = PeerInfo::from_metadata(&node, principal.unwrap_or(""));
+    *slot = Some((value.clone(), peer.clone()));
+    Some(peer)
 }
 
 struct Local {
@@ -240,7 +259,7 @@ async fn handle(
     // Peers: on the server side the client is known from its peer metadata and certificate.
     let (source, mut destination, security) = if inbound {
         let principal = conn.peer_principal.as_deref();
-        let src = peer_from_headers(req.headers(), principal)
+        let src = peer_from_headers(req.headers(), principal, &handles)
             .unwrap_or_else(|| stats::peer_from_principal(principal.unwrap_or("")));
         let sec = if conn.mtls() {
             SecurityPolicy::MutualTls
@@ -318,7 +337,7 @@ async fn handle(
                 }
                 destination = proxy.telemetry.me();
             } else {
-                if let Some(p) = peer_from_headers(resp.headers(), None) {
+                if let Some(p) = peer_from_headers(resp.headers(), None, &done.handles) {
                     destination = p;
                 }
                 resp.headers_mut().remove(&PEER_MD);
