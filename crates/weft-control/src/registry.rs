@@ -47,6 +47,21 @@ impl Service {
         self.ports.iter().find(|p| p.number == number)
     }
 
+    /// The names the service goes by for a client in `client_ns`: the FQDN, `name.ns`,
+    /// `name.ns.svc` and, in the same namespace, the short name (Kubernetes' search path).
+    pub fn names(&self, client_ns: &str) -> Vec<String> {
+        let mut names = vec![self.hostname.clone()];
+        let suffix = format!(".{}.svc.{}", self.namespace, crate::push::DOMAIN_SUFFIX);
+        if let Some(short) = self.hostname.strip_suffix(&suffix) {
+            names.push(format!("{short}.{}", self.namespace));
+            names.push(format!("{short}.{}.svc", self.namespace));
+            if self.namespace == client_ns {
+                names.push(short.to_string());
+            }
+        }
+        names
+    }
+
     /// The SPIFFE service accounts of this service's endpoints (for the client's SAN check).
     pub fn service_accounts(&self, trust_domain: &str) -> Vec<String> {
         let mut out: BTreeSet<String> = self

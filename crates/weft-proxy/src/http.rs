@@ -19,7 +19,7 @@ use weft_telemetry::{
 use crate::Proxy;
 use crate::body::{Completion, Counted, ResponseBody};
 use crate::conn::ConnInfo;
-use crate::snapshot::{Action, ClusterKind, Direction, Hcm, RouteRef, Snapshot};
+use crate::snapshot::{Action, Direction, Hcm, RouteRef, Snapshot};
 use crate::stats;
 use crate::upstream::{Lease, Sender, UpstreamError, reset_reason};
 
@@ -465,21 +465,15 @@ async fn route_and_forward(
         .rsplit_once(':')
         .map(|(h, _)| h)
         .unwrap_or(&authority);
-    done.service = stats::service_info(
-        cluster.service.as_ref(),
-        if conn.direction == Direction::Inbound {
-            ""
-        } else {
-            host
-        },
-    );
-    if conn.direction == Direction::Inbound {
-        // The server side reports the service the client addressed (from its SNI), or its own.
-        done.service = stats::service_info(
+    // The server side reports the service the client addressed (its SNI), else the Host.
+    done.service = if conn.direction == Direction::Inbound {
+        stats::service_info(
             cluster.service.as_ref(),
             &sni_host(conn.sni.as_deref()).unwrap_or_else(|| host.to_string()),
-        );
-    }
+        )
+    } else {
+        stats::service_info(cluster.service.as_ref(), host)
+    };
 
     let h2 = cluster.http2 || req.version() == Version::HTTP_2;
     let attempts = 1 + route.retries_on_connect_failure;
@@ -487,19 +481,13 @@ async fn route_and_forward(
     let mut lease = None;
     let mut upstream = None;
     for _ in 0..attempts {
-        let (addr, tls) = match cluster.kind {
-            ClusterKind::OriginalDst => (conn.original_dst, cluster.default_tls.clone()),
-            ClusterKind::Endpoints => match cluster.pick() {
-                Some(ep) => (ep.addr, ep.tls.clone()),
-                None => {
-                    return Err(local(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "UH",
-                        "no_healthy_upstream",
-                        "no healthy upstream",
-                    ));
-                }
-            },
+        let Some((addr, tls)) = cluster.target(conn.original_dst) else {
+            return Err(local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UH",
+                "no_healthy_upstream",
+                "no healthy upstream",
+            ));
         };
         match proxy.pools.lease(cluster, addr, tls.as_ref(), h2).await {
             Ok(l) => {

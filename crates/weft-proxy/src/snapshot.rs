@@ -47,6 +47,31 @@ pub struct Snapshot {
     pub raw: Arc<Raw>,
 }
 
+/// The `SocketAddress` of an Envoy `Address` (port 0 when it names none).
+pub(crate) fn socket_addr(
+    addr: Option<&envoy_types::pb::envoy::config::core::v3::Address>,
+    what: &str,
+) -> Result<SocketAddr, ProxyError> {
+    use envoy_types::pb::envoy::config::core::v3 as core;
+    let Some(core::Address {
+        address: Some(core::address::Address::SocketAddress(sa)),
+    }) = addr
+    else {
+        return Err(ProxyError::Config(format!(
+            "{what}: address must be a socket address"
+        )));
+    };
+    let ip: std::net::IpAddr = sa
+        .address
+        .parse()
+        .map_err(|_| ProxyError::Config(format!("{what}: {} is not an IP address", sa.address)))?;
+    let port = match sa.port_specifier {
+        Some(core::socket_address::PortSpecifier::PortValue(p)) => p as u16,
+        _ => 0,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
 impl Snapshot {
     /// Compiles everything. Errors name the resource and field and become a NACK.
     pub fn compile(

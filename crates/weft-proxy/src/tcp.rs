@@ -9,7 +9,7 @@ use weft_telemetry::{AccessLogEntry, PeerInfo, Reporter, SecurityPolicy};
 
 use crate::Proxy;
 use crate::conn::ConnInfo;
-use crate::snapshot::{ClusterKind, Direction, TcpProxy};
+use crate::snapshot::{Direction, TcpProxy};
 use crate::stats;
 use crate::upstream::{AlpnForm, connect};
 
@@ -63,34 +63,28 @@ where
     let mut up = None;
     match &cluster {
         None => flags = "NC",
-        Some(c) => {
-            let target = match c.kind {
-                ClusterKind::OriginalDst => Some((conn.original_dst, c.default_tls.clone())),
-                ClusterKind::Endpoints => c.pick().map(|e| (e.addr, e.tls.clone())),
-            };
-            match target {
-                None => flags = "UH",
-                Some((addr, tls)) => {
-                    entry.upstream_host = Some(addr);
-                    match connect(c, addr, tls.as_ref(), AlpnForm::Base).await {
-                        Ok(u) => {
-                            entry.upstream_local_address = u.local;
-                            if let Some(p) = &u.peer {
-                                destination.principal = weft_telemetry::Label::new(p);
-                                entry.upstream_peer_uri_san = Some(p.to_string());
-                            }
-                            up = Some(u.io);
+        Some(c) => match c.target(conn.original_dst) {
+            None => flags = "UH",
+            Some((addr, tls)) => {
+                entry.upstream_host = Some(addr);
+                match connect(c, addr, tls.as_ref(), AlpnForm::Base).await {
+                    Ok(u) => {
+                        entry.upstream_local_address = u.local;
+                        if let Some(p) = &u.peer {
+                            destination.principal = weft_telemetry::Label::new(p);
+                            entry.upstream_peer_uri_san = Some(p.to_string());
                         }
-                        Err(e) => {
-                            tracing::debug!(cluster = %tcp.cluster, %addr, error = %e, "upstream connect failed");
-                            entry.upstream_transport_failure_reason =
-                                e.transport_failure().map(Into::into);
-                            flags = "UF";
-                        }
+                        up = Some(u.io);
+                    }
+                    Err(e) => {
+                        tracing::debug!(cluster = %tcp.cluster, %addr, error = %e, "upstream connect failed");
+                        entry.upstream_transport_failure_reason =
+                            e.transport_failure().map(Into::into);
+                        flags = "UF";
                     }
                 }
             }
-        }
+        },
     }
     let labels = stats::tcp_labels(reporter, &source, &destination, &service, security, flags);
     let metrics = &proxy.telemetry.metrics;

@@ -143,19 +143,7 @@ pub fn hosts_file(registry: &weft_control::registry::Registry, namespace: &str) 
         let Some(vip) = svc.vips.first() else {
             continue;
         };
-        let mut names = vec![svc.hostname.clone()];
-        let suffix = format!(
-            ".{}.svc.{}",
-            svc.namespace,
-            weft_control::push::DOMAIN_SUFFIX
-        );
-        if let Some(short) = svc.hostname.strip_suffix(&suffix) {
-            names.push(format!("{short}.{}", svc.namespace));
-            names.push(format!("{short}.{}.svc", svc.namespace));
-            if svc.namespace == namespace {
-                names.push(short.to_string());
-            }
-        }
+        let names = svc.names(namespace);
         out.push_str(&format!("{vip} {}\n", names.join(" ")));
     }
     out

@@ -30,15 +30,7 @@ pub fn default_retry_policy() -> route::RetryPolicy {
 /// (FQDN, `name.ns`, `name.ns.svc`, the short name in the same namespace, the VIPs), each
 /// with and without `:port`.
 pub fn domains(svc: &Service, port: u16, proxy_ns: &str) -> Vec<String> {
-    let mut names = vec![svc.hostname.clone()];
-    let suffix = format!(".{}.svc.{}", svc.namespace, crate::push::DOMAIN_SUFFIX);
-    if let Some(short) = svc.hostname.strip_suffix(&suffix) {
-        names.push(format!("{short}.{}", svc.namespace));
-        names.push(format!("{short}.{}.svc", svc.namespace));
-        if svc.namespace == proxy_ns {
-            names.push(short.to_string());
-        }
-    }
+    let mut names = svc.names(proxy_ns);
     names.extend(svc.vips.iter().map(|v| v.to_string()));
     let mut out = Vec::with_capacity(names.len() * 2);
     for n in names {

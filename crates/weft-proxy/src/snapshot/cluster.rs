@@ -149,26 +149,6 @@ fn upstream_tls(
     })))
 }
 
-fn socket_addr(addr: Option<&core::Address>, what: &str) -> Result<SocketAddr, ProxyError> {
-    let Some(core::Address {
-        address: Some(core::address::Address::SocketAddress(sa)),
-    }) = addr
-    else {
-        return Err(ProxyError::Config(format!(
-            "{what}: address must be a socket address"
-        )));
-    };
-    let ip: IpAddr = sa
-        .address
-        .parse()
-        .map_err(|_| ProxyError::Config(format!("{what}: {} is not an IP address", sa.address)))?;
-    let port = match sa.port_specifier {
-        Some(core::socket_address::PortSpecifier::PortValue(p)) => p as u16,
-        _ => 0,
-    };
-    Ok(SocketAddr::new(ip, port))
-}
-
 pub fn compile(
     c: &XCluster,
     cla: Option<&ClusterLoadAssignment>,
@@ -244,7 +224,8 @@ pub fn compile(
             let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &lbe.host_identifier else {
                 continue;
             };
-            let addr = socket_addr(ep.address.as_ref(), &format!("cluster {name}: endpoint"))?;
+            let addr =
+                super::socket_addr(ep.address.as_ref(), &format!("cluster {name}: endpoint"))?;
             let md = lbe
                 .metadata
                 .as_ref()
@@ -302,6 +283,19 @@ pub fn compile(
 }
 
 impl Cluster {
+    /// Where a new request or connection goes: the downstream's original destination for an
+    /// original-destination cluster, else the next endpoint; with the TLS to use. None when
+    /// there is no endpoint.
+    pub fn target(
+        &self,
+        original_dst: SocketAddr,
+    ) -> Option<(SocketAddr, Option<Arc<UpstreamTls>>)> {
+        match self.kind {
+            ClusterKind::OriginalDst => Some((original_dst, self.default_tls.clone())),
+            ClusterKind::Endpoints => self.pick().map(|e| (e.addr, e.tls.clone())),
+        }
+    }
+
     /// Round robin over the endpoints (weights honoured by expansion-free modulo walk).
     pub fn pick(&self) -> Option<&Endpoint> {
         if self.endpoints.is_empty() {

@@ -151,26 +151,6 @@ impl Listener {
     }
 }
 
-fn socket_addr(addr: Option<&core::Address>, what: &str) -> Result<SocketAddr, ProxyError> {
-    let Some(core::Address {
-        address: Some(core::address::Address::SocketAddress(sa)),
-    }) = addr
-    else {
-        return Err(ProxyError::Config(format!(
-            "{what}: address must be a socket address"
-        )));
-    };
-    let port = match sa.port_specifier {
-        Some(core::socket_address::PortSpecifier::PortValue(p)) => p as u16,
-        _ => 0,
-    };
-    let ip = sa
-        .address
-        .parse()
-        .map_err(|_| ProxyError::Config(format!("{what}: {} is not an IP address", sa.address)))?;
-    Ok(SocketAddr::new(ip, port))
-}
-
 fn access_logs(
     logs: &[accesslog::AccessLog],
     what: &str,
@@ -335,7 +315,7 @@ pub fn compile(l: &listener::Listener, factory: &TlsFactory) -> Result<Listener,
     let addr = if l.api_listener.is_some() {
         SocketAddr::from(([0, 0, 0, 0], 0))
     } else {
-        socket_addr(l.address.as_ref(), &what)?
+        super::socket_addr(l.address.as_ref(), &what)?
     };
     let mut chains = Vec::new();
     let mut inspect_http = false;
