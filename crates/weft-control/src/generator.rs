@@ -4,7 +4,7 @@
 //! route table of a port for a namespace, each ClusterLoadAssignment) is built once per push and
 //! shared; only the proxy's inbound side is built per proxy.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -23,8 +23,8 @@ struct Shared {
     version: String,
     clusters: Option<Arc<Vec<NamedResource>>>,
     listeners: Option<Arc<Vec<NamedResource>>>,
-    /// (proxy namespace, route table name) → table.
-    routes: HashMap<(String, String), Option<NamedResource>>,
+    /// Proxy namespace → route table name → table.
+    routes: HashMap<String, HashMap<String, Option<NamedResource>>>,
     /// Cluster name → assignment.
     endpoints: HashMap<String, Option<NamedResource>>,
     /// The previous versions' encodings, by name.
@@ -32,29 +32,32 @@ struct Shared {
 }
 
 /// Encodings of earlier pushes, so that a resource whose content did not change keeps its exact
-/// bytes. (Envoy's protos hold maps — metadata, typed options — whose encoding order is not
-/// stable; without this every push would look like a change of every cluster, and every proxy
-/// would be sent all of them again.)
+/// bytes (and the same shared allocation). Envoy's protos hold maps — metadata, typed options —
+/// whose encoding order is not stable; without this every push would look like a change of
+/// every cluster, and every proxy would be sent all of them again.
 #[derive(Default)]
 struct Previous {
     clusters: HashMap<String, NamedResource>,
     listeners: HashMap<String, NamedResource>,
-    routes: HashMap<(String, String), NamedResource>,
+    routes: HashMap<String, HashMap<String, NamedResource>>,
     endpoints: HashMap<String, NamedResource>,
 }
 
-/// Reuses the previous bytes of a resource when its decoded content is equal.
+/// Reuses the previous resource when its decoded content is equal.
 fn stable<T: prost::Message + Default + PartialEq>(
     new: NamedResource,
     prev: Option<&NamedResource>,
 ) -> NamedResource {
     let Some(prev) = prev else { return new };
-    if prev.resource == new.resource || prev.resource.type_url != new.resource.type_url {
+    if prev.same(&new) {
+        return prev.clone();
+    }
+    if prev.resource().type_url != new.resource().type_url {
         return new;
     }
     match (
-        T::decode(prev.resource.value.as_slice()),
-        T::decode(new.resource.value.as_slice()),
+        T::decode(prev.resource().value.as_slice()),
+        T::decode(new.resource().value.as_slice()),
     ) {
         (Ok(a), Ok(b)) if a == b => prev.clone(),
         _ => new,
@@ -67,9 +70,16 @@ fn stable_all<T: prost::Message + Default + PartialEq>(
 ) -> Vec<NamedResource> {
     new.into_iter()
         .map(|r| {
-            let p = prev.get(&r.name);
+            let p = prev.get(r.name());
             stable::<T>(r, p)
         })
+        .collect()
+}
+
+fn by_name(resources: impl IntoIterator<Item = NamedResource>) -> HashMap<String, NamedResource> {
+    resources
+        .into_iter()
+        .map(|r| (r.name().to_string(), r))
         .collect()
 }
 
@@ -98,16 +108,18 @@ impl MeshGenerator {
             let mut previous = old.previous;
             // Keep the newest encoding of each name.
             if let Some(c) = old.clusters {
-                previous.clusters = c.iter().map(|r| (r.name.clone(), r.clone())).collect();
+                previous.clusters = by_name(c.iter().cloned());
             }
             if let Some(l) = old.listeners {
-                previous.listeners = l.iter().map(|r| (r.name.clone(), r.clone())).collect();
+                previous.listeners = by_name(l.iter().cloned());
             }
-            previous.routes.extend(
-                old.routes
-                    .into_iter()
-                    .filter_map(|(k, v)| v.map(|v| (k, v))),
-            );
+            for (ns, tables) in old.routes {
+                previous
+                    .routes
+                    .entry(ns)
+                    .or_default()
+                    .extend(tables.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+            }
             previous.endpoints.extend(
                 old.endpoints
                     .into_iter()
@@ -123,6 +135,67 @@ impl MeshGenerator {
     }
 }
 
+impl MeshGenerator {
+    /// Builds every ClusterLoadAssignment of `push` into the shared cache and returns the names
+    /// whose content differs from the previous push (new, changed or gone): the only assignments
+    /// proxies need to look at again (istiod's incremental EDS).
+    pub fn changed_endpoints(&self, push: &PushContext) -> BTreeSet<String> {
+        let view = ProxyView::new(
+            push,
+            SidecarNode {
+                ip: String::new(),
+                name: String::new(),
+                namespace: push.root_namespace().to_string(),
+            },
+        );
+        self.with_shared(&push.version, |c| {
+            let clusters = c
+                .clusters
+                .get_or_insert_with(|| {
+                    Arc::new(stable_all::<Cluster>(
+                        sidecar::shared_clusters(&view),
+                        &c.previous.clusters,
+                    ))
+                })
+                .clone();
+            let names: Vec<String> = clusters
+                .iter()
+                .filter(|r| r.name().starts_with("outbound|"))
+                .map(|r| r.name().to_string())
+                .collect();
+            let built = by_name(sidecar::endpoints(&view, &names));
+            let mut changed = BTreeSet::new();
+            for name in names {
+                let new = built
+                    .get(&name)
+                    .cloned()
+                    .map(|r| stable::<ClusterLoadAssignment>(r, c.previous.endpoints.get(&name)));
+                let same = match (&new, c.previous.endpoints.get(&name)) {
+                    (Some(n), Some(p)) => n.same(p),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if !same {
+                    changed.insert(name.clone());
+                }
+                c.endpoints.insert(name, new);
+            }
+            // Assignments of clusters that are gone.
+            changed.extend(
+                c.previous
+                    .endpoints
+                    .keys()
+                    .filter(|n| !c.endpoints.contains_key(*n))
+                    .cloned(),
+            );
+            c.previous
+                .endpoints
+                .retain(|n, _| c.endpoints.get(n).is_some_and(Option::is_some));
+            changed
+        })
+    }
+}
+
 fn is_grpc(proxy: &ProxyInfo) -> bool {
     proxy.metadata.get("GENERATOR").and_then(|v| v.as_str()) == Some("grpc")
 }
@@ -134,13 +207,25 @@ fn names(sub: &Subscription) -> Vec<String> {
     }
 }
 
-fn filter(
-    resources: impl IntoIterator<Item = NamedResource>,
+/// The names of a subscription by name (none for a wildcard: route tables and assignments are
+/// only ever asked for by name).
+fn named(sub: &Subscription) -> impl Iterator<Item = &String> {
+    match sub {
+        Subscription::Wildcard => None,
+        Subscription::Names(n) => Some(n.iter()),
+    }
+    .into_iter()
+    .flatten()
+}
+
+fn filter<'a>(
+    resources: impl IntoIterator<Item = &'a NamedResource>,
     sub: &Subscription,
 ) -> Vec<NamedResource> {
     resources
         .into_iter()
-        .filter(|r| sub.contains(&r.name))
+        .filter(|r| sub.contains(r.name()))
+        .cloned()
         .collect()
 }
 
@@ -155,70 +240,72 @@ impl MeshGenerator {
         Ok(match type_url {
             weft_xds::types::LISTENER => {
                 let shared = self.with_shared(version, |c| {
-                    if c.listeners.is_none() {
-                        let built = stable_all::<Listener>(
-                            sidecar::shared_listeners(view),
-                            &c.previous.listeners,
-                        );
-                        c.listeners = Some(Arc::new(built));
-                    }
-                    c.listeners.clone().unwrap_or_default()
+                    c.listeners
+                        .get_or_insert_with(|| {
+                            Arc::new(stable_all::<Listener>(
+                                sidecar::shared_listeners(view),
+                                &c.previous.listeners,
+                            ))
+                        })
+                        .clone()
                 });
-                let mut out = filter(shared.iter().cloned(), sub);
-                out.extend(filter([sidecar::inbound_listener(view)], sub));
+                let mut out = filter(shared.iter(), sub);
+                out.extend(filter([&sidecar::inbound_listener(view)], sub));
                 out
             }
             weft_xds::types::CLUSTER => {
                 let shared = self.with_shared(version, |c| {
-                    if c.clusters.is_none() {
-                        let built = stable_all::<Cluster>(
-                            sidecar::shared_clusters(view),
-                            &c.previous.clusters,
-                        );
-                        c.clusters = Some(Arc::new(built));
-                    }
-                    c.clusters.clone().unwrap_or_default()
+                    c.clusters
+                        .get_or_insert_with(|| {
+                            Arc::new(stable_all::<Cluster>(
+                                sidecar::shared_clusters(view),
+                                &c.previous.clusters,
+                            ))
+                        })
+                        .clone()
                 });
-                let mut out = filter(shared.iter().cloned(), sub);
-                out.extend(filter(sidecar::inbound_clusters(view), sub));
+                let mut out = filter(shared.iter(), sub);
+                out.extend(filter(&sidecar::inbound_clusters(view), sub));
                 out
             }
             weft_xds::types::ROUTE => {
-                let ns = view.node.namespace.clone();
+                let ns = view.node.namespace.as_str();
                 self.with_shared(version, |c| {
-                    names(sub)
-                        .into_iter()
+                    let previous = c.previous.routes.get(ns);
+                    let tables = c.routes.entry(ns.to_string()).or_default();
+                    named(sub)
                         .filter_map(|name| {
-                            let key = (ns.clone(), name.clone());
-                            if !c.routes.contains_key(&key) {
-                                let built = sidecar::routes(view, std::slice::from_ref(&name))
+                            if !tables.contains_key(name) {
+                                let built = sidecar::routes(view, std::slice::from_ref(name))
                                     .pop()
                                     .map(|r| {
-                                        stable::<RouteConfiguration>(r, c.previous.routes.get(&key))
+                                        stable::<RouteConfiguration>(
+                                            r,
+                                            previous.and_then(|p| p.get(name)),
+                                        )
                                     });
-                                c.routes.insert(key.clone(), built);
+                                tables.insert(name.clone(), built);
                             }
-                            c.routes.get(&key).cloned().flatten()
+                            tables.get(name).cloned().flatten()
                         })
                         .collect()
                 })
             }
             weft_xds::types::ENDPOINT => self.with_shared(version, |c| {
-                names(sub)
-                    .into_iter()
+                named(sub)
                     .filter_map(|name| {
-                        if !c.endpoints.contains_key(&name) {
-                            let built = sidecar::endpoints(view, std::slice::from_ref(&name))
+                        if !c.endpoints.contains_key(name) {
+                            let built = sidecar::endpoints(view, std::slice::from_ref(name))
                                 .pop()
                                 .map(|r| {
                                     stable::<ClusterLoadAssignment>(
                                         r,
-                                        c.previous.endpoints.get(&name),
+                                        c.previous.endpoints.get(name),
                                     )
                                 });
                             c.endpoints.insert(name.clone(), built);
                         }
-                        c.endpoints.get(&name).cloned().flatten()
+                        c.endpoints.get(name).cloned().flatten()
                     })
                     .collect()
             }),
@@ -298,7 +385,7 @@ mod tests {
         let names = |g: &Generated| {
             g.resources
                 .iter()
-                .map(|r| r.name.clone())
+                .map(|r| r.name().to_string())
                 .collect::<Vec<_>>()
         };
         for _ in 0..2 {
@@ -326,8 +413,8 @@ mod tests {
                 rs.iter()
                     .map(|r| {
                         (
-                            r.name.clone(),
-                            <Cluster as prost::Message>::decode(r.resource.value.as_slice())
+                            r.name().to_string(),
+                            <Cluster as prost::Message>::decode(r.resource().value.as_slice())
                                 .unwrap(),
                         )
                     })
@@ -335,13 +422,7 @@ mod tests {
             };
             assert_eq!(decoded(&s.resources), decoded(&full));
         }
-        let eds = Subscription::Names(
-            [
-                "outbound|80||s.default.svc.cluster.local".to_string(),
-                "nope".to_string(),
-            ]
-            .into(),
-        );
+        let eds = Subscription::names(["outbound|80||s.default.svc.cluster.local", "nope"]);
         assert_eq!(
             g.generate(&client, weft_xds::types::ENDPOINT, &eds)
                 .unwrap()
@@ -369,18 +450,56 @@ mod tests {
             .unwrap();
         assert!(!before.is_empty());
         for r in &again.resources {
-            if let Some(p) = before.get(&r.name) {
+            if let Some(p) = before.get(r.name()) {
                 assert_eq!(
-                    p.resource.value, r.resource.value,
+                    p.resource().value,
+                    r.resource().value,
                     "{} was re-encoded differently",
-                    r.name
+                    r.name()
                 );
             }
         }
         let cla = <envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment as prost::Message>::decode(
-            e.resources[0].resource.value.as_slice(),
+            e.resources[0].resource().value.as_slice(),
         )
         .unwrap();
         assert!(format!("{cla:?}").contains("10.0.0.9"));
+    }
+
+    #[test]
+    fn changed_endpoints_names_what_moved() {
+        let yaml = "apiVersion: networking.istio.io/v1beta1\nkind: ServiceEntry\nmetadata: {name: s, namespace: default}\nspec:\n  hosts: [s]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  workloadSelector: {labels: {app: s}}\n---\napiVersion: networking.istio.io/v1beta1\nkind: ServiceEntry\nmetadata: {name: t, namespace: default}\nspec:\n  hosts: [t]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  workloadSelector: {labels: {app: t}}\n---\napiVersion: networking.istio.io/v1beta1\nkind: WorkloadEntry\nmetadata: {name: w, namespace: default}\nspec: {address: 10.0.0.1, labels: {app: s}}\n";
+        let ctx = |v: &str, yaml: &str| {
+            let (resources, problems) =
+                weft_api::parse_documents(yaml, std::path::Path::new("t.yaml"));
+            assert!(problems.is_empty(), "{problems:?}");
+            Arc::new(PushContext::new(
+                v.into(),
+                Arc::new(weft_api::MeshConfig::default()),
+                Arc::new(resources),
+            ))
+        };
+        let first = ctx("1", yaml);
+        let g = MeshGenerator::new(Arc::new(ArcSwap::new(first.clone())));
+        let s = "outbound|80||s.default.svc.cluster.local".to_string();
+        let t = "outbound|80||t.default.svc.cluster.local".to_string();
+        // Everything is new the first time.
+        assert_eq!(
+            g.changed_endpoints(&first),
+            BTreeSet::from([s.clone(), t.clone()])
+        );
+        // The workload moves from s to t: both assignments changed.
+        let second = ctx("2", &yaml.replace("labels: {app: s}}", "labels: {app: t}}"));
+        assert_eq!(
+            g.changed_endpoints(&second),
+            BTreeSet::from([s.clone(), t.clone()])
+        );
+        // Another version with the same endpoints: nothing changed.
+        let third = ctx("3", &yaml.replace("labels: {app: s}}", "labels: {app: t}}"));
+        assert!(g.changed_endpoints(&third).is_empty());
+        // Service t is deleted: its assignment is named as gone.
+        let fourth = ctx("4", &yaml.replace("hosts: [t]", "hosts: [u]"));
+        let changed = g.changed_endpoints(&fourth);
+        assert!(changed.contains(&t), "{changed:?}");
     }
 }

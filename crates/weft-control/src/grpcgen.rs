@@ -68,10 +68,7 @@ pub fn listeners(push: &PushContext, proxy_ns: &str, names: &[String]) -> Vec<Na
             }),
             ..Default::default()
         };
-        out.push(NamedResource {
-            name: name.clone(),
-            resource: envoy::any(&l),
-        });
+        out.push(NamedResource::new(name.clone(), envoy::any(&l)));
     }
     out
 }
@@ -118,10 +115,7 @@ pub fn routes(push: &PushContext, names: &[String]) -> Vec<NamedResource> {
             }],
             ..Default::default()
         };
-        out.push(NamedResource {
-            name: name.clone(),
-            resource: envoy::any(&rc),
-        });
+        out.push(NamedResource::new(name.clone(), envoy::any(&rc)));
     }
     out
 }
@@ -147,10 +141,7 @@ pub fn clusters(push: &PushContext, names: &[String]) -> Vec<NamedResource> {
                 lb_policy: cluster::cluster::LbPolicy::RoundRobin as i32,
                 ..Default::default()
             };
-            out.push(NamedResource {
-                name,
-                resource: envoy::any(&c),
-            });
+            out.push(NamedResource::new(name, envoy::any(&c)));
         }
     }
     out

@@ -145,6 +145,9 @@ pub struct Registry {
     by_host: HashMap<String, usize>,
     #[serde(serialize_with = "ser_workloads")]
     pub workloads: BTreeMap<(String, String), Arc<Workload>>,
+    /// (namespace, workload name) → indexes of the services it is an endpoint of.
+    #[serde(skip)]
+    by_workload: HashMap<(String, String), Vec<usize>>,
 }
 
 fn ser_services<S: serde::Serializer>(v: &[Arc<Service>], s: S) -> Result<S::Ok, S::Error> {
@@ -295,10 +298,24 @@ impl Registry {
             .enumerate()
             .map(|(i, s)| (s.hostname.clone(), i))
             .collect();
+        let mut by_workload: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        for (i, svc) in services.iter().enumerate() {
+            for e in &svc.endpoints {
+                if let Some(w) = &e.workload {
+                    let list = by_workload
+                        .entry((e.namespace.clone(), w.clone()))
+                        .or_default();
+                    if list.last() != Some(&i) {
+                        list.push(i);
+                    }
+                }
+            }
+        }
         Registry {
             services: services.into_iter().map(Arc::new).collect(),
             by_host,
             workloads,
+            by_workload,
         }
     }
 
@@ -313,15 +330,10 @@ impl Registry {
 
     /// The services a workload is an endpoint of.
     pub fn services_of(&self, w: &Workload) -> Vec<Arc<Service>> {
-        self.services
-            .iter()
-            .filter(|s| {
-                s.endpoints
-                    .iter()
-                    .any(|e| e.namespace == w.namespace && e.workload.as_deref() == Some(&w.name))
-            })
-            .cloned()
-            .collect()
+        self.by_workload
+            .get(&(w.namespace.clone(), w.name.clone()))
+            .map(|idx| idx.iter().map(|&i| self.services[i].clone()).collect())
+            .unwrap_or_default()
     }
 }
 

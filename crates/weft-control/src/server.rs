@@ -36,6 +36,8 @@ pub struct ControlOptions {
     pub debounce_after: Duration,
     /// Longest a push waits while changes keep coming (PILOT_DEBOUNCE_MAX 10s).
     pub debounce_max: Duration,
+    /// Proxies with a push in flight at once (PILOT_PUSH_THROTTLE 100).
+    pub push_throttle: usize,
 }
 
 impl ControlOptions {
@@ -52,6 +54,7 @@ impl ControlOptions {
             max_cert_ttl: Duration::from_secs(90 * 24 * 3600),
             debounce_after: Duration::from_millis(100),
             debounce_max: Duration::from_secs(10),
+            push_throttle: weft_xds::server::DEFAULT_PUSH_CONCURRENCY,
         }
     }
 }
@@ -102,9 +105,11 @@ pub async fn run(
         first.mesh.clone(),
         first.resources.clone(),
     )));
-    let ads = Arc::new(weft_xds::AdsServer::new(Arc::new(MeshGenerator::new(
-        push.clone(),
-    ))));
+    let generator = Arc::new(MeshGenerator::new(push.clone()));
+    let ads = Arc::new(weft_xds::AdsServer::with_push_concurrency(
+        generator.clone(),
+        opts.push_throttle,
+    ));
     let state = Arc::new(ControlState {
         push: push.clone(),
         ads: ads.clone(),
@@ -190,18 +195,17 @@ pub async fn run(
             }
             n += 1;
             let v = version(n);
-            push.store(Arc::new(PushContext::new(
-                v.clone(),
-                snap.mesh,
-                snap.resources,
-            )));
+            let next = Arc::new(PushContext::new(v.clone(), snap.mesh, snap.resources));
+            push.store(next.clone());
+            let changed = generator.changed_endpoints(&next);
             state
                 .pushes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(version = %v, "config changed; pushing to all proxies");
+            tracing::info!(version = %v, endpoints_changed = changed.len(), "config changed; pushing to all proxies");
             ads.push(weft_xds::PushEvent {
                 version: v,
                 types: None,
+                changed: [(weft_xds::types::ENDPOINT.to_string(), Arc::new(changed))].into(),
             });
         }
     };

@@ -244,14 +244,14 @@ spec:
     }
 
     fn decode<T: Message + Default>(r: &NamedResource) -> T {
-        T::decode(r.resource.value.as_slice()).expect("decode")
+        T::decode(r.resource().value.as_slice()).expect("decode")
     }
 
     fn find<'a>(rs: &'a [NamedResource], name: &str) -> &'a NamedResource {
-        rs.iter().find(|r| r.name == name).unwrap_or_else(|| {
+        rs.iter().find(|r| r.name() == name).unwrap_or_else(|| {
             panic!(
                 "{name} not in {:?}",
-                rs.iter().map(|r| &r.name).collect::<Vec<_>>()
+                rs.iter().map(|r| r.name()).collect::<Vec<_>>()
             )
         })
     }
@@ -329,7 +329,7 @@ spec:
             find(&cs, name);
         }
         // The client serves nothing, so it has no inbound clusters.
-        assert!(!cs.iter().any(|c| c.name.starts_with("inbound|")));
+        assert!(!cs.iter().any(|c| c.name().starts_with("inbound|")));
         // The server has inbound clusters for its endpoint ports (WorkloadEntry port, targetPort).
         let sv = view(&p, "server-v1", "10.77.0.11");
         let scs = clusters(&sv);

@@ -77,25 +77,28 @@ impl weft_xds::Handler for ConfigHandler {
                     .into_iter()
                     .collect();
             }
+            // Route tables and assignments are not state-of-the-world types: a response carries
+            // the ones that changed; the others stay as they were.
             weft_xds::types::ROUTE => {
-                raw.routes =
-                    decode_all::<RouteConfiguration>(&resources, "RouteConfiguration", |r| {
-                        r.name.clone()
-                    })?
-                    .into_iter()
-                    .collect();
+                raw.routes.extend(decode_all::<RouteConfiguration>(
+                    &resources,
+                    "RouteConfiguration",
+                    |r| r.name.clone(),
+                )?);
             }
             weft_xds::types::ENDPOINT => {
-                raw.endpoints = decode_all::<ClusterLoadAssignment>(
+                raw.endpoints.extend(decode_all::<ClusterLoadAssignment>(
                     &resources,
                     "ClusterLoadAssignment",
                     |c| c.cluster_name.clone(),
-                )?
-                .into_iter()
-                .collect();
+                )?);
             }
             other => return Err(format!("weft proxy does not handle type {other}")),
         }
+        // What no listener or cluster refers to any more is dropped (Envoy unsubscribes it).
+        let (eds, rds) = (eds_names(&raw), rds_names(&raw));
+        raw.endpoints.retain(|name, _| eds.contains(name));
+        raw.routes.retain(|name, _| rds.contains(name));
         raw.versions.insert(
             weft_xds::types::short_name(type_url).to_string(),
             version.to_string(),
@@ -121,43 +124,133 @@ impl weft_xds::Handler for ConfigHandler {
     }
 
     fn subscriptions(&self) -> Vec<(String, Vec<String>)> {
-        let eds: Vec<String> = self
-            .raw
-            .clusters
-            .values()
-            .filter_map(|c| {
-                c.eds_cluster_config.as_ref().map(|e| {
-                    if e.service_name.is_empty() {
-                        c.name.clone()
-                    } else {
-                        e.service_name.clone()
-                    }
-                })
-            })
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let mut rds = BTreeSet::new();
-        for l in self.raw.listeners.values() {
-            for fc in &l.filter_chains {
-                for f in &fc.filters {
-                    if let Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(any)) = &f.config_type
-                        && any.type_url.ends_with("HttpConnectionManager")
-                            && let Ok(h) = hcm::HttpConnectionManager::decode(any.value.as_slice())
-                                && let Some(hcm::http_connection_manager::RouteSpecifier::Rds(r)) = h.route_specifier {
-                                    rds.insert(r.route_config_name);
-                                }
-                }
-            }
-        }
         vec![
             (weft_xds::types::CLUSTER.to_string(), Vec::new()),
-            (weft_xds::types::ENDPOINT.to_string(), eds),
+            (
+                weft_xds::types::ENDPOINT.to_string(),
+                eds_names(&self.raw).into_iter().collect(),
+            ),
             (weft_xds::types::LISTENER.to_string(), Vec::new()),
             (
                 weft_xds::types::ROUTE.to_string(),
-                rds.into_iter().collect(),
+                rds_names(&self.raw).into_iter().collect(),
             ),
         ]
+    }
+}
+
+/// The assignments the EDS clusters of `raw` ask for.
+fn eds_names(raw: &Raw) -> BTreeSet<String> {
+    raw.clusters
+        .values()
+        .filter_map(|c| {
+            c.eds_cluster_config.as_ref().map(|e| {
+                if e.service_name.is_empty() {
+                    c.name.clone()
+                } else {
+                    e.service_name.clone()
+                }
+            })
+        })
+        .collect()
+}
+
+/// The route tables the listeners of `raw` name through RDS.
+fn rds_names(raw: &Raw) -> BTreeSet<String> {
+    let mut rds = BTreeSet::new();
+    for l in raw.listeners.values() {
+        for fc in &l.filter_chains {
+            for f in &fc.filters {
+                if let Some(
+                    envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+                        any,
+                    ),
+                ) = &f.config_type
+                    && any.type_url.ends_with("HttpConnectionManager")
+                    && let Ok(h) = hcm::HttpConnectionManager::decode(any.value.as_slice())
+                    && let Some(hcm::http_connection_manager::RouteSpecifier::Rds(r)) =
+                        h.route_specifier
+                {
+                    rds.insert(r.route_config_name);
+                }
+            }
+        }
+    }
+    rds
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::cluster::v3::cluster;
+    use envoy_types::pb::envoy::config::endpoint::v3::{LbEndpoint, LocalityLbEndpoints};
+    use weft_xds::Handler;
+
+    use super::*;
+
+    fn eds_cluster(name: &str) -> Any {
+        envoy_types::util::pack_any(Cluster {
+            name: name.into(),
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::Eds as i32,
+            )),
+            eds_cluster_config: Some(cluster::EdsClusterConfig::default()),
+            ..Default::default()
+        })
+    }
+
+    fn cla(name: &str, endpoints: usize) -> Any {
+        envoy_types::util::pack_any(ClusterLoadAssignment {
+            cluster_name: name.into(),
+            endpoints: vec![LocalityLbEndpoints {
+                lb_endpoints: vec![LbEndpoint::default(); endpoints],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    }
+
+    fn handler() -> ConfigHandler {
+        let live = Arc::new(weft_identity::LiveIdentity::new());
+        ConfigHandler::new(
+            Arc::new(ArcSwap::from_pointee(Snapshot::default())),
+            Arc::new(TlsFactory::new(live, "cluster.local".into())),
+            Arc::default(),
+        )
+    }
+
+    #[test]
+    fn endpoint_responses_update_what_they_carry_and_cluster_removal_drops_the_rest() {
+        let mut h = handler();
+        h.on_response(
+            weft_xds::types::CLUSTER,
+            "1",
+            vec![eds_cluster("a"), eds_cluster("b")],
+        )
+        .unwrap();
+        let eds = |h: &ConfigHandler| h.subscriptions()[1].1.clone();
+        assert_eq!(eds(&h), ["a", "b"]);
+        h.on_response(
+            weft_xds::types::ENDPOINT,
+            "1",
+            vec![cla("a", 1), cla("b", 1)],
+        )
+        .unwrap();
+        // A later response with only "b" changes "b" and keeps "a".
+        h.on_response(weft_xds::types::ENDPOINT, "2", vec![cla("b", 3)])
+            .unwrap();
+        let count = |h: &ConfigHandler, n: &str| {
+            h.raw
+                .endpoints
+                .get(n)
+                .map(|c| c.endpoints[0].lb_endpoints.len())
+        };
+        assert_eq!(count(&h, "a"), Some(1));
+        assert_eq!(count(&h, "b"), Some(3));
+        // Cluster "a" goes away: so do its endpoints, and its subscription.
+        h.on_response(weft_xds::types::CLUSTER, "3", vec![eds_cluster("b")])
+            .unwrap();
+        assert_eq!(count(&h, "a"), None);
+        assert_eq!(count(&h, "b"), Some(3));
+        assert_eq!(eds(&h), ["b"]);
     }
 }

@@ -8,6 +8,9 @@
 
 mod delta;
 mod sotw;
+mod wire;
+
+pub use wire::AdsService;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -17,19 +20,15 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Status, Streaming};
 
 use crate::pb::envoy::config::core::v3::Node;
-use crate::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use crate::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use crate::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use crate::pb::google::protobuf::{Struct, Value, value::Kind};
-use crate::types::{self, Digest, NamedResource, Subscription};
+use crate::types::{self, NamedResource, Subscription};
+use wire::{DeltaResponse, SotwResponse};
 
 /// Largest gRPC message accepted or sent (64 MiB), as istiod allows for big meshes.
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
@@ -37,6 +36,10 @@ pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 const RESPONSE_QUEUE: usize = 16;
 /// How long a disconnected proxy's ACKed state is kept so a reconnect can skip unchanged content.
 const RESUME_TTL: Duration = Duration::from_secs(600);
+/// Streams that may have a push in flight at once (Istio's `PILOT_PUSH_THROTTLE`).
+pub const DEFAULT_PUSH_CONCURRENCY: usize = 100;
+/// Longest a stream holds its push slot waiting for the proxy to ACK or NACK what it was sent.
+const PUSH_SLOT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The proxy at the other end of a stream, taken from the first request's `Node`.
 #[derive(Clone, Debug, Serialize)]
@@ -115,12 +118,16 @@ pub trait Generator: Send + Sync + 'static {
 }
 
 /// A configuration change to deliver to every connected proxy.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PushEvent {
     /// Version of the new configuration (for logs; the generator's version is what is sent).
     pub version: String,
     /// Type URLs that may have changed; `None` means all.
     pub types: Option<Vec<String>>,
+    /// For types that are not state of the world (EDS, RDS, …): the only resource names that
+    /// may have changed. Streams regenerate just those of them they watch (istiod's incremental
+    /// EDS). A type not listed may have changed anywhere.
+    pub changed: BTreeMap<String, Arc<BTreeSet<String>>>,
 }
 
 /// Last push as seen by stream tasks; `seq` lets a stream that missed events regenerate all types.
@@ -128,6 +135,21 @@ pub struct PushEvent {
 struct PushState {
     seq: u64,
     event: Option<PushEvent>,
+}
+
+/// What a stream has to regenerate after a push.
+#[derive(Clone, Debug, Default)]
+struct Pending {
+    /// Types to regenerate (`None`: all).
+    types: Option<BTreeSet<String>>,
+    /// Per type, the only names that may have changed.
+    changed: BTreeMap<String, Arc<BTreeSet<String>>>,
+}
+
+impl Pending {
+    fn includes(&self, type_url: &str) -> bool {
+        self.types.as_ref().is_none_or(|t| t.contains(type_url))
+    }
 }
 
 /// Where a stream stands for one type URL.
@@ -220,7 +242,8 @@ struct Counters {
 #[derive(Clone, Debug)]
 struct ResumeType {
     version: String,
-    hash: Digest,
+    /// What the proxy held (sorted by name).
+    held: Vec<NamedResource>,
     subscription: Subscription,
 }
 
@@ -236,6 +259,9 @@ struct Shared {
     next_conn_id: AtomicU64,
     counters: Counters,
     resume: Mutex<HashMap<String, ResumeEntry>>,
+    /// Push slots: a stream holds one from generating a response until the proxy answers it,
+    /// which bounds the responses encoded and in flight at once (memory) across the fleet.
+    push_slots: Arc<Semaphore>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -258,8 +284,15 @@ impl std::fmt::Debug for AdsServer {
 }
 
 impl AdsServer {
-    /// Creates a server that takes resources from `generator`.
+    /// Creates a server that takes resources from `generator`, with
+    /// [`DEFAULT_PUSH_CONCURRENCY`] push slots.
     pub fn new(generator: Arc<dyn Generator>) -> Self {
+        Self::with_push_concurrency(generator, DEFAULT_PUSH_CONCURRENCY)
+    }
+
+    /// Creates a server where at most `concurrency` streams (at least 1) have a response
+    /// generated and not yet answered by their proxy at any time.
+    pub fn with_push_concurrency(generator: Arc<dyn Generator>, concurrency: usize) -> Self {
         let (push_tx, _) = watch::channel(PushState::default());
         AdsServer {
             shared: Arc::new(Shared {
@@ -269,6 +302,7 @@ impl AdsServer {
                 next_conn_id: AtomicU64::new(1),
                 counters: Counters::default(),
                 resume: Mutex::new(HashMap::new()),
+                push_slots: Arc::new(Semaphore::new(concurrency.max(1))),
             }),
         }
     }
@@ -284,10 +318,8 @@ impl AdsServer {
     }
 
     /// The tonic service, with 64 MiB message limits.
-    pub fn service(&self) -> AggregatedDiscoveryServiceServer<AdsServer> {
-        AggregatedDiscoveryServiceServer::new(self.clone())
-            .max_decoding_message_size(MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    pub fn service(&self) -> AdsService<AdsServer> {
+        AdsService::new(self.clone(), MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE)
     }
 
     /// Sync state of every connected stream, ordered by connection id.
@@ -312,15 +344,11 @@ impl AdsServer {
     }
 }
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+impl wire::AdsHandler for AdsServer {
+    type SotwStream = ReceiverStream<Result<SotwResponse, Status>>;
+    type DeltaStream = ReceiverStream<Result<DeltaResponse, Status>>;
 
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+    fn sotw(&self, request: Request<Streaming<DiscoveryRequest>>) -> Self::SotwStream {
         let peer = request.remote_addr();
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
         tokio::spawn(sotw::run(
@@ -329,13 +357,10 @@ impl AggregatedDiscoveryService for AdsServer {
             request.into_inner(),
             tx,
         ));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        ReceiverStream::new(rx)
     }
 
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+    fn delta(&self, request: Request<Streaming<DeltaDiscoveryRequest>>) -> Self::DeltaStream {
         let peer = request.remote_addr();
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
         tokio::spawn(delta::run(
@@ -344,7 +369,7 @@ impl AggregatedDiscoveryService for AdsServer {
             request.into_inner(),
             tx,
         ));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        ReceiverStream::new(rx)
     }
 }
 
@@ -375,16 +400,83 @@ impl PushWatch {
         PushWatch { rx, last_seq }
     }
 
-    /// Waits for the next push; returns the types to regenerate (`None` = all).
-    async fn changed(&mut self) -> Option<Option<BTreeSet<String>>> {
+    /// Waits for the next push; returns what to regenerate (everything when pushes were missed).
+    async fn changed(&mut self) -> Option<Pending> {
         self.rx.changed().await.ok()?;
         let state = self.rx.borrow_and_update().clone();
-        let types = match state.event {
-            Some(ev) if state.seq == self.last_seq + 1 => ev.types.map(|t| t.into_iter().collect()),
-            _ => None,
+        let pending = match state.event {
+            Some(ev) if state.seq == self.last_seq + 1 => Pending {
+                types: ev.types.map(|t| t.into_iter().collect()),
+                changed: ev.changed,
+            },
+            _ => Pending::default(),
         };
         self.last_seq = state.seq;
-        Some(types)
+        Some(pending)
+    }
+}
+
+/// A stream's hold on one of the server's push slots, kept from generating a response until the
+/// proxy answers every response sent meanwhile (or [`PUSH_SLOT_TIMEOUT`] passes): a bound on the
+/// responses generated, encoded and in flight at once across the fleet.
+struct PushSlot {
+    slots: Arc<Semaphore>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Types with a response the proxy has not answered yet.
+    awaiting: BTreeSet<String>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl PushSlot {
+    fn new(shared: &Shared) -> Self {
+        PushSlot {
+            slots: shared.push_slots.clone(),
+            permit: None,
+            awaiting: BTreeSet::new(),
+            deadline: None,
+        }
+    }
+
+    /// Waits for a slot unless this stream holds one.
+    async fn acquire(&mut self) {
+        if self.permit.is_none() {
+            // The semaphore is never closed, so this only waits.
+            self.permit = self.slots.clone().acquire_owned().await.ok();
+            self.deadline = Some(tokio::time::Instant::now() + PUSH_SLOT_TIMEOUT);
+        }
+    }
+
+    /// A response of `type_url` went out under the slot.
+    fn sent(&mut self, type_url: &str) {
+        if self.permit.is_some() {
+            self.awaiting.insert(type_url.to_string());
+        }
+    }
+
+    /// The proxy ACKed or NACKed the latest response of `type_url`.
+    fn answered(&mut self, type_url: &str) {
+        self.awaiting.remove(type_url);
+        self.release_if_idle();
+    }
+
+    fn release_if_idle(&mut self) {
+        if self.awaiting.is_empty() {
+            self.release();
+        }
+    }
+
+    fn release(&mut self) {
+        self.permit = None;
+        self.awaiting.clear();
+        self.deadline = None;
+    }
+
+    /// Resolves when the slot has been held too long (never while no slot is held).
+    async fn expired(&self) {
+        match self.deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
     }
 }
 
@@ -395,11 +487,10 @@ struct Conn {
     status: Arc<Mutex<ConnectionStatus>>,
 }
 
-/// Output of [`Conn::generate`]: resources sorted and filtered, with their digest.
+/// Output of [`Conn::generate`]: resources sorted by name, only those subscribed.
 struct Output {
     version: String,
     resources: Vec<NamedResource>,
-    hash: Digest,
 }
 
 impl Conn {
@@ -453,29 +544,28 @@ impl Conn {
                     self.proxy.id
                 ))
             })?;
-        let resources = types::normalize(g.resources, sub);
-        let hash = types::digest_resources(&resources);
         Ok(Output {
             version: g.version,
-            resources,
-            hash,
+            resources: types::normalize(g.resources, sub),
         })
     }
 
     fn with_type(&self, type_url: &str, sub: &Subscription, f: impl FnOnce(&mut TypeStatus)) {
         let mut st = lock(&self.status);
-        let entry = st
-            .types
-            .entry(type_url.to_string())
-            .or_insert_with(|| TypeStatus {
-                subscription: sub.clone(),
-                last_sent: None,
-                last_acked_version: None,
-                last_nack: None,
-                resources: 0,
-            });
-        entry.subscription = sub.clone();
-        f(entry);
+        if let Some(entry) = st.types.get_mut(type_url) {
+            entry.subscription = sub.clone();
+            f(entry);
+            return;
+        }
+        let mut entry = TypeStatus {
+            subscription: sub.clone(),
+            last_sent: None,
+            last_acked_version: None,
+            last_nack: None,
+            resources: 0,
+        };
+        f(&mut entry);
+        st.types.insert(type_url.to_string(), entry);
     }
 
     fn record_sent(

@@ -78,10 +78,7 @@ impl Generator for FakeGen {
         if let Some(msg) = w.fail {
             return Err(msg);
         }
-        let named = |name: &String, resource| NamedResource {
-            name: name.clone(),
-            resource,
-        };
+        let named = |name: &String, resource| NamedResource::new(name.clone(), resource);
         let resources = match type_url {
             types::CLUSTER => w
                 .clusters

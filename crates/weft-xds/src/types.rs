@@ -1,6 +1,7 @@
 //! xDS v3 resource type URLs, subscriptions and resource hashing.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use aws_lc_rs::digest;
 use serde::Serialize;
@@ -52,13 +53,79 @@ pub fn subscription_rank(type_url: &str) -> u8 {
     }
 }
 
-/// A resource with its name, packed as `Any`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NamedResource {
-    /// Resource name (listener, cluster, route configuration, cluster load assignment or secret name).
-    pub name: String,
+/// A resource with its name, packed as `Any`, and the digest of its content.
+///
+/// Cheap to clone (one reference count): the control plane builds each resource once per push
+/// and every stream that sends it shares the same bytes. Two resources with equal names and
+/// digests have the same content, which is how streams tell what changed.
+#[derive(Clone)]
+pub struct NamedResource(Arc<ResourceInner>);
+
+struct ResourceInner {
+    name: String,
+    resource: Any,
+    digest: Digest,
+}
+
+impl NamedResource {
+    /// Packs `resource` under `name`, hashing its content once.
+    pub fn new(name: impl Into<String>, resource: Any) -> Self {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(resource.type_url.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(&resource.value);
+        NamedResource(Arc::new(ResourceInner {
+            name: name.into(),
+            resource,
+            digest: to_digest(ctx.finish()),
+        }))
+    }
+
+    /// Resource name (listener, cluster, route configuration, cluster load assignment or secret
+    /// name).
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
     /// The packed resource.
-    pub resource: Any,
+    pub fn resource(&self) -> &Any {
+        &self.0.resource
+    }
+
+    /// SHA-256 of the type URL and the encoded bytes.
+    pub fn digest(&self) -> &Digest {
+        &self.0.digest
+    }
+
+    /// Per-resource version of the delta protocol: 16 hex digits of the digest.
+    pub fn version(&self) -> String {
+        self.0.digest[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// Whether both have the same name and content (the same allocation, or equal digests).
+    pub fn same(&self, other: &NamedResource) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.digest == other.0.digest && self.0.name == other.0.name)
+    }
+}
+
+impl PartialEq for NamedResource {
+    fn eq(&self, other: &Self) -> bool {
+        self.same(other)
+    }
+}
+
+impl std::fmt::Debug for NamedResource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamedResource")
+            .field("name", &self.0.name)
+            .field("type_url", &self.0.resource.type_url)
+            .field("bytes", &self.0.resource.value.len())
+            .finish()
+    }
 }
 
 /// What a client subscribed to for one type.
@@ -67,8 +134,8 @@ pub struct NamedResource {
 pub enum Subscription {
     /// All resources of the type.
     Wildcard,
-    /// Only these names.
-    Names(BTreeSet<String>),
+    /// Only these names (shared: streams keep and report a subscription without copying it).
+    Names(Arc<BTreeSet<String>>),
 }
 
 impl Subscription {
@@ -78,8 +145,13 @@ impl Subscription {
         if names.iter().any(|n| n == "*") || (names.is_empty() && is_wildcard_type(type_url)) {
             Subscription::Wildcard
         } else {
-            Subscription::Names(names.iter().cloned().collect())
+            Subscription::Names(Arc::new(names.iter().cloned().collect()))
         }
+    }
+
+    /// A subscription to these names.
+    pub fn names<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Self {
+        Subscription::Names(Arc::new(names.into_iter().map(Into::into).collect()))
     }
 
     /// True for [`Subscription::Wildcard`].
@@ -97,35 +169,7 @@ impl Subscription {
 }
 
 /// SHA-256 digest.
-pub(crate) type Digest = [u8; 32];
-
-/// Digest of a sorted list of resources (name, type URL and bytes of each).
-pub(crate) fn digest_resources(resources: &[NamedResource]) -> Digest {
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    for r in resources {
-        for part in [
-            r.name.as_bytes(),
-            r.resource.type_url.as_bytes(),
-            &r.resource.value,
-        ] {
-            ctx.update(&(part.len() as u64).to_be_bytes());
-            ctx.update(part);
-        }
-    }
-    to_digest(ctx.finish())
-}
-
-/// Per-resource version used by the delta protocol: 16 hex digits of the SHA-256 of the resource.
-pub(crate) fn resource_version(resource: &Any) -> String {
-    let mut ctx = digest::Context::new(&digest::SHA256);
-    ctx.update(resource.type_url.as_bytes());
-    ctx.update(&[0]);
-    ctx.update(&resource.value);
-    to_digest(ctx.finish())[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub type Digest = [u8; 32];
 
 fn to_digest(d: digest::Digest) -> Digest {
     let mut out = [0u8; 32];
@@ -138,9 +182,18 @@ pub(crate) fn normalize(
     mut resources: Vec<NamedResource>,
     sub: &Subscription,
 ) -> Vec<NamedResource> {
-    resources.retain(|r| sub.contains(&r.name));
-    resources.sort_by(|a, b| a.name.cmp(&b.name));
-    resources.dedup_by(|a, b| a.name == b.name);
+    if !resources.is_sorted_by(|a, b| a.name() <= b.name()) {
+        resources.sort_by(|a, b| a.name().cmp(b.name()));
+    }
+    resources.dedup_by(|a, b| a.name() == b.name());
+    if let Subscription::Names(names) = sub {
+        // Both sorted: one walk instead of a lookup per resource.
+        let mut wanted = names.iter().peekable();
+        resources.retain(|r| {
+            while wanted.next_if(|n| n.as_str() < r.name()).is_some() {}
+            wanted.peek().is_some_and(|n| n.as_str() == r.name())
+        });
+    }
     resources
 }
 
@@ -149,13 +202,13 @@ mod tests {
     use super::*;
 
     fn res(name: &str, value: &[u8]) -> NamedResource {
-        NamedResource {
-            name: name.into(),
-            resource: Any {
+        NamedResource::new(
+            name,
+            Any {
                 type_url: CLUSTER.into(),
                 value: value.to_vec(),
             },
-        }
+        )
     }
 
     #[test]
@@ -174,25 +227,22 @@ mod tests {
     #[test]
     fn digest_and_normalize() {
         let a = vec![res("b", b"2"), res("a", b"1"), res("c", b"3")];
-        let sub = Subscription::Names(["a".to_string(), "b".to_string()].into());
+        let sub = Subscription::names(["a", "b"]);
         let n = normalize(a.clone(), &sub);
-        assert_eq!(
-            n.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
-            ["a", "b"]
+        assert_eq!(n.iter().map(|r| r.name()).collect::<Vec<_>>(), ["a", "b"]);
+        // Same name and bytes built twice: the same content; other bytes or names: not.
+        assert!(res("a", b"1").same(&n[0]));
+        assert!(!res("a", b"x").same(&n[0]));
+        assert!(!res("z", b"1").same(&n[0]));
+        assert_eq!(n[0].version().len(), 16);
+        assert_ne!(res("a", b"1").version(), res("a", b"2").version());
+        let other_type = NamedResource::new(
+            "a",
+            Any {
+                type_url: ENDPOINT.into(),
+                value: b"1".to_vec(),
+            },
         );
-        let reordered = normalize(vec![res("a", b"1"), res("b", b"2")], &sub);
-        assert_eq!(digest_resources(&n), digest_resources(&reordered));
-        let changed = normalize(vec![res("a", b"1"), res("b", b"x")], &sub);
-        assert_ne!(digest_resources(&n), digest_resources(&changed));
-        // Length-prefixing keeps name/value boundaries distinct.
-        assert_ne!(
-            digest_resources(&[res("ab", b"")]),
-            digest_resources(&[res("a", b"b")])
-        );
-        assert_eq!(resource_version(&res("a", b"1").resource).len(), 16);
-        assert_ne!(
-            resource_version(&res("a", b"1").resource),
-            resource_version(&res("a", b"2").resource)
-        );
+        assert!(!other_type.same(&n[0]));
     }
 }

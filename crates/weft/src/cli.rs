@@ -113,6 +113,10 @@ struct ControlArgs {
     /// Default workload certificate lifetime.
     #[arg(long, default_value = "24h")]
     cert_ttl: weft_api::Duration,
+    /// Proxies that may have a push in flight at once (generated, not yet ACKed); bounds the
+    /// memory a push to a large fleet takes (Istio: PILOT_PUSH_THROTTLE).
+    #[arg(long, default_value_t = weft_xds::server::DEFAULT_PUSH_CONCURRENCY)]
+    push_throttle: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -280,6 +284,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.xds_tls_addr = a.xds_tls_addr;
             opts.monitoring_addr = a.monitoring_addr;
             opts.cert_ttl = a.cert_ttl.get();
+            opts.push_throttle = a.push_throttle;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

@@ -6,6 +6,11 @@ mod cli;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: the proxy's per-request allocations and the control
+/// plane's per-push buffers were ~12% and ~30% of their CPU profiles under glibc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     match cli::run(cli) {

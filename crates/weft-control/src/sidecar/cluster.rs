@@ -179,10 +179,7 @@ fn original_dst(name: &str, view: &ProxyView, bind: Option<&str>) -> cluster::Cl
 fn named(clusters: Vec<cluster::Cluster>) -> Vec<NamedResource> {
     clusters
         .into_iter()
-        .map(|c| NamedResource {
-            name: c.name.clone(),
-            resource: envoy::any(&c),
-        })
+        .map(|c| NamedResource::new(c.name.clone(), envoy::any(&c)))
         .collect()
 }
 
@@ -343,10 +340,7 @@ pub fn endpoints(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
                 .collect(),
             ..Default::default()
         };
-        out.push(NamedResource {
-            name: name.clone(),
-            resource: envoy::any(&cla),
-        });
+        out.push(NamedResource::new(name.clone(), envoy::any(&cla)));
     }
     out
 }

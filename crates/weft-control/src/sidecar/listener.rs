@@ -186,10 +186,7 @@ fn listener_filter<T: prost::Message + prost::Name + Default>(
 }
 
 fn named(l: listener::Listener) -> NamedResource {
-    NamedResource {
-        name: l.name.clone(),
-        resource: envoy::any(&l),
-    }
+    NamedResource::new(l.name.clone(), envoy::any(&l))
 }
 
 /// The listeners every sidecar gets (virtualOutbound and the per-port outbound listeners);

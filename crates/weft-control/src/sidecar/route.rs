@@ -115,10 +115,7 @@ pub fn build(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
             validate_clusters: Some(envoy::boolv(false)),
             ..Default::default()
         };
-        out.push(NamedResource {
-            name: name.clone(),
-            resource: envoy::any(&rc),
-        });
+        out.push(NamedResource::new(name.clone(), envoy::any(&rc)));
     }
     out
 }

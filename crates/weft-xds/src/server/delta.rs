@@ -10,17 +10,15 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use prost::Message;
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
-use super::{Conn, PushWatch, Shared, Stop, new_nonce};
-use crate::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
-};
+use super::wire::{DeltaResponse, Wire};
+use super::{Conn, Pending, PushSlot, PushWatch, Shared, Stop, new_nonce};
+use crate::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use crate::types::{self, Subscription};
 
-type Tx = mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>;
+type Tx = mpsc::Sender<Result<DeltaResponse, Status>>;
 
 /// Per-type state of a delta stream.
 struct DeltaType {
@@ -39,14 +37,15 @@ impl DeltaType {
         if self.wildcard {
             Subscription::Wildcard
         } else {
-            Subscription::Names(self.names.clone())
+            Subscription::Names(Arc::new(self.names.clone()))
         }
     }
 }
 
 enum Event {
     Request(Box<Result<Option<DeltaDiscoveryRequest>, Status>>),
-    Push(Option<Option<BTreeSet<String>>>),
+    Push(Option<Pending>),
+    SlotExpired,
     Closed,
 }
 
@@ -54,6 +53,7 @@ struct Delta {
     conn: Option<Conn>,
     tx: Tx,
     types: BTreeMap<String, DeltaType>,
+    slot: PushSlot,
 }
 
 /// Serves one delta stream until the client goes away or an error ends it.
@@ -68,12 +68,14 @@ pub(super) async fn run(
         conn: None,
         tx: tx.clone(),
         types: BTreeMap::new(),
+        slot: PushSlot::new(&shared),
     };
     let result = loop {
         let registered = s.conn.is_some();
         let event = tokio::select! {
             msg = inbound.message() => Event::Request(Box::new(msg)),
             ev = push.changed(), if registered => Event::Push(ev),
+            _ = s.slot.expired() => Event::SlotExpired,
             _ = tx.closed() => Event::Closed,
         };
         let step = match event {
@@ -85,7 +87,11 @@ pub(super) async fn run(
                     Err(Stop::Closed)
                 }
             },
-            Event::Push(Some(types)) => s.on_push(types.as_ref()).await,
+            Event::Push(Some(pending)) => s.on_push(&pending).await,
+            Event::SlotExpired => {
+                s.slot.release();
+                Ok(())
+            }
             Event::Push(None) | Event::Closed => Err(Stop::Closed),
         };
         if let Err(stop) = step {
@@ -137,6 +143,7 @@ impl Delta {
 
         if !req.response_nonce.is_empty() {
             if t.nonce.as_deref() == Some(req.response_nonce.as_str()) {
+                self.slot.answered(&type_url);
                 match &req.error_detail {
                     Some(err) => conn.record_nack(
                         &type_url,
@@ -189,22 +196,25 @@ impl Delta {
         Ok(())
     }
 
-    async fn on_push(&mut self, types: Option<&BTreeSet<String>>) -> Result<(), Stop> {
+    /// Regenerates every pending type in full (per-resource versions find what changed).
+    async fn on_push(&mut self, pending: &Pending) -> Result<(), Stop> {
         let type_urls: Vec<String> = self
             .types
             .keys()
-            .filter(|t| types.is_none_or(|set| set.contains(*t)))
+            .filter(|t| pending.includes(t))
             .cloned()
             .collect();
         for type_url in type_urls {
             self.respond(&type_url, false).await?;
         }
+        self.slot.release_if_idle();
         Ok(())
     }
 
     /// Sends what changed for `type_url` since the client's known state; with `force`, sends a
     /// response even if nothing changed (first request: lets the client finish warming).
     async fn respond(&mut self, type_url: &str, force: bool) -> Result<(), Stop> {
+        self.slot.acquire().await;
         let (Some(conn), Some(t)) = (self.conn.as_ref(), self.types.get_mut(type_url)) else {
             return Err(Stop::Closed);
         };
@@ -213,15 +223,10 @@ impl Delta {
         let mut present = HashSet::new();
         let mut updates = Vec::new();
         for r in out.resources {
-            let version = types::resource_version(&r.resource);
-            present.insert(r.name.clone());
-            if t.client.get(&r.name) != Some(&version) {
-                updates.push(Resource {
-                    name: r.name,
-                    version,
-                    resource: Some(r.resource),
-                    ..Default::default()
-                });
+            let version = r.version();
+            present.insert(r.name().to_string());
+            if t.client.get(r.name()) != Some(&version) {
+                updates.push((r, version));
             }
         }
         let mut removed: Vec<String> = t
@@ -240,25 +245,26 @@ impl Delta {
         }
         t.absent_notified.retain(|n| !present.contains(n));
         if updates.is_empty() && removed.is_empty() && !force {
+            self.slot.release_if_idle();
             return Ok(());
         }
-        for r in &updates {
-            t.client.insert(r.name.clone(), r.version.clone());
+        for (r, version) in &updates {
+            t.client.insert(r.name().to_string(), version.clone());
         }
         for name in &removed {
             t.client.remove(name);
         }
         let nonce = new_nonce();
-        let resp = DeltaDiscoveryResponse {
+        let resp = DeltaResponse {
             system_version_info: out.version.clone(),
-            resources: updates,
+            resources: updates.into_iter().map(|(r, _)| r).collect(),
             type_url: type_url.to_string(),
             removed_resources: removed,
             nonce: nonce.clone(),
-            ..Default::default()
         };
         let bytes = resp.encoded_len();
         self.tx.send(Ok(resp)).await.map_err(|_| Stop::Closed)?;
+        self.slot.sent(type_url);
         t.nonce = Some(nonce.clone());
         t.sent_version = out.version.clone();
         conn.record_sent(type_url, &sub, &out.version, &nonce, t.client.len(), bytes);
@@ -275,6 +281,7 @@ mod tests {
     use envoy_types::util::pack_any;
 
     use super::*;
+    use crate::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
     use crate::pb::google::rpc;
     use crate::server::{AdsServer, PushEvent};
     use crate::testutil::{FakeGen, RawDelta, World, node, spawn_server, type_status, wait_until};
@@ -308,11 +315,15 @@ mod tests {
         let addr = spawn_server(&ads).await;
 
         // The client already holds cluster a (current content) and a cluster that is gone.
-        let a_version = types::resource_version(&pack_any(Cluster {
-            name: "a".into(),
-            alt_stat_name: "a1".into(),
-            ..Default::default()
-        }));
+        let a_version = crate::types::NamedResource::new(
+            "a",
+            pack_any(Cluster {
+                name: "a".into(),
+                alt_stat_name: "a1".into(),
+                ..Default::default()
+            }),
+        )
+        .version();
         let mut s = RawDelta::connect(
             addr,
             DeltaDiscoveryRequest {
@@ -364,6 +375,7 @@ mod tests {
         ads.push(PushEvent {
             version: "v2".into(),
             types: None,
+            ..Default::default()
         });
         let r = s.recv().await;
         assert_eq!(r.type_url, ENDPOINT);
@@ -381,6 +393,7 @@ mod tests {
         ads.push(PushEvent {
             version: "v3".into(),
             types: Some(vec![CLUSTER.into()]),
+            ..Default::default()
         });
         let r = s.recv().await;
         assert_eq!(r.type_url, CLUSTER);
@@ -406,6 +419,7 @@ mod tests {
         ads.push(PushEvent {
             version: "v3".into(),
             types: None,
+            ..Default::default()
         });
         s.expect_silence().await;
         assert_eq!(type_status(&ads, CLUSTER).unwrap().resources, 1);
@@ -417,6 +431,7 @@ mod tests {
         ads.push(PushEvent {
             version: "v4".into(),
             types: None,
+            ..Default::default()
         });
         let r = s.recv().await;
         assert_eq!(names(&r), ["missing"]);
@@ -455,6 +470,7 @@ mod tests {
         ads.push(PushEvent {
             version: "v2".into(),
             types: None,
+            ..Default::default()
         });
         let r = s.recv().await;
         assert_eq!(names(&r), ["a"]);

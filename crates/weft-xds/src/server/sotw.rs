@@ -1,18 +1,23 @@
 //! State-of-the-world ADS streams.
+//!
+//! Listener and Cluster responses carry the whole set (xDS: the client drops what a response
+//! leaves out); for the other types a response carries only the resources that are new to the
+//! client or changed, as the xDS protocol allows and istiod does, so an endpoint change sends one
+//! ClusterLoadAssignment, not every one the proxy watches.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use prost::Message;
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
-use super::{Conn, Output, PushWatch, ResumeType, Shared, Stop, new_nonce};
-use crate::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use crate::types::{Digest, Subscription};
+use super::wire::{SotwResponse, Wire};
+use super::{Conn, Pending, PushSlot, PushWatch, ResumeType, Shared, Stop, new_nonce};
+use crate::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use crate::types::{self, NamedResource, Subscription};
 
-type Tx = mpsc::Sender<Result<DiscoveryResponse, Status>>;
+type Tx = mpsc::Sender<Result<SotwResponse, Status>>;
 
 /// Per-type state of a stream.
 struct Watched {
@@ -20,8 +25,11 @@ struct Watched {
     /// Nonce of the last response sent on this stream (None: nothing sent yet).
     nonce: Option<String>,
     sent_version: String,
-    sent_hash: Option<Digest>,
-    acked: Option<(String, Digest)>,
+    /// What the client holds, as far as this stream knows: the resources sent (sorted by name,
+    /// only subscribed names).
+    held: Vec<NamedResource>,
+    /// Version of the last response the client ACKed, if it ACKed the latest one sent.
+    acked: Option<String>,
 }
 
 struct Sotw {
@@ -29,11 +37,13 @@ struct Sotw {
     tx: Tx,
     watched: BTreeMap<String, Watched>,
     resume: HashMap<String, ResumeType>,
+    slot: PushSlot,
 }
 
 enum Event {
     Request(Box<Result<Option<DiscoveryRequest>, Status>>),
-    Push(Option<Option<BTreeSet<String>>>),
+    Push(Option<Pending>),
+    SlotExpired,
     Closed,
 }
 
@@ -50,12 +60,14 @@ pub(super) async fn run(
         tx: tx.clone(),
         watched: BTreeMap::new(),
         resume: HashMap::new(),
+        slot: PushSlot::new(&shared),
     };
     let result = loop {
         let registered = s.conn.is_some();
         let event = tokio::select! {
             msg = inbound.message() => Event::Request(Box::new(msg)),
             ev = push.changed(), if registered => Event::Push(ev),
+            _ = s.slot.expired() => Event::SlotExpired,
             _ = tx.closed() => Event::Closed,
         };
         let step = match event {
@@ -67,7 +79,11 @@ pub(super) async fn run(
                     Err(Stop::Closed)
                 }
             },
-            Event::Push(Some(types)) => s.on_push(types.as_ref()).await,
+            Event::Push(Some(pending)) => s.on_push(&pending).await,
+            Event::SlotExpired => {
+                s.slot.release();
+                Ok(())
+            }
             Event::Push(None) | Event::Closed => Err(Stop::Closed),
         };
         if let Err(stop) = step {
@@ -86,23 +102,75 @@ impl Drop for Sotw {
         if let Some(conn) = &self.conn {
             let acked = self
                 .watched
-                .iter()
+                .iter_mut()
                 .filter_map(|(t, w)| {
-                    w.acked.as_ref().map(|(version, hash)| {
-                        (
-                            t.clone(),
-                            ResumeType {
-                                version: version.clone(),
-                                hash: *hash,
-                                subscription: w.sub.clone(),
-                            },
-                        )
-                    })
+                    let version = w.acked.clone()?;
+                    Some((
+                        t.clone(),
+                        ResumeType {
+                            version,
+                            held: std::mem::take(&mut w.held),
+                            subscription: w.sub.clone(),
+                        },
+                    ))
                 })
                 .collect();
             conn.store_resume(acked);
         }
     }
+}
+
+/// Whether two name-sorted lists hold the same resources.
+fn same_set(a: &[NamedResource], b: &[NamedResource]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same(y))
+}
+
+/// Applies a regeneration of the names in `names` to `held` (sorted by name): resources of
+/// `regenerated` replace or join what is held, names that were not regenerated are dropped.
+/// Returns the resources the client does not hold yet (new or changed).
+fn update_held(
+    held: &mut Vec<NamedResource>,
+    names: &BTreeSet<String>,
+    regenerated: &[NamedResource],
+) -> Vec<NamedResource> {
+    let mut updates = Vec::new();
+    for r in regenerated {
+        match held.binary_search_by(|h| h.name().cmp(r.name())) {
+            Ok(i) if held[i].same(r) => {}
+            Ok(i) => {
+                held[i] = r.clone();
+                updates.push(r.clone());
+            }
+            Err(i) => {
+                held.insert(i, r.clone());
+                updates.push(r.clone());
+            }
+        }
+    }
+    for name in names {
+        if regenerated
+            .binary_search_by(|r| r.name().cmp(name))
+            .is_err()
+            && let Ok(i) = held.binary_search_by(|h| h.name().cmp(name))
+        {
+            held.remove(i);
+        }
+    }
+    updates
+}
+
+/// The resources of `out` that `held` (both sorted by name) lacks or holds with other content.
+fn changed(out: &[NamedResource], held: &[NamedResource]) -> Vec<NamedResource> {
+    let mut result = Vec::new();
+    let mut h = held.iter().peekable();
+    for r in out {
+        while h.next_if(|x| x.name() < r.name()).is_some() {}
+        match h.peek() {
+            Some(x) if x.same(r) => {}
+            _ => result.push(r.clone()),
+        }
+    }
+    result
 }
 
 impl Sotw {
@@ -131,13 +199,14 @@ impl Sotw {
         };
         if req.response_nonce.is_empty() {
             // The client (re)starts the subscription for this type.
+            w.held.clear();
             return self.subscribe(&type_url, sub, &req.version_info).await;
         }
         let Some(nonce) = w.nonce.as_deref() else {
             // Nothing sent on this stream yet (content resumed from a previous stream); the nonce
             // belongs to an older stream. Only a change of names needs an answer.
             if sub != w.sub {
-                return self.subscribe(&type_url, sub, "").await;
+                return self.resubscribe(&type_url, sub).await;
             }
             return Ok(());
         };
@@ -150,15 +219,15 @@ impl Sotw {
             );
             return Ok(());
         }
+        self.slot.answered(&type_url);
         if let Some(err) = &req.error_detail {
             // NACK: keep the content as sent, do not resend it; a later change will be pushed.
+            w.acked = None;
             conn.record_nack(&type_url, &w.sub, &w.sent_version, &err.message);
             return Ok(());
         }
         if req.version_info == w.sent_version {
-            if let Some(hash) = w.sent_hash {
-                w.acked = Some((w.sent_version.clone(), hash));
-            }
+            w.acked = Some(w.sent_version.clone());
             conn.record_ack(&type_url, &w.sub, &w.sent_version);
         } else {
             // The client still runs an older version: this follows a NACK (e.g. it changes
@@ -171,19 +240,21 @@ impl Sotw {
             );
         }
         if sub != w.sub {
-            return self.subscribe(&type_url, sub, "").await;
+            return self.resubscribe(&type_url, sub).await;
         }
         Ok(())
     }
 
-    /// A new or changed subscription: always answered, except after a reconnect where the client
-    /// already holds exactly the current content under the version it reports.
+    /// A new or restarted subscription: always answered with everything subscribed, except
+    /// after a reconnect where the client already holds exactly the current content under the
+    /// version it reports.
     async fn subscribe(
         &mut self,
         type_url: &str,
         sub: Subscription,
         client_version: &str,
     ) -> Result<(), Stop> {
+        self.slot.acquire().await;
         let Some(conn) = self.conn.as_ref() else {
             return Err(Stop::Closed);
         };
@@ -191,8 +262,8 @@ impl Sotw {
         let resumed = self.resume.remove(type_url).filter(|r| {
             !client_version.is_empty()
                 && r.version == client_version
-                && r.hash == out.hash
                 && r.subscription == sub
+                && same_set(&r.held, &out.resources)
         });
         if let Some(r) = resumed {
             tracing::debug!(proxy = %conn.proxy.id, type_url, version = %r.version, "xDS content unchanged since reconnect; not resent");
@@ -206,66 +277,144 @@ impl Sotw {
                     sub,
                     nonce: None,
                     sent_version: r.version.clone(),
-                    sent_hash: Some(r.hash),
-                    acked: Some((r.version, r.hash)),
+                    held: r.held,
+                    acked: Some(r.version),
                 },
             );
+            self.slot.release_if_idle();
             return Ok(());
         }
-        let acked = self.watched.get(type_url).and_then(|w| w.acked.clone());
         self.watched.insert(
             type_url.to_string(),
             Watched {
                 sub,
                 nonce: None,
                 sent_version: String::new(),
-                sent_hash: None,
-                acked,
+                held: Vec::new(),
+                acked: None,
             },
         );
-        self.send(type_url, out).await
+        let resources = out.resources.clone();
+        self.send(type_url, out.version, resources, Some(out.resources))
+            .await
     }
 
-    async fn on_push(&mut self, types: Option<&BTreeSet<String>>) -> Result<(), Stop> {
+    /// Changed names on a live subscription: the whole set for Listener and Cluster, otherwise
+    /// what the client does not hold yet (new names, changed content).
+    async fn resubscribe(&mut self, type_url: &str, sub: Subscription) -> Result<(), Stop> {
+        self.slot.acquire().await;
+        let (Some(conn), Some(w)) = (self.conn.as_ref(), self.watched.get_mut(type_url)) else {
+            return Err(Stop::Closed);
+        };
+        w.sub = sub;
+        let out = conn.generate(type_url, &w.sub)?;
+        let resources = if types::is_wildcard_type(type_url) {
+            out.resources.clone()
+        } else {
+            changed(&out.resources, &w.held)
+        };
+        if resources.is_empty() && !types::is_wildcard_type(type_url) {
+            w.held = out.resources;
+            conn.with_type(type_url, &w.sub, |t| t.resources = w.held.len());
+            self.slot.release_if_idle();
+            return Ok(());
+        }
+        self.send(type_url, out.version, resources, Some(out.resources))
+            .await
+    }
+
+    async fn on_push(&mut self, pending: &Pending) -> Result<(), Stop> {
+        if self.conn.is_none() {
+            return Ok(());
+        }
+        self.slot.acquire().await;
         let Some(conn) = self.conn.as_ref() else {
             return Ok(());
         };
         let mut to_send = Vec::new();
-        for (type_url, w) in &self.watched {
-            if types.is_some_and(|t| !t.contains(type_url)) {
+        for (type_url, w) in &mut self.watched {
+            if !pending.includes(type_url) {
+                continue;
+            }
+            let wildcard_type = types::is_wildcard_type(type_url);
+            if !wildcard_type && let Some(names) = pending.changed.get(type_url.as_str()) {
+                // Only these names may have changed: regenerate the ones watched.
+                let watched: BTreeSet<String> = names
+                    .iter()
+                    .filter(|n| w.sub.contains(n))
+                    .cloned()
+                    .collect();
+                if watched.is_empty() {
+                    continue;
+                }
+                let out = conn.generate(type_url, &Subscription::Names(Arc::new(watched)))?;
+                let updates = update_held(&mut w.held, names, &out.resources);
+                if updates.is_empty() {
+                    continue;
+                }
+                // `held` is already what the client will hold.
+                to_send.push((type_url.clone(), out.version, updates, None));
                 continue;
             }
             let out = conn.generate(type_url, &w.sub)?;
-            if w.sent_hash == Some(out.hash) {
-                continue;
-            }
-            to_send.push((type_url.clone(), out));
+            let resources = if wildcard_type {
+                if same_set(&out.resources, &w.held) {
+                    continue;
+                }
+                out.resources.clone()
+            } else {
+                let c = changed(&out.resources, &w.held);
+                if c.is_empty() {
+                    continue;
+                }
+                c
+            };
+            to_send.push((
+                type_url.clone(),
+                out.version,
+                resources,
+                Some(out.resources),
+            ));
         }
-        for (type_url, out) in to_send {
-            self.send(&type_url, out).await?;
+        for (type_url, version, resources, held) in to_send {
+            self.send(&type_url, version, resources, held).await?;
         }
+        self.slot.release_if_idle();
         Ok(())
     }
 
-    async fn send(&mut self, type_url: &str, out: Output) -> Result<(), Stop> {
+    /// Sends `resources` under `version` and records that the client now holds `held` (`None`:
+    /// what the stream records as held already includes them).
+    async fn send(
+        &mut self,
+        type_url: &str,
+        version: String,
+        resources: Vec<NamedResource>,
+        held: Option<Vec<NamedResource>>,
+    ) -> Result<(), Stop> {
         let (Some(conn), Some(w)) = (self.conn.as_ref(), self.watched.get_mut(type_url)) else {
             return Err(Stop::Closed);
         };
         let nonce = new_nonce();
-        let count = out.resources.len();
-        let resp = DiscoveryResponse {
-            version_info: out.version.clone(),
-            resources: out.resources.into_iter().map(|r| r.resource).collect(),
+        let resp = SotwResponse {
+            version_info: version.clone(),
+            resources,
             type_url: type_url.to_string(),
             nonce: nonce.clone(),
-            ..Default::default()
         };
         let bytes = resp.encoded_len();
+        let count = resp.resources.len();
         self.tx.send(Ok(resp)).await.map_err(|_| Stop::Closed)?;
+        self.slot.sent(type_url);
         w.nonce = Some(nonce.clone());
-        w.sent_version = out.version.clone();
-        w.sent_hash = Some(out.hash);
-        conn.record_sent(type_url, &w.sub, &out.version, &nonce, count, bytes);
+        if let Some(held) = held {
+            w.held = held;
+        }
+        w.acked = None;
+        let held = w.held.len();
+        conn.record_sent(type_url, &w.sub, &version, &nonce, held, bytes);
+        w.sent_version = version;
+        tracing::trace!(proxy = %conn.proxy.id, type_url, sent = count, held, "xDS response queued");
         Ok(())
     }
 }
@@ -312,6 +461,7 @@ mod tests {
         ads.push(PushEvent {
             version: version.into(),
             types: None,
+            ..Default::default()
         });
     }
 
@@ -346,10 +496,7 @@ mod tests {
         assert!(!c.delta);
         assert!(c.peer_addr.is_some());
         let eds_status = &c.types[ENDPOINT];
-        assert_eq!(
-            eds_status.subscription,
-            Subscription::Names(["a".to_string()].into())
-        );
+        assert_eq!(eds_status.subscription, Subscription::names(["a"]));
         assert_eq!(eds_status.resources, 1);
         assert_eq!(eds_status.last_sent.as_ref().unwrap().nonce, eds.nonce);
         assert_eq!(c.types[CLUSTER].last_acked_version.as_deref(), Some("v1"));
@@ -403,10 +550,11 @@ mod tests {
             type_status(&ads, ENDPOINT).unwrap().last_acked_version,
             Some("v2".into())
         );
-        // Changed names on a current nonce: a resubscription, answered.
+        // Changed names on a current nonce: a resubscription, answered with what the client
+        // does not hold yet.
         s.send(req(ENDPOINT, &["a", "b"], "v2", &r2.nonce));
         let r3 = s.recv().await;
-        assert_eq!(resource_names(&r3.resources), ["a", "b"]);
+        assert_eq!(resource_names(&r3.resources), ["b"]);
     }
 
     #[tokio::test]
@@ -463,8 +611,9 @@ mod tests {
             ..req(ENDPOINT, &["a"], "", &r1.nonce)
         });
         s.send(req(ENDPOINT, &["a", "b"], "", &r1.nonce));
+        // The new name is answered; the rejected content of "a" is not sent again.
         let r2 = s.recv().await;
-        assert_eq!(resource_names(&r2.resources), ["a", "b"]);
+        assert_eq!(resource_names(&r2.resources), ["b"]);
         let st = type_status(&ads, ENDPOINT).unwrap();
         assert_eq!(st.last_acked_version, None);
         assert_eq!(st.last_nack.unwrap().message, "bad endpoints");
@@ -483,11 +632,13 @@ mod tests {
         ads.push(PushEvent {
             version: "v2".into(),
             types: Some(vec![LISTENER.into()]),
+            ..Default::default()
         });
         s.expect_silence().await;
         ads.push(PushEvent {
             version: "v2".into(),
             types: Some(vec![CLUSTER.into()]),
+            ..Default::default()
         });
         let r2 = s.recv().await;
         assert_eq!(resource_names(&r2.resources), ["a", "b", "c"]);
@@ -530,6 +681,125 @@ mod tests {
         let mut s = RawSotw::connect(addr, first(CLUSTER, &[], "v0")).await;
         let r3 = s.recv().await;
         assert_eq!(r3.version_info, "v2");
+    }
+
+    #[tokio::test]
+    async fn endpoint_pushes_carry_only_changed_assignments_and_clusters_the_whole_set() {
+        let (fake, ads, addr) = setup().await;
+        let mut s = RawSotw::connect(addr, first(CLUSTER, &[], "")).await;
+        let cds = s.recv().await;
+        s.send(req(CLUSTER, &[], "v1", &cds.nonce));
+        s.send(req(ENDPOINT, &["a", "b"], "", ""));
+        let eds = s.recv().await;
+        assert_eq!(resource_names(&eds.resources), ["a", "b"]);
+        s.send(req(ENDPOINT, &["a", "b"], "v1", &eds.nonce));
+        // One assignment and one cluster change: EDS carries "b" only, CDS every cluster.
+        fake.update(|w| {
+            w.version = "v2".into();
+            w.endpoints.insert("b".into(), 7);
+            w.clusters.insert("a".into(), "a2".into());
+        });
+        push_all(&ads, "v2");
+        let mut got = BTreeMap::new();
+        for _ in 0..2 {
+            let r = s.recv().await;
+            got.insert(r.type_url.clone(), resource_names(&r.resources));
+            s.send(req(
+                &r.type_url,
+                if r.type_url == ENDPOINT {
+                    &["a", "b"]
+                } else {
+                    &[]
+                },
+                "v2",
+                &r.nonce,
+            ));
+        }
+        assert_eq!(got[ENDPOINT], ["b"]);
+        assert_eq!(got[CLUSTER], ["a", "b"]);
+        // The server counts what the client holds, not what the last response carried.
+        wait_until("EDS ACK", || {
+            type_status(&ads, ENDPOINT).and_then(|t| t.last_acked_version) == Some("v2".into())
+        })
+        .await;
+        assert_eq!(type_status(&ads, ENDPOINT).unwrap().resources, 2);
+        // Nothing changed: nothing is sent.
+        fake.update(|w| w.version = "v3".into());
+        push_all(&ads, "v3");
+        s.expect_silence().await;
+    }
+
+    #[tokio::test]
+    async fn a_push_naming_changed_assignments_regenerates_only_those() {
+        let (fake, ads, addr) = setup().await;
+        let mut s = RawSotw::connect(addr, first(ENDPOINT, &["a", "b"], "")).await;
+        let r1 = s.recv().await;
+        s.send(req(ENDPOINT, &["a", "b"], "v1", &r1.nonce));
+        let hinted = |names: &[&str]| PushEvent {
+            version: "v2".into(),
+            changed: [(
+                ENDPOINT.to_string(),
+                Arc::new(names.iter().map(|n| n.to_string()).collect()),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        // "b" changed and the push says so: only "b" is sent.
+        fake.update(|w| {
+            w.version = "v2".into();
+            w.endpoints.insert("b".into(), 4);
+        });
+        ads.push(hinted(&["b", "unwatched"]));
+        let r2 = s.recv().await;
+        assert_eq!(resource_names(&r2.resources), ["b"]);
+        s.send(req(ENDPOINT, &["a", "b"], "v2", &r2.nonce));
+        // A change the push does not name is not looked at.
+        fake.update(|w| {
+            w.version = "v3".into();
+            w.endpoints.insert("a".into(), 9);
+        });
+        ads.push(hinted(&["b"]));
+        s.expect_silence().await;
+        // "b" is removed: nothing to send; a full push then finds "a".
+        fake.update(|w| {
+            w.version = "v4".into();
+            w.endpoints.remove("b");
+        });
+        ads.push(hinted(&["b"]));
+        s.expect_silence().await;
+        push_all(&ads, "v4");
+        let r3 = s.recv().await;
+        assert_eq!(resource_names(&r3.resources), ["a"]);
+        s.send(req(ENDPOINT, &["a", "b"], "v4", &r3.nonce));
+        wait_until("ACK", || {
+            type_status(&ads, ENDPOINT).and_then(|t| t.last_acked_version) == Some("v4".into())
+        })
+        .await;
+        assert_eq!(type_status(&ads, ENDPOINT).unwrap().resources, 1);
+    }
+
+    #[tokio::test]
+    async fn push_slots_bound_streams_waiting_for_answers() {
+        let fake = FakeGen::new(World::v1());
+        let ads = AdsServer::with_push_concurrency(Arc::new(fake.clone()), 1);
+        let addr = spawn_server(&ads).await;
+        let mut a = RawSotw::connect(addr, first(CLUSTER, &[], "")).await;
+        let ra = a.recv().await;
+        // The first stream holds the only slot until it answers: the second waits.
+        let mut b = RawSotw::connect(
+            addr,
+            DiscoveryRequest {
+                node: Some(node(
+                    "sidecar~10.0.0.2~p2.default~default.svc.cluster.local",
+                )),
+                ..req(CLUSTER, &[], "", "")
+            },
+        )
+        .await;
+        b.expect_silence().await;
+        a.send(req(CLUSTER, &[], "v1", &ra.nonce));
+        let rb = b.recv().await;
+        assert_eq!(resource_names(&rb.resources), ["a", "b"]);
     }
 
     #[tokio::test]
