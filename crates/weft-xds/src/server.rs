@@ -259,9 +259,36 @@ struct Shared {
     next_conn_id: AtomicU64,
     counters: Counters,
     resume: Mutex<HashMap<String, ResumeEntry>>,
+    /// Subscriptions by content hash: proxies that watch the same names (every sidecar of a
+    /// namespace, typically) share one copy of the list.
+    subscriptions: Mutex<HashMap<u64, std::sync::Weak<BTreeSet<String>>>>,
     /// Push slots: a stream holds one from generating a response until the proxy answers it,
     /// which bounds the responses encoded and in flight at once (memory) across the fleet.
     push_slots: Arc<Semaphore>,
+}
+
+impl Shared {
+    /// The shared copy of `sub` (see [`Shared::subscriptions`]).
+    fn intern(&self, sub: Subscription) -> Subscription {
+        use std::hash::{Hash, Hasher};
+        let Subscription::Names(set) = sub else {
+            return sub;
+        };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        set.hash(&mut h);
+        let key = h.finish();
+        let mut map = lock(&self.subscriptions);
+        if let Some(existing) = map.get(&key).and_then(std::sync::Weak::upgrade)
+            && *existing == *set
+        {
+            return Subscription::Names(existing);
+        }
+        if map.len() >= 1024 {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        map.insert(key, Arc::downgrade(&set));
+        Subscription::Names(set)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -302,6 +329,7 @@ impl AdsServer {
                 next_conn_id: AtomicU64::new(1),
                 counters: Counters::default(),
                 resume: Mutex::new(HashMap::new()),
+                subscriptions: Mutex::new(HashMap::new()),
                 push_slots: Arc::new(Semaphore::new(concurrency.max(1))),
             }),
         }

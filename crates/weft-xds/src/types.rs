@@ -149,6 +149,24 @@ impl Subscription {
         }
     }
 
+    /// Whether a state-of-the-world `resource_names` list asks for exactly this subscription;
+    /// cheap (no allocation) for the usual request that repeats the names already held.
+    pub fn same_as_names(&self, type_url: &str, names: &[String]) -> bool {
+        let wildcard =
+            names.iter().any(|n| n == "*") || (names.is_empty() && is_wildcard_type(type_url));
+        match self {
+            Subscription::Wildcard => wildcard,
+            Subscription::Names(_) if wildcard => false,
+            Subscription::Names(set) => {
+                if names.windows(2).all(|w| w[0] < w[1]) {
+                    names.len() == set.len() && names.iter().zip(set.iter()).all(|(a, b)| a == b)
+                } else {
+                    *self == Subscription::from_names(type_url, names)
+                }
+            }
+        }
+    }
+
     /// A subscription to these names.
     pub fn names<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Self {
         Subscription::Names(Arc::new(names.into_iter().map(Into::into).collect()))
@@ -219,6 +237,15 @@ mod tests {
         assert!(!Subscription::from_names(ROUTE, &[]).is_wildcard());
         assert!(Subscription::from_names(ENDPOINT, &["*".into()]).is_wildcard());
         let s = Subscription::from_names(ENDPOINT, &["a".into()]);
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ab = Subscription::names(["a", "b"]);
+        assert!(ab.same_as_names(ENDPOINT, &names(&["a", "b"])));
+        assert!(ab.same_as_names(ENDPOINT, &names(&["b", "a", "b"])));
+        assert!(!ab.same_as_names(ENDPOINT, &names(&["a"])));
+        assert!(!ab.same_as_names(ENDPOINT, &names(&["a", "c"])));
+        assert!(!ab.same_as_names(ENDPOINT, &names(&["a", "b", "*"])));
+        assert!(Subscription::Wildcard.same_as_names(CLUSTER, &[]));
+        assert!(!Subscription::Wildcard.same_as_names(ENDPOINT, &[]));
         assert!(s.contains("a") && !s.contains("b"));
         assert_eq!(short_name(ENDPOINT), "EDS");
         assert_eq!(short_name("x"), "x");

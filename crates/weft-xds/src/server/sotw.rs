@@ -193,7 +193,10 @@ impl Sotw {
             tracing::warn!(proxy = %conn.proxy.id, "xDS request without type_url ignored");
             return Ok(());
         }
-        let sub = Subscription::from_names(&type_url, &req.resource_names);
+        let sub = match self.watched.get(&type_url) {
+            Some(w) if w.sub.same_as_names(&type_url, &req.resource_names) => w.sub.clone(),
+            _ => shared.intern(Subscription::from_names(&type_url, &req.resource_names)),
+        };
         let Some(w) = self.watched.get_mut(&type_url) else {
             return self.subscribe(&type_url, sub, &req.version_info).await;
         };
