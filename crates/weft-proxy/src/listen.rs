@@ -185,7 +185,7 @@ async fn inbound(stream: TcpStream, remote: SocketAddr, proxy: Arc<Proxy>) {
         tracing::debug!(%dst, transport, alpns = ?sniffed.alpns, "no inbound filter chain matched; closing");
         return;
     };
-    let mut conn = ConnInfo {
+    let conn = ConnInfo {
         direction: Direction::Inbound,
         original_dst: dst,
         remote,
@@ -206,6 +206,28 @@ async fn inbound(stream: TcpStream, remote: SocketAddr, proxy: Arc<Proxy>) {
     } else {
         tls.without_alpn.clone()
     };
+    match &chain.filter {
+        // Bulk TCP: rustls reads at most 4 KiB per call, so a buffer underneath turns four or
+        // more reads per 16 KiB record into one read per 64 KiB.
+        NetworkFilter::Tcp(_) => {
+            let buffered = tokio::io::BufReader::with_capacity(crate::tcp::COPY_BUFFER, stream);
+            accept_tls(buffered, config, conn, &chain, proxy).await
+        }
+        NetworkFilter::Http(_) => accept_tls(stream, config, conn, &chain, proxy).await,
+    }
+}
+
+/// Terminates TLS on `stream` and runs `chain` on the plaintext, with the peer's SPIFFE ID.
+async fn accept_tls<IO>(
+    stream: IO,
+    config: Arc<rustls::ServerConfig>,
+    mut conn: ConnInfo,
+    chain: &Chain,
+    proxy: Arc<Proxy>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (remote, dst) = (conn.remote, conn.original_dst);
     let accepted = tokio::time::timeout(
         Duration::from_secs(10),
         tokio_rustls::TlsAcceptor::from(config).accept(stream),
@@ -230,5 +252,5 @@ async fn inbound(stream: TcpStream, remote: SocketAddr, proxy: Arc<Proxy>) {
             .map(|id| id.to_string().into());
         conn.alpn = session.alpn_protocol().map(<[u8]>::to_vec);
     }
-    run_chain(tls_stream, conn, &chain, proxy).await;
+    run_chain(tls_stream, conn, chain, proxy).await;
 }

@@ -15,7 +15,7 @@ use crate::upstream::{AlpnForm, connect};
 
 /// Copy buffer per direction: large enough for bulk transfers to move 64 KiB per syscall
 /// (tokio's default of 8 KiB halves TCP throughput through a hop).
-const COPY_BUFFER: usize = 64 * 1024;
+pub(crate) const COPY_BUFFER: usize = 64 * 1024;
 
 pub async fn proxy<IO>(mut down: IO, conn: ConnInfo, tcp: Arc<TcpProxy>, proxy: Arc<Proxy>)
 where

@@ -89,30 +89,44 @@ pub async fn connect(
         AlpnForm::Http11 => tls.http11.clone(),
         AlpnForm::H2 => tls.h2.clone(),
     };
+    let name = server_name(tls, addr);
+    let (io, peer) = if alpn == AlpnForm::Base {
+        // Bulk TCP: read TLS records in 64 KiB gulps (rustls reads at most 4 KiB per call).
+        let buffered = tokio::io::BufReader::with_capacity(crate::tcp::COPY_BUFFER, tcp);
+        handshake(config, name, buffered, cluster.connect_timeout).await?
+    } else {
+        handshake(config, name, tcp, cluster.connect_timeout).await?
+    };
+    Ok(Connected { io, local, peer })
+}
+
+/// The client side of the TLS handshake on `io`; the stream and the server's SPIFFE ID.
+async fn handshake<IO>(
+    config: Arc<rustls::ClientConfig>,
+    name: ServerName<'static>,
+    io: IO,
+    timeout: std::time::Duration,
+) -> Result<(Box<dyn Io>, Option<Arc<str>>), UpstreamError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let connector = tokio_rustls::TlsConnector::from(config);
-    let stream = tokio::time::timeout(
-        cluster.connect_timeout,
-        connector.connect(server_name(tls, addr), tcp),
-    )
-    .await
-    .map_err(|_| {
-        UpstreamError::Tls(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "TLS handshake timed out",
-        ))
-    })?
-    .map_err(UpstreamError::Tls)?;
+    let stream = tokio::time::timeout(timeout, connector.connect(name, io))
+        .await
+        .map_err(|_| {
+            UpstreamError::Tls(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "TLS handshake timed out",
+            ))
+        })?
+        .map_err(UpstreamError::Tls)?;
     let peer = stream
         .get_ref()
         .1
         .peer_certificates()
         .and_then(weft_identity::peer_spiffe_id)
         .map(|id| Arc::from(id.to_string()));
-    Ok(Connected {
-        io: Box::new(stream),
-        local,
-        peer,
-    })
+    Ok((Box::new(stream), peer))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

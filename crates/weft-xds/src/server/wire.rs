@@ -1,20 +1,27 @@
 //! The ADS service on the wire: responses encoded straight from the shared resources.
 //!
 //! `envoy-types`' generated service sends `DiscoveryResponse { resources: Vec<Any> }`, which
-//! would make every stream deep-copy every resource it sends before encoding it. This service
-//! has the same gRPC methods and the same bytes on the wire, but its responses hold
-//! [`NamedResource`]s (shared, reference counted) and are written into tonic's buffer once.
+//! would make every stream deep-copy every resource it sends before encoding it, and tonic encodes
+//! each message whole into a per-stream buffer that then keeps the size of the largest response
+//! (a megabyte of clusters, per proxy, for as long as the stream lives). This service has the
+//! same gRPC methods and the same bytes on the wire, but its responses hold [`NamedResource`]s
+//! (shared, reference counted) and are written out in chunks of at most [`CHUNK`] bytes as
+//! HTTP/2 takes them, so a stream holds little more than what is in flight.
 
-use std::marker::PhantomData;
+use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
-use bytes::BufMut;
+use bytes::{Bytes, BytesMut};
+use http_body::Frame;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use tokio_stream::Stream;
 use tonic::Status;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{DecodeBuf, Decoder};
 use tonic::codegen::{Body, BoxFuture, StdError, http};
-use tonic::server::{Grpc, NamedService, StreamingService};
+use tonic::metadata::MetadataMap;
+use tonic::server::NamedService;
 use tonic_prost::ProstDecoder;
 
 use crate::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
@@ -28,12 +35,71 @@ const SOTW_PATH: &str =
 const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
+/// Largest piece of a response handed to HTTP/2 at once (a single resource larger than this is
+/// a piece of its own).
+pub(crate) const CHUNK: usize = 64 * 1024;
+
+/// Where encoded bytes go.
+pub(crate) trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// Collects an encoding as a queue of pieces of about [`CHUNK`] bytes, each its own allocation.
+#[derive(Default)]
+pub(crate) struct Chunks {
+    current: BytesMut,
+    done: VecDeque<Bytes>,
+}
+
+impl Chunks {
+    fn cut(&mut self) {
+        if !self.current.is_empty() {
+            let full = std::mem::take(&mut self.current);
+            self.done.push_back(full.freeze());
+        }
+    }
+}
+
+impl Sink for Chunks {
+    fn put(&mut self, bytes: &[u8]) {
+        if self.current.is_empty() {
+            self.current.reserve(CHUNK.max(bytes.len()));
+        }
+        self.current.extend_from_slice(bytes);
+        if self.current.len() >= CHUNK {
+            self.cut();
+        }
+    }
+}
+
 /// A message this module knows how to write.
 pub(crate) trait Wire {
     /// Encoded length in bytes.
     fn encoded_len(&self) -> usize;
     /// Writes the message's fields.
-    fn encode_raw(&self, buf: &mut impl BufMut);
+    fn encode_raw(&self, buf: &mut impl Sink);
+}
+
+fn put_varint(v: u64, buf: &mut impl Sink) {
+    let mut scratch = [0u8; 10];
+    let mut rest = &mut scratch[..];
+    encode_varint(v, &mut rest);
+    let n = 10 - rest.len();
+    buf.put(&scratch[..n]);
+}
+
+fn put_key(tag: u32, buf: &mut impl Sink) {
+    let mut scratch = [0u8; 10];
+    let mut rest = &mut scratch[..];
+    encode_key(tag, WireType::LengthDelimited, &mut rest);
+    let n = 10 - rest.len();
+    buf.put(&scratch[..n]);
 }
 
 /// `envoy.service.discovery.v3.DiscoveryResponse`.
@@ -64,11 +130,11 @@ fn string_len(tag: u32, s: &str) -> usize {
     }
 }
 
-fn put_bytes(tag: u32, b: &[u8], buf: &mut impl BufMut) {
+fn put_bytes(tag: u32, b: &[u8], buf: &mut impl Sink) {
     if !b.is_empty() {
-        encode_key(tag, WireType::LengthDelimited, buf);
-        encode_varint(b.len() as u64, buf);
-        buf.put_slice(b);
+        put_key(tag, buf);
+        put_varint(b.len() as u64, buf);
+        buf.put(b);
     }
 }
 
@@ -77,9 +143,9 @@ fn message_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
-fn put_message_header(tag: u32, len: usize, buf: &mut impl BufMut) {
-    encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(len as u64, buf);
+fn put_message_header(tag: u32, len: usize, buf: &mut impl Sink) {
+    put_key(tag, buf);
+    put_varint(len as u64, buf);
 }
 
 fn any_len(a: &Any) -> usize {
@@ -91,7 +157,7 @@ fn any_len(a: &Any) -> usize {
         }
 }
 
-fn put_any(tag: u32, a: &Any, buf: &mut impl BufMut) {
+fn put_any(tag: u32, a: &Any, buf: &mut impl Sink) {
     put_message_header(tag, any_len(a), buf);
     put_bytes(1, a.type_url.as_bytes(), buf);
     put_bytes(2, &a.value, buf);
@@ -109,7 +175,7 @@ impl Wire for SotwResponse {
             + string_len(5, &self.nonce)
     }
 
-    fn encode_raw(&self, buf: &mut impl BufMut) {
+    fn encode_raw(&self, buf: &mut impl Sink) {
         put_bytes(1, self.version_info.as_bytes(), buf);
         for r in &self.resources {
             put_any(2, r.resource(), buf);
@@ -141,7 +207,7 @@ impl Wire for DeltaResponse {
             + string_len(5, &self.nonce)
     }
 
-    fn encode_raw(&self, buf: &mut impl BufMut) {
+    fn encode_raw(&self, buf: &mut impl Sink) {
         put_bytes(1, self.system_version_info.as_bytes(), buf);
         for r in &self.resources {
             let version = r.version();
@@ -155,50 +221,8 @@ impl Wire for DeltaResponse {
         for n in &self.removed_resources {
             // Repeated strings are written even when empty.
             put_message_header(6, n.len(), buf);
-            buf.put_slice(n.as_bytes());
+            buf.put(n.as_bytes());
         }
-    }
-}
-
-/// Writes [`Wire`] messages into tonic's buffer.
-pub(crate) struct WireEncoder<T>(PhantomData<T>);
-
-impl<T: Wire> Encoder for WireEncoder<T> {
-    type Item = T;
-    type Error = Status;
-
-    fn encode(&mut self, item: T, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.reserve(item.encoded_len());
-        item.encode_raw(dst);
-        Ok(())
-    }
-}
-
-/// Codec of one ADS method: requests decoded by prost, responses written by [`Wire`].
-pub(crate) struct AdsCodec<T, U>(PhantomData<(T, U)>);
-
-impl<T, U> Default for AdsCodec<T, U> {
-    fn default() -> Self {
-        AdsCodec(PhantomData)
-    }
-}
-
-impl<T, U> Codec for AdsCodec<T, U>
-where
-    T: Wire + Send + 'static,
-    U: prost::Message + Default + Send + 'static,
-{
-    type Encode = T;
-    type Decode = U;
-    type Encoder = WireEncoder<T>;
-    type Decoder = RequestDecoder<U>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        WireEncoder(PhantomData)
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RequestDecoder(ProstDecoder::default())
     }
 }
 
@@ -214,10 +238,88 @@ impl<U: prost::Message + Default> Decoder for RequestDecoder<U> {
     }
 }
 
+/// The body of a streaming gRPC response: each message as its 5-byte gRPC prefix and fields,
+/// in pieces of about [`CHUNK`] bytes produced as HTTP/2 asks for them, then the trailers
+/// (`grpc-status` of the error that ended the stream, or OK).
+pub(crate) struct ResponseBody<S> {
+    source: S,
+    pending: VecDeque<Bytes>,
+    max_message: usize,
+    ended: bool,
+}
+
+impl<S> ResponseBody<S> {
+    pub(crate) fn new(source: S, max_message: usize) -> Self {
+        ResponseBody {
+            source,
+            pending: VecDeque::new(),
+            max_message,
+            ended: false,
+        }
+    }
+}
+
+fn trailers(status: &Status) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    if status.add_header(&mut map).is_err() {
+        map.insert(Status::GRPC_STATUS, (tonic::Code::Internal as i32).into());
+    }
+    map
+}
+
+impl<S, M> Body for ResponseBody<S>
+where
+    S: Stream<Item = Result<M, Status>> + Unpin,
+    M: Wire,
+{
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = &mut *self;
+        if let Some(piece) = this.pending.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(piece))));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let status = match ready!(Pin::new(&mut this.source).poll_next(cx)) {
+            Some(Ok(msg)) => {
+                let len = msg.encoded_len();
+                if len <= this.max_message
+                    && let Ok(prefix) = u32::try_from(len)
+                {
+                    let mut chunks = Chunks::default();
+                    chunks.put(&[0]);
+                    chunks.put(&prefix.to_be_bytes());
+                    msg.encode_raw(&mut chunks);
+                    chunks.cut();
+                    this.pending = chunks.done;
+                    return match this.pending.pop_front() {
+                        Some(piece) => Poll::Ready(Some(Ok(Frame::data(piece)))),
+                        None => Poll::Ready(None),
+                    };
+                }
+                Status::resource_exhausted(format!(
+                    "the response is {len} bytes, over the limit of {}",
+                    this.max_message
+                ))
+            }
+            Some(Err(status)) => status,
+            None => Status::ok(""),
+        };
+        this.ended = true;
+        Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))))
+    }
+}
+
 /// What serves the two ADS methods' streams.
 pub(crate) trait AdsHandler: Send + Sync + 'static {
-    type SotwStream: tokio_stream::Stream<Item = Result<SotwResponse, Status>> + Send + 'static;
-    type DeltaStream: tokio_stream::Stream<Item = Result<DeltaResponse, Status>> + Send + 'static;
+    type SotwStream: Stream<Item = Result<SotwResponse, Status>> + Unpin + Send + 'static;
+    type DeltaStream: Stream<Item = Result<DeltaResponse, Status>> + Unpin + Send + 'static;
 
     fn sotw(&self, request: tonic::Request<tonic::Streaming<DiscoveryRequest>>)
     -> Self::SotwStream;
@@ -258,36 +360,39 @@ impl<H> NamedService for AdsService<H> {
     const NAME: &'static str = SERVICE_NAME;
 }
 
-struct SotwMethod<H>(Arc<H>);
-
-impl<H: AdsHandler> StreamingService<DiscoveryRequest> for SotwMethod<H> {
-    type Response = SotwResponse;
-    type ResponseStream = H::SotwStream;
-    type Future = BoxFuture<tonic::Response<H::SotwStream>, Status>;
-
-    fn call(
-        &mut self,
-        request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
-    ) -> Self::Future {
-        let stream = self.0.sotw(request);
-        Box::pin(async move { Ok(tonic::Response::new(stream)) })
-    }
-}
-
-struct DeltaMethod<H>(Arc<H>);
-
-impl<H: AdsHandler> StreamingService<DeltaDiscoveryRequest> for DeltaMethod<H> {
-    type Response = DeltaResponse;
-    type ResponseStream = H::DeltaStream;
-    type Future = BoxFuture<tonic::Response<H::DeltaStream>, Status>;
-
-    fn call(
-        &mut self,
-        request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
-    ) -> Self::Future {
-        let stream = self.0.delta(request);
-        Box::pin(async move { Ok(tonic::Response::new(stream)) })
-    }
+/// Decodes the request stream of `req` and answers with `respond`'s response stream.
+fn stream<B, U, S, M>(
+    req: http::Request<B>,
+    max_decoding: usize,
+    max_encoding: usize,
+    respond: impl FnOnce(tonic::Request<tonic::Streaming<U>>) -> S,
+) -> http::Response<tonic::body::Body>
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+    S: Stream<Item = Result<M, Status>> + Unpin + Send + 'static,
+    M: Wire + Send + 'static,
+{
+    let (parts, body) = req.into_parts();
+    let requests = tonic::Streaming::new_request(
+        RequestDecoder(ProstDecoder::<U>::default()),
+        body,
+        None,
+        Some(max_decoding),
+    );
+    let request = tonic::Request::from_parts(
+        MetadataMap::from_headers(parts.headers),
+        parts.extensions,
+        requests,
+    );
+    let body = ResponseBody::new(respond(request), max_encoding);
+    let mut response = http::Response::new(tonic::body::Body::new(body));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        tonic::metadata::GRPC_CONTENT_TYPE,
+    );
+    response
 }
 
 impl<H, B> tonic::codegen::Service<http::Request<B>> for AdsService<H>
@@ -306,20 +411,11 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let handler = self.handler.clone();
-        let (max_decoding, max_encoding) = (Some(self.max_decoding), Some(self.max_encoding));
-        match req.uri().path() {
-            SOTW_PATH => Box::pin(async move {
-                let mut grpc = Grpc::new(AdsCodec::<SotwResponse, DiscoveryRequest>::default())
-                    .apply_max_message_size_config(max_decoding, max_encoding);
-                Ok(grpc.streaming(SotwMethod(handler), req).await)
-            }),
-            DELTA_PATH => Box::pin(async move {
-                let mut grpc =
-                    Grpc::new(AdsCodec::<DeltaResponse, DeltaDiscoveryRequest>::default())
-                        .apply_max_message_size_config(max_decoding, max_encoding);
-                Ok(grpc.streaming(DeltaMethod(handler), req).await)
-            }),
-            _ => Box::pin(async move {
+        let (max_decoding, max_encoding) = (self.max_decoding, self.max_encoding);
+        let response = match req.uri().path() {
+            SOTW_PATH => stream(req, max_decoding, max_encoding, |r| handler.sotw(r)),
+            DELTA_PATH => stream(req, max_decoding, max_encoding, |r| handler.delta(r)),
+            _ => {
                 let mut response = http::Response::new(tonic::body::Body::default());
                 let headers = response.headers_mut();
                 headers.insert(
@@ -330,9 +426,10 @@ where
                     http::header::CONTENT_TYPE,
                     tonic::metadata::GRPC_CONTENT_TYPE,
                 );
-                Ok(response)
-            }),
-        }
+                response
+            }
+        };
+        Box::pin(async move { Ok(response) })
     }
 }
 
@@ -429,5 +526,73 @@ mod tests {
             theirs
         );
         assert_eq!(bytes.len(), theirs.encoded_len());
+    }
+
+    #[tokio::test]
+    async fn response_body_is_grpc_framed_in_bounded_pieces_then_trailers() {
+        use http_body_util::BodyExt;
+        let big = vec![9u8; 3 * CHUNK];
+        let resources: Vec<_> = (0..40)
+            .map(|i| res(&format!("r{i:02}"), &[i as u8; 5000]))
+            .chain([res("zz-big", &big)])
+            .collect();
+        let msg = SotwResponse {
+            version_info: "v1".into(),
+            resources: resources.clone(),
+            type_url: CLUSTER.into(),
+            nonce: "n".into(),
+        };
+        let expected = DiscoveryResponse {
+            version_info: "v1".into(),
+            resources: resources.iter().map(|r| r.resource().clone()).collect(),
+            type_url: CLUSTER.into(),
+            nonce: "n".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let source = tokio_stream::iter(vec![Ok(msg), Err(Status::internal("generation failed"))]);
+        let mut body = ResponseBody::new(source, usize::MAX);
+        let mut data = Vec::new();
+        let mut pieces = Vec::new();
+        let mut trailers = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.unwrap();
+            if let Some(d) = frame.data_ref() {
+                pieces.push(d.len());
+                data.extend_from_slice(d);
+            } else {
+                trailers = frame.into_trailers().ok();
+            }
+        }
+        assert_eq!(data[0], 0, "not compressed");
+        assert_eq!(
+            u32::from_be_bytes(data[1..5].try_into().unwrap()) as usize,
+            expected.len()
+        );
+        assert_eq!(&data[5..], expected.as_slice());
+        // Pieces stay near CHUNK; only the piece with the big resource is larger.
+        assert!(pieces.len() > 3, "{pieces:?}");
+        assert_eq!(
+            pieces.iter().filter(|&&n| n > CHUNK + 5100).count(),
+            1,
+            "{pieces:?}"
+        );
+        let t = trailers.expect("trailers");
+        assert_eq!(t["grpc-status"], "13");
+        // Percent-encoded, as gRPC sends messages.
+        assert_eq!(t["grpc-message"], "generation%20failed");
+
+        // A message over the limit ends the stream with RESOURCE_EXHAUSTED.
+        let source = tokio_stream::iter(vec![Ok::<_, Status>(SotwResponse {
+            version_info: String::new(),
+            resources,
+            type_url: CLUSTER.into(),
+            nonce: String::new(),
+        })]);
+        let mut body = ResponseBody::new(source, 1000);
+        let frame = body.frame().await.unwrap().unwrap();
+        let t = frame.into_trailers().unwrap();
+        assert_eq!(t["grpc-status"], "8");
+        assert!(body.frame().await.is_none());
     }
 }
