@@ -31,6 +31,21 @@ struct Shared {
     previous: Previous,
 }
 
+impl Shared {
+    /// The clusters every sidecar of this version gets, built on first use.
+    fn clusters(&mut self, view: &ProxyView) -> Arc<Vec<NamedResource>> {
+        let previous = &self.previous.clusters;
+        self.clusters
+            .get_or_insert_with(|| {
+                Arc::new(stable_all::<Cluster>(
+                    sidecar::shared_clusters(view),
+                    previous,
+                ))
+            })
+            .clone()
+    }
+}
+
 /// Encodings of earlier pushes, so that a resource whose content did not change keeps its exact
 /// bytes (and the same shared allocation). Envoy's protos hold maps — metadata, typed options —
 /// whose encoding order is not stable; without this every push would look like a change of
@@ -149,15 +164,7 @@ impl MeshGenerator {
             },
         );
         self.with_shared(&push.version, |c| {
-            let clusters = c
-                .clusters
-                .get_or_insert_with(|| {
-                    Arc::new(stable_all::<Cluster>(
-                        sidecar::shared_clusters(&view),
-                        &c.previous.clusters,
-                    ))
-                })
-                .clone();
+            let clusters = c.clusters(&view);
             let names: Vec<String> = clusters
                 .iter()
                 .filter(|r| r.name().starts_with("outbound|"))
@@ -254,16 +261,7 @@ impl MeshGenerator {
                 out
             }
             weft_xds::types::CLUSTER => {
-                let shared = self.with_shared(version, |c| {
-                    c.clusters
-                        .get_or_insert_with(|| {
-                            Arc::new(stable_all::<Cluster>(
-                                sidecar::shared_clusters(view),
-                                &c.previous.clusters,
-                            ))
-                        })
-                        .clone()
-                });
+                let shared = self.with_shared(version, |c| c.clusters(view));
                 let mut out = filter(shared.iter(), sub);
                 out.extend(filter(&sidecar::inbound_clusters(view), sub));
                 out

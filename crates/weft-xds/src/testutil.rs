@@ -442,3 +442,15 @@ pub async fn spawn_tls_server(
     });
     (addr, cert)
 }
+
+/// A resource named `name` of the Cluster type whose encoded bytes are `value` (for tests that
+/// look at bytes, not content).
+pub fn raw_resource(name: &str, value: &[u8]) -> NamedResource {
+    NamedResource::new(
+        name,
+        crate::pb::google::protobuf::Any {
+            type_url: types::CLUSTER.into(),
+            value: value.to_vec(),
+        },
+    )
+}

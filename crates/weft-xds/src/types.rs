@@ -220,13 +220,7 @@ mod tests {
     use super::*;
 
     fn res(name: &str, value: &[u8]) -> NamedResource {
-        NamedResource::new(
-            name,
-            Any {
-                type_url: CLUSTER.into(),
-                value: value.to_vec(),
-            },
-        )
+        crate::testutil::raw_resource(name, value)
     }
 
     #[test]

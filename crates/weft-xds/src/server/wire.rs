@@ -444,13 +444,7 @@ mod tests {
     use crate::types::{CLUSTER, ENDPOINT};
 
     fn res(name: &str, value: &[u8]) -> NamedResource {
-        NamedResource::new(
-            name,
-            Any {
-                type_url: CLUSTER.into(),
-                value: value.to_vec(),
-            },
-        )
+        crate::testutil::raw_resource(name, value)
     }
 
     fn encode(w: &impl Wire) -> Vec<u8> {
