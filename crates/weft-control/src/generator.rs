@@ -112,12 +112,22 @@ impl MeshGenerator {
         }
     }
 
-    /// Runs `f` on the cache of `version`, starting a new cache when the version moved on.
+    /// Runs `f` on the cache of `version`, starting a new cache when the version moved on. A
+    /// caller still on an older version (it loaded the push context just before a new one was
+    /// stored) gets a scratch cache: the shared one never goes back, or the encodings kept for
+    /// the next push would be those of an older one.
     fn with_shared<T>(&self, version: &str, f: impl FnOnce(&mut Shared) -> T) -> T {
         let mut guard = match self.shared.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
+        if guard.version != version && self.push.load().version != version {
+            drop(guard);
+            return f(&mut Shared {
+                version: version.to_string(),
+                ..Shared::default()
+            });
+        }
         if guard.version != version {
             let old = std::mem::take(&mut *guard);
             let mut previous = old.previous;
@@ -170,13 +180,21 @@ impl MeshGenerator {
                 .filter(|r| r.name().starts_with("outbound|"))
                 .map(|r| r.name().to_string())
                 .collect();
-            let built = by_name(sidecar::endpoints(&view, &names));
+            // Streams may have built some of them already for this version: those stay.
+            let missing: Vec<String> = names
+                .iter()
+                .filter(|n| !c.endpoints.contains_key(*n))
+                .cloned()
+                .collect();
+            let built = by_name(sidecar::endpoints(&view, &missing));
             let mut changed = BTreeSet::new();
             for name in names {
-                let new = built
-                    .get(&name)
-                    .cloned()
-                    .map(|r| stable::<ClusterLoadAssignment>(r, c.previous.endpoints.get(&name)));
+                let new = match c.endpoints.get(&name) {
+                    Some(existing) => existing.clone(),
+                    None => built.get(&name).cloned().map(|r| {
+                        stable::<ClusterLoadAssignment>(r, c.previous.endpoints.get(&name))
+                    }),
+                };
                 let same = match (&new, c.previous.endpoints.get(&name)) {
                     (Some(n), Some(p)) => n.same(p),
                     (None, None) => true,
@@ -192,7 +210,7 @@ impl MeshGenerator {
                 c.previous
                     .endpoints
                     .keys()
-                    .filter(|n| !c.endpoints.contains_key(*n))
+                    .filter(|n| !matches!(c.endpoints.get(*n), Some(Some(_))))
                     .cloned(),
             );
             c.previous
@@ -478,7 +496,8 @@ mod tests {
             ))
         };
         let first = ctx("1", yaml);
-        let g = MeshGenerator::new(Arc::new(ArcSwap::new(first.clone())));
+        let push = Arc::new(ArcSwap::new(first.clone()));
+        let g = MeshGenerator::new(push.clone());
         let s = "outbound|80||s.default.svc.cluster.local".to_string();
         let t = "outbound|80||t.default.svc.cluster.local".to_string();
         // Everything is new the first time.
@@ -488,15 +507,18 @@ mod tests {
         );
         // The workload moves from s to t: both assignments changed.
         let second = ctx("2", &yaml.replace("labels: {app: s}}", "labels: {app: t}}"));
+        push.store(second.clone());
         assert_eq!(
             g.changed_endpoints(&second),
             BTreeSet::from([s.clone(), t.clone()])
         );
         // Another version with the same endpoints: nothing changed.
         let third = ctx("3", &yaml.replace("labels: {app: s}}", "labels: {app: t}}"));
+        push.store(third.clone());
         assert!(g.changed_endpoints(&third).is_empty());
         // Service t is deleted: its assignment is named as gone.
         let fourth = ctx("4", &yaml.replace("hosts: [t]", "hosts: [u]"));
+        push.store(fourth.clone());
         let changed = g.changed_endpoints(&fourth);
         assert!(changed.contains(&t), "{changed:?}");
     }

@@ -16,6 +16,11 @@ use crate::generator::MeshGenerator;
 use crate::push::PushContext;
 use crate::store::{ConfigStore, Snapshot};
 
+/// HTTP/2 pings on idle xDS connections (istiod's gRPC keepalive: 30 s, 10 s to answer), so a
+/// proxy that vanished without closing its connection lets go of its stream and push slot.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Settings of `weft control`, with Istio's defaults.
 #[derive(Debug, Clone)]
 pub struct ControlOptions {
@@ -140,6 +145,8 @@ pub async fn run(
         })?;
     tracing::info!(addr = %opts.xds_addr, "serving xDS and the CA (plaintext)");
     let plain_server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(ads.service())
         .add_service(ca_service())
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(plain));
@@ -160,6 +167,8 @@ pub async fn run(
     let tls_config = crate::tls::server_config(&ca, &names, Duration::from_secs(365 * 24 * 3600))?;
     tracing::info!(addr = %opts.xds_tls_addr, "serving xDS and the CA (TLS)");
     let tls_server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(ads.service())
         .add_service(ca_service())
         .serve_with_incoming(crate::tls::incoming(tls_listener, tls_config));

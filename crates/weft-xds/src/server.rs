@@ -10,7 +10,7 @@ mod delta;
 mod sotw;
 mod wire;
 
-pub use wire::AdsService;
+pub use wire::{AdsService, Requests};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Status, Streaming};
+use tonic::{Request, Status};
 
 use crate::pb::envoy::config::core::v3::Node;
 use crate::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
@@ -376,7 +376,7 @@ impl wire::AdsHandler for AdsServer {
     type SotwStream = ReceiverStream<Result<SotwResponse, Status>>;
     type DeltaStream = ReceiverStream<Result<DeltaResponse, Status>>;
 
-    fn sotw(&self, request: Request<Streaming<DiscoveryRequest>>) -> Self::SotwStream {
+    fn sotw(&self, request: Request<wire::Requests<DiscoveryRequest>>) -> Self::SotwStream {
         let peer = request.remote_addr();
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
         tokio::spawn(sotw::run(
@@ -388,7 +388,7 @@ impl wire::AdsHandler for AdsServer {
         ReceiverStream::new(rx)
     }
 
-    fn delta(&self, request: Request<Streaming<DeltaDiscoveryRequest>>) -> Self::DeltaStream {
+    fn delta(&self, request: Request<wire::Requests<DeltaDiscoveryRequest>>) -> Self::DeltaStream {
         let peer = request.remote_addr();
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
         tokio::spawn(delta::run(

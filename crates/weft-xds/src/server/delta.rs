@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
+use tonic::Status;
+
+use super::wire::Requests;
 
 use super::wire::{DeltaResponse, Wire};
 use super::{Conn, Pending, PushSlot, PushWatch, Shared, Stop, new_nonce};
@@ -60,7 +62,7 @@ struct Delta {
 pub(super) async fn run(
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
-    mut inbound: Streaming<DeltaDiscoveryRequest>,
+    mut inbound: Requests<DeltaDiscoveryRequest>,
     tx: Tx,
 ) {
     let mut push = PushWatch::new(&shared);

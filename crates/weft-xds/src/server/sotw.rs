@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
+use tonic::Status;
+
+use super::wire::Requests;
 
 use super::wire::{SotwResponse, Wire};
 use super::{Conn, Pending, PushSlot, PushWatch, ResumeType, Shared, Stop, new_nonce};
@@ -30,6 +32,9 @@ struct Watched {
     held: Vec<NamedResource>,
     /// Version of the last response the client ACKed, if it ACKed the latest one sent.
     acked: Option<String>,
+    /// What the client held before the response it has not answered yet: a NACK puts it back,
+    /// so that rejected resources are offered again with the next change.
+    before_unanswered: Option<Vec<NamedResource>>,
 }
 
 struct Sotw {
@@ -51,7 +56,7 @@ enum Event {
 pub(super) async fn run(
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
-    mut inbound: Streaming<DiscoveryRequest>,
+    mut inbound: Requests<DiscoveryRequest>,
     tx: Tx,
 ) {
     let mut push = PushWatch::new(&shared);
@@ -224,11 +229,20 @@ impl Sotw {
         }
         self.slot.answered(&type_url);
         if let Some(err) = &req.error_detail {
-            // NACK: keep the content as sent, do not resend it; a later change will be pushed.
+            // NACK: nothing is resent now (the same content would be refused again). Listener
+            // and Cluster responses are whole, so the next change resends everything anyway;
+            // for the other types the client keeps what it had, and the next change or
+            // subscription of the type offers the rejected resources again.
+            if let Some(before) = w.before_unanswered.take()
+                && !types::is_wildcard_type(&type_url)
+            {
+                w.held = before;
+            }
             w.acked = None;
             conn.record_nack(&type_url, &w.sub, &w.sent_version, &err.message);
             return Ok(());
         }
+        w.before_unanswered = None;
         if req.version_info == w.sent_version {
             w.acked = Some(w.sent_version.clone());
             conn.record_ack(&type_url, &w.sub, &w.sent_version);
@@ -282,6 +296,7 @@ impl Sotw {
                     sent_version: r.version.clone(),
                     held: r.held,
                     acked: Some(r.version),
+                    before_unanswered: None,
                 },
             );
             self.slot.release_if_idle();
@@ -295,10 +310,11 @@ impl Sotw {
                 sent_version: String::new(),
                 held: Vec::new(),
                 acked: None,
+                before_unanswered: None,
             },
         );
         let resources = out.resources.clone();
-        self.send(type_url, out.version, resources, Some(out.resources))
+        self.send(type_url, out.version, resources, out.resources)
             .await
     }
 
@@ -322,20 +338,18 @@ impl Sotw {
             self.slot.release_if_idle();
             return Ok(());
         }
-        self.send(type_url, out.version, resources, Some(out.resources))
+        self.send(type_url, out.version, resources, out.resources)
             .await
     }
 
+    /// Regenerates what the push may have changed; a push slot is taken only when there is
+    /// something to send.
     async fn on_push(&mut self, pending: &Pending) -> Result<(), Stop> {
-        if self.conn.is_none() {
-            return Ok(());
-        }
-        self.slot.acquire().await;
         let Some(conn) = self.conn.as_ref() else {
             return Ok(());
         };
         let mut to_send = Vec::new();
-        for (type_url, w) in &mut self.watched {
+        for (type_url, w) in &self.watched {
             if !pending.includes(type_url) {
                 continue;
             }
@@ -351,12 +365,12 @@ impl Sotw {
                     continue;
                 }
                 let out = conn.generate(type_url, &Subscription::Names(Arc::new(watched)))?;
-                let updates = update_held(&mut w.held, names, &out.resources);
+                let mut held = w.held.clone();
+                let updates = update_held(&mut held, names, &out.resources);
                 if updates.is_empty() {
                     continue;
                 }
-                // `held` is already what the client will hold.
-                to_send.push((type_url.clone(), out.version, updates, None));
+                to_send.push((type_url.clone(), out.version, updates, held));
                 continue;
             }
             let out = conn.generate(type_url, &w.sub)?;
@@ -372,13 +386,12 @@ impl Sotw {
                 }
                 c
             };
-            to_send.push((
-                type_url.clone(),
-                out.version,
-                resources,
-                Some(out.resources),
-            ));
+            to_send.push((type_url.clone(), out.version, resources, out.resources));
         }
+        if to_send.is_empty() {
+            return Ok(());
+        }
+        self.slot.acquire().await;
         for (type_url, version, resources, held) in to_send {
             self.send(&type_url, version, resources, held).await?;
         }
@@ -386,14 +399,13 @@ impl Sotw {
         Ok(())
     }
 
-    /// Sends `resources` under `version` and records that the client now holds `held` (`None`:
-    /// what the stream records as held already includes them).
+    /// Sends `resources` under `version` and records that the client now holds `held`.
     async fn send(
         &mut self,
         type_url: &str,
         version: String,
         resources: Vec<NamedResource>,
-        held: Option<Vec<NamedResource>>,
+        held: Vec<NamedResource>,
     ) -> Result<(), Stop> {
         let (Some(conn), Some(w)) = (self.conn.as_ref(), self.watched.get_mut(type_url)) else {
             return Err(Stop::Closed);
@@ -407,11 +419,17 @@ impl Sotw {
         };
         let bytes = resp.encoded_len();
         let count = resp.resources.len();
+        if self.tx.capacity() == 0 {
+            // The proxy is not reading: do not hold a push slot while waiting for it.
+            self.slot.release();
+        }
         self.tx.send(Ok(resp)).await.map_err(|_| Stop::Closed)?;
         self.slot.sent(type_url);
         w.nonce = Some(nonce.clone());
-        if let Some(held) = held {
-            w.held = held;
+        let before = std::mem::replace(&mut w.held, held);
+        // With responses unanswered, the client holds at least what it held before the first.
+        if w.before_unanswered.is_none() {
+            w.before_unanswered = Some(before);
         }
         w.acked = None;
         let held = w.held.len();
@@ -614,9 +632,9 @@ mod tests {
             ..req(ENDPOINT, &["a"], "", &r1.nonce)
         });
         s.send(req(ENDPOINT, &["a", "b"], "", &r1.nonce));
-        // The new name is answered; the rejected content of "a" is not sent again.
+        // The new name is answered, and the rejected "a" is offered again with it.
         let r2 = s.recv().await;
-        assert_eq!(resource_names(&r2.resources), ["b"]);
+        assert_eq!(resource_names(&r2.resources), ["a", "b"]);
         let st = type_status(&ads, ENDPOINT).unwrap();
         assert_eq!(st.last_acked_version, None);
         assert_eq!(st.last_nack.unwrap().message, "bad endpoints");

@@ -18,11 +18,9 @@ use http_body::Frame;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 use tokio_stream::Stream;
 use tonic::Status;
-use tonic::codec::{DecodeBuf, Decoder};
 use tonic::codegen::{Body, BoxFuture, StdError, http};
 use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
-use tonic_prost::ProstDecoder;
 
 use crate::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use crate::pb::google::protobuf::Any;
@@ -226,15 +224,72 @@ impl Wire for DeltaResponse {
     }
 }
 
-/// prost's decoder for the requests.
-pub(crate) struct RequestDecoder<U>(ProstDecoder<U>);
+/// The requests of one stream, decoded from the HTTP/2 request body (gRPC frames: a 5-byte
+/// prefix, then the message; compression is not offered, so none is accepted). The buffer is
+/// let go whenever it is drained: an Envoy request names every assignment it watches, which at
+/// a thousand services is ~100 KiB a request, and a buffer kept at that size per stream would
+/// cost ~100 MB per thousand proxies.
+pub struct Requests<U> {
+    body: tonic::body::Body,
+    buf: BytesMut,
+    max_message: usize,
+    _message: std::marker::PhantomData<fn() -> U>,
+}
 
-impl<U: prost::Message + Default> Decoder for RequestDecoder<U> {
-    type Item = U;
-    type Error = Status;
+impl<U: prost::Message + Default> Requests<U> {
+    pub(crate) fn new(body: tonic::body::Body, max_message: usize) -> Self {
+        Requests {
+            body,
+            buf: BytesMut::new(),
+            max_message,
+            _message: std::marker::PhantomData,
+        }
+    }
 
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        self.0.decode(src)
+    /// The next request; `None` when the client closed its side.
+    pub async fn message(&mut self) -> Result<Option<U>, Status> {
+        use http_body_util::BodyExt;
+        loop {
+            if self.buf.len() >= 5 {
+                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
+                    as usize;
+                if self.buf[0] != 0 {
+                    return Err(Status::unimplemented(
+                        "compressed requests are not supported: send grpc-encoding identity",
+                    ));
+                }
+                if len > self.max_message {
+                    return Err(Status::resource_exhausted(format!(
+                        "the request is {len} bytes, over the limit of {}",
+                        self.max_message
+                    )));
+                }
+                if self.buf.len() >= 5 + len {
+                    let _prefix = self.buf.split_to(5);
+                    let message = self.buf.split_to(len).freeze();
+                    if self.buf.is_empty() {
+                        self.buf = BytesMut::new();
+                    }
+                    return U::decode(message)
+                        .map(Some)
+                        .map_err(|e| Status::internal(format!("cannot decode the request: {e}")));
+                }
+            }
+            match self.body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => return Err(e),
+                None if self.buf.is_empty() => return Ok(None),
+                None => {
+                    return Err(Status::internal(
+                        "the request stream ended inside a message",
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -321,12 +376,8 @@ pub(crate) trait AdsHandler: Send + Sync + 'static {
     type SotwStream: Stream<Item = Result<SotwResponse, Status>> + Unpin + Send + 'static;
     type DeltaStream: Stream<Item = Result<DeltaResponse, Status>> + Unpin + Send + 'static;
 
-    fn sotw(&self, request: tonic::Request<tonic::Streaming<DiscoveryRequest>>)
-    -> Self::SotwStream;
-    fn delta(
-        &self,
-        request: tonic::Request<tonic::Streaming<DeltaDiscoveryRequest>>,
-    ) -> Self::DeltaStream;
+    fn sotw(&self, request: tonic::Request<Requests<DiscoveryRequest>>) -> Self::SotwStream;
+    fn delta(&self, request: tonic::Request<Requests<DeltaDiscoveryRequest>>) -> Self::DeltaStream;
 }
 
 /// The tonic service (`envoy.service.discovery.v3.AggregatedDiscoveryService`).
@@ -365,22 +416,17 @@ fn stream<B, U, S, M>(
     req: http::Request<B>,
     max_decoding: usize,
     max_encoding: usize,
-    respond: impl FnOnce(tonic::Request<tonic::Streaming<U>>) -> S,
+    respond: impl FnOnce(tonic::Request<Requests<U>>) -> S,
 ) -> http::Response<tonic::body::Body>
 where
-    B: Body + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
     U: prost::Message + Default + Send + 'static,
     S: Stream<Item = Result<M, Status>> + Unpin + Send + 'static,
     M: Wire + Send + 'static,
 {
     let (parts, body) = req.into_parts();
-    let requests = tonic::Streaming::new_request(
-        RequestDecoder(ProstDecoder::<U>::default()),
-        body,
-        None,
-        Some(max_decoding),
-    );
+    let requests = Requests::new(tonic::body::Body::new(body), max_decoding);
     let request = tonic::Request::from_parts(
         MetadataMap::from_headers(parts.headers),
         parts.extensions,
@@ -398,7 +444,7 @@ where
 impl<H, B> tonic::codegen::Service<http::Request<B>> for AdsService<H>
 where
     H: AdsHandler,
-    B: Body + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
@@ -588,5 +634,71 @@ mod tests {
         let t = frame.into_trailers().unwrap();
         assert_eq!(t["grpc-status"], "8");
         assert!(body.frame().await.is_none());
+    }
+
+    fn request_body(pieces: Vec<Vec<u8>>) -> tonic::body::Body {
+        let frames = pieces
+            .into_iter()
+            .map(|p| Ok::<_, Status>(Frame::data(Bytes::from(p))));
+        tonic::body::Body::new(http_body_util::StreamBody::new(tokio_stream::iter(frames)))
+    }
+
+    fn framed(msg: &impl prost::Message) -> Vec<u8> {
+        let body = msg.encode_to_vec();
+        let mut out = vec![0];
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[tokio::test]
+    async fn requests_are_decoded_across_and_within_frames() {
+        use crate::pb::envoy::service::discovery::v3::DiscoveryRequest;
+        let a = DiscoveryRequest {
+            type_url: CLUSTER.into(),
+            resource_names: (0..3000).map(|i| format!("outbound|80||svc-{i}")).collect(),
+            ..Default::default()
+        };
+        let b = DiscoveryRequest {
+            type_url: ENDPOINT.into(),
+            response_nonce: "n1".into(),
+            ..Default::default()
+        };
+        // `a` split over three frames; `b` and `b` again in one frame.
+        let fa = framed(&a);
+        let third = fa.len() / 3;
+        let mut two_b = framed(&b);
+        two_b.extend(framed(&b));
+        let pieces = vec![
+            fa[..third].to_vec(),
+            fa[third..2 * third].to_vec(),
+            fa[2 * third..].to_vec(),
+            two_b,
+        ];
+        let mut r = Requests::<DiscoveryRequest>::new(request_body(pieces), usize::MAX);
+        assert_eq!(r.message().await.unwrap(), Some(a));
+        assert_eq!(r.message().await.unwrap(), Some(b.clone()));
+        assert_eq!(r.message().await.unwrap(), Some(b.clone()));
+        assert_eq!(r.message().await.unwrap(), None);
+
+        // A message cut short by the end of the stream, a compressed one, and one over the limit.
+        let fb = framed(&b);
+        let mut r = Requests::<DiscoveryRequest>::new(
+            request_body(vec![fb[..fb.len() - 1].to_vec()]),
+            usize::MAX,
+        );
+        assert_eq!(r.message().await.unwrap_err().code(), tonic::Code::Internal);
+        let mut compressed = framed(&b);
+        compressed[0] = 1;
+        let mut r = Requests::<DiscoveryRequest>::new(request_body(vec![compressed]), usize::MAX);
+        assert_eq!(
+            r.message().await.unwrap_err().code(),
+            tonic::Code::Unimplemented
+        );
+        let mut r = Requests::<DiscoveryRequest>::new(request_body(vec![framed(&b)]), 3);
+        assert_eq!(
+            r.message().await.unwrap_err().code(),
+            tonic::Code::ResourceExhausted
+        );
     }
 }
