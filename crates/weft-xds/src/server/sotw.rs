@@ -349,13 +349,23 @@ impl Sotw {
             return Ok(());
         };
         let mut to_send = Vec::new();
+        // Envoy warms a cluster whose definition changed again and waits for its assignment
+        // (istiod resends assignments on such pushes): the assignments of clusters sent changed
+        // are resent even if their own content is the same. (Cluster sorts before
+        // ClusterLoadAssignment, so it is looked at first.)
+        let mut rewarm: BTreeSet<String> = BTreeSet::new();
         for (type_url, w) in &self.watched {
             if !pending.includes(type_url) {
                 continue;
             }
             let wildcard_type = types::is_wildcard_type(type_url);
+            let rewarming = type_url == types::ENDPOINT && !rewarm.is_empty();
             if !wildcard_type && let Some(names) = pending.changed.get(type_url.as_str()) {
                 // Only these names may have changed: regenerate the ones watched.
+                let mut names = names.clone();
+                if rewarming {
+                    Arc::make_mut(&mut names).extend(rewarm.iter().cloned());
+                }
                 let watched: BTreeSet<String> = names
                     .iter()
                     .filter(|n| w.sub.contains(n))
@@ -366,7 +376,10 @@ impl Sotw {
                 }
                 let out = conn.generate(type_url, &Subscription::Names(Arc::new(watched)))?;
                 let mut held = w.held.clone();
-                let updates = update_held(&mut held, names, &out.resources);
+                if rewarming {
+                    held.retain(|h| !rewarm.contains(h.name()));
+                }
+                let updates = update_held(&mut held, &names, &out.resources);
                 if updates.is_empty() {
                     continue;
                 }
@@ -378,9 +391,24 @@ impl Sotw {
                 if same_set(&out.resources, &w.held) {
                     continue;
                 }
+                if type_url == types::CLUSTER {
+                    // Clusters the client had, with another definition now.
+                    rewarm.extend(
+                        changed(&out.resources, &w.held)
+                            .iter()
+                            .filter(|r| w.held.binary_search_by(|h| h.name().cmp(r.name())).is_ok())
+                            .map(|r| r.name().to_string()),
+                    );
+                }
                 out.resources.clone()
             } else {
-                let c = changed(&out.resources, &w.held);
+                let c = if rewarming {
+                    let mut held = w.held.clone();
+                    held.retain(|h| !rewarm.contains(h.name()));
+                    changed(&out.resources, &held)
+                } else {
+                    changed(&out.resources, &w.held)
+                };
                 if c.is_empty() {
                     continue;
                 }
@@ -714,11 +742,12 @@ mod tests {
         let eds = s.recv().await;
         assert_eq!(resource_names(&eds.resources), ["a", "b"]);
         s.send(req(ENDPOINT, &["a", "b"], "v1", &eds.nonce));
-        // One assignment and one cluster change: EDS carries "b" only, CDS every cluster.
+        // One assignment changes and a cluster is added: EDS carries "b" only, CDS every
+        // cluster.
         fake.update(|w| {
             w.version = "v2".into();
             w.endpoints.insert("b".into(), 7);
-            w.clusters.insert("a".into(), "a2".into());
+            w.clusters.insert("c".into(), "c1".into());
         });
         push_all(&ads, "v2");
         let mut got = BTreeMap::new();
@@ -737,7 +766,7 @@ mod tests {
             ));
         }
         assert_eq!(got[ENDPOINT], ["b"]);
-        assert_eq!(got[CLUSTER], ["a", "b"]);
+        assert_eq!(got[CLUSTER], ["a", "b", "c"]);
         // The server counts what the client holds, not what the last response carried.
         wait_until("EDS ACK", || {
             type_status(&ads, ENDPOINT).and_then(|t| t.last_acked_version) == Some("v2".into())
@@ -797,6 +826,34 @@ mod tests {
         })
         .await;
         assert_eq!(type_status(&ads, ENDPOINT).unwrap().resources, 1);
+    }
+
+    #[tokio::test]
+    async fn a_changed_cluster_gets_its_assignment_again() {
+        let (fake, ads, addr) = setup().await;
+        let mut s = RawSotw::connect(addr, first(CLUSTER, &[], "")).await;
+        let cds = s.recv().await;
+        s.send(req(CLUSTER, &[], "v1", &cds.nonce));
+        s.send(req(ENDPOINT, &["a", "b"], "", ""));
+        let eds = s.recv().await;
+        s.send(req(ENDPOINT, &["a", "b"], "v1", &eds.nonce));
+        // Cluster "a" changes, its endpoints do not: Envoy warms "a" again and needs them.
+        fake.update(|w| {
+            w.version = "v2".into();
+            w.clusters.insert("a".into(), "a2".into());
+        });
+        ads.push(PushEvent {
+            version: "v2".into(),
+            changed: [(ENDPOINT.to_string(), Arc::new(BTreeSet::new()))].into(),
+            ..Default::default()
+        });
+        let mut got = BTreeMap::new();
+        for _ in 0..2 {
+            let r = s.recv().await;
+            got.insert(r.type_url.clone(), resource_names(&r.resources));
+        }
+        assert_eq!(got[CLUSTER], ["a", "b"]);
+        assert_eq!(got[ENDPOINT], ["a"]);
     }
 
     #[tokio::test]
