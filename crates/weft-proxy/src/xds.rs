@@ -96,9 +96,18 @@ impl weft_xds::Handler for ConfigHandler {
             other => return Err(format!("weft proxy does not handle type {other}")),
         }
         // What no listener or cluster refers to any more is dropped (Envoy unsubscribes it).
-        let (eds, rds) = (eds_names(&raw), rds_names(&raw));
-        raw.endpoints.retain(|name, _| eds.contains(name));
-        raw.routes.retain(|name, _| rds.contains(name));
+        // Assignments change reference only with clusters or assignments, route tables only
+        // with listeners or route tables.
+        match type_url {
+            weft_xds::types::CLUSTER | weft_xds::types::ENDPOINT => {
+                let eds = eds_names(&raw);
+                raw.endpoints.retain(|name, _| eds.contains(name));
+            }
+            _ => {
+                let rds = rds_names(&raw);
+                raw.routes.retain(|name, _| rds.contains(name));
+            }
+        }
         raw.versions.insert(
             weft_xds::types::short_name(type_url).to_string(),
             version.to_string(),

@@ -228,12 +228,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()?;
             let json = args.json;
             let report = rt.block_on(weft_bench::run_xds_load(args))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("{report}");
-            }
-            Ok(ExitCode::SUCCESS)
+            print_report(&report, json)
         }
         Command::Up { dir, state_dir } => {
             init_logging(&cli.log)?;
@@ -332,12 +327,7 @@ fn sample(cmd: SampleCommand, log: &str) -> anyhow::Result<ExitCode> {
         SampleCommand::Load(args) => {
             let json = args.json;
             let report = rt.block_on(weft_sample::run_load(args))?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("{report}");
-            }
-            Ok(ExitCode::SUCCESS)
+            print_report(&report, json)
         }
     }
 }
@@ -441,6 +431,19 @@ fn iptables(a: IptablesArgs) -> anyhow::Result<ExitCode> {
         print!("{}", weft_proxy::iptables::rules(&o)?);
     } else {
         print!("{}", weft_proxy::iptables::install(&o)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a load report as JSON or as its text table.
+fn print_report(
+    report: &(impl serde::Serialize + std::fmt::Display),
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!("{report}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -25,7 +25,7 @@ type Tx = mpsc::Sender<Result<DeltaResponse, Status>>;
 /// Per-type state of a delta stream.
 struct DeltaType {
     wildcard: bool,
-    names: BTreeSet<String>,
+    names: Arc<BTreeSet<String>>,
     /// Resource name → version the client holds.
     client: BTreeMap<String, String>,
     /// Explicit names already reported as not existing.
@@ -39,7 +39,7 @@ impl DeltaType {
         if self.wildcard {
             Subscription::Wildcard
         } else {
-            Subscription::Names(Arc::new(self.names.clone()))
+            Subscription::Names(self.names.clone())
         }
     }
 }
@@ -132,7 +132,7 @@ impl Delta {
                 // wildcard type; "*" does so explicitly.
                 wildcard: types::is_wildcard_type(&type_url)
                     && req.resource_names_subscribe.is_empty(),
-                names: BTreeSet::new(),
+                names: Arc::default(),
                 client: req
                     .initial_resource_versions
                     .iter()
@@ -171,7 +171,7 @@ impl Delta {
             if name == "*" {
                 changed |= !t.wildcard;
                 t.wildcard = true;
-            } else if t.names.insert(name.clone()) {
+            } else if !t.names.contains(name) && Arc::make_mut(&mut t.names).insert(name.clone()) {
                 changed = true;
             }
         }
@@ -184,7 +184,7 @@ impl Delta {
                     let names = &t.names;
                     t.client.retain(|n, _| names.contains(n));
                 }
-            } else if t.names.remove(name) {
+            } else if t.names.contains(name) && Arc::make_mut(&mut t.names).remove(name) {
                 changed = true;
                 t.absent_notified.remove(name);
                 if !t.wildcard {
@@ -237,7 +237,7 @@ impl Delta {
             .filter(|n| !present.contains(*n))
             .cloned()
             .collect();
-        for name in &t.names {
+        for name in t.names.iter() {
             if !present.contains(name)
                 && !t.client.contains_key(name)
                 && t.absent_notified.insert(name.clone())
@@ -259,7 +259,7 @@ impl Delta {
         let nonce = new_nonce();
         let resp = DeltaResponse {
             system_version_info: out.version.clone(),
-            resources: updates.into_iter().map(|(r, _)| r).collect(),
+            resources: updates,
             type_url: type_url.to_string(),
             removed_resources: removed,
             nonce: nonce.clone(),

@@ -506,6 +506,23 @@ mod tests {
         (fake, ads, addr)
     }
 
+    /// A stream that subscribed to all clusters and to assignments "a" and "b", and ACKed
+    /// both; returns it with the EDS response.
+    async fn clusters_and_endpoints_acked(
+        addr: std::net::SocketAddr,
+    ) -> (
+        RawSotw,
+        crate::pb::envoy::service::discovery::v3::DiscoveryResponse,
+    ) {
+        let mut s = RawSotw::connect(addr, first(CLUSTER, &[], "")).await;
+        let cds = s.recv().await;
+        s.send(req(CLUSTER, &[], "v1", &cds.nonce));
+        s.send(req(ENDPOINT, &["a", "b"], "", ""));
+        let eds = s.recv().await;
+        s.send(req(ENDPOINT, &["a", "b"], "v1", &eds.nonce));
+        (s, eds)
+    }
+
     fn push_all(ads: &AdsServer, version: &str) {
         ads.push(PushEvent {
             version: version.into(),
@@ -735,13 +752,8 @@ mod tests {
     #[tokio::test]
     async fn endpoint_pushes_carry_only_changed_assignments_and_clusters_the_whole_set() {
         let (fake, ads, addr) = setup().await;
-        let mut s = RawSotw::connect(addr, first(CLUSTER, &[], "")).await;
-        let cds = s.recv().await;
-        s.send(req(CLUSTER, &[], "v1", &cds.nonce));
-        s.send(req(ENDPOINT, &["a", "b"], "", ""));
-        let eds = s.recv().await;
+        let (mut s, eds) = clusters_and_endpoints_acked(addr).await;
         assert_eq!(resource_names(&eds.resources), ["a", "b"]);
-        s.send(req(ENDPOINT, &["a", "b"], "v1", &eds.nonce));
         // One assignment changes and a cluster is added: EDS carries "b" only, CDS every
         // cluster.
         fake.update(|w| {
@@ -831,12 +843,7 @@ mod tests {
     #[tokio::test]
     async fn a_changed_cluster_gets_its_assignment_again() {
         let (fake, ads, addr) = setup().await;
-        let mut s = RawSotw::connect(addr, first(CLUSTER, &[], "")).await;
-        let cds = s.recv().await;
-        s.send(req(CLUSTER, &[], "v1", &cds.nonce));
-        s.send(req(ENDPOINT, &["a", "b"], "", ""));
-        let eds = s.recv().await;
-        s.send(req(ENDPOINT, &["a", "b"], "v1", &eds.nonce));
+        let (mut s, _) = clusters_and_endpoints_acked(addr).await;
         // Cluster "a" changes, its endpoints do not: Envoy warms "a" again and needs them.
         fake.update(|w| {
             w.version = "v2".into();

@@ -110,11 +110,11 @@ pub(crate) struct SotwResponse {
 }
 
 /// `envoy.service.discovery.v3.DeltaDiscoveryResponse`; each resource is sent with its name and
-/// per-resource version.
+/// its per-resource version ([`NamedResource::version`], computed once by the stream).
 #[derive(Debug)]
 pub(crate) struct DeltaResponse {
     pub system_version_info: String,
-    pub resources: Vec<NamedResource>,
+    pub resources: Vec<(NamedResource, String)>,
     pub type_url: String,
     pub removed_resources: Vec<String>,
     pub nonce: String,
@@ -194,7 +194,7 @@ impl Wire for DeltaResponse {
             + self
                 .resources
                 .iter()
-                .map(|r| message_len(2, delta_resource_len(r, &r.version())))
+                .map(|(r, version)| message_len(2, delta_resource_len(r, version)))
                 .sum::<usize>()
             + string_len(4, &self.type_url)
             + self
@@ -207,9 +207,8 @@ impl Wire for DeltaResponse {
 
     fn encode_raw(&self, buf: &mut impl Sink) {
         put_bytes(1, self.system_version_info.as_bytes(), buf);
-        for r in &self.resources {
-            let version = r.version();
-            put_message_header(2, delta_resource_len(r, &version), buf);
+        for (r, version) in &self.resources {
+            put_message_header(2, delta_resource_len(r, version), buf);
             put_bytes(1, version.as_bytes(), buf);
             put_any(2, r.resource(), buf);
             put_bytes(3, r.name().as_bytes(), buf);
@@ -534,10 +533,10 @@ mod tests {
 
     #[test]
     fn delta_response_is_what_prost_encodes() {
-        let resources = vec![res("a", b"\x0a\x01a"), res("b", &[1u8; 200])];
+        let resources = [res("a", b"\x0a\x01a"), res("b", &[1u8; 200])];
         let ours = DeltaResponse {
             system_version_info: "v2".into(),
-            resources: resources.clone(),
+            resources: resources.iter().map(|r| (r.clone(), r.version())).collect(),
             type_url: CLUSTER.into(),
             removed_resources: vec!["gone".into(), String::new()],
             nonce: "n2".into(),
