@@ -29,9 +29,11 @@ struct EdsClusterConfig {
 /// `Cluster.DiscoveryType.EDS`.
 const DISCOVERY_TYPE_EDS: i32 = 3;
 
-/// `envoy.config.listener.v3.Listener`: filter chains only.
+/// `envoy.config.listener.v3.Listener`: name and filter chains.
 #[derive(Clone, PartialEq, Message)]
 struct Listener {
+    #[prost(string, tag = "1")]
+    name: String,
     #[prost(message, repeated, tag = "3")]
     filter_chains: Vec<FilterChain>,
     #[prost(message, optional, tag = "25")]
@@ -123,11 +125,11 @@ pub(crate) fn cluster(bytes: &[u8]) -> Result<(String, Option<String>), prost::D
     Ok((c.name, eds_name))
 }
 
-/// Adds the route tables a listener's HTTP connection managers name (RDS) to `out`.
+/// A listener's name; adds the route tables its HTTP connection managers name (RDS) to `out`.
 pub(crate) fn listener_routes(
     bytes: &[u8],
     out: &mut BTreeSet<String>,
-) -> Result<(), prost::DecodeError> {
+) -> Result<String, prost::DecodeError> {
     let l = Listener::decode(bytes)?;
     for chain in l.filter_chains.iter().chain(l.default_filter_chain.iter()) {
         for f in &chain.filters {
@@ -140,7 +142,7 @@ pub(crate) fn listener_routes(
             }
         }
     }
-    Ok(())
+    Ok(l.name)
 }
 
 /// The cluster a ClusterLoadAssignment is for.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use weft_xds::Handler;
-use weft_xds::pb::google::protobuf::Any;
+use weft_xds::client::Update;
 use weft_xds::types::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
 
 use crate::lite;
@@ -149,6 +149,9 @@ pub(crate) struct ProxyRecord {
     pub types: [TypeRecord; 4],
     eds_names: Arc<Vec<String>>,
     rds_names: Arc<Vec<String>>,
+    /// Cluster → the EDS name it subscribes to; listener → the route tables it names.
+    clusters: HashMap<String, Option<String>>,
+    listeners: HashMap<String, BTreeSet<String>>,
     current: HashMap<u32, Vec<String>>,
     pub eds_log: Vec<EdsObservation>,
     pub cds_seen: HashMap<u32, Duration>,
@@ -193,47 +196,51 @@ fn decode_error(kind: &str, e: prost::DecodeError) -> String {
     format!("cannot decode {kind}: {e}")
 }
 
+/// Applies a response to a per-proxy map: a full state replaces it, an update adds, replaces
+/// and removes.
+fn merge<T>(map: &mut HashMap<String, T>, decoded: Vec<(String, T)>, update: &Update) {
+    if update.full_state {
+        map.clear();
+    }
+    for name in &update.removed {
+        map.remove(name);
+    }
+    map.extend(decoded);
+}
+
 impl Handler for SimProxy {
-    fn on_response(
-        &mut self,
-        type_url: &str,
-        version: &str,
-        resources: Vec<Any>,
-    ) -> Result<(), String> {
+    fn on_response(&mut self, type_url: &str, update: Update) -> Result<(), String> {
         let Some(ti) = type_index(type_url) else {
             return Err(format!("the benchmark proxy does not handle {type_url}"));
         };
         let shared = &*self.shared;
+        let resources = &update.resources;
         let bytes: u64 = resources.iter().map(|r| r.value.len() as u64).sum();
-        let mut eds_names = None;
-        let mut rds_names = None;
+        let mut clusters = Vec::new();
+        let mut listeners = Vec::new();
         let mut observed: Vec<(u32, Vec<String>)> = Vec::new();
         let mut cds_hits: Vec<u32> = Vec::new();
         match ti {
             CDS => {
-                let mut names = Vec::with_capacity(resources.len());
-                for r in &resources {
+                for r in resources {
                     let (name, eds) =
                         lite::cluster(&r.value).map_err(|e| decode_error("Cluster", e))?;
                     if let Some(&i) = shared.cds_watch.get(&name) {
                         cds_hits.push(i);
                     }
-                    names.extend(eds);
+                    clusters.push((name, eds));
                 }
-                names.sort();
-                names.dedup();
-                eds_names = Some(Shared::intern(&shared.eds_names, names));
             }
             LDS => {
-                let mut set = BTreeSet::new();
-                for r in &resources {
-                    lite::listener_routes(&r.value, &mut set)
+                for r in resources {
+                    let mut routes = BTreeSet::new();
+                    let name = lite::listener_routes(&r.value, &mut routes)
                         .map_err(|e| decode_error("Listener", e))?;
+                    listeners.push((name, routes));
                 }
-                rds_names = Some(Shared::intern(&shared.rds_names, set.into_iter().collect()));
             }
             EDS if !shared.eds_watch.is_empty() => {
-                for r in &resources {
+                for r in resources {
                     let name = lite::cla_name(&r.value)
                         .map_err(|e| decode_error("ClusterLoadAssignment", e))?;
                     if let Some(&i) = shared.eds_watch.get(&name) {
@@ -260,14 +267,26 @@ impl Handler for SimProxy {
         t.responses += 1;
         t.resources = resources.len();
         t.bytes += bytes;
-        if t.version != version {
-            t.version = version.to_string();
+        if t.version != update.version {
+            t.version = update.version.clone();
         }
-        if let Some(names) = eds_names {
-            rec.eds_names = names;
-        }
-        if let Some(names) = rds_names {
-            rec.rds_names = names;
+        match ti {
+            CDS => {
+                merge(&mut rec.clusters, clusters, &update);
+                t.resources = rec.clusters.len();
+                let mut names: Vec<String> = rec.clusters.values().flatten().cloned().collect();
+                names.sort();
+                names.dedup();
+                rec.eds_names = Shared::intern(&shared.eds_names, names);
+            }
+            LDS => {
+                merge(&mut rec.listeners, listeners, &update);
+                t.resources = rec.listeners.len();
+                let names: BTreeSet<&String> = rec.listeners.values().flatten().collect();
+                let names = names.into_iter().cloned().collect();
+                rec.rds_names = Shared::intern(&shared.rds_names, names);
+            }
+            _ => {}
         }
         for i in cds_hits {
             rec.cds_seen.entry(i).or_insert(at);
@@ -313,7 +332,19 @@ mod tests {
     use weft_xds::pb::envoy::config::core::v3 as core;
     use weft_xds::pb::envoy::config::endpoint::v3 as endpoint;
 
+    use weft_xds::pb::google::protobuf::Any;
+
     use super::*;
+
+    /// A state-of-the-world response.
+    fn sotw(type_url: &str, version: &str, resources: Vec<Any>) -> Update {
+        Update {
+            version: version.into(),
+            resources,
+            removed: Vec::new(),
+            full_state: weft_xds::types::is_wildcard_type(type_url),
+        }
+    }
 
     fn any(type_url: &str, value: Vec<u8>) -> Any {
         Any {
@@ -383,25 +414,41 @@ mod tests {
             shared: shared.clone(),
         };
         assert_eq!(p.subscriptions()[1].1, Vec::<String>::new());
-        p.on_response(CLUSTER, "v1", vec![eds_cluster("b"), eds_cluster("a")])
-            .unwrap();
+        p.on_response(
+            CLUSTER,
+            sotw(CLUSTER, "v1", vec![eds_cluster("b"), eds_cluster("a")]),
+        )
+        .unwrap();
         assert_eq!(p.subscriptions()[1].1, ["a", "b"]);
         assert!(lock(&record).cds_seen.is_empty());
         p.on_response(
             ENDPOINT,
-            "v1",
-            vec![cla("a", &["10.0.0.1"]), cla("b", &["10.0.0.9"])],
+            sotw(
+                ENDPOINT,
+                "v1",
+                vec![cla("a", &["10.0.0.1"]), cla("b", &["10.0.0.9"])],
+            ),
         )
         .unwrap();
         // Same addresses again: not a new observation.
-        p.on_response(ENDPOINT, "v2", vec![cla("a", &["10.0.0.1"])])
-            .unwrap();
-        p.on_response(ENDPOINT, "v3", vec![cla("a", &["10.0.0.2", "10.0.0.1"])])
-            .unwrap();
-        p.on_response(CLUSTER, "v3", vec![eds_cluster("a"), eds_cluster("c")])
-            .unwrap();
+        p.on_response(
+            ENDPOINT,
+            sotw(ENDPOINT, "v2", vec![cla("a", &["10.0.0.1"])]),
+        )
+        .unwrap();
+        p.on_response(
+            ENDPOINT,
+            sotw(ENDPOINT, "v3", vec![cla("a", &["10.0.0.2", "10.0.0.1"])]),
+        )
+        .unwrap();
+        p.on_response(
+            CLUSTER,
+            sotw(CLUSTER, "v3", vec![eds_cluster("a"), eds_cluster("c")]),
+        )
+        .unwrap();
         // No listeners and no routes asked for: synced without RDS.
-        p.on_response(LISTENER, "v3", vec![]).unwrap();
+        p.on_response(LISTENER, sotw(LISTENER, "v3", vec![]))
+            .unwrap();
         let rec = lock(&record);
         assert!(rec.synced.is_some());
         assert_eq!(rec.types[EDS].responses, 3);
@@ -419,11 +466,47 @@ mod tests {
         assert!(shared.bytes.load(Ordering::Relaxed) > 0);
         assert_eq!(shared.response_counts(), [2, 3, 1, 0]);
         drop(rec);
-        assert!(p.on_response("type.googleapis.com/x", "v", vec![]).is_err());
         assert!(
-            p.on_response(CLUSTER, "v4", vec![any(CLUSTER, vec![0x0a, 0xff])])
-                .is_err(),
+            p.on_response(
+                "type.googleapis.com/x",
+                sotw("type.googleapis.com/x", "v", vec![])
+            )
+            .is_err()
+        );
+        assert!(
+            p.on_response(
+                CLUSTER,
+                sotw(CLUSTER, "v4", vec![any(CLUSTER, vec![0x0a, 0xff])])
+            )
+            .is_err(),
             "undecodable clusters are NACKed"
         );
+    }
+
+    #[test]
+    fn delta_responses_keep_what_they_leave_out() {
+        let shared = Arc::new(Shared::new(&Watches::default()));
+        let record = Arc::new(Mutex::new(ProxyRecord::new(shared.now())));
+        let mut p = SimProxy {
+            record: record.clone(),
+            shared,
+        };
+        let delta = |resources: Vec<Any>, removed: &[&str]| Update {
+            version: "v".into(),
+            resources,
+            removed: removed.iter().map(|s| s.to_string()).collect(),
+            full_state: false,
+        };
+        p.on_response(
+            CLUSTER,
+            delta(vec![eds_cluster("a"), eds_cluster("b")], &[]),
+        )
+        .unwrap();
+        p.on_response(CLUSTER, delta(vec![eds_cluster("c")], &[]))
+            .unwrap();
+        assert_eq!(p.subscriptions()[1].1, ["a", "b", "c"]);
+        p.on_response(CLUSTER, delta(vec![], &["b"])).unwrap();
+        assert_eq!(p.subscriptions()[1].1, ["a", "c"]);
+        assert_eq!(lock(&record).types[CDS].resources, 2);
     }
 }

@@ -179,6 +179,8 @@ pub struct XdsLoadReport {
     pub control_plane: String,
     /// Simulated proxies.
     pub proxies: usize,
+    /// The proxies used incremental (delta) xDS.
+    pub delta: bool,
     /// Generated services.
     pub services: usize,
     /// WorkloadEntries per service.
@@ -291,8 +293,13 @@ impl fmt::Display for XdsLoadReport {
         writeln!(f, "| | |\n|---|---|")?;
         writeln!(
             f,
-            "| fleet | {} proxies; {} services × {} endpoints in {} namespaces ({} resources) |",
+            "| fleet | {} proxies ({} xDS); {} services × {} endpoints in {} namespaces ({} resources) |",
             self.proxies,
+            if self.delta {
+                "delta"
+            } else {
+                "state-of-the-world"
+            },
             self.services,
             self.endpoints_per_service,
             self.namespaces,
@@ -424,6 +431,7 @@ mod tests {
         let r = XdsLoadReport {
             control_plane: "127.0.0.1:15010".into(),
             proxies: 2,
+            delta: true,
             services: 1,
             endpoints_per_service: 2,
             namespaces: 1,

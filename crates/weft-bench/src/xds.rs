@@ -60,6 +60,10 @@ pub struct XdsLoadArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The simulated proxies use incremental xDS (as `weft proxy --delta-xds`, Istio's
+    /// `ISTIO_DELTA_XDS=true`) instead of state of the world.
+    #[arg(long)]
+    pub delta: bool,
 }
 
 /// Interval between churn writes.
@@ -134,7 +138,7 @@ impl Drop for Client {
     }
 }
 
-fn spawn_client(endpoint: &str, node: Node, shared: &Arc<Shared>) -> Client {
+fn spawn_client(endpoint: &str, node: Node, delta: bool, shared: &Arc<Shared>) -> Client {
     let record = Arc::new(Mutex::new(ProxyRecord::new(shared.now())));
     let handler = SimProxy {
         record: record.clone(),
@@ -143,6 +147,7 @@ fn spawn_client(endpoint: &str, node: Node, shared: &Arc<Shared>) -> Client {
     let config = AdsClientConfig {
         backoff_initial: Duration::from_millis(200),
         backoff_max: Duration::from_secs(5),
+        delta,
         ..AdsClientConfig::new(endpoint, node)
     };
     let (tx, state) = watch::channel(ClientState::default());
@@ -322,7 +327,7 @@ async fn wait_served(
         &probe_ip.to_string(),
         "bench-probe",
     );
-    let probe = spawn_client(endpoint, probe_node, shared);
+    let probe = spawn_client(endpoint, probe_node, args.delta, shared);
     let first = Churn::address(0);
     let timeout = Duration::from_secs(args.timeout_seconds);
     loop {
@@ -505,7 +510,7 @@ pub async fn run_xds_load(args: XdsLoadArgs) -> Result<XdsLoadReport, BenchError
     let clients: Vec<Client> = (0..args.proxies)
         .map(|p| {
             let w = &layout.workloads[(p % m) * e + (p / m) % e];
-            spawn_client(&endpoint, workload_node(w), &shared)
+            spawn_client(&endpoint, workload_node(w), args.delta, &shared)
         })
         .collect();
     let synced = wait_all(&clients, timeout, |r| r.synced).await;
@@ -597,6 +602,7 @@ pub async fn run_xds_load(args: XdsLoadArgs) -> Result<XdsLoadReport, BenchError
     Ok(XdsLoadReport {
         control_plane: args.control_plane.clone(),
         proxies: args.proxies,
+        delta: args.delta,
         services: args.services,
         endpoints_per_service: args.endpoints_per_service,
         namespaces: args.namespaces,
@@ -639,11 +645,30 @@ mod tests {
             control_pid: Some(std::process::id()),
             timeout_seconds: 60,
             json: false,
+            delta: false,
         }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn fleet_against_an_in_process_control_plane() {
+        let report = fleet_run(false).await;
+        assert!(!report.delta);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn delta_fleet_against_an_in_process_control_plane() {
+        let report = fleet_run(true).await;
+        assert!(report.delta);
+        assert!(report.to_string().contains("(delta xDS)"));
+        // The added service reaches each proxy as its new clusters, route table and
+        // assignments, not as the whole configuration again.
+        let added = &report.changes[1];
+        assert!(added.bytes * 4 < report.initial.bytes, "{added:?}");
+    }
+
+    /// Runs a small fleet against a control plane in this process and checks what every run
+    /// must show.
+    async fn fleet_run(delta: bool) -> XdsLoadReport {
         let config = tempfile::tempdir().unwrap();
         let state = tempfile::tempdir().unwrap();
         let xds = free_addr();
@@ -675,9 +700,12 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let report = run_xds_load(args(xds.to_string(), config.path().to_path_buf()))
-            .await
-            .unwrap();
+        let report = run_xds_load(XdsLoadArgs {
+            delta,
+            ..args(xds.to_string(), config.path().to_path_buf())
+        })
+        .await
+        .unwrap();
         let _ = stop.send(());
         control.join().unwrap().unwrap();
 
@@ -720,6 +748,7 @@ mod tests {
         let md = report.to_string();
         assert!(md.contains("| all proxies synced after |"), "{md}");
         assert!(md.contains("relabel"), "{md}");
+        report
     }
 
     #[tokio::test]

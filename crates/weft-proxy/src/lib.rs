@@ -172,6 +172,7 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     let handler = xds::ConfigHandler::new(snapshot.clone(), tls.clone(), config_ready.clone());
     let mut cfg = weft_xds::AdsClientConfig::new(options.xds_address(), node);
     cfg.auth_token = Some(token);
+    cfg.delta = options.delta_xds;
     std::thread::Builder::new()
         .name("weft-xds".into())
         .spawn(move || {

@@ -31,6 +31,8 @@ pub struct ProxyOptions {
     pub health_port: u16,
     pub prometheus_port: u16,
     pub termination_drain: Duration,
+    /// Incremental xDS (Istio's `ISTIO_DELTA_XDS`) instead of state of the world.
+    pub delta_xds: bool,
 }
 
 impl ProxyOptions {
@@ -54,6 +56,7 @@ impl ProxyOptions {
             health_port: 15021,
             prometheus_port: 15090,
             termination_drain: Duration::from_secs(5),
+            delta_xds: false,
         }
     }
 

@@ -1,9 +1,11 @@
 //! The proxy's side of ADS: decodes each response, compiles a new snapshot from the whole
 //! resource set and swaps it in atomically; anything that does not compile is NACKed and the
-//! previous snapshot stays in force. Subscriptions follow Envoy: CDS and LDS wildcard, EDS for
-//! the EDS clusters CDS named, RDS for the route tables LDS named.
+//! previous snapshot stays in force. State-of-the-world LDS and CDS responses replace their set;
+//! EDS and RDS responses, and every delta response, add or replace what they carry and drop what
+//! they name as removed. Subscriptions follow Envoy: CDS and LDS wildcard, EDS for the EDS
+//! clusters CDS named, RDS for the route tables LDS named.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -14,6 +16,7 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
+use weft_xds::client::Update;
 
 use crate::snapshot::{Raw, Snapshot};
 use crate::tls::TlsFactory;
@@ -58,40 +61,44 @@ fn decode_all<T: Message + Default>(
         .collect()
 }
 
+/// Applies one response of a type to its map: a full state replaces it; an update adds and
+/// replaces what it carries and drops what it names as removed.
+fn merge<T>(map: &mut BTreeMap<String, T>, decoded: Vec<(String, T)>, update: &Update) {
+    if update.full_state {
+        map.clear();
+    }
+    for name in &update.removed {
+        map.remove(name);
+    }
+    map.extend(decoded);
+}
+
 impl weft_xds::Handler for ConfigHandler {
-    fn on_response(
-        &mut self,
-        type_url: &str,
-        version: &str,
-        resources: Vec<Any>,
-    ) -> Result<(), String> {
+    fn on_response(&mut self, type_url: &str, update: Update) -> Result<(), String> {
         let mut raw = self.raw.clone();
+        let resources = &update.resources;
         match type_url {
             weft_xds::types::LISTENER => {
-                raw.listeners = decode_all::<Listener>(&resources, "Listener", |l| l.name.clone())?
-                    .into_iter()
-                    .collect();
+                let decoded = decode_all::<Listener>(resources, "Listener", |l| l.name.clone())?;
+                merge(&mut raw.listeners, decoded, &update);
             }
             weft_xds::types::CLUSTER => {
-                raw.clusters = decode_all::<Cluster>(&resources, "Cluster", |c| c.name.clone())?
-                    .into_iter()
-                    .collect();
+                let decoded = decode_all::<Cluster>(resources, "Cluster", |c| c.name.clone())?;
+                merge(&mut raw.clusters, decoded, &update);
             }
-            // Route tables and assignments are not state-of-the-world types: a response carries
-            // the ones that changed; the others stay as they were.
             weft_xds::types::ROUTE => {
-                raw.routes.extend(decode_all::<RouteConfiguration>(
-                    &resources,
-                    "RouteConfiguration",
-                    |r| r.name.clone(),
-                )?);
+                let decoded =
+                    decode_all::<RouteConfiguration>(resources, "RouteConfiguration", |r| {
+                        r.name.clone()
+                    })?;
+                merge(&mut raw.routes, decoded, &update);
             }
             weft_xds::types::ENDPOINT => {
-                raw.endpoints.extend(decode_all::<ClusterLoadAssignment>(
-                    &resources,
-                    "ClusterLoadAssignment",
-                    |c| c.cluster_name.clone(),
-                )?);
+                let decoded =
+                    decode_all::<ClusterLoadAssignment>(resources, "ClusterLoadAssignment", |c| {
+                        c.cluster_name.clone()
+                    })?;
+                merge(&mut raw.endpoints, decoded, &update);
             }
             other => return Err(format!("weft proxy does not handle type {other}")),
         }
@@ -108,6 +115,7 @@ impl weft_xds::Handler for ConfigHandler {
                 raw.routes.retain(|name, _| rds.contains(name));
             }
         }
+        let version = update.version.as_str();
         raw.versions.insert(
             weft_xds::types::short_name(type_url).to_string(),
             version.to_string(),
@@ -126,7 +134,8 @@ impl weft_xds::Handler for ConfigHandler {
         tracing::debug!(
             type_url = weft_xds::types::short_name(type_url),
             version,
-            count = resources.len(),
+            count = update.resources.len(),
+            removed = update.removed.len(),
             "applied"
         );
         Ok(())
@@ -218,6 +227,19 @@ mod tests {
         })
     }
 
+    const CDS: bool = true;
+    const EDS: bool = false;
+
+    /// A state-of-the-world response (full state for CDS).
+    fn sotw(full_state: bool, version: &str, resources: Vec<Any>) -> Update {
+        Update {
+            version: version.into(),
+            resources,
+            removed: Vec::new(),
+            full_state,
+        }
+    }
+
     fn handler() -> ConfigHandler {
         let live = Arc::new(weft_identity::LiveIdentity::new());
         ConfigHandler::new(
@@ -232,20 +254,18 @@ mod tests {
         let mut h = handler();
         h.on_response(
             weft_xds::types::CLUSTER,
-            "1",
-            vec![eds_cluster("a"), eds_cluster("b")],
+            sotw(CDS, "1", vec![eds_cluster("a"), eds_cluster("b")]),
         )
         .unwrap();
         let eds = |h: &ConfigHandler| h.subscriptions()[1].1.clone();
         assert_eq!(eds(&h), ["a", "b"]);
         h.on_response(
             weft_xds::types::ENDPOINT,
-            "1",
-            vec![cla("a", 1), cla("b", 1)],
+            sotw(EDS, "1", vec![cla("a", 1), cla("b", 1)]),
         )
         .unwrap();
         // A later response with only "b" changes "b" and keeps "a".
-        h.on_response(weft_xds::types::ENDPOINT, "2", vec![cla("b", 3)])
+        h.on_response(weft_xds::types::ENDPOINT, sotw(EDS, "2", vec![cla("b", 3)]))
             .unwrap();
         let count = |h: &ConfigHandler, n: &str| {
             h.raw
@@ -256,10 +276,55 @@ mod tests {
         assert_eq!(count(&h, "a"), Some(1));
         assert_eq!(count(&h, "b"), Some(3));
         // Cluster "a" goes away: so do its endpoints, and its subscription.
-        h.on_response(weft_xds::types::CLUSTER, "3", vec![eds_cluster("b")])
-            .unwrap();
+        h.on_response(
+            weft_xds::types::CLUSTER,
+            sotw(CDS, "3", vec![eds_cluster("b")]),
+        )
+        .unwrap();
         assert_eq!(count(&h, "a"), None);
         assert_eq!(count(&h, "b"), Some(3));
         assert_eq!(eds(&h), ["b"]);
+    }
+
+    #[test]
+    fn delta_responses_add_replace_and_remove() {
+        let mut h = handler();
+        let delta = |version: &str, resources: Vec<Any>, removed: &[&str]| Update {
+            version: version.into(),
+            resources,
+            removed: removed.iter().map(|s| s.to_string()).collect(),
+            full_state: false,
+        };
+        let clusters = |h: &ConfigHandler| h.raw.clusters.keys().cloned().collect::<Vec<_>>();
+        h.on_response(
+            weft_xds::types::CLUSTER,
+            delta("1", vec![eds_cluster("a"), eds_cluster("b")], &[]),
+        )
+        .unwrap();
+        h.on_response(
+            weft_xds::types::ENDPOINT,
+            delta("1", vec![cla("a", 1), cla("b", 2)], &[]),
+        )
+        .unwrap();
+        // An added cluster leaves the others in place.
+        h.on_response(
+            weft_xds::types::CLUSTER,
+            delta("2", vec![eds_cluster("c")], &[]),
+        )
+        .unwrap();
+        assert_eq!(clusters(&h), ["a", "b", "c"]);
+        assert_eq!(h.snapshot.load().clusters.len(), 3);
+        // A removal drops the cluster, its assignment and its subscription.
+        h.on_response(weft_xds::types::CLUSTER, delta("3", vec![], &["a"]))
+            .unwrap();
+        assert_eq!(clusters(&h), ["b", "c"]);
+        assert!(!h.raw.endpoints.contains_key("a"));
+        assert_eq!(h.subscriptions()[1].1, ["b", "c"]);
+        assert_eq!(h.snapshot.load().clusters.len(), 2);
+        // An assignment removed by the control plane goes while its cluster stays.
+        h.on_response(weft_xds::types::ENDPOINT, delta("4", vec![], &["b"]))
+            .unwrap();
+        assert!(h.raw.endpoints.is_empty());
+        assert_eq!(h.raw.versions["EDS"], "4");
     }
 }

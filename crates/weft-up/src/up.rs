@@ -311,13 +311,15 @@ fn run(
                 args.push(format!("{k}={v}"));
             }
             let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            // As Istio's injector, MeshConfig defaultConfig.proxyMetadata becomes the sidecar's
+            // environment (ISTIO_DELTA_XDS=true, for one).
             let proxy = Proc::spawn(
                 &p.name,
                 Role::Proxy,
                 &ns,
                 Some("1337"),
                 &argv(&opts.weft, &a),
-                &BTreeMap::new(),
+                &snap.mesh.default_config.proxy_metadata,
                 &opts.log_dir.join(format!("{}-proxy.log", p.name)),
             )?;
             state.groups.push(proxy.group());

@@ -162,6 +162,10 @@ struct ProxyArgs {
     /// Data-path worker threads (Istio concurrency, default 2).
     #[arg(long, default_value_t = 2)]
     concurrency: usize,
+    /// Incremental xDS (delta ADS) instead of state of the world; Istio's `ISTIO_DELTA_XDS`,
+    /// usually set mesh-wide in MeshConfig `defaultConfig.proxyMetadata`.
+    #[arg(long, env = "ISTIO_DELTA_XDS")]
+    delta_xds: bool,
 }
 
 #[derive(Args, Debug)]
@@ -302,6 +306,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.trust_domain = a.trust_domain;
             opts.cert_ttl = a.cert_ttl.get();
             opts.termination_drain = a.termination_drain.get();
+            opts.delta_xds = a.delta_xds;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(a.concurrency.max(1))
                 .thread_name("weft-worker")

@@ -59,6 +59,7 @@ fn sidecar(workload: &str, app: &str, sa: &str) -> Sidecar {
         labels: BTreeMap::from([("app".into(), app.into()), ("version".into(), "v1".into())]),
         service_account: sa.into(),
         cert_ttl: None,
+        delta: false,
     }
 }
 
@@ -89,6 +90,11 @@ fn server_config(id: u8, with_client: bool) -> Vec<(&'static str, String)> {
 
 /// A mesh with a client and a server pod (both with sidecars) and the server app running.
 fn client_server(mesh_config: &str) -> Mesh {
+    client_server_with(mesh_config, sidecar("client", "client", "client"))
+}
+
+/// [`client_server`] with the client's sidecar as given.
+fn client_server_with(mesh_config: &str, client: Sidecar) -> Mesh {
     let id = next_id();
     let mut mesh = Mesh::new(id, &server_config(id, true), mesh_config, &hosts(id));
     mesh.add_pod(
@@ -97,11 +103,7 @@ fn client_server(mesh_config: &str) -> Mesh {
         Some(sidecar("server-v1", "server", "server")),
     );
     mesh.start_app("server");
-    mesh.add_pod(
-        "client",
-        CLIENT,
-        Some(sidecar("client", "client", "client")),
-    );
+    mesh.add_pod("client", CLIENT, Some(client));
     mesh
 }
 
@@ -389,8 +391,15 @@ fn mesh_min_tls_version_is_enforced_on_the_server_side() {
 
 #[test]
 fn config_changes_apply_live_and_bad_input_keeps_the_last_good_config() {
-    let id_mesh = client_server("");
-    let mut mesh = id_mesh;
+    // The client's sidecar uses incremental (delta) xDS, the servers' state of the world: both
+    // follow changes, keep their config while the control plane is away, and reconnect.
+    let mut mesh = client_server_with(
+        "",
+        Sidecar {
+            delta: true,
+            ..sidecar("client", "client", "client")
+        },
+    );
     // A second server endpoint, added while traffic runs, gets traffic within a second of
     // being able to serve. Its pod and sidecar start first; the sidecar gets its certificate
     // once the WorkloadEntry exists (the credential names the WorkloadEntry).
@@ -455,6 +464,24 @@ fn config_changes_apply_live_and_bad_input_keeps_the_last_good_config() {
         let syncz = mesh.debug("/debug/syncz");
         syncz.contains("client.default") && syncz.contains("server-v1.default")
     });
+    let syncz: serde_json::Value =
+        serde_json::from_str(&mesh.debug("/debug/syncz")).expect("syncz is JSON");
+    let delta_of = |cluster: &str| {
+        syncz
+            .as_array()
+            .and_then(|conns| conns.iter().find(|c| c["cluster"] == cluster))
+            .map(|c| c["delta"].clone())
+    };
+    assert_eq!(
+        delta_of("client.default"),
+        Some(serde_json::Value::Bool(true)),
+        "{syncz}"
+    );
+    assert_eq!(
+        delta_of("server-v1.default"),
+        Some(serde_json::Value::Bool(false)),
+        "{syncz}"
+    );
     assert_eq!(mesh.curl("client", URL).0, 200);
 
     // SIGTERM: the sidecar stops accepting, lets the request in flight finish, then exits.

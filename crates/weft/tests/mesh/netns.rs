@@ -51,6 +51,8 @@ pub struct Sidecar {
     pub labels: BTreeMap<String, String>,
     pub service_account: String,
     pub cert_ttl: Option<String>,
+    /// `--delta-xds`: incremental xDS instead of state of the world.
+    pub delta: bool,
 }
 
 pub struct Pod {
@@ -286,6 +288,9 @@ impl Mesh {
             for (k, v) in &sc.labels {
                 args.push("--label".into());
                 args.push(format!("{k}={v}"));
+            }
+            if sc.delta {
+                args.push("--delta-xds".into());
             }
             if let Some(ttl) = &sc.cert_ttl {
                 args.push("--cert-ttl".into());
