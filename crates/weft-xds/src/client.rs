@@ -19,19 +19,23 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::StreamExt;
+use http::HeaderValue;
+use http_body_util::StreamBody;
+use prost::Message;
 use rand::Rng;
 use serde::Serialize;
-use tokio::sync::watch;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::codegen::Service;
 use tonic::transport::Channel;
 
 use crate::error::XdsError;
 use crate::pb::envoy::config::core::v3::Node;
-use crate::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use crate::pb::google::protobuf::Any;
 use crate::pb::google::rpc;
-use crate::server::MAX_MESSAGE_SIZE;
+use crate::server::{MAX_MESSAGE_SIZE, Messages};
 use crate::transport::{self, TlsConnector};
 use crate::types;
 
@@ -131,7 +135,7 @@ pub async fn run_ads_client<H: Handler>(
         .auth_token
         .as_ref()
         .map(|t| {
-            MetadataValue::try_from(format!("Bearer {}", t.trim()))
+            HeaderValue::try_from(format!("Bearer {}", t.trim()))
                 .map_err(|_| XdsError::InvalidToken)
         })
         .transpose()?;
@@ -173,28 +177,110 @@ pub async fn run_ads_client<H: Handler>(
     }
 }
 
-type Interceptor =
-    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
-type Client = AggregatedDiscoveryServiceClient<InterceptedService<Channel, Interceptor>>;
+/// The ADS methods' paths.
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
 
-/// Connects and wraps the channel in an ADS client that sends the bearer token.
+/// A connection to the control plane that opens ADS streams by hand rather than through
+/// tonic's generated client, whose per-stream decode buffer stays as large as the largest
+/// response (megabytes at a thousand services): responses are read with the server's decoder,
+/// which lets its buffer go once drained.
+struct Client {
+    channel: Channel,
+    token: Option<HeaderValue>,
+}
+
+impl Client {
+    /// Opens a bidirectional stream on `path` that sends what `requests` yields.
+    async fn open<Req, Resp>(
+        &mut self,
+        path: &'static str,
+        requests: mpsc::UnboundedReceiver<Req>,
+    ) -> Result<Responses<Resp>, XdsError>
+    where
+        Req: Message + Send + 'static,
+        Resp: Message + Default,
+    {
+        let frames = UnboundedReceiverStream::new(requests)
+            .map(|m| Ok::<_, tonic::Status>(http_body::Frame::data(grpc_frame(&m))));
+        let mut req = http::Request::new(tonic::body::Body::new(StreamBody::new(frames)));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = http::Uri::from_static(path);
+        let headers = req.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        if let Some(token) = &self.token {
+            headers.insert(http::header::AUTHORIZATION, token.clone());
+        }
+        std::future::poll_fn(|cx| self.channel.poll_ready(cx))
+            .await
+            .map_err(unavailable)?;
+        let resp = self.channel.call(req).await.map_err(unavailable)?;
+        if resp.status() != http::StatusCode::OK {
+            return Err(tonic::Status::unavailable(format!(
+                "the control plane answered HTTP {} to {path}",
+                resp.status()
+            ))
+            .into());
+        }
+        // A call refused at once carries its status in the headers.
+        if let Some(status) = tonic::Status::from_header_map(resp.headers())
+            && status.code() != tonic::Code::Ok
+        {
+            return Err(status.into());
+        }
+        Ok(Responses(Messages::responses(
+            resp.into_body(),
+            MAX_MESSAGE_SIZE,
+        )))
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> XdsError {
+    tonic::Status::unavailable(e.to_string()).into()
+}
+
+/// A message with its 5-byte gRPC prefix (uncompressed).
+fn grpc_frame<M: Message>(m: &M) -> Bytes {
+    let len = m.encoded_len();
+    let mut buf = BytesMut::with_capacity(5 + len);
+    buf.put_u8(0);
+    buf.put_u32(len as u32);
+    // The buffer has room for the whole message, so encoding cannot fail.
+    let _ = m.encode(&mut buf);
+    buf.freeze()
+}
+
+/// The responses of an ADS stream.
+struct Responses<U>(Messages<U>);
+
+impl<U: Message + Default> Responses<U> {
+    /// The next response; an error when the stream ends, with the server's status if it sent
+    /// one.
+    async fn message(&mut self) -> Result<U, XdsError> {
+        match self.0.message().await? {
+            Some(m) => Ok(m),
+            None => match self.0.trailers().and_then(tonic::Status::from_header_map) {
+                Some(status) if status.code() != tonic::Code::Ok => Err(status.into()),
+                _ => Err(XdsError::StreamClosed),
+            },
+        }
+    }
+}
+
+/// Connects to the control plane.
 async fn connect(
     config: &AdsClientConfig,
     tls: Option<TlsConnector>,
-    token: Option<MetadataValue<Ascii>>,
+    token: Option<HeaderValue>,
 ) -> Result<Client, XdsError> {
     let channel = transport::connect_channel(&config.endpoint, tls).await?;
-    let interceptor: Interceptor = Box::new(move |mut req: tonic::Request<()>| {
-        if let Some(t) = &token {
-            req.metadata_mut().insert("authorization", t.clone());
-        }
-        Ok(req)
-    });
-    Ok(
-        AggregatedDiscoveryServiceClient::with_interceptor(channel, interceptor)
-            .max_decoding_message_size(MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(MAX_MESSAGE_SIZE),
-    )
+    Ok(Client { channel, token })
 }
 
 /// Exponential backoff with jitter (each delay uniform in [d/2, d]).

@@ -7,10 +7,11 @@
 //! resources (delta) whose content changed.
 
 mod delta;
+mod held;
 mod sotw;
 mod wire;
 
-pub use wire::{AdsService, Requests};
+pub use wire::{AdsService, Messages, Requests};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;

@@ -99,10 +99,13 @@ impl NamedResource {
 
     /// Per-resource version of the delta protocol: 16 hex digits of the digest.
     pub fn version(&self) -> String {
-        self.0.digest[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(16);
+        for b in &self.0.digest[..8] {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        out
     }
 
     /// Whether both have the same name and content (the same allocation, or equal digests).
@@ -256,6 +259,11 @@ mod tests {
         assert!(!res("a", b"x").same(&n[0]));
         assert!(!res("z", b"1").same(&n[0]));
         assert_eq!(n[0].version().len(), 16);
+        let hex: String = n[0].digest()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(n[0].version(), hex);
         assert_ne!(res("a", b"1").version(), res("a", b"2").version());
         let other_type = NamedResource::new(
             "a",

@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
 
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::{
     AdsClientConfig, Client, Handler, Session, Update, nack_status, ordered_subscriptions,
@@ -68,17 +67,13 @@ impl<H: Handler> Session<'_, H> {
             let _ = req_tx.send(req);
             sent.insert(type_url, sub);
         }
-        let response = client
-            .delta_aggregated_resources(UnboundedReceiverStream::new(req_rx))
+        let mut inbound = client
+            .open::<_, DeltaDiscoveryResponse>(super::DELTA_PATH, req_rx)
             .await?;
-        let mut inbound = response.into_inner();
         self.established(config);
 
         loop {
-            let resp = match inbound.message().await? {
-                Some(resp) => resp,
-                None => return Err(XdsError::StreamClosed),
-            };
+            let resp = inbound.message().await?;
             self.got_response = true;
             let reply = self.apply(resp);
             req_tx.send(reply).map_err(|_| XdsError::StreamClosed)?;

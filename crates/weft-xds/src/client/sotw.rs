@@ -4,13 +4,12 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::{
     AdsClientConfig, Client, Handler, Session, Update, nack_status, ordered_subscriptions,
 };
 use crate::error::XdsError;
-use crate::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use crate::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use crate::types;
 
 impl<H: Handler> Session<'_, H> {
@@ -50,17 +49,13 @@ impl<H: Handler> Session<'_, H> {
             let _ = req_tx.send(req);
             sent.insert(type_url, names);
         }
-        let response = client
-            .stream_aggregated_resources(UnboundedReceiverStream::new(req_rx))
+        let mut inbound = client
+            .open::<_, DiscoveryResponse>(super::SOTW_PATH, req_rx)
             .await?;
-        let mut inbound = response.into_inner();
         self.established(config);
 
         loop {
-            let resp = match inbound.message().await? {
-                Some(resp) => resp,
-                None => return Err(XdsError::StreamClosed),
-            };
+            let resp = inbound.message().await?;
             self.got_response = true;
             let type_url = resp.type_url.clone();
             nonces.insert(type_url.clone(), resp.nonce.clone());

@@ -1,24 +1,26 @@
 //! Incremental (delta) ADS streams.
 //!
 //! Per type the stream tracks the client's subscription (wildcard flag plus explicit names) and
-//! the version of every resource the client holds (seeded from `initial_resource_versions`).
-//! Each response carries only resources whose per-resource version (a content hash) differs from
-//! what the client holds, plus `removed_resources` for resources that disappeared and for
-//! explicitly subscribed names that do not exist.
+//! what the client holds: the resources sent to it, shared with the push that made them. The
+//! client's own account (`initial_resource_versions`, per-resource versions that are content
+//! hashes) seeds this on the first response. A response carries only resources that are new to
+//! the client or changed, and `removed_resources` for resources that disappeared and for
+//! explicitly subscribed names that do not exist. As on state-of-the-world streams, a push that
+//! lists the names that may have changed (endpoints) regenerates only those, and the assignment
+//! of a cluster whose definition changed is sent again (Envoy re-warms the cluster).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::wire::Requests;
-
-use super::wire::{DeltaResponse, Wire};
+use super::held::{changed, missing};
+use super::wire::{DeltaResponse, Requests, Wire};
 use super::{Conn, Pending, PushSlot, PushWatch, Shared, Stop, new_nonce};
 use crate::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-use crate::types::{self, Subscription};
+use crate::types::{self, NamedResource, Subscription};
 
 type Tx = mpsc::Sender<Result<DeltaResponse, Status>>;
 
@@ -26,12 +28,18 @@ type Tx = mpsc::Sender<Result<DeltaResponse, Status>>;
 struct DeltaType {
     wildcard: bool,
     names: Arc<BTreeSet<String>>,
-    /// Resource name → version the client holds.
-    client: BTreeMap<String, String>,
+    /// What the client holds of what it subscribes to, sorted by name.
+    held: Vec<NamedResource>,
+    /// The versions the client said it holds on its first request, until the first response
+    /// reconciles them with `held`.
+    initial: Option<HashMap<String, String>>,
     /// Explicit names already reported as not existing.
     absent_notified: BTreeSet<String>,
     nonce: Option<String>,
     sent_version: String,
+    /// What the client held before the response it has not answered yet: a NACK puts it back,
+    /// so that rejected resources are offered again with the next change.
+    before_unanswered: Option<Vec<NamedResource>>,
 }
 
 impl DeltaType {
@@ -40,6 +48,45 @@ impl DeltaType {
             Subscription::Wildcard
         } else {
             Subscription::Names(self.names.clone())
+        }
+    }
+
+    fn covers(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+
+    /// What to send to a client that holds `self.held` (or its `initial` versions) so that it
+    /// holds `out`, the whole current subscription: changed resources and removed names.
+    fn diff(&mut self, out: &[NamedResource]) -> (Vec<NamedResource>, Vec<String>) {
+        let (updates, mut removed) = match self.initial.take() {
+            Some(initial) => {
+                let updates: Vec<NamedResource> = out
+                    .iter()
+                    .filter(|r| initial.get(r.name()) != Some(&r.version()))
+                    .cloned()
+                    .collect();
+                let mut removed: Vec<String> = initial
+                    .into_keys()
+                    .filter(|n| out.binary_search_by(|r| r.name().cmp(n)).is_err())
+                    .collect();
+                removed.sort();
+                (updates, removed)
+            }
+            None => (changed(out, &self.held), missing(out, &self.held)),
+        };
+        self.absent(out, &mut removed);
+        (updates, removed)
+    }
+
+    /// Adds explicitly subscribed names that do not exist (once each) to `removed`.
+    fn absent(&mut self, out: &[NamedResource], removed: &mut Vec<String>) {
+        let exists = |n: &str| out.binary_search_by(|r| r.name().cmp(n)).is_ok();
+        self.absent_notified.retain(|n| !exists(n));
+        for name in self.names.iter() {
+            if !exists(name) && !removed.contains(name) && self.absent_notified.insert(name.clone())
+            {
+                removed.push(name.clone());
+            }
         }
     }
 }
@@ -56,6 +103,16 @@ struct Delta {
     tx: Tx,
     types: BTreeMap<String, DeltaType>,
     slot: PushSlot,
+}
+
+/// One response to send: the type, the push version, what changed, what was removed, and
+/// what the client holds once it applies it.
+struct Outgoing {
+    type_url: String,
+    version: String,
+    updates: Vec<NamedResource>,
+    removed: Vec<String>,
+    held: Vec<NamedResource>,
 }
 
 /// Serves one delta stream until the client goes away or an error ends it.
@@ -133,27 +190,33 @@ impl Delta {
                 wildcard: types::is_wildcard_type(&type_url)
                     && req.resource_names_subscribe.is_empty(),
                 names: Arc::default(),
-                client: req
-                    .initial_resource_versions
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+                held: Vec::new(),
+                initial: Some(req.initial_resource_versions.clone()),
                 absent_notified: BTreeSet::new(),
                 nonce: None,
                 sent_version: String::new(),
+                before_unanswered: None,
             });
 
         if !req.response_nonce.is_empty() {
             if t.nonce.as_deref() == Some(req.response_nonce.as_str()) {
                 self.slot.answered(&type_url);
                 match &req.error_detail {
-                    Some(err) => conn.record_nack(
-                        &type_url,
-                        &t.subscription(),
-                        &t.sent_version,
-                        &err.message,
-                    ),
-                    None => conn.record_ack(&type_url, &t.subscription(), &t.sent_version),
+                    Some(err) => {
+                        if let Some(before) = t.before_unanswered.take() {
+                            t.held = before;
+                        }
+                        conn.record_nack(
+                            &type_url,
+                            &t.subscription(),
+                            &t.sent_version,
+                            &err.message,
+                        )
+                    }
+                    None => {
+                        t.before_unanswered = None;
+                        conn.record_ack(&type_url, &t.subscription(), &t.sent_version)
+                    }
                 }
             } else {
                 tracing::debug!(
@@ -175,21 +238,31 @@ impl Delta {
                 changed = true;
             }
         }
+        let mut unsubscribed = false;
         for name in &req.resource_names_unsubscribe {
             if name == "*" {
-                if t.wildcard {
-                    t.wildcard = false;
-                    changed = true;
-                    // The client drops what it held only through the wildcard.
-                    let names = &t.names;
-                    t.client.retain(|n, _| names.contains(n));
-                }
+                unsubscribed |= t.wildcard;
+                t.wildcard = false;
             } else if t.names.contains(name) && Arc::make_mut(&mut t.names).remove(name) {
-                changed = true;
+                unsubscribed = true;
                 t.absent_notified.remove(name);
-                if !t.wildcard {
-                    t.client.remove(name);
-                }
+            }
+        }
+        if unsubscribed {
+            // The client drops what it no longer subscribes to.
+            let (wildcard, names) = (t.wildcard, t.names.clone());
+            let keep = |r: &NamedResource| wildcard || names.contains(r.name());
+            t.held.retain(keep);
+            if let Some(before) = &mut t.before_unanswered {
+                before.retain(keep);
+            }
+        }
+        if changed || unsubscribed {
+            // Proxies alike subscribe to the same names: they share one copy.
+            if let Subscription::Names(names) =
+                shared.intern(Subscription::Names(std::mem::take(&mut t.names)))
+            {
+                t.names = names;
             }
         }
         if first || changed {
@@ -198,78 +271,165 @@ impl Delta {
         Ok(())
     }
 
-    /// Regenerates every pending type in full (per-resource versions find what changed).
-    async fn on_push(&mut self, pending: &Pending) -> Result<(), Stop> {
-        let type_urls: Vec<String> = self
-            .types
-            .keys()
-            .filter(|t| pending.includes(t))
-            .cloned()
-            .collect();
-        for type_url in type_urls {
-            self.respond(&type_url, false).await?;
-        }
-        self.slot.release_if_idle();
-        Ok(())
-    }
-
-    /// Sends what changed for `type_url` since the client's known state; with `force`, sends a
-    /// response even if nothing changed (first request: lets the client finish warming).
+    /// Answers a new or changed subscription with everything the client lacks; with `force`,
+    /// even if that is nothing (the first request: the client finishes warming).
     async fn respond(&mut self, type_url: &str, force: bool) -> Result<(), Stop> {
         self.slot.acquire().await;
         let (Some(conn), Some(t)) = (self.conn.as_ref(), self.types.get_mut(type_url)) else {
             return Err(Stop::Closed);
         };
-        let sub = t.subscription();
-        let out = conn.generate(type_url, &sub)?;
-        let mut present = HashSet::new();
-        let mut updates = Vec::new();
-        for r in out.resources {
-            let version = r.version();
-            present.insert(r.name().to_string());
-            if t.client.get(r.name()) != Some(&version) {
-                updates.push((r, version));
-            }
-        }
-        let mut removed: Vec<String> = t
-            .client
-            .keys()
-            .filter(|n| !present.contains(*n))
-            .cloned()
-            .collect();
-        for name in t.names.iter() {
-            if !present.contains(name)
-                && !t.client.contains_key(name)
-                && t.absent_notified.insert(name.clone())
-            {
-                removed.push(name.clone());
-            }
-        }
-        t.absent_notified.retain(|n| !present.contains(n));
+        let out = conn.generate(type_url, &t.subscription())?;
+        let (updates, removed) = t.diff(&out.resources);
         if updates.is_empty() && removed.is_empty() && !force {
+            t.held = out.resources;
             self.slot.release_if_idle();
             return Ok(());
         }
-        for (r, version) in &updates {
-            t.client.insert(r.name().to_string(), version.clone());
+        self.send(Outgoing {
+            type_url: type_url.to_string(),
+            version: out.version,
+            updates,
+            removed,
+            held: out.resources,
+        })
+        .await
+    }
+
+    /// Regenerates what the push may have changed; a push slot is taken only when there is
+    /// something to send.
+    async fn on_push(&mut self, pending: &Pending) -> Result<(), Stop> {
+        let Some(conn) = self.conn.as_ref() else {
+            return Ok(());
+        };
+        let mut to_send = Vec::new();
+        // Clusters the client had, with another definition now: their assignments are sent
+        // again (Cluster sorts before ClusterLoadAssignment, so it is looked at first).
+        let mut rewarm: BTreeSet<String> = BTreeSet::new();
+        for (type_url, t) in self.types.iter_mut() {
+            if !pending.includes(type_url) {
+                continue;
+            }
+            let rewarming = type_url == types::ENDPOINT && !rewarm.is_empty();
+            let narrowed = if types::is_wildcard_type(type_url) {
+                None
+            } else {
+                pending.changed.get(type_url.as_str())
+            };
+            if let Some(names) = narrowed {
+                // Only these names may have changed: regenerate the ones watched.
+                let mut names: BTreeSet<String> =
+                    names.iter().filter(|n| t.covers(n)).cloned().collect();
+                if rewarming {
+                    names.extend(rewarm.iter().filter(|n| t.covers(n)).cloned());
+                }
+                if names.is_empty() {
+                    continue;
+                }
+                let out = conn.generate(type_url, &Subscription::Names(Arc::new(names.clone())))?;
+                let mut held = t.held.clone();
+                if rewarming {
+                    held.retain(|h| !rewarm.contains(h.name()));
+                }
+                let before: Vec<NamedResource> = held
+                    .iter()
+                    .filter(|h| names.contains(h.name()))
+                    .cloned()
+                    .collect();
+                let updates = changed(&out.resources, &before);
+                let removed = missing(&out.resources, &before);
+                if updates.is_empty() && removed.is_empty() {
+                    continue;
+                }
+                held.retain(|h| !names.contains(h.name()));
+                held.extend(out.resources.iter().cloned());
+                held.sort_by(|a, b| a.name().cmp(b.name()));
+                to_send.push(Outgoing {
+                    type_url: type_url.clone(),
+                    version: out.version,
+                    updates,
+                    removed,
+                    held,
+                });
+                continue;
+            }
+            let out = conn.generate(type_url, &t.subscription())?;
+            if rewarming {
+                t.held.retain(|h| !rewarm.contains(h.name()));
+            }
+            let (updates, removed) = t.diff(&out.resources);
+            if updates.is_empty() && removed.is_empty() {
+                continue;
+            }
+            if type_url == types::CLUSTER {
+                rewarm.extend(
+                    updates
+                        .iter()
+                        .filter(|r| t.held.binary_search_by(|h| h.name().cmp(r.name())).is_ok())
+                        .map(|r| r.name().to_string()),
+                );
+            }
+            to_send.push(Outgoing {
+                type_url: type_url.clone(),
+                version: out.version,
+                updates,
+                removed,
+                held: out.resources,
+            });
         }
-        for name in &removed {
-            t.client.remove(name);
+        if to_send.is_empty() {
+            return Ok(());
         }
+        self.slot.acquire().await;
+        for out in to_send {
+            self.send(out).await?;
+        }
+        self.slot.release_if_idle();
+        Ok(())
+    }
+
+    /// Sends a response and records what the client holds once it applies it.
+    async fn send(&mut self, out: Outgoing) -> Result<(), Stop> {
+        let (Some(conn), Some(t)) = (self.conn.as_ref(), self.types.get_mut(&out.type_url)) else {
+            return Err(Stop::Closed);
+        };
         let nonce = new_nonce();
+        let resources = out
+            .updates
+            .into_iter()
+            .map(|r| {
+                let version = r.version();
+                (r, version)
+            })
+            .collect();
         let resp = DeltaResponse {
             system_version_info: out.version.clone(),
-            resources: updates,
-            type_url: type_url.to_string(),
-            removed_resources: removed,
+            resources,
+            type_url: out.type_url.clone(),
+            removed_resources: out.removed,
             nonce: nonce.clone(),
         };
         let bytes = resp.encoded_len();
+        if self.tx.capacity() == 0 {
+            // The proxy is not reading: do not hold a push slot while waiting for it.
+            self.slot.release();
+        }
         self.tx.send(Ok(resp)).await.map_err(|_| Stop::Closed)?;
-        self.slot.sent(type_url);
+        self.slot.sent(&out.type_url);
+        let before = std::mem::replace(&mut t.held, out.held);
+        if t.before_unanswered.is_none() {
+            t.before_unanswered = Some(before);
+        }
         t.nonce = Some(nonce.clone());
         t.sent_version = out.version.clone();
-        conn.record_sent(type_url, &sub, &out.version, &nonce, t.client.len(), bytes);
+        let sub = t.subscription();
+        conn.record_sent(
+            &out.type_url,
+            &sub,
+            &out.version,
+            &nonce,
+            t.held.len(),
+            bytes,
+        );
         Ok(())
     }
 }
@@ -402,7 +562,8 @@ mod tests {
         assert!(r.resources.is_empty());
         assert_eq!(r.removed_resources, ["b"]);
 
-        // NACK recorded; identical content is not resent.
+        // NACK recorded; nothing is resent at once. The client kept what it had, so the next
+        // push offers the removal again (the NACK may have come from a passing inconsistency).
         s.send(DeltaDiscoveryRequest {
             error_detail: Some(rpc::Status {
                 code: 3,
@@ -418,13 +579,25 @@ mod tests {
         })
         .await;
         assert_eq!(ads.stats().nacks_total, 1);
+        s.expect_silence().await;
+        assert_eq!(type_status(&ads, CLUSTER).unwrap().resources, 1);
+        ads.push(PushEvent {
+            version: "v3".into(),
+            types: None,
+            ..Default::default()
+        });
+        let r = s.recv().await;
+        assert_eq!(
+            (r.type_url.as_str(), r.removed_resources.as_slice()),
+            (CLUSTER, ["b".to_string()].as_slice())
+        );
+        s.send(ack(CLUSTER, &r.nonce));
         ads.push(PushEvent {
             version: "v3".into(),
             types: None,
             ..Default::default()
         });
         s.expect_silence().await;
-        assert_eq!(type_status(&ads, CLUSTER).unwrap().resources, 1);
 
         // The missing name appears: sent once it exists.
         fake.update(|w| {
@@ -477,5 +650,68 @@ mod tests {
         let r = s.recv().await;
         assert_eq!(names(&r), ["a"]);
         assert!(r.removed_resources.is_empty());
+    }
+
+    #[tokio::test]
+    async fn delta_pushes_naming_assignments_and_changed_clusters() {
+        let fake = FakeGen::new(World::v1());
+        let ads = AdsServer::new(Arc::new(fake.clone()));
+        let addr = spawn_server(&ads).await;
+        let mut s = RawDelta::connect(
+            addr,
+            DeltaDiscoveryRequest {
+                node: Some(node("p4")),
+                ..sub(CLUSTER, &[], &[])
+            },
+        )
+        .await;
+        let r = s.recv().await;
+        s.send(ack(CLUSTER, &r.nonce));
+        s.send(sub(ENDPOINT, &["a", "b"], &[]));
+        let r = s.recv().await;
+        assert_eq!(names(&r), ["a", "b"]);
+        s.send(ack(ENDPOINT, &r.nonce));
+        let hinted = |version: &str, names: &[&str]| PushEvent {
+            version: version.into(),
+            changed: [(
+                ENDPOINT.to_string(),
+                Arc::new(names.iter().map(|n| n.to_string()).collect()),
+            )]
+            .into(),
+            ..Default::default()
+        };
+
+        // "b" changed and the push says so: only "b" is sent.
+        fake.update(|w| {
+            w.version = "v2".into();
+            w.endpoints.insert("b".into(), 4);
+        });
+        ads.push(hinted("v2", &["b", "unwatched"]));
+        let r = s.recv().await;
+        assert_eq!(names(&r), ["b"]);
+        s.send(ack(ENDPOINT, &r.nonce));
+        // "b" is removed: announced.
+        fake.update(|w| {
+            w.version = "v3".into();
+            w.endpoints.remove("b");
+        });
+        ads.push(hinted("v3", &["b"]));
+        let r = s.recv().await;
+        assert_eq!(r.type_url, ENDPOINT);
+        assert!(r.resources.is_empty());
+        assert_eq!(r.removed_resources, ["b"]);
+        s.send(ack(ENDPOINT, &r.nonce));
+
+        // Cluster "a" changes, its endpoints do not: Envoy warms "a" again and needs them.
+        fake.update(|w| {
+            w.version = "v4".into();
+            w.clusters.insert("a".into(), "a2".into());
+        });
+        ads.push(hinted("v4", &[]));
+        let r = s.recv().await;
+        assert_eq!((r.type_url.as_str(), names(&r)), (CLUSTER, vec!["a"]));
+        let r = s.recv().await;
+        assert_eq!((r.type_url.as_str(), names(&r)), (ENDPOINT, vec!["a"]));
+        s.expect_silence().await;
     }
 }

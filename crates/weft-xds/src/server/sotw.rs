@@ -14,6 +14,7 @@ use tonic::Status;
 
 use super::wire::Requests;
 
+use super::held::{changed, same_set, update_held};
 use super::wire::{SotwResponse, Wire};
 use super::{Conn, Pending, PushSlot, PushWatch, ResumeType, Shared, Stop, new_nonce};
 use crate::pb::envoy::service::discovery::v3::DiscoveryRequest;
@@ -123,59 +124,6 @@ impl Drop for Sotw {
             conn.store_resume(acked);
         }
     }
-}
-
-/// Whether two name-sorted lists hold the same resources.
-fn same_set(a: &[NamedResource], b: &[NamedResource]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same(y))
-}
-
-/// Applies a regeneration of the names in `names` to `held` (sorted by name): resources of
-/// `regenerated` replace or join what is held, names that were not regenerated are dropped.
-/// Returns the resources the client does not hold yet (new or changed).
-fn update_held(
-    held: &mut Vec<NamedResource>,
-    names: &BTreeSet<String>,
-    regenerated: &[NamedResource],
-) -> Vec<NamedResource> {
-    let mut updates = Vec::new();
-    for r in regenerated {
-        match held.binary_search_by(|h| h.name().cmp(r.name())) {
-            Ok(i) if held[i].same(r) => {}
-            Ok(i) => {
-                held[i] = r.clone();
-                updates.push(r.clone());
-            }
-            Err(i) => {
-                held.insert(i, r.clone());
-                updates.push(r.clone());
-            }
-        }
-    }
-    for name in names {
-        if regenerated
-            .binary_search_by(|r| r.name().cmp(name))
-            .is_err()
-            && let Ok(i) = held.binary_search_by(|h| h.name().cmp(name))
-        {
-            held.remove(i);
-        }
-    }
-    updates
-}
-
-/// The resources of `out` that `held` (both sorted by name) lacks or holds with other content.
-fn changed(out: &[NamedResource], held: &[NamedResource]) -> Vec<NamedResource> {
-    let mut result = Vec::new();
-    let mut h = held.iter().peekable();
-    for r in out {
-        while h.next_if(|x| x.name() < r.name()).is_some() {}
-        match h.peek() {
-            Some(x) if x.same(r) => {}
-            _ => result.push(r.clone()),
-        }
-    }
-    result
 }
 
 impl Sotw {

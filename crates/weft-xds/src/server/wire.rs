@@ -223,29 +223,53 @@ impl Wire for DeltaResponse {
     }
 }
 
-/// The requests of one stream, decoded from the HTTP/2 request body (gRPC frames: a 5-byte
-/// prefix, then the message; compression is not offered, so none is accepted). The buffer is
-/// let go whenever it is drained: an Envoy request names every assignment it watches, which at
-/// a thousand services is ~100 KiB a request, and a buffer kept at that size per stream would
-/// cost ~100 MB per thousand proxies.
-pub struct Requests<U> {
+/// The messages of one gRPC stream, decoded from an HTTP/2 body (gRPC frames: a 5-byte prefix,
+/// then the message; compression is not offered, so none is accepted): a stream's requests on
+/// the server, its responses on the client. The buffer is let go whenever it is drained: an
+/// Envoy request names every assignment it watches (~100 KiB a request at a thousand services)
+/// and a response carries every cluster (megabytes), and a buffer kept at that size per stream
+/// would cost ~100 MB per thousand proxies on the server and megabytes per proxy.
+pub struct Messages<U> {
     body: tonic::body::Body,
     buf: BytesMut,
     max_message: usize,
+    /// "request" or "response", for errors.
+    what: &'static str,
+    trailers: Option<http::HeaderMap>,
     _message: std::marker::PhantomData<fn() -> U>,
 }
 
-impl<U: prost::Message + Default> Requests<U> {
+/// The requests of a stream, as the server reads them.
+pub type Requests<U> = Messages<U>;
+
+impl<U: prost::Message + Default> Messages<U> {
+    /// A server's view of a request body.
     pub(crate) fn new(body: tonic::body::Body, max_message: usize) -> Self {
-        Requests {
+        Self::of(body, max_message, "request")
+    }
+
+    /// A client's view of a response body.
+    pub(crate) fn responses(body: tonic::body::Body, max_message: usize) -> Self {
+        Self::of(body, max_message, "response")
+    }
+
+    fn of(body: tonic::body::Body, max_message: usize, what: &'static str) -> Self {
+        Messages {
             body,
             buf: BytesMut::new(),
             max_message,
+            what,
+            trailers: None,
             _message: std::marker::PhantomData,
         }
     }
 
-    /// The next request; `None` when the client closed its side.
+    /// The trailers, once the body has ended with them.
+    pub(crate) fn trailers(&self) -> Option<&http::HeaderMap> {
+        self.trailers.as_ref()
+    }
+
+    /// The next message; `None` when the other side closed the stream.
     pub async fn message(&mut self) -> Result<Option<U>, Status> {
         use http_body_util::BodyExt;
         loop {
@@ -253,14 +277,15 @@ impl<U: prost::Message + Default> Requests<U> {
                 let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]])
                     as usize;
                 if self.buf[0] != 0 {
-                    return Err(Status::unimplemented(
-                        "compressed requests are not supported: send grpc-encoding identity",
-                    ));
+                    return Err(Status::unimplemented(format!(
+                        "compressed {}s are not supported: send grpc-encoding identity",
+                        self.what
+                    )));
                 }
                 if len > self.max_message {
                     return Err(Status::resource_exhausted(format!(
-                        "the request is {len} bytes, over the limit of {}",
-                        self.max_message
+                        "the {} is {len} bytes, over the limit of {}",
+                        self.what, self.max_message
                     )));
                 }
                 if self.buf.len() >= 5 + len {
@@ -269,23 +294,25 @@ impl<U: prost::Message + Default> Requests<U> {
                     if self.buf.is_empty() {
                         self.buf = BytesMut::new();
                     }
-                    return U::decode(message)
-                        .map(Some)
-                        .map_err(|e| Status::internal(format!("cannot decode the request: {e}")));
+                    return U::decode(message).map(Some).map_err(|e| {
+                        Status::internal(format!("cannot decode the {}: {e}", self.what))
+                    });
                 }
+                // Room for the whole message at once rather than growing by doubling.
+                self.buf.reserve(5 + len - self.buf.len());
             }
             match self.body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        self.buf.extend_from_slice(&data);
-                    }
-                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => self.buf.extend_from_slice(&data),
+                    Err(frame) => self.trailers = frame.into_trailers().ok(),
+                },
                 Some(Err(e)) => return Err(e),
                 None if self.buf.is_empty() => return Ok(None),
                 None => {
-                    return Err(Status::internal(
-                        "the request stream ended inside a message",
-                    ));
+                    return Err(Status::internal(format!(
+                        "the {} stream ended inside a message",
+                        self.what
+                    )));
                 }
             }
         }
@@ -676,6 +703,7 @@ mod tests {
         ];
         let mut r = Requests::<DiscoveryRequest>::new(request_body(pieces), usize::MAX);
         assert_eq!(r.message().await.unwrap(), Some(a));
+        assert_eq!(r.buf.capacity(), 0, "the buffer is let go once drained");
         assert_eq!(r.message().await.unwrap(), Some(b.clone()));
         assert_eq!(r.message().await.unwrap(), Some(b.clone()));
         assert_eq!(r.message().await.unwrap(), None);
@@ -698,6 +726,37 @@ mod tests {
         assert_eq!(
             r.message().await.unwrap_err().code(),
             tonic::Code::ResourceExhausted
+        );
+    }
+
+    #[tokio::test]
+    async fn responses_end_with_the_servers_trailers() {
+        use crate::pb::envoy::service::discovery::v3::DiscoveryResponse;
+        let m = DiscoveryResponse {
+            version_info: "v1".into(),
+            ..Default::default()
+        };
+        let body = || {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("16"));
+            trailers.insert("grpc-message", http::HeaderValue::from_static("bad token"));
+            let frames = vec![
+                Ok::<_, Status>(Frame::data(Bytes::from(framed(&m)))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            tonic::body::Body::new(http_body_util::StreamBody::new(tokio_stream::iter(frames)))
+        };
+        // Over the limit: the error names a response.
+        let mut r = Messages::<DiscoveryResponse>::responses(body(), 2);
+        let err = r.message().await.unwrap_err();
+        assert!(err.message().contains("the response is"), "{err}");
+        let mut r = Messages::<DiscoveryResponse>::responses(body(), usize::MAX);
+        assert_eq!(r.message().await.unwrap(), Some(m.clone()));
+        assert_eq!(r.message().await.unwrap(), None);
+        let status = tonic::Status::from_header_map(r.trailers().unwrap()).unwrap();
+        assert_eq!(
+            (status.code(), status.message()),
+            (tonic::Code::Unauthenticated, "bad token")
         );
     }
 }
