@@ -128,6 +128,13 @@ fn bookinfo_comes_up_changes_live_and_goes_away_cleanly() {
         let entry = entry.expect("entry");
         std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
     }
+    // As in Istio, MeshConfig's proxyMetadata becomes the sidecars' environment: this mesh runs
+    // its sidecars on incremental xDS.
+    std::fs::write(
+        dir.join("mesh.yaml"),
+        "defaultConfig:\n  proxyMetadata:\n    ISTIO_DELTA_XDS: \"true\"\n",
+    )
+    .expect("mesh.yaml");
     let state = tmp.path().join("state");
 
     // A directory with an invalid resource is refused before anything starts, naming the
@@ -197,6 +204,16 @@ fn bookinfo_comes_up_changes_live_and_goes_away_cleanly() {
         versions.len(),
         3,
         "round robin over reviews v1..v3: {versions:?}"
+    );
+    let proxy_log =
+        std::fs::read_to_string("/run/weft/logs/productpage-proxy.log").unwrap_or_default();
+    assert!(
+        proxy_log.lines().any(
+            |l| l.contains("ADS stream to the control plane established")
+                && l.contains("delta")
+                && l.contains("true")
+        ),
+        "the sidecar did not use delta xDS: {proxy_log}"
     );
     assert!(saw_ratings);
 
