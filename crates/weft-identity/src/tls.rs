@@ -83,7 +83,7 @@ fn mesh_server_provider() -> CryptoProvider {
         CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
         CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
     ];
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    let mut provider = envoy_ordered_provider();
     provider.cipher_suites.retain(|s| match s {
         SupportedCipherSuite::Tls13(_) => true,
         SupportedCipherSuite::Tls12(_) => TLS12_ALLOWED.contains(&s.suite()),
@@ -91,8 +91,23 @@ fn mesh_server_provider() -> CryptoProvider {
     provider
 }
 
+/// The aws-lc-rs provider with the TLS 1.3 suites in BoringSSL's order, as Envoy has them:
+/// AES-128-GCM first (the suite every TLS 1.3 peer implements and, with AES hardware, the
+/// cheapest: its key schedule runs on SHA-256 rather than SHA-384), then AES-256-GCM, then
+/// ChaCha20-Poly1305. rustls lists AES-256 first.
+fn envoy_ordered_provider() -> CryptoProvider {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.cipher_suites.sort_by_key(|s| match s.suite() {
+        CipherSuite::TLS13_AES_128_GCM_SHA256 => 0,
+        CipherSuite::TLS13_AES_256_GCM_SHA384 => 1,
+        CipherSuite::TLS13_CHACHA20_POLY1305_SHA256 => 2,
+        _ => 3,
+    });
+    provider
+}
+
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    Arc::new(envoy_ordered_provider())
 }
 
 struct Loaded {
@@ -250,6 +265,9 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(live);
     cfg.alpn_protocols = opts.alpn;
+    // The server's order decides, as BoringSSL's does for Envoy: OpenSSL and rustls clients
+    // list AES-256 first.
+    cfg.ignore_client_order = true;
     Ok(Arc::new(cfg))
 }
 
@@ -610,12 +628,41 @@ mod tests {
         .await;
         assert!(connect(tls12_only, addr13).await.is_err());
         assert!(accepted.recv().await.unwrap().is_err());
-        // A default (1.2–1.3) client negotiates 1.3.
-        let ccfg = client_config(client_live, ClientTlsOptions::default()).unwrap();
+        // A default (1.2–1.3) client negotiates 1.3, with AES-128-GCM.
+        let ccfg = client_config(client_live.clone(), ClientTlsOptions::default()).unwrap();
         let conn = connect(ccfg, addr13).await.unwrap();
         assert_eq!(
             conn.get_ref().1.protocol_version(),
             Some(rustls::ProtocolVersion::TLSv1_3)
+        );
+        assert_eq!(
+            conn.get_ref().1.negotiated_cipher_suite().unwrap().suite(),
+            CipherSuite::TLS13_AES_128_GCM_SHA256
+        );
+        // So does a client that prefers AES-256 (rustls' and OpenSSL's own order): the
+        // server's order decides.
+        let aes256_first = Arc::new(
+            ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(
+                client_live.clone(),
+                vec![SERVER_ID.into()],
+                vec![],
+            )))
+            .with_client_cert_resolver(client_live),
+        );
+        assert_eq!(
+            aes256_first.crypto_provider().cipher_suites[0].suite(),
+            CipherSuite::TLS13_AES_256_GCM_SHA384
+        );
+        let conn = connect(aes256_first, addr13).await.unwrap();
+        assert_eq!(
+            conn.get_ref().1.negotiated_cipher_suite().unwrap().suite(),
+            CipherSuite::TLS13_AES_128_GCM_SHA256
         );
     }
 
