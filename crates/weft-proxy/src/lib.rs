@@ -12,6 +12,7 @@ mod http;
 pub mod iptables;
 mod listen;
 pub mod options;
+mod readbuf;
 pub mod snapshot;
 pub mod socket;
 mod stats;

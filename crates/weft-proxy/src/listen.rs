@@ -210,7 +210,7 @@ async fn inbound(stream: TcpStream, remote: SocketAddr, proxy: Arc<Proxy>) {
         // Bulk TCP: rustls reads at most 4 KiB per call, so a buffer underneath turns four or
         // more reads per 16 KiB record into one read per 256 KiB (`tcp::TLS_READ_BUFFER`).
         NetworkFilter::Tcp(_) => {
-            let buffered = tokio::io::BufReader::with_capacity(crate::tcp::TLS_READ_BUFFER, stream);
+            let buffered = crate::readbuf::GrowingReader::new(stream, crate::tcp::TLS_READ_BUFFER);
             accept_tls(buffered, config, conn, &chain, proxy).await
         }
         NetworkFilter::Http(_) => accept_tls(stream, config, conn, &chain, proxy).await,

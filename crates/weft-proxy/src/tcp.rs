@@ -17,10 +17,9 @@ use crate::upstream::{AlpnForm, connect};
 /// (tokio's default of 8 KiB halves TCP throughput through a hop).
 pub(crate) const COPY_BUFFER: usize = 64 * 1024;
 
-/// Read buffer under TLS on proxied TCP connections. rustls reads at most 4 KiB per call, so
-/// the socket is read through a buffer; at 256 KiB a bulk transfer through the mTLS pair moves
-/// ~8% more than at 64 KiB (iperf3, `bench/run`). The buffer is not zeroed: a connection's
-/// memory grows into it only as far as its largest burst.
+/// Largest read buffer under TLS on proxied TCP connections (see `readbuf`): at 256 KiB a bulk
+/// transfer through the mTLS pair moves ~8% more than at 64 KiB (iperf3, `bench/run`); the
+/// buffer starts at 16 KiB and grows only on connections whose reads fill it.
 pub(crate) const TLS_READ_BUFFER: usize = 256 * 1024;
 
 pub async fn proxy<IO>(mut down: IO, conn: ConnInfo, tcp: Arc<TcpProxy>, proxy: Arc<Proxy>)

@@ -92,7 +92,7 @@ pub async fn connect(
     let name = server_name(tls, addr);
     let (io, peer) = if alpn == AlpnForm::Base {
         // Bulk TCP: read TLS records in 256 KiB gulps (rustls reads at most 4 KiB per call).
-        let buffered = tokio::io::BufReader::with_capacity(crate::tcp::TLS_READ_BUFFER, tcp);
+        let buffered = crate::readbuf::GrowingReader::new(tcp, crate::tcp::TLS_READ_BUFFER);
         handshake(config, name, buffered, cluster.connect_timeout).await?
     } else {
         handshake(config, name, tcp, cluster.connect_timeout).await?

@@ -164,7 +164,9 @@ struct ProxyArgs {
     concurrency: usize,
     /// Incremental xDS (delta ADS) instead of state of the world; Istio's `ISTIO_DELTA_XDS`,
     /// usually set mesh-wide in MeshConfig `defaultConfig.proxyMetadata`.
-    #[arg(long, env = "ISTIO_DELTA_XDS")]
+    /// Accepts what Istio's (Go's) boolean parsing does: true/false, 1/0, t/f in any case.
+    #[arg(long, env = "ISTIO_DELTA_XDS", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
     delta_xds: bool,
 }
 

@@ -202,6 +202,12 @@ impl<H: Handler> Session<'_, H> {
                 }
                 continue;
             };
+            // What the handler no longer subscribes to is not held, even when the subscription
+            // did not change (e.g. an assignment that arrived after its cluster went away):
+            // subscribing again, or reconnecting, fetches it again.
+            if let Some(held) = self.memory.held.get_mut(&type_url) {
+                held.retain(|name, _| sub.covers(name));
+            }
             if *cur == sub {
                 continue;
             }
@@ -212,10 +218,6 @@ impl<H: Handler> Session<'_, H> {
             }
             if cur.wildcard && !sub.wildcard {
                 unsubscribe.push(WILDCARD.to_string());
-            }
-            // What is unsubscribed is no longer held: subscribing again fetches it again.
-            if let Some(held) = self.memory.held.get_mut(&type_url) {
-                held.retain(|name, _| sub.covers(name));
             }
             tracing::debug!(
                 type_url = types::short_name(&type_url),
@@ -232,5 +234,54 @@ impl<H: Handler> Session<'_, H> {
             *cur = sub;
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::client::{ClientState, Memory};
+    use crate::types::ENDPOINT;
+
+    /// A handler with fixed subscriptions.
+    struct Fixed(Vec<(String, Vec<String>)>);
+
+    impl Handler for Fixed {
+        fn on_response(&mut self, _: &str, _: Update) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn subscriptions(&self) -> Vec<(String, Vec<String>)> {
+            self.0.clone()
+        }
+    }
+
+    #[test]
+    fn held_versions_follow_the_handlers_subscriptions() {
+        let ab = vec!["a".to_string(), "b".to_string()];
+        let mut handler = Fixed(vec![(ENDPOINT.to_string(), ab.clone())]);
+        let mut memory = Memory::default();
+        // "x" arrived after the client had unsubscribed it; the handler dropped it.
+        memory.held.insert(
+            ENDPOINT.to_string(),
+            ["a", "b", "x"]
+                .iter()
+                .map(|n| (n.to_string(), "v1".to_string()))
+                .collect(),
+        );
+        let (status, _rx) = watch::channel(ClientState::default());
+        let mut session = Session {
+            handler: &mut handler,
+            memory: &mut memory,
+            status: &status,
+            got_response: false,
+        };
+        let mut sent = BTreeMap::from([(ENDPOINT.to_string(), Sub::from_names(ENDPOINT, ab))]);
+        let requests = session.subscription_changes(&mut sent);
+        assert!(requests.is_empty(), "the subscription did not change");
+        let held: Vec<&String> = memory.held[ENDPOINT].keys().collect();
+        assert_eq!(held, ["a", "b"]);
     }
 }

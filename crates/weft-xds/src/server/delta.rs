@@ -9,7 +9,7 @@
 //! lists the names that may have changed (endpoints) regenerates only those, and the assignment
 //! of a cluster whose definition changed is sent again (Envoy re-warms the cluster).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -35,12 +35,19 @@ struct DeltaType {
     initial: Option<HashMap<String, String>>,
     /// Explicit names already reported as not existing.
     absent_notified: BTreeSet<String>,
-    nonce: Option<String>,
     sent_version: String,
-    /// What the client held before the response it has not answered yet: a NACK puts it back,
-    /// so that rejected resources are offered again with the next change.
-    before_unanswered: Option<Vec<NamedResource>>,
+    /// Responses not answered yet, oldest first: the nonce and the names the response added,
+    /// changed or removed. A NACK marks those names unknown, so that the next response offers
+    /// them again (the client applied nothing of a response it rejected).
+    unanswered: VecDeque<(String, Vec<String>)>,
 }
+
+/// Responses a stream remembers as unanswered; older ones count as answered.
+const MAX_UNANSWERED: usize = 16;
+
+/// Type URL of the stand-in for a resource whose version at the client is unknown: its digest
+/// matches no real resource, so the next diff sends the real one (or its removal).
+const UNKNOWN: &str = "type.weft.dev/unknown";
 
 impl DeltaType {
     fn subscription(&self) -> Subscription {
@@ -53,6 +60,32 @@ impl DeltaType {
 
     fn covers(&self, name: &str) -> bool {
         self.wildcard || self.names.contains(name)
+    }
+
+    /// Marks `names` as held in an unknown version.
+    fn forget(&mut self, names: &[String]) {
+        for name in names {
+            let unknown = NamedResource::new(
+                name.clone(),
+                crate::pb::google::protobuf::Any {
+                    type_url: UNKNOWN.to_string(),
+                    value: Vec::new(),
+                },
+            );
+            match self.held.binary_search_by(|h| h.name().cmp(name)) {
+                Ok(i) => self.held[i] = unknown,
+                Err(i) => self.held.insert(i, unknown),
+            }
+        }
+    }
+
+    /// Explicitly subscribed names among `removed` are reported as not existing: not again.
+    fn note_absent(&mut self, removed: &[String]) {
+        for name in removed {
+            if self.names.contains(name) {
+                self.absent_notified.insert(name.clone());
+            }
+        }
     }
 
     /// What to send to a client that holds `self.held` (or its `initial` versions) so that it
@@ -75,6 +108,7 @@ impl DeltaType {
             None => (changed(out, &self.held), missing(out, &self.held)),
         };
         self.absent(out, &mut removed);
+        self.note_absent(&removed);
         (updates, removed)
     }
 
@@ -193,38 +227,46 @@ impl Delta {
                 held: Vec::new(),
                 initial: Some(req.initial_resource_versions.clone()),
                 absent_notified: BTreeSet::new(),
-                nonce: None,
                 sent_version: String::new(),
-                before_unanswered: None,
+                unanswered: VecDeque::new(),
             });
 
         if !req.response_nonce.is_empty() {
-            if t.nonce.as_deref() == Some(req.response_nonce.as_str()) {
-                self.slot.answered(&type_url);
-                match &req.error_detail {
-                    Some(err) => {
-                        if let Some(before) = t.before_unanswered.take() {
-                            t.held = before;
-                        }
-                        conn.record_nack(
-                            &type_url,
-                            &t.subscription(),
-                            &t.sent_version,
-                            &err.message,
-                        )
+            match t
+                .unanswered
+                .iter()
+                .position(|(n, _)| *n == req.response_nonce)
+            {
+                Some(i) => {
+                    let latest = i + 1 == t.unanswered.len();
+                    let answered = t.unanswered.drain(..=i).next_back();
+                    if latest {
+                        self.slot.answered(&type_url);
                     }
-                    None => {
-                        t.before_unanswered = None;
-                        conn.record_ack(&type_url, &t.subscription(), &t.sent_version)
+                    match &req.error_detail {
+                        Some(err) => {
+                            if let Some((_, touched)) = answered {
+                                t.forget(&touched);
+                            }
+                            conn.record_nack(
+                                &type_url,
+                                &t.subscription(),
+                                &t.sent_version,
+                                &err.message,
+                            )
+                        }
+                        None if latest => {
+                            conn.record_ack(&type_url, &t.subscription(), &t.sent_version)
+                        }
+                        None => {}
                     }
                 }
-            } else {
-                tracing::debug!(
+                None => tracing::debug!(
                     proxy = %conn.proxy.id,
                     type_url,
                     nonce = %req.response_nonce,
-                    "delta xDS request with a stale nonce; ACK/NACK ignored"
-                );
+                    "delta xDS request with an unknown nonce; ACK/NACK ignored"
+                ),
             }
         }
 
@@ -251,11 +293,7 @@ impl Delta {
         if unsubscribed {
             // The client drops what it no longer subscribes to.
             let (wildcard, names) = (t.wildcard, t.names.clone());
-            let keep = |r: &NamedResource| wildcard || names.contains(r.name());
-            t.held.retain(keep);
-            if let Some(before) = &mut t.before_unanswered {
-                before.retain(keep);
-            }
+            t.held.retain(|r| wildcard || names.contains(r.name()));
         }
         if changed || unsubscribed {
             // Proxies alike subscribe to the same names: they share one copy.
@@ -326,20 +364,23 @@ impl Delta {
                     continue;
                 }
                 let out = conn.generate(type_url, &Subscription::Names(Arc::new(names.clone())))?;
-                let mut held = t.held.clone();
-                if rewarming {
-                    held.retain(|h| !rewarm.contains(h.name()));
-                }
-                let before: Vec<NamedResource> = held
+                // What the client holds of these names (names and `held` are in name order);
+                // clusters being re-warmed count as not held.
+                let before: Vec<NamedResource> = names
                     .iter()
-                    .filter(|h| names.contains(h.name()))
-                    .cloned()
+                    .filter(|n| !(rewarming && rewarm.contains(*n)))
+                    .filter_map(|n| {
+                        let i = t.held.binary_search_by(|h| h.name().cmp(n)).ok()?;
+                        Some(t.held[i].clone())
+                    })
                     .collect();
                 let updates = changed(&out.resources, &before);
                 let removed = missing(&out.resources, &before);
                 if updates.is_empty() && removed.is_empty() {
                     continue;
                 }
+                t.note_absent(&removed);
+                let mut held = t.held.clone();
                 held.retain(|h| !names.contains(h.name()));
                 held.extend(out.resources.iter().cloned());
                 held.sort_by(|a, b| a.name().cmp(b.name()));
@@ -393,6 +434,12 @@ impl Delta {
             return Err(Stop::Closed);
         };
         let nonce = new_nonce();
+        let touched: Vec<String> = out
+            .updates
+            .iter()
+            .map(|r| r.name().to_string())
+            .chain(out.removed.iter().cloned())
+            .collect();
         let resources = out
             .updates
             .into_iter()
@@ -415,11 +462,11 @@ impl Delta {
         }
         self.tx.send(Ok(resp)).await.map_err(|_| Stop::Closed)?;
         self.slot.sent(&out.type_url);
-        let before = std::mem::replace(&mut t.held, out.held);
-        if t.before_unanswered.is_none() {
-            t.before_unanswered = Some(before);
+        t.held = out.held;
+        if t.unanswered.len() == MAX_UNANSWERED {
+            t.unanswered.pop_front();
         }
-        t.nonce = Some(nonce.clone());
+        t.unanswered.push_back((nonce.clone(), touched));
         t.sent_version = out.version.clone();
         let sub = t.subscription();
         conn.record_sent(
@@ -462,6 +509,41 @@ mod tests {
         }
     }
 
+    /// A server over the v1 fake world.
+    async fn start() -> (FakeGen, AdsServer, std::net::SocketAddr) {
+        let fake = FakeGen::new(World::v1());
+        let ads = AdsServer::new(Arc::new(fake.clone()));
+        let addr = spawn_server(&ads).await;
+        (fake, ads, addr)
+    }
+
+    /// A stream with a wildcard CDS subscription whose first response is ACKed.
+    async fn cds_wildcard_acked(node_id: &str) -> (FakeGen, AdsServer, RawDelta) {
+        let (fake, ads, addr) = start().await;
+        let mut s = RawDelta::connect(
+            addr,
+            DeltaDiscoveryRequest {
+                node: Some(node(node_id)),
+                ..sub(CLUSTER, &[], &[])
+            },
+        )
+        .await;
+        let r = s.recv().await;
+        s.send(ack(CLUSTER, &r.nonce));
+        (fake, ads, s)
+    }
+
+    fn nack(type_url: &str, nonce: &str, message: &str) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            error_detail: Some(rpc::Status {
+                code: 3,
+                message: message.into(),
+                details: vec![],
+            }),
+            ..ack(type_url, nonce)
+        }
+    }
+
     fn ack(type_url: &str, nonce: &str) -> DeltaDiscoveryRequest {
         DeltaDiscoveryRequest {
             type_url: type_url.into(),
@@ -472,32 +554,13 @@ mod tests {
 
     #[tokio::test]
     async fn delta_subscribe_unsubscribe_and_removals() {
-        let fake = FakeGen::new(World::v1());
-        let ads = AdsServer::new(Arc::new(fake.clone()));
-        let addr = spawn_server(&ads).await;
+        let (fake, ads, addr) = start().await;
 
         // The client already holds cluster a (current content) and a cluster that is gone.
-        let a_version = crate::types::NamedResource::new(
-            "a",
-            pack_any(Cluster {
-                name: "a".into(),
-                alt_stat_name: "a1".into(),
-                ..Default::default()
-            }),
-        )
-        .version();
-        let mut s = RawDelta::connect(
+        let mut s = reconnect_holding_a_and_gone(
             addr,
-            DeltaDiscoveryRequest {
-                node: Some(node(
-                    "sidecar~10.0.0.2~p2.default~default.svc.cluster.local",
-                )),
-                initial_resource_versions: HashMap::from([
-                    ("a".to_string(), a_version),
-                    ("gone".to_string(), "x".to_string()),
-                ]),
-                ..sub(CLUSTER, &[], &[])
-            },
+            &fake,
+            "sidecar~10.0.0.2~p2.default~default.svc.cluster.local",
         )
         .await;
         let r = s.recv().await;
@@ -564,14 +627,7 @@ mod tests {
 
         // NACK recorded; nothing is resent at once. The client kept what it had, so the next
         // push offers the removal again (the NACK may have come from a passing inconsistency).
-        s.send(DeltaDiscoveryRequest {
-            error_detail: Some(rpc::Status {
-                code: 3,
-                message: "cannot remove b".into(),
-                details: vec![],
-            }),
-            ..ack(CLUSTER, &r.nonce)
-        });
+        s.send(nack(CLUSTER, &r.nonce, "cannot remove b"));
         wait_until("NACK", || {
             type_status(&ads, CLUSTER)
                 .and_then(|t| t.last_nack)
@@ -614,9 +670,7 @@ mod tests {
 
     #[tokio::test]
     async fn delta_wildcard_toggle() {
-        let fake = FakeGen::new(World::v1());
-        let ads = AdsServer::new(Arc::new(fake.clone()));
-        let addr = spawn_server(&ads).await;
+        let (fake, ads, addr) = start().await;
         // Explicit name only (no legacy wildcard since a name is given).
         let mut s = RawDelta::connect(
             addr,
@@ -654,19 +708,7 @@ mod tests {
 
     #[tokio::test]
     async fn delta_pushes_naming_assignments_and_changed_clusters() {
-        let fake = FakeGen::new(World::v1());
-        let ads = AdsServer::new(Arc::new(fake.clone()));
-        let addr = spawn_server(&ads).await;
-        let mut s = RawDelta::connect(
-            addr,
-            DeltaDiscoveryRequest {
-                node: Some(node("p4")),
-                ..sub(CLUSTER, &[], &[])
-            },
-        )
-        .await;
-        let r = s.recv().await;
-        s.send(ack(CLUSTER, &r.nonce));
+        let (fake, ads, mut s) = cds_wildcard_acked("p4").await;
         s.send(sub(ENDPOINT, &["a", "b"], &[]));
         let r = s.recv().await;
         assert_eq!(names(&r), ["a", "b"]);
@@ -713,5 +755,97 @@ mod tests {
         let r = s.recv().await;
         assert_eq!((r.type_url.as_str(), names(&r)), (ENDPOINT, vec!["a"]));
         s.expect_silence().await;
+    }
+
+    #[tokio::test]
+    async fn a_nacked_response_is_offered_again_though_a_later_one_was_acked() {
+        let (fake, ads, mut s) = cds_wildcard_acked("p5").await;
+        let push = |version: &str| PushEvent {
+            version: version.into(),
+            ..Default::default()
+        };
+        // Two responses in flight: "a" changes, then "b".
+        let mut responses = Vec::new();
+        for (version, cluster) in [("v2", "a"), ("v3", "b")] {
+            fake.update(|w| {
+                w.version = version.into();
+                w.clusters.insert(cluster.into(), format!("{cluster}2"));
+            });
+            ads.push(push(version));
+            let r = s.recv().await;
+            assert_eq!(names(&r), [cluster]);
+            responses.push(r);
+        }
+        let (r1, r2) = (&responses[0], &responses[1]);
+        // The first is rejected, the second accepted: the client holds the new "b" and the
+        // old "a", so the next push offers "a" again, and only "a".
+        s.send(nack(CLUSTER, &r1.nonce, "a2 refused"));
+        s.send(ack(CLUSTER, &r2.nonce));
+        wait_until("ACK of the second", || {
+            type_status(&ads, CLUSTER).and_then(|t| t.last_acked_version) == Some("v3".into())
+        })
+        .await;
+        s.expect_silence().await;
+        ads.push(push("v4"));
+        let r3 = s.recv().await;
+        assert_eq!(names(&r3), ["a"]);
+        assert!(r3.removed_resources.is_empty());
+        s.send(ack(CLUSTER, &r3.nonce));
+        ads.push(push("v5"));
+        s.expect_silence().await;
+    }
+
+    #[tokio::test]
+    async fn a_nacked_first_response_after_reconnect_resends_its_removals() {
+        let (fake, ads, addr) = start().await;
+        // The client comes back holding "a" as it is and a cluster that is gone.
+        let mut s = reconnect_holding_a_and_gone(addr, &fake, "p6").await;
+        let r = s.recv().await;
+        assert_eq!(names(&r), ["b"]);
+        assert_eq!(r.removed_resources, ["gone"]);
+        s.send(nack(CLUSTER, &r.nonce, "b refused"));
+        s.expect_silence().await;
+        ads.push(PushEvent {
+            version: "v2".into(),
+            ..Default::default()
+        });
+        let r = s.recv().await;
+        assert_eq!(names(&r), ["b"]);
+        assert_eq!(r.removed_resources, ["gone"]);
+    }
+
+    /// A stream whose first (wildcard CDS) request says the client holds cluster "a" at its
+    /// current content and a cluster "gone" that no longer exists.
+    async fn reconnect_holding_a_and_gone(
+        addr: std::net::SocketAddr,
+        fake: &FakeGen,
+        node_id: &str,
+    ) -> RawDelta {
+        RawDelta::connect(
+            addr,
+            DeltaDiscoveryRequest {
+                node: Some(node(node_id)),
+                initial_resource_versions: HashMap::from([
+                    ("a".to_string(), fake_version(fake, "a")),
+                    ("gone".to_string(), "x".to_string()),
+                ]),
+                ..sub(CLUSTER, &[], &[])
+            },
+        )
+        .await
+    }
+
+    /// The per-resource version of cluster `name` in the fake world.
+    fn fake_version(fake: &FakeGen, name: &str) -> String {
+        let alt = fake.world.lock().unwrap().clusters[name].clone();
+        crate::types::NamedResource::new(
+            name,
+            pack_any(Cluster {
+                name: name.into(),
+                alt_stat_name: alt,
+                ..Default::default()
+            }),
+        )
+        .version()
     }
 }

@@ -298,8 +298,9 @@ impl<U: prost::Message + Default> Messages<U> {
                         Status::internal(format!("cannot decode the {}: {e}", self.what))
                     });
                 }
-                // Room for the whole message at once rather than growing by doubling.
-                self.buf.reserve(5 + len - self.buf.len());
+                // Room for the whole message at once rather than growing by doubling, up to
+                // 1 MiB ahead of the data (a 5-byte header alone must not claim 64 MiB).
+                self.buf.reserve((5 + len - self.buf.len()).min(1 << 20));
             }
             match self.body.frame().await {
                 Some(Ok(frame)) => match frame.into_data() {
