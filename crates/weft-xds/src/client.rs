@@ -321,6 +321,8 @@ struct Memory {
     acked: BTreeMap<String, String>,
     /// Delta only: per type, the version of every resource the handler accepted and holds.
     held: BTreeMap<String, BTreeMap<String, String>>,
+    /// Delta only: the type and names of the resources the last applied response carried.
+    fresh: Option<(String, Vec<String>)>,
 }
 
 /// One stream's worth of state; the memory and the handler outlive it.

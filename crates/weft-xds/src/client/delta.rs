@@ -149,7 +149,9 @@ impl<H: Handler> Session<'_, H> {
                     "delta ADS response applied; ACK"
                 );
                 let held = self.memory.held.entry(type_url.clone()).or_default();
+                let names = versions.iter().map(|(n, _)| n.clone()).collect();
                 held.extend(versions);
+                self.memory.fresh = Some((type_url.clone(), names));
                 for name in &removed_resources {
                     held.remove(name);
                 }
@@ -193,6 +195,7 @@ impl<H: Handler> Session<'_, H> {
         for t in sent.keys() {
             wanted.entry(t.clone()).or_default();
         }
+        let fresh = self.memory.fresh.take();
         let mut out = Vec::new();
         for (type_url, sub) in wanted {
             let Some(cur) = sent.get_mut(&type_url) else {
@@ -202,14 +205,23 @@ impl<H: Handler> Session<'_, H> {
                 }
                 continue;
             };
-            // What the handler no longer subscribes to is not held, even when the subscription
-            // did not change (e.g. an assignment that arrived after its cluster went away):
-            // subscribing again, or reconnecting, fetches it again.
+            if *cur == sub {
+                // Only what the last response carried can lie outside an unchanged
+                // subscription (e.g. an assignment that arrived after its cluster went away):
+                // it is not held, so subscribing again, or reconnecting, fetches it again.
+                if let (Some((t, names)), Some(held)) =
+                    (&fresh, self.memory.held.get_mut(&type_url))
+                    && *t == type_url
+                {
+                    for name in names.iter().filter(|n| !sub.covers(n)) {
+                        held.remove(name);
+                    }
+                }
+                continue;
+            }
+            // What is unsubscribed is no longer held: subscribing again fetches it again.
             if let Some(held) = self.memory.held.get_mut(&type_url) {
                 held.retain(|name, _| sub.covers(name));
-            }
-            if *cur == sub {
-                continue;
             }
             let mut subscribe: Vec<String> = sub.names.difference(&cur.names).cloned().collect();
             let mut unsubscribe: Vec<String> = cur.names.difference(&sub.names).cloned().collect();
@@ -271,6 +283,7 @@ mod tests {
                 .map(|n| (n.to_string(), "v1".to_string()))
                 .collect(),
         );
+        memory.fresh = Some((ENDPOINT.to_string(), vec!["x".to_string()]));
         let (status, _rx) = watch::channel(ClientState::default());
         let mut session = Session {
             handler: &mut handler,
