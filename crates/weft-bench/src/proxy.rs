@@ -3,7 +3,7 @@
 //! many responses came, their version, size and arrival time. It decodes only cluster names,
 //! route names and the endpoints of the few clusters the benchmark watches.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -150,8 +150,8 @@ pub(crate) struct ProxyRecord {
     eds_names: Arc<Vec<String>>,
     rds_names: Arc<Vec<String>>,
     /// Cluster → the EDS name it subscribes to; listener → the route tables it names.
-    clusters: HashMap<String, Option<String>>,
-    listeners: HashMap<String, BTreeSet<String>>,
+    clusters: BTreeMap<String, Option<String>>,
+    listeners: BTreeMap<String, BTreeSet<String>>,
     current: HashMap<u32, Vec<String>>,
     pub eds_log: Vec<EdsObservation>,
     pub cds_seen: HashMap<u32, Duration>,
@@ -194,18 +194,6 @@ pub(crate) struct SimProxy {
 
 fn decode_error(kind: &str, e: prost::DecodeError) -> String {
     format!("cannot decode {kind}: {e}")
-}
-
-/// Applies a response to a per-proxy map: a full state replaces it, an update adds, replaces
-/// and removes.
-fn merge<T>(map: &mut HashMap<String, T>, decoded: Vec<(String, T)>, update: &Update) {
-    if update.full_state {
-        map.clear();
-    }
-    for name in &update.removed {
-        map.remove(name);
-    }
-    map.extend(decoded);
 }
 
 impl Handler for SimProxy {
@@ -272,7 +260,7 @@ impl Handler for SimProxy {
         }
         match ti {
             CDS => {
-                merge(&mut rec.clusters, clusters, &update);
+                update.merge_into(&mut rec.clusters, clusters);
                 t.resources = rec.clusters.len();
                 let mut names: Vec<String> = rec.clusters.values().flatten().cloned().collect();
                 names.sort();
@@ -280,7 +268,7 @@ impl Handler for SimProxy {
                 rec.eds_names = Shared::intern(&shared.eds_names, names);
             }
             LDS => {
-                merge(&mut rec.listeners, listeners, &update);
+                update.merge_into(&mut rec.listeners, listeners);
                 t.resources = rec.listeners.len();
                 let names: BTreeSet<&String> = rec.listeners.values().flatten().collect();
                 let names = names.into_iter().cloned().collect();
@@ -338,12 +326,7 @@ mod tests {
 
     /// A state-of-the-world response.
     fn sotw(type_url: &str, version: &str, resources: Vec<Any>) -> Update {
-        Update {
-            version: version.into(),
-            resources,
-            removed: Vec::new(),
-            full_state: weft_xds::types::is_wildcard_type(type_url),
-        }
+        Update::state_of_the_world(type_url, version.into(), resources)
     }
 
     fn any(type_url: &str, value: Vec<u8>) -> Any {
@@ -491,11 +474,12 @@ mod tests {
             record: record.clone(),
             shared,
         };
-        let delta = |resources: Vec<Any>, removed: &[&str]| Update {
-            version: "v".into(),
-            resources,
-            removed: removed.iter().map(|s| s.to_string()).collect(),
-            full_state: false,
+        let delta = |resources: Vec<Any>, removed: &[&str]| {
+            Update::delta(
+                "v".into(),
+                resources,
+                removed.iter().map(|s| s.to_string()).collect(),
+            )
         };
         p.on_response(
             CLUSTER,

@@ -9,17 +9,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use notify::Watcher;
 use tokio::sync::mpsc;
+use weft_xds::transport::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 
 use crate::ca::WorkloadAuthenticator;
 use crate::error::ControlError;
 use crate::generator::MeshGenerator;
 use crate::push::PushContext;
 use crate::store::{ConfigStore, Snapshot};
-
-/// HTTP/2 pings on idle xDS connections (istiod's gRPC keepalive: 30 s, 10 s to answer), so a
-/// proxy that vanished without closing its connection lets go of its stream and push slot.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of `weft control`, with Istio's defaults.
 #[derive(Debug, Clone)]
@@ -144,6 +140,9 @@ pub async fn run(
             source,
         })?;
     tracing::info!(addr = %opts.xds_addr, "serving xDS and the CA (plaintext)");
+    // HTTP/2 pings on idle xDS connections, the interval and timeout the proxies' side uses
+    // (istiod's gRPC keepalive): a proxy that vanished without closing its connection lets go
+    // of its stream and push slot.
     let plain_server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))

@@ -582,23 +582,32 @@ mod tests {
         );
     }
 
+    /// A client of one protocol version and crypto provider that expects SERVER_ID.
+    fn pinned_client(
+        provider: Arc<CryptoProvider>,
+        version: &'static rustls::SupportedProtocolVersion,
+        live: &Arc<LiveIdentity>,
+    ) -> Arc<ClientConfig> {
+        Arc::new(
+            ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(
+                    live.clone(),
+                    vec![SERVER_ID.into()],
+                    vec![],
+                )))
+                .with_client_cert_resolver(live.clone()),
+        )
+    }
+
     #[tokio::test]
     async fn min_version_1_3_refuses_tls12_clients() {
         let (ca, _d) = new_ca();
         let server_live = live(identity(&ca, SERVER_ID));
         let client_live = live(identity(&ca, CLIENT_ID));
-        let tls12_only = Arc::new(
-            ClientConfig::builder_with_provider(provider())
-                .with_protocol_versions(&[&rustls::version::TLS12])
-                .unwrap()
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(
-                    client_live.clone(),
-                    vec![SERVER_ID.into()],
-                    vec![],
-                )))
-                .with_client_cert_resolver(client_live.clone()),
-        );
+        let tls12_only = pinned_client(provider(), &rustls::version::TLS12, &client_live);
 
         // The default minimum (1.2) accepts it, with one of Istio's inbound ciphers.
         let (addr12, _a) =
@@ -641,19 +650,10 @@ mod tests {
         );
         // So does a client that prefers AES-256 (rustls' and OpenSSL's own order): the
         // server's order decides.
-        let aes256_first = Arc::new(
-            ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::aws_lc_rs::default_provider(),
-            ))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier::new(
-                client_live.clone(),
-                vec![SERVER_ID.into()],
-                vec![],
-            )))
-            .with_client_cert_resolver(client_live),
+        let aes256_first = pinned_client(
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            &rustls::version::TLS13,
+            &client_live,
         );
         assert_eq!(
             aes256_first.crypto_provider().cipher_suites[0].suite(),

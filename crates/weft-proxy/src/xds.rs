@@ -5,7 +5,7 @@
 //! they name as removed. Subscriptions follow Envoy: CDS and LDS wildcard, EDS for the EDS
 //! clusters CDS named, RDS for the route tables LDS named.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -61,18 +61,6 @@ fn decode_all<T: Message + Default>(
         .collect()
 }
 
-/// Applies one response of a type to its map: a full state replaces it; an update adds and
-/// replaces what it carries and drops what it names as removed.
-fn merge<T>(map: &mut BTreeMap<String, T>, decoded: Vec<(String, T)>, update: &Update) {
-    if update.full_state {
-        map.clear();
-    }
-    for name in &update.removed {
-        map.remove(name);
-    }
-    map.extend(decoded);
-}
-
 impl weft_xds::Handler for ConfigHandler {
     fn on_response(&mut self, type_url: &str, update: Update) -> Result<(), String> {
         let mut raw = self.raw.clone();
@@ -80,25 +68,25 @@ impl weft_xds::Handler for ConfigHandler {
         match type_url {
             weft_xds::types::LISTENER => {
                 let decoded = decode_all::<Listener>(resources, "Listener", |l| l.name.clone())?;
-                merge(&mut raw.listeners, decoded, &update);
+                update.merge_into(&mut raw.listeners, decoded);
             }
             weft_xds::types::CLUSTER => {
                 let decoded = decode_all::<Cluster>(resources, "Cluster", |c| c.name.clone())?;
-                merge(&mut raw.clusters, decoded, &update);
+                update.merge_into(&mut raw.clusters, decoded);
             }
             weft_xds::types::ROUTE => {
                 let decoded =
                     decode_all::<RouteConfiguration>(resources, "RouteConfiguration", |r| {
                         r.name.clone()
                     })?;
-                merge(&mut raw.routes, decoded, &update);
+                update.merge_into(&mut raw.routes, decoded);
             }
             weft_xds::types::ENDPOINT => {
                 let decoded =
                     decode_all::<ClusterLoadAssignment>(resources, "ClusterLoadAssignment", |c| {
                         c.cluster_name.clone()
                     })?;
-                merge(&mut raw.endpoints, decoded, &update);
+                update.merge_into(&mut raw.endpoints, decoded);
             }
             other => return Err(format!("weft proxy does not handle type {other}")),
         }
@@ -227,17 +215,12 @@ mod tests {
         })
     }
 
-    const CDS: bool = true;
-    const EDS: bool = false;
+    const CDS: &str = weft_xds::types::CLUSTER;
+    const EDS: &str = weft_xds::types::ENDPOINT;
 
-    /// A state-of-the-world response (full state for CDS).
-    fn sotw(full_state: bool, version: &str, resources: Vec<Any>) -> Update {
-        Update {
-            version: version.into(),
-            resources,
-            removed: Vec::new(),
-            full_state,
-        }
+    /// A state-of-the-world response.
+    fn sotw(type_url: &str, version: &str, resources: Vec<Any>) -> Update {
+        Update::state_of_the_world(type_url, version.into(), resources)
     }
 
     fn handler() -> ConfigHandler {
@@ -289,11 +272,12 @@ mod tests {
     #[test]
     fn delta_responses_add_replace_and_remove() {
         let mut h = handler();
-        let delta = |version: &str, resources: Vec<Any>, removed: &[&str]| Update {
-            version: version.into(),
-            resources,
-            removed: removed.iter().map(|s| s.to_string()).collect(),
-            full_state: false,
+        let delta = |version: &str, resources: Vec<Any>, removed: &[&str]| {
+            Update::delta(
+                version.into(),
+                resources,
+                removed.iter().map(|s| s.to_string()).collect(),
+            )
         };
         let clusters = |h: &ConfigHandler| h.raw.clusters.keys().cloned().collect::<Vec<_>>();
         h.on_response(

@@ -56,6 +56,46 @@ pub struct Update {
     pub full_state: bool,
 }
 
+impl Update {
+    /// A state-of-the-world response: the whole set for LDS and CDS, the resources that
+    /// changed for the other types.
+    pub fn state_of_the_world(type_url: &str, version: String, resources: Vec<Any>) -> Self {
+        Update {
+            version,
+            resources,
+            removed: Vec::new(),
+            full_state: types::is_wildcard_type(type_url),
+        }
+    }
+
+    /// A delta response: what changed and what was removed.
+    pub fn delta(version: String, resources: Vec<Any>, removed: Vec<String>) -> Self {
+        Update {
+            version,
+            resources,
+            removed,
+            full_state: false,
+        }
+    }
+
+    /// Applies this response to a handler's map of one type, given its resources decoded and
+    /// named: a full state replaces the map; otherwise what it names as removed goes and what
+    /// it carries is added or replaced.
+    pub fn merge_into<T>(
+        &self,
+        map: &mut BTreeMap<String, T>,
+        decoded: impl IntoIterator<Item = (String, T)>,
+    ) {
+        if self.full_state {
+            map.clear();
+        }
+        for name in &self.removed {
+            map.remove(name);
+        }
+        map.extend(decoded);
+    }
+}
+
 /// Receives configuration from the control plane. Implemented by the proxy.
 pub trait Handler: Send + 'static {
     /// Applies a response. `Err(message)` rejects it: the client NACKs with the message and the
@@ -321,8 +361,13 @@ struct Memory {
     acked: BTreeMap<String, String>,
     /// Delta only: per type, the version of every resource the handler accepted and holds.
     held: BTreeMap<String, BTreeMap<String, String>>,
-    /// Delta only: the type and names of the resources the last applied response carried.
-    fresh: Option<(String, Vec<String>)>,
+}
+
+impl Memory {
+    /// The last version of `type_url` the client ACKed; empty if none.
+    fn acked_version(&self, type_url: &str) -> String {
+        self.acked.get(type_url).cloned().unwrap_or_default()
+    }
 }
 
 /// One stream's worth of state; the memory and the handler outlive it.

@@ -262,7 +262,7 @@ struct Shared {
     resume: Mutex<HashMap<String, ResumeEntry>>,
     /// Subscriptions by content hash: proxies that watch the same names (every sidecar of a
     /// namespace, typically) share one copy of the list.
-    subscriptions: Mutex<HashMap<u64, std::sync::Weak<BTreeSet<String>>>>,
+    subscriptions: Mutex<Interned>,
     /// Push slots: a stream holds one from generating a response until the proxy answers it,
     /// which bounds the responses encoded and in flight at once (memory) across the fleet.
     push_slots: Arc<Semaphore>,
@@ -278,17 +278,35 @@ impl Shared {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         set.hash(&mut h);
         let key = h.finish();
-        let mut map = lock(&self.subscriptions);
-        if let Some(existing) = map.get(&key).and_then(std::sync::Weak::upgrade)
+        let mut interned = lock(&self.subscriptions);
+        if let Some(existing) = interned.map.get(&key).and_then(std::sync::Weak::upgrade)
             && *existing == *set
         {
             return Subscription::Names(existing);
         }
-        if map.len() >= 1024 {
-            map.retain(|_, w| w.strong_count() > 0);
+        // Entries of subscriptions no stream holds any more are swept when the table has
+        // doubled since the last sweep, not on every insert.
+        if interned.map.len() >= interned.sweep_at {
+            interned.map.retain(|_, w| w.strong_count() > 0);
+            interned.sweep_at = (interned.map.len() * 2).max(1024);
         }
-        map.insert(key, Arc::downgrade(&set));
+        interned.map.insert(key, Arc::downgrade(&set));
         Subscription::Names(set)
+    }
+}
+
+/// Interned subscriptions by content hash.
+struct Interned {
+    map: HashMap<u64, std::sync::Weak<BTreeSet<String>>>,
+    sweep_at: usize,
+}
+
+impl Default for Interned {
+    fn default() -> Self {
+        Interned {
+            map: HashMap::new(),
+            sweep_at: 1024,
+        }
     }
 }
 
@@ -330,7 +348,7 @@ impl AdsServer {
                 next_conn_id: AtomicU64::new(1),
                 counters: Counters::default(),
                 resume: Mutex::new(HashMap::new()),
-                subscriptions: Mutex::new(HashMap::new()),
+                subscriptions: Mutex::default(),
                 push_slots: Arc::new(Semaphore::new(concurrency.max(1))),
             }),
         }

@@ -212,6 +212,23 @@ impl ThreadServer {
     }
 }
 
+/// A server over the [`World::v1`] fake, listening on loopback.
+pub async fn setup() -> (FakeGen, AdsServer, SocketAddr) {
+    let fake = FakeGen::new(World::v1());
+    let ads = AdsServer::new(Arc::new(fake.clone()));
+    let addr = spawn_server(&ads).await;
+    (fake, ads, addr)
+}
+
+/// Pushes `version` for every type.
+pub fn push_all(ads: &AdsServer, version: &str) {
+    ads.push(crate::server::PushEvent {
+        version: version.into(),
+        types: None,
+        ..Default::default()
+    });
+}
+
 pub fn node(id: &str) -> Node {
     Node {
         id: id.into(),

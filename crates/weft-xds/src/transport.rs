@@ -23,7 +23,8 @@ use crate::error::XdsError;
 
 /// How long dialling (TCP plus TLS handshake) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Interval of HTTP/2 keep-alive pings, so a vanished control plane is noticed.
+/// Interval of HTTP/2 keep-alive pings (istiod's gRPC keepalive), on both sides of an xDS
+/// connection: a vanished control plane, or a vanished proxy, is noticed.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long to wait for a keep-alive ping answer.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -18,6 +18,9 @@ use crate::pb::envoy::config::core::v3::Node;
 use crate::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse};
 use crate::types;
 
+/// A type and the names of the resources a response brought.
+type Fresh = (String, Vec<String>);
+
 /// The name that subscribes to every resource of a type.
 const WILDCARD: &str = "*";
 
@@ -75,9 +78,9 @@ impl<H: Handler> Session<'_, H> {
         loop {
             let resp = inbound.message().await?;
             self.got_response = true;
-            let reply = self.apply(resp);
+            let (reply, fresh) = self.apply(resp);
             req_tx.send(reply).map_err(|_| XdsError::StreamClosed)?;
-            for req in self.subscription_changes(&mut sent) {
+            for req in self.subscription_changes(&mut sent, fresh.as_ref()) {
                 req_tx.send(req).map_err(|_| XdsError::StreamClosed)?;
             }
         }
@@ -114,8 +117,9 @@ impl<H: Handler> Session<'_, H> {
         }
     }
 
-    /// Hands a response to the handler and returns the ACK or NACK.
-    fn apply(&mut self, resp: DeltaDiscoveryResponse) -> DeltaDiscoveryRequest {
+    /// Hands a response to the handler and returns the ACK or NACK, and for an ACK the type
+    /// and names of the resources the client now holds from it.
+    fn apply(&mut self, resp: DeltaDiscoveryResponse) -> (DeltaDiscoveryRequest, Option<Fresh>) {
         let DeltaDiscoveryResponse {
             system_version_info,
             resources,
@@ -133,12 +137,11 @@ impl<H: Handler> Session<'_, H> {
             }
         }
         let count = bodies.len();
-        let update = Update {
-            version: system_version_info.clone(),
-            resources: bodies,
-            removed: removed_resources.clone(),
-            full_state: false,
-        };
+        let update = Update::delta(
+            system_version_info.clone(),
+            bodies,
+            removed_resources.clone(),
+        );
         match self.handler.on_response(&type_url, update) {
             Ok(()) => {
                 tracing::debug!(
@@ -151,16 +154,16 @@ impl<H: Handler> Session<'_, H> {
                 let held = self.memory.held.entry(type_url.clone()).or_default();
                 let names = versions.iter().map(|(n, _)| n.clone()).collect();
                 held.extend(versions);
-                self.memory.fresh = Some((type_url.clone(), names));
                 for name in &removed_resources {
                     held.remove(name);
                 }
                 self.acked(&type_url, &system_version_info);
-                DeltaDiscoveryRequest {
-                    type_url,
+                let ack = DeltaDiscoveryRequest {
+                    type_url: type_url.clone(),
                     response_nonce: nonce,
                     ..Default::default()
-                }
+                };
+                (ack, Some((type_url, names)))
             }
             Err(message) => {
                 tracing::warn!(
@@ -169,20 +172,23 @@ impl<H: Handler> Session<'_, H> {
                     error = %message,
                     "delta ADS response rejected; NACK, keeping the previous configuration"
                 );
-                DeltaDiscoveryRequest {
+                let nack = DeltaDiscoveryRequest {
                     type_url,
                     response_nonce: nonce,
                     error_detail: nack_status(message),
                     ..Default::default()
-                }
+                };
+                (nack, None)
             }
         }
     }
 
-    /// Requests that bring the stream's subscriptions in line with the handler's.
+    /// Requests that bring the stream's subscriptions in line with the handler's. `fresh` is
+    /// what the response just applied brought.
     fn subscription_changes(
         &mut self,
         sent: &mut BTreeMap<String, Sub>,
+        fresh: Option<&Fresh>,
     ) -> Vec<DeltaDiscoveryRequest> {
         let mut wanted: BTreeMap<String, Sub> = ordered_subscriptions(&*self.handler)
             .into_iter()
@@ -195,7 +201,6 @@ impl<H: Handler> Session<'_, H> {
         for t in sent.keys() {
             wanted.entry(t.clone()).or_default();
         }
-        let fresh = self.memory.fresh.take();
         let mut out = Vec::new();
         for (type_url, sub) in wanted {
             let Some(cur) = sent.get_mut(&type_url) else {
@@ -209,8 +214,7 @@ impl<H: Handler> Session<'_, H> {
                 // Only what the last response carried can lie outside an unchanged
                 // subscription (e.g. an assignment that arrived after its cluster went away):
                 // it is not held, so subscribing again, or reconnecting, fetches it again.
-                if let (Some((t, names)), Some(held)) =
-                    (&fresh, self.memory.held.get_mut(&type_url))
+                if let (Some((t, names)), Some(held)) = (fresh, self.memory.held.get_mut(&type_url))
                     && *t == type_url
                 {
                     for name in names.iter().filter(|n| !sub.covers(n)) {
@@ -283,7 +287,7 @@ mod tests {
                 .map(|n| (n.to_string(), "v1".to_string()))
                 .collect(),
         );
-        memory.fresh = Some((ENDPOINT.to_string(), vec!["x".to_string()]));
+        let fresh = (ENDPOINT.to_string(), vec!["x".to_string()]);
         let (status, _rx) = watch::channel(ClientState::default());
         let mut session = Session {
             handler: &mut handler,
@@ -292,7 +296,7 @@ mod tests {
             got_response: false,
         };
         let mut sent = BTreeMap::from([(ENDPOINT.to_string(), Sub::from_names(ENDPOINT, ab))]);
-        let requests = session.subscription_changes(&mut sent);
+        let requests = session.subscription_changes(&mut sent, Some(&fresh));
         assert!(requests.is_empty(), "the subscription did not change");
         let held: Vec<&String> = memory.held[ENDPOINT].keys().collect();
         assert_eq!(held, ["a", "b"]);

@@ -29,12 +29,7 @@ impl<H: Handler> Session<'_, H> {
                 continue;
             }
             let req = DiscoveryRequest {
-                version_info: self
-                    .memory
-                    .acked
-                    .get(&type_url)
-                    .cloned()
-                    .unwrap_or_default(),
+                version_info: self.memory.acked_version(&type_url),
                 node: node.take(),
                 resource_names: names.clone(),
                 type_url: type_url.clone(),
@@ -60,12 +55,8 @@ impl<H: Handler> Session<'_, H> {
             let type_url = resp.type_url.clone();
             nonces.insert(type_url.clone(), resp.nonce.clone());
             let count = resp.resources.len();
-            let update = Update {
-                version: resp.version_info.clone(),
-                resources: resp.resources,
-                removed: Vec::new(),
-                full_state: types::is_wildcard_type(&type_url),
-            };
+            let update =
+                Update::state_of_the_world(&type_url, resp.version_info.clone(), resp.resources);
             let result = self.handler.on_response(&type_url, update);
             let names = sent.get(&type_url).cloned().unwrap_or_default();
             let reply = match result {
@@ -93,12 +84,7 @@ impl<H: Handler> Session<'_, H> {
                         "ADS response rejected; NACK, keeping the previous configuration"
                     );
                     DiscoveryRequest {
-                        version_info: self
-                            .memory
-                            .acked
-                            .get(&type_url)
-                            .cloned()
-                            .unwrap_or_default(),
+                        version_info: self.memory.acked_version(&type_url),
                         resource_names: names,
                         type_url: type_url.clone(),
                         response_nonce: resp.nonce.clone(),
@@ -127,7 +113,7 @@ impl<H: Handler> Session<'_, H> {
                     "ADS subscription changed"
                 );
                 let req = DiscoveryRequest {
-                    version_info: self.memory.acked.get(type_url).cloned().unwrap_or_default(),
+                    version_info: self.memory.acked_version(type_url),
                     resource_names: names.clone(),
                     type_url: type_url.clone(),
                     response_nonce: nonces.get(type_url).cloned().unwrap_or_default(),
@@ -148,12 +134,7 @@ impl<H: Handler> Session<'_, H> {
                 .collect();
             for type_url in dropped {
                 let req = DiscoveryRequest {
-                    version_info: self
-                        .memory
-                        .acked
-                        .get(&type_url)
-                        .cloned()
-                        .unwrap_or_default(),
+                    version_info: self.memory.acked_version(&type_url),
                     type_url: type_url.clone(),
                     response_nonce: nonces.get(&type_url).cloned().unwrap_or_default(),
                     ..Default::default()

@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::*;
 use crate::server::{AdsServer, PushEvent};
 use crate::testutil::{
-    FakeGen, ThreadServer, World, node, resource_names, spawn_server, spawn_tls_server,
+    FakeGen, ThreadServer, World, node, push_all, resource_names, setup, spawn_tls_server,
     type_status, wait_until,
 };
 use crate::types::{CLUSTER, ENDPOINT, LISTENER, ROUTE, Subscription};
@@ -32,6 +32,40 @@ impl TestHandler {
     fn log_len(&self) -> usize {
         self.0.lock().unwrap().log.len()
     }
+    /// Makes the handler reject responses of `type_url` with `message`.
+    fn reject(&self, type_url: &str, message: &str) {
+        let mut st = self.0.lock().unwrap();
+        st.reject.insert(type_url.into(), message.into());
+    }
+}
+
+/// A v1 server on a thread of its own, so that it can be stopped and started again.
+fn thread_setup() -> (AdsServer, ThreadServer) {
+    let ads = AdsServer::new(Arc::new(FakeGen::new(World::v1())));
+    let server = ThreadServer::start("127.0.0.1:0".parse().unwrap(), ads.clone());
+    (ads, server)
+}
+
+/// A new control plane on `addr` whose world is v1 but for cluster "a", at version v7.
+fn restart_at_v7(addr: std::net::SocketAddr) -> ThreadServer {
+    let fake = FakeGen::new(World {
+        version: "v7".into(),
+        ..World::v1()
+    });
+    fake.update(|w| {
+        w.clusters.insert("a".into(), "a7".into());
+    });
+    ThreadServer::start(addr, AdsServer::new(Arc::new(fake)))
+}
+
+/// Waits until the server recorded a NACK of `type_url` at v1 with `message`.
+async fn nack_recorded(ads: &AdsServer, type_url: &str, message: &str) {
+    wait_until("NACK recorded by the server", || {
+        type_status(ads, type_url)
+            .and_then(|t| t.last_nack)
+            .is_some_and(|n| n.message == message && n.version == "v1")
+    })
+    .await;
 }
 
 impl Handler for TestHandler {
@@ -97,6 +131,23 @@ fn start_client(
     (rx, task)
 }
 
+/// Adds cluster "c" with an assignment at v2, pushes, and waits for the client to ACK CDS and
+/// EDS at v2.
+async fn add_cluster_c(fake: &FakeGen, ads: &AdsServer, state: &watch::Receiver<ClientState>) {
+    fake.update(|w| {
+        w.version = "v2".into();
+        w.clusters.insert("c".into(), "c1".into());
+        w.endpoints.insert("c".into(), 0);
+    });
+    push_all(ads, "v2");
+    wait_until("CDS and EDS at v2", || {
+        let s = state.borrow();
+        s.acked.get(CLUSTER).map(String::as_str) == Some("v2")
+            && s.acked.get(ENDPOINT).map(String::as_str) == Some("v2")
+    })
+    .await;
+}
+
 fn all_acked(state: &watch::Receiver<ClientState>, version: &str) -> bool {
     let s = state.borrow();
     [CLUSTER, ENDPOINT, LISTENER, ROUTE]
@@ -106,9 +157,7 @@ fn all_acked(state: &watch::Receiver<ClientState>, version: &str) -> bool {
 
 #[tokio::test]
 async fn client_follows_cds_with_eds_acks_and_gets_pushes() {
-    let fake = FakeGen::new(World::v1());
-    let ads = AdsServer::new(Arc::new(fake.clone()));
-    let addr = spawn_server(&ads).await;
+    let (fake, ads, addr) = setup().await;
     let handler = TestHandler::default();
     let (state, task) = start_client(config(format!("http://{addr}")), &handler);
     wait_until("all types ACKed at v1", || all_acked(&state, "v1")).await;
@@ -133,22 +182,7 @@ async fn client_follows_cds_with_eds_acks_and_gets_pushes() {
     );
 
     // A new cluster: CDS and then EDS (for the new name) at v2; LDS/RDS are unchanged.
-    fake.update(|w| {
-        w.version = "v2".into();
-        w.clusters.insert("c".into(), "c1".into());
-        w.endpoints.insert("c".into(), 0);
-    });
-    ads.push(PushEvent {
-        version: "v2".into(),
-        types: None,
-        ..Default::default()
-    });
-    wait_until("CDS and EDS at v2", || {
-        let s = state.borrow();
-        s.acked.get(CLUSTER).map(String::as_str) == Some("v2")
-            && s.acked.get(ENDPOINT).map(String::as_str) == Some("v2")
-    })
-    .await;
+    add_cluster_c(&fake, &ads, &state).await;
     {
         let st = handler.0.lock().unwrap();
         // EDS is not a state-of-the-world type: only the new assignment is sent.
@@ -161,11 +195,7 @@ async fn client_follows_cds_with_eds_acks_and_gets_pushes() {
     // Identical content under a new version: nothing is sent.
     let before = (handler.log_len(), ads.stats());
     fake.update(|w| w.version = "v3".into());
-    ads.push(PushEvent {
-        version: "v3".into(),
-        types: None,
-        ..Default::default()
-    });
+    push_all(&ads, "v3");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!((handler.log_len(), ads.stats()), before);
     task.abort();
@@ -173,23 +203,11 @@ async fn client_follows_cds_with_eds_acks_and_gets_pushes() {
 
 #[tokio::test]
 async fn client_nacks_rejected_config() {
-    let fake = FakeGen::new(World::v1());
-    let ads = AdsServer::new(Arc::new(fake.clone()));
-    let addr = spawn_server(&ads).await;
+    let (fake, ads, addr) = setup().await;
     let handler = TestHandler::default();
-    handler
-        .0
-        .lock()
-        .unwrap()
-        .reject
-        .insert(LISTENER.into(), "listener l1: unknown filter".into());
+    handler.reject(LISTENER, "listener l1: unknown filter");
     let (state, task) = start_client(config(format!("http://{addr}")), &handler);
-    wait_until("NACK recorded by the server", || {
-        type_status(&ads, LISTENER)
-            .and_then(|t| t.last_nack)
-            .is_some_and(|n| n.message == "listener l1: unknown filter" && n.version == "v1")
-    })
-    .await;
+    nack_recorded(&ads, LISTENER, "listener l1: unknown filter").await;
     wait_until("CDS and EDS ACKed", || {
         let s = state.borrow();
         s.acked.contains_key(CLUSTER) && s.acked.contains_key(ENDPOINT)
@@ -205,11 +223,7 @@ async fn client_nacks_rejected_config() {
     assert_eq!(ads.stats().nacks_total, 1);
 
     // The server does not resend the rejected content.
-    ads.push(PushEvent {
-        version: "v1".into(),
-        types: None,
-        ..Default::default()
-    });
+    push_all(&ads, "v1");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(handler.count(LISTENER), 1);
 
@@ -234,9 +248,7 @@ async fn client_nacks_rejected_config() {
 
 #[tokio::test]
 async fn client_reconnects_and_resubscribes_after_server_restart() {
-    let fake = FakeGen::new(World::v1());
-    let ads = AdsServer::new(Arc::new(fake.clone()));
-    let server = ThreadServer::start("127.0.0.1:0".parse().unwrap(), ads.clone());
+    let (ads, server) = thread_setup();
     let addr = server.addr;
     let handler = TestHandler::default();
     let (state, task) = start_client(config(format!("http://{addr}")), &handler);
@@ -275,15 +287,7 @@ async fn client_reconnects_and_resubscribes_after_server_restart() {
     server.stop();
 
     // A new control plane with new content: full resync.
-    let fake2 = FakeGen::new(World {
-        version: "v7".into(),
-        ..World::v1()
-    });
-    fake2.update(|w| {
-        w.clusters.insert("a".into(), "a7".into());
-    });
-    let ads2 = AdsServer::new(Arc::new(fake2));
-    let server = ThreadServer::start(addr, ads2.clone());
+    let server = restart_at_v7(addr);
     wait_until("CDS at v7", || {
         state.borrow().acked.get(CLUSTER).map(String::as_str) == Some("v7")
     })
@@ -389,9 +393,7 @@ fn log_since(handler: &TestHandler, from: usize) -> Vec<(String, Vec<String>)> {
 
 #[tokio::test]
 async fn delta_client_subscribes_follows_cds_and_receives_only_changes() {
-    let fake = FakeGen::new(World::v1());
-    let ads = AdsServer::new(Arc::new(fake.clone()));
-    let addr = spawn_server(&ads).await;
+    let (fake, ads, addr) = setup().await;
     let handler = TestHandler::default();
     let (state, task) = start_client(delta_config(format!("http://{addr}")), &handler);
     wait_until("all types ACKed at v1", || all_acked(&state, "v1")).await;
@@ -418,22 +420,7 @@ async fn delta_client_subscribes_follows_cds_and_receives_only_changes() {
 
     // A new cluster: only it is sent, by CDS and then by EDS; nothing else is resent.
     let seen = handler.log_len();
-    fake.update(|w| {
-        w.version = "v2".into();
-        w.clusters.insert("c".into(), "c1".into());
-        w.endpoints.insert("c".into(), 0);
-    });
-    ads.push(PushEvent {
-        version: "v2".into(),
-        types: None,
-        ..Default::default()
-    });
-    wait_until("CDS and EDS at v2", || {
-        let s = state.borrow();
-        s.acked.get(CLUSTER).map(String::as_str) == Some("v2")
-            && s.acked.get(ENDPOINT).map(String::as_str) == Some("v2")
-    })
-    .await;
+    add_cluster_c(&fake, &ads, &state).await;
     assert_eq!(
         log_since(&handler, seen),
         [
@@ -450,11 +437,7 @@ async fn delta_client_subscribes_follows_cds_and_receives_only_changes() {
         w.clusters.remove("b");
         w.endpoints.remove("b");
     });
-    ads.push(PushEvent {
-        version: "v3".into(),
-        types: None,
-        ..Default::default()
-    });
+    push_all(&ads, "v3");
     wait_until("EDS subscription follows the removal", || {
         type_status(&ads, ENDPOINT).map(|s| s.subscription) == Some(Subscription::names(["a", "c"]))
     })
@@ -471,24 +454,12 @@ async fn delta_client_subscribes_follows_cds_and_receives_only_changes() {
 
 #[tokio::test]
 async fn delta_client_nacks_and_resumes_with_what_it_holds() {
-    let fake = FakeGen::new(World::v1());
-    let ads = AdsServer::new(Arc::new(fake.clone()));
-    let server = ThreadServer::start("127.0.0.1:0".parse().unwrap(), ads.clone());
+    let (ads, server) = thread_setup();
     let addr = server.addr;
     let handler = TestHandler::default();
-    handler
-        .0
-        .lock()
-        .unwrap()
-        .reject
-        .insert(ROUTE.into(), "route-l1: unknown cluster".into());
+    handler.reject(ROUTE, "route-l1: unknown cluster");
     let (state, task) = start_client(delta_config(format!("http://{addr}")), &handler);
-    wait_until("RDS NACK recorded by the server", || {
-        type_status(&ads, ROUTE)
-            .and_then(|t| t.last_nack)
-            .is_some_and(|n| n.message == "route-l1: unknown cluster" && n.version == "v1")
-    })
-    .await;
+    nack_recorded(&ads, ROUTE, "route-l1: unknown cluster").await;
     assert!(!state.borrow().acked.contains_key(ROUTE));
     handler.0.lock().unwrap().reject.clear();
     wait_until("CDS, EDS, LDS ACKed", || {
@@ -504,15 +475,7 @@ async fn delta_client_nacks_and_resumes_with_what_it_holds() {
     server.stop();
     wait_until("client notices", || !state.borrow().connected).await;
     let seen = handler.log_len();
-    let fake2 = FakeGen::new(World {
-        version: "v7".into(),
-        ..World::v1()
-    });
-    fake2.update(|w| {
-        w.clusters.insert("a".into(), "a7".into());
-    });
-    let ads2 = AdsServer::new(Arc::new(fake2));
-    let server = ThreadServer::start(addr, ads2.clone());
+    let server = restart_at_v7(addr);
     wait_until("all at v7", || all_acked(&state, "v7")).await;
     let mut got = log_since(&handler, seen);
     got.sort();

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::held::{changed, missing};
+use super::held::{self, changed, missing};
 use super::wire::{DeltaResponse, Requests, Wire};
 use super::{Conn, Pending, PushSlot, PushWatch, Shared, Stop, new_nonce};
 use crate::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
@@ -347,54 +347,34 @@ impl Delta {
             if !pending.includes(type_url) {
                 continue;
             }
-            let rewarming = type_url == types::ENDPOINT && !rewarm.is_empty();
+            let rewarming = (type_url == types::ENDPOINT && !rewarm.is_empty()).then_some(&rewarm);
             let narrowed = if types::is_wildcard_type(type_url) {
                 None
             } else {
                 pending.changed.get(type_url.as_str())
             };
-            if let Some(names) = narrowed {
+            if let Some(changed) = narrowed {
                 // Only these names may have changed: regenerate the ones watched.
-                let mut names: BTreeSet<String> =
-                    names.iter().filter(|n| t.covers(n)).cloned().collect();
-                if rewarming {
-                    names.extend(rewarm.iter().filter(|n| t.covers(n)).cloned());
-                }
+                let names = held::watched(changed, rewarming, |n| t.covers(n));
                 if names.is_empty() {
                     continue;
                 }
                 let out = conn.generate(type_url, &Subscription::Names(Arc::new(names.clone())))?;
-                // What the client holds of these names (names and `held` are in name order);
-                // clusters being re-warmed count as not held.
-                let before: Vec<NamedResource> = names
-                    .iter()
-                    .filter(|n| !(rewarming && rewarm.contains(*n)))
-                    .filter_map(|n| {
-                        let i = t.held.binary_search_by(|h| h.name().cmp(n)).ok()?;
-                        Some(t.held[i].clone())
-                    })
-                    .collect();
-                let updates = changed(&out.resources, &before);
-                let removed = missing(&out.resources, &before);
-                if updates.is_empty() && removed.is_empty() {
+                let Some(g) = held::regenerate(&t.held, &names, &out.resources, rewarming) else {
                     continue;
-                }
-                t.note_absent(&removed);
-                let mut held = t.held.clone();
-                held.retain(|h| !names.contains(h.name()));
-                held.extend(out.resources.iter().cloned());
-                held.sort_by(|a, b| a.name().cmp(b.name()));
+                };
+                t.note_absent(&g.removed);
                 to_send.push(Outgoing {
                     type_url: type_url.clone(),
                     version: out.version,
-                    updates,
-                    removed,
-                    held,
+                    updates: g.updates,
+                    removed: g.removed,
+                    held: g.held,
                 });
                 continue;
             }
             let out = conn.generate(type_url, &t.subscription())?;
-            if rewarming {
+            if let Some(rewarm) = rewarming {
                 t.held.retain(|h| !rewarm.contains(h.name()));
             }
             let (updates, removed) = t.diff(&out.resources);
@@ -402,12 +382,7 @@ impl Delta {
                 continue;
             }
             if type_url == types::CLUSTER {
-                rewarm.extend(
-                    updates
-                        .iter()
-                        .filter(|r| t.held.binary_search_by(|h| h.name().cmp(r.name())).is_ok())
-                        .map(|r| r.name().to_string()),
-                );
+                rewarm.extend(held::redefined(&updates, &t.held));
             }
             to_send.push(Outgoing {
                 type_url: type_url.clone(),
@@ -493,7 +468,7 @@ mod tests {
     use crate::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
     use crate::pb::google::rpc;
     use crate::server::{AdsServer, PushEvent};
-    use crate::testutil::{FakeGen, RawDelta, World, node, spawn_server, type_status, wait_until};
+    use crate::testutil::{FakeGen, RawDelta, node, push_all, setup, type_status, wait_until};
     use crate::types::{CLUSTER, ENDPOINT};
 
     fn names(resp: &DeltaDiscoveryResponse) -> Vec<&str> {
@@ -509,17 +484,9 @@ mod tests {
         }
     }
 
-    /// A server over the v1 fake world.
-    async fn start() -> (FakeGen, AdsServer, std::net::SocketAddr) {
-        let fake = FakeGen::new(World::v1());
-        let ads = AdsServer::new(Arc::new(fake.clone()));
-        let addr = spawn_server(&ads).await;
-        (fake, ads, addr)
-    }
-
     /// A stream with a wildcard CDS subscription whose first response is ACKed.
     async fn cds_wildcard_acked(node_id: &str) -> (FakeGen, AdsServer, RawDelta) {
-        let (fake, ads, addr) = start().await;
+        let (fake, ads, addr) = setup().await;
         let mut s = RawDelta::connect(
             addr,
             DeltaDiscoveryRequest {
@@ -554,7 +521,7 @@ mod tests {
 
     #[tokio::test]
     async fn delta_subscribe_unsubscribe_and_removals() {
-        let (fake, ads, addr) = start().await;
+        let (fake, ads, addr) = setup().await;
 
         // The client already holds cluster a (current content) and a cluster that is gone.
         let mut s = reconnect_holding_a_and_gone(
@@ -597,11 +564,7 @@ mod tests {
             w.endpoints.insert("a".into(), 1);
             w.endpoints.insert("b".into(), 2);
         });
-        ads.push(PushEvent {
-            version: "v2".into(),
-            types: None,
-            ..Default::default()
-        });
+        push_all(&ads, "v2");
         let r = s.recv().await;
         assert_eq!(r.type_url, ENDPOINT);
         assert_eq!(r.system_version_info, "v2");
@@ -637,40 +600,28 @@ mod tests {
         assert_eq!(ads.stats().nacks_total, 1);
         s.expect_silence().await;
         assert_eq!(type_status(&ads, CLUSTER).unwrap().resources, 1);
-        ads.push(PushEvent {
-            version: "v3".into(),
-            types: None,
-            ..Default::default()
-        });
+        push_all(&ads, "v3");
         let r = s.recv().await;
         assert_eq!(
             (r.type_url.as_str(), r.removed_resources.as_slice()),
             (CLUSTER, ["b".to_string()].as_slice())
         );
         s.send(ack(CLUSTER, &r.nonce));
-        ads.push(PushEvent {
-            version: "v3".into(),
-            types: None,
-            ..Default::default()
-        });
+        push_all(&ads, "v3");
         s.expect_silence().await;
 
         // The missing name appears: sent once it exists.
         fake.update(|w| {
             w.endpoints.insert("missing".into(), 0);
         });
-        ads.push(PushEvent {
-            version: "v4".into(),
-            types: None,
-            ..Default::default()
-        });
+        push_all(&ads, "v4");
         let r = s.recv().await;
         assert_eq!(names(&r), ["missing"]);
     }
 
     #[tokio::test]
     async fn delta_wildcard_toggle() {
-        let (fake, ads, addr) = start().await;
+        let (fake, ads, addr) = setup().await;
         // Explicit name only (no legacy wildcard since a name is given).
         let mut s = RawDelta::connect(
             addr,
@@ -696,11 +647,7 @@ mod tests {
             w.clusters.insert("b".into(), "b2".into());
             w.clusters.insert("a".into(), "a2".into());
         });
-        ads.push(PushEvent {
-            version: "v2".into(),
-            types: None,
-            ..Default::default()
-        });
+        push_all(&ads, "v2");
         let r = s.recv().await;
         assert_eq!(names(&r), ["a"]);
         assert!(r.removed_resources.is_empty());
@@ -760,10 +707,6 @@ mod tests {
     #[tokio::test]
     async fn a_nacked_response_is_offered_again_though_a_later_one_was_acked() {
         let (fake, ads, mut s) = cds_wildcard_acked("p5").await;
-        let push = |version: &str| PushEvent {
-            version: version.into(),
-            ..Default::default()
-        };
         // Two responses in flight: "a" changes, then "b".
         let mut responses = Vec::new();
         for (version, cluster) in [("v2", "a"), ("v3", "b")] {
@@ -771,7 +714,7 @@ mod tests {
                 w.version = version.into();
                 w.clusters.insert(cluster.into(), format!("{cluster}2"));
             });
-            ads.push(push(version));
+            push_all(&ads, version);
             let r = s.recv().await;
             assert_eq!(names(&r), [cluster]);
             responses.push(r);
@@ -786,18 +729,18 @@ mod tests {
         })
         .await;
         s.expect_silence().await;
-        ads.push(push("v4"));
+        push_all(&ads, "v4");
         let r3 = s.recv().await;
         assert_eq!(names(&r3), ["a"]);
         assert!(r3.removed_resources.is_empty());
         s.send(ack(CLUSTER, &r3.nonce));
-        ads.push(push("v5"));
+        push_all(&ads, "v5");
         s.expect_silence().await;
     }
 
     #[tokio::test]
     async fn a_nacked_first_response_after_reconnect_resends_its_removals() {
-        let (fake, ads, addr) = start().await;
+        let (fake, ads, addr) = setup().await;
         // The client comes back holding "a" as it is and a cluster that is gone.
         let mut s = reconnect_holding_a_and_gone(addr, &fake, "p6").await;
         let r = s.recv().await;
@@ -805,10 +748,7 @@ mod tests {
         assert_eq!(r.removed_resources, ["gone"]);
         s.send(nack(CLUSTER, &r.nonce, "b refused"));
         s.expect_silence().await;
-        ads.push(PushEvent {
-            version: "v2".into(),
-            ..Default::default()
-        });
+        push_all(&ads, "v2");
         let r = s.recv().await;
         assert_eq!(names(&r), ["b"]);
         assert_eq!(r.removed_resources, ["gone"]);

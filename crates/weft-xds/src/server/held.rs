@@ -11,52 +11,98 @@ pub(super) fn same_set(a: &[NamedResource], b: &[NamedResource]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same(y))
 }
 
-/// Applies a regeneration of the names in `names` to `held` (sorted by name): resources of
-/// `regenerated` replace or join what is held, names that were not regenerated are dropped.
-/// Returns the resources the client does not hold yet (new or changed).
-pub(super) fn update_held(
-    held: &mut Vec<NamedResource>,
-    names: &BTreeSet<String>,
-    regenerated: &[NamedResource],
-) -> Vec<NamedResource> {
-    let mut updates = Vec::new();
-    for r in regenerated {
-        match held.binary_search_by(|h| h.name().cmp(r.name())) {
-            Ok(i) if held[i].same(r) => {}
-            Ok(i) => {
-                held[i] = r.clone();
-                updates.push(r.clone());
-            }
-            Err(i) => {
-                held.insert(i, r.clone());
-                updates.push(r.clone());
-            }
-        }
-    }
-    for name in names {
-        if regenerated
-            .binary_search_by(|r| r.name().cmp(name))
-            .is_err()
-            && let Ok(i) = held.binary_search_by(|h| h.name().cmp(name))
-        {
-            held.remove(i);
-        }
-    }
-    updates
-}
-
 /// The resources of `out` that `held` (both sorted by name) lacks or holds with other content.
 pub(super) fn changed(out: &[NamedResource], held: &[NamedResource]) -> Vec<NamedResource> {
+    changed_except(out, held, None)
+}
+
+/// [`changed`], with the names in `unheld` counted as not held (assignments of clusters being
+/// re-warmed, which go out again whatever their content).
+pub(super) fn changed_except(
+    out: &[NamedResource],
+    held: &[NamedResource],
+    unheld: Option<&BTreeSet<String>>,
+) -> Vec<NamedResource> {
     let mut result = Vec::new();
     let mut h = held.iter().peekable();
     for r in out {
         while h.next_if(|x| x.name() < r.name()).is_some() {}
         match h.peek() {
-            Some(x) if x.same(r) => {}
+            Some(x) if x.same(r) && !unheld.is_some_and(|u| u.contains(r.name())) => {}
             _ => result.push(r.clone()),
         }
     }
     result
+}
+
+/// Names of the resources of `updates` that `held` (sorted by name) already has: a new
+/// definition of something the client holds (for clusters, Envoy re-warms them).
+pub(super) fn redefined(updates: &[NamedResource], held: &[NamedResource]) -> Vec<String> {
+    updates
+        .iter()
+        .filter(|r| held.binary_search_by(|h| h.name().cmp(r.name())).is_ok())
+        .map(|r| r.name().to_string())
+        .collect()
+}
+
+/// The names a push that lists what may have changed (`changed`) makes a stream regenerate:
+/// those its subscription covers, and the covered ones of `rewarm`.
+pub(super) fn watched(
+    changed: &BTreeSet<String>,
+    rewarm: Option<&BTreeSet<String>>,
+    covers: impl Fn(&str) -> bool,
+) -> BTreeSet<String> {
+    changed
+        .iter()
+        .chain(rewarm.into_iter().flatten())
+        .filter(|n| covers(n))
+        .cloned()
+        .collect()
+}
+
+/// What a regeneration of some names means for a client.
+pub(super) struct Regenerated {
+    /// Resources new to the client or changed.
+    pub updates: Vec<NamedResource>,
+    /// Names the client holds that no longer exist.
+    pub removed: Vec<String>,
+    /// What the client holds once it has applied both (sorted by name).
+    pub held: Vec<NamedResource>,
+}
+
+/// Compares `out`, a regeneration of `names` (sorted by name), with what the client `held`;
+/// names in `unheld` count as not held. `None` when nothing changed, without copying `held`.
+pub(super) fn regenerate(
+    held: &[NamedResource],
+    names: &BTreeSet<String>,
+    out: &[NamedResource],
+    unheld: Option<&BTreeSet<String>>,
+) -> Option<Regenerated> {
+    let before: Vec<NamedResource> = names
+        .iter()
+        .filter(|n| !unheld.is_some_and(|u| u.contains(*n)))
+        .filter_map(|n| {
+            let i = held.binary_search_by(|h| h.name().cmp(n)).ok()?;
+            Some(held[i].clone())
+        })
+        .collect();
+    let updates = changed(out, &before);
+    let removed = missing(out, &before);
+    if updates.is_empty() && removed.is_empty() {
+        return None;
+    }
+    let mut held: Vec<NamedResource> = held
+        .iter()
+        .filter(|h| !names.contains(h.name()))
+        .chain(out)
+        .cloned()
+        .collect();
+    held.sort_by(|a, b| a.name().cmp(b.name()));
+    Some(Regenerated {
+        updates,
+        removed,
+        held,
+    })
 }
 
 /// Names `held` (sorted by name) has that `out` (sorted by name) lacks.
@@ -75,16 +121,10 @@ pub(super) fn missing(out: &[NamedResource], held: &[NamedResource]) -> Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pb::google::protobuf::Any;
+    use crate::testutil::raw_resource;
 
     fn r(name: &str, content: &str) -> NamedResource {
-        NamedResource::new(
-            name,
-            Any {
-                type_url: "t".into(),
-                value: content.as_bytes().to_vec(),
-            },
-        )
+        raw_resource(name, content.as_bytes())
     }
 
     #[test]
@@ -98,5 +138,31 @@ mod tests {
         assert!(missing(&held, &held).is_empty());
         assert!(same_set(&held, &held.clone()));
         assert!(!same_set(&out, &held));
+    }
+
+    #[test]
+    fn a_regeneration_of_some_names_changes_only_those() {
+        let held = vec![r("a", "1"), r("b", "1"), r("d", "1")];
+        let names =
+            |v: &[NamedResource]| v.iter().map(|r| r.name().to_string()).collect::<Vec<_>>();
+        let set = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        // "b" changed, "d" is gone, "a" was not regenerated.
+        let out = vec![r("b", "2")];
+        let g = regenerate(&held, &set(&["b", "d"]), &out, None).unwrap();
+        assert_eq!(names(&g.updates), ["b"]);
+        assert_eq!(g.removed, ["d"]);
+        assert_eq!(names(&g.held), ["a", "b"]);
+        // Same content: nothing; unless the name is to be sent again.
+        let same = vec![r("a", "1")];
+        assert!(regenerate(&held, &set(&["a"]), &same, None).is_none());
+        let again = regenerate(&held, &set(&["a"]), &same, Some(&set(&["a"]))).unwrap();
+        assert_eq!(names(&again.updates), ["a"]);
+        assert_eq!(
+            names(&changed_except(&same, &held, Some(&set(&["a"])))),
+            ["a"]
+        );
+        assert_eq!(redefined(&out, &held), ["b"]);
+        let w = watched(&set(&["a", "x"]), Some(&set(&["b"])), |n| n != "x");
+        assert_eq!(w, set(&["a", "b"]));
     }
 }

@@ -14,7 +14,7 @@ use tonic::Status;
 
 use super::wire::Requests;
 
-use super::held::{changed, same_set, update_held};
+use super::held::{self, changed, same_set};
 use super::wire::{SotwResponse, Wire};
 use super::{Conn, Pending, PushSlot, PushWatch, ResumeType, Shared, Stop, new_nonce};
 use crate::pb::envoy::service::discovery::v3::DiscoveryRequest;
@@ -307,31 +307,22 @@ impl Sotw {
                 continue;
             }
             let wildcard_type = types::is_wildcard_type(type_url);
-            let rewarming = type_url == types::ENDPOINT && !rewarm.is_empty();
-            if !wildcard_type && let Some(names) = pending.changed.get(type_url.as_str()) {
+            let rewarming = (type_url == types::ENDPOINT && !rewarm.is_empty()).then_some(&rewarm);
+            if !wildcard_type && let Some(changed) = pending.changed.get(type_url.as_str()) {
                 // Only these names may have changed: regenerate the ones watched.
-                let mut names = names.clone();
-                if rewarming {
-                    Arc::make_mut(&mut names).extend(rewarm.iter().cloned());
-                }
-                let watched: BTreeSet<String> = names
-                    .iter()
-                    .filter(|n| w.sub.contains(n))
-                    .cloned()
-                    .collect();
-                if watched.is_empty() {
+                let names = held::watched(changed, rewarming, |n| w.sub.contains(n));
+                if names.is_empty() {
                     continue;
                 }
-                let out = conn.generate(type_url, &Subscription::Names(Arc::new(watched)))?;
-                let mut held = w.held.clone();
-                if rewarming {
-                    held.retain(|h| !rewarm.contains(h.name()));
+                let out = conn.generate(type_url, &Subscription::Names(Arc::new(names.clone())))?;
+                // A removal alone is not announced (state of the world: the client keeps an
+                // assignment until no cluster refers to it).
+                match held::regenerate(&w.held, &names, &out.resources, rewarming) {
+                    Some(g) if !g.updates.is_empty() => {
+                        to_send.push((type_url.clone(), out.version, g.updates, g.held));
+                    }
+                    _ => {}
                 }
-                let updates = update_held(&mut held, &names, &out.resources);
-                if updates.is_empty() {
-                    continue;
-                }
-                to_send.push((type_url.clone(), out.version, updates, held));
                 continue;
             }
             let out = conn.generate(type_url, &w.sub)?;
@@ -341,22 +332,11 @@ impl Sotw {
                 }
                 if type_url == types::CLUSTER {
                     // Clusters the client had, with another definition now.
-                    rewarm.extend(
-                        changed(&out.resources, &w.held)
-                            .iter()
-                            .filter(|r| w.held.binary_search_by(|h| h.name().cmp(r.name())).is_ok())
-                            .map(|r| r.name().to_string()),
-                    );
+                    rewarm.extend(held::redefined(&changed(&out.resources, &w.held), &w.held));
                 }
                 out.resources.clone()
             } else {
-                let c = if rewarming {
-                    let mut held = w.held.clone();
-                    held.retain(|h| !rewarm.contains(h.name()));
-                    changed(&out.resources, &held)
-                } else {
-                    changed(&out.resources, &w.held)
-                };
+                let c = held::changed_except(&out.resources, &w.held, rewarming);
                 if c.is_empty() {
                     continue;
                 }
@@ -424,7 +404,8 @@ mod tests {
     use crate::pb::google::rpc;
     use crate::server::{AdsServer, PushEvent};
     use crate::testutil::{
-        FakeGen, RawSotw, World, node, resource_names, spawn_server, type_status, wait_until,
+        FakeGen, RawSotw, World, node, push_all, resource_names, setup, spawn_server, type_status,
+        wait_until,
     };
     use crate::types::{CLUSTER, ENDPOINT, LISTENER};
 
@@ -447,13 +428,6 @@ mod tests {
         }
     }
 
-    async fn setup() -> (FakeGen, AdsServer, std::net::SocketAddr) {
-        let fake = FakeGen::new(World::v1());
-        let ads = AdsServer::new(Arc::new(fake.clone()));
-        let addr = spawn_server(&ads).await;
-        (fake, ads, addr)
-    }
-
     /// A stream that subscribed to all clusters and to assignments "a" and "b", and ACKed
     /// both; returns it with the EDS response.
     async fn clusters_and_endpoints_acked(
@@ -469,14 +443,6 @@ mod tests {
         let eds = s.recv().await;
         s.send(req(ENDPOINT, &["a", "b"], "v1", &eds.nonce));
         (s, eds)
-    }
-
-    fn push_all(ads: &AdsServer, version: &str) {
-        ads.push(PushEvent {
-            version: version.into(),
-            types: None,
-            ..Default::default()
-        });
     }
 
     #[tokio::test]
