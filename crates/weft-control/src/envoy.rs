@@ -50,6 +50,10 @@ pub fn u32v(v: u32) -> protobuf::UInt32Value {
     protobuf::UInt32Value { value: v }
 }
 
+pub fn u64v(v: u64) -> protobuf::UInt64Value {
+    protobuf::UInt64Value { value: v }
+}
+
 pub fn boolv(v: bool) -> protobuf::BoolValue {
     protobuf::BoolValue { value: v }
 }
@@ -193,6 +197,15 @@ pub fn common_tls(alpn: &[&str], sans: Vec<tls::SubjectAltNameMatcher>) -> tls::
 pub fn uri_san(m: matcher::StringMatcher) -> tls::SubjectAltNameMatcher {
     tls::SubjectAltNameMatcher {
         san_type: tls::subject_alt_name_matcher::SanType::Uri as i32,
+        matcher: Some(m),
+        ..Default::default()
+    }
+}
+
+/// A DNS SAN matcher (non-mesh TLS origination: `subjectAltNames`).
+pub fn dns_san(m: matcher::StringMatcher) -> tls::SubjectAltNameMatcher {
+    tls::SubjectAltNameMatcher {
+        san_type: tls::subject_alt_name_matcher::SanType::Dns as i32,
         matcher: Some(m),
         ..Default::default()
     }

@@ -285,7 +285,14 @@ impl MeshGenerator {
                 out
             }
             weft_xds::types::ROUTE => {
-                let ns = view.node.namespace.as_str();
+                // Route tables differ by namespace and by the sourceLabels matches the proxy
+                // satisfies; proxies alike in both share them.
+                let key = format!(
+                    "{}|{}",
+                    view.node.namespace,
+                    sidecar::http_route::source_key(view)
+                );
+                let ns = key.as_str();
                 self.with_shared(version, |c| {
                     let previous = c.previous.routes.get(ns);
                     let tables = c.routes.entry(ns.to_string()).or_default();
@@ -355,7 +362,7 @@ impl Generator for MeshGenerator {
                 weft_xds::types::LISTENER => {
                     crate::grpcgen::listeners(&push, &view.node.namespace, &requested)
                 }
-                weft_xds::types::ROUTE => crate::grpcgen::routes(&push, &requested),
+                weft_xds::types::ROUTE => crate::grpcgen::routes(&view, &requested),
                 weft_xds::types::CLUSTER => crate::grpcgen::clusters(&push, &requested),
                 weft_xds::types::ENDPOINT => crate::grpcgen::endpoints(&view, &requested),
                 other => {

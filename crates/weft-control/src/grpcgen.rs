@@ -38,14 +38,24 @@ pub fn listeners(push: &PushContext, proxy_ns: &str, names: &[String]) -> Vec<Na
         let rds = cluster_name("outbound", port, "", &svc.hostname);
         let hcm = hcm::HttpConnectionManager {
             stat_prefix: name.clone(),
-            http_filters: vec![hcm::HttpFilter {
-                name: "envoy.filters.http.router".into(),
-                config_type: Some(hcm::http_filter::ConfigType::TypedConfig(envoy::any(
-                    &envoy_types::pb::envoy::extensions::filters::http::router::v3::Router::default(
-                    ),
-                ))),
-                ..Default::default()
-            }],
+            // gRPC's xDS client runs fault injection (gRFC A33) and the router.
+            http_filters: vec![
+                hcm::HttpFilter {
+                    name: crate::sidecar::http_route::FAULT_FILTER.into(),
+                    config_type: Some(hcm::http_filter::ConfigType::TypedConfig(envoy::any(
+                        &envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault::default(),
+                    ))),
+                    ..Default::default()
+                },
+                hcm::HttpFilter {
+                    name: "envoy.filters.http.router".into(),
+                    config_type: Some(hcm::http_filter::ConfigType::TypedConfig(envoy::any(
+                        &envoy_types::pb::envoy::extensions::filters::http::router::v3::Router::default(
+                        ),
+                    ))),
+                    ..Default::default()
+                },
+            ],
             route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::Rds(
                 hcm::Rds {
                     config_source: Some(envoy::ads_source()),
@@ -73,13 +83,16 @@ pub fn listeners(push: &PushContext, proxy_ns: &str, names: &[String]) -> Vec<Na
     out
 }
 
-pub fn routes(push: &PushContext, names: &[String]) -> Vec<NamedResource> {
+/// Route tables `outbound|<port>||<host>`: the service's VirtualService routes in the form
+/// gRPC supports (header matches, weighted clusters, timeouts as max stream duration, retries,
+/// fault injection, hash policies), else the default route.
+pub fn routes(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
     let mut out = Vec::new();
     for name in names {
         let Some(("outbound", port, _, host)) = parse_cluster_name(name) else {
             continue;
         };
-        let Some(svc) = push.registry.service(host) else {
+        let Some(svc) = view.push.registry.service(host) else {
             continue;
         };
         let mut domains = vec![svc.hostname.clone(), format!("{}:{port}", svc.hostname)];
@@ -95,22 +108,7 @@ pub fn routes(push: &PushContext, names: &[String]) -> Vec<NamedResource> {
             virtual_hosts: vec![route::VirtualHost {
                 name: format!("{}:{port}", svc.hostname),
                 domains,
-                routes: vec![route::Route {
-                    name: "default".into(),
-                    r#match: Some(route::RouteMatch {
-                        path_specifier: Some(route::route_match::PathSpecifier::Prefix(
-                            String::new(),
-                        )),
-                        ..Default::default()
-                    }),
-                    action: Some(route::route::Action::Route(route::RouteAction {
-                        cluster_specifier: Some(route::route_action::ClusterSpecifier::Cluster(
-                            name.clone(),
-                        )),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
-                }],
+                routes: crate::sidecar::service_routes(view, svc, port, true),
                 ..Default::default()
             }],
             ..Default::default()
@@ -120,28 +118,42 @@ pub fn routes(push: &PushContext, names: &[String]) -> Vec<NamedResource> {
     out
 }
 
+/// EDS clusters by Istio's names (subsets included), with the DestinationRule's load
+/// balancer (round robin or ring hash, which gRPC supports).
 pub fn clusters(push: &PushContext, names: &[String]) -> Vec<NamedResource> {
     let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
     let mut out = Vec::new();
     for svc in &push.registry.services {
+        let subsets = crate::destination::subsets_for(push, svc);
         for sp in &svc.ports {
-            let name = cluster_name("outbound", sp.number, "", &svc.hostname);
-            if !wanted.is_empty() && !wanted.contains(name.as_str()) {
-                continue;
+            let subset_names = std::iter::once("").chain(subsets.iter().map(|s| s.name.as_str()));
+            for subset in subset_names {
+                let name = cluster_name("outbound", sp.number, subset, &svc.hostname);
+                if !wanted.is_empty() && !wanted.contains(name.as_str()) {
+                    continue;
+                }
+                let mut c = cluster::Cluster {
+                    name: name.clone(),
+                    cluster_discovery_type: Some(cluster::cluster::ClusterDiscoveryType::Type(
+                        cluster::cluster::DiscoveryType::Eds as i32,
+                    )),
+                    eds_cluster_config: Some(cluster::cluster::EdsClusterConfig {
+                        eds_config: Some(envoy::ads_source()),
+                        service_name: name.clone(),
+                    }),
+                    lb_policy: cluster::cluster::LbPolicy::RoundRobin as i32,
+                    ..Default::default()
+                };
+                let policy = crate::destination::policy_for(push, svc, sp.number, subset);
+                if let Some(lb) = policy
+                    .load_balancer
+                    .as_ref()
+                    .filter(|lb| lb.consistent_hash.is_some())
+                {
+                    crate::sidecar::traffic_policy::load_balancer(&mut c, lb);
+                }
+                out.push(NamedResource::new(name, envoy::any(&c)));
             }
-            let c = cluster::Cluster {
-                name: name.clone(),
-                cluster_discovery_type: Some(cluster::cluster::ClusterDiscoveryType::Type(
-                    cluster::cluster::DiscoveryType::Eds as i32,
-                )),
-                eds_cluster_config: Some(cluster::cluster::EdsClusterConfig {
-                    eds_config: Some(envoy::ads_source()),
-                    service_name: name.clone(),
-                }),
-                lb_policy: cluster::cluster::LbPolicy::RoundRobin as i32,
-                ..Default::default()
-            };
-            out.push(NamedResource::new(name, envoy::any(&c)));
         }
     }
     out

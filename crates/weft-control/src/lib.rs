@@ -17,6 +17,7 @@ pub mod server;
 pub mod sidecar;
 pub mod store;
 pub mod tls;
+pub mod virtual_service;
 
 pub use error::ControlError;
 pub use server::{ControlOptions, run};

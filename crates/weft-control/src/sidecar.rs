@@ -3,8 +3,10 @@
 //! clusters with auto mTLS, EDS endpoints).
 
 mod cluster;
+pub mod http_route;
 mod listener;
 mod route;
+pub mod traffic_policy;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use crate::push::PushContext;
 use crate::registry::{Service, Workload};
 
 pub use cluster::{cluster_name, parse_cluster_name};
+pub use route::service_routes;
 
 pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 pub const BLACKHOLE_CLUSTER: &str = "BlackHoleCluster";
@@ -78,7 +81,7 @@ impl<'a> ProxyView<'a> {
         }
     }
 
-    fn labels(&self) -> BTreeMap<String, String> {
+    pub fn labels(&self) -> BTreeMap<String, String> {
         self.workload
             .as_ref()
             .map(|w| w.labels.clone())
@@ -561,8 +564,9 @@ spec:
         assert_eq!(ls.len(), 2);
         let l: Listener = decode(&ls[0]);
         assert!(l.api_listener.is_some());
+        let v = view(&p, "client", "10.77.0.10");
         let rs = crate::grpcgen::routes(
-            &p,
+            &v,
             &["outbound|8080||server.default.svc.cluster.local".to_string()],
         );
         let rc: RouteConfiguration = decode(&rs[0]);

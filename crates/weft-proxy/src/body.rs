@@ -53,8 +53,126 @@ impl<B: Body<Data = Bytes>> Body for Counted<B> {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A request body on its way upstream: the downstream's, streamed; or held in memory
+    /// (so that a retry or a mirror can send it again), with what followed the held part
+    /// when the body was larger than the buffer limit.
+    #[project = RequestBodyProj]
+    pub enum RequestBody {
+        Stream { #[pin] body: Incoming },
+        Held { data: Option<Bytes>, trailers: Option<http::HeaderMap>, #[pin] rest: Option<Incoming> },
+    }
+}
+
+impl RequestBody {
+    /// A copy of a held body (None for a streamed one or one whose tail is streamed).
+    pub fn try_clone(&self) -> Option<RequestBody> {
+        match self {
+            RequestBody::Held {
+                data,
+                trailers,
+                rest: None,
+            } => Some(RequestBody::Held {
+                data: data.clone(),
+                trailers: trailers.clone(),
+                rest: None,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Reads up to `limit` bytes of `body` into memory. The result can be re-sent (see
+    /// [`RequestBody::try_clone`]) when the whole body fit.
+    pub async fn hold(mut body: Incoming, limit: usize) -> Result<RequestBody, hyper::Error> {
+        use http_body_util::BodyExt;
+        let mut buf = bytes::BytesMut::new();
+        let mut trailers = None;
+        if body.is_end_stream() {
+            return Ok(RequestBody::Held {
+                data: None,
+                trailers: None,
+                rest: None,
+            });
+        }
+        while buf.len() <= limit {
+            match body.frame().await {
+                None => break,
+                Some(Err(e)) => return Err(e),
+                Some(Ok(f)) => match f.into_data() {
+                    Ok(d) => buf.extend_from_slice(&d),
+                    Err(f) => {
+                        trailers = f.into_trailers().ok();
+                        break;
+                    }
+                },
+            }
+            if body.is_end_stream() {
+                break;
+            }
+        }
+        let ended = trailers.is_some() || body.is_end_stream();
+        Ok(RequestBody::Held {
+            data: (!buf.is_empty()).then(|| buf.freeze()),
+            trailers,
+            rest: (!ended).then_some(body),
+        })
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project() {
+            RequestBodyProj::Stream { body } => body.poll_frame(cx),
+            RequestBodyProj::Held {
+                data,
+                trailers,
+                rest,
+            } => {
+                if let Some(d) = data.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(d))));
+                }
+                if let Some(r) = rest.as_pin_mut() {
+                    return r.poll_frame(cx);
+                }
+                Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Stream { body } => body.is_end_stream(),
+            RequestBody::Held {
+                data,
+                trailers,
+                rest,
+            } => {
+                data.is_none()
+                    && trailers.is_none()
+                    && rest.as_ref().is_none_or(|r| r.is_end_stream())
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Stream { body } => body.size_hint(),
+            RequestBody::Held {
+                data, rest: None, ..
+            } => SizeHint::with_exact(data.as_ref().map(|d| d.len() as u64).unwrap_or(0)),
+            RequestBody::Held { .. } => SizeHint::default(),
+        }
+    }
+}
+
 /// The request body sent upstream.
-pub type UpstreamBody = Counted<Incoming>;
+pub type UpstreamBody = Counted<RequestBody>;
 
 /// How a response body ended.
 #[derive(Debug, Clone, Copy, Default)]

@@ -17,11 +17,13 @@ use weft_telemetry::{
 };
 
 use crate::Proxy;
-use crate::body::{Completion, Counted, ResponseBody};
+use crate::body::{Completion, ResponseBody};
 use crate::conn::ConnInfo;
-use crate::snapshot::{Action, Direction, Hcm, RouteRef, Snapshot};
+use crate::snapshot::{Direction, Hcm};
 use crate::stats;
-use crate::upstream::{Lease, Sender, UpstreamError, reset_reason};
+use crate::upstream::Lease;
+
+mod router;
 
 const PEER_MD: HeaderName = HeaderName::from_static(weft_telemetry::peer::PEER_METADATA_HEADER);
 const PEER_MD_ID: HeaderName =
@@ -114,6 +116,21 @@ struct Done {
     req_headers: http::HeaderMap,
     resp_headers: http::HeaderMap,
     lease: Option<Lease>,
+}
+
+impl Done {
+    /// Adds an Envoy response flag (comma-separated when there are several, as Envoy logs them).
+    fn add_flag(&mut self, flag: &'static str) {
+        if flag == "-" || flag.is_empty() {
+            return;
+        }
+        let flags = &mut self.entry.response_flags;
+        if flags.is_empty() || flags == "-" {
+            *flags = flag.into();
+        } else if !flags.split(',').any(|f| f == flag) {
+            *flags = format!("{flags},{flag}").into();
+        }
+    }
 }
 
 impl Completion for Done {
@@ -210,11 +227,15 @@ fn peer_from_headers(
     Some(peer)
 }
 
+/// A reply the proxy makes itself (Envoy's local reply), with its response flag and details.
 struct Local {
     status: StatusCode,
     flags: &'static str,
     details: &'static str,
     body: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// For a gRPC abort: the status sent in a trailers-only response.
+    grpc_status: Option<u32>,
 }
 
 async fn handle(
@@ -325,9 +346,11 @@ async fn handle(
         done.req_headers = req.headers().clone();
     }
 
-    let result = route_and_forward(req, conn, hcm, proxy, &snap, &mut done, request_bytes).await;
+    let result =
+        router::route_and_forward(req, conn, hcm, proxy, &snap, &mut done, request_bytes).await;
     match result {
-        Ok((mut resp, lease)) => {
+        Ok((mut resp, lease, deco)) => {
+            deco.apply(resp.headers_mut());
             if inbound {
                 if had_peer_md {
                     resp.headers_mut()
@@ -377,15 +400,44 @@ async fn handle(
             } else {
                 destination
             };
-            done.entry.response_code = local.status.as_u16();
-            done.entry.response_flags = local.flags.into();
+            done.add_flag(local.flags);
             done.entry.response_code_details = Some(local.details.into());
-            let mut resp = Response::new(ResponseBody::local(Bytes::from(local.body), None));
-            *resp.status_mut() = local.status;
-            resp.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain"),
-            );
+            let mut resp = if done.grpc {
+                // gRPC clients get Envoy's trailers-only form: HTTP 200 and the status in
+                // grpc-status (from the abort, else mapped from the HTTP status).
+                let code = local
+                    .grpc_status
+                    .unwrap_or_else(|| grpc_status_for(local.status));
+                done.grpc_status = Some(code);
+                let mut resp = Response::new(ResponseBody::local(Bytes::new(), None));
+                let h = resp.headers_mut();
+                h.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/grpc"),
+                );
+                h.insert("grpc-status", HeaderValue::from(code));
+                let message = if local.body.is_empty() {
+                    local.details
+                } else {
+                    local.body.as_str()
+                };
+                if let Ok(v) = HeaderValue::from_str(message) {
+                    h.insert("grpc-message", v);
+                }
+                resp
+            } else {
+                let mut resp = Response::new(ResponseBody::local(Bytes::from(local.body), None));
+                *resp.status_mut() = local.status;
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain"),
+                );
+                resp
+            };
+            done.entry.response_code = resp.status().as_u16();
+            for (name, value) in local.headers {
+                resp.headers_mut().insert(name, value);
+            }
             if inbound && had_peer_md {
                 resp.headers_mut()
                     .insert(PEER_MD, proxy.telemetry.peer_header.clone());
@@ -395,6 +447,18 @@ async fn handle(
             resp.body_mut().set_completion(Box::new(done));
             resp
         }
+    }
+}
+
+/// Envoy's HTTP status → gRPC status mapping for local replies to gRPC requests.
+fn grpc_status_for(status: StatusCode) -> u32 {
+    match status.as_u16() {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
     }
 }
 
@@ -409,182 +473,8 @@ fn local(
         flags,
         details,
         body: body.into(),
-    }
-}
-
-async fn route_and_forward(
-    req: Request<Incoming>,
-    conn: &Arc<ConnInfo>,
-    hcm: &Arc<Hcm>,
-    proxy: &Arc<Proxy>,
-    snap: &Snapshot,
-    done: &mut Done,
-    request_bytes: Arc<AtomicU64>,
-) -> Result<(Response<Incoming>, Option<Lease>), Local> {
-    let table = match &hcm.routes {
-        RouteRef::Inline(t) => Some(t.clone()),
-        RouteRef::Rds(name) => snap.routes.get(name).cloned(),
-    };
-    let authority = done.entry.authority.clone().unwrap_or_default();
-    let Some(route) = table
-        .as_ref()
-        .and_then(|t| t.vhost(&authority))
-        .and_then(|vh| {
-            let path = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/");
-            vh.routes.iter().find(|r| r.matches(path, req.headers()))
-        })
-    else {
-        return Err(local(StatusCode::NOT_FOUND, "NR", "route_not_found", ""));
-    };
-    done.entry.route_name = Some(route.name.as_str().into());
-    if let Action::Direct { status, body } = &route.action {
-        return Err(local(
-            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
-            "-",
-            "direct_response",
-            body.clone(),
-        ));
-    }
-    let Some(cluster_name) = route.cluster() else {
-        return Err(local(StatusCode::NOT_FOUND, "NR", "route_not_found", ""));
-    };
-    done.entry.upstream_cluster = Some(cluster_name.clone());
-    let Some(cluster) = snap.clusters.get(&*cluster_name) else {
-        return Err(local(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "NC",
-            "cluster_not_found",
-            "",
-        ));
-    };
-    let host = authority
-        .rsplit_once(':')
-        .map(|(h, _)| h)
-        .unwrap_or(&authority);
-    // The server side reports the service the client addressed (its SNI), else the Host.
-    done.service = if conn.direction == Direction::Inbound {
-        stats::service_info(
-            cluster.service.as_ref(),
-            &sni_host(conn.sni.as_deref()).unwrap_or_else(|| host.to_string()),
-        )
-    } else {
-        stats::service_info(cluster.service.as_ref(), host)
-    };
-
-    let h2 = cluster.http2 || req.version() == Version::HTTP_2;
-    let attempts = 1 + route.retries_on_connect_failure;
-    let mut last_err = None;
-    let mut lease = None;
-    let mut upstream = None;
-    for _ in 0..attempts {
-        let Some((addr, tls)) = cluster.target(conn.original_dst) else {
-            return Err(local(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UH",
-                "no_healthy_upstream",
-                "no healthy upstream",
-            ));
-        };
-        match proxy.pools.lease(cluster, addr, tls.as_ref(), h2).await {
-            Ok(l) => {
-                upstream = Some((addr, tls));
-                lease = Some(l);
-                break;
-            }
-            Err(e) => {
-                tracing::debug!(cluster = %cluster.name, %addr, error = %e, "upstream connect failed");
-                done.entry.upstream_transport_failure_reason =
-                    e.transport_failure().map(Into::into);
-                last_err = Some(e);
-            }
-        }
-    }
-    let (Some(mut lease), Some((addr, tls))) = (lease, upstream) else {
-        let e = last_err.unwrap_or(UpstreamError::Connect(std::io::Error::other("no attempt")));
-        return Err(local(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UF",
-            "upstream_reset_before_response_started{connection_failure}",
-            reset_reason(&e),
-        ));
-    };
-    done.entry.upstream_host = Some(addr);
-    done.entry.upstream_local_address = lease.local;
-
-    // Build the upstream request.
-    let (mut parts, body) = req.into_parts();
-    if tls.as_ref().is_some_and(|t| t.istio) && conn.direction == Direction::Outbound {
-        parts
-            .headers
-            .insert(PEER_MD, proxy.telemetry.peer_header.clone());
-        parts
-            .headers
-            .insert(PEER_MD_ID, proxy.telemetry.peer_id_header.clone());
-    }
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    if h2 {
-        parts.version = Version::HTTP_2;
-        let uri = format!("http://{authority}{path}");
-        parts.uri = uri.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
-        parts.headers.remove(HOST);
-    } else {
-        parts.version = Version::HTTP_11;
-        parts.uri = path.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
-        if !parts.headers.contains_key(HOST)
-            && let Ok(v) = HeaderValue::from_str(&authority)
-        {
-            parts.headers.insert(HOST, v);
-        }
-    }
-    strip_hop_by_hop(&mut parts.headers);
-    let up_req = Request::from_parts(parts, Counted::new(body, request_bytes));
-    let send = async {
-        match &mut lease.sender {
-            Sender::H1(s) => {
-                s.ready().await?;
-                s.send_request(up_req).await
-            }
-            Sender::H2(s) => {
-                s.ready().await?;
-                s.send_request(up_req).await
-            }
-        }
-    };
-    let timeout = route.timeout;
-    let resp = if timeout.is_zero() {
-        send.await
-    } else {
-        match tokio::time::timeout(timeout, send).await {
-            Ok(r) => r,
-            Err(_) => {
-                return Err(local(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "UT",
-                    "response_timeout",
-                    "upstream request timeout",
-                ));
-            }
-        }
-    };
-    match resp {
-        Ok(r) => Ok((r, Some(lease))),
-        Err(e) => {
-            tracing::debug!(cluster = %cluster.name, %addr, error = %e, "upstream request failed");
-            Err(local(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UC",
-                "upstream_reset_before_response_started{connection_termination}",
-                "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
-            ))
-        }
+        headers: Vec::new(),
+        grpc_status: None,
     }
 }
 

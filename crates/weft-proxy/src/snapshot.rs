@@ -3,6 +3,7 @@
 //! and requests in flight keep the one they started with.
 
 mod cluster;
+pub mod filter;
 mod listener;
 mod route;
 
@@ -20,7 +21,9 @@ pub use listener::{
     AccessLogConfig, AccessLogFormat, Chain, ChainMatch, Direction, DownstreamTls, Hcm, Listener,
     NetworkFilter, RouteRef, TcpProxy,
 };
-pub use route::{Action, Route, RouteTable, VirtualHost};
+pub use route::{
+    Action, HashOn, PathMatch, Redirect, RequestInfo, Route, RouteTable, VirtualHost, Weighted,
+};
 
 use crate::error::ProxyError;
 use crate::tls::TlsFactory;

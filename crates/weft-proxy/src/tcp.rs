@@ -33,7 +33,8 @@ where
     entry.downstream_local_address = Some(conn.original_dst);
     entry.downstream_remote_address = Some(conn.remote);
     entry.requested_server_name = conn.sni.as_deref().map(str::to_owned);
-    entry.upstream_cluster = Some(tcp.cluster.clone());
+    let cluster_name = tcp.pick().clone();
+    entry.upstream_cluster = Some(cluster_name.clone());
     let principal = conn.peer_principal.as_deref().unwrap_or("");
     let (source, mut destination, security, reporter) = if inbound {
         (
@@ -54,7 +55,7 @@ where
             Reporter::Source,
         )
     };
-    let cluster = snap.clusters.get(&*tcp.cluster).cloned();
+    let cluster = snap.clusters.get(&*cluster_name).cloned();
     let sni_service = if inbound {
         crate::http::sni_host(conn.sni.as_deref()).unwrap_or_default()
     } else {
@@ -82,7 +83,7 @@ where
                         up = Some(u.io);
                     }
                     Err(e) => {
-                        tracing::debug!(cluster = %tcp.cluster, %addr, error = %e, "upstream connect failed");
+                        tracing::debug!(cluster = %cluster_name, %addr, error = %e, "upstream connect failed");
                         entry.upstream_transport_failure_reason =
                             e.transport_failure().map(Into::into);
                         flags = "UF";

@@ -70,7 +70,10 @@ fn service_metadata(svc: &Service, subset: &str) -> core::Metadata {
     envoy::metadata(vec![("istio", istio)])
 }
 
-fn http_protocol_options(h2: bool) -> envoy_types::pb::google::protobuf::Any {
+fn http_protocol_options(
+    h2: bool,
+    common: core::HttpProtocolOptions,
+) -> envoy_types::pb::google::protobuf::Any {
     use http_opts::http_protocol_options::{
         ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config,
     };
@@ -84,6 +87,8 @@ fn http_protocol_options(h2: bool) -> envoy_types::pb::google::protobuf::Any {
         } else {
             UpstreamProtocolOptions::UseDownstreamProtocolConfig(Default::default())
         }),
+        common_http_protocol_options: (common != core::HttpProtocolOptions::default())
+            .then_some(common),
         ..Default::default()
     };
     envoy::any(&opts)
@@ -132,12 +137,10 @@ fn outbound_cluster(
         service_name: name,
     });
     c.metadata = Some(service_metadata(svc, subset));
-    if sp.protocol.is_http() {
-        c.typed_extension_protocol_options.insert(
-            HTTP_OPTIONS_KEY.into(),
-            http_protocol_options(sp.protocol.is_http2()),
-        );
-    }
+    c.circuit_breakers = Some(cluster::CircuitBreakers {
+        thresholds: vec![super::traffic_policy::default_thresholds()],
+        ..Default::default()
+    });
     if view.push.mesh.enable_auto_mtls {
         c.transport_socket_matches = vec![
             cluster::cluster::TransportSocketMatch {
@@ -154,6 +157,23 @@ fn outbound_cluster(
                 transport_socket: Some(envoy::raw_buffer()),
             },
         ];
+    }
+    let policy = crate::destination::policy_for(view.push, svc, sp.number, subset);
+    let mut http = core::HttpProtocolOptions::default();
+    super::traffic_policy::apply(&mut c, &policy, &mut http, &svc.hostname, || {
+        istio_mutual(view, svc, sp, subset)
+    });
+    if sp.protocol.is_http() {
+        let h2 = sp.protocol.is_http2()
+            || policy
+                .connection_pool
+                .as_ref()
+                .and_then(|p| p.http.as_ref())
+                .is_some_and(|h| {
+                    h.h2_upgrade_policy == weft_api::networking::H2UpgradePolicy::Upgrade
+                });
+        c.typed_extension_protocol_options
+            .insert(HTTP_OPTIONS_KEY.into(), http_protocol_options(h2, http));
     }
     c
 }
@@ -217,8 +237,10 @@ pub fn inbound(view: &ProxyView) -> Vec<NamedResource> {
         let name = super::cluster_name("inbound", port, "", "");
         let mut c = original_dst(&name, view, Some(INBOUND_PASSTHROUGH_BIND));
         if sp.protocol.is_http() {
-            c.typed_extension_protocol_options
-                .insert(HTTP_OPTIONS_KEY.into(), http_protocol_options(false));
+            c.typed_extension_protocol_options.insert(
+                HTTP_OPTIONS_KEY.into(),
+                http_protocol_options(false, Default::default()),
+            );
         }
         out.push(c);
     }

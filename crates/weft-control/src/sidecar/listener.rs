@@ -140,6 +140,29 @@ fn router_filter() -> hcm::HttpFilter {
     }
 }
 
+/// Istio's HTTP filter chain (the parts Weft runs): fault injection and CORS, configured per
+/// route, then the router.
+fn http_filters() -> Vec<hcm::HttpFilter> {
+    use envoy_types::pb::envoy::extensions::filters::http::{cors, fault};
+    vec![
+        hcm::HttpFilter {
+            name: super::http_route::FAULT_FILTER.into(),
+            config_type: Some(hcm::http_filter::ConfigType::TypedConfig(envoy::any(
+                &fault::v3::HttpFault::default(),
+            ))),
+            ..Default::default()
+        },
+        hcm::HttpFilter {
+            name: super::http_route::CORS_FILTER.into(),
+            config_type: Some(hcm::http_filter::ConfigType::TypedConfig(envoy::any(
+                &cors::v3::Cors::default(),
+            ))),
+            ..Default::default()
+        },
+        router_filter(),
+    ]
+}
+
 fn hcm_filter(
     stat_prefix: String,
     routes: hcm::http_connection_manager::RouteSpecifier,
@@ -148,7 +171,7 @@ fn hcm_filter(
     let cfg = hcm::HttpConnectionManager {
         stat_prefix,
         codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
-        http_filters: vec![router_filter()],
+        http_filters: http_filters(),
         route_specifier: Some(routes),
         access_log: access_logs(view),
         use_remote_address: Some(envoy::boolv(false)),
@@ -161,9 +184,21 @@ fn hcm_filter(
 }
 
 fn tcp_filter(stat_prefix: String, cluster: String, view: &ProxyView) -> listener::Filter {
+    tcp_filter_to(
+        stat_prefix,
+        tcp::tcp_proxy::ClusterSpecifier::Cluster(cluster),
+        view,
+    )
+}
+
+fn tcp_filter_to(
+    stat_prefix: String,
+    target: tcp::tcp_proxy::ClusterSpecifier,
+    view: &ProxyView,
+) -> listener::Filter {
     let cfg = tcp::TcpProxy {
         stat_prefix,
-        cluster_specifier: Some(tcp::tcp_proxy::ClusterSpecifier::Cluster(cluster)),
+        cluster_specifier: Some(target),
         access_log: access_logs(view),
         ..Default::default()
     };
@@ -238,15 +273,17 @@ fn outbound_listeners(view: &ProxyView) -> Vec<listener::Listener> {
                 http_ports.insert(sp.number, ());
                 continue;
             }
+            let cluster = super::cluster_name("outbound", sp.number, "", &svc.hostname);
+            let target = tcp_route(view, svc, sp.number)
+                .unwrap_or_else(|| tcp::tcp_proxy::ClusterSpecifier::Cluster(cluster.clone()));
             for vip in &svc.vips {
-                let cluster = super::cluster_name("outbound", sp.number, "", &svc.hostname);
                 out.push(listener::Listener {
                     name: format!("{vip}_{}", sp.number),
                     address: Some(envoy::socket_address(&vip.to_string(), sp.number as u32)),
                     bind_to_port: Some(envoy::boolv(false)),
                     traffic_direction: core::TrafficDirection::Outbound as i32,
                     filter_chains: vec![listener::FilterChain {
-                        filters: vec![tcp_filter(cluster.clone(), cluster, view)],
+                        filters: vec![tcp_filter_to(cluster.clone(), target.clone(), view)],
                         ..Default::default()
                     }],
                     ..Default::default()
@@ -275,6 +312,62 @@ fn outbound_listeners(view: &ProxyView) -> Vec<listener::Listener> {
         });
     }
     out
+}
+
+/// The destination of a service's TCP port from its VirtualService's first `tcp` route that
+/// applies to the port (Istio's TCP route: weighted clusters, or one cluster). Listeners are
+/// shared by every sidecar, so matches that depend on the client (`sourceLabels`,
+/// `sourceNamespace`) are not taken.
+fn tcp_route(
+    view: &ProxyView,
+    svc: &crate::registry::Service,
+    port: u16,
+) -> Option<tcp::tcp_proxy::ClusterSpecifier> {
+    let bound = crate::virtual_service::for_host(
+        &view.push.resources,
+        &svc.hostname,
+        &view.node.namespace,
+    )?;
+    let ctx = super::http_route::Ctx {
+        view,
+        port,
+        bound: &bound,
+        grpc: false,
+    };
+    let route = bound.vs.tcp.iter().find(|r| {
+        r.match_.is_empty()
+            || r.match_.iter().any(|m| {
+                (m.port == 0 || m.port == port as u32)
+                    && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
+                    && m.source_labels.is_empty()
+                    && m.source_namespace.is_empty()
+                    && m.destination_subnets.is_empty()
+            })
+    })?;
+    let dests: Vec<_> = route
+        .route
+        .iter()
+        .filter_map(|d| Some((d.destination.as_ref()?, d.weight)))
+        .collect();
+    let weighted: Vec<_> = dests.iter().filter(|(_, w)| *w > 0).collect();
+    if weighted.len() <= 1 {
+        let (d, _) = weighted.first().copied().or(dests.first())?;
+        return Some(tcp::tcp_proxy::ClusterSpecifier::Cluster(
+            super::http_route::destination_cluster(&ctx, d),
+        ));
+    }
+    Some(tcp::tcp_proxy::ClusterSpecifier::WeightedClusters(
+        tcp::tcp_proxy::WeightedCluster {
+            clusters: weighted
+                .iter()
+                .map(|(d, w)| tcp::tcp_proxy::weighted_cluster::ClusterWeight {
+                    name: super::http_route::destination_cluster(&ctx, d),
+                    weight: *w as u32,
+                    ..Default::default()
+                })
+                .collect(),
+        },
+    ))
 }
 
 /// The server side of mTLS: `default` cert, `ROOTCA` trust, client certificate required,

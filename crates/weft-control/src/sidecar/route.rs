@@ -57,6 +57,28 @@ fn route_to(cluster: String, name: &str) -> route::Route {
     }
 }
 
+/// The routes of a service's virtual host: its VirtualService's, else Istio's default route
+/// to the whole service (also when the VirtualService has no HTTP route for this port).
+pub fn service_routes(view: &ProxyView, svc: &Service, port: u16, grpc: bool) -> Vec<route::Route> {
+    let bound =
+        crate::virtual_service::for_host(&view.push.resources, &svc.hostname, &view.node.namespace);
+    if let Some(bound) = &bound {
+        let routes = super::http_route::routes(&super::http_route::Ctx {
+            view,
+            port,
+            bound,
+            grpc,
+        });
+        if !routes.is_empty() {
+            return routes;
+        }
+    }
+    vec![route_to(
+        super::cluster_name("outbound", port, "", &svc.hostname),
+        "default",
+    )]
+}
+
 pub fn build(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
     let mut out = Vec::new();
     for name in names {
@@ -72,10 +94,7 @@ pub fn build(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
             vhosts.push(route::VirtualHost {
                 name: format!("{}:{port}", svc.hostname),
                 domains: domains(svc, port, &view.node.namespace),
-                routes: vec![route_to(
-                    super::cluster_name("outbound", port, "", &svc.hostname),
-                    "default",
-                )],
+                routes: service_routes(view, svc, port, false),
                 ..Default::default()
             });
         }

@@ -66,14 +66,36 @@ pub enum RouteRef {
 pub struct Hcm {
     pub stat_prefix: String,
     pub routes: RouteRef,
+    /// The HTTP filter chain, router last.
+    pub filters: Vec<super::filter::HttpFilter>,
     pub access_log: Vec<Arc<AccessLogConfig>>,
 }
 
 #[derive(Debug)]
 pub struct TcpProxy {
     pub stat_prefix: String,
+    /// The first destination (the only one unless weighted).
     pub cluster: Arc<str>,
+    /// Destinations with their weights (TCP traffic shifting).
+    pub weighted: Vec<(Arc<str>, u32)>,
     pub access_log: Vec<Arc<AccessLogConfig>>,
+}
+
+impl TcpProxy {
+    /// The cluster for a new connection: a draw over the weights.
+    pub fn pick(&self) -> &Arc<str> {
+        if self.weighted.len() > 1 {
+            let total: u32 = self.weighted.iter().map(|(_, w)| *w).sum();
+            let mut n = rand::random::<u32>() % total.max(1);
+            for (c, w) in &self.weighted {
+                if n < *w {
+                    return c;
+                }
+                n -= w;
+            }
+        }
+        &self.cluster
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -283,6 +305,7 @@ fn network_filter(f: &listener::Filter, what: &str) -> Result<Option<NetworkFilt
             }
         };
         return Ok(Some(NetworkFilter::Http(Arc::new(Hcm {
+            filters: super::filter::chain(&h.http_filters, what)?,
             access_log: access_logs(&h.access_log, what)?,
             stat_prefix: h.stat_prefix,
             routes,
@@ -291,19 +314,27 @@ fn network_filter(f: &listener::Filter, what: &str) -> Result<Option<NetworkFilt
     if any.type_url.ends_with("tcp_proxy.v3.TcpProxy") {
         let t = tcp::TcpProxy::decode(any.value.as_slice())
             .map_err(|e| ProxyError::Config(format!("{what}: {}: {e}", f.name)))?;
-        let cluster = match t.cluster_specifier {
-            Some(tcp::tcp_proxy::ClusterSpecifier::Cluster(c)) => c,
+        let weighted: Vec<(Arc<str>, u32)> = match t.cluster_specifier {
+            Some(tcp::tcp_proxy::ClusterSpecifier::Cluster(c)) => vec![(Arc::from(c), 1)],
             Some(tcp::tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => w
                 .clusters
-                .first()
-                .map(|c| c.name.clone())
-                .unwrap_or_default(),
-            None => String::new(),
+                .iter()
+                .filter(|c| c.weight > 0)
+                .map(|c| (Arc::from(c.name.as_str()), c.weight))
+                .collect(),
+            None => Vec::new(),
         };
+        if weighted.is_empty() {
+            return Err(ProxyError::Config(format!(
+                "{what}: {}: tcp_proxy needs a cluster or weighted clusters with weight",
+                f.name
+            )));
+        }
         return Ok(Some(NetworkFilter::Tcp(Arc::new(TcpProxy {
             access_log: access_logs(&t.access_log, what)?,
             stat_prefix: t.stat_prefix,
-            cluster: cluster.into(),
+            cluster: weighted[0].0.clone(),
+            weighted,
         }))));
     }
     tracing::debug!(filter = %f.name, "network filter not supported; skipped");
@@ -388,6 +419,7 @@ mod tests {
             filter: NetworkFilter::Tcp(Arc::new(TcpProxy {
                 stat_prefix: String::new(),
                 cluster: "c".into(),
+                weighted: vec![("c".into(), 1)],
                 access_log: Vec::new(),
             })),
         })

@@ -2,12 +2,14 @@
 //! wildcards, then `*`), routes in order (first match wins) by path prefix / exact path /
 //! regex and headers, and their actions.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::route::v3 as route;
 use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
 use regex::Regex;
 
+use super::filter::{Fraction, HeaderOps, PerRoute, RetryPolicy};
 use crate::error::ProxyError;
 
 #[derive(Debug, Clone)]
@@ -17,27 +19,139 @@ pub enum PathMatch {
     Regex(Regex),
 }
 
+/// An Envoy `StringMatcher`, compiled.
 #[derive(Debug, Clone)]
-pub enum HeaderMatch {
+pub struct StrMatch {
+    kind: StrKind,
+    ignore_case: bool,
+}
+
+#[derive(Debug, Clone)]
+enum StrKind {
     Exact(String),
     Prefix(String),
     Suffix(String),
+    Contains(String),
     Regex(Regex),
+}
+
+impl StrMatch {
+    pub fn compile(m: &matcher::StringMatcher, what: &str) -> Result<StrMatch, ProxyError> {
+        use matcher::string_matcher::MatchPattern as P;
+        let ic = m.ignore_case;
+        let lower = |s: &str| {
+            if ic {
+                s.to_ascii_lowercase()
+            } else {
+                s.to_string()
+            }
+        };
+        let kind = match &m.match_pattern {
+            Some(P::Exact(s)) => StrKind::Exact(lower(s)),
+            Some(P::Prefix(s)) => StrKind::Prefix(lower(s)),
+            Some(P::Suffix(s)) => StrKind::Suffix(lower(s)),
+            Some(P::Contains(s)) => StrKind::Contains(lower(s)),
+            Some(P::SafeRegex(r)) => StrKind::Regex(regex(&r.regex, what)?),
+            _ => {
+                return Err(ProxyError::Config(format!(
+                    "{what}: string matcher needs exact, prefix, suffix, contains or safe_regex"
+                )));
+            }
+        };
+        Ok(StrMatch {
+            kind,
+            ignore_case: ic,
+        })
+    }
+
+    pub fn matches(&self, v: &str) -> bool {
+        let owned;
+        let v = if self.ignore_case && !matches!(self.kind, StrKind::Regex(_)) {
+            owned = v.to_ascii_lowercase();
+            owned.as_str()
+        } else {
+            v
+        };
+        match &self.kind {
+            StrKind::Exact(e) => v == e,
+            StrKind::Prefix(e) => v.starts_with(e.as_str()),
+            StrKind::Suffix(e) => v.ends_with(e.as_str()),
+            StrKind::Contains(e) => v.contains(e.as_str()),
+            StrKind::Regex(r) => r.is_match(v),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum HeaderMatch {
+    Str(StrMatch),
     Present(bool),
+}
+
+/// What a header matcher reads: a header, or one of HTTP/2's pseudo-headers (which Istio
+/// uses for `method`, `authority` and `scheme` matches).
+#[derive(Debug, Clone)]
+pub enum HeaderKey {
+    Header(http::HeaderName),
+    Method,
+    Authority,
+    Scheme,
+    Path,
 }
 
 #[derive(Debug, Clone)]
 pub struct HeaderMatcher {
-    pub name: http::HeaderName,
+    pub key: HeaderKey,
     pub matcher: HeaderMatch,
     pub invert: bool,
 }
 
 #[derive(Debug, Clone)]
+pub struct QueryMatcher {
+    pub name: String,
+    /// None: the parameter must be present.
+    pub matcher: Option<StrMatch>,
+}
+
+/// One destination of a weighted route.
+#[derive(Debug, Clone)]
+pub struct Weighted {
+    pub cluster: Arc<str>,
+    pub weight: u32,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+}
+
+/// A redirect answer (Envoy's RedirectAction).
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone)]
 pub enum Action {
-    Cluster(std::sync::Arc<str>),
-    Weighted(Vec<(std::sync::Arc<str>, u32)>),
+    Cluster(Arc<str>),
+    Weighted(Vec<Weighted>),
     Direct { status: u16, body: String },
+    Redirect(Redirect),
+}
+
+/// What a consistent-hash route hashes on.
+#[derive(Debug, Clone)]
+pub enum HashOn {
+    Header(http::HeaderName),
+    /// A cookie; with a TTL the proxy sets it when the request lacks it.
+    Cookie {
+        name: String,
+        path: String,
+        ttl: Option<Duration>,
+    },
+    SourceIp,
+    Query(String),
 }
 
 #[derive(Debug, Clone)]
@@ -46,11 +160,18 @@ pub struct Route {
     pub path: PathMatch,
     pub case_sensitive: bool,
     pub headers: Vec<HeaderMatcher>,
+    pub query: Vec<QueryMatcher>,
     pub action: Action,
     /// Zero means no timeout (Istio's default for mesh routes).
     pub timeout: Duration,
-    /// Extra attempts on connect failure (the retry policy's `connect-failure`).
-    pub retries_on_connect_failure: u32,
+    pub retry: Option<Arc<RetryPolicy>>,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    pub prefix_rewrite: Option<String>,
+    pub host_rewrite: Option<String>,
+    pub mirrors: Vec<(Arc<str>, Fraction)>,
+    pub hash: Vec<HashOn>,
+    pub per_filter: PerRoute,
 }
 
 #[derive(Debug, Clone)]
@@ -66,45 +187,276 @@ pub struct RouteTable {
     pub vhosts: Vec<VirtualHost>,
 }
 
+/// The parts of a request routes match on.
+pub struct RequestInfo<'a> {
+    pub method: &'a str,
+    pub authority: &'a str,
+    pub scheme: &'a str,
+    /// Path with query.
+    pub path: &'a str,
+    pub headers: &'a http::HeaderMap,
+}
+
 fn regex(s: &str, what: &str) -> Result<Regex, ProxyError> {
+    // Bounded: a pattern's compiled program and its DFA cache stay under 1 MiB each.
     regex::RegexBuilder::new(&format!("^(?:{s})$"))
         .size_limit(1 << 20)
+        .dfa_size_limit(1 << 20)
         .build()
         .map_err(|e| ProxyError::Config(format!("{what}: bad regex {s:?}: {e}")))
 }
 
 fn header_matcher(h: &route::HeaderMatcher, what: &str) -> Result<HeaderMatcher, ProxyError> {
     use route::header_matcher::HeaderMatchSpecifier as S;
-    let name = http::HeaderName::from_bytes(h.name.as_bytes())
-        .map_err(|_| ProxyError::Config(format!("{what}: bad header name {:?}", h.name)))?;
-    let string = |m: &matcher::StringMatcher| -> Result<HeaderMatch, ProxyError> {
-        use matcher::string_matcher::MatchPattern as P;
-        Ok(match &m.match_pattern {
-            Some(P::Exact(s)) => HeaderMatch::Exact(s.clone()),
-            Some(P::Prefix(s)) => HeaderMatch::Prefix(s.clone()),
-            Some(P::Suffix(s)) => HeaderMatch::Suffix(s.clone()),
-            Some(P::SafeRegex(r)) => HeaderMatch::Regex(regex(&r.regex, what)?),
-            Some(P::Contains(s)) => {
-                HeaderMatch::Regex(regex(&format!(".*{}.*", regex::escape(s)), what)?)
-            }
-            _ => HeaderMatch::Present(true),
-        })
+    let key = match h.name.as_str() {
+        ":method" => HeaderKey::Method,
+        ":authority" | "host" => HeaderKey::Authority,
+        ":scheme" => HeaderKey::Scheme,
+        ":path" => HeaderKey::Path,
+        name => HeaderKey::Header(
+            http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ProxyError::Config(format!("{what}: bad header name {name:?}")))?,
+        ),
     };
+    let exact = |s: &str| matcher::StringMatcher {
+        match_pattern: Some(matcher::string_matcher::MatchPattern::Exact(s.to_string())),
+        ignore_case: false,
+    };
+    let pattern = |p: matcher::string_matcher::MatchPattern| matcher::StringMatcher {
+        match_pattern: Some(p),
+        ignore_case: false,
+    };
+    use matcher::string_matcher::MatchPattern as P;
     #[allow(deprecated)]
     let matcher = match &h.header_match_specifier {
-        Some(S::ExactMatch(s)) => HeaderMatch::Exact(s.clone()),
-        Some(S::PrefixMatch(s)) => HeaderMatch::Prefix(s.clone()),
-        Some(S::SuffixMatch(s)) => HeaderMatch::Suffix(s.clone()),
-        Some(S::SafeRegexMatch(r)) => HeaderMatch::Regex(regex(&r.regex, what)?),
+        Some(S::ExactMatch(s)) => HeaderMatch::Str(StrMatch::compile(&exact(s), what)?),
+        Some(S::PrefixMatch(s)) => {
+            HeaderMatch::Str(StrMatch::compile(&pattern(P::Prefix(s.clone())), what)?)
+        }
+        Some(S::SuffixMatch(s)) => {
+            HeaderMatch::Str(StrMatch::compile(&pattern(P::Suffix(s.clone())), what)?)
+        }
+        Some(S::SafeRegexMatch(r)) => {
+            HeaderMatch::Str(StrMatch::compile(&pattern(P::SafeRegex(r.clone())), what)?)
+        }
         Some(S::PresentMatch(p)) => HeaderMatch::Present(*p),
-        Some(S::StringMatch(m)) => string(m)?,
+        Some(S::StringMatch(m)) => HeaderMatch::Str(StrMatch::compile(m, what)?),
         _ => HeaderMatch::Present(true),
     };
     Ok(HeaderMatcher {
-        name,
+        key,
         matcher,
         invert: h.invert_match,
     })
+}
+
+fn query_matcher(q: &route::QueryParameterMatcher, what: &str) -> Result<QueryMatcher, ProxyError> {
+    use route::query_parameter_matcher::QueryParameterMatchSpecifier as Q;
+    Ok(QueryMatcher {
+        name: q.name.clone(),
+        matcher: match &q.query_parameter_match_specifier {
+            Some(Q::StringMatch(m)) => Some(StrMatch::compile(m, what)?),
+            _ => None,
+        },
+    })
+}
+
+fn dur(d: &envoy_types::pb::google::protobuf::Duration) -> Duration {
+    Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
+}
+
+fn redirect(r: &route::RedirectAction) -> Redirect {
+    use route::redirect_action::{
+        PathRewriteSpecifier as P, RedirectResponseCode as C, SchemeRewriteSpecifier as S,
+    };
+    let status = match C::try_from(r.response_code).unwrap_or(C::MovedPermanently) {
+        C::MovedPermanently => 301,
+        C::Found => 302,
+        C::SeeOther => 303,
+        C::TemporaryRedirect => 307,
+        C::PermanentRedirect => 308,
+    };
+    Redirect {
+        scheme: match &r.scheme_rewrite_specifier {
+            Some(S::SchemeRedirect(s)) => Some(s.clone()),
+            Some(S::HttpsRedirect(true)) => Some("https".into()),
+            _ => None,
+        },
+        host: Some(r.host_redirect.clone()).filter(|h| !h.is_empty()),
+        port: u16::try_from(r.port_redirect).ok().filter(|p| *p != 0),
+        path: match &r.path_rewrite_specifier {
+            Some(P::PathRedirect(p)) => Some(p.clone()),
+            _ => None,
+        },
+        status,
+    }
+}
+
+fn hash_policy(
+    h: &route::route_action::HashPolicy,
+    what: &str,
+) -> Result<Option<HashOn>, ProxyError> {
+    use route::route_action::hash_policy::PolicySpecifier as S;
+    Ok(match &h.policy_specifier {
+        Some(S::Header(hd)) => Some(HashOn::Header(
+            http::HeaderName::from_bytes(hd.header_name.as_bytes()).map_err(|_| {
+                ProxyError::Config(format!(
+                    "{what}: hash policy: bad header {:?}",
+                    hd.header_name
+                ))
+            })?,
+        )),
+        Some(S::Cookie(c)) => Some(HashOn::Cookie {
+            name: c.name.clone(),
+            path: c.path.clone(),
+            ttl: c.ttl.as_ref().map(dur),
+        }),
+        Some(S::ConnectionProperties(p)) if p.source_ip => Some(HashOn::SourceIp),
+        Some(S::QueryParameter(q)) => Some(HashOn::Query(q.name.clone())),
+        _ => None,
+    })
+}
+
+fn route_action(ra: &route::RouteAction, r: &mut Route, what: &str) -> Result<(), ProxyError> {
+    use route::route_action::ClusterSpecifier as C;
+    r.action = match &ra.cluster_specifier {
+        Some(C::Cluster(c)) => Action::Cluster(c.as_str().into()),
+        Some(C::WeightedClusters(w)) => Action::Weighted(
+            w.clusters
+                .iter()
+                .map(|c| {
+                    Ok(Weighted {
+                        cluster: c.name.as_str().into(),
+                        weight: c.weight.as_ref().map(|w| w.value).unwrap_or(0),
+                        request_headers: HeaderOps::compile(
+                            &c.request_headers_to_add,
+                            &c.request_headers_to_remove,
+                            what,
+                        )?,
+                        response_headers: HeaderOps::compile(
+                            &c.response_headers_to_add,
+                            &c.response_headers_to_remove,
+                            what,
+                        )?,
+                    })
+                })
+                .collect::<Result<_, ProxyError>>()?,
+        ),
+        _ => {
+            return Err(ProxyError::Config(format!(
+                "{what}: route action needs cluster or weighted_clusters"
+            )));
+        }
+    };
+    if let Some(rp) = &ra.retry_policy {
+        r.retry = Some(Arc::new(RetryPolicy::compile(rp, what)?));
+    }
+    r.timeout = ra
+        .timeout
+        .as_ref()
+        .map(dur)
+        .unwrap_or(Duration::from_secs(15));
+    r.prefix_rewrite = Some(ra.prefix_rewrite.clone()).filter(|p| !p.is_empty());
+    use route::route_action::HostRewriteSpecifier as H;
+    r.host_rewrite = match &ra.host_rewrite_specifier {
+        Some(H::HostRewriteLiteral(h)) if !h.is_empty() => Some(h.clone()),
+        _ => None,
+    };
+    r.mirrors = ra
+        .request_mirror_policies
+        .iter()
+        .map(|m| {
+            (
+                Arc::from(m.cluster.as_str()),
+                Fraction::from_envoy(
+                    m.runtime_fraction
+                        .as_ref()
+                        .and_then(|f| f.default_value.as_ref()),
+                ),
+            )
+        })
+        .collect();
+    r.hash = ra
+        .hash_policy
+        .iter()
+        .map(|h| hash_policy(h, what))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    Ok(())
+}
+
+fn compile_route(r: &route::Route, what: &str) -> Result<Route, ProxyError> {
+    let m = r.r#match.clone().unwrap_or_default();
+    use route::route_match::PathSpecifier as P;
+    let path = match m.path_specifier {
+        Some(P::Prefix(p)) => PathMatch::Prefix(p),
+        Some(P::Path(p)) => PathMatch::Exact(p),
+        Some(P::SafeRegex(r)) => PathMatch::Regex(regex(&r.regex, what)?),
+        Some(P::PathSeparatedPrefix(p)) => PathMatch::Prefix(p),
+        _ => PathMatch::Prefix(String::new()),
+    };
+    let mut out = Route {
+        name: r.name.clone(),
+        path,
+        case_sensitive: m.case_sensitive.as_ref().is_none_or(|b| b.value),
+        headers: m
+            .headers
+            .iter()
+            .map(|h| header_matcher(h, what))
+            .collect::<Result<Vec<_>, _>>()?,
+        query: m
+            .query_parameters
+            .iter()
+            .map(|q| query_matcher(q, what))
+            .collect::<Result<Vec<_>, _>>()?,
+        action: Action::Direct {
+            status: 404,
+            body: String::new(),
+        },
+        timeout: Duration::ZERO,
+        retry: None,
+        request_headers: HeaderOps::compile(
+            &r.request_headers_to_add,
+            &r.request_headers_to_remove,
+            what,
+        )?,
+        response_headers: HeaderOps::compile(
+            &r.response_headers_to_add,
+            &r.response_headers_to_remove,
+            what,
+        )?,
+        prefix_rewrite: None,
+        host_rewrite: None,
+        mirrors: Vec::new(),
+        hash: Vec::new(),
+        per_filter: PerRoute::compile(&r.typed_per_filter_config, what)?,
+    };
+    match &r.action {
+        Some(route::route::Action::Route(ra)) => route_action(ra, &mut out, what)?,
+        Some(route::route::Action::DirectResponse(d)) => {
+            let body = match d.body.as_ref().and_then(|b| b.specifier.as_ref()) {
+                Some(
+                    envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineString(
+                        s,
+                    ),
+                ) => s.clone(),
+                _ => String::new(),
+            };
+            out.action = Action::Direct {
+                status: d.status as u16,
+                body,
+            };
+        }
+        Some(route::route::Action::Redirect(rd)) => out.action = Action::Redirect(redirect(rd)),
+        _ => {
+            return Err(ProxyError::Config(format!(
+                "{what}: only route, redirect and direct_response actions are supported"
+            )));
+        }
+    }
+    Ok(out)
 }
 
 pub fn compile(rc: &route::RouteConfiguration) -> Result<RouteTable, ProxyError> {
@@ -116,87 +468,7 @@ pub fn compile(rc: &route::RouteConfiguration) -> Result<RouteTable, ProxyError>
                 "route config {}: virtual host {}: routes[{i}]",
                 rc.name, vh.name
             );
-            let m = r.r#match.clone().unwrap_or_default();
-            use route::route_match::PathSpecifier as P;
-            let path = match m.path_specifier {
-                Some(P::Prefix(p)) => PathMatch::Prefix(p),
-                Some(P::Path(p)) => PathMatch::Exact(p),
-                Some(P::SafeRegex(r)) => PathMatch::Regex(regex(&r.regex, &what)?),
-                Some(P::PathSeparatedPrefix(p)) => PathMatch::Prefix(p),
-                _ => PathMatch::Prefix(String::new()),
-            };
-            let headers = m
-                .headers
-                .iter()
-                .map(|h| header_matcher(h, &what))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut retries_on_connect_failure = 0;
-            let (action, timeout) = match &r.action {
-                Some(route::route::Action::Route(ra)) => {
-                    use route::route_action::ClusterSpecifier as C;
-                    let action = match &ra.cluster_specifier {
-                        Some(C::Cluster(c)) => Action::Cluster(c.as_str().into()),
-                        Some(C::WeightedClusters(w)) => Action::Weighted(
-                            w.clusters
-                                .iter()
-                                .map(|c| {
-                                    (
-                                        c.name.as_str().into(),
-                                        c.weight.as_ref().map(|w| w.value).unwrap_or(0),
-                                    )
-                                })
-                                .collect(),
-                        ),
-                        _ => {
-                            return Err(ProxyError::Config(format!(
-                                "{what}: route action needs cluster or weighted_clusters"
-                            )));
-                        }
-                    };
-                    if let Some(rp) = &ra.retry_policy
-                        && rp
-                            .retry_on
-                            .split(',')
-                            .any(|s| s.trim() == "connect-failure")
-                    {
-                        retries_on_connect_failure =
-                            rp.num_retries.as_ref().map(|n| n.value).unwrap_or(1);
-                    }
-                    let timeout = ra
-                        .timeout
-                        .as_ref()
-                        .map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
-                        .unwrap_or(Duration::from_secs(15));
-                    (action, timeout)
-                }
-                Some(route::route::Action::DirectResponse(d)) => {
-                    let body = match d.body.as_ref().and_then(|b| b.specifier.as_ref()) {
-                        Some(envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineString(s)) => s.clone(),
-                        _ => String::new(),
-                    };
-                    (
-                        Action::Direct {
-                            status: d.status as u16,
-                            body,
-                        },
-                        Duration::ZERO,
-                    )
-                }
-                _ => {
-                    return Err(ProxyError::Config(format!(
-                        "{what}: only route and direct_response actions are supported"
-                    )));
-                }
-            };
-            routes.push(Route {
-                name: r.name.clone(),
-                path,
-                case_sensitive: m.case_sensitive.as_ref().is_none_or(|b| b.value),
-                headers,
-                action,
-                timeout,
-                retries_on_connect_failure,
-            });
+            routes.push(compile_route(r, &what)?);
         }
         vhosts.push(VirtualHost {
             name: vh.name.clone(),
@@ -240,17 +512,25 @@ impl RouteTable {
     }
 }
 
+/// The value of query parameter `name` in `query` (raw, not percent-decoded).
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
 impl Route {
-    pub fn matches(&self, path: &str, headers: &http::HeaderMap) -> bool {
-        let path_only = path.split('?').next().unwrap_or(path);
+    pub fn matches(&self, req: &RequestInfo) -> bool {
+        let (path_only, query) = req.path.split_once('?').unwrap_or((req.path, ""));
         let ok = match &self.path {
             PathMatch::Prefix(p) => {
                 if self.case_sensitive {
                     path_only.starts_with(p.as_str())
                 } else {
-                    path_only
-                        .to_ascii_lowercase()
-                        .starts_with(&p.to_ascii_lowercase())
+                    path_only.len() >= p.len()
+                        && path_only.is_char_boundary(p.len())
+                        && path_only[..p.len()].eq_ignore_ascii_case(p)
                 }
             }
             PathMatch::Exact(p) => {
@@ -263,39 +543,54 @@ impl Route {
             PathMatch::Regex(r) => r.is_match(path_only),
         };
         ok && self.headers.iter().all(|h| {
-            let v = headers.get(&h.name).and_then(|v| v.to_str().ok());
+            let v = match &h.key {
+                HeaderKey::Header(name) => req.headers.get(name).and_then(|v| v.to_str().ok()),
+                HeaderKey::Method => Some(req.method),
+                HeaderKey::Authority => Some(req.authority),
+                HeaderKey::Scheme => Some(req.scheme),
+                HeaderKey::Path => Some(req.path),
+            };
             let m = match (&h.matcher, v) {
                 (HeaderMatch::Present(p), v) => v.is_some() == *p,
                 (_, None) => false,
-                (HeaderMatch::Exact(e), Some(v)) => v == e,
-                (HeaderMatch::Prefix(e), Some(v)) => v.starts_with(e.as_str()),
-                (HeaderMatch::Suffix(e), Some(v)) => v.ends_with(e.as_str()),
-                (HeaderMatch::Regex(r), Some(v)) => r.is_match(v),
+                (HeaderMatch::Str(s), Some(v)) => s.matches(v),
             };
             m != h.invert
-        })
+        }) && self
+            .query
+            .iter()
+            .all(|q| match query_param(query, &q.name) {
+                None => false,
+                Some(v) => q.matcher.as_ref().is_none_or(|m| m.matches(v)),
+            })
+    }
+
+    /// The cluster for this request and, for a weighted route, the destination picked (by a
+    /// random draw over the weights).
+    pub fn target(&self) -> Option<(Arc<str>, Option<&Weighted>)> {
+        match &self.action {
+            Action::Cluster(c) => Some((c.clone(), None)),
+            Action::Weighted(ws) => {
+                let total: u32 = ws.iter().map(|w| w.weight).sum();
+                if total == 0 {
+                    return ws.first().map(|w| (w.cluster.clone(), Some(w)));
+                }
+                let mut n = rand::random::<u32>() % total;
+                for w in ws {
+                    if n < w.weight {
+                        return Some((w.cluster.clone(), Some(w)));
+                    }
+                    n -= w.weight;
+                }
+                ws.last().map(|w| (w.cluster.clone(), Some(w)))
+            }
+            Action::Direct { .. } | Action::Redirect(_) => None,
+        }
     }
 
     /// The cluster for this request (weighted clusters pick by a random draw).
-    pub fn cluster(&self) -> Option<std::sync::Arc<str>> {
-        match &self.action {
-            Action::Cluster(c) => Some(c.clone()),
-            Action::Weighted(ws) => {
-                let total: u32 = ws.iter().map(|(_, w)| *w).sum();
-                if total == 0 {
-                    return ws.first().map(|(c, _)| c.clone());
-                }
-                let mut n = rand::random::<u32>() % total;
-                for (c, w) in ws {
-                    if n < *w {
-                        return Some(c.clone());
-                    }
-                    n -= w;
-                }
-                ws.last().map(|(c, _)| c.clone())
-            }
-            Action::Direct { .. } => None,
-        }
+    pub fn cluster(&self) -> Option<Arc<str>> {
+        self.target().map(|(c, _)| c)
     }
 }
 
@@ -351,6 +646,16 @@ mod tests {
         assert_eq!(t.vhost("a.example.com").unwrap().name, "suffix");
         assert_eq!(t.vhost("api.other").unwrap().name, "prefix");
         assert_eq!(t.vhost("unknown").unwrap().name, "any");
+    }
+
+    fn req<'a>(path: &'a str, headers: &'a http::HeaderMap) -> RequestInfo<'a> {
+        RequestInfo {
+            method: "GET",
+            authority: "reviews:9080",
+            scheme: "http",
+            path,
+            headers,
+        }
     }
 
     #[test]
@@ -419,18 +724,20 @@ mod tests {
         let r = vh
             .routes
             .iter()
-            .find(|r| r.matches("/productpage", &h))
+            .find(|r| r.matches(&req("/productpage", &h)))
             .unwrap();
         assert_eq!(r.name, "jason");
         assert_eq!(r.cluster().as_deref(), Some("v2"));
-        assert_eq!(r.retries_on_connect_failure, 2);
+        let retry = r.retry.as_ref().unwrap();
+        assert_eq!(retry.num_retries, 2);
+        assert!(retry.on.connect_failure && retry.on.refused_stream && !retry.on.five_xx);
         let r = vh
             .routes
             .iter()
-            .find(|r| r.matches("/productpage?x=1", &http::HeaderMap::new()))
+            .find(|r| r.matches(&req("/productpage?x=1", &http::HeaderMap::new())))
             .unwrap();
         assert_eq!(r.name, "default");
-        assert_eq!(r.retries_on_connect_failure, 0);
+        assert!(r.retry.is_none());
         assert_eq!(
             r.timeout,
             Duration::from_secs(15),

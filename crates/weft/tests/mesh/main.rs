@@ -3,6 +3,7 @@
 //! They need root (CI runs as root).
 
 mod netns;
+mod traffic;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

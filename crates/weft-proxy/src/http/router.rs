@@ -1,0 +1,642 @@
+//! The per-request path after the HCM's bookkeeping: route selection, the HTTP filter chain
+//! (fault injection, CORS), then the router: redirect, rewrite, header operations, mirrors,
+//! and the upstream exchange with the route's timeout and retry policy.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use http::header::{HOST, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+
+use super::{Done, Local, PEER_MD, PEER_MD_ID, local, sni_host, strip_hop_by_hop};
+use crate::Proxy;
+use crate::body::{Counted, RequestBody};
+use crate::conn::ConnInfo;
+use crate::snapshot::filter::{AbortWith, Cors, HeaderOps, HttpFilter, RetryPolicy};
+use crate::snapshot::{
+    Action, Cluster, Direction, Hcm, Redirect, RequestInfo, Route, RouteRef, Snapshot,
+};
+use crate::stats;
+use crate::upstream::{Lease, Sender, UpstreamError, reset_reason};
+
+/// Envoy's per-request buffer limit: a body up to this size is held so that a retry or a
+/// mirror can send it again; a larger one streams and is not retried.
+const BUFFER_LIMIT: usize = 1 << 20;
+
+/// What the response gets on its way back (route and destination header operations, CORS).
+#[derive(Default)]
+pub(super) struct Decorations {
+    pub headers: Vec<HeaderOps>,
+    pub cors_origin: Option<(HeaderValue, Arc<Cors>)>,
+}
+
+impl Decorations {
+    pub fn apply(&self, h: &mut http::HeaderMap) {
+        for ops in &self.headers {
+            ops.apply(h);
+        }
+        if let Some((origin, c)) = &self.cors_origin {
+            h.insert("access-control-allow-origin", origin.clone());
+            if c.allow_credentials {
+                h.insert(
+                    "access-control-allow-credentials",
+                    HeaderValue::from_static("true"),
+                );
+            }
+            if let Some(v) = &c.expose_headers {
+                h.insert("access-control-expose-headers", v.clone());
+            }
+        }
+    }
+}
+
+pub(super) type Forwarded = (Response<Incoming>, Option<Lease>, Decorations);
+
+fn scheme(conn: &ConnInfo, req: &Request<Incoming>) -> &'static str {
+    match req.uri().scheme_str() {
+        Some("https") => "https",
+        Some(_) => "http",
+        None if conn.mtls() => "https",
+        None => "http",
+    }
+}
+
+/// Answers a CORS preflight, or notes the origin to allow on the response.
+fn cors(c: &Arc<Cors>, req: &Request<Incoming>, deco: &mut Decorations) -> Option<Local> {
+    let origin = req.headers().get(http::header::ORIGIN)?;
+    if !origin.to_str().is_ok_and(|o| c.allows(o)) {
+        return None;
+    }
+    let preflight = req.method() == http::Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
+    if !preflight {
+        deco.cors_origin = Some((origin.clone(), c.clone()));
+        return None;
+    }
+    let mut reply = local(StatusCode::OK, "-", "cors_response", "");
+    reply
+        .headers
+        .push((http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()));
+    for (name, v) in [
+        (http::header::ACCESS_CONTROL_ALLOW_METHODS, &c.allow_methods),
+        (http::header::ACCESS_CONTROL_ALLOW_HEADERS, &c.allow_headers),
+        (http::header::ACCESS_CONTROL_MAX_AGE, &c.max_age),
+    ] {
+        if let Some(v) = v {
+            reply.headers.push((name, v.clone()));
+        }
+    }
+    if c.allow_credentials {
+        reply.headers.push((
+            http::header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        ));
+    }
+    Some(reply)
+}
+
+fn redirect(r: &Redirect, req: &Request<Incoming>, authority: &str, scheme: &str) -> Local {
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => (h, Some(p)),
+        _ => (authority, None),
+    };
+    let scheme = r.scheme.as_deref().unwrap_or(scheme);
+    let host = r.host.as_deref().unwrap_or(host);
+    let port = match r.port {
+        Some(p) => Some(p.to_string()),
+        // A scheme change drops the old port, as Envoy does.
+        None if r.scheme.is_some() => None,
+        None => port.map(str::to_owned),
+    };
+    let path = r.path.clone().unwrap_or_else(|| {
+        req.uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into())
+    });
+    let location = match port {
+        Some(p) => format!("{scheme}://{host}:{p}{path}"),
+        None => format!("{scheme}://{host}{path}"),
+    };
+    let mut reply = local(
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::MOVED_PERMANENTLY),
+        "-",
+        "redirect",
+        "",
+    );
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        reply.headers.push((http::header::LOCATION, v));
+    }
+    reply
+}
+
+/// Runs the HTTP filters before the router. A filter may answer locally.
+async fn filters(
+    hcm: &Hcm,
+    route: &Route,
+    req: &Request<Incoming>,
+    done: &mut Done,
+    deco: &mut Decorations,
+) -> Result<(), Local> {
+    for f in &hcm.filters {
+        match f {
+            HttpFilter::Fault(default) => {
+                let Some(fault) = route.per_filter.fault.as_ref().or(default.as_ref()) else {
+                    continue;
+                };
+                if let Some((delay, share)) = fault.delay
+                    && share.hit()
+                {
+                    done.add_flag("DI");
+                    tokio::time::sleep(delay).await;
+                }
+                if let Some((with, share)) = fault.abort
+                    && share.hit()
+                {
+                    let mut reply = match with {
+                        AbortWith::Http(s) => local(
+                            StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                            "FI",
+                            "fault_filter_abort",
+                            "fault filter abort",
+                        ),
+                        AbortWith::Grpc(_) => local(StatusCode::OK, "FI", "fault_filter_abort", ""),
+                    };
+                    if let AbortWith::Grpc(code) = with {
+                        reply.grpc_status = Some(code);
+                    }
+                    return Err(reply);
+                }
+            }
+            HttpFilter::Cors => {
+                if let Some(c) = &route.per_filter.cors
+                    && let Some(reply) = cors(c, req, deco)
+                {
+                    return Err(reply);
+                }
+            }
+            HttpFilter::Router => break,
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn route_and_forward(
+    req: Request<Incoming>,
+    conn: &Arc<ConnInfo>,
+    hcm: &Arc<Hcm>,
+    proxy: &Arc<Proxy>,
+    snap: &Snapshot,
+    done: &mut Done,
+    request_bytes: Arc<AtomicU64>,
+) -> Result<Forwarded, Local> {
+    let table = match &hcm.routes {
+        RouteRef::Inline(t) => Some(t.clone()),
+        RouteRef::Rds(name) => snap.routes.get(name).cloned(),
+    };
+    let authority = done.entry.authority.clone().unwrap_or_default();
+    let scheme = scheme(conn, &req);
+    let info = RequestInfo {
+        method: req.method().as_str(),
+        authority: &authority,
+        scheme,
+        path: req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/"),
+        headers: req.headers(),
+    };
+    let Some(route) = table
+        .as_ref()
+        .and_then(|t| t.vhost(&authority))
+        .and_then(|vh| vh.routes.iter().find(|r| r.matches(&info)))
+    else {
+        return Err(local(StatusCode::NOT_FOUND, "NR", "route_not_found", ""));
+    };
+    done.entry.route_name = Some(route.name.as_str().into());
+    let mut deco = Decorations::default();
+    filters(hcm, route, &req, done, &mut deco).await?;
+    match &route.action {
+        Action::Direct { status, body } => {
+            return Err(local(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+                "-",
+                "direct_response",
+                body.clone(),
+            ));
+        }
+        Action::Redirect(r) => return Err(redirect(r, &req, &authority, scheme)),
+        Action::Cluster(_) | Action::Weighted(_) => {}
+    }
+    let Some((cluster_name, weighted)) = route.target() else {
+        return Err(local(StatusCode::NOT_FOUND, "NR", "route_not_found", ""));
+    };
+    done.entry.upstream_cluster = Some(cluster_name.clone());
+    let Some(cluster) = snap.clusters.get(&*cluster_name).cloned() else {
+        return Err(local(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NC",
+            "cluster_not_found",
+            "",
+        ));
+    };
+    let host = authority
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(&authority);
+    // The server side reports the service the client addressed (its SNI), else the Host.
+    done.service = if conn.direction == Direction::Inbound {
+        stats::service_info(
+            cluster.service.as_ref(),
+            &sni_host(conn.sni.as_deref()).unwrap_or_else(|| host.to_string()),
+        )
+    } else {
+        stats::service_info(cluster.service.as_ref(), host)
+    };
+
+    // The upstream request: rewrites and header operations.
+    let (mut parts, body) = req.into_parts();
+    let mut path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    if let (Some(rewrite), crate::snapshot::PathMatch::Prefix(prefix)) =
+        (&route.prefix_rewrite, &route.path)
+        && path.len() >= prefix.len()
+        && path.is_char_boundary(prefix.len())
+    {
+        path = format!("{rewrite}{}", &path[prefix.len()..]);
+    } else if let (Some(rewrite), crate::snapshot::PathMatch::Exact(_)) =
+        (&route.prefix_rewrite, &route.path)
+    {
+        let query = path.split_once('?').map(|(_, q)| q.to_string());
+        path = match query {
+            Some(q) => format!("{rewrite}?{q}"),
+            None => rewrite.clone(),
+        };
+    }
+    let authority = route.host_rewrite.clone().unwrap_or(authority);
+    if route.host_rewrite.is_some() {
+        parts.headers.remove(HOST);
+    }
+    route.request_headers.apply(&mut parts.headers);
+    deco.headers.push(route.response_headers.clone());
+    if let Some(w) = weighted {
+        w.request_headers.apply(&mut parts.headers);
+        deco.headers.push(w.response_headers.clone());
+    }
+    strip_hop_by_hop(&mut parts.headers);
+
+    // Hold the body when it may be sent more than once.
+    let resend = route.retry.is_some() || !route.mirrors.is_empty();
+    let body = if resend {
+        RequestBody::hold(body, BUFFER_LIMIT).await.map_err(|_| {
+            local(
+                StatusCode::BAD_REQUEST,
+                "DPE",
+                "downstream_remote_disconnect",
+                "",
+            )
+        })?
+    } else {
+        RequestBody::Stream { body }
+    };
+    for (mirror, share) in &route.mirrors {
+        if share.hit()
+            && let Some(b) = body.try_clone()
+        {
+            mirror_request(proxy, snap, conn, mirror, &parts, &authority, &path, b);
+        }
+    }
+
+    let exchange = Exchange {
+        proxy,
+        conn,
+        cluster: &cluster,
+        h2: cluster.http2 || parts.version == Version::HTTP_2,
+        authority: &authority,
+        path: &path,
+    };
+    let attempts = exchange.attempts(route.retry.as_deref(), parts, body, request_bytes, done);
+    let result = if route.timeout.is_zero() {
+        attempts.await
+    } else {
+        match tokio::time::timeout(route.timeout, attempts).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(local(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "UT",
+                    "response_timeout",
+                    "upstream request timeout",
+                ));
+            }
+        }
+    };
+    result.map(|(resp, lease)| (resp, Some(lease), deco))
+}
+
+/// Sends a copy of the request to a mirror cluster, fire and forget: its answer is dropped
+/// and nothing waits for it. The Host gets Istio's `-shadow` suffix.
+#[allow(clippy::too_many_arguments)]
+fn mirror_request(
+    proxy: &Arc<Proxy>,
+    snap: &Snapshot,
+    conn: &Arc<ConnInfo>,
+    cluster: &str,
+    parts: &http::request::Parts,
+    authority: &str,
+    path: &str,
+    body: RequestBody,
+) {
+    let Some(cluster) = snap.clusters.get(cluster).cloned() else {
+        return;
+    };
+    let shadow = match authority.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => format!("{h}-shadow:{p}"),
+        _ => format!("{authority}-shadow"),
+    };
+    let mut req = Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.headers_mut() = parts.headers.clone();
+    req.headers_mut().remove(HOST);
+    *req.version_mut() = parts.version;
+    let (parts, ()) = req.into_parts();
+    let (proxy, conn, path) = (proxy.clone(), conn.clone(), path.to_string());
+    tokio::spawn(async move {
+        let exchange = Exchange {
+            proxy: &proxy,
+            conn: &conn,
+            cluster: &cluster,
+            h2: cluster.http2 || parts.version == Version::HTTP_2,
+            authority: &shadow,
+            path: &path,
+        };
+        let Some((addr, tls)) = cluster.target(conn.original_dst) else {
+            return;
+        };
+        let bytes = Arc::new(AtomicU64::new(0));
+        match exchange.once(addr, tls, parts, body, bytes).await {
+            Ok((resp, lease)) => {
+                // Read the answer to its end so that the connection can be reused.
+                use http_body_util::BodyExt;
+                if resp.into_body().collect().await.is_ok() {
+                    lease.release();
+                }
+            }
+            Err(e) => {
+                tracing::debug!(cluster = %cluster.name, error = ?e.0, "mirror request failed")
+            }
+        }
+    });
+}
+
+/// One request's exchange with a cluster.
+struct Exchange<'a> {
+    proxy: &'a Arc<Proxy>,
+    conn: &'a Arc<ConnInfo>,
+    cluster: &'a Arc<Cluster>,
+    h2: bool,
+    authority: &'a str,
+    path: &'a str,
+}
+
+/// Why an attempt failed, with the local reply it would give.
+struct Failed(AttemptError, Local);
+
+#[derive(Debug)]
+enum AttemptError {
+    Connect(UpstreamError),
+    Reset(hyper::Error),
+    PerTryTimeout,
+}
+
+impl Exchange<'_> {
+    /// The upstream request head for this exchange.
+    fn head(&self, mut parts: http::request::Parts, tls_istio: bool) -> http::request::Parts {
+        if tls_istio && self.conn.direction == Direction::Outbound {
+            parts
+                .headers
+                .insert(PEER_MD, self.proxy.telemetry.peer_header.clone());
+            parts
+                .headers
+                .insert(PEER_MD_ID, self.proxy.telemetry.peer_id_header.clone());
+        }
+        if self.h2 {
+            parts.version = Version::HTTP_2;
+            let uri = format!("http://{}{}", self.authority, self.path);
+            parts.uri = uri.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+            parts.headers.remove(HOST);
+        } else {
+            parts.version = Version::HTTP_11;
+            parts.uri = self
+                .path
+                .parse()
+                .unwrap_or_else(|_| http::Uri::from_static("/"));
+            if !parts.headers.contains_key(HOST)
+                && let Ok(v) = HeaderValue::from_str(self.authority)
+            {
+                parts.headers.insert(HOST, v);
+            }
+        }
+        parts
+    }
+
+    /// One attempt against `addr`.
+    async fn once(
+        &self,
+        addr: SocketAddr,
+        tls: Option<Arc<crate::snapshot::UpstreamTls>>,
+        parts: http::request::Parts,
+        body: RequestBody,
+        bytes: Arc<AtomicU64>,
+    ) -> Result<(Response<Incoming>, Lease), Failed> {
+        let mut lease = self
+            .proxy
+            .pools
+            .lease(self.cluster, addr, tls.as_ref(), self.h2)
+            .await
+            .map_err(|e| {
+                let reply = local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UF",
+                    "upstream_reset_before_response_started{connection_failure}",
+                    reset_reason(&e),
+                );
+                Failed(AttemptError::Connect(e), reply)
+            })?;
+        let parts = self.head(parts, tls.as_ref().is_some_and(|t| t.istio));
+        let up_req = Request::from_parts(parts, Counted::new(body, bytes));
+        let sent = match &mut lease.sender {
+            Sender::H1(s) => match s.ready().await {
+                Ok(()) => s.send_request(up_req).await,
+                Err(e) => Err(e),
+            },
+            Sender::H2(s) => match s.ready().await {
+                Ok(()) => s.send_request(up_req).await,
+                Err(e) => Err(e),
+            },
+        };
+        match sent {
+            Ok(r) => Ok((r, lease)),
+            Err(e) => Err(Failed(
+                AttemptError::Reset(e),
+                local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UC",
+                    "upstream_reset_before_response_started{connection_termination}",
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+                ),
+            )),
+        }
+    }
+
+    /// An endpoint for attempt `n`, avoiding those tried before when the policy says so.
+    fn pick(
+        &self,
+        tried: &[SocketAddr],
+        other_hosts: bool,
+    ) -> Option<(SocketAddr, Option<Arc<crate::snapshot::UpstreamTls>>)> {
+        let mut pick = self.cluster.target(self.conn.original_dst)?;
+        if other_hosts {
+            // Envoy's previous_hosts predicate with host_selection_retry_max_attempts 5.
+            for _ in 0..5 {
+                if !tried.contains(&pick.0) {
+                    break;
+                }
+                pick = self.cluster.target(self.conn.original_dst)?;
+            }
+        }
+        Some(pick)
+    }
+
+    /// The attempts of one request under its retry policy.
+    async fn attempts(
+        &self,
+        retry: Option<&RetryPolicy>,
+        parts: http::request::Parts,
+        body: RequestBody,
+        request_bytes: Arc<AtomicU64>,
+        done: &mut Done,
+    ) -> Result<(Response<Incoming>, Lease), Local> {
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut body = Some(body);
+        let mut n = 0u32;
+        loop {
+            let Some((addr, tls)) = self.pick(&tried, retry.is_some_and(|r| r.other_hosts)) else {
+                return Err(local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UH",
+                    "no_healthy_upstream",
+                    "no healthy upstream",
+                ));
+            };
+            tried.push(addr);
+            done.entry.upstream_host = Some(addr);
+            // The first attempt sends the body (counted); later ones a held copy.
+            let Some(this_body) = body.take() else {
+                return Err(local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "URX",
+                    "upstream_retry_limit_exceeded",
+                    "",
+                ));
+            };
+            let spare = this_body.try_clone();
+            let bytes = if n == 0 {
+                request_bytes.clone()
+            } else {
+                Arc::new(AtomicU64::new(0))
+            };
+            let attempt = self.once(addr, tls, clone_head(&parts), this_body, bytes);
+            let per_try = retry.and_then(|r| r.per_try_timeout);
+            let result = match per_try {
+                Some(t) => tokio::time::timeout(t, attempt).await.unwrap_or_else(|_| {
+                    Err(Failed(
+                        AttemptError::PerTryTimeout,
+                        local(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "UT",
+                            "upstream_per_try_timeout",
+                            "upstream request timeout",
+                        ),
+                    ))
+                }),
+                None => attempt.await,
+            };
+            let left = retry.is_some_and(|r| n < r.num_retries) && spare.is_some();
+            let again = match (&result, retry) {
+                (_, None) => false,
+                (Ok((resp, _)), Some(r)) => {
+                    let grpc = resp
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|s| s.parse().ok());
+                    let retriable = r.retry_response(resp.status().as_u16(), grpc);
+                    if retriable && !left {
+                        done.add_flag("URX");
+                    }
+                    retriable
+                }
+                (Err(Failed(e, _)), Some(r)) => match e {
+                    AttemptError::Connect(_) => r.on.connect_failure,
+                    AttemptError::Reset(err) => r.on.reset || (r.on.refused_stream && refused(err)),
+                    AttemptError::PerTryTimeout => r.on.five_xx || r.on.gateway_error,
+                },
+            };
+            if let Err(Failed(AttemptError::Connect(e), _)) = &result {
+                tracing::debug!(cluster = %self.cluster.name, %addr, error = %e, "upstream connect failed");
+                done.entry.upstream_transport_failure_reason =
+                    e.transport_failure().map(Into::into);
+            }
+            if !(again && left) {
+                return match result {
+                    Ok((resp, lease)) => {
+                        done.entry.upstream_local_address = lease.local;
+                        Ok((resp, lease))
+                    }
+                    Err(Failed(_, mut reply)) => {
+                        if again && n > 0 {
+                            reply.flags = "URX";
+                        }
+                        Err(reply)
+                    }
+                };
+            }
+            n += 1;
+            body = spare;
+            if let Some(r) = retry {
+                // Envoy's back-off counts from the failure, not from the attempt's start.
+                tokio::time::sleep(r.backoff(n)).await;
+            }
+        }
+    }
+}
+
+fn refused(e: &hyper::Error) -> bool {
+    use std::error::Error;
+    let mut src = e.source();
+    while let Some(s) = src {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        src = s.source();
+    }
+    false
+}
+
+fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req.into_parts().0
+}
