@@ -4,7 +4,8 @@
 //! telemetry), the mesh config, YAML loading with file/line/field-path problems, and
 //! validation modelled on Istio's `pkg/config/validation`.
 //!
-//! Entry points: [`parse_documents`], [`load_paths`], [`parse_mesh_config`], [`validate`];
+//! Entry points: [`parse_documents`], [`load_paths`] (and their `_with_notes` forms, which
+//! also name the documents read but not applied), [`parse_mesh_config`], [`validate`];
 //! helpers [`resolve_host`] and [`protocol_for_port`].
 
 pub mod common;
@@ -15,6 +16,7 @@ pub mod mesh;
 pub mod meta;
 pub mod networking;
 mod node;
+pub mod note;
 pub mod problem;
 pub mod protocol;
 pub mod security;
@@ -28,12 +30,16 @@ pub use common::{
 };
 pub use duration::{Duration, DurationError};
 pub use host::resolve_host;
-pub use load::{load_paths, parse_documents, parse_mesh_config};
+pub use load::{
+    Parsed, load_paths, load_paths_with_notes, parse_documents, parse_documents_with_notes,
+    parse_mesh_config,
+};
 pub use mesh::{MeshConfig, MeshProxyConfig};
 pub use meta::{Kind, ObjectMeta, Resource, Source, Spec};
 pub use networking::{
     DestinationRule, Gateway, ProxyConfig, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
 };
+pub use note::{Note, Skip};
 pub use problem::Problem;
 pub use protocol::{Protocol, protocol_for_port};
 pub use security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};

@@ -5,8 +5,49 @@ use std::path::{Path, PathBuf};
 use crate::mesh::MeshConfig;
 use crate::meta::{Kind, ObjectMeta, RawEnvelope, Resource, Source, Spec};
 use crate::node::{self, Node, Value};
+use crate::note::{Note, Skip};
 use crate::problem::{FieldPath, Problem, Segment};
 use crate::validate;
+
+mod classify;
+
+use classify::{Class, classify};
+
+/// Everything read from YAML: the resources Weft applies, the problems that kept documents out,
+/// and the documents read but not applied (non-Istio kinds, Istio kinds Weft does not implement).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Parsed {
+    /// Valid resources of the kinds Weft implements.
+    pub resources: Vec<Resource>,
+    /// Problems; a document with a problem is not among `resources`.
+    pub problems: Vec<Problem>,
+    /// Documents skipped on purpose, in file order.
+    pub notes: Vec<Note>,
+}
+
+impl Parsed {
+    fn append(&mut self, mut other: Parsed) {
+        self.resources.append(&mut other.resources);
+        self.problems.append(&mut other.problems);
+        self.notes.append(&mut other.notes);
+    }
+}
+
+/// What one document turned out to be.
+enum Outcome {
+    Resource(Box<Resource>),
+    Problems(Vec<Problem>),
+    Note(Note),
+}
+
+/// `a`, `a or b`, `a, b or c`.
+fn one_of(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
 
 /// Deepest directory nesting followed by [`load_paths`] (guards against symlink loops).
 const MAX_DIR_DEPTH: usize = 32;
@@ -114,29 +155,56 @@ fn syntax_problem(file: &Path, err: &serde_saphyr::Error) -> Problem {
 ///
 /// Each document is type-checked and semantically validated; documents with problems are
 /// left out of the returned resources, the others are returned even when some fail. Empty
-/// documents are skipped. A YAML syntax error fails the whole text.
+/// documents are skipped, and so are documents Weft does not apply (Kubernetes kinds such as
+/// Service or Deployment, Istio kinds Weft does not implement such as EnvoyFilter): they are
+/// neither resources nor problems, so they never keep the rest of a file from loading.
+/// [`parse_documents_with_notes`] names them. A YAML syntax error fails the whole text.
 pub fn parse_documents(text: &str, file: &Path) -> (Vec<Resource>, Vec<Problem>) {
-    let docs = match node::parse_stream(text) {
-        Ok(d) => d,
-        Err(e) => return (Vec::new(), vec![syntax_problem(file, &e)]),
-    };
-    let mut resources = Vec::new();
-    let mut problems = Vec::new();
-    for doc in &docs {
-        match parse_document(doc, file) {
-            Ok(r) => resources.push(r),
-            Err(mut p) => problems.append(&mut p),
-        }
-    }
-    (resources, problems)
+    let parsed = parse_documents_with_notes(text, file);
+    (parsed.resources, parsed.problems)
 }
 
-fn parse_document(doc: &Node, file: &Path) -> Result<Resource, Vec<Problem>> {
+/// [`parse_documents`], also returning a [`Note`] for every document skipped on purpose.
+pub fn parse_documents_with_notes(text: &str, file: &Path) -> Parsed {
+    let mut parsed = Parsed::default();
+    let docs = match node::parse_stream(text) {
+        Ok(d) => d,
+        Err(e) => {
+            parsed.problems.push(syntax_problem(file, &e));
+            return parsed;
+        }
+    };
+    for doc in &docs {
+        match parse_document(doc, file) {
+            Outcome::Resource(r) => parsed.resources.push(*r),
+            Outcome::Problems(mut p) => parsed.problems.append(&mut p),
+            Outcome::Note(n) => parsed.notes.push(n),
+        }
+    }
+    parsed
+}
+
+fn note(doc: &Node, file: &Path, skip: Skip) -> Note {
+    let text = |n: Option<&Node>| n.and_then(Node::as_str).map(str::to_owned);
+    let meta = doc.get("metadata");
+    Note {
+        file: file.to_path_buf(),
+        // The `kind` key's line, or the document's when it has none.
+        line: doc.line_of(&FieldPath::root().key("kind").0),
+        api_version: text(doc.get("apiVersion")).unwrap_or_default(),
+        kind: text(doc.get("kind")).unwrap_or_default(),
+        namespace: text(meta.and_then(|m| m.get("namespace"))),
+        name: text(meta.and_then(|m| m.get("name"))),
+        skip,
+    }
+}
+
+fn parse_document(doc: &Node, file: &Path) -> Outcome {
     let root = FieldPath::root();
     let mut ctx = DocCtx::from_node(doc);
     if !matches!(doc.value, Value::Map(_)) {
         ctx = DocCtx::default();
-        return Err(vec![problem(
+        return Outcome::Problems(vec![problem(
             file,
             doc.line,
             &ctx,
@@ -145,11 +213,23 @@ fn parse_document(doc: &Node, file: &Path) -> Result<Resource, Vec<Problem>> {
         )]);
     }
     let at = |p: &FieldPath| doc.line_of(&p.0);
-    let kind = match ctx.kind.as_deref().map(Kind::from_name) {
-        Some(Some(k)) => Some(k),
+    let class = match (
+        doc.get("apiVersion").and_then(Node::as_str),
+        doc.get("kind").and_then(Node::as_str),
+    ) {
+        (Some(api_version), Some(kind)) => Some(classify(api_version, kind)),
         _ => None,
     };
-    if kind.is_none() {
+    if let Some(Class::Skipped(skip)) = class {
+        return Outcome::Note(note(doc, file, skip));
+    }
+    if ["apiVersion", "kind", "metadata", "spec"]
+        .iter()
+        .all(|k| doc.get(k).is_none())
+    {
+        return Outcome::Note(note(doc, file, Skip::NotAResource));
+    }
+    if !matches!(class, Some(Class::Weft(_) | Class::UnservedVersion(_))) {
         // Without a known kind the Display form falls back to "file:line: field: message".
         ctx.kind = None;
     }
@@ -158,27 +238,63 @@ fn parse_document(doc: &Node, file: &Path) -> Result<Resource, Vec<Problem>> {
         Ok(e) => e,
         Err(e) => {
             let (path, msg) = serde_failure(&root, &e);
-            return Err(vec![problem(file, at(&path), &ctx, &path, msg)]);
+            return Outcome::Problems(vec![problem(file, at(&path), &ctx, &path, msg)]);
         }
     };
-    let Some(kind) = kind else {
-        let supported: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
-        let kp = root.key("kind");
-        return Err(vec![problem(
-            file,
-            at(&kp),
-            &ctx,
-            &kp,
-            format!(
-                "unknown kind {:?}; supported kinds are {}",
-                env.kind,
-                supported.join(", ")
-            ),
-        )]);
+    let (ap, kp) = (root.key("apiVersion"), root.key("kind"));
+    let kind = match class {
+        Some(Class::Weft(k)) => k,
+        Some(Class::UnservedVersion(served)) => {
+            return Outcome::Problems(vec![problem(
+                file,
+                at(&ap),
+                &ctx,
+                &ap,
+                format!(
+                    "apiVersion {:?} does not serve kind {}; use {}",
+                    env.api_version,
+                    env.kind,
+                    one_of(served)
+                ),
+            )]);
+        }
+        Some(Class::UnknownIstioKind(group)) => {
+            let kinds = classify::istio_kinds_in(&group);
+            let msg = if kinds.is_empty() {
+                let weft: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+                format!(
+                    "unknown kind {:?}: Istio serves no API group {group}; supported kinds are {}",
+                    env.kind,
+                    weft.join(", ")
+                )
+            } else {
+                format!(
+                    "unknown kind {:?} in {group}; its kinds are {}",
+                    env.kind,
+                    kinds.join(", ")
+                )
+            };
+            return Outcome::Problems(vec![problem(file, at(&kp), &ctx, &kp, msg)]);
+        }
+        Some(Class::Skipped(_)) | None => {
+            // Not reached: a parsed envelope has a string apiVersion and kind, so the
+            // document was classified above. Kept as an error rather than a panic.
+            let supported: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+            return Outcome::Problems(vec![problem(
+                file,
+                at(&kp),
+                &ctx,
+                &kp,
+                format!(
+                    "unknown kind {:?}; supported kinds are {}",
+                    env.kind,
+                    supported.join(", ")
+                ),
+            )]);
+        }
     };
     if !kind.api_versions().contains(&env.api_version.as_str()) {
-        let ap = root.key("apiVersion");
-        return Err(vec![problem(
+        return Outcome::Problems(vec![problem(
             file,
             at(&ap),
             &ctx,
@@ -186,7 +302,7 @@ fn parse_document(doc: &Node, file: &Path) -> Result<Resource, Vec<Problem>> {
             format!(
                 "apiVersion {:?} does not serve kind {kind}; use {}",
                 env.api_version,
-                kind.api_versions().join(" or ")
+                one_of(kind.api_versions())
             ),
         )]);
     }
@@ -230,7 +346,7 @@ fn parse_document(doc: &Node, file: &Path) -> Result<Resource, Vec<Problem>> {
         Err(e) => {
             let (path, msg) = serde_failure(&root.key("spec"), &e);
             problems.push(problem(file, at(&path), &ctx, &path, msg));
-            return Err(problems);
+            return Outcome::Problems(problems);
         }
     };
     let report = validate::validate_spec(&spec, &meta);
@@ -238,9 +354,9 @@ fn parse_document(doc: &Node, file: &Path) -> Result<Resource, Vec<Problem>> {
         problems.push(problem(file, at(&path), &ctx, &path, msg));
     }
     if !problems.is_empty() {
-        return Err(problems);
+        return Outcome::Problems(problems);
     }
-    Ok(Resource {
+    Outcome::Resource(Box::new(Resource {
         api_version: env.api_version,
         meta,
         spec,
@@ -248,7 +364,7 @@ fn parse_document(doc: &Node, file: &Path) -> Result<Resource, Vec<Problem>> {
             file: file.to_path_buf(),
             line: doc.line,
         },
-    })
+    }))
 }
 
 fn collect_yaml_files(
@@ -307,26 +423,28 @@ fn collect_yaml_files(
 }
 
 /// Loads resources from files and directories (scanned recursively for `*.yaml` / `*.yml`
-/// in sorted path order). Unreadable paths become problems; good documents are returned.
+/// in sorted path order). Unreadable paths become problems; good documents are returned;
+/// documents Weft does not apply are skipped as in [`parse_documents`].
 pub fn load_paths(paths: &[PathBuf]) -> (Vec<Resource>, Vec<Problem>) {
+    let parsed = load_paths_with_notes(paths);
+    (parsed.resources, parsed.problems)
+}
+
+/// [`load_paths`], also returning a [`Note`] for every document skipped on purpose.
+pub fn load_paths_with_notes(paths: &[PathBuf]) -> Parsed {
     let mut files = Vec::new();
-    let mut problems = Vec::new();
+    let mut parsed = Parsed::default();
     for p in paths {
         if p.is_dir() {
-            collect_yaml_files(p, 0, &mut files, &mut problems);
+            collect_yaml_files(p, 0, &mut files, &mut parsed.problems);
         } else {
             files.push(p.clone());
         }
     }
-    let mut resources = Vec::new();
     for f in files {
         match std::fs::read_to_string(&f) {
-            Ok(text) => {
-                let (mut r, mut p) = parse_documents(&text, &f);
-                resources.append(&mut r);
-                problems.append(&mut p);
-            }
-            Err(e) => problems.push(Problem {
+            Ok(text) => parsed.append(parse_documents_with_notes(&text, &f)),
+            Err(e) => parsed.problems.push(Problem {
                 file: f.clone(),
                 line: 1,
                 kind: None,
@@ -337,7 +455,7 @@ pub fn load_paths(paths: &[PathBuf]) -> (Vec<Resource>, Vec<Problem>) {
             }),
         }
     }
-    (resources, problems)
+    parsed
 }
 
 /// Parses the mesh config file (a single YAML mapping, Istio's `mesh` ConfigMap key).
@@ -391,3 +509,5 @@ pub fn parse_mesh_config(text: &str, file: &Path) -> Result<MeshConfig, Vec<Prob
 mod tests_invalid;
 #[cfg(test)]
 mod tests_valid;
+#[cfg(test)]
+mod tests_versions;

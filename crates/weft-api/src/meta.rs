@@ -17,10 +17,16 @@ use crate::telemetry::Telemetry;
 pub const NETWORKING_V1ALPHA3: &str = "networking.istio.io/v1alpha3";
 /// API group `networking.istio.io`, version v1beta1.
 pub const NETWORKING_V1BETA1: &str = "networking.istio.io/v1beta1";
+/// API group `networking.istio.io`, version v1 (Istio 1.22 and later; same schema as v1beta1).
+pub const NETWORKING_V1: &str = "networking.istio.io/v1";
 /// API group `security.istio.io`, version v1beta1.
 pub const SECURITY_V1BETA1: &str = "security.istio.io/v1beta1";
+/// API group `security.istio.io`, version v1 (Istio 1.22 and later; same schema as v1beta1).
+pub const SECURITY_V1: &str = "security.istio.io/v1";
 /// API group `telemetry.istio.io`, version v1alpha1.
 pub const TELEMETRY_V1ALPHA1: &str = "telemetry.istio.io/v1alpha1";
+/// API group `telemetry.istio.io`, version v1 (Istio 1.22 and later; same schema as v1alpha1).
+pub const TELEMETRY_V1: &str = "telemetry.istio.io/v1";
 
 /// Resource metadata (the subset Weft uses).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -109,7 +115,8 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
-    /// The apiVersions this kind is served under.
+    /// The apiVersions this kind is served under, as Istio's CRDs serve them: every version
+    /// of a kind has the same schema. ProxyConfig has no v1.
     pub fn api_versions(self) -> &'static [&'static str] {
         match self {
             Kind::ServiceEntry
@@ -117,12 +124,29 @@ impl Kind {
             | Kind::VirtualService
             | Kind::DestinationRule
             | Kind::Sidecar
-            | Kind::Gateway => &[NETWORKING_V1ALPHA3, NETWORKING_V1BETA1],
+            | Kind::Gateway => &[NETWORKING_V1ALPHA3, NETWORKING_V1BETA1, NETWORKING_V1],
             Kind::ProxyConfig => &[NETWORKING_V1BETA1],
             Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => {
-                &[SECURITY_V1BETA1]
+                &[SECURITY_V1BETA1, SECURITY_V1]
             }
-            Kind::Telemetry => &[TELEMETRY_V1ALPHA1],
+            Kind::Telemetry => &[TELEMETRY_V1ALPHA1, TELEMETRY_V1],
+        }
+    }
+
+    /// The API group of this kind (`networking.istio.io`, …).
+    pub fn group(self) -> &'static str {
+        match self {
+            Kind::ServiceEntry
+            | Kind::WorkloadEntry
+            | Kind::VirtualService
+            | Kind::DestinationRule
+            | Kind::Sidecar
+            | Kind::Gateway
+            | Kind::ProxyConfig => "networking.istio.io",
+            Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => {
+                "security.istio.io"
+            }
+            Kind::Telemetry => "telemetry.istio.io",
         }
     }
 }

@@ -1,10 +1,11 @@
 //! Call chains: an echo server that calls its upstreams for each request and folds their
-//! answers into its own (how bookinfo's productpage → details/reviews → ratings is built).
+//! answers into its own; and what every sample app calling another shares (the propagated
+//! headers, the HTTP client, a timed GET), used by the bookinfo apps too.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Uri};
+use http::{HeaderMap, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -15,7 +16,8 @@ use tracing::debug;
 use crate::error::SampleError;
 
 /// Headers an application must copy from its inbound request to its outbound calls so that
-/// traces join up and routing on user identity works: the list bookinfo's productpage uses.
+/// traces join up and routing on user identity works: the list of Istio's bookinfo apps
+/// (reviews' list, plus the single `b3` header).
 pub const PROPAGATED_HEADERS: &[&str] = &[
     "x-request-id",
     "x-ot-span-context",
@@ -99,16 +101,12 @@ impl Chain {
         if let Some(p) = paths.iter().find(|p| !p.starts_with('/')) {
             return Err(SampleError::ChainPath(p.clone()));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Chain {
             upstreams,
             paths: paths.to_vec(),
             timeout,
             fail_on_error,
-            client,
+            client: client(timeout, true),
         })
     }
 
@@ -130,27 +128,21 @@ impl Chain {
 
     /// Calls every upstream in order, forwarding the propagated headers of `inbound`.
     pub(crate) async fn call_all(&self, inbound: &HeaderMap) -> Vec<UpstreamAnswer> {
-        let mut forwarded = HeaderMap::new();
-        for name in PROPAGATED_HEADERS {
-            for v in inbound.get_all(*name) {
-                forwarded.append(*name, v.clone());
-            }
-        }
+        let forwarded = forward_headers(inbound);
         let mut out = Vec::with_capacity(self.upstreams.len());
         for u in &self.upstreams {
-            let answer = match tokio::time::timeout(self.timeout, self.call(u, &forwarded)).await {
-                Ok(Ok(a)) => a,
-                Ok(Err(error)) => UpstreamAnswer {
+            let answer = match get(&self.client, u.uri.clone(), &forwarded, self.timeout).await {
+                Ok((status, body)) => UpstreamAnswer {
+                    url: u.url.clone(),
+                    status: status.as_u16(),
+                    body: Some(body_value(&body)),
+                    error: None,
+                },
+                Err(error) => UpstreamAnswer {
                     url: u.url.clone(),
                     status: 0,
                     body: None,
                     error: Some(error),
-                },
-                Err(_) => UpstreamAnswer {
-                    url: u.url.clone(),
-                    status: 0,
-                    body: None,
-                    error: Some(format!("timed out after {:?}", self.timeout)),
                 },
             };
             debug!(url = %u.url, status = answer.status, error = ?answer.error, "upstream call");
@@ -158,25 +150,58 @@ impl Chain {
         }
         out
     }
+}
 
-    async fn call(&self, u: &Upstream, headers: &HeaderMap) -> Result<UpstreamAnswer, String> {
-        let mut req = Request::get(u.uri.clone())
+/// The headers of `inbound` an application copies to its outbound calls
+/// ([`PROPAGATED_HEADERS`]).
+pub(crate) fn forward_headers(inbound: &HeaderMap) -> HeaderMap {
+    let mut forwarded = HeaderMap::new();
+    for name in PROPAGATED_HEADERS {
+        for v in inbound.get_all(*name) {
+            forwarded.append(*name, v.clone());
+        }
+    }
+    forwarded
+}
+
+/// The HTTP client the sample apps call upstreams with (connect time limited to `timeout`;
+/// with `pool` false every call opens its own connection, like bookinfo's apps).
+pub(crate) fn client(timeout: Duration, pool: bool) -> Client<HttpConnector, Empty<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(timeout));
+    let mut builder = Client::builder(TokioExecutor::new());
+    if !pool {
+        builder.pool_max_idle_per_host(0);
+    }
+    builder.build(connector)
+}
+
+/// GETs `uri` with `headers`; the status and the body, or why there is no complete answer
+/// within `timeout`.
+pub(crate) async fn get(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    uri: Uri,
+    headers: &HeaderMap,
+    timeout: Duration,
+) -> Result<(StatusCode, Bytes), String> {
+    let call = async {
+        let mut req = Request::get(uri)
             .body(Empty::new())
             .map_err(|e| e.to_string())?;
         *req.headers_mut() = headers.clone();
-        let resp = self.client.request(req).await.map_err(client_error)?;
-        let status = resp.status().as_u16();
+        let resp = client.request(req).await.map_err(client_error)?;
+        let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_UPSTREAM_BODY)
             .collect()
             .await
             .map_err(|e| format!("reading the answer failed: {e}"))?
             .to_bytes();
-        Ok(UpstreamAnswer {
-            url: u.url.clone(),
-            status,
-            body: Some(body_value(&body)),
-            error: None,
-        })
+        Ok((status, body))
+    };
+    match tokio::time::timeout(timeout, call).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("timed out after {timeout:?}")),
     }
 }
 
@@ -198,24 +223,27 @@ fn body_value(body: &[u8]) -> serde_json::Value {
 }
 
 fn parse_upstream(url: &str) -> Result<Uri, SampleError> {
-    let bad = |reason: &str| SampleError::Upstream {
+    parse_http_url(url).map_err(|reason| SampleError::Upstream {
         url: url.to_string(),
-        reason: reason.to_string(),
-    };
-    let uri: Uri = url.parse().map_err(|_| bad("not a URL"))?;
+        reason,
+    })
+}
+
+/// A plain-HTTP URL with a host; `http://details:9080` gets the path `/`.
+pub(crate) fn parse_http_url(url: &str) -> Result<Uri, String> {
+    let uri: Uri = url.parse().map_err(|_| "not a URL".to_string())?;
     match uri.scheme_str() {
         Some("http") => {}
-        Some(s) => return Err(bad(&format!("scheme {s:?} is not supported, only http"))),
-        None => return Err(bad("missing http:// scheme")),
+        Some(s) => return Err(format!("scheme {s:?} is not supported, only http")),
+        None => return Err("missing http:// scheme".to_string()),
     }
     if uri.authority().is_none() {
-        return Err(bad("missing host"));
+        return Err("missing host".to_string());
     }
     if uri.path_and_query().is_none() {
-        // `http://details:9080` → `http://details:9080/`
         let mut parts = uri.into_parts();
         parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        return Uri::from_parts(parts).map_err(|_| bad("not a URL"));
+        return Uri::from_parts(parts).map_err(|_| "not a URL".to_string());
     }
     Ok(uri)
 }

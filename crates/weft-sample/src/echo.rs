@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::chain::Chain;
 use crate::error::SampleError;
+use crate::server::{AccessLog, bind_all, flatten, resolve_pod, shutdown_signal};
 
 /// Arguments of `weft sample echo`.
 #[derive(clap::Args, Debug, Clone, PartialEq)]
@@ -63,6 +64,11 @@ pub struct EchoArgs {
     /// Time allowed for in-flight requests to finish on shutdown.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    /// Print one line per HTTP request to stdout: `<service> <METHOD> <path> <HTTP/x> <status>
+    /// host=<host> end-user=<v> x-request-id=<v> <ms>ms` (e.g. to see mirrored requests, whose
+    /// host ends in `-shadow`).
+    #[arg(long)]
+    pub log_requests: bool,
 }
 
 impl Default for EchoArgs {
@@ -82,6 +88,7 @@ impl Default for EchoArgs {
             service: "echo".to_string(),
             pod: None,
             drain_timeout: Duration::from_secs(5),
+            log_requests: false,
         }
     }
 }
@@ -124,6 +131,19 @@ impl std::fmt::Debug for EchoServer {
 impl EchoServer {
     /// Checks the arguments, binds every listener and starts serving.
     pub async fn bind(args: EchoArgs) -> Result<EchoServer, SampleError> {
+        let log = if args.log_requests {
+            AccessLog::stdout(&args.service)
+        } else {
+            AccessLog::off()
+        };
+        EchoServer::bind_with_log(args, log).await
+    }
+
+    /// [`EchoServer::bind`] with HTTP requests logged to `log`.
+    pub(crate) async fn bind_with_log(
+        args: EchoArgs,
+        log: AccessLog,
+    ) -> Result<EchoServer, SampleError> {
         let chain = Chain::new(
             &args.upstreams,
             &args.chain_paths,
@@ -152,6 +172,7 @@ impl EchoServer {
             tasks.spawn(http::serve(
                 l,
                 state.clone(),
+                log.clone(),
                 stop_rx.clone(),
                 args.drain_timeout,
             ));
@@ -250,70 +271,9 @@ pub async fn run_echo(args: EchoArgs) -> Result<(), SampleError> {
     EchoServer::bind(args).await?.run_until(signal).await
 }
 
-/// A future that completes on SIGTERM or ctrl-c.
-fn shutdown_signal() -> Result<impl Future<Output = ()>, SampleError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(|source| SampleError::Signal {
-        signal: "SIGTERM",
-        source,
-    })?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    })
-}
-
-fn flatten(
-    joined: Result<Result<(), SampleError>, tokio::task::JoinError>,
-    what: &'static str,
-) -> Result<(), SampleError> {
-    match joined {
-        Ok(r) => r,
-        Err(e) => Err(SampleError::Task {
-            what,
-            reason: e.to_string(),
-        }),
-    }
-}
-
-async fn bind_all(
-    ip: IpAddr,
-    ports: &[u16],
-    flag: &'static str,
-) -> Result<Vec<TcpListener>, SampleError> {
-    let mut out = Vec::with_capacity(ports.len());
-    for &port in ports {
-        let addr = SocketAddr::new(ip, port);
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|source| SampleError::Bind { addr, flag, source })?;
-        out.push(l);
-    }
-    Ok(out)
-}
-
 fn local_addrs(ls: &[TcpListener]) -> Vec<SocketAddr> {
     // A bound listener always has a local address; fall back to nothing rather than panic.
     ls.iter().filter_map(|l| l.local_addr().ok()).collect()
-}
-
-/// `--pod`, else `$HOSTNAME`, else /etc/hostname, else "unknown".
-fn resolve_pod(pod: Option<&str>) -> String {
-    if let Some(p) = pod.filter(|p| !p.is_empty()) {
-        return p.to_string();
-    }
-    if let Ok(h) = std::env::var("HOSTNAME")
-        && !h.is_empty()
-    {
-        return h;
-    }
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".to_string())
 }
 
 /// Request headers as a JSON-friendly map: lower-case names, repeated values joined with ", ".
@@ -441,6 +401,7 @@ mod tests {
             "--upstream-timeout",
             "500ms",
             "--fail-on-upstream-error",
+            "--log-requests",
         ])
         .unwrap();
         let Cmd::Echo(a) = cli.cmd else {
@@ -456,6 +417,7 @@ mod tests {
         assert_eq!(a.pod.as_deref(), Some("reviews-v2-1"));
         assert_eq!(a.upstream_timeout, Duration::from_millis(500));
         assert!(a.fail_on_upstream_error);
+        assert!(a.log_requests);
     }
 
     #[test]

@@ -26,6 +26,36 @@ pub enum SampleError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A bookinfo service URL (`--details-url`, `--reviews-url`, `--ratings-url`) is not usable.
+    #[error(
+        "invalid {flag} {url:?}: {reason}; write a plain-HTTP base URL such as http://details:9080"
+    )]
+    ServiceUrl {
+        /// The flag (or its environment variable) that gave the URL.
+        flag: &'static str,
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `weft sample bookinfo reviews --version` is not one of bookinfo's three versions.
+    #[error(
+        "invalid reviews --version {0:?}: use v1 (no ratings), v2 (black stars) or v3 (red stars)"
+    )]
+    ReviewsVersion(String),
+    /// A fortio-style load argument (`-qps`, `-c`, `-n`, `-t`, …) is unknown or has a bad value.
+    #[error("invalid load argument {arg:?}: {reason}")]
+    LoadArg {
+        /// The argument as given.
+        arg: String,
+        /// What is wrong with it, and what to write instead.
+        reason: String,
+    },
+    /// `weft sample load` was given no target URL.
+    #[error(
+        "no target URL: give --url URL or the URL as the last argument, e.g. weft sample load -c 2 -n 20 http://httpbin:8000/get"
+    )]
+    NoUrl,
     /// A `--chain-path` is not an absolute path prefix.
     #[error("invalid --chain-path {0:?}: a path prefix must start with '/', e.g. /productpage")]
     ChainPath(String),

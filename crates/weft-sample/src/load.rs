@@ -1,6 +1,9 @@
 //! The load generator: closed loop (as fast as the connections allow) or open loop at a
 //! fixed rate with latency measured from each request's scheduled send time (like wrk2 and
-//! `oha -q`), over HTTP/1.1 or h2c.
+//! `oha -q`), over HTTP/1.1 or h2c. It also takes fortio's way of writing a load
+//! (`weft sample load -c 2 -qps 0 -n 20 http://httpbin:8000/get`, for Istio's circuit-breaking
+//! task): each of the `-c` connections is one worker with its own keep-alive connection,
+//! reopened when the server closes it, and the report counts answers by code as fortio does.
 
 mod report;
 
@@ -9,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::HOST;
+use http::header::{CONNECTION, HOST};
 use http::uri::Authority;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Empty};
@@ -32,19 +35,21 @@ const CONNECT_BACKOFF: Duration = Duration::from_millis(10);
 /// Arguments of `weft sample load`.
 #[derive(clap::Args, Debug, Clone, PartialEq)]
 pub struct LoadArgs {
-    /// Target URL (plain HTTP), e.g. http://127.0.0.1:8080/productpage.
+    /// Target URL (plain HTTP), e.g. http://127.0.0.1:8080/productpage; it may also be given
+    /// last, without --url, as fortio takes it.
     #[arg(long)]
-    pub url: String,
+    pub url: Option<String>,
     /// Requests per second across all connections; 0 sends as fast as possible (closed loop).
-    #[arg(long, default_value_t = 0.0)]
+    /// fortio's `-qps` (a negative -qps also means as fast as possible).
+    #[arg(long, visible_alias = "qps", default_value_t = 0.0)]
     pub rate: f64,
-    /// Connections, each carrying one request at a time.
+    /// Connections, each carrying one request at a time (fortio's `-c`).
     #[arg(long, short = 'c', default_value_t = 4)]
     pub connections: usize,
-    /// How long to send (default 10s unless --requests is given).
+    /// How long to send (default 10s unless --requests is given; fortio's `-t`).
     #[arg(long, short = 'd', value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
-    /// How many requests to send (with --duration, whichever ends first).
+    /// How many requests to send (with --duration, whichever ends first; fortio's `-n`).
     #[arg(long, short = 'n')]
     pub requests: Option<u64>,
     /// Speak HTTP/2 without TLS (h2c with prior knowledge).
@@ -62,13 +67,18 @@ pub struct LoadArgs {
     /// Print the report as JSON (read by the caller; `run_load` only measures).
     #[arg(long)]
     pub json: bool,
+    /// The target URL and fortio-style flags: `-qps N`, `-c N`, `-n N`, `-t DURATION`,
+    /// `-H NAME:VALUE`, `-timeout DURATION`, `-loglevel LEVEL` (ignored); from the first of
+    /// them on, the other flags are read here too, with one dash or two.
+    #[arg(value_name = "URL", allow_hyphen_values = true, num_args = 0..)]
+    pub fortio: Vec<String>,
 }
 
 impl LoadArgs {
     /// Arguments for `url` with the command-line defaults.
     pub fn new(url: impl Into<String>) -> LoadArgs {
         LoadArgs {
-            url: url.into(),
+            url: Some(url.into()),
             rate: 0.0,
             connections: 4,
             duration: None,
@@ -78,8 +88,107 @@ impl LoadArgs {
             method: "GET".to_string(),
             timeout: Duration::from_secs(10),
             json: false,
+            fortio: Vec::new(),
         }
     }
+
+    /// Folds the fortio-style arguments (and a URL given last) into the fields; `fortio` is
+    /// empty afterwards, and a target URL is set.
+    pub fn resolve(mut self) -> Result<LoadArgs, SampleError> {
+        let mut rest = std::mem::take(&mut self.fortio).into_iter();
+        while let Some(arg) = rest.next() {
+            if !arg.starts_with('-') || arg == "-" {
+                if self.url.is_some() {
+                    return Err(load_arg(&arg, "a second target URL; give one"));
+                }
+                self.url = Some(arg);
+                continue;
+            }
+            let flag = arg.trim_start_matches('-');
+            let (name, inline) = match flag.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (flag, None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| rest.next())
+                    .ok_or_else(|| load_arg(&arg, "needs a value"))
+            };
+            match name {
+                "qps" | "rate" => {
+                    let v = value()?;
+                    let qps: f64 = v.parse().map_err(|_| {
+                        load_arg(&v, "-qps takes a number; 0 is as fast as possible")
+                    })?;
+                    // fortio: -qps 0 or a negative -qps is as fast as possible.
+                    self.rate = if qps < 0.0 { 0.0 } else { qps };
+                }
+                "c" | "connections" => {
+                    let v = value()?;
+                    self.connections = v
+                        .parse()
+                        .map_err(|_| load_arg(&v, "-c takes a number of connections"))?;
+                }
+                "n" | "requests" => {
+                    let v = value()?;
+                    self.requests = Some(
+                        v.parse()
+                            .map_err(|_| load_arg(&v, "-n takes a number of requests"))?,
+                    );
+                }
+                "t" | "d" | "duration" => self.duration = Some(duration_arg(&value()?)?),
+                "timeout" => self.timeout = duration_arg(&value()?)?,
+                "H" | "header" => self.headers.push(value()?),
+                "method" => self.method = value()?,
+                "url" => {
+                    if self.url.is_some() {
+                        return Err(load_arg(&arg, "a second target URL; give one"));
+                    }
+                    self.url = Some(value()?);
+                }
+                "loglevel" => {
+                    value()?;
+                }
+                "http2" => self.http2 = true,
+                "json" => self.json = true,
+                "allow-initial-errors" | "quiet" => {}
+                _ => {
+                    return Err(load_arg(
+                        &arg,
+                        "unknown flag; fortio-style flags are -qps, -c, -n, -t, -H, -timeout and -loglevel",
+                    ));
+                }
+            }
+        }
+        if self.url.is_none() {
+            return Err(SampleError::NoUrl);
+        }
+        Ok(self)
+    }
+}
+
+fn load_arg(arg: &str, reason: &str) -> SampleError {
+    SampleError::LoadArg {
+        arg: arg.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// A fortio duration: `30s`, `1m`, `500ms`, or a plain number of seconds; more than zero.
+fn duration_arg(v: &str) -> Result<Duration, SampleError> {
+    let bad = || load_arg(v, "takes a duration such as 30s, 1m or 500ms");
+    let d = match v.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => {
+            Duration::try_from_secs_f64(secs).map_err(|_| bad())?
+        }
+        Ok(_) => return Err(bad()),
+        Err(_) => humantime::parse_duration(v).map_err(|_| bad())?,
+    };
+    if d.is_zero() {
+        return Err(bad());
+    }
+    Ok(d)
 }
 
 /// The checked request and where to send it.
@@ -125,7 +234,9 @@ impl Schedule {
 /// Sends load as `args` says and reports what came back. Failed requests are counted, not
 /// returned as errors; only bad arguments are errors.
 pub async fn run_load(args: LoadArgs) -> Result<LoadReport, SampleError> {
-    let target = Arc::new(target(&args)?);
+    let args = args.resolve()?;
+    let url = args.url.clone().ok_or(SampleError::NoUrl)?;
+    let target = Arc::new(target(&url, &args)?);
     if !args.rate.is_finite() || args.rate < 0.0 {
         return Err(SampleError::Rate(args.rate));
     }
@@ -138,7 +249,7 @@ pub async fn run_load(args: LoadArgs) -> Result<LoadReport, SampleError> {
         (d, _) => d,
     };
     info!(
-        url = %args.url,
+        url = %url,
         rate = ?rate,
         connections = args.connections,
         duration = ?duration,
@@ -166,15 +277,15 @@ pub async fn run_load(args: LoadArgs) -> Result<LoadReport, SampleError> {
         })?;
         stats.merge(s);
     }
-    Ok(stats.report(args.url, rate, start.elapsed()))
+    Ok(stats.report(url, rate, args.connections, start.elapsed()))
 }
 
-fn target(args: &LoadArgs) -> Result<Target, SampleError> {
+fn target(url: &str, args: &LoadArgs) -> Result<Target, SampleError> {
     let bad = |reason: String| SampleError::Url {
-        url: args.url.clone(),
+        url: url.to_string(),
         reason,
     };
-    let uri: Uri = args.url.parse().map_err(|_| bad("not a URL".into()))?;
+    let uri: Uri = url.parse().map_err(|_| bad("not a URL".into()))?;
     match uri.scheme_str() {
         Some("http") => {}
         Some(s) => return Err(bad(format!("scheme {s:?} is not supported, only http"))),
@@ -233,6 +344,14 @@ impl Sender {
             Sender::H2(s) => s.is_closed(),
         }
     }
+
+    /// Waits until a request can be sent; an error when the connection is gone.
+    async fn ready(&mut self) -> Result<(), hyper::Error> {
+        match self {
+            Sender::H1(s) => s.ready().await,
+            Sender::H2(s) => s.ready().await,
+        }
+    }
 }
 
 type Failure = (FailureKind, String);
@@ -270,13 +389,29 @@ async fn connect(t: &Target) -> Result<Sender, Failure> {
     }
 }
 
-/// Sends one request on `conn` (connecting first if needed); the answer's status and body size.
-async fn send_one(t: &Target, conn: &mut Option<Sender>) -> Result<(u16, u64), Failure> {
+/// Sends one request on `conn` (connecting first if needed, counting the connections opened
+/// in `stats`); the answer's status and body size. A connection the server closed is replaced
+/// before the request is sent; one whose answer says `Connection: close` is not kept.
+async fn send_one(
+    t: &Target,
+    conn: &mut Option<Sender>,
+    stats: &mut Stats,
+) -> Result<(u16, u64), Failure> {
+    let other = |e: hyper::Error| (FailureKind::Other, e.to_string());
     let mut sender = match conn.take() {
         Some(s) if !s.is_closed() => s,
-        _ => connect(t).await?,
+        _ => {
+            let s = connect(t).await?;
+            stats.connected();
+            s
+        }
     };
-    let other = |e: hyper::Error| (FailureKind::Other, e.to_string());
+    if sender.ready().await.is_err() {
+        // The server closed the idle connection: open another, as fortio does.
+        sender = connect(t).await?;
+        stats.connected();
+        sender.ready().await.map_err(other)?;
+    }
     let mut builder = Request::builder().method(t.method.clone());
     builder = if t.http2 {
         builder.uri(format!("http://{}{}", t.authority, t.path_and_query))
@@ -290,16 +425,15 @@ async fn send_one(t: &Target, conn: &mut Option<Sender>) -> Result<(u16, u64), F
         .map_err(|e| (FailureKind::Other, e.to_string()))?;
     req.headers_mut().extend(t.headers.clone());
     let resp = match &mut sender {
-        Sender::H1(s) => {
-            s.ready().await.map_err(other)?;
-            s.send_request(req).await.map_err(other)?
-        }
-        Sender::H2(s) => {
-            s.ready().await.map_err(other)?;
-            s.send_request(req).await.map_err(other)?
-        }
+        Sender::H1(s) => s.send_request(req).await.map_err(other)?,
+        Sender::H2(s) => s.send_request(req).await.map_err(other)?,
     };
     let status = resp.status().as_u16();
+    let close = resp
+        .headers()
+        .get_all(CONNECTION)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
     let mut body = resp.into_body();
     let mut bytes = 0u64;
     while let Some(frame) = body.frame().await {
@@ -307,7 +441,9 @@ async fn send_one(t: &Target, conn: &mut Option<Sender>) -> Result<(u16, u64), F
             bytes += data.len() as u64;
         }
     }
-    *conn = Some(sender);
+    if !close {
+        *conn = Some(sender);
+    }
     Ok((status, bytes))
 }
 
@@ -321,7 +457,7 @@ async fn worker(t: Arc<Target>, schedule: Arc<Schedule>, timeout: Duration) -> S
         }
         // Open loop: from the scheduled time, so waiting behind a slow answer counts.
         let started = if open_loop { at } else { Instant::now() };
-        match tokio::time::timeout(timeout, send_one(&t, &mut conn)).await {
+        match tokio::time::timeout(timeout, send_one(&t, &mut conn, &mut stats)).await {
             Ok(Ok((status, bytes))) => stats.answer(status, started.elapsed(), bytes),
             Ok(Err((kind, text))) => {
                 stats.failure(kind, text);
@@ -482,14 +618,14 @@ mod tests {
     fn host_header_sets_the_authority() {
         let mut a = LoadArgs::new("http://127.0.0.1:8080/p?q=1");
         a.headers = vec!["Host: reviews:9080".into(), "x-a:1".into()];
-        let t = target(&a).unwrap();
+        let t = target("http://127.0.0.1:8080/p?q=1", &a).unwrap();
         assert_eq!(t.host, "127.0.0.1");
         assert_eq!(t.port, 8080);
         assert_eq!(t.authority.as_str(), "reviews:9080");
         assert_eq!(t.path_and_query, "/p?q=1");
         assert!(t.headers.get(HOST).is_none());
         assert_eq!(t.headers["x-a"], "1");
-        let t = target(&LoadArgs::new("http://[::1]")).unwrap();
+        let t = target("http://[::1]", &LoadArgs::new("http://[::1]")).unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 80));
         assert_eq!(t.path_and_query, "/");
     }
@@ -527,5 +663,156 @@ mod tests {
         assert_eq!(cli.load.duration, Some(Duration::from_secs(5)));
         assert_eq!(cli.load.headers, vec!["a:b", "c:d"]);
         assert!(cli.load.http2 && cli.load.json);
+    }
+
+    fn parse(args: &[&str]) -> Result<LoadArgs, SampleError> {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            load: LoadArgs,
+        }
+        let cli = Cli::try_parse_from(std::iter::once("load").chain(args.iter().copied()))
+            .map_err(|e| load_arg("", &e.to_string()))?;
+        cli.load.resolve()
+    }
+
+    #[test]
+    fn fortio_style_arguments() {
+        use clap::{CommandFactory, Parser};
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            load: LoadArgs,
+        }
+        Cli::command().debug_assert();
+
+        // Istio's circuit-breaking task, word for word (but the program name).
+        let a = parse(&[
+            "-c",
+            "2",
+            "-qps",
+            "0",
+            "-n",
+            "20",
+            "-loglevel",
+            "Warning",
+            "http://httpbin:8000/get",
+        ])
+        .unwrap();
+        assert_eq!(a.url.as_deref(), Some("http://httpbin:8000/get"));
+        assert_eq!((a.connections, a.requests, a.rate), (2, Some(20), 0.0));
+        assert!(a.fortio.is_empty());
+
+        let a = parse(&[
+            "-c",
+            "2",
+            "-n",
+            "20",
+            "-qps",
+            "0",
+            "http://httpbin:8000/get",
+        ])
+        .unwrap();
+        assert_eq!((a.connections, a.requests, a.rate), (2, Some(20), 0.0));
+
+        let a = parse(&[
+            "-qps",
+            "5",
+            "-c",
+            "3",
+            "-t",
+            "2s",
+            "-H",
+            "end-user:jason",
+            "-timeout=500ms",
+            "--json",
+            "http://x/",
+        ])
+        .unwrap();
+        assert_eq!(a.rate, 5.0);
+        assert_eq!(a.connections, 3);
+        assert_eq!(a.duration, Some(Duration::from_secs(2)));
+        assert_eq!(a.headers, vec!["end-user:jason"]);
+        assert_eq!(a.timeout, Duration::from_millis(500));
+        assert!(a.json);
+
+        let a = parse(&["--qps", "10", "--url", "http://x/"]).unwrap();
+        assert_eq!(a.rate, 10.0);
+        let a = parse(&["-qps", "-1", "-t", "3", "http://x/"]).unwrap();
+        assert_eq!(a.rate, 0.0);
+        assert_eq!(a.duration, Some(Duration::from_secs(3)));
+
+        let err = |args: &[&str]| parse(args).unwrap_err().to_string();
+        assert!(err(&["-zz", "1", "http://x/"]).contains("unknown flag"));
+        assert!(err(&["http://x/", "http://y/"]).contains("second target URL"));
+        assert!(err(&["--url", "http://x/", "http://y/"]).contains("second target URL"));
+        assert!(err(&["-qps", "fast", "http://x/"]).contains("-qps takes a number"));
+        assert!(err(&["-qps", "1", "-c"]).contains("needs a value"));
+        assert!(err(&["-qps", "1", "-t", "0", "http://x/"]).contains("takes a duration"));
+        assert!(matches!(parse(&["-c", "2"]), Err(SampleError::NoUrl)));
+    }
+
+    #[tokio::test]
+    async fn each_worker_keeps_its_connection_alive() {
+        let s = echo().await;
+        let r = run_load(
+            parse(&[
+                "-c",
+                "2",
+                "-qps",
+                "0",
+                "-n",
+                "20",
+                &format!("http://{}/get", s.http_addrs()[0]),
+            ])
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.count(200), 20, "{r}");
+        assert_eq!(r.sockets, 2, "{r}");
+        assert!(r.to_string().contains("\nCode 200 : 20 (100.0 %)\n"), "{r}");
+        assert!(
+            r.to_string()
+                .contains("Sockets used: 2 (for perfect keepalive, would be 2)"),
+            "{r}"
+        );
+    }
+
+    #[tokio::test]
+    async fn connections_the_server_closes_are_reopened() {
+        // Answers every request with a 503 and closes the connection (as an overloaded
+        // server may): each request then needs a new socket, and none fails for it.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = s
+                        .write_all(
+                            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                });
+            }
+        });
+        let mut args = LoadArgs::new(format!("http://{addr}/get"));
+        args.connections = 2;
+        args.requests = Some(10);
+        let r = run_load(args).await.unwrap();
+        assert_eq!(r.count(503), 10, "{r}");
+        assert_eq!(r.errors, ErrorCounts::default(), "{r}");
+        assert_eq!(r.sockets, 10, "{r}");
+        assert!(r.to_string().contains("\nCode 503 : 10 (100.0 %)\n"), "{r}");
     }
 }

@@ -32,7 +32,9 @@ enum Command {
     Proxy(ProxyArgs),
     /// Install (or remove) Istio's traffic-capture rules in this network namespace.
     Iptables(IptablesArgs),
-    /// Check Istio YAML files; one line per problem, exit 1 if there is any.
+    /// Check Istio YAML files; one line per problem, exit 1 if there is any. Documents Weft
+    /// does not apply are named too, without failing: `warning:` for kinds Istio applies and
+    /// Weft does not (EnvoyFilter, Gateway API, …), `note:` for Kubernetes kinds (skipped).
     Validate {
         /// Files or directories (scanned for *.yaml / *.yml).
         #[arg(required = true)]
@@ -59,7 +61,7 @@ enum Command {
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
-    /// Built-in sample apps: an echo server and a load generator.
+    /// Built-in sample apps: Istio's bookinfo, an echo server and a load generator.
     #[command(subcommand)]
     Sample(SampleCommand),
     /// Benchmarks of Weft itself (the data-plane harness is bench/run).
@@ -78,9 +80,12 @@ enum BenchCommand {
 
 #[derive(Subcommand, Debug)]
 enum SampleCommand {
+    /// Istio's bookinfo apps: productpage, details, reviews (v1, v2, v3) or ratings.
+    Bookinfo(weft_sample::BookinfoArgs),
     /// Echo server: HTTP/1.1 + h2c, gRPC, TCP; optional upstream call chains.
     Echo(weft_sample::EchoArgs),
-    /// Load generator: closed loop or fixed rate (open loop, latency from the schedule).
+    /// Load generator: closed loop or fixed rate (open loop, latency from the schedule);
+    /// also fortio-style: `weft sample load -c 2 -qps 0 -n 20 URL`.
     Load(weft_sample::LoadArgs),
 }
 
@@ -327,11 +332,16 @@ fn sample(cmd: SampleCommand, log: &str) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     match cmd {
+        SampleCommand::Bookinfo(args) => {
+            rt.block_on(weft_sample::run_bookinfo(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
         SampleCommand::Echo(args) => {
             rt.block_on(weft_sample::run_echo(args))?;
             Ok(ExitCode::SUCCESS)
         }
         SampleCommand::Load(args) => {
+            let args = args.resolve()?;
             let json = args.json;
             let report = rt.block_on(weft_sample::run_load(args))?;
             print_report(&report, json)
@@ -367,6 +377,7 @@ fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 
 fn validate(paths: &[PathBuf], mesh: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
     let mut problems: Vec<String> = Vec::new();
+    let mut notes: Vec<weft_api::Note> = Vec::new();
     let mut count = 0;
     for path in paths {
         if path.is_dir() {
@@ -378,6 +389,7 @@ fn validate(paths: &[PathBuf], mesh: Option<&std::path::Path>) -> anyhow::Result
             count += snap.resources.len();
             let clean = snap.problems.is_empty();
             problems.extend(snap.problems);
+            notes.extend(config_dir_notes(path));
             // weft.yaml refers to the WorkloadEntries, so check it once they parse.
             if clean
                 && path.join(weft_up::spec::FILE).exists()
@@ -388,14 +400,15 @@ fn validate(paths: &[PathBuf], mesh: Option<&std::path::Path>) -> anyhow::Result
         } else {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            let (resources, ps) = weft_api::parse_documents(&text, path);
-            count += resources.len();
-            problems.extend(ps.iter().map(ToString::to_string));
+            let parsed = weft_api::parse_documents_with_notes(&text, path);
+            count += parsed.resources.len();
+            problems.extend(parsed.problems.iter().map(ToString::to_string));
             problems.extend(
-                weft_api::validate(&resources)
+                weft_api::validate(&parsed.resources)
                     .iter()
                     .map(ToString::to_string),
             );
+            notes.extend(parsed.notes);
         }
     }
     if let Some(m) = mesh {
@@ -405,16 +418,56 @@ fn validate(paths: &[PathBuf], mesh: Option<&std::path::Path>) -> anyhow::Result
             problems.extend(ps.iter().map(ToString::to_string));
         }
     }
+    for n in &notes {
+        println!("{n}");
+    }
     for p in &problems {
         println!("{p}");
     }
+    let warnings = notes.iter().filter(|n| n.is_warning()).count();
+    let skipped = notes.len() - warnings;
+    let mut also = Vec::new();
+    if warnings > 0 {
+        also.push(format!("{warnings} warning(s): kinds Weft does not apply"));
+    }
+    if skipped > 0 {
+        also.push(format!("{skipped} note(s): not Istio resources, skipped"));
+    }
+    let also = if also.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", also.join("; "))
+    };
     if problems.is_empty() {
-        eprintln!("{count} resources, no problems");
+        eprintln!("{count} resources, no problems{also}");
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("{} problem(s)", problems.len());
+        eprintln!("{} problem(s){also}", problems.len());
         Ok(ExitCode::from(1))
     }
+}
+
+/// The notes for a config directory: the documents `weft control` skips in the files its store
+/// reads (not hidden files, not weft.yaml or mesh.yaml).
+fn config_dir_notes(dir: &std::path::Path) -> Vec<weft_api::Note> {
+    let hidden = |n: &weft_api::Note| {
+        n.file
+            .strip_prefix(dir)
+            .unwrap_or(&n.file)
+            .components()
+            .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+    };
+    let weft_file = |n: &weft_api::Note| {
+        matches!(
+            n.file.file_name().and_then(|f| f.to_str()),
+            Some(weft_control::WEFT_FILE | "mesh.yaml")
+        )
+    };
+    weft_api::load_paths_with_notes(&[dir.to_path_buf()])
+        .notes
+        .into_iter()
+        .filter(|n| !hidden(n) && !weft_file(n))
+        .collect()
 }
 
 fn iptables(a: IptablesArgs) -> anyhow::Result<ExitCode> {

@@ -105,12 +105,36 @@ fn netns_list() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn curl(pod: &str, url: &str) -> (bool, serde_json::Value) {
-    let (ok, out) = weft(&["exec", pod, "--", "curl", "-sf", "-m", "10", url]);
-    (
-        ok,
-        serde_json::from_str(&out).unwrap_or(serde_json::Value::Null),
-    )
+fn curl(pod: &str, url: &str, args: &[&str]) -> (bool, String) {
+    let mut cmd = vec!["exec", pod, "--", "curl", "-sf", "-m", "10"];
+    cmd.extend_from_slice(args);
+    cmd.push(url);
+    weft(&cmd)
+}
+
+/// The product page, fetched in the productpage pod through its sidecar.
+fn product_page(args: &[&str]) -> (bool, String) {
+    curl("productpage", "http://productpage:9080/productpage", args)
+}
+
+/// The reviews version behind a product page, as bookinfo shows it: v1 no stars, v2 black
+/// stars, v3 red stars (`None` when the page has no reviews).
+fn reviews_version(page: &str) -> Option<&'static str> {
+    if !page.contains("Book Reviews") {
+        None
+    } else if page.contains(r#"<font color="red">"#) {
+        Some("v3")
+    } else if page.contains(r#"<font color="black">"#) {
+        Some("v2")
+    } else if !page.contains("glyphicon-star") {
+        Some("v1")
+    } else {
+        None
+    }
+}
+
+fn app_log(pod: &str) -> String {
+    std::fs::read_to_string(format!("/run/weft/logs/{pod}-app.log")).unwrap_or_default()
 }
 
 #[test]
@@ -174,25 +198,25 @@ fn bookinfo_comes_up_changes_live_and_goes_away_cleanly() {
 
     let up = Up::start(&dir, tmp.path().join("up.log"), &state);
 
-    // The chain: productpage → details, reviews (→ ratings for v2 and v3).
+    // The chain: productpage → details, reviews (→ ratings for v2 and v3), as bookinfo's page
+    // shows it: the book details, and the reviews with stars from ratings (v2 black, v3 red).
     let mut versions = std::collections::BTreeSet::new();
     let mut saw_ratings = false;
     for _ in 0..30 {
-        let (ok, page) = curl("productpage", "http://productpage:9080/productpage");
+        let (ok, page) = product_page(&[]);
         assert!(ok, "productpage failed: {page}");
-        assert_eq!(page["service"], "productpage");
-        assert_eq!(page["pod"], "productpage");
-        let up = page["upstream"].as_array().expect("upstream answers");
-        assert_eq!(up[0]["status"], 200, "{page}");
-        assert_eq!(up[0]["body"]["service"], "details");
-        assert_eq!(up[1]["status"], 200, "{page}");
-        let reviews = &up[1]["body"];
-        assert_eq!(reviews["service"], "reviews");
-        let v = reviews["version"].as_str().unwrap_or_default().to_string();
-        if v == "v2" || v == "v3" {
-            let ratings = &reviews["upstream"][0];
-            assert_eq!(ratings["status"], 200, "{reviews}");
-            assert_eq!(ratings["body"]["service"], "ratings");
+        assert!(
+            page.contains("<dt>Type:</dt>paperback") && page.contains("<dt>Pages:</dt>200"),
+            "details through the sidecars: {page}"
+        );
+        assert!(
+            !page.contains("Ratings service is currently unavailable"),
+            "ratings through the sidecars: {page}"
+        );
+        let v = reviews_version(&page)
+            .unwrap_or_else(|| panic!("reviews through the sidecars: {page}"));
+        if v != "v1" {
+            // Stars are ratings' answer.
             saw_ratings = true;
         }
         versions.insert(v);
@@ -216,6 +240,32 @@ fn bookinfo_comes_up_changes_live_and_goes_away_cleanly() {
         "the sidecar did not use delta xDS: {proxy_log}"
     );
     assert!(saw_ratings);
+    // Each app logs the requests it served; a signed-in user reaches reviews as end-user.
+    assert!(
+        app_log("productpage")
+            .lines()
+            .any(|l| l.starts_with("productpage GET /productpage ") && l.contains(" 200 host=")),
+        "productpage log: {}",
+        app_log("productpage")
+    );
+    assert!(
+        app_log("ratings")
+            .lines()
+            .any(|l| l.starts_with("ratings GET /ratings/0 ") && l.contains(" 200 host=")),
+        "ratings log: {}",
+        app_log("ratings")
+    );
+    let (ok, page) = product_page(&["-b", "session=jason"]);
+    assert!(
+        ok && page.contains(r#"jason ( <a href="logout">sign out</a> )"#),
+        "{page}"
+    );
+    assert!(
+        ["reviews-v1", "reviews-v2", "reviews-v3"]
+            .iter()
+            .any(|pod| app_log(pod).contains(" end-user=jason ")),
+        "end-user did not reach reviews"
+    );
 
     // The server sidecars saw mutual TLS with the callers' identities.
     let (_, metrics) = weft(&[
@@ -256,8 +306,8 @@ fn bookinfo_comes_up_changes_live_and_goes_away_cleanly() {
         "reviews-v1 to stop getting traffic",
         || {
             (0..12).all(|_| {
-                let (_, page) = curl("productpage", "http://productpage:9080/productpage");
-                page["upstream"][1]["body"]["version"] != "v1"
+                let (_, page) = product_page(&[]);
+                reviews_version(&page).is_some_and(|v| v != "v1")
             })
         },
     );
@@ -273,7 +323,7 @@ fn bookinfo_comes_up_changes_live_and_goes_away_cleanly() {
     // This mesh's processes: its control plane (on the copied directory), its proxies (pointed at
     // the node address) and its apps. (Other weft processes on the machine are not its.)
     let pattern = format!(
-        "{}|--control-plane 10.42.0.1:15010|sample echo --service (productpage|details|reviews|ratings)",
+        "{}|--control-plane 10.42.0.1:15010|sample bookinfo (productpage|details|reviews|ratings)",
         dir.display()
     );
     let procs = Command::new("pgrep")
@@ -299,7 +349,7 @@ fn bookinfo_comes_up_changes_live_and_goes_away_cleanly() {
     let weft_yaml = dir.join("weft.yaml");
     let spec = std::fs::read_to_string(&weft_yaml).expect("weft.yaml");
     let broken = spec.replace(
-        r#"command: [weft, sample, echo, --service, details, --version, v1, --http-port, "9080"]"#,
+        r#"command: [weft, sample, bookinfo, details]"#,
         r#"command: [sh, -c, "echo details cannot start; exit 3"]"#,
     );
     assert_ne!(spec, broken);
@@ -315,10 +365,15 @@ fn bookinfo_comes_up_changes_live_and_goes_away_cleanly() {
         out.contains("pod details: app exited") && out.contains("details cannot start"),
         "{out}"
     );
-    let (ok, page) = curl("productpage", "http://productpage:9080/productpage");
+    let (ok, page) = product_page(&[]);
     assert!(ok, "{page}");
-    assert_eq!(
-        page["upstream"][1]["status"], 200,
+    assert!(
+        page.contains("Error fetching product details!")
+            && page.contains("Sorry, product details are currently unavailable for this book."),
+        "details is down: {page}"
+    );
+    assert!(
+        page.contains("Book Reviews"),
         "reviews still answers: {page}"
     );
     std::mem::forget(first);

@@ -1,81 +1,37 @@
 //! The echo server's HTTP/1.1 + h2c (prior knowledge) listener.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST};
-use http::{Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{EchoState, header_map};
 use crate::chain::UpstreamAnswer;
 use crate::error::SampleError;
+use crate::server::{self, AccessLog, Body, empty, json, protocol, text};
 
 /// Longest `/delay/<duration>`.
 const MAX_DELAY: Duration = Duration::from_secs(60);
 /// Largest request body read (and discarded) before answering.
 const MAX_REQUEST_BODY: usize = 16 << 20;
 
-type Body = Full<Bytes>;
-
 /// Accepts connections until `stop` flips, then drains them for up to `drain`.
 pub(super) async fn serve(
     listener: TcpListener,
     state: Arc<EchoState>,
-    mut stop: watch::Receiver<bool>,
+    log: AccessLog,
+    stop: watch::Receiver<bool>,
     drain: Duration,
 ) -> Result<(), SampleError> {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let state = state.clone();
-                    let svc = service_fn(move |req| handle(state.clone(), req));
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .into_owned();
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            debug!(%peer, error = %e, "http connection ended with an error");
-                        }
-                    });
-                }
-                Err(e) => {
-                    // Usually out of file descriptors; back off instead of spinning.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            _ = stop.changed() => break,
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        warn!(
-            ?drain,
-            "http connections still open after the drain timeout; closing them"
-        );
-    }
-    Ok(())
+    let handler = move |req| handle(state.clone(), req);
+    server::serve(listener, handler, log, stop, drain).await
 }
 
 /// The echo answer.
@@ -94,10 +50,7 @@ struct Echo<'a> {
     upstream: Vec<UpstreamAnswer>,
 }
 
-async fn handle(
-    state: Arc<EchoState>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+async fn handle(state: Arc<EchoState>, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
     // Read the request body so HTTP/1.1 keep-alive works; its content is not echoed.
     if let Err(e) = Limited::new(body, MAX_REQUEST_BODY).collect().await {
@@ -109,19 +62,19 @@ async fn handle(
     let mut status = StatusCode::OK;
     let mut upstream = Vec::new();
     if path == "/healthz" {
-        return Ok(text(StatusCode::OK, "ok"));
+        return text(StatusCode::OK, "ok");
     } else if path == "/headers" {
         let body = serde_json::json!({ "headers": header_map(&parts.headers) });
-        return Ok(json(StatusCode::OK, &body));
+        return json(StatusCode::OK, &body);
     } else if let Some(code) = path.strip_prefix("/status/") {
         match parse_status(code) {
             Ok(s) => status = s,
-            Err(msg) => return Ok(error(msg)),
+            Err(msg) => return error(msg),
         }
     } else if let Some(d) = path.strip_prefix("/delay/") {
         match parse_delay(d) {
             Ok(d) => tokio::time::sleep(d).await,
-            Err(msg) => return Ok(error(msg)),
+            Err(msg) => return error(msg),
         }
     } else if state.chain.applies(path) {
         upstream = state.chain.call_all(&parts.headers).await;
@@ -130,12 +83,7 @@ async fn handle(
         }
     }
 
-    let host = parts
-        .headers
-        .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
+    let host = server::host(&parts.headers, &parts.uri).unwrap_or("");
     let labels = &state.labels;
     let echo = Echo {
         pod: &labels.pod,
@@ -153,19 +101,9 @@ async fn handle(
         status,
         StatusCode::NO_CONTENT | StatusCode::RESET_CONTENT | StatusCode::NOT_MODIFIED
     ) {
-        return Ok(empty(status));
+        return empty(status);
     }
-    Ok(json(status, &echo))
-}
-
-fn protocol(v: Version) -> &'static str {
-    match v {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_2 => "HTTP/2",
-        Version::HTTP_3 => "HTTP/3",
-        _ => "HTTP/1.1",
-    }
+    json(status, &echo)
 }
 
 /// `/status/<code>`: a final status, 200..=599.
@@ -197,46 +135,11 @@ fn parse_delay(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
-    match serde_json::to_vec_pretty(value) {
-        Ok(mut bytes) => {
-            bytes.push(b'\n');
-            respond(status, "application/json", Bytes::from(bytes))
-        }
-        Err(e) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("cannot encode the answer: {e}"),
-        ),
-    }
-}
-
 fn error(msg: String) -> Response<Body> {
     json(
         StatusCode::BAD_REQUEST,
         &serde_json::json!({ "error": msg }),
     )
-}
-
-fn text(status: StatusCode, body: &str) -> Response<Body> {
-    respond(
-        status,
-        "text/plain; charset=utf-8",
-        Bytes::from(body.to_string()),
-    )
-}
-
-fn empty(status: StatusCode) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = status;
-    r
-}
-
-fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
-    let mut r = Response::new(Full::new(body));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
-    r
 }
 
 #[cfg(test)]
@@ -336,12 +239,42 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn requests_are_logged_with_their_host() {
+        // As the mirroring task reads it: the mirrored copy's host ends in -shadow.
+        let (log, lines) = AccessLog::memory("httpbin");
+        let s = EchoServer::bind_with_log(base(), log).await.unwrap();
+        let addr = s.http_addrs()[0];
+        get(
+            false,
+            addr,
+            "/headers",
+            &[("host", "httpbin-shadow:8000"), ("x-request-id", "r-9")],
+        )
+        .await;
+        get(true, addr, "/status/503", &[]).await;
+        let lines = lines.lock().unwrap().clone();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with(
+                "httpbin GET /headers HTTP/1.1 200 host=httpbin-shadow:8000 end-user=- x-request-id=r-9 "
+            ),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with(&format!("httpbin GET /status/503 HTTP/2 503 host={addr} ")),
+            "{lines:?}"
+        );
+    }
+
     #[test]
     fn delays_parse() {
         assert_eq!(parse_delay("2s").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_delay("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_delay("1.5").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_delay("60").unwrap(), Duration::from_secs(60));
+        // httpbin's /delay/<n> is in seconds.
+        assert_eq!(parse_delay("3").unwrap(), Duration::from_secs(3));
         assert!(parse_delay("61").is_err());
         assert!(parse_delay("-1").is_err());
         assert!(parse_delay("soon").is_err());

@@ -82,6 +82,11 @@ pub struct LoadReport {
     pub latency_ms: LatencySummary,
     /// Response body bytes received.
     pub bytes: u64,
+    /// Connections (workers) asked for.
+    pub connections: usize,
+    /// Connections opened; more than `connections` when servers closed them (fortio's
+    /// "Sockets used").
+    pub sockets: u64,
 }
 
 impl LoadReport {
@@ -132,6 +137,21 @@ impl fmt::Display for LoadReport {
             write!(f, " (target {target})")?;
         }
         write!(f, " over {:.1}s", self.duration_secs)?;
+        // fortio's lines: requests by code, -1 for those without an answer.
+        let total = self.total.max(1) as f64;
+        let failed = self.errors.total();
+        let codes = (failed > 0)
+            .then_some((-1i32, failed))
+            .into_iter()
+            .chain(self.statuses.iter().map(|(c, n)| (i32::from(*c), *n)));
+        for (code, n) in codes {
+            write!(f, "\nCode {code} : {n} ({:.1} %)", n as f64 * 100.0 / total)?;
+        }
+        write!(
+            f,
+            "\nSockets used: {} (for perfect keepalive, would be {})",
+            self.sockets, self.connections
+        )?;
         let e = &self.errors;
         if e.total() > 0 {
             write!(
@@ -154,6 +174,7 @@ pub(crate) struct Stats {
     errors: ErrorCounts,
     last_error: Option<String>,
     bytes: u64,
+    sockets: u64,
 }
 
 impl Stats {
@@ -166,7 +187,13 @@ impl Stats {
             errors: ErrorCounts::default(),
             last_error: None,
             bytes: 0,
+            sockets: 0,
         }
+    }
+
+    /// A connection was opened.
+    pub(crate) fn connected(&mut self) {
+        self.sockets += 1;
     }
 
     pub(crate) fn answer(&mut self, status: u16, latency: Duration, bytes: u64) {
@@ -199,12 +226,14 @@ impl Stats {
             self.last_error = other.last_error;
         }
         self.bytes += other.bytes;
+        self.sockets += other.sockets;
     }
 
     pub(crate) fn report(
         self,
         url: String,
         target_rate: Option<f64>,
+        connections: usize,
         elapsed: Duration,
     ) -> LoadReport {
         let total = self.statuses.values().sum::<u64>() + self.errors.total();
@@ -232,6 +261,8 @@ impl Stats {
             last_error: self.last_error,
             latency_ms,
             bytes: self.bytes,
+            connections,
+            sockets: self.sockets,
         }
     }
 }
@@ -249,8 +280,11 @@ mod tests {
         for _ in 0..20 {
             b.answer(503, Duration::from_millis(9), 10);
         }
+        a.connected();
+        b.connected();
+        b.connected();
         a.merge(b);
-        a.report("http://x/".into(), Some(100.0), Duration::from_secs(10))
+        a.report("http://x/".into(), Some(100.0), 2, Duration::from_secs(10))
     }
 
     #[test]
@@ -273,11 +307,14 @@ mod tests {
     }
 
     #[test]
-    fn display_is_one_line_without_errors() {
+    fn display_has_a_summary_and_fortio_code_lines() {
         let text = sample().to_string();
         assert_eq!(
             text,
-            "200: 980  503: 20 | p50 5.0ms p90 9.0ms p99 9.7ms max 9.8ms | 100.0 req/s (target 100) over 10.0s"
+            "200: 980  503: 20 | p50 5.0ms p90 9.0ms p99 9.7ms max 9.8ms | 100.0 req/s (target 100) over 10.0s\n\
+             Code 200 : 980 (98.0 %)\n\
+             Code 503 : 20 (2.0 %)\n\
+             Sockets used: 3 (for perfect keepalive, would be 2)"
         );
     }
 
@@ -286,11 +323,14 @@ mod tests {
         let mut s = Stats::new();
         s.failure(FailureKind::Connect, "connection refused".into());
         s.failure(FailureKind::Timeout, "timed out after 1s".into());
-        let r = s.report("http://x/".into(), None, Duration::from_secs(2));
+        let r = s.report("http://x/".into(), None, 1, Duration::from_secs(2));
         assert_eq!(r.total, 2);
         assert_eq!(
             r.to_string(),
-            "no answers | 1.0 req/s over 2.0s\nerrors: connect 1, timeout 1, other 0 (last: timed out after 1s)"
+            "no answers | 1.0 req/s over 2.0s\n\
+             Code -1 : 2 (100.0 %)\n\
+             Sockets used: 0 (for perfect keepalive, would be 1)\n\
+             errors: connect 1, timeout 1, other 0 (last: timed out after 1s)"
         );
     }
 
@@ -299,6 +339,8 @@ mod tests {
         let v = serde_json::to_value(sample()).unwrap();
         assert_eq!(v["statuses"]["200"], 980);
         assert_eq!(v["errors"]["connect"], 0);
+        assert_eq!(v["sockets"], 3);
+        assert_eq!(v["connections"], 2);
         assert_eq!(v["target_rate"], 100.0);
         assert!(v["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
         assert!(v.get("last_error").is_none());
