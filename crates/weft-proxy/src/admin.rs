@@ -142,6 +142,82 @@ fn humantime_secs(t: std::time::SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// Envoy's cluster stats, as (name, value) per cluster.
+fn cluster_stats(proxy: &Proxy) -> Vec<(String, Vec<(&'static str, u64)>)> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let snap = proxy.snapshot.load();
+    let mut names: Vec<_> = snap.clusters.keys().cloned().collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let st = &snap.clusters[&n].state;
+            let s = &st.stats;
+            let values = vec![
+                ("upstream_cx_total", s.upstream_cx_total.load(Relaxed)),
+                ("upstream_cx_overflow", s.upstream_cx_overflow.load(Relaxed)),
+                ("upstream_cx_active", st.connections.load(Relaxed) as u64),
+                ("upstream_rq_total", s.upstream_rq_total.load(Relaxed)),
+                ("upstream_rq_active", st.active.load(Relaxed) as u64),
+                (
+                    "upstream_rq_pending_active",
+                    st.pending.load(Relaxed) as u64,
+                ),
+                (
+                    "upstream_rq_pending_total",
+                    s.upstream_rq_pending_total.load(Relaxed),
+                ),
+                (
+                    "upstream_rq_pending_overflow",
+                    s.upstream_rq_pending_overflow.load(Relaxed),
+                ),
+                ("upstream_rq_retry", s.upstream_rq_retry.load(Relaxed)),
+                (
+                    "upstream_rq_retry_overflow",
+                    s.upstream_rq_retry_overflow.load(Relaxed),
+                ),
+            ];
+            (n, values)
+        })
+        .collect()
+}
+
+/// Envoy's `/stats` text (`cluster.<name>.<stat>: <value>`), then Istio's metrics.
+fn stats_text(proxy: &Proxy) -> String {
+    let mut out = String::new();
+    for (n, values) in cluster_stats(proxy) {
+        for (stat, v) in values {
+            let _ = writeln!(out, "cluster.{n}.{stat}: {v}");
+        }
+    }
+    out.push_str(&proxy.metrics_text());
+    out
+}
+
+/// Istio's metrics, then Envoy's cluster stats as Prometheus (`envoy_cluster_<stat>`).
+fn prometheus_text(proxy: &Proxy) -> String {
+    let mut out = proxy.metrics_text();
+    let stats = cluster_stats(proxy);
+    if let Some((_, first)) = stats.first() {
+        for (i, (stat, _)) in first.iter().enumerate() {
+            let kind = if stat.ends_with("_active") {
+                "gauge"
+            } else {
+                "counter"
+            };
+            let _ = writeln!(out, "# TYPE envoy_cluster_{stat} {kind}");
+            for (n, values) in &stats {
+                let _ = writeln!(
+                    out,
+                    "envoy_cluster_{stat}{{cluster_name=\"{n}\"}} {}",
+                    values[i].1
+                );
+            }
+        }
+    }
+    out
+}
+
 /// Envoy's `/clusters` text: `<cluster>::<host>::<stat>::<value>`.
 fn clusters_text(proxy: &Proxy) -> String {
     let snap = proxy.snapshot.load();
@@ -150,7 +226,15 @@ fn clusters_text(proxy: &Proxy) -> String {
     let mut out = String::new();
     for n in names {
         let c = &snap.clusters[&n];
-        let _ = writeln!(out, "{n}::default_priority::max_connections::4294967295");
+        let l = c.limits;
+        for (name, v) in [
+            ("max_connections", l.max_connections),
+            ("max_pending_requests", l.max_pending),
+            ("max_requests", l.max_requests),
+            ("max_retries", l.max_retries),
+        ] {
+            let _ = writeln!(out, "{n}::default_priority::{name}::{v}");
+        }
         for e in &c.endpoints {
             let _ = writeln!(out, "{n}::{}::health_flags::healthy", e.addr);
             let _ = writeln!(out, "{n}::{}::weight::{}", e.addr, e.weight);
@@ -172,9 +256,9 @@ async fn handle(
         (Port::Agent | Port::Prometheus | Port::Admin, "/stats/prometheus") => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            proxy.metrics_text(),
+            prometheus_text(&proxy),
         ),
-        (Port::Admin, "/stats") => reply(StatusCode::OK, "text/plain", proxy.metrics_text()),
+        (Port::Admin, "/stats") => reply(StatusCode::OK, "text/plain", stats_text(&proxy)),
         (Port::Admin, "/config_dump") => match serde_json::to_string_pretty(&config_dump(&proxy)) {
             Ok(s) => reply(StatusCode::OK, "application/json", s),
             Err(e) => reply(

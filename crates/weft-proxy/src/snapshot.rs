@@ -16,7 +16,9 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener as XListener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
-pub use cluster::{Cluster, ClusterKind, Endpoint, ServiceMeta, UpstreamTls};
+pub use cluster::{
+    Cluster, ClusterKind, ClusterState, ClusterStats, Endpoint, Limits, ServiceMeta, UpstreamTls,
+};
 pub use listener::{
     AccessLogConfig, AccessLogFormat, Chain, ChainMatch, Direction, DownstreamTls, Hcm, Listener,
     NetworkFilter, RouteRef, TcpProxy,

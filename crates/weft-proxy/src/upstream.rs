@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -13,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::body::UpstreamBody;
-use crate::snapshot::{Cluster, UpstreamTls};
+use crate::snapshot::{Cluster, ClusterState, UpstreamTls};
 
 /// Why an upstream could not be used, with Envoy's response flag.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,9 @@ pub enum UpstreamError {
     Tls(std::io::Error),
     #[error("protocol error: {0}")]
     Handshake(hyper::Error),
+    /// A circuit breaker of the cluster is open (Envoy's UO).
+    #[error("circuit breaker open: {0}")]
+    Overflow(&'static str),
 }
 
 impl UpstreamError {
@@ -150,13 +155,30 @@ pub struct Lease {
     pub local: Option<SocketAddr>,
     /// The upstream's SPIFFE ID over mTLS.
     pub peer: Option<Arc<str>>,
+    /// Requests this connection has carried, this one included.
+    served: u32,
+    max_served: u32,
     key: PoolKey,
     pool: Pools,
+    _active: Active,
+}
+
+/// One request in flight on a cluster (its `max_requests` gauge); freed on drop.
+struct Active(Arc<ClusterState>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Lease {
     /// Returns an HTTP/1.1 connection to the idle list (call when its response ended cleanly).
+    /// An HTTP/1.1 connection that reached `maxRequestsPerConnection` is closed instead.
     pub fn release(self) {
+        if self.max_served != 0 && self.served >= self.max_served {
+            return;
+        }
         if let Sender::H1(s) = self.sender
             && !s.is_closed()
             && let Ok(mut m) = self.pool.inner.idle.lock()
@@ -165,7 +187,11 @@ impl Lease {
                 sender: s,
                 local: self.local,
                 peer: self.peer,
+                served: self.served,
             });
+            drop(m);
+            // A request waiting for a connection can take this one.
+            self._active.0.freed.notify_one();
         }
     }
 }
@@ -174,6 +200,7 @@ struct Idle {
     sender: http1::SendRequest<UpstreamBody>,
     local: Option<SocketAddr>,
     peer: Option<Arc<str>>,
+    served: u32,
 }
 
 #[derive(Clone)]
@@ -181,6 +208,17 @@ struct Shared {
     sender: http2::SendRequest<UpstreamBody>,
     local: Option<SocketAddr>,
     peer: Option<Arc<str>>,
+}
+
+/// One open upstream connection of a cluster (its `max_connections` gauge); freed, and a
+/// waiting request woken, when the connection ends.
+struct ConnSlot(Arc<ClusterState>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        self.0.freed.notify_one();
+    }
 }
 
 #[derive(Default)]
@@ -199,7 +237,9 @@ pub struct Pools {
 const MAX_IDLE_PER_ENDPOINT: usize = 64;
 
 impl Pools {
-    /// A connection for one HTTP request to `addr`.
+    /// A connection for one HTTP request to `addr`, under the cluster's circuit breakers:
+    /// `max_requests` in flight, `max_connections` open (beyond it the request waits for a
+    /// connection, as one of at most `max_pending`); overflow is [`UpstreamError::Overflow`].
     pub async fn lease(
         &self,
         cluster: &Cluster,
@@ -207,6 +247,20 @@ impl Pools {
         tls: Option<&Arc<UpstreamTls>>,
         h2: bool,
     ) -> Result<Lease, UpstreamError> {
+        let state = &cluster.state;
+        let limits = cluster.limits;
+        if !ClusterState::try_take(&state.active, limits.max_requests) {
+            state
+                .stats
+                .upstream_rq_pending_overflow
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(UpstreamError::Overflow("max_requests"));
+        }
+        let active = Active(state.clone());
+        state
+            .stats
+            .upstream_rq_total
+            .fetch_add(1, Ordering::Relaxed);
         let key = PoolKey {
             cluster: cluster.name.clone(),
             generation: cluster.generation,
@@ -214,39 +268,78 @@ impl Pools {
             tls: tls.is_some(),
             h2,
         };
-        if h2 {
-            let existing = self.inner.h2.lock().ok().and_then(|m| m.get(&key).cloned());
-            if let Some(sh) = existing
-                && !sh.sender.is_closed()
-            {
-                return Ok(Lease {
-                    sender: Sender::H2(sh.sender),
-                    local: sh.local,
-                    peer: sh.peer,
-                    key,
-                    pool: self.clone(),
-                });
-            }
-        } else {
-            loop {
-                let popped = self
+        let lease = |sender, local, peer, served, active| Lease {
+            sender,
+            local,
+            peer,
+            served,
+            max_served: limits.max_requests_per_connection,
+            key: key.clone(),
+            pool: self.clone(),
+            _active: active,
+        };
+        let mut pending = false;
+        loop {
+            if h2 {
+                let existing = self.inner.h2.lock().ok().and_then(|m| m.get(&key).cloned());
+                if let Some(sh) = existing
+                    && !sh.sender.is_closed()
+                {
+                    self.unpend(state, pending);
+                    return Ok(lease(Sender::H2(sh.sender), sh.local, sh.peer, 1, active));
+                }
+            } else {
+                while let Some(idle) = self
                     .inner
                     .idle
                     .lock()
                     .ok()
-                    .and_then(|mut m| m.get_mut(&key).and_then(Vec::pop));
-                let Some(idle) = popped else { break };
-                if idle.sender.is_ready() {
-                    return Ok(Lease {
-                        sender: Sender::H1(idle.sender),
-                        local: idle.local,
-                        peer: idle.peer,
-                        key,
-                        pool: self.clone(),
-                    });
+                    .and_then(|mut m| m.get_mut(&key).and_then(Vec::pop))
+                {
+                    if idle.sender.is_ready() {
+                        self.unpend(state, pending);
+                        return Ok(lease(
+                            Sender::H1(idle.sender),
+                            idle.local,
+                            idle.peer,
+                            idle.served + 1,
+                            active,
+                        ));
+                    }
                 }
             }
+            let freed = state.freed.notified();
+            if ClusterState::try_take(&state.connections, limits.max_connections) {
+                self.unpend(state, pending);
+                break;
+            }
+            if !pending {
+                state
+                    .stats
+                    .upstream_cx_overflow
+                    .fetch_add(1, Ordering::Relaxed);
+                if !ClusterState::try_take(&state.pending, limits.max_pending) {
+                    state
+                        .stats
+                        .upstream_rq_pending_overflow
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(UpstreamError::Overflow("max_pending_requests"));
+                }
+                state
+                    .stats
+                    .upstream_rq_pending_total
+                    .fetch_add(1, Ordering::Relaxed);
+                pending = true;
+            }
+            // Woken when a connection closes or goes idle; re-checked at least every 100 ms.
+            let _ = tokio::time::timeout(Duration::from_millis(100), freed).await;
         }
+        // A connection slot is ours: give it back if the connection never comes up.
+        let slot = ConnSlot(state.clone());
+        state
+            .stats
+            .upstream_cx_total
+            .fetch_add(1, Ordering::Relaxed);
         let alpn = if h2 { AlpnForm::H2 } else { AlpnForm::Http11 };
         let conn = connect(cluster, addr, tls, alpn).await?;
         let io = TokioIo::new(conn.io);
@@ -261,6 +354,7 @@ impl Pools {
                 if let Err(e) = c.await {
                     tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
                 }
+                drop(slot);
             });
             if let Ok(mut m) = self.inner.h2.lock() {
                 m.insert(
@@ -282,16 +376,17 @@ impl Pools {
                 if let Err(e) = c.await {
                     tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");
                 }
+                drop(slot);
             });
             Sender::H1(s)
         };
-        Ok(Lease {
-            sender,
-            local: conn.local,
-            peer: conn.peer,
-            key,
-            pool: self.clone(),
-        })
+        Ok(lease(sender, conn.local, conn.peer, 1, active))
+    }
+
+    fn unpend(&self, state: &ClusterState, pending: bool) {
+        if pending {
+            state.pending.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// Drops pools of clusters (or cluster generations) no longer in the config.
@@ -316,6 +411,9 @@ pub fn reset_reason(e: &UpstreamError) -> &'static str {
         }
         UpstreamError::Handshake(_) => {
             "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+        }
+        UpstreamError::Overflow(_) => {
+            "upstream connect error or disconnect/reset before headers. reset reason: overflow"
         }
     }
 }

@@ -463,12 +463,21 @@ impl Exchange<'_> {
             .lease(self.cluster, addr, tls.as_ref(), self.h2)
             .await
             .map_err(|e| {
-                let reply = local(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UF",
-                    "upstream_reset_before_response_started{connection_failure}",
-                    reset_reason(&e),
-                );
+                let reply = if matches!(e, UpstreamError::Overflow(_)) {
+                    local(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "UO",
+                        "upstream_reset_before_response_started{overflow}",
+                        reset_reason(&e),
+                    )
+                } else {
+                    local(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "UF",
+                        "upstream_reset_before_response_started{connection_failure}",
+                        reset_reason(&e),
+                    )
+                };
                 Failed(AttemptError::Connect(e), reply)
             })?;
         let parts = self.head(parts, tls.as_ref().is_some_and(|t| t.istio));
@@ -528,6 +537,8 @@ impl Exchange<'_> {
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut body = Some(body);
         let mut n = 0u32;
+        // The retry in flight, if any (the cluster's max_retries gauge).
+        let mut in_retry: Option<RetryGauge> = None;
         loop {
             let Some((addr, tls)) = self.pick(&tried, retry.is_some_and(|r| r.other_hosts)) else {
                 return Err(local(
@@ -570,6 +581,7 @@ impl Exchange<'_> {
                 }),
                 None => attempt.await,
             };
+            in_retry.take();
             let left = retry.is_some_and(|r| n < r.num_retries) && spare.is_some();
             let again = match (&result, retry) {
                 (_, None) => false,
@@ -586,6 +598,7 @@ impl Exchange<'_> {
                     retriable
                 }
                 (Err(Failed(e, _)), Some(r)) => match e {
+                    AttemptError::Connect(UpstreamError::Overflow(_)) => false,
                     AttemptError::Connect(_) => r.on.connect_failure,
                     AttemptError::Reset(err) => r.on.reset || (r.on.refused_stream && refused(err)),
                     AttemptError::PerTryTimeout => r.on.five_xx || r.on.gateway_error,
@@ -610,13 +623,46 @@ impl Exchange<'_> {
                     }
                 };
             }
+            // The cluster's max_retries circuit breaker bounds retries in flight.
+            if !crate::snapshot::ClusterState::try_take(
+                &self.cluster.state.retries,
+                self.cluster.limits.max_retries,
+            ) {
+                self.cluster
+                    .state
+                    .stats
+                    .upstream_rq_retry_overflow
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return match result {
+                    Ok((resp, lease)) => Ok((resp, lease)),
+                    Err(Failed(_, reply)) => Err(reply),
+                };
+            }
+            self.cluster
+                .state
+                .stats
+                .upstream_rq_retry
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            drop(result);
             n += 1;
             body = spare;
+            in_retry = Some(RetryGauge(&self.cluster.state));
             if let Some(r) = retry {
-                // Envoy's back-off counts from the failure, not from the attempt's start.
                 tokio::time::sleep(r.backoff(n)).await;
             }
         }
+    }
+}
+
+/// One retry in flight on a cluster; released when the retried attempt ends (or the request
+/// is dropped).
+struct RetryGauge<'a>(&'a crate::snapshot::ClusterState);
+
+impl Drop for RetryGauge<'_> {
+    fn drop(&mut self) {
+        self.0
+            .retries
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

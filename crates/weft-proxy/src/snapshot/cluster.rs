@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster as XCluster, cluster};
@@ -55,6 +55,66 @@ pub struct Endpoint {
     pub tls: Option<Arc<UpstreamTls>>,
 }
 
+/// Envoy's circuit-breaker thresholds (default priority).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_connections: u32,
+    pub max_pending: u32,
+    pub max_requests: u32,
+    pub max_retries: u32,
+    /// Requests per upstream connection; 0 is unlimited.
+    pub max_requests_per_connection: u32,
+}
+
+impl Default for Limits {
+    /// Envoy's defaults when a cluster sets no thresholds.
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_pending: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+            max_requests_per_connection: 0,
+        }
+    }
+}
+
+/// Counters of one of Envoy's cluster stats.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    pub upstream_cx_total: AtomicU64,
+    pub upstream_cx_overflow: AtomicU64,
+    pub upstream_rq_total: AtomicU64,
+    pub upstream_rq_pending_overflow: AtomicU64,
+    pub upstream_rq_pending_total: AtomicU64,
+    pub upstream_rq_retry: AtomicU64,
+    pub upstream_rq_retry_overflow: AtomicU64,
+    pub upstream_rq_timeout: AtomicU64,
+}
+
+/// What a cluster tracks across config updates: circuit-breaker gauges and stats.
+#[derive(Debug, Default)]
+pub struct ClusterState {
+    pub connections: AtomicU32,
+    pub pending: AtomicU32,
+    pub active: AtomicU32,
+    pub retries: AtomicU32,
+    /// Woken when a connection closes or goes back to the pool.
+    pub freed: tokio::sync::Notify,
+    pub stats: ClusterStats,
+}
+
+impl ClusterState {
+    /// Takes one unit of `gauge` if it is below `max`.
+    pub fn try_take(gauge: &AtomicU32, max: u32) -> bool {
+        gauge
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                (v < max).then_some(v + 1)
+            })
+            .is_ok()
+    }
+}
+
 #[derive(Debug)]
 pub struct Cluster {
     pub name: Arc<str>,
@@ -68,6 +128,9 @@ pub struct Cluster {
     pub http2: bool,
     pub service: Option<ServiceMeta>,
     pub rr: Arc<AtomicUsize>,
+    pub limits: Limits,
+    /// Circuit-breaker gauges and stats, kept across updates of the cluster.
+    pub state: Arc<ClusterState>,
     /// Hash of the cluster's config: connection pools are per generation.
     pub generation: u64,
 }
@@ -251,20 +314,39 @@ pub fn compile(
             });
         }
     }
-    let http2 = c
+    let http_options = c
         .typed_extension_protocol_options
         .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
-        .and_then(|any| http_opts::HttpProtocolOptions::decode(any.value.as_slice()).ok())
-        .is_some_and(|o| {
-            use http_opts::http_protocol_options::{
-                UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
-            };
-            matches!(
-                o.upstream_protocol_options,
-                Some(UpstreamProtocolOptions::ExplicitHttpConfig(ref e))
-                    if matches!(e.protocol_config, Some(ProtocolConfig::Http2ProtocolOptions(_)))
-            )
-        });
+        .and_then(|any| http_opts::HttpProtocolOptions::decode(any.value.as_slice()).ok());
+    let mut limits = Limits::default();
+    if let Some(t) = c.circuit_breakers.as_ref().and_then(|cb| {
+        cb.thresholds
+            .iter()
+            .find(|t| t.priority == core::RoutingPriority::Default as i32)
+    }) {
+        let v =
+            |w: &Option<protobuf::UInt32Value>, d: u32| w.as_ref().map(|w| w.value).unwrap_or(d);
+        limits.max_connections = v(&t.max_connections, limits.max_connections);
+        limits.max_pending = v(&t.max_pending_requests, limits.max_pending);
+        limits.max_requests = v(&t.max_requests, limits.max_requests);
+        limits.max_retries = v(&t.max_retries, limits.max_retries);
+    }
+    limits.max_requests_per_connection = http_options
+        .as_ref()
+        .and_then(|o| o.common_http_protocol_options.as_ref())
+        .and_then(|o| o.max_requests_per_connection.as_ref())
+        .map(|n| n.value)
+        .unwrap_or(0);
+    let http2 = http_options.as_ref().is_some_and(|o| {
+        use http_opts::http_protocol_options::{
+            UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+        };
+        matches!(
+            o.upstream_protocol_options,
+            Some(UpstreamProtocolOptions::ExplicitHttpConfig(ref e))
+                if matches!(e.protocol_config, Some(ProtocolConfig::Http2ProtocolOptions(_)))
+        )
+    });
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     std::hash::Hash::hash(&c.encode_to_vec(), &mut hasher);
     let generation = std::hash::Hasher::finish(&hasher);
@@ -278,6 +360,8 @@ pub fn compile(
         http2,
         service: service_meta(c),
         rr: previous.map(|p| p.rr.clone()).unwrap_or_default(),
+        limits,
+        state: previous.map(|p| p.state.clone()).unwrap_or_default(),
         generation,
     })
 }

@@ -269,4 +269,63 @@ fn virtual_service_routes_shift_fault_time_out_retry_and_mirror() {
     let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
     assert!(text.contains("x-weft-seen: yes"), "{text}");
     assert!(text.contains("\"x-weft-route\": \"on\""), "{text}");
+
+    // Circuit breaking (the istio.io task's DestinationRule): one connection, one pending
+    // request, one request per connection. Three clients at once overflow: 503 with UO, and
+    // Envoy's upstream_rq_pending_overflow counts them.
+    mesh.write_config(
+        "dr.yaml",
+        &SUBSETS.replace(
+            "  subsets:",
+            "  trafficPolicy:\n    connectionPool:\n      tcp: {maxConnections: 1}\n      http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}\n  subsets:",
+        ),
+    );
+    let admin = |path: &str| {
+        let out = mesh.curl_from(
+            mesh.ns("client"),
+            &["-s", "-m", "5", &format!("http://127.0.0.1:15000{path}")],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_for(Duration::from_secs(20), "the circuit breaker", || {
+        admin("/clusters").contains(
+            "outbound|8080|v1|server.default.svc.cluster.local::default_priority::max_connections::1\n",
+        )
+    });
+    let load = mesh.exec(
+        "client",
+        &[
+            env!("CARGO_BIN_EXE_weft"),
+            "sample",
+            "load",
+            "-c",
+            "3",
+            "-n",
+            "60",
+            "-qps",
+            "0",
+            &format!("{URL}/delay/0.05"),
+        ],
+    );
+    let report = String::from_utf8_lossy(&load.stdout).into_owned();
+    assert!(report.contains("Code 200 : "), "{report}");
+    assert!(report.contains("Code 503 : "), "{report}");
+    let stats = admin("/stats");
+    let overflow: u64 = stats
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "cluster.outbound|8080|v1|server.default.svc.cluster.local.upstream_rq_pending_overflow: ",
+            )
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(overflow > 0, "{stats}");
+    assert!(
+        requests_total(
+            &mesh,
+            "client",
+            &["response_code=\"503\"", "response_flags=\"UO\""]
+        ) > 0
+    );
 }
