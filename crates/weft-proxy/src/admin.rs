@@ -81,7 +81,11 @@ fn config_dump(proxy: &Proxy) -> serde_json::Value {
                             "route_config": match &h.routes { RouteRef::Rds(n) => n.clone(), RouteRef::Inline(t) => t.name.clone() },
                             "access_logs": h.access_log.iter().map(|a| a.path.clone()).collect::<Vec<_>>(),
                         }}),
-                        NetworkFilter::Tcp(t) => json!({"tcp_proxy": {"cluster": &*t.cluster, "stat_prefix": t.stat_prefix}}),
+                        NetworkFilter::Tcp(t) => json!({"tcp_proxy": {
+                            "cluster": &*t.cluster,
+                            "weighted_clusters": t.weighted.iter().map(|(c, w)| json!({"name": &**c, "weight": w})).collect::<Vec<_>>(),
+                            "stat_prefix": t.stat_prefix,
+                        }}),
                     },
                 })).collect::<Vec<_>>(),
             })
@@ -96,7 +100,15 @@ fn config_dump(proxy: &Proxy) -> serde_json::Value {
                 "virtual_hosts": t.vhosts.iter().map(|v| json!({
                     "name": v.name,
                     "domains": v.domains,
-                    "routes": v.routes.iter().map(|r| json!({"name": r.name, "action": format!("{:?}", r.action)})).collect::<Vec<_>>(),
+                    "routes": v.routes.iter().map(|r| json!({
+                        "name": r.name,
+                        "action": format!("{:?}", r.action),
+                        "timeout_ms": r.timeout.as_millis() as u64,
+                        "retry": r.retry.as_ref().map(|p| format!("{p:?}")),
+                        "hash_policy": r.hash.iter().map(|h| format!("{h:?}")).collect::<Vec<_>>(),
+                        "fault": r.per_filter.fault.as_ref().map(|f| format!("{f:?}")),
+                        "mirrors": r.mirrors.iter().map(|(c, _)| c.to_string()).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
             })
         })
@@ -111,6 +123,14 @@ fn config_dump(proxy: &Proxy) -> serde_json::Value {
                 "type": match c.kind { ClusterKind::Endpoints => "EDS", ClusterKind::OriginalDst => "ORIGINAL_DST" },
                 "connect_timeout_ms": c.connect_timeout.as_millis() as u64,
                 "http2": c.http2,
+                "lb_policy": match &c.lb {
+                    crate::snapshot::balance::Lb::RoundRobin => "ROUND_ROBIN",
+                    crate::snapshot::balance::Lb::LeastRequest => "LEAST_REQUEST",
+                    crate::snapshot::balance::Lb::Random => "RANDOM",
+                    crate::snapshot::balance::Lb::RingHash(_) => "RING_HASH",
+                },
+                "circuit_breakers": format!("{:?}", c.limits),
+                "outlier_detection": c.outlier.as_ref().map(|o| format!("{o:?}")),
                 "endpoints": c.endpoints.iter().map(|e| json!({
                     "address": e.addr.to_string(),
                     "weight": e.weight,
@@ -176,6 +196,18 @@ fn cluster_stats(proxy: &Proxy) -> Vec<(String, Vec<(&'static str, u64)>)> {
                     "upstream_rq_retry_overflow",
                     s.upstream_rq_retry_overflow.load(Relaxed),
                 ),
+                (
+                    "outlier_detection.ejections_total",
+                    s.outlier_detection_ejections_total.load(Relaxed),
+                ),
+                (
+                    "outlier_detection.ejections_active",
+                    snap.clusters[&n]
+                        .hosts
+                        .iter()
+                        .filter(|h| h.ejected())
+                        .count() as u64,
+                ),
             ];
             (n, values)
         })
@@ -205,11 +237,12 @@ fn prometheus_text(proxy: &Proxy) -> String {
             } else {
                 "counter"
             };
-            let _ = writeln!(out, "# TYPE envoy_cluster_{stat} {kind}");
+            let name = stat.replace('.', "_");
+            let _ = writeln!(out, "# TYPE envoy_cluster_{name} {kind}");
             for (n, values) in &stats {
                 let _ = writeln!(
                     out,
-                    "envoy_cluster_{stat}{{cluster_name=\"{n}\"}} {}",
+                    "envoy_cluster_{name}{{cluster_name=\"{n}\"}} {}",
                     values[i].1
                 );
             }
@@ -236,7 +269,12 @@ fn clusters_text(proxy: &Proxy) -> String {
             let _ = writeln!(out, "{n}::default_priority::{name}::{v}");
         }
         for e in &c.endpoints {
-            let _ = writeln!(out, "{n}::{}::health_flags::healthy", e.addr);
+            let flags = if c.outlier.is_some() && e.host.ejected() {
+                "/failed_outlier_check"
+            } else {
+                "healthy"
+            };
+            let _ = writeln!(out, "{n}::{}::health_flags::{flags}", e.addr);
             let _ = writeln!(out, "{n}::{}::weight::{}", e.addr, e.weight);
         }
     }

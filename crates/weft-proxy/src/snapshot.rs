@@ -2,6 +2,7 @@
 //! data path uses. A snapshot is immutable; a new one is swapped in atomically on each update,
 //! and requests in flight keep the one they started with.
 
+pub mod balance;
 mod cluster;
 pub mod filter;
 mod listener;

@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::body::UpstreamBody;
+use crate::snapshot::balance::{HostState, Lb};
 use crate::snapshot::{Cluster, ClusterState, UpstreamTls};
 
 /// Why an upstream could not be used, with Envoy's response flag.
@@ -163,12 +164,16 @@ pub struct Lease {
     _active: Active,
 }
 
-/// One request in flight on a cluster (its `max_requests` gauge); freed on drop.
-struct Active(Arc<ClusterState>);
+/// One request in flight on a cluster (its `max_requests` gauge) and, for least-request
+/// balancing, on its host; freed on drop.
+struct Active(Arc<ClusterState>, Option<Arc<HostState>>);
 
 impl Drop for Active {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::AcqRel);
+        if let Some(h) = &self.1 {
+            h.active.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -256,7 +261,13 @@ impl Pools {
                 .fetch_add(1, Ordering::Relaxed);
             return Err(UpstreamError::Overflow("max_requests"));
         }
-        let active = Active(state.clone());
+        let host = matches!(cluster.lb, Lb::LeastRequest)
+            .then(|| cluster.host(addr).cloned())
+            .flatten();
+        if let Some(h) = &host {
+            h.active.fetch_add(1, Ordering::AcqRel);
+        }
+        let active = Active(state.clone(), host);
         state
             .stats
             .upstream_rq_total

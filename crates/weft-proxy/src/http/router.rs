@@ -30,12 +30,17 @@ const BUFFER_LIMIT: usize = 1 << 20;
 pub(super) struct Decorations {
     pub headers: Vec<HeaderOps>,
     pub cors_origin: Option<(HeaderValue, Arc<Cors>)>,
+    /// A consistent-hash cookie the proxy made for this client.
+    pub set_cookie: Option<HeaderValue>,
 }
 
 impl Decorations {
     pub fn apply(&self, h: &mut http::HeaderMap) {
         for ops in &self.headers {
             ops.apply(h);
+        }
+        if let Some(c) = &self.set_cookie {
+            h.append(http::header::SET_COOKIE, c.clone());
         }
         if let Some((origin, c)) = &self.cors_origin {
             h.insert("access-control-allow-origin", origin.clone());
@@ -134,6 +139,59 @@ fn redirect(r: &Redirect, req: &Request<Incoming>, authority: &str, scheme: &str
     reply
 }
 
+/// The value of cookie `name` in the request's Cookie headers.
+fn cookie<'a>(h: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    h.get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+/// The request's hash for a consistent-hash cluster, from the route's first hash policy that
+/// yields one. A missing cookie with a TTL is made here and set on the response, as Envoy does.
+fn request_hash(
+    route: &Route,
+    parts: &http::request::Parts,
+    conn: &ConnInfo,
+    deco: &mut Decorations,
+) -> Option<u64> {
+    use crate::snapshot::HashOn;
+    use crate::snapshot::balance::hash64;
+    for policy in &route.hash {
+        let h = match policy {
+            HashOn::Header(name) => parts.headers.get(name).map(|v| hash64(v.as_bytes())),
+            HashOn::SourceIp => Some(hash64(conn.remote.ip().to_string().as_bytes())),
+            HashOn::Query(name) => parts.uri.query().and_then(|q| {
+                q.split('&').find_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (k == name).then(|| hash64(v.as_bytes()))
+                })
+            }),
+            HashOn::Cookie { name, path, ttl } => match cookie(&parts.headers, name) {
+                Some(v) => Some(hash64(v.as_bytes())),
+                None => ttl.map(|ttl| {
+                    let value = format!("{:016x}", rand::random::<u64>());
+                    let mut c = format!("{name}=\"{value}\"; Max-Age={}", ttl.as_secs());
+                    if !path.is_empty() {
+                        c.push_str(&format!("; Path={path}"));
+                    }
+                    c.push_str("; HttpOnly");
+                    deco.set_cookie = HeaderValue::from_str(&c).ok();
+                    hash64(format!("\"{value}\"").as_bytes())
+                }),
+            },
+        };
+        if h.is_some() {
+            return h;
+        }
+    }
+    None
+}
+
 /// Runs the HTTP filters before the router. A filter may answer locally.
 async fn filters(
     hcm: &Hcm,
@@ -220,6 +278,31 @@ pub(super) async fn route_and_forward(
     };
     done.entry.route_name = Some(route.name.as_str().into());
     let mut deco = Decorations::default();
+    // The destination is resolved before the filters run, as Envoy does: a request a filter
+    // answers (a fault abort) is still logged and counted against its upstream cluster and
+    // destination service.
+    let target = route.target();
+    let cluster = target
+        .as_ref()
+        .and_then(|(name, _)| snap.clusters.get(&**name).cloned());
+    if let Some((name, _)) = &target {
+        done.entry.upstream_cluster = Some(name.clone());
+    }
+    if let Some(cluster) = &cluster {
+        let host = authority
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&authority);
+        // The server side reports the service the client addressed (its SNI), else the Host.
+        done.service = if conn.direction == Direction::Inbound {
+            stats::service_info(
+                cluster.service.as_ref(),
+                &sni_host(conn.sni.as_deref()).unwrap_or_else(|| host.to_string()),
+            )
+        } else {
+            stats::service_info(cluster.service.as_ref(), host)
+        };
+    }
     filters(hcm, route, &req, done, &mut deco).await?;
     match &route.action {
         Action::Direct { status, body } => {
@@ -233,30 +316,16 @@ pub(super) async fn route_and_forward(
         Action::Redirect(r) => return Err(redirect(r, &req, &authority, scheme)),
         Action::Cluster(_) | Action::Weighted(_) => {}
     }
-    let Some((cluster_name, weighted)) = route.target() else {
+    let Some((_, weighted)) = target else {
         return Err(local(StatusCode::NOT_FOUND, "NR", "route_not_found", ""));
     };
-    done.entry.upstream_cluster = Some(cluster_name.clone());
-    let Some(cluster) = snap.clusters.get(&*cluster_name).cloned() else {
+    let Some(cluster) = cluster else {
         return Err(local(
             StatusCode::SERVICE_UNAVAILABLE,
             "NC",
             "cluster_not_found",
             "",
         ));
-    };
-    let host = authority
-        .rsplit_once(':')
-        .map(|(h, _)| h)
-        .unwrap_or(&authority);
-    // The server side reports the service the client addressed (its SNI), else the Host.
-    done.service = if conn.direction == Direction::Inbound {
-        stats::service_info(
-            cluster.service.as_ref(),
-            &sni_host(conn.sni.as_deref()).unwrap_or_else(|| host.to_string()),
-        )
-    } else {
-        stats::service_info(cluster.service.as_ref(), host)
     };
 
     // The upstream request: rewrites and header operations.
@@ -315,6 +384,7 @@ pub(super) async fn route_and_forward(
         }
     }
 
+    let hash = request_hash(route, &parts, conn, &mut deco);
     let exchange = Exchange {
         proxy,
         conn,
@@ -322,6 +392,7 @@ pub(super) async fn route_and_forward(
         h2: cluster.http2 || parts.version == Version::HTTP_2,
         authority: &authority,
         path: &path,
+        hash,
     };
     let attempts = exchange.attempts(route.retry.as_deref(), parts, body, request_bytes, done);
     let result = if route.timeout.is_zero() {
@@ -377,6 +448,7 @@ fn mirror_request(
             h2: cluster.http2 || parts.version == Version::HTTP_2,
             authority: &shadow,
             path: &path,
+            hash: None,
         };
         let Some((addr, tls)) = cluster.target(conn.original_dst) else {
             return;
@@ -405,6 +477,8 @@ struct Exchange<'a> {
     h2: bool,
     authority: &'a str,
     path: &'a str,
+    /// The request's hash for a ring-hash cluster.
+    hash: Option<u64>,
 }
 
 /// Why an attempt failed, with the local reply it would give.
@@ -512,17 +586,45 @@ impl Exchange<'_> {
         tried: &[SocketAddr],
         other_hosts: bool,
     ) -> Option<(SocketAddr, Option<Arc<crate::snapshot::UpstreamTls>>)> {
-        let mut pick = self.cluster.target(self.conn.original_dst)?;
+        let mut pick = self
+            .cluster
+            .target_hashed(self.conn.original_dst, self.hash)?;
         if other_hosts {
             // Envoy's previous_hosts predicate with host_selection_retry_max_attempts 5.
             for _ in 0..5 {
                 if !tried.contains(&pick.0) {
                     break;
                 }
-                pick = self.cluster.target(self.conn.original_dst)?;
+                pick = self
+                    .cluster
+                    .target_hashed(self.conn.original_dst, self.hash)?;
             }
         }
         Some(pick)
+    }
+
+    /// Tells outlier detection how an attempt at `addr` went.
+    fn outlier(&self, addr: SocketAddr, result: &Result<(Response<Incoming>, Lease), Failed>) {
+        let Some(o) = &self.cluster.outlier else {
+            return;
+        };
+        let status = match result {
+            Ok((resp, _)) => Some(resp.status().as_u16()),
+            // The proxy's own limits say nothing about the host.
+            Err(Failed(AttemptError::Connect(UpstreamError::Overflow(_)), _)) => return,
+            Err(Failed(AttemptError::PerTryTimeout, _)) => Some(504),
+            Err(_) => None,
+        };
+        if let Some(h) = self.cluster.host(addr)
+            && o.record(h, &self.cluster.hosts, status)
+        {
+            tracing::info!(cluster = %self.cluster.name, %addr, "outlier detection ejected a host");
+            self.cluster
+                .state
+                .stats
+                .outlier_detection_ejections_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// The attempts of one request under its retry policy.
@@ -582,6 +684,7 @@ impl Exchange<'_> {
                 None => attempt.await,
             };
             in_retry.take();
+            self.outlier(addr, &result);
             let left = retry.is_some_and(|r| n < r.num_retries) && spare.is_some();
             let again = match (&result, retry) {
                 (_, None) => false,

@@ -15,6 +15,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3 as http_opts;
 use envoy_types::pb::google::protobuf;
 use prost::Message;
 
+use super::balance::{HostState, Hosts, Lb, Outlier};
 use crate::error::ProxyError;
 use crate::tls::TlsFactory;
 
@@ -53,6 +54,8 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     pub weight: u32,
     pub tls: Option<Arc<UpstreamTls>>,
+    /// Requests in flight and outlier state (kept across updates by address).
+    pub host: Arc<HostState>,
 }
 
 /// Envoy's circuit-breaker thresholds (default priority).
@@ -90,6 +93,7 @@ pub struct ClusterStats {
     pub upstream_rq_retry: AtomicU64,
     pub upstream_rq_retry_overflow: AtomicU64,
     pub upstream_rq_timeout: AtomicU64,
+    pub outlier_detection_ejections_total: AtomicU64,
 }
 
 /// What a cluster tracks across config updates: circuit-breaker gauges and stats.
@@ -102,6 +106,7 @@ pub struct ClusterState {
     /// Woken when a connection closes or goes back to the pool.
     pub freed: tokio::sync::Notify,
     pub stats: ClusterStats,
+    pub hosts: Hosts,
 }
 
 impl ClusterState {
@@ -129,6 +134,10 @@ pub struct Cluster {
     pub service: Option<ServiceMeta>,
     pub rr: Arc<AtomicUsize>,
     pub limits: Limits,
+    pub lb: Lb,
+    pub outlier: Option<Outlier>,
+    /// The endpoints' host states, in endpoint order (for outlier accounting).
+    pub hosts: Vec<Arc<HostState>>,
     /// Circuit-breaker gauges and stats, kept across updates of the cluster.
     pub state: Arc<ClusterState>,
     /// Hash of the cluster's config: connection pools are per generation.
@@ -311,6 +320,7 @@ pub fn compile(
                     .unwrap_or(1)
                     .max(1),
                 tls,
+                host: Arc::default(),
             });
         }
     }
@@ -350,7 +360,17 @@ pub fn compile(
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     std::hash::Hash::hash(&c.encode_to_vec(), &mut hasher);
     let generation = std::hash::Hasher::finish(&hasher);
+    let state: Arc<ClusterState> = previous.map(|p| p.state.clone()).unwrap_or_default();
+    let addrs: Vec<SocketAddr> = endpoints.iter().map(|e| e.addr).collect();
+    let hosts = state.hosts.refresh(&addrs);
+    for (e, h) in endpoints.iter_mut().zip(&hosts) {
+        e.host = h.clone();
+    }
+    let weights: Vec<(SocketAddr, u32)> = endpoints.iter().map(|e| (e.addr, e.weight)).collect();
     Ok(Cluster {
+        lb: Lb::compile(c, &weights),
+        outlier: Outlier::compile(c),
+        hosts,
         name: name.into(),
         kind,
         connect_timeout,
@@ -361,39 +381,109 @@ pub fn compile(
         service: service_meta(c),
         rr: previous.map(|p| p.rr.clone()).unwrap_or_default(),
         limits,
-        state: previous.map(|p| p.state.clone()).unwrap_or_default(),
+        state,
         generation,
     })
 }
 
 impl Cluster {
     /// Where a new request or connection goes: the downstream's original destination for an
-    /// original-destination cluster, else the next endpoint; with the TLS to use. None when
-    /// there is no endpoint.
+    /// original-destination cluster, else an endpoint chosen by the cluster's load balancer;
+    /// with the TLS to use. None when there is no endpoint.
     pub fn target(
         &self,
         original_dst: SocketAddr,
     ) -> Option<(SocketAddr, Option<Arc<UpstreamTls>>)> {
+        self.target_hashed(original_dst, None)
+    }
+
+    /// [`Cluster::target`] with the request's hash for a ring-hash cluster.
+    pub fn target_hashed(
+        &self,
+        original_dst: SocketAddr,
+        hash: Option<u64>,
+    ) -> Option<(SocketAddr, Option<Arc<UpstreamTls>>)> {
         match self.kind {
             ClusterKind::OriginalDst => Some((original_dst, self.default_tls.clone())),
-            ClusterKind::Endpoints => self.pick().map(|e| (e.addr, e.tls.clone())),
+            ClusterKind::Endpoints => self.pick(hash).map(|e| (e.addr, e.tls.clone())),
         }
     }
 
-    /// Round robin over the endpoints (weights honoured by expansion-free modulo walk).
-    pub fn pick(&self) -> Option<&Endpoint> {
+    /// The host state of an endpoint address.
+    pub fn host(&self, addr: SocketAddr) -> Option<&Arc<HostState>> {
+        self.endpoints
+            .iter()
+            .find(|e| e.addr == addr)
+            .map(|e| &e.host)
+    }
+
+    /// Whether outlier detection leaves `e` out: it is ejected and the cluster is not in
+    /// panic (fewer healthy hosts than the panic threshold routes to all).
+    fn excluded(&self, e: &Endpoint, panic: bool) -> bool {
+        !panic && self.outlier.is_some() && e.host.ejected()
+    }
+
+    fn panic(&self) -> bool {
+        let Some(o) = &self.outlier else {
+            return false;
+        };
+        if o.panic_threshold <= 0.0 {
+            return false;
+        }
+        let healthy = self.endpoints.iter().filter(|e| !e.host.ejected()).count();
+        (healthy as f64) * 100.0 / (self.endpoints.len().max(1) as f64) < o.panic_threshold
+    }
+
+    /// The cluster's load balancer over the endpoints outlier detection leaves in.
+    pub fn pick(&self, hash: Option<u64>) -> Option<&Endpoint> {
         if self.endpoints.is_empty() {
             return None;
         }
-        let total: u64 = self.endpoints.iter().map(|e| e.weight as u64).sum();
-        let n = self.rr.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as u64 % total.max(1);
-        let mut acc = 0u64;
-        for e in &self.endpoints {
-            acc += e.weight as u64;
-            if n < acc {
-                return Some(e);
+        let panic = self.panic();
+        let usable = |e: &&Endpoint| !self.excluded(e, panic);
+        match (&self.lb, hash) {
+            (Lb::RingHash(ring), Some(h)) => {
+                // Walk the ring from the hash to the first usable host.
+                let start = ring.partition_point(|(k, _)| *k < h);
+                (0..ring.len())
+                    .map(|i| &self.endpoints[ring[(start + i) % ring.len()].1])
+                    .find(usable)
+            }
+            (Lb::Random, _) => {
+                let hosts: Vec<&Endpoint> = self.endpoints.iter().filter(usable).collect();
+                weighted(&hosts, rand::random::<u64>())
+            }
+            (Lb::LeastRequest, _) => {
+                // Envoy's power of two choices.
+                let hosts: Vec<&Endpoint> = self.endpoints.iter().filter(usable).collect();
+                let a = weighted(&hosts, rand::random::<u64>())?;
+                let b = weighted(&hosts, rand::random::<u64>())?;
+                let load = |e: &Endpoint| e.host.active.load(Ordering::Relaxed);
+                Some(if load(b) < load(a) { b } else { a })
+            }
+            _ => {
+                let hosts: Vec<&Endpoint> = self.endpoints.iter().filter(usable).collect();
+                let n = self.rr.fetch_add(1, Ordering::Relaxed) as u64;
+                weighted(&hosts, n)
             }
         }
-        self.endpoints.first()
     }
+}
+
+/// The endpoint at position `n` of the weighted sequence (weights honoured without
+/// expanding the list).
+fn weighted<'a>(hosts: &[&'a Endpoint], n: u64) -> Option<&'a Endpoint> {
+    let total: u64 = hosts.iter().map(|e| e.weight as u64).sum();
+    if total == 0 {
+        return None;
+    }
+    let n = n % total;
+    let mut acc = 0u64;
+    for e in hosts {
+        acc += e.weight as u64;
+        if n < acc {
+            return Some(e);
+        }
+    }
+    hosts.first().copied()
 }

@@ -2,6 +2,7 @@
 //! Istio's iptables capture, real mTLS, and real clients (curl, openssl, grpcio).
 //! They need root (CI runs as root).
 
+mod bookinfo;
 mod netns;
 mod traffic;
 

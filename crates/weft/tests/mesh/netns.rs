@@ -345,6 +345,25 @@ impl Mesh {
         );
     }
 
+    /// Starts `argv` as a pod's app (role "app", output in `app-<pod>.log`) and waits until
+    /// `ready_url`, fetched from inside the pod (e.g. `http://127.0.0.1:9080/health`), answers.
+    pub fn start_command(&mut self, pod: &str, argv: &[&str], ready_url: &str) {
+        let p = self.pods.get_mut(pod).expect("pod");
+        let log = self.dir.path().join(format!("app-{pod}.log"));
+        let child = spawn_logged(&p.ns, None, argv, &log);
+        p.procs.push(("app".into(), child));
+        let ns = p.ns.clone();
+        wait_for(
+            Duration::from_secs(20),
+            &format!("{argv:?} in {pod} to answer {ready_url}"),
+            || {
+                self.curl_from(&ns, &["-s", "-o", "/dev/null", "-m", "1", ready_url])
+                    .status
+                    .success()
+            },
+        );
+    }
+
     /// Sends a signal (e.g. "TERM") to a pod's process ("proxy" or "app"); returns its pid.
     pub fn signal(&self, pod: &str, role: &str, sig: &str) -> u32 {
         let (_, child) = self.pods[pod]

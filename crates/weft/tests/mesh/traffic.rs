@@ -328,4 +328,44 @@ fn virtual_service_routes_shift_fault_time_out_retry_and_mirror() {
             &["response_code=\"503\"", "response_flags=\"UO\""]
         ) > 0
     );
+
+    // Consistent hashing on a header: one user always reaches the same pod; users spread.
+    mesh.write_config(
+        "dr.yaml",
+        &SUBSETS.replace(
+            "  subsets:",
+            "  trafficPolicy:\n    loadBalancer:\n      consistentHash: {httpHeaderName: x-user}\n    outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}\n  subsets:",
+        ),
+    );
+    apply(
+        &mesh,
+        "  - route: [{destination: {host: server}}]\n",
+        "the consistent-hash route to the whole service",
+        || admin("/config_dump").contains("x-user") && answers(&mesh, "/", 1, &[]).len() == 1,
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for user in 0..16 {
+        let header = format!("x-user: user-{user}");
+        let a = answers(&mesh, "/", 8, &["-H", &header]);
+        assert_eq!(a.len(), 8);
+        assert!(a.iter().all(|p| *p == a[0]), "user-{user} moved: {a:?}");
+        seen.insert(a[0].clone());
+    }
+    assert_eq!(seen.len(), 2, "16 users all hashed to {seen:?}");
+
+    // Outlier detection: v2's app dies, its sidecar answers 503; two in a row eject it, and
+    // every request then goes to v1 (the default retry policy hides the 503s from the client).
+    mesh.signal("server2", "app", "KILL");
+    let server2 = format!("{}:8080", mesh.ip(SERVER2));
+    wait_for(Duration::from_secs(20), "v2 to be ejected", || {
+        answers(&mesh, "/", 4, &[]);
+        admin("/clusters").contains(&format!(
+            "outbound|8080||server.default.svc.cluster.local::{server2}::health_flags::/failed_outlier_check"
+        ))
+    });
+    let a = answers(&mesh, "/", 20, &[]);
+    assert!(a.len() == 20 && a.iter().all(|p| p == "server"), "{a:?}");
+    assert!(admin("/stats").contains(
+        "cluster.outbound|8080||server.default.svc.cluster.local.outlier_detection.ejections_active: 1\n"
+    ));
 }
