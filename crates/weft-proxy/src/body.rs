@@ -53,69 +53,122 @@ impl<B: Body<Data = Bytes>> Body for Counted<B> {
     }
 }
 
+/// A copy of a request body taken while it streams upstream (Envoy's retry buffer): complete
+/// bodies up to a limit can be sent again, to a retry or a mirror; a larger one, or one whose
+/// stream failed, cannot.
+pub struct Tee {
+    capture: std::sync::Mutex<Capture>,
+    limit: usize,
+    /// Flips to true once the capture is over (complete or given up).
+    over: tokio::sync::watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct Capture {
+    frames: Vec<Bytes>,
+    trailers: Option<http::HeaderMap>,
+    size: usize,
+    overflow: bool,
+    complete: bool,
+}
+
+impl Tee {
+    pub fn new(limit: usize) -> Arc<Tee> {
+        Arc::new(Tee {
+            capture: std::sync::Mutex::default(),
+            limit,
+            over: tokio::sync::watch::channel(false).0,
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Capture) -> T) -> T {
+        let mut c = match self.capture.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        f(&mut c)
+    }
+
+    fn data(&self, d: &Bytes) {
+        self.with(|c| {
+            if c.overflow {
+                return;
+            }
+            c.size += d.len();
+            if c.size > self.limit {
+                c.overflow = true;
+                c.frames = Vec::new();
+            } else {
+                c.frames.push(d.clone());
+            }
+        });
+        if self.with(|c| c.overflow) {
+            self.over.send_replace(true);
+        }
+    }
+
+    fn trailers(&self, t: &http::HeaderMap) {
+        self.with(|c| c.trailers = Some(t.clone()));
+    }
+
+    /// The body ended (`complete`) or was given up (an error, or dropped before its end).
+    fn end(&self, complete: bool) {
+        self.with(|c| {
+            if complete {
+                c.complete = true;
+            } else if !c.complete {
+                c.overflow = true;
+            }
+        });
+        self.over.send_replace(true);
+    }
+
+    /// The whole body again, when it was captured complete.
+    pub fn replay(&self) -> Option<RequestBody> {
+        self.with(|c| {
+            (c.complete && !c.overflow).then(|| {
+                let data = match c.frames.len() {
+                    0 => None,
+                    1 => Some(c.frames[0].clone()),
+                    _ => Some(Bytes::from(c.frames.concat())),
+                };
+                RequestBody::Held {
+                    data,
+                    trailers: c.trailers.clone(),
+                }
+            })
+        })
+    }
+
+    /// Waits until the capture is over; then [`Tee::replay`].
+    pub async fn finished(&self) -> Option<RequestBody> {
+        let mut rx = self.over.subscribe();
+        let _ = rx.wait_for(|over| *over).await;
+        self.replay()
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// A request body on its way upstream: the downstream's, streamed; or held in memory
-    /// (so that a retry or a mirror can send it again), with what followed the held part
-    /// when the body was larger than the buffer limit.
+    /// A request body on its way upstream: the downstream's, streamed (and copied into a
+    /// [`Tee`] when it may be sent again), or a captured copy being sent again.
     #[project = RequestBodyProj]
     pub enum RequestBody {
         Stream { #[pin] body: Incoming },
-        Held { data: Option<Bytes>, trailers: Option<http::HeaderMap>, #[pin] rest: Option<Incoming> },
+        Teed { #[pin] body: Incoming, tee: TeeGuard },
+        Held { data: Option<Bytes>, trailers: Option<http::HeaderMap> },
     }
 }
 
 impl RequestBody {
-    /// A copy of a held body (None for a streamed one or one whose tail is streamed).
-    pub fn try_clone(&self) -> Option<RequestBody> {
-        match self {
-            RequestBody::Held {
-                data,
-                trailers,
-                rest: None,
-            } => Some(RequestBody::Held {
-                data: data.clone(),
-                trailers: trailers.clone(),
-                rest: None,
-            }),
-            _ => None,
-        }
-    }
-
-    /// Reads up to `limit` bytes of `body` into memory. The result can be re-sent (see
-    /// [`RequestBody::try_clone`]) when the whole body fit.
-    pub async fn hold(mut body: Incoming, limit: usize) -> Result<RequestBody, hyper::Error> {
-        use http_body_util::BodyExt;
-        let mut buf = bytes::BytesMut::new();
-        let mut trailers = None;
+    /// The downstream body, streamed and captured into `tee`.
+    pub fn teed(body: Incoming, tee: Arc<Tee>) -> RequestBody {
         if body.is_end_stream() {
-            return Ok(RequestBody::Held {
-                data: None,
-                trailers: None,
-                rest: None,
-            });
+            tee.end(true);
         }
-        while buf.len() <= limit {
-            match body.frame().await {
-                None => break,
-                Some(Err(e)) => return Err(e),
-                Some(Ok(f)) => match f.into_data() {
-                    Ok(d) => buf.extend_from_slice(&d),
-                    Err(f) => {
-                        trailers = f.into_trailers().ok();
-                        break;
-                    }
-                },
-            }
-            if body.is_end_stream() {
-                break;
-            }
+        RequestBody::Teed {
+            body,
+            tee: TeeGuard(tee),
         }
-        let ended = trailers.is_some() || body.is_end_stream();
-        Ok(RequestBody::Held {
-            data: (!buf.is_empty()).then(|| buf.freeze()),
-            trailers,
-            rest: (!ended).then_some(body),
-        })
     }
 }
 
@@ -129,16 +182,30 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
             RequestBodyProj::Stream { body } => body.poll_frame(cx),
-            RequestBodyProj::Held {
-                data,
-                trailers,
-                rest,
-            } => {
+            RequestBodyProj::Teed { mut body, tee } => {
+                let tee = &tee.0;
+                let r = body.as_mut().poll_frame(cx);
+                match &r {
+                    Poll::Ready(Some(Ok(f))) => {
+                        if let Some(d) = f.data_ref() {
+                            tee.data(d);
+                        } else if let Some(t) = f.trailers_ref() {
+                            tee.trailers(t);
+                        }
+                        // hyper stops polling a body whose known length is complete.
+                        if body.is_end_stream() {
+                            tee.end(true);
+                        }
+                    }
+                    Poll::Ready(None) => tee.end(true),
+                    Poll::Ready(Some(Err(_))) => tee.end(false),
+                    Poll::Pending => {}
+                }
+                r
+            }
+            RequestBodyProj::Held { data, trailers } => {
                 if let Some(d) = data.take() {
                     return Poll::Ready(Some(Ok(Frame::data(d))));
-                }
-                if let Some(r) = rest.as_pin_mut() {
-                    return r.poll_frame(cx);
                 }
                 Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))))
             }
@@ -147,27 +214,30 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Stream { body } => body.is_end_stream(),
-            RequestBody::Held {
-                data,
-                trailers,
-                rest,
-            } => {
-                data.is_none()
-                    && trailers.is_none()
-                    && rest.as_ref().is_none_or(|r| r.is_end_stream())
-            }
+            RequestBody::Stream { body } | RequestBody::Teed { body, .. } => body.is_end_stream(),
+            RequestBody::Held { data, trailers } => data.is_none() && trailers.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Stream { body } => body.size_hint(),
+            RequestBody::Stream { body } | RequestBody::Teed { body, .. } => body.size_hint(),
             RequestBody::Held {
-                data, rest: None, ..
+                data,
+                trailers: None,
             } => SizeHint::with_exact(data.as_ref().map(|d| d.len() as u64).unwrap_or(0)),
             RequestBody::Held { .. } => SizeHint::default(),
         }
+    }
+}
+
+/// The body's hold on its [`Tee`]: a body dropped before its end ends the capture, so that
+/// nothing waits for it.
+pub struct TeeGuard(Arc<Tee>);
+
+impl Drop for TeeGuard {
+    fn drop(&mut self) {
+        self.0.end(false);
     }
 }
 
@@ -297,5 +367,48 @@ impl Body for ResponseBody {
                 SizeHint::with_exact(body.as_ref().map(|b| b.len() as u64).unwrap_or(0))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tee_tests {
+    use super::*;
+
+    async fn collect(b: RequestBody) -> Vec<u8> {
+        use http_body_util::BodyExt;
+        b.collect()
+            .await
+            .map(|c| c.to_bytes().to_vec())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_complete_body_within_the_limit_replays() {
+        let tee = Tee::new(10);
+        assert!(tee.replay().is_none(), "nothing before the end");
+        tee.data(&Bytes::from_static(b"hello"));
+        tee.data(&Bytes::from_static(b"world"));
+        tee.end(true);
+        assert_eq!(collect(tee.replay().unwrap()).await, b"helloworld");
+        assert_eq!(collect(tee.finished().await.unwrap()).await, b"helloworld");
+        // A guard dropped after the end leaves the capture usable.
+        drop(TeeGuard(tee.clone()));
+        assert!(tee.replay().is_some());
+    }
+
+    #[tokio::test]
+    async fn larger_or_unfinished_bodies_do_not_replay() {
+        let big = Tee::new(4);
+        big.data(&Bytes::from_static(b"hello"));
+        big.end(true);
+        assert!(big.replay().is_none());
+        let cut = Tee::new(100);
+        cut.data(&Bytes::from_static(b"par"));
+        let waiter = tokio::spawn({
+            let cut = cut.clone();
+            async move { cut.finished().await.is_none() }
+        });
+        drop(TeeGuard(cut.clone()));
+        assert!(waiter.await.unwrap(), "a mirror waiting for it is released");
     }
 }

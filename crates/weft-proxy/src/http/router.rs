@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 
 use super::{Done, Local, PEER_MD, PEER_MD_ID, local, sni_host, strip_hop_by_hop};
 use crate::Proxy;
-use crate::body::{Counted, RequestBody};
+use crate::body::{Counted, RequestBody, Tee};
 use crate::conn::ConnInfo;
 use crate::snapshot::filter::{AbortWith, Cors, HeaderOps, HttpFilter, RetryPolicy};
 use crate::snapshot::{
@@ -362,25 +362,26 @@ pub(super) async fn route_and_forward(
     }
     strip_hop_by_hop(&mut parts.headers);
 
-    // Hold the body when it may be sent more than once.
-    let resend = route.retry.is_some() || !route.mirrors.is_empty();
-    let body = if resend {
-        RequestBody::hold(body, BUFFER_LIMIT).await.map_err(|_| {
-            local(
-                StatusCode::BAD_REQUEST,
-                "DPE",
-                "downstream_remote_disconnect",
-                "",
-            )
-        })?
-    } else {
-        RequestBody::Stream { body }
+    // Copy the body as it streams when it may be sent again (retries, mirrors).
+    let tee = (route.retry.is_some() || !route.mirrors.is_empty()).then(|| Tee::new(BUFFER_LIMIT));
+    let body = match &tee {
+        Some(t) => RequestBody::teed(body, t.clone()),
+        None => RequestBody::Stream { body },
     };
     for (mirror, share) in &route.mirrors {
         if share.hit()
-            && let Some(b) = body.try_clone()
+            && let Some(t) = &tee
         {
-            mirror_request(proxy, snap, conn, mirror, &parts, &authority, &path, b);
+            mirror_request(
+                proxy,
+                snap,
+                conn,
+                mirror,
+                &parts,
+                &authority,
+                &path,
+                t.clone(),
+            );
         }
     }
 
@@ -394,7 +395,14 @@ pub(super) async fn route_and_forward(
         path: &path,
         hash,
     };
-    let attempts = exchange.attempts(route.retry.as_deref(), parts, body, request_bytes, done);
+    let attempts = exchange.attempts(
+        route.retry.as_deref(),
+        parts,
+        body,
+        tee.as_deref(),
+        request_bytes,
+        done,
+    );
     let result = if route.timeout.is_zero() {
         attempts.await
     } else {
@@ -424,7 +432,7 @@ fn mirror_request(
     parts: &http::request::Parts,
     authority: &str,
     path: &str,
-    body: RequestBody,
+    tee: Arc<Tee>,
 ) {
     let Some(cluster) = snap.clusters.get(cluster).cloned() else {
         return;
@@ -441,6 +449,10 @@ fn mirror_request(
     let (parts, ()) = req.into_parts();
     let (proxy, conn, path) = (proxy.clone(), conn.clone(), path.to_string());
     tokio::spawn(async move {
+        // The copy goes once the original's body is complete (never larger than the buffer).
+        let Some(body) = tee.finished().await else {
+            return;
+        };
         let exchange = Exchange {
             proxy: &proxy,
             conn: &conn,
@@ -633,6 +645,7 @@ impl Exchange<'_> {
         retry: Option<&RetryPolicy>,
         parts: http::request::Parts,
         body: RequestBody,
+        tee: Option<&Tee>,
         request_bytes: Arc<AtomicU64>,
         done: &mut Done,
     ) -> Result<(Response<Incoming>, Lease), Local> {
@@ -652,7 +665,7 @@ impl Exchange<'_> {
             };
             tried.push(addr);
             done.entry.upstream_host = Some(addr);
-            // The first attempt sends the body (counted); later ones a held copy.
+            // The first attempt streams the body (counted); later ones send its copy.
             let Some(this_body) = body.take() else {
                 return Err(local(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -661,7 +674,6 @@ impl Exchange<'_> {
                     "",
                 ));
             };
-            let spare = this_body.try_clone();
             let bytes = if n == 0 {
                 request_bytes.clone()
             } else {
@@ -685,7 +697,12 @@ impl Exchange<'_> {
             };
             in_retry.take();
             self.outlier(addr, &result);
-            let left = retry.is_some_and(|r| n < r.num_retries) && spare.is_some();
+            // A retry needs the whole body again: only one captured complete can go.
+            let spare = match retry {
+                Some(r) if n < r.num_retries => tee.and_then(Tee::replay),
+                _ => None,
+            };
+            let left = spare.is_some();
             let again = match (&result, retry) {
                 (_, None) => false,
                 (Ok((resp, _)), Some(r)) => {
