@@ -1,6 +1,14 @@
 //! The monitoring and debug port (Istio: 15014): `/metrics`, `/debug/syncz` (each proxy and the
 //! version it ACKed per type), `/debug/configz` (the config in force), `/debug/config_errors`
-//! (why the latest edit was rejected), `/debug/registryz`, `/ready`.
+//! (why the latest edit was rejected), `/debug/config_skipped` (documents read and not applied,
+//! e.g. an EnvoyFilter), `/debug/config_distribution?resource=KIND/NAMESPACE/NAME` (from which
+//! push a resource is in force and which proxies applied it; what `weft wait` polls),
+//! `/debug/registryz`, `/ready`.
+
+pub mod distribution;
+#[cfg(test)]
+mod live_tests;
+pub mod wait;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -76,6 +84,18 @@ fn metrics(state: &ControlState) -> String {
     );
     gauge(
         &mut registry,
+        "weft_config_skipped_warnings",
+        "Documents of kinds Istio applies and Weft does not (EnvoyFilter, Gateway API, …), skipped",
+        state
+            .applied
+            .load()
+            .notes
+            .iter()
+            .filter(|n| n.is_warning())
+            .count() as i64,
+    );
+    gauge(
+        &mut registry,
         "pilot_services",
         "Total services known to pilot.",
         state.push.load().registry.services.len() as i64,
@@ -88,6 +108,46 @@ fn metrics(state: &ControlState) -> String {
         .filter(|l| !l.starts_with("# EOF"))
         .map(|l| format!("{l}\n"))
         .collect()
+}
+
+/// `/debug/config_distribution?resource=KIND/NAMESPACE/NAME`.
+async fn config_distribution(state: &ControlState, query: Option<&str>) -> Response<Full<Bytes>> {
+    let resource = query
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("resource="));
+    let Some((kind, namespace, name)) = resource.and_then(distribution::parse_resource) else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "usage: /debug/config_distribution?resource=KIND/NAMESPACE/NAME (e.g. VirtualService/default/reviews)\n".into(),
+        );
+    };
+    // The files as they are now, to tell whether the control plane has read the latest edit.
+    let dir = state.config_dir.clone();
+    let mesh = state.mesh_file.clone();
+    let disk =
+        match tokio::task::spawn_blocking(move || crate::store::fingerprint(&dir, mesh.as_deref()))
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => {
+                return reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    e.to_string(),
+                );
+            }
+        };
+    json(&distribution::distribution(
+        &state.applied.load(),
+        disk,
+        &kind,
+        &namespace,
+        &name,
+        &state.ads.sync_status(),
+        &state.tracker,
+    ))
 }
 
 async fn handle(
@@ -106,12 +166,23 @@ async fn handle(
             }))
         }
         "/debug/config_errors" => json(&*state.problems.load_full()),
+        "/debug/config_skipped" => {
+            let notes: Vec<String> = state
+                .applied
+                .load()
+                .notes
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            json(&notes)
+        }
+        "/debug/config_distribution" => config_distribution(&state, req.uri().query()).await,
         "/debug/registryz" => json(&state.push.load().registry),
         "/ready" => reply(StatusCode::OK, "text/plain", "ready\n".into()),
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "endpoints: /metrics /debug/syncz /debug/configz /debug/config_errors /debug/registryz /ready\n".into(),
+            "endpoints: /metrics /debug/syncz /debug/configz /debug/config_errors /debug/config_skipped /debug/config_distribution?resource=KIND/NAMESPACE/NAME /debug/registryz /ready\n".into(),
         ),
     };
     Ok(resp)

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use weft_xds::transport::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 
 use crate::ca::WorkloadAuthenticator;
+use crate::debug::distribution::{Applied, Tracked, Tracker};
 use crate::error::ControlError;
 use crate::generator::MeshGenerator;
 use crate::push::PushContext;
@@ -67,6 +68,11 @@ pub struct ControlState {
     pub problems: ArcSwap<Vec<String>>,
     pub pushes: std::sync::atomic::AtomicU64,
     pub config_dir: PathBuf,
+    pub mesh_file: Option<PathBuf>,
+    /// The config as last loaded, with the push each resource is in force from.
+    pub applied: ArcSwap<Applied>,
+    /// What each proxy was generated, to tell which pushes it applied.
+    pub tracker: Arc<Tracker>,
 }
 
 fn version(n: u64) -> String {
@@ -101,14 +107,19 @@ pub async fn run(
     )?);
 
     let mut n = 1u64;
+    let first_version = version(n);
     let push = Arc::new(ArcSwap::from_pointee(PushContext::new(
-        version(n),
+        first_version.clone(),
         first.mesh.clone(),
         first.resources.clone(),
     )));
     let generator = Arc::new(MeshGenerator::new(push.clone()));
+    let tracker = Arc::new(Tracker::default());
     let ads = Arc::new(weft_xds::AdsServer::with_push_concurrency(
-        generator.clone(),
+        Arc::new(Tracked {
+            inner: generator.clone(),
+            tracker: tracker.clone(),
+        }),
         opts.push_throttle,
     ));
     let state = Arc::new(ControlState {
@@ -117,6 +128,9 @@ pub async fn run(
         problems: ArcSwap::from_pointee(first.problems.clone()),
         pushes: Default::default(),
         config_dir: opts.config_dir.clone(),
+        mesh_file: opts.mesh_config.clone(),
+        applied: ArcSwap::from_pointee(Applied::first(&first, n, &first_version)),
+        tracker: tracker.clone(),
     });
 
     let auth = WorkloadAuthenticator {
@@ -199,22 +213,36 @@ pub async fn run(
             state.problems.store(Arc::new(snap.problems.clone()));
             let current = push.load();
             if *current.resources == *snap.resources && *current.mesh == *snap.mesh {
+                state
+                    .applied
+                    .store(Arc::new(state.applied.load().next(&snap, None)));
                 continue;
             }
             n += 1;
             let v = version(n);
-            let next = Arc::new(PushContext::new(v.clone(), snap.mesh, snap.resources));
+            let next = Arc::new(PushContext::new(
+                v.clone(),
+                snap.mesh.clone(),
+                snap.resources.clone(),
+            ));
             push.store(next.clone());
             let changed = generator.changed_endpoints(&next);
             state
                 .pushes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(version = %v, endpoints_changed = changed.len(), "config changed; pushing to all proxies");
+            if tracker.len() > ads.stats().connections as usize {
+                let connected = ads.sync_status().into_iter().map(|c| c.proxy_id).collect();
+                tracker.retain_connected(&connected);
+            }
             ads.push(weft_xds::PushEvent {
-                version: v,
+                version: v.clone(),
                 types: None,
                 changed: [(weft_xds::types::ENDPOINT.to_string(), Arc::new(changed))].into(),
             });
+            state
+                .applied
+                .store(Arc::new(state.applied.load().next(&snap, Some((n, &v)))));
         }
     };
 

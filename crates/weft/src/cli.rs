@@ -43,6 +43,10 @@ enum Command {
         #[arg(long)]
         mesh_config: Option<PathBuf>,
     },
+    /// Wait until every proxy connected to the control plane has applied a resource's current
+    /// content (Istio's `istioctl x wait`); fails at once if the control plane or a proxy
+    /// refused it. Exit 1 on refusal or timeout.
+    Wait(WaitArgs),
     /// Run a whole mesh on this machine from a directory of Istio YAML and its weft.yaml.
     Up {
         /// The directory (the control plane's config dir: edits apply live).
@@ -122,6 +126,27 @@ struct ControlArgs {
     /// memory a push to a large fleet takes (Istio: PILOT_PUSH_THROTTLE).
     #[arg(long, default_value_t = weft_xds::server::DEFAULT_PUSH_CONCURRENCY)]
     push_throttle: usize,
+}
+
+#[derive(Args, Debug)]
+struct WaitArgs {
+    /// The control plane's monitoring address, HOST:PORT (Istio 15014). Default: the control
+    /// plane of the running `weft up` (reached from its node namespace, as root), otherwise
+    /// 127.0.0.1:15014.
+    #[arg(long)]
+    control_plane: Option<String>,
+    /// How long to wait.
+    #[arg(long, default_value = "30s")]
+    timeout: weft_api::Duration,
+    /// The namespace (instead of NAME.NAMESPACE, for names with dots).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// The kind as istioctl names it: virtualservice (vs), destinationrule (dr),
+    /// serviceentry (se), gateway (gw), sidecar, workloadentry (we), peerauthentication (pa),
+    /// authorizationpolicy, requestauthentication, telemetry, proxyconfig.
+    kind: String,
+    /// NAME[.NAMESPACE] (namespace `default` if not given).
+    name: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -262,6 +287,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match never {}
         }
         Command::Iptables(a) => iptables(a),
+        Command::Wait(a) => wait(a),
         Command::Control(a) => {
             if let Some(ControlSub::Token {
                 state_dir,
@@ -468,6 +494,54 @@ fn config_dir_notes(dir: &std::path::Path) -> Vec<weft_api::Note> {
         .into_iter()
         .filter(|n| !hidden(n) && !weft_file(n))
         .collect()
+}
+
+/// `weft wait`: polls the control plane's /debug/config_distribution.
+fn wait(a: WaitArgs) -> anyhow::Result<ExitCode> {
+    use weft_control::debug::wait::{WaitFor, wait};
+    let (name, namespace) = match (a.namespace, a.name.rsplit_once('.')) {
+        (Some(ns), _) => (a.name.clone(), ns),
+        (None, Some((name, ns))) => (name.to_string(), ns.to_string()),
+        (None, None) => (a.name.clone(), "default".to_string()),
+    };
+    let mut w = WaitFor {
+        control_plane: String::new(),
+        kind: a.kind,
+        namespace,
+        name,
+        timeout: a.timeout.get(),
+    };
+    let running_up = weft_up::state::State::load()
+        .ok()
+        .flatten()
+        .filter(|st| st.owner_alive());
+    let result = match (a.control_plane, running_up) {
+        (None, Some(st)) => {
+            // `weft up` runs the control plane in its node namespace; ask from there.
+            weft_up::up::require_root().context(
+                "the running `weft up` mesh's control plane is reachable from its node namespace only: run `sudo weft wait …`, or pass --control-plane",
+            )?;
+            w.control_plane = format!("{}:15014", st.node_ip);
+            weft_up::status::in_node_ns(move || Box::pin(async move { wait(&w).await }))?
+        }
+        (control_plane, _) => {
+            w.control_plane = control_plane.unwrap_or_else(|| "127.0.0.1:15014".into());
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(wait(&w))
+        }
+    };
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("weft wait: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 fn iptables(a: IptablesArgs) -> anyhow::Result<ExitCode> {

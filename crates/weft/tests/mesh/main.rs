@@ -5,6 +5,7 @@
 mod bookinfo;
 mod netns;
 mod traffic;
+mod wait;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
