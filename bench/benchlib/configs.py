@@ -25,7 +25,7 @@ SERVER_NAME = "server.bench"
 HOSTS = {
     "client": 10, "server": 20, "cp": 2, "wclient": 30, "wplain": 31, "wmtls": 32,
 }
-WEFT_SERVICES = {"up": 1, "plain": 2, "mtls": 3}
+WEFT_SERVICES = {"up": 1, "plain": 2, "mtls": 3, "routed": 4}
 
 
 def ip(pod):
@@ -298,9 +298,40 @@ spec:
   - {{number: 8080, name: http, protocol: HTTP}}
   - {{number: 5201, name: tcp-iperf, protocol: TCP}}
   workloadSelector:
-    labels: {{app: {svc}}}
+    labels: {{app: {"mtls" if svc == "routed" else svc}}}
 """)
     files.append(("services.yaml", "---\n".join(se)))
+    # `routed` is served by the mtls pod too, through a VirtualService whose request is the
+    # last of ten matches, with a retry policy and a weighted split (issue 9's bench unit).
+    misses = "".join(
+        f"  - match: [{{headers: {{x-bench-{i}: {{exact: \"no\"}}}}, uri: {{prefix: /api/{i}}}}}]\n"
+        f"    route: [{{destination: {{host: {fqdn('mtls')}}}}}]\n"
+        for i in range(9))
+    files.append(("routed.yaml", f"""apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: routed
+  namespace: {NAMESPACE}
+spec:
+  host: {fqdn('routed')}
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: routed
+  namespace: {NAMESPACE}
+spec:
+  hosts: [{fqdn('routed')}]
+  http:
+{misses}  - match: [{{uri: {{prefix: /}}}}]
+    retries: {{attempts: 2, retryOn: "5xx,connect-failure", perTryTimeout: 2s}}
+    timeout: 10s
+    route:
+    - {{destination: {{host: {fqdn('routed')}, subset: v1}}, weight: 50}}
+    - {{destination: {{host: {fqdn('mtls')}}}, weight: 50}}
+"""))
     # `up` is the shared upstream pod, without a sidecar: the client sidecar alone is one hop.
     # `plain` runs a sidecar but takes plaintext: tlsMode disabled (the client sidecar sends
     # plaintext) and PeerAuthentication DISABLE (its inbound accepts only plaintext).

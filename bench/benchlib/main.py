@@ -259,9 +259,11 @@ def make_targets(lab, procs, upstreams):
         w = procs["weft"]
         for topo, svc, path in (("1hop", "up", [w["wclient"]]),
                                 ("2hop", "plain", [w["wclient"], w["wplain"]]),
-                                ("mtls", "mtls", [w["wclient"], w["wmtls"]])):
+                                ("mtls", "mtls", [w["wclient"], w["wmtls"]]),
+                                ("routed", "routed", [w["wclient"], w["wmtls"]])):
             ups = {"up": up_server, "plain": upstreams.get("wplain", []),
-                   "mtls": upstreams.get("wmtls", [])}[svc]
+                   "mtls": upstreams.get("wmtls", []),
+                   "routed": upstreams.get("wmtls", [])}[svc]
             http[("weft", topo)] = dict(pod=wclient, connect=f"{configs.fqdn(svc)}:8080",
                                         proxies=path, upstream=ups)
         tcp[("weft", "1hop")] = dict(pod=wclient, host=configs.fqdn("up"), port=5201,

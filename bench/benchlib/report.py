@@ -5,8 +5,12 @@ import statistics
 
 SYSTEMS = ("nginx", "haproxy", "weft")
 NAMES = {"direct": "direct", "nginx": "nginx", "haproxy": "HAProxy", "weft": "Weft"}
-TOPOS = {"direct": "direct", "1hop": "1-hop", "2hop": "2-hop", "mtls": "2-hop mTLS"}
-HOPS = {"direct": 0, "1hop": 1, "2hop": 2, "mtls": 2}
+TOPOS = {"direct": "direct", "1hop": "1-hop", "2hop": "2-hop", "mtls": "2-hop mTLS",
+         "routed": "2-hop mTLS, routed"}
+HOPS = {"direct": 0, "1hop": 1, "2hop": 2, "mtls": 2, "routed": 2}
+# Weft's routed path (a VirtualService with ten matches, retries and a weighted split) is
+# compared with the peers' plain mTLS pair: the peers route nothing there.
+PEER_TOPO = {"routed": "mtls"}
 LAT_KEYS = ("c1_p50_us", "c1_p99_us", "r1000_p50_us", "r1000_p99_us", "r4000_p50_us",
             "r4000_p99_us")
 HTTP_RATIO_KEYS = ("sat_rps", "sat_cpu_us_per_req", "r1000_cpu_us_per_req",
@@ -48,7 +52,7 @@ def medians(runs):
 def ratios(runs, reps):
     """Medians over repetitions of Weft/peer for each metric, topology and peer."""
     index = {(r["rep"], r["kind"], r["system"], r["topology"]): r for r in runs}
-    plan = [("http", t, k) for t in ("1hop", "2hop", "mtls") for k in HTTP_RATIO_KEYS]
+    plan = [("http", t, k) for t in ("1hop", "2hop", "mtls", "routed") for k in HTTP_RATIO_KEYS]
     plan += [("tcp", t, "gbps") for t in ("1hop", "mtls")]
     plan += [("tls", "mtls", k) for k in ("server_cpu_ms_per_hs", "hs_per_s")]
     out = {}
@@ -57,7 +61,7 @@ def ratios(runs, reps):
             per_rep = []
             for rep in range(reps):
                 w = index.get((rep, kind, "weft", topo), {}).get(key)
-                p = index.get((rep, kind, peer, topo), {}).get(key)
+                p = index.get((rep, kind, peer, PEER_TOPO.get(topo, topo)), {}).get(key)
                 if w is not None and p is not None and p > 0 and (
                         not key.startswith("added_") or (w > 0 and p > 0)):
                     per_rep.append(w / p)
@@ -133,7 +137,7 @@ def _pair(a, b, digits=0):
 def markdown(res):
     med, rat, rss = res["medians"], res["ratios"], res["rss"]
     lines = []
-    http_rows = [("direct", "direct")] + [(s, t) for t in ("1hop", "2hop", "mtls")
+    http_rows = [("direct", "direct")] + [(s, t) for t in ("1hop", "2hop", "mtls", "routed")
                                            for s in SYSTEMS]
     http_rows = [(s, t) for s, t in http_rows if _get(med, "http", s, t, "sat_rps") is not None]
 
@@ -213,7 +217,7 @@ def markdown(res):
         "server_cpu_ms_per_hs": "server CPU per handshake", "hs_per_s": "handshakes/s",
     }
     for key, label in labels.items():
-        for t in ("1hop", "2hop", "mtls"):
+        for t in ("1hop", "2hop", "mtls", "routed"):
             h = rat.get("haproxy", {}).get(t, {}).get(key)
             n = rat.get("nginx", {}).get(t, {}).get(key)
             if h is None and n is None:
