@@ -23,8 +23,9 @@ pub use manager::{CertSource, Identity, IdentityManager, IdentityStore, refresh_
 pub use spiffe::SpiffeId;
 pub use svid::{Svid, TrustBundle, generate_key_and_csr};
 pub use tls::{
-    ClientTlsOptions, LiveIdentity, ServerTlsOptions, SpiffeClientVerifier, SpiffeServerVerifier,
-    TlsConnInfo, TlsServerStream, TlsVersion, client_config, peer_spiffe_id, root_client_config,
-    server_config, serving_cert_for_control_plane,
+    ClientTlsOptions, LiveIdentity, OriginationOptions, ServerTlsOptions, SpiffeClientVerifier,
+    SpiffeServerVerifier, TlsConnInfo, TlsServerStream, TlsVersion, client_config,
+    origination_client_config, peer_spiffe_id, root_client_config, server_config,
+    serving_cert_for_control_plane,
 };
 pub use token::{TokenAuthority, WorkloadRef};

@@ -34,9 +34,11 @@ use crate::spiffe::SpiffeId;
 use crate::svid::{parse_cert, spiffe_uris};
 use verifier::other_error;
 
+mod origination;
 mod stream;
 mod verifier;
 
+pub use origination::{OriginationOptions, origination_client_config};
 pub use stream::{TlsConnInfo, TlsServerStream};
 pub use verifier::{SpiffeClientVerifier, SpiffeServerVerifier};
 

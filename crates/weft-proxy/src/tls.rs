@@ -56,6 +56,7 @@ pub struct TlsFactory {
     trust_domain: String,
     clients: Mutex<HashMap<ClientKey, Arc<rustls::ClientConfig>>>,
     servers: Mutex<HashMap<ServerKey, Arc<rustls::ServerConfig>>>,
+    originations: Mutex<HashMap<weft_identity::OriginationOptions, Arc<rustls::ClientConfig>>>,
 }
 
 impl TlsFactory {
@@ -65,6 +66,7 @@ impl TlsFactory {
             trust_domain,
             clients: Mutex::default(),
             servers: Mutex::default(),
+            originations: Mutex::default(),
         }
     }
 
@@ -93,6 +95,27 @@ impl TlsFactory {
         )?;
         if let Ok(mut m) = self.clients.lock() {
             m.insert(key, cfg.clone());
+        }
+        Ok(cfg)
+    }
+
+    /// A client config for TLS origination outside the mesh (DestinationRule SIMPLE/MUTUAL).
+    /// Its files are read once per distinct setting.
+    pub fn origination(
+        &self,
+        opts: &weft_identity::OriginationOptions,
+    ) -> Result<Arc<rustls::ClientConfig>, weft_identity::IdentityError> {
+        if let Some(c) = self
+            .originations
+            .lock()
+            .ok()
+            .and_then(|m| m.get(opts).cloned())
+        {
+            return Ok(c);
+        }
+        let cfg = weft_identity::origination_client_config(opts)?;
+        if let Ok(mut m) = self.originations.lock() {
+            m.insert(opts.clone(), cfg.clone());
         }
         Ok(cfg)
     }

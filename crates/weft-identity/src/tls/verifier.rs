@@ -20,7 +20,7 @@ pub(super) fn other_error(e: IdentityError) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
 }
 
-fn pki_error(e: webpki::Error) -> rustls::Error {
+pub(super) fn pki_error(e: webpki::Error) -> rustls::Error {
     use webpki::Error as E;
     let ce = match e {
         E::BadDer | E::BadDerTime | E::TrailingData(_) => CertificateError::BadEncoding,

@@ -199,18 +199,39 @@ fn upstream_tls(
         .iter()
         .any(|s| s.name == "default");
     let alpn = common.alpn_protocols.clone();
-    let base = factory
-        .client(&sans, &alpn)
-        .map_err(|e| ProxyError::Config(format!("cluster {cluster}: {e}")))?;
+    let err =
+        |e: weft_identity::IdentityError| ProxyError::Config(format!("cluster {cluster}: {e}"));
+    if !istio {
+        // TLS origination to a destination outside the mesh (SIMPLE / MUTUAL).
+        let opts = origination(&common, &sans);
+        let with = |alpn: Vec<String>| {
+            let mut o = opts.clone();
+            o.alpn = alpn.into_iter().map(String::into_bytes).collect();
+            factory.origination(&o).map_err(err)
+        };
+        return Ok(Some(Arc::new(UpstreamTls {
+            base: with(alpn.clone())?,
+            http11: with(if alpn.is_empty() {
+                Vec::new()
+            } else {
+                vec!["http/1.1".into()]
+            })?,
+            h2: with(vec!["h2".into()])?,
+            sni: ctx.sni,
+            sans,
+            istio: false,
+        })));
+    }
+    let base = factory.client(&sans, &alpn).map_err(err)?;
     let http11 = factory
         .client(
             &sans,
             &["istio-http/1.1".into(), "istio".into(), "http/1.1".into()],
         )
-        .map_err(|e| ProxyError::Config(format!("cluster {cluster}: {e}")))?;
+        .map_err(err)?;
     let h2 = factory
         .client(&sans, &["istio-h2".into(), "istio".into(), "h2".into()])
-        .map_err(|e| ProxyError::Config(format!("cluster {cluster}: {e}")))?;
+        .map_err(err)?;
     Ok(Some(Arc::new(UpstreamTls {
         sni: ctx.sni,
         sans,
@@ -219,6 +240,39 @@ fn upstream_tls(
         h2,
         istio,
     })))
+}
+
+/// The origination options of a non-mesh TLS context: CA bundle and client certificate from
+/// files (Istio's DestinationRule `caCertificates`, `clientCertificate`, `privateKey`).
+fn origination(
+    common: &tls::CommonTlsContext,
+    sans: &[String],
+) -> weft_identity::OriginationOptions {
+    use tls::common_tls_context::ValidationContextType as V;
+    let file = |d: &Option<core::DataSource>| match d.as_ref().and_then(|d| d.specifier.as_ref()) {
+        Some(core::data_source::Specifier::Filename(f)) => Some(f.clone()),
+        _ => None,
+    };
+    let vc = match &common.validation_context_type {
+        Some(V::ValidationContext(v)) => Some(v.clone()),
+        Some(V::CombinedValidationContext(c)) => c.default_validation_context.clone(),
+        _ => None,
+    };
+    let insecure = vc.as_ref().is_some_and(|v| {
+        v.trust_chain_verification
+            == tls::certificate_validation_context::TrustChainVerification::AcceptUntrusted as i32
+    });
+    let client_cert = common
+        .tls_certificates
+        .first()
+        .and_then(|c| Some((file(&c.certificate_chain)?, file(&c.private_key)?)));
+    weft_identity::OriginationOptions {
+        ca_file: vc.as_ref().and_then(|v| file(&v.trusted_ca)),
+        subject_alt_names: sans.to_vec(),
+        client_cert,
+        insecure_skip_verify: insecure,
+        alpn: Vec::new(),
+    }
 }
 
 pub fn compile(
