@@ -2,7 +2,9 @@
 //! node metadata says `GENERATOR: grpc`, as istiod does) and generates from the current push
 //! context. What is the same for every sidecar of a push (outbound clusters and listeners, the
 //! route table of a port for a namespace, each ClusterLoadAssignment) is built once per push and
-//! shared; only the proxy's inbound side is built per proxy.
+//! shared; the TCP/TLS listeners whose VirtualService routes depend on the client are shared by
+//! the proxies with the same namespace and `sourceLabels` outcomes; only the proxy's inbound
+//! side is built per proxy.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -23,6 +25,10 @@ struct Shared {
     version: String,
     clusters: Option<Arc<Vec<NamedResource>>>,
     listeners: Option<Arc<Vec<NamedResource>>>,
+    /// The services whose TCP/TLS listeners depend on the client.
+    client_dependent: Option<Arc<BTreeSet<String>>>,
+    /// Listener key (namespace and TCP/TLS `sourceLabels` matches) → those services' listeners.
+    client_listeners: HashMap<String, Arc<Vec<NamedResource>>>,
     /// Proxy namespace → route table name → table.
     routes: HashMap<String, HashMap<String, Option<NamedResource>>>,
     /// Cluster name → assignment.
@@ -54,6 +60,8 @@ impl Shared {
 struct Previous {
     clusters: HashMap<String, NamedResource>,
     listeners: HashMap<String, NamedResource>,
+    /// Per listener key, like routes.
+    client_listeners: HashMap<String, HashMap<String, NamedResource>>,
     routes: HashMap<String, HashMap<String, NamedResource>>,
     endpoints: HashMap<String, NamedResource>,
 }
@@ -137,6 +145,13 @@ impl MeshGenerator {
             }
             if let Some(l) = old.listeners {
                 previous.listeners = by_name(l.iter().cloned());
+            }
+            for (key, listeners) in old.client_listeners {
+                previous
+                    .client_listeners
+                    .entry(key)
+                    .or_default()
+                    .extend(by_name(listeners.iter().cloned()));
             }
             for (ns, tables) in old.routes {
                 previous
@@ -264,17 +279,46 @@ impl MeshGenerator {
         let version = view.push.version.as_str();
         Ok(match type_url {
             weft_xds::types::LISTENER => {
-                let shared = self.with_shared(version, |c| {
-                    c.listeners
+                // Every sidecar shares the listeners but for the TCP/TLS ones whose routes
+                // depend on the client; those are shared by proxies with the same key.
+                let (shared, client) = self.with_shared(version, |c| {
+                    let dependent = c
+                        .client_dependent
+                        .get_or_insert_with(|| {
+                            Arc::new(sidecar::client_dependent_listeners(view.push))
+                        })
+                        .clone();
+                    let shared = c
+                        .listeners
                         .get_or_insert_with(|| {
                             Arc::new(stable_all::<Listener>(
-                                sidecar::shared_listeners(view),
+                                sidecar::shared_listeners(view, &dependent),
                                 &c.previous.listeners,
                             ))
                         })
-                        .clone()
+                        .clone();
+                    if dependent.is_empty() {
+                        return (shared, None);
+                    }
+                    let key = sidecar::listener_key(view);
+                    let none = HashMap::new();
+                    let previous = c.previous.client_listeners.get(&key).unwrap_or(&none);
+                    let client = c
+                        .client_listeners
+                        .entry(key)
+                        .or_insert_with(|| {
+                            Arc::new(stable_all::<Listener>(
+                                sidecar::client_listeners(view, &dependent),
+                                previous,
+                            ))
+                        })
+                        .clone();
+                    (shared, Some(client))
                 });
                 let mut out = filter(shared.iter(), sub);
+                if let Some(client) = &client {
+                    out.extend(filter(client.iter(), sub));
+                }
                 out.extend(filter([&sidecar::inbound_listener(view)], sub));
                 out
             }
@@ -487,6 +531,75 @@ mod tests {
         )
         .unwrap();
         assert!(format!("{cla:?}").contains("10.0.0.9"));
+    }
+
+    #[test]
+    fn tcp_listeners_that_depend_on_the_client_are_shared_by_key() {
+        let yaml = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: t, namespace: default}\nspec:\n  hosts: [t]\n  addresses: [10.78.0.20]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 9000, name: tcp, protocol: TCP}]\n  workloadSelector: {labels: {app: t}}\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: u, namespace: default}\nspec:\n  hosts: [u]\n  addresses: [10.78.0.21]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{number: 9000, name: tcp, protocol: TCP}]\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: a, namespace: default}\nspec: {address: 10.0.0.1, labels: {app: a}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: b, namespace: default}\nspec: {address: 10.0.0.2, labels: {app: b}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: a2, namespace: default}\nspec: {address: 10.0.0.3, labels: {app: a}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: t, namespace: default}\nspec:\n  hosts: [t]\n  tcp:\n  - match: [{sourceLabels: {app: b}}]\n    route: [{destination: {host: u}}]\n  - route: [{destination: {host: t}}]\n";
+        let (resources, problems) = weft_api::parse_documents(yaml, std::path::Path::new("t.yaml"));
+        assert!(problems.is_empty(), "{problems:?}");
+        let push = Arc::new(ArcSwap::from_pointee(PushContext::new(
+            "1".into(),
+            Arc::new(weft_api::MeshConfig::default()),
+            Arc::new(resources),
+        )));
+        let g = MeshGenerator::new(push.clone());
+        let lds = |name: &str| {
+            let info = ProxyInfo {
+                id: format!("sidecar~10.0.0.9~{name}.default~default.svc.cluster.local"),
+                cluster: String::new(),
+                metadata: serde_json::json!({}),
+                peer_addr: None,
+                conn_id: 1,
+            };
+            g.generate(&info, weft_xds::types::LISTENER, &Subscription::Wildcard)
+                .unwrap()
+                .resources
+        };
+        let find = |rs: &[NamedResource], name: &str| {
+            rs.iter()
+                .find(|r| r.name() == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("{name} missing"))
+        };
+        let (a, b, a2) = (lds("a"), lds("b"), lds("a2"));
+        let target = |r: &NamedResource| {
+            use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+            use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+            let l = <Listener as prost::Message>::decode(r.resource().value.as_slice()).unwrap();
+            let Some(ConfigType::TypedConfig(any)) = &l.filter_chains[0].filters[0].config_type
+            else {
+                panic!("no tcp_proxy")
+            };
+            let t = <TcpProxy as prost::Message>::decode(any.value.as_slice()).unwrap();
+            format!("{:?}", t.cluster_specifier)
+        };
+        let (ta, tb) = (find(&a, "10.78.0.20_9000"), find(&b, "10.78.0.20_9000"));
+        assert!(
+            target(&ta).contains("outbound|9000||t.default"),
+            "{}",
+            target(&ta)
+        );
+        assert!(
+            target(&tb).contains("outbound|9000||u.default"),
+            "{}",
+            target(&tb)
+        );
+        // Proxies with the same key get the very same resource; u's listener is shared by all.
+        assert!(find(&a2, "10.78.0.20_9000").same(&ta));
+        assert!(find(&a, "10.78.0.21_9000").same(&find(&b, "10.78.0.21_9000")));
+        assert_eq!(a.len(), b.len());
+        // The next push keeps the bytes of what did not change.
+        push.store(Arc::new(PushContext::new(
+            "2".into(),
+            Arc::new(weft_api::MeshConfig::default()),
+            push.load().resources.clone(),
+        )));
+        let b2 = lds("b");
+        assert_eq!(
+            find(&b2, "10.78.0.20_9000").resource().value,
+            tb.resource().value
+        );
     }
 
     #[test]

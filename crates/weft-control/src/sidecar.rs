@@ -8,7 +8,7 @@ mod listener;
 mod route;
 pub mod traffic_policy;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use weft_xds::NamedResource;
@@ -120,7 +120,9 @@ impl<'a> ProxyView<'a> {
 }
 
 pub fn listeners(view: &ProxyView) -> Vec<NamedResource> {
-    let mut out = shared_listeners(view);
+    let dependent = client_dependent_listeners(view.push);
+    let mut out = shared_listeners(view, &dependent);
+    out.extend(client_listeners(view, &dependent));
     out.push(inbound_listener(view));
     out
 }
@@ -131,9 +133,28 @@ pub fn clusters(view: &ProxyView) -> Vec<NamedResource> {
     out
 }
 
-/// The part of the listeners that is the same for every sidecar of a push.
-pub fn shared_listeners(view: &ProxyView) -> Vec<NamedResource> {
-    listener::shared(view)
+/// The services whose TCP/TLS listeners differ between clients (VirtualService `tcp`/`tls`
+/// matches on `sourceLabels` or `sourceNamespace`, or a restricted `exportTo`).
+pub fn client_dependent_listeners(push: &PushContext) -> BTreeSet<String> {
+    listener::client_dependent(push)
+}
+
+/// The part of the listeners that is the same for every sidecar of a push (all but the
+/// TCP/TLS listeners of the `dependent` services).
+pub fn shared_listeners(view: &ProxyView, dependent: &BTreeSet<String>) -> Vec<NamedResource> {
+    listener::shared(view, dependent)
+}
+
+/// The TCP/TLS listeners of the `dependent` services for this proxy; the same for every proxy
+/// with the same [`listener_key`].
+pub fn client_listeners(view: &ProxyView, dependent: &BTreeSet<String>) -> Vec<NamedResource> {
+    listener::per_client(view, dependent)
+}
+
+/// What [`client_listeners`] depend on: the proxy's namespace and which `tcp`/`tls`
+/// `sourceLabels` matches its labels satisfy.
+pub fn listener_key(view: &ProxyView) -> String {
+    listener::client_key(view)
 }
 
 /// The proxy's own virtualInbound listener.

@@ -72,6 +72,8 @@ fn config_dump(proxy: &Proxy) -> serde_json::Value {
                 "filter_chains": l.chains.iter().map(|c| json!({
                     "name": c.name,
                     "destination_port": c.matcher.destination_port,
+                    "prefix_ranges": c.matcher.prefix_ranges.iter().map(|(ip, len)| format!("{ip}/{len}")).collect::<Vec<_>>(),
+                    "server_names": c.matcher.server_names,
                     "transport_protocol": c.matcher.transport,
                     "application_protocols": c.matcher.alpns,
                     "tls": c.tls.is_some(),

@@ -1,6 +1,8 @@
 //! The capture listeners: virtualOutbound (15001) hands each connection to the listener for
-//! its original destination; virtualInbound (15006) picks a filter chain by destination port,
-//! TLS (from the ClientHello) and ALPN or HTTP sniffing, terminates mTLS and runs the chain.
+//! its original destination, which picks a filter chain by destination IP and port and, when
+//! its chains match on it, the SNI of the ClientHello; virtualInbound (15006) picks a filter
+//! chain by destination port, TLS (from the ClientHello) and ALPN or HTTP sniffing, terminates
+//! mTLS and runs the chain.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,8 +67,27 @@ async fn outbound(stream: TcpStream, remote: SocketAddr, proxy: Arc<Proxy>) {
     if dst.port() == proxy.options.outbound_port && stream.local_addr().is_ok_and(|l| l == dst) {
         return;
     }
-    let Some(chain) = listener.select(dst.port(), "raw_buffer", &[]).cloned() else {
-        tracing::debug!(%dst, listener = %listener.name, "no filter chain matched; closing");
+    // A listener whose chains match on the server name (VirtualService `tls` routes) reads
+    // the ClientHello first, as Envoy's tls_inspector, within its default listener filter
+    // timeout; the others take the connection as it comes.
+    let sniffed = if listener.inspect_tls {
+        match tokio::time::timeout(LISTENER_FILTERS_TIMEOUT, sniff(&stream, &listener)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::debug!(%dst, listener = %listener.name, "no ClientHello in time; closing");
+                return;
+            }
+        }
+    } else {
+        Sniffed::default()
+    };
+    let transport = if sniffed.tls { "tls" } else { "raw_buffer" };
+    let Some(chain) = listener
+        .select(dst, sniffed.sni.as_deref(), transport, &sniffed.alpns)
+        .cloned()
+    else {
+        tracing::debug!(%dst, listener = %listener.name, sni = ?sniffed.sni, "no filter chain matched; closing");
         return;
     };
     let conn = ConnInfo {
@@ -74,7 +95,7 @@ async fn outbound(stream: TcpStream, remote: SocketAddr, proxy: Arc<Proxy>) {
         original_dst: dst,
         remote,
         peer_principal: None,
-        sni: None,
+        sni: sniffed.sni.as_deref().map(Into::into),
         alpn: None,
     };
     run_chain(stream, conn, &chain, proxy).await;
@@ -90,7 +111,12 @@ where
     }
 }
 
-/// What the first bytes of an inbound connection say.
+/// Envoy's default `listener_filters_timeout`: how long the TLS inspector waits for a
+/// ClientHello before the connection is closed.
+const LISTENER_FILTERS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What the first bytes of a connection say.
+#[derive(Default)]
 struct Sniffed {
     tls: bool,
     alpns: Vec<String>,
@@ -179,7 +205,7 @@ async fn inbound(stream: TcpStream, remote: SocketAddr, proxy: Arc<Proxy>) {
     };
     let transport = if sniffed.tls { "tls" } else { "raw_buffer" };
     let Some(chain) = listener
-        .select(dst.port(), transport, &sniffed.alpns)
+        .select(dst, sniffed.sni.as_deref(), transport, &sniffed.alpns)
         .cloned()
     else {
         tracing::debug!(%dst, transport, alpns = ?sniffed.alpns, "no inbound filter chain matched; closing");
@@ -253,4 +279,81 @@ async fn accept_tls<IO>(
         conn.alpn = session.alpn_protocol().map(<[u8]>::to_vec);
     }
     run_chain(tls_stream, conn, chain, proxy).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// The first flight of a rustls client to `sni` offering `alpn`.
+    fn client_hello(sni: &str, alpn: &[u8]) -> Vec<u8> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![alpn.to_vec()];
+        let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
+        let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+        let mut out = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut out).unwrap();
+        }
+        out
+    }
+
+    fn sni_listener() -> Listener {
+        Listener {
+            name: "10.78.0.20_9443".into(),
+            addr: SocketAddr::from(([10, 78, 0, 20], 9443)),
+            bind: false,
+            direction: Direction::Outbound,
+            chains: Vec::new(),
+            inspect_tls: true,
+            inspect_http: false,
+        }
+    }
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[tokio::test]
+    async fn the_client_hello_names_the_server_without_being_consumed() {
+        let hello = client_hello("Two.Example.com", b"h2");
+        let (mut client, mut server) = pair().await;
+        // Sent in two pieces: the inspector waits for the whole ClientHello.
+        let (a, b) = hello.split_at(hello.len() / 2);
+        client.write_all(a).await.unwrap();
+        let late = b.to_vec();
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            client.write_all(&late).await.unwrap();
+            client
+        });
+        let sniffed = sniff(&server, &sni_listener()).await.unwrap();
+        assert!(sniffed.tls);
+        assert_eq!(sniffed.sni.as_deref(), Some("two.example.com"));
+        assert_eq!(sniffed.alpns, vec!["h2".to_string()]);
+        // Peeked, not read: the TCP proxy forwards the ClientHello intact.
+        let _client = writer.await.unwrap();
+        let mut buf = vec![0u8; hello.len()];
+        server.read_exact(&mut buf).await.unwrap();
+        assert_eq!(buf, hello);
+    }
+
+    #[tokio::test]
+    async fn plaintext_has_no_server_name() {
+        let (mut client, server) = pair().await;
+        client.write_all(b"hello\n").await.unwrap();
+        let sniffed = sniff(&server, &sni_listener()).await.unwrap();
+        assert!(!sniffed.tls);
+        assert_eq!(sniffed.sni, None);
+    }
 }

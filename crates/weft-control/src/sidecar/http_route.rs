@@ -513,6 +513,18 @@ fn route_action(ctx: &Ctx, r: &HttpRoute) -> route::RouteAction {
                 }
             })
             .collect();
+        if ctx.grpc {
+            // As istiod does: the hash policy of every weighted destination with a
+            // consistent-hash DestinationRule (without it gRPC's ring hash hashes at random).
+            // Kept to the gRPC form: the sidecar form is unchanged.
+            for (_, dest) in dests.iter().filter(|(d, _)| d.weight > 0) {
+                for hp in hash_policy(ctx, &destination_cluster(ctx, dest)) {
+                    if !action.hash_policy.contains(&hp) {
+                        action.hash_policy.push(hp);
+                    }
+                }
+            }
+        }
         action.cluster_specifier = Some(C::WeightedClusters(route::WeightedCluster {
             clusters,
             ..Default::default()

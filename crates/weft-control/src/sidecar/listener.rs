@@ -1,8 +1,9 @@
 //! Listeners: `virtualOutbound` (15001), `virtualInbound` (15006) with Istio's per-port
 //! PERMISSIVE/STRICT/DISABLE filter chains, and the outbound per-port listeners
-//! (`0.0.0.0_<port>` for HTTP, `<vip>_<port>` for TCP) that virtualOutbound hands off to.
+//! (`0.0.0.0_<port>` for HTTP, `<vip>_<port>` for TCP and TLS, with the filter chains of the
+//! VirtualService's `tcp` and `tls` routes) that virtualOutbound hands off to.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
 use envoy_types::pb::envoy::config::core::v3 as core;
@@ -21,6 +22,10 @@ use super::{
 use crate::authn::MtlsMode;
 use crate::envoy::{self, alpn};
 use crate::registry::ServicePort;
+
+mod l4;
+use l4::l4_listeners;
+pub use l4::{client_dependent, client_key};
 
 /// Istio's default TEXT access-log format (`EnvoyTextLogFormat`).
 pub const ENVOY_TEXT_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n";
@@ -225,10 +230,26 @@ fn named(l: listener::Listener) -> NamedResource {
 }
 
 /// The listeners every sidecar gets (virtualOutbound and the per-port outbound listeners);
-/// they depend only on the push context.
-pub fn shared(view: &ProxyView) -> Vec<NamedResource> {
+/// they depend only on the push context. The TCP/TLS listeners of the services in `dependent`
+/// (see [`client_dependent`]) are left out: they are built per client by [`per_client`].
+pub fn shared(view: &ProxyView, dependent: &BTreeSet<String>) -> Vec<NamedResource> {
     let mut out = vec![named(virtual_outbound(view))];
-    out.extend(outbound_listeners(view).into_iter().map(named));
+    out.extend(outbound_listeners(view, dependent).into_iter().map(named));
+    out
+}
+
+/// The TCP/TLS listeners (`<vip>_<port>`) of the services whose routes depend on the client,
+/// built for this proxy. Proxies with the same [`client_key`] get the same ones.
+pub fn per_client(view: &ProxyView, dependent: &BTreeSet<String>) -> Vec<NamedResource> {
+    let mut out = Vec::new();
+    for svc in &view.push.registry.services {
+        if !dependent.contains(&svc.hostname) {
+            continue;
+        }
+        for sp in svc.ports.iter().filter(|p| !p.protocol.is_http()) {
+            out.extend(l4_listeners(view, svc, sp).into_iter().map(named));
+        }
+    }
     out
 }
 
@@ -263,35 +284,21 @@ fn virtual_outbound(view: &ProxyView) -> listener::Listener {
 }
 
 /// Per-port outbound listeners. HTTP ports share `0.0.0.0_<port>` with the route table `<port>`;
-/// TCP ports get `<vip>_<port>` straight to the service's cluster.
-fn outbound_listeners(view: &ProxyView) -> Vec<listener::Listener> {
-    let mut http_ports: BTreeMap<u16, ()> = BTreeMap::new();
+/// TCP and TLS ports get `<vip>_<port>` with the filter chains of the service's `tcp` or `tls`
+/// routes (services in `dependent` are left to [`per_client`]).
+fn outbound_listeners(view: &ProxyView, dependent: &BTreeSet<String>) -> Vec<listener::Listener> {
+    let mut http_ports: BTreeSet<u16> = BTreeSet::new();
     let mut out = Vec::new();
     for svc in &view.push.registry.services {
         for sp in &svc.ports {
             if sp.protocol.is_http() {
-                http_ports.insert(sp.number, ());
-                continue;
-            }
-            let cluster = super::cluster_name("outbound", sp.number, "", &svc.hostname);
-            let target = tcp_route(view, svc, sp.number)
-                .unwrap_or_else(|| tcp::tcp_proxy::ClusterSpecifier::Cluster(cluster.clone()));
-            for vip in &svc.vips {
-                out.push(listener::Listener {
-                    name: format!("{vip}_{}", sp.number),
-                    address: Some(envoy::socket_address(&vip.to_string(), sp.number as u32)),
-                    bind_to_port: Some(envoy::boolv(false)),
-                    traffic_direction: core::TrafficDirection::Outbound as i32,
-                    filter_chains: vec![listener::FilterChain {
-                        filters: vec![tcp_filter_to(cluster.clone(), target.clone(), view)],
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                });
+                http_ports.insert(sp.number);
+            } else if !dependent.contains(&svc.hostname) {
+                out.extend(l4_listeners(view, svc, sp));
             }
         }
     }
-    for port in http_ports.keys() {
+    for port in &http_ports {
         out.push(listener::Listener {
             name: format!("0.0.0.0_{port}"),
             address: Some(envoy::socket_address("0.0.0.0", *port as u32)),
@@ -312,62 +319,6 @@ fn outbound_listeners(view: &ProxyView) -> Vec<listener::Listener> {
         });
     }
     out
-}
-
-/// The destination of a service's TCP port from its VirtualService's first `tcp` route that
-/// applies to the port (Istio's TCP route: weighted clusters, or one cluster). Listeners are
-/// shared by every sidecar, so matches that depend on the client (`sourceLabels`,
-/// `sourceNamespace`) are not taken.
-fn tcp_route(
-    view: &ProxyView,
-    svc: &crate::registry::Service,
-    port: u16,
-) -> Option<tcp::tcp_proxy::ClusterSpecifier> {
-    let bound = crate::virtual_service::for_host(
-        &view.push.resources,
-        &svc.hostname,
-        &view.node.namespace,
-    )?;
-    let ctx = super::http_route::Ctx {
-        view,
-        port,
-        bound: &bound,
-        grpc: false,
-    };
-    let route = bound.vs.tcp.iter().find(|r| {
-        r.match_.is_empty()
-            || r.match_.iter().any(|m| {
-                (m.port == 0 || m.port == port as u32)
-                    && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
-                    && m.source_labels.is_empty()
-                    && m.source_namespace.is_empty()
-                    && m.destination_subnets.is_empty()
-            })
-    })?;
-    let dests: Vec<_> = route
-        .route
-        .iter()
-        .filter_map(|d| Some((d.destination.as_ref()?, d.weight)))
-        .collect();
-    let weighted: Vec<_> = dests.iter().filter(|(_, w)| *w > 0).collect();
-    if weighted.len() <= 1 {
-        let (d, _) = weighted.first().copied().or(dests.first())?;
-        return Some(tcp::tcp_proxy::ClusterSpecifier::Cluster(
-            super::http_route::destination_cluster(&ctx, d),
-        ));
-    }
-    Some(tcp::tcp_proxy::ClusterSpecifier::WeightedClusters(
-        tcp::tcp_proxy::WeightedCluster {
-            clusters: weighted
-                .iter()
-                .map(|(d, w)| tcp::tcp_proxy::weighted_cluster::ClusterWeight {
-                    name: super::http_route::destination_cluster(&ctx, d),
-                    weight: *w as u32,
-                    ..Default::default()
-                })
-                .collect(),
-        },
-    ))
 }
 
 /// The server side of mTLS: `default` cert, `ROOTCA` trust, client certificate required,
@@ -597,3 +548,6 @@ fn inbound_chain(
         ..Default::default()
     }
 }
+
+#[cfg(test)]
+mod tests;

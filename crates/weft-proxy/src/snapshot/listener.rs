@@ -1,8 +1,8 @@
-//! Listeners and filter chains: chain selection by destination port, transport protocol and
-//! ALPN (Envoy's FilterChainMatch order), downstream TLS, and the two network filters Weft
-//! runs: the HTTP connection manager and the TCP proxy.
+//! Listeners and filter chains: chain selection by destination port, destination IP prefix,
+//! server name (SNI), transport protocol and ALPN (Envoy's FilterChainMatch order), downstream
+//! TLS, and the two network filters Weft runs: the HTTP connection manager and the TCP proxy.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
@@ -28,9 +28,106 @@ pub enum Direction {
 #[derive(Debug, Default, Clone)]
 pub struct ChainMatch {
     pub destination_port: Option<u16>,
+    /// Destination IP prefixes (`prefix_ranges`); empty matches any address.
+    pub prefix_ranges: Vec<(IpAddr, u8)>,
+    /// Server names (SNI, lowercase), exact or `*.suffix`; empty matches any connection.
+    pub server_names: Vec<String>,
     /// `tls` or `raw_buffer`; None matches both.
     pub transport: Option<String>,
     pub alpns: Vec<String>,
+}
+
+/// Whether `ip` lies in `prefix/len`.
+fn in_prefix(ip: IpAddr, prefix: IpAddr, len: u8) -> bool {
+    match (ip, prefix) {
+        (IpAddr::V4(a), IpAddr::V4(p)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            u32::from(a) & mask == u32::from(p) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(p)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
+            u128::from(a) & mask == u128::from(p) & mask
+        }
+        _ => false,
+    }
+}
+
+impl ChainMatch {
+    /// How specifically the chain matches a destination port: exact 1, unset 0.
+    fn port_score(&self, port: u16) -> Option<u32> {
+        match self.destination_port {
+            None => Some(0),
+            Some(p) => (p == port).then_some(1),
+        }
+    }
+
+    /// The longest of the chain's prefixes holding `ip` (no prefixes: length 0, as Envoy
+    /// treats them as `0.0.0.0/0`).
+    fn ip_score(&self, ip: IpAddr) -> Option<u32> {
+        if self.prefix_ranges.is_empty() {
+            return Some(0);
+        }
+        self.prefix_ranges
+            .iter()
+            .filter(|(p, len)| in_prefix(ip, *p, *len))
+            .map(|(_, len)| u32::from(*len))
+            .max()
+    }
+
+    /// Exact server name first, then the longest `*.` wildcard covering it, then chains without
+    /// server names; a connection without SNI only matches the last.
+    fn sni_score(&self, sni: Option<&str>) -> Option<u32> {
+        if self.server_names.is_empty() {
+            return Some(0);
+        }
+        let sni = sni?.to_ascii_lowercase();
+        self.server_names
+            .iter()
+            .filter_map(|name| {
+                if *name == sni {
+                    return Some(u32::MAX);
+                }
+                let suffix = name.strip_prefix('*')?;
+                (suffix.starts_with('.') && sni.len() > suffix.len() && sni.ends_with(suffix))
+                    .then_some(1 + suffix.len() as u32)
+            })
+            .max()
+    }
+
+    fn transport_score(&self, transport: &str) -> Option<u32> {
+        match &self.transport {
+            None => Some(0),
+            Some(t) => (t == transport).then_some(1),
+        }
+    }
+
+    fn alpn_score(&self, alpns: &[String]) -> Option<u32> {
+        if self.alpns.is_empty() {
+            return Some(0);
+        }
+        self.alpns.iter().any(|a| alpns.contains(a)).then_some(1)
+    }
+}
+
+/// The chains that match most specifically by `score` (None: no match).
+fn narrow(
+    chains: Vec<&Arc<Chain>>,
+    score: impl Fn(&ChainMatch) -> Option<u32>,
+) -> Vec<&Arc<Chain>> {
+    let scored: Vec<(u32, &Arc<Chain>)> = chains
+        .into_iter()
+        .filter_map(|c| Some((score(&c.matcher)?, c)))
+        .collect();
+    let best = scored.iter().map(|(s, _)| *s).max();
+    scored
+        .into_iter()
+        .filter(|(s, _)| Some(*s) == best)
+        .map(|(_, c)| c)
+        .collect()
 }
 
 /// Downstream (server-side) TLS.
@@ -125,51 +222,25 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Envoy's filter chain selection: destination port (exact beats unset), then transport
-    /// protocol (exact beats unset), then ALPN (intersecting beats unset).
-    pub fn select(&self, port: u16, transport: &str, alpns: &[String]) -> Option<&Arc<Chain>> {
-        let by_port: Vec<&Arc<Chain>> = {
-            let exact: Vec<_> = self
-                .chains
-                .iter()
-                .filter(|c| c.matcher.destination_port == Some(port))
-                .collect();
-            if exact.is_empty() {
-                self.chains
-                    .iter()
-                    .filter(|c| c.matcher.destination_port.is_none())
-                    .collect()
-            } else {
-                exact
-            }
-        };
-        let by_transport: Vec<&Arc<Chain>> = {
-            let exact: Vec<_> = by_port
-                .iter()
-                .copied()
-                .filter(|c| c.matcher.transport.as_deref() == Some(transport))
-                .collect();
-            if exact.is_empty() {
-                by_port
-                    .into_iter()
-                    .filter(|c| c.matcher.transport.is_none())
-                    .collect()
-            } else {
-                exact
-            }
-        };
-        by_transport
-            .iter()
-            .copied()
-            .find(|c| {
-                !c.matcher.alpns.is_empty() && c.matcher.alpns.iter().any(|a| alpns.contains(a))
-            })
-            .or_else(|| {
-                by_transport
-                    .iter()
-                    .copied()
-                    .find(|c| c.matcher.alpns.is_empty())
-            })
+    /// Envoy's filter chain selection, one criterion after the other, each keeping only the
+    /// most specific chains that match (no going back to a less specific one): destination
+    /// port (exact beats unset), destination IP (longest prefix beats none), server name (exact,
+    /// then the longest wildcard, then unset), transport protocol (exact beats unset), ALPN
+    /// (intersecting beats unset); the first of what is left.
+    pub fn select(
+        &self,
+        dst: SocketAddr,
+        sni: Option<&str>,
+        transport: &str,
+        alpns: &[String],
+    ) -> Option<&Arc<Chain>> {
+        let chains: Vec<&Arc<Chain>> = self.chains.iter().collect();
+        let chains = narrow(chains, |m| m.port_score(dst.port()));
+        let chains = narrow(chains, |m| m.ip_score(dst.ip()));
+        let chains = narrow(chains, |m| m.sni_score(sni));
+        let chains = narrow(chains, |m| m.transport_score(transport));
+        let chains = narrow(chains, |m| m.alpn_score(alpns));
+        chains.into_iter().next()
     }
 }
 
@@ -359,12 +430,37 @@ pub fn compile(l: &listener::Listener, factory: &TlsFactory) -> Result<Listener,
     {
         let cwhat = format!("{what}: filter_chains[{i}] {}", fc.name);
         let m = fc.filter_chain_match.clone().unwrap_or_default();
+        let mut prefix_ranges = Vec::with_capacity(m.prefix_ranges.len());
+        for r in &m.prefix_ranges {
+            let ip: IpAddr = r.address_prefix.parse().map_err(|_| {
+                ProxyError::Config(format!(
+                    "{cwhat}: prefix_ranges: {:?} is not an IP address",
+                    r.address_prefix
+                ))
+            })?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let len = r.prefix_len.as_ref().map_or(0, |l| l.value);
+            if len > max {
+                return Err(ProxyError::Config(format!(
+                    "{cwhat}: prefix_ranges: {}/{len} is longer than the address",
+                    r.address_prefix
+                )));
+            }
+            prefix_ranges.push((ip, len as u8));
+        }
         let matcher = ChainMatch {
             destination_port: m.destination_port.map(|p| p.value as u16),
+            prefix_ranges,
+            server_names: m
+                .server_names
+                .iter()
+                .map(|n| n.to_ascii_lowercase())
+                .collect(),
             transport: Some(m.transport_protocol).filter(|t| !t.is_empty()),
             alpns: m.application_protocols,
         };
-        inspect_tls |= matcher.transport.is_some();
+        // The ClientHello is read when a chain matches on TLS or on the server name.
+        inspect_tls |= matcher.transport.is_some() || !matcher.server_names.is_empty();
         inspect_http |= matcher.transport.as_deref() != Some("tls") && !matcher.alpns.is_empty();
         let tls = match &fc.transport_socket {
             Some(ts) => downstream_tls(ts, factory, &cwhat)?,
@@ -408,13 +504,21 @@ mod tests {
     use super::*;
 
     fn chain(name: &str, port: Option<u16>, transport: Option<&str>, alpns: &[&str]) -> Arc<Chain> {
-        Arc::new(Chain {
-            name: name.into(),
-            matcher: ChainMatch {
+        chain_with(
+            name,
+            ChainMatch {
                 destination_port: port,
                 transport: transport.map(Into::into),
                 alpns: alpns.iter().map(|a| a.to_string()).collect(),
+                ..Default::default()
             },
+        )
+    }
+
+    fn chain_with(name: &str, matcher: ChainMatch) -> Arc<Chain> {
+        Arc::new(Chain {
+            name: name.into(),
+            matcher,
             tls: None,
             filter: NetworkFilter::Tcp(Arc::new(TcpProxy {
                 stat_prefix: String::new(),
@@ -461,7 +565,194 @@ mod tests {
 
     fn select(l: &Listener, port: u16, transport: &str, alpns: &[&str]) -> Option<String> {
         let alpns: Vec<String> = alpns.iter().map(|a| a.to_string()).collect();
-        l.select(port, transport, &alpns).map(|c| c.name.clone())
+        let dst = SocketAddr::from(([10, 77, 0, 11], port));
+        l.select(dst, None, transport, &alpns)
+            .map(|c| c.name.clone())
+    }
+
+    fn outbound(chains: Vec<Arc<Chain>>) -> Listener {
+        Listener {
+            name: "10.78.0.20_9443".into(),
+            addr: SocketAddr::from(([10, 78, 0, 20], 9443)),
+            bind: false,
+            direction: Direction::Outbound,
+            chains,
+            inspect_tls: true,
+            inspect_http: false,
+        }
+    }
+
+    fn matching(prefixes: &[(&str, u8)], names: &[&str]) -> ChainMatch {
+        ChainMatch {
+            prefix_ranges: prefixes
+                .iter()
+                .map(|(ip, len)| (ip.parse().unwrap(), *len))
+                .collect(),
+            server_names: names.iter().map(|n| n.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn pick(l: &Listener, ip: &str, sni: Option<&str>, transport: &str) -> Option<String> {
+        let dst = SocketAddr::new(ip.parse().unwrap(), 9443);
+        l.select(dst, sni, transport, &[]).map(|c| c.name.clone())
+    }
+
+    #[test]
+    fn server_names_pick_exact_then_longest_wildcard_then_none() {
+        let l = outbound(vec![
+            chain_with("wide", matching(&[], &["*.com"])),
+            chain_with("wild", matching(&[], &["*.example.com"])),
+            chain_with(
+                "two",
+                matching(&[], &["two.example.com", "deux.example.com"]),
+            ),
+            chain_with("any", matching(&[], &[])),
+        ]);
+        assert_eq!(
+            pick(&l, "10.78.0.20", Some("two.example.com"), "tls").as_deref(),
+            Some("two")
+        );
+        assert_eq!(
+            pick(&l, "10.78.0.20", Some("DEUX.example.com"), "tls").as_deref(),
+            Some("two")
+        );
+        assert_eq!(
+            pick(&l, "10.78.0.20", Some("a.b.example.com"), "tls").as_deref(),
+            Some("wild")
+        );
+        assert_eq!(
+            pick(&l, "10.78.0.20", Some("example.com"), "tls").as_deref(),
+            Some("wide")
+        );
+        assert_eq!(
+            pick(&l, "10.78.0.20", Some("example.org"), "tls").as_deref(),
+            Some("any")
+        );
+        // No SNI (plaintext, or TLS without it) only matches chains without server names.
+        assert_eq!(
+            pick(&l, "10.78.0.20", None, "raw_buffer").as_deref(),
+            Some("any")
+        );
+        // Without a catch-all, an unknown name matches nothing (the connection is closed).
+        let l = outbound(vec![chain_with("two", matching(&[], &["two.example.com"]))]);
+        assert_eq!(pick(&l, "10.78.0.20", Some("one.example.com"), "tls"), None);
+        assert_eq!(pick(&l, "10.78.0.20", None, "tls"), None);
+    }
+
+    #[test]
+    fn destination_ip_takes_the_longest_prefix_before_the_server_name() {
+        let l = outbound(vec![
+            chain_with("wide", matching(&[("10.0.0.0", 8)], &[])),
+            chain_with(
+                "narrow",
+                matching(&[("10.78.0.0", 16), ("192.168.1.1", 32)], &[]),
+            ),
+            chain_with("narrow-sni", matching(&[("10.78.0.0", 16)], &["a.example"])),
+            chain_with("v6", matching(&[("2001:db8::", 32)], &[])),
+            chain_with("sni-anywhere", matching(&[], &["b.example"])),
+            chain_with("any", matching(&[], &[])),
+        ]);
+        assert_eq!(
+            pick(&l, "10.78.0.20", Some("a.example"), "tls").as_deref(),
+            Some("narrow-sni")
+        );
+        assert_eq!(
+            pick(&l, "10.78.0.20", None, "raw_buffer").as_deref(),
+            Some("narrow")
+        );
+        // The IP decides first: a name only another prefix level knows does not count.
+        assert_eq!(
+            pick(&l, "10.78.0.20", Some("b.example"), "tls").as_deref(),
+            Some("narrow")
+        );
+        assert_eq!(
+            pick(&l, "192.168.1.1", None, "raw_buffer").as_deref(),
+            Some("narrow")
+        );
+        assert_eq!(
+            pick(&l, "10.1.2.3", None, "raw_buffer").as_deref(),
+            Some("wide")
+        );
+        assert_eq!(
+            pick(&l, "2001:db8::1", None, "raw_buffer").as_deref(),
+            Some("v6")
+        );
+        assert_eq!(
+            pick(&l, "172.16.0.1", Some("b.example"), "tls").as_deref(),
+            Some("sni-anywhere")
+        );
+        assert_eq!(
+            pick(&l, "172.16.0.1", None, "raw_buffer").as_deref(),
+            Some("any")
+        );
+        assert!(in_prefix(
+            "1.2.3.4".parse().unwrap(),
+            "0.0.0.0".parse().unwrap(),
+            0
+        ));
+        assert!(!in_prefix(
+            "10.0.0.1".parse().unwrap(),
+            "::".parse().unwrap(),
+            0
+        ));
+    }
+
+    #[test]
+    fn prefix_ranges_and_server_names_compile_from_xds() {
+        let tcp = tcp::TcpProxy {
+            stat_prefix: "s".into(),
+            cluster_specifier: Some(tcp::tcp_proxy::ClusterSpecifier::Cluster("c".into())),
+            ..Default::default()
+        };
+        let chain = |prefix: &str, len: u32| listener::FilterChain {
+            filter_chain_match: Some(listener::FilterChainMatch {
+                prefix_ranges: vec![core::CidrRange {
+                    address_prefix: prefix.into(),
+                    prefix_len: Some(protobuf::UInt32Value { value: len }),
+                }],
+                server_names: vec!["Two.Example.com".into()],
+                ..Default::default()
+            }),
+            filters: vec![listener::Filter {
+                name: "envoy.filters.network.tcp_proxy".into(),
+                config_type: Some(listener::filter::ConfigType::TypedConfig(protobuf::Any {
+                    type_url:
+                        "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+                            .into(),
+                    value: tcp.encode_to_vec(),
+                })),
+            }],
+            ..Default::default()
+        };
+        let l = |c: listener::FilterChain| listener::Listener {
+            name: "10.78.0.20_9443".into(),
+            address: Some(core::Address {
+                address: Some(core::address::Address::SocketAddress(core::SocketAddress {
+                    address: "10.78.0.20".into(),
+                    port_specifier: Some(core::socket_address::PortSpecifier::PortValue(9443)),
+                    ..Default::default()
+                })),
+            }),
+            filter_chains: vec![c],
+            ..Default::default()
+        };
+        let live = Arc::new(weft_identity::LiveIdentity::new());
+        let factory = TlsFactory::new(live, "cluster.local".into());
+        let compiled = compile(&l(chain("10.78.0.0", 16)), &factory).unwrap();
+        assert!(compiled.inspect_tls, "SNI matching reads the ClientHello");
+        assert!(!compiled.inspect_http);
+        let m = &compiled.chains[0].matcher;
+        assert_eq!(m.prefix_ranges, vec![("10.78.0.0".parse().unwrap(), 16)]);
+        assert_eq!(m.server_names, vec!["two.example.com".to_string()]);
+        let e = compile(&l(chain("10.78.0.0", 33)), &factory)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prefix_ranges"), "{e}");
+        let e = compile(&l(chain("ten", 8)), &factory)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("prefix_ranges"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! They need root (CI runs as root).
 
 mod bookinfo;
+mod grpc_xds;
 mod netns;
+mod tcp_shift;
 mod traffic;
 mod wait;
 

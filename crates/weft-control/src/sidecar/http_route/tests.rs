@@ -216,3 +216,55 @@ spec:
         "envoy.transport_sockets.tls"
     );
 }
+
+/// The gRPC form of a route table (what `weft control` serves proxyless gRPC clients).
+fn grpc_routes(push: &PushContext, proxy: &str, host: &str) -> Vec<route::Route> {
+    let name = format!("outbound|9080||{host}.default.svc.cluster.local");
+    let rs = crate::grpcgen::routes(&view(push, proxy), &[name]);
+    let rc = route::RouteConfiguration::decode(rs[0].resource().value.as_slice()).unwrap();
+    rc.virtual_hosts.into_iter().next().expect("vhost").routes
+}
+
+fn hash_headers(r: &route::Route) -> Vec<String> {
+    use route::route_action::hash_policy::PolicySpecifier;
+    let Some(route::route::Action::Route(ra)) = &r.action else {
+        panic!("{r:?}")
+    };
+    ra.hash_policy
+        .iter()
+        .map(|h| match &h.policy_specifier {
+            Some(PolicySpecifier::Header(h)) => h.header_name.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn grpc_weighted_routes_carry_the_ring_hash_policy() {
+    // reviews with consistent hashing on a header, behind a 50/50 split of two subsets.
+    let p = push(
+        &["virtual-service-reviews-50-v3.yaml"],
+        r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-hash, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer:
+      consistentHash: {httpHeaderName: X-User}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v3, labels: {version: v3}}
+"#,
+    );
+    // gRPC's ring hash needs the hash policy on the route (gRFC A42); istiod puts every
+    // weighted destination's there, once here as both name the same header.
+    let routes = grpc_routes(&p, "productpage", "reviews");
+    assert_eq!(hash_headers(&routes[0]), ["x-user"]);
+    // The sidecar form is unchanged.
+    let routes = vhost_routes(&p, "productpage", "reviews");
+    assert!(hash_headers(&routes[0]).is_empty());
+    // Without consistent hashing, no hash policy in either form.
+    let p = push(&["virtual-service-reviews-50-v3.yaml"], "");
+    assert!(hash_headers(&grpc_routes(&p, "productpage", "reviews")[0]).is_empty());
+}
