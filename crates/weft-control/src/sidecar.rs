@@ -602,4 +602,79 @@ spec:
         );
         assert_eq!(cs.len(), 1);
     }
+
+    #[test]
+    fn upstream_protocol_follows_h2_upgrade_policy_and_use_client_protocol() {
+        use envoy_types::pb::envoy::extensions::upstreams::http::v3 as http_opts;
+        use http_opts::http_protocol_options::{
+            UpstreamProtocolOptions as U, explicit_http_config::ProtocolConfig as P,
+        };
+        const SERVER: &str = "outbound|8080||server.default.svc.cluster.local";
+        let protocol = |extra: &str, mesh: &str, name: &str| -> &'static str {
+            let p = push(extra, mesh);
+            let v = view(&p, "client", "10.77.0.10");
+            let c: Cluster = decode(find(&clusters(&v), name));
+            let any = &c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+            let o = http_opts::HttpProtocolOptions::decode(any.value.as_slice()).unwrap();
+            match o.upstream_protocol_options {
+                Some(U::ExplicitHttpConfig(e)) => match e.protocol_config {
+                    Some(P::HttpProtocolOptions(_)) => "h1",
+                    Some(P::Http2ProtocolOptions(_)) => "h2",
+                    _ => "other",
+                },
+                Some(U::UseDownstreamProtocolConfig(_)) => "downstream",
+                _ => "other",
+            }
+        };
+        let dr = |http: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: server, namespace: default}}\nspec:\n  host: server\n  trafficPolicy: {{connectionPool: {{http: {http}}}}}\n"
+            )
+        };
+        // An HTTP port: HTTP/1.1 unless upgraded; the mesh-wide UPGRADE unless the rule opts out.
+        assert_eq!(protocol("", "", SERVER), "h1");
+        assert_eq!(
+            protocol(&dr("{h2UpgradePolicy: UPGRADE}"), "", SERVER),
+            "h2"
+        );
+        assert_eq!(protocol("", "h2UpgradePolicy: UPGRADE\n", SERVER), "h2");
+        assert_eq!(
+            protocol(
+                &dr("{h2UpgradePolicy: DO_NOT_UPGRADE}"),
+                "h2UpgradePolicy: UPGRADE\n",
+                SERVER
+            ),
+            "h1"
+        );
+        assert_eq!(
+            protocol(&dr("{useClientProtocol: true}"), "", SERVER),
+            "downstream"
+        );
+        // The mesh's upgrade wins over useClientProtocol, as istiod applies it last.
+        assert_eq!(
+            protocol(
+                &dr("{useClientProtocol: true}"),
+                "h2UpgradePolicy: UPGRADE\n",
+                SERVER
+            ),
+            "h2"
+        );
+        // The inbound side talks HTTP/1.1 to an HTTP app; the passthrough clusters keep the
+        // client's protocol.
+        let p = push("", "");
+        let v = view(&p, "server-v1", "10.77.0.11");
+        let c: Cluster = decode(find(&clusters(&v), "inbound|18080||"));
+        let o = http_opts::HttpProtocolOptions::decode(
+            c.typed_extension_protocol_options
+                ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+                .value
+                .as_slice(),
+        )
+        .unwrap();
+        assert!(matches!(
+            o.upstream_protocol_options,
+            Some(U::ExplicitHttpConfig(ref e)) if matches!(e.protocol_config, Some(P::HttpProtocolOptions(_)))
+        ));
+        assert_eq!(protocol("", "", "PassthroughCluster"), "downstream");
+    }
 }

@@ -124,7 +124,9 @@ fn config_dump(proxy: &Proxy) -> serde_json::Value {
                 "name": &*c.name,
                 "type": match c.kind { ClusterKind::Endpoints => "EDS", ClusterKind::OriginalDst => "ORIGINAL_DST" },
                 "connect_timeout_ms": c.connect_timeout.as_millis() as u64,
-                "http2": c.http2,
+                "upstream_protocol": c.protocol.as_str(),
+                "idle_timeout_s": c.idle_timeout.map(|d| d.as_secs_f64()),
+                "tcp_keepalive": c.keepalive.map(|k| json!({"time_s": k.time.map(|d| d.as_secs()), "interval_s": k.interval.map(|d| d.as_secs()), "probes": k.probes})),
                 "lb_policy": match &c.lb {
                     crate::snapshot::balance::Lb::RoundRobin => "ROUND_ROBIN",
                     crate::snapshot::balance::Lb::LeastRequest => "LEAST_REQUEST",

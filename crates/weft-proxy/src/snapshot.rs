@@ -18,7 +18,8 @@ use envoy_types::pb::envoy::config::listener::v3::Listener as XListener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
 pub use cluster::{
-    Cluster, ClusterKind, ClusterState, ClusterStats, Endpoint, Limits, ServiceMeta, UpstreamTls,
+    Cluster, ClusterKind, ClusterState, ClusterStats, Endpoint, Limits, ServiceMeta,
+    UpstreamProtocol, UpstreamTls, compile as compile_cluster,
 };
 pub use listener::{
     AccessLogConfig, AccessLogFormat, Chain, ChainMatch, Direction, DownstreamTls, Hcm, Listener,

@@ -23,12 +23,36 @@ pub fn original_dst(stream: &TcpStream) -> std::io::Result<SocketAddr> {
     }
 }
 
+/// TCP keepalive on an upstream socket (Envoy's `upstream_connection_options.tcp_keepalive`):
+/// unset fields keep the system's defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keepalive {
+    pub time: Option<Duration>,
+    pub interval: Option<Duration>,
+    pub probes: Option<u32>,
+}
+
+fn set_keepalive(sock: SockRef<'_>, ka: &Keepalive) -> std::io::Result<()> {
+    let mut params = socket2::TcpKeepalive::new();
+    if let Some(t) = ka.time {
+        params = params.with_time(t);
+    }
+    if let Some(i) = ka.interval {
+        params = params.with_interval(i);
+    }
+    if let Some(n) = ka.probes {
+        params = params.with_retries(n);
+    }
+    sock.set_tcp_keepalive(&params)
+}
+
 /// Connects to `addr`, optionally from `bind` (e.g. 127.0.0.6 for inbound passthrough), within
-/// `timeout`. TCP_NODELAY is set, as Envoy does.
+/// `timeout`, with TCP keepalive when `keepalive` is set. TCP_NODELAY is set, as Envoy does.
 pub async fn connect(
     addr: SocketAddr,
     bind: Option<IpAddr>,
     timeout: Duration,
+    keepalive: Option<&Keepalive>,
 ) -> std::io::Result<TcpStream> {
     let fut = async {
         let stream = match bind {
@@ -43,6 +67,9 @@ pub async fn connect(
             }
         };
         stream.set_nodelay(true)?;
+        if let Some(ka) = keepalive {
+            set_keepalive(SockRef::from(&stream), ka)?;
+        }
         Ok(stream)
     };
     match tokio::time::timeout(timeout, fut).await {

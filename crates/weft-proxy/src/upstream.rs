@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -79,9 +79,14 @@ pub async fn connect(
     tls: Option<&Arc<UpstreamTls>>,
     alpn: AlpnForm,
 ) -> Result<Connected, UpstreamError> {
-    let tcp: TcpStream = crate::socket::connect(addr, cluster.bind, cluster.connect_timeout)
-        .await
-        .map_err(UpstreamError::Connect)?;
+    let tcp: TcpStream = crate::socket::connect(
+        addr,
+        cluster.bind,
+        cluster.connect_timeout,
+        cluster.keepalive.as_ref(),
+    )
+    .await
+    .map_err(UpstreamError::Connect)?;
     let local = tcp.local_addr().ok();
     let Some(tls) = tls else {
         return Ok(Connected {
@@ -161,6 +166,10 @@ pub struct Lease {
     max_served: u32,
     key: PoolKey,
     pool: Pools,
+    /// Idle HTTP/1.1 connections expire this long after their release (None: never).
+    idle_timeout: Option<Duration>,
+    /// On a shared HTTP/2 connection: this stream, counted until the lease ends.
+    _stream: Option<Stream>,
     _active: Active,
 }
 
@@ -193,6 +202,9 @@ impl Lease {
                 local: self.local,
                 peer: self.peer,
                 served: self.served,
+                expires: self
+                    .idle_timeout
+                    .and_then(|t| Instant::now().checked_add(t)),
             });
             drop(m);
             // A request waiting for a connection can take this one.
@@ -206,6 +218,8 @@ struct Idle {
     local: Option<SocketAddr>,
     peer: Option<Arc<str>>,
     served: u32,
+    /// When the connection has been idle for the cluster's `idle_timeout` (None: never).
+    expires: Option<Instant>,
 }
 
 #[derive(Clone)]
@@ -213,6 +227,48 @@ struct Shared {
     sender: http2::SendRequest<UpstreamBody>,
     local: Option<SocketAddr>,
     peer: Option<Arc<str>>,
+    usage: Arc<H2Usage>,
+    idle_timeout: Option<Duration>,
+}
+
+/// Milliseconds since the first use of the pools (a cheap clock for idle accounting).
+fn now_ms() -> u64 {
+    static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+    EPOCH.elapsed().as_millis() as u64
+}
+
+/// The streams in flight on a shared HTTP/2 connection, and when the last one ended.
+#[derive(Default)]
+struct H2Usage {
+    streams: AtomicUsize,
+    idle_since_ms: AtomicU64,
+}
+
+impl H2Usage {
+    /// Whether the connection has carried no stream for `timeout`.
+    fn idle_for(&self, timeout: Duration) -> bool {
+        self.streams.load(Ordering::Acquire) == 0
+            && now_ms().saturating_sub(self.idle_since_ms.load(Ordering::Acquire))
+                >= timeout.as_millis() as u64
+    }
+}
+
+/// One stream on a shared HTTP/2 connection.
+struct Stream(Arc<H2Usage>);
+
+impl Stream {
+    fn new(usage: &Arc<H2Usage>) -> Stream {
+        usage.streams.fetch_add(1, Ordering::AcqRel);
+        Stream(usage.clone())
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // Stamped before the count drops, so a sweep never sees an old stamp with no streams.
+        self.0.idle_since_ms.store(now_ms(), Ordering::Release);
+        self.0.streams.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// One open upstream connection of a cluster (its `max_connections` gauge); freed, and a
@@ -230,7 +286,12 @@ impl Drop for ConnSlot {
 struct PoolsInner {
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
     h2: Mutex<HashMap<PoolKey, Shared>>,
+    /// Whether the idle sweeper runs.
+    sweeping: AtomicBool,
 }
+
+/// How often idle upstream connections are looked for (the `idle_timeout` granularity).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// All upstream HTTP connection pools of the proxy.
 #[derive(Clone, Default)]
@@ -279,7 +340,8 @@ impl Pools {
             tls: tls.is_some(),
             h2,
         };
-        let lease = |sender, local, peer, served, active| Lease {
+        self.start_sweeper();
+        let lease = |sender, local, peer, served, stream, active| Lease {
             sender,
             local,
             peer,
@@ -287,6 +349,8 @@ impl Pools {
             max_served: limits.max_requests_per_connection,
             key: key.clone(),
             pool: self.clone(),
+            idle_timeout: cluster.idle_timeout,
+            _stream: stream,
             _active: active,
         };
         let mut pending = false;
@@ -297,7 +361,15 @@ impl Pools {
                     && !sh.sender.is_closed()
                 {
                     self.unpend(state, pending);
-                    return Ok(lease(Sender::H2(sh.sender), sh.local, sh.peer, 1, active));
+                    let stream = Some(Stream::new(&sh.usage));
+                    return Ok(lease(
+                        Sender::H2(sh.sender),
+                        sh.local,
+                        sh.peer,
+                        1,
+                        stream,
+                        active,
+                    ));
                 }
             } else {
                 while let Some(idle) = self
@@ -307,13 +379,14 @@ impl Pools {
                     .ok()
                     .and_then(|mut m| m.get_mut(&key).and_then(Vec::pop))
                 {
-                    if idle.sender.is_ready() {
+                    if idle.sender.is_ready() && idle.expires.is_none_or(|t| t > Instant::now()) {
                         self.unpend(state, pending);
                         return Ok(lease(
                             Sender::H1(idle.sender),
                             idle.local,
                             idle.peer,
                             idle.served + 1,
+                            None,
                             active,
                         ));
                     }
@@ -354,6 +427,7 @@ impl Pools {
         let alpn = if h2 { AlpnForm::H2 } else { AlpnForm::Http11 };
         let conn = connect(cluster, addr, tls, alpn).await?;
         let io = TokioIo::new(conn.io);
+        let mut stream = None;
         let sender = if h2 {
             let (s, c) = http2::Builder::new(TokioExecutor::new())
                 .initial_stream_window_size(1 << 20)
@@ -367,6 +441,8 @@ impl Pools {
                 }
                 drop(slot);
             });
+            let usage = Arc::new(H2Usage::default());
+            stream = Some(Stream::new(&usage));
             if let Ok(mut m) = self.inner.h2.lock() {
                 m.insert(
                     key.clone(),
@@ -374,6 +450,8 @@ impl Pools {
                         sender: s.clone(),
                         local: conn.local,
                         peer: conn.peer.clone(),
+                        usage,
+                        idle_timeout: cluster.idle_timeout,
                     },
                 );
             }
@@ -391,7 +469,48 @@ impl Pools {
             });
             Sender::H1(s)
         };
-        Ok(lease(sender, conn.local, conn.peer, 1, active))
+        Ok(lease(sender, conn.local, conn.peer, 1, stream, active))
+    }
+
+    /// Starts the task that closes idle connections (once per set of pools; it ends with them).
+    fn start_sweeper(&self) {
+        if self.inner.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak: Weak<PoolsInner> = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                Pools { inner }.close_idle(Instant::now());
+            }
+        });
+    }
+
+    /// Closes the connections idle past their cluster's `idle_timeout` (dropping the last
+    /// sender of a connection ends it). Returns how many were closed.
+    fn close_idle(&self, now: Instant) -> usize {
+        let mut closed = 0;
+        if let Ok(mut m) = self.inner.idle.lock() {
+            for v in m.values_mut() {
+                let before = v.len();
+                v.retain(|i| i.expires.is_none_or(|t| t > now) && !i.sender.is_closed());
+                closed += before - v.len();
+            }
+            m.retain(|_, v| !v.is_empty());
+        }
+        if let Ok(mut m) = self.inner.h2.lock() {
+            let before = m.len();
+            m.retain(|_, sh| {
+                !sh.sender.is_closed() && !sh.idle_timeout.is_some_and(|t| sh.usage.idle_for(t))
+            });
+            closed += before - m.len();
+        }
+        closed
     }
 
     fn unpend(&self, state: &ClusterState, pending: bool) {
@@ -426,5 +545,256 @@ pub fn reset_reason(e: &UpstreamError) -> &'static str {
         UpstreamError::Overflow(_) => {
             "upstream connect error or disconnect/reset before headers. reset reason: overflow"
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::cluster::v3::{Cluster as XCluster, cluster};
+    use envoy_types::pb::envoy::config::core::v3 as core;
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3 as http_opts;
+    use envoy_types::pb::google::protobuf;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::body::{Counted, RequestBody};
+    use crate::snapshot::UpstreamProtocol;
+    use crate::tls::TlsFactory;
+
+    fn options(upstream: http_opts::http_protocol_options::UpstreamProtocolOptions) -> XCluster {
+        let opts = http_opts::HttpProtocolOptions {
+            upstream_protocol_options: Some(upstream),
+            common_http_protocol_options: Some(core::HttpProtocolOptions {
+                idle_timeout: Some(protobuf::Duration {
+                    seconds: 0,
+                    nanos: 200_000_000,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut c = XCluster {
+            name: "inbound|8080||".into(),
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::OriginalDst as i32,
+            )),
+            upstream_connection_options: Some(
+                envoy_types::pb::envoy::config::cluster::v3::UpstreamConnectionOptions {
+                    tcp_keepalive: Some(core::TcpKeepalive {
+                        keepalive_probes: Some(protobuf::UInt32Value { value: 4 }),
+                        keepalive_time: Some(protobuf::UInt32Value { value: 7 }),
+                        keepalive_interval: Some(protobuf::UInt32Value { value: 3 }),
+                    }),
+                    ..Default::default()
+                },
+            ),
+            ..Default::default()
+        };
+        c.typed_extension_protocol_options.insert(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+            protobuf::Any {
+                type_url:
+                    "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+                        .into(),
+                value: prost::Message::encode_to_vec(&opts),
+            },
+        );
+        c
+    }
+
+    fn compile(c: &XCluster) -> Cluster {
+        let factory = TlsFactory::new(
+            Arc::new(weft_identity::LiveIdentity::new()),
+            "cluster.local".into(),
+        );
+        crate::snapshot::compile_cluster(c, None, &factory, None).expect("cluster compiles")
+    }
+
+    #[test]
+    fn the_upstream_protocol_follows_the_http_protocol_options() {
+        use http::Version;
+        use http_opts::http_protocol_options::{
+            ExplicitHttpConfig, UpstreamProtocolOptions as U, explicit_http_config::ProtocolConfig,
+        };
+        let explicit = |p| {
+            U::ExplicitHttpConfig(ExplicitHttpConfig {
+                protocol_config: Some(p),
+            })
+        };
+        let h11 = compile(&options(explicit(ProtocolConfig::HttpProtocolOptions(
+            Default::default(),
+        ))));
+        assert_eq!(h11.protocol, UpstreamProtocol::Http11);
+        assert!(!h11.protocol.h2_for(Version::HTTP_2), "h2 downgraded");
+        let h2 = compile(&options(explicit(ProtocolConfig::Http2ProtocolOptions(
+            Default::default(),
+        ))));
+        assert!(h2.protocol.h2_for(Version::HTTP_11), "HTTP/1.1 upgraded");
+        let downstream = compile(&options(U::UseDownstreamProtocolConfig(Default::default())));
+        assert!(downstream.protocol.h2_for(Version::HTTP_2));
+        assert!(!downstream.protocol.h2_for(Version::HTTP_11));
+        // Without options: Envoy's default, HTTP/1.1, and its 1 h idle timeout.
+        let mut bare = options(U::UseDownstreamProtocolConfig(Default::default()));
+        bare.typed_extension_protocol_options.clear();
+        let bare = compile(&bare);
+        assert_eq!(bare.protocol, UpstreamProtocol::Http11);
+        assert_eq!(bare.idle_timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(h11.idle_timeout, Some(Duration::from_millis(200)));
+        let e = compile_err(&options(U::AutoConfig(Default::default())));
+        assert!(e.contains("auto_config"), "{e}");
+    }
+
+    fn compile_err(c: &XCluster) -> String {
+        let factory = TlsFactory::new(
+            Arc::new(weft_identity::LiveIdentity::new()),
+            "cluster.local".into(),
+        );
+        crate::snapshot::compile_cluster(c, None, &factory, None)
+            .expect_err("refused")
+            .to_string()
+    }
+
+    /// An HTTP/1.1 server answering every request with 200; sends () when a connection ends.
+    async fn server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) => {
+                                let _ = s
+                                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                                    .await;
+                            }
+                        }
+                    }
+                    let _ = tx.send(());
+                });
+            }
+        });
+        (addr, rx)
+    }
+
+    #[tokio::test]
+    async fn idle_connections_close_after_the_idle_timeout_with_keepalive_set() {
+        use http_opts::http_protocol_options::{
+            ExplicitHttpConfig, UpstreamProtocolOptions as U, explicit_http_config::ProtocolConfig,
+        };
+        let cluster = compile(&options(U::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(ProtocolConfig::HttpProtocolOptions(Default::default())),
+        })));
+        assert_eq!(
+            cluster.keepalive,
+            Some(crate::socket::Keepalive {
+                time: Some(Duration::from_secs(7)),
+                interval: Some(Duration::from_secs(3)),
+                probes: Some(4),
+            })
+        );
+        let (addr, mut closed) = server().await;
+        let pools = Pools::default();
+        let request = || {
+            let body = Counted::new(
+                RequestBody::Held {
+                    data: None,
+                    trailers: None,
+                },
+                Arc::new(AtomicU64::new(0)),
+            );
+            http::Request::get("/").body(body).unwrap()
+        };
+        for _ in 0..2 {
+            let mut lease = pools.lease(&cluster, addr, None, false).await.unwrap();
+            let Sender::H1(s) = &mut lease.sender else {
+                panic!("HTTP/1.1 expected");
+            };
+            let resp = s.send_request(request()).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            lease.release();
+        }
+        // Both requests went over one connection, now idle; not yet expired.
+        assert_eq!(
+            cluster
+                .state
+                .stats
+                .upstream_cx_total
+                .load(Ordering::Relaxed),
+            1
+        );
+        assert_eq!(pools.close_idle(Instant::now()), 0);
+        assert!(closed.try_recv().is_err());
+        // Past the 200 ms idle timeout the sweep closes it, and the server sees it end.
+        assert_eq!(
+            pools.close_idle(Instant::now() + Duration::from_millis(300)),
+            1
+        );
+        tokio::time::timeout(Duration::from_secs(5), closed.recv())
+            .await
+            .expect("the idle connection was closed")
+            .unwrap();
+        // The background sweeper does the same on its own: a connection idle for 200 ms is
+        // gone within about a second and a half.
+        let lease = pools.lease(&cluster, addr, None, false).await.unwrap();
+        let mut lease = lease;
+        let Sender::H1(s) = &mut lease.sender else {
+            panic!("HTTP/1.1 expected");
+        };
+        s.send_request(request()).await.unwrap();
+        lease.release();
+        tokio::time::timeout(Duration::from_secs(3), closed.recv())
+            .await
+            .expect("the sweeper closed the idle connection")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn keepalive_is_set_on_upstream_sockets() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ka = crate::socket::Keepalive {
+            time: Some(Duration::from_secs(7)),
+            interval: Some(Duration::from_secs(3)),
+            probes: Some(4),
+        };
+        let s = crate::socket::connect(
+            listener.local_addr().unwrap(),
+            None,
+            Duration::from_secs(5),
+            Some(&ka),
+        )
+        .await
+        .unwrap();
+        let sock = socket2::SockRef::from(&s);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(7));
+        assert_eq!(
+            sock.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(3)
+        );
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
+        let plain = crate::socket::connect(
+            listener.local_addr().unwrap(),
+            None,
+            Duration::from_secs(5),
+            None,
+        )
+        .await
+        .unwrap();
+        assert!(!socket2::SockRef::from(&plain).keepalive().unwrap());
+    }
+
+    #[test]
+    fn a_shared_h2_connection_is_idle_only_without_streams() {
+        let usage = Arc::new(H2Usage::default());
+        let stream = Stream::new(&usage);
+        assert!(!usage.idle_for(Duration::ZERO), "a stream is in flight");
+        drop(stream);
+        assert!(usage.idle_for(Duration::ZERO));
+        assert!(!usage.idle_for(Duration::from_secs(60)));
     }
 }

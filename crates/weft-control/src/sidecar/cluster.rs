@@ -15,6 +15,7 @@ use super::{
     BLACKHOLE_CLUSTER, INBOUND_PASSTHROUGH_BIND, INBOUND_PASSTHROUGH_V4, PASSTHROUGH_CLUSTER,
     ProxyView,
 };
+use crate::destination::Policy;
 use crate::envoy::{self, alpn};
 use crate::registry::{Endpoint, Service, ServicePort};
 
@@ -70,28 +71,67 @@ fn service_metadata(svc: &Service, subset: &str) -> core::Metadata {
     envoy::metadata(vec![("istio", istio)])
 }
 
+/// The protocol a cluster speaks upstream (Envoy's `HttpProtocolOptions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upstream {
+    /// `explicit_http_config.http_protocol_options`: HTTP/1.1 whatever the client spoke.
+    Http11,
+    /// `explicit_http_config.http2_protocol_options`.
+    Http2,
+    /// `use_downstream_protocol_config`: the client's protocol.
+    Downstream,
+}
+
 fn http_protocol_options(
-    h2: bool,
+    upstream: Upstream,
     common: core::HttpProtocolOptions,
 ) -> envoy_types::pb::google::protobuf::Any {
     use http_opts::http_protocol_options::{
-        ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config,
+        ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+    };
+    let explicit = |c| {
+        UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
+            protocol_config: Some(c),
+        })
     };
     let opts = http_opts::HttpProtocolOptions {
-        upstream_protocol_options: Some(if h2 {
-            UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig {
-                protocol_config: Some(explicit_http_config::ProtocolConfig::Http2ProtocolOptions(
-                    Default::default(),
-                )),
-            })
-        } else {
-            UpstreamProtocolOptions::UseDownstreamProtocolConfig(Default::default())
+        upstream_protocol_options: Some(match upstream {
+            Upstream::Http11 => explicit(ProtocolConfig::HttpProtocolOptions(Default::default())),
+            Upstream::Http2 => explicit(ProtocolConfig::Http2ProtocolOptions(Default::default())),
+            Upstream::Downstream => {
+                UpstreamProtocolOptions::UseDownstreamProtocolConfig(Default::default())
+            }
         }),
         common_http_protocol_options: (common != core::HttpProtocolOptions::default())
             .then_some(common),
         ..Default::default()
     };
     envoy::any(&opts)
+}
+
+/// The upstream protocol of an outbound HTTP cluster, as istiod 1.14 picks it
+/// (`setUpstreamProtocol`, `applyConnectionPool`, `shouldH2Upgrade`): HTTP/2 for HTTP2/GRPC
+/// ports, or when the DestinationRule's `h2UpgradePolicy` is UPGRADE, or when the mesh's is and
+/// the rule does not say DO_NOT_UPGRADE; otherwise the client's protocol with
+/// `useClientProtocol`, else HTTP/1.1.
+fn outbound_protocol(view: &ProxyView, sp: &ServicePort, policy: &Policy) -> Upstream {
+    use weft_api::networking::H2UpgradePolicy;
+    let http = policy
+        .connection_pool
+        .as_ref()
+        .and_then(|p| p.http.as_ref());
+    let rule = http.map_or(H2UpgradePolicy::Default, |h| h.h2_upgrade_policy);
+    let mesh_upgrade =
+        view.push.mesh.h2_upgrade_policy == weft_api::mesh::MeshH2UpgradePolicy::Upgrade;
+    let upgrade =
+        rule == H2UpgradePolicy::Upgrade || (mesh_upgrade && rule != H2UpgradePolicy::DoNotUpgrade);
+    if sp.protocol.is_http2() || upgrade {
+        Upstream::Http2
+    } else if http.is_some_and(|h| h.use_client_protocol) {
+        Upstream::Downstream
+    } else {
+        Upstream::Http11
+    }
 }
 
 /// The client-side mTLS context for a service port (ISTIO_MUTUAL), with Istio's SNI and SANs.
@@ -164,16 +204,11 @@ fn outbound_cluster(
         istio_mutual(view, svc, sp, subset)
     });
     if sp.protocol.is_http() {
-        let h2 = sp.protocol.is_http2()
-            || policy
-                .connection_pool
-                .as_ref()
-                .and_then(|p| p.http.as_ref())
-                .is_some_and(|h| {
-                    h.h2_upgrade_policy == weft_api::networking::H2UpgradePolicy::Upgrade
-                });
-        c.typed_extension_protocol_options
-            .insert(HTTP_OPTIONS_KEY.into(), http_protocol_options(h2, http));
+        let upstream = outbound_protocol(view, sp, &policy);
+        c.typed_extension_protocol_options.insert(
+            HTTP_OPTIONS_KEY.into(),
+            http_protocol_options(upstream, http),
+        );
     }
     c
 }
@@ -216,12 +251,19 @@ pub fn shared(view: &ProxyView) -> Vec<NamedResource> {
             }
         }
     }
-    out.push(original_dst(PASSTHROUGH_CLUSTER, view, None));
-    out.push(original_dst(
-        INBOUND_PASSTHROUGH_V4,
-        view,
-        Some(INBOUND_PASSTHROUGH_BIND),
-    ));
+    // Istio's passthrough clusters carry `passthroughHttpProtocolOptions`: whatever HTTP
+    // reaches them goes out in the client's protocol.
+    for (name, bind) in [
+        (PASSTHROUGH_CLUSTER, None),
+        (INBOUND_PASSTHROUGH_V4, Some(INBOUND_PASSTHROUGH_BIND)),
+    ] {
+        let mut c = original_dst(name, view, bind);
+        c.typed_extension_protocol_options.insert(
+            HTTP_OPTIONS_KEY.into(),
+            http_protocol_options(Upstream::Downstream, Default::default()),
+        );
+        out.push(c);
+    }
     let mut blackhole = base(BLACKHOLE_CLUSTER.into(), view);
     blackhole.cluster_discovery_type = Some(cluster::cluster::ClusterDiscoveryType::Type(
         cluster::cluster::DiscoveryType::Static as i32,
@@ -236,10 +278,17 @@ pub fn inbound(view: &ProxyView) -> Vec<NamedResource> {
     for (port, sp) in view.inbound_ports() {
         let name = super::cluster_name("inbound", port, "", "");
         let mut c = original_dst(&name, view, Some(INBOUND_PASSTHROUGH_BIND));
+        // As istiod: HTTP/2 to the app on HTTP2/GRPC ports, HTTP/1.1 on the other HTTP ports
+        // (an upgraded sidecar-to-sidecar hop is downgraded here).
         if sp.protocol.is_http() {
+            let upstream = if sp.protocol.is_http2() {
+                Upstream::Http2
+            } else {
+                Upstream::Http11
+            };
             c.typed_extension_protocol_options.insert(
                 HTTP_OPTIONS_KEY.into(),
-                http_protocol_options(false, Default::default()),
+                http_protocol_options(upstream, Default::default()),
             );
         }
         out.push(c);

@@ -90,6 +90,9 @@ pub struct HostState {
     /// Envoy's ejection multiplier.
     ejections: AtomicU32,
     last_ejected: AtomicU64,
+    /// When the host joined the cluster (ms since the proxy's epoch); 0 for hosts that were
+    /// there when the cluster was created, which never go through slow start.
+    joined: AtomicU64,
 }
 
 fn epoch() -> Instant {
@@ -105,6 +108,68 @@ impl HostState {
     pub fn ejected(&self) -> bool {
         self.ejected_until.load(Ordering::Acquire) > now_ms()
     }
+
+    /// The share of its weight the host gets while in slow start (Envoy's
+    /// `max(min_weight_percent, (time_in_window / window) ^ (1 / aggression))`), or None once
+    /// it is out of it.
+    pub fn slow_start_factor(&self, s: &SlowStart) -> Option<f64> {
+        self.slow_start_factor_at(s, now_ms())
+    }
+
+    fn slow_start_factor_at(&self, s: &SlowStart, now: u64) -> Option<f64> {
+        let joined = self.joined.load(Ordering::Acquire);
+        if joined == 0 {
+            return None;
+        }
+        let window = s.window.as_millis() as u64;
+        let since = now.saturating_sub(joined);
+        if since >= window {
+            return None;
+        }
+        let f = (since as f64 / window.max(1) as f64).powf(1.0 / s.aggression);
+        Some(f.max(s.min_weight_percent / 100.0))
+    }
+}
+
+/// Envoy's slow start (`slow_start_config` of the round-robin and least-request policies,
+/// Istio's `warmupDurationSecs`): a host that joins the cluster gets a weight growing over the
+/// window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlowStart {
+    pub window: Duration,
+    pub aggression: f64,
+    pub min_weight_percent: f64,
+}
+
+impl SlowStart {
+    pub fn compile(c: &XCluster) -> Option<SlowStart> {
+        let cfg = match &c.lb_config {
+            Some(cluster::LbConfig::RoundRobinLbConfig(r)) => r.slow_start_config.as_ref(),
+            Some(cluster::LbConfig::LeastRequestLbConfig(l)) => l.slow_start_config.as_ref(),
+            _ => None,
+        }?;
+        let w = cfg.slow_start_window.as_ref()?;
+        let window = Duration::new(w.seconds.max(0) as u64, w.nanos.max(0) as u32);
+        if window.is_zero() {
+            return None;
+        }
+        Some(SlowStart {
+            window,
+            aggression: cfg
+                .aggression
+                .as_ref()
+                .map(|a| a.default_value)
+                .filter(|a| *a > 0.0)
+                .unwrap_or(1.0),
+            min_weight_percent: cfg
+                .min_weight_percent
+                .as_ref()
+                .map(|p| p.value)
+                .filter(|p| *p > 0.0)
+                .unwrap_or(10.0)
+                .min(100.0),
+        })
+    }
 }
 
 /// The hosts of a cluster by address, kept across updates (so counters survive EDS changes).
@@ -118,9 +183,20 @@ impl Hosts {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
+        // Hosts of a cluster's first endpoint list are there from the start; later ones join.
+        let joined = if map.is_empty() { 0 } else { now_ms() };
         let out: Vec<_> = addrs
             .iter()
-            .map(|a| map.entry(*a).or_default().clone())
+            .map(|a| {
+                map.entry(*a)
+                    .or_insert_with(|| {
+                        Arc::new(HostState {
+                            joined: AtomicU64::new(joined),
+                            ..Default::default()
+                        })
+                    })
+                    .clone()
+            })
             .collect();
         map.retain(|a, _| addrs.contains(a));
         out
@@ -294,5 +370,50 @@ mod tests {
         assert!((2400..3600).contains(&on_b), "{on_b}");
         let k = hash64(b"jason");
         assert_eq!(ring_lookup(&r, k), ring_lookup(&same, k));
+    }
+
+    /// The factor of a host that joined at 1 ms, `ms` later.
+    fn factor_after(s: &SlowStart, ms: u64) -> Option<f64> {
+        let h = HostState {
+            joined: AtomicU64::new(1),
+            ..Default::default()
+        };
+        h.slow_start_factor_at(s, 1 + ms)
+    }
+
+    #[test]
+    fn slow_start_grows_the_weight_over_the_window() {
+        let s = SlowStart {
+            window: Duration::from_secs(100),
+            aggression: 1.0,
+            min_weight_percent: 10.0,
+        };
+        assert_eq!(factor_after(&s, 50_000), Some(0.5));
+        assert_eq!(factor_after(&s, 0), Some(0.1), "the minimum");
+        assert_eq!(factor_after(&s, 5_000), Some(0.1), "still the minimum");
+        assert_eq!(factor_after(&s, 100_000), None, "past the window");
+        assert_eq!(
+            HostState::default().slow_start_factor_at(&s, 50_000),
+            None,
+            "there from the start"
+        );
+        let steep = SlowStart {
+            aggression: 2.0,
+            ..s.clone()
+        };
+        assert_eq!(factor_after(&steep, 25_000), Some(0.5), "sqrt(0.25)");
+    }
+
+    #[test]
+    fn hosts_of_the_first_list_do_not_warm_up_later_ones_do() {
+        let hosts = Hosts::default();
+        let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        let first = hosts.refresh(&[a]);
+        assert_eq!(first[0].joined.load(Ordering::Relaxed), 0);
+        let second = hosts.refresh(&[a, b]);
+        assert!(Arc::ptr_eq(&first[0], &second[0]), "kept across updates");
+        assert_eq!(second[0].joined.load(Ordering::Relaxed), 0);
+        assert!(second[1].joined.load(Ordering::Relaxed) > 0, "b joined");
     }
 }

@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3 as http_opts;
 use envoy_types::pb::google::protobuf;
 use prost::Message;
 
-use super::balance::{HostState, Hosts, Lb, Outlier};
+use super::balance::{HostState, Hosts, Lb, Outlier, SlowStart};
 use crate::error::ProxyError;
 use crate::tls::TlsFactory;
 
@@ -120,6 +120,40 @@ impl ClusterState {
     }
 }
 
+/// Which HTTP protocol a cluster speaks upstream (`envoy.extensions.upstreams.http.v3.
+/// HttpProtocolOptions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// `explicit_http_config.http_protocol_options`, and Envoy's default without options.
+    Http11,
+    /// `explicit_http_config.http2_protocol_options`.
+    Http2,
+    /// `use_downstream_protocol_config`: the protocol the client spoke.
+    Downstream,
+}
+
+impl UpstreamProtocol {
+    /// Whether a request that arrived as `version` goes upstream over HTTP/2.
+    pub fn h2_for(self, version: http::Version) -> bool {
+        match self {
+            UpstreamProtocol::Http11 => false,
+            UpstreamProtocol::Http2 => true,
+            UpstreamProtocol::Downstream => version == http::Version::HTTP_2,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http11 => "HTTP/1.1",
+            UpstreamProtocol::Http2 => "HTTP/2",
+            UpstreamProtocol::Downstream => "downstream",
+        }
+    }
+}
+
+/// 1 h, Envoy's default upstream idle timeout.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
 #[derive(Debug)]
 pub struct Cluster {
     pub name: Arc<str>,
@@ -129,12 +163,19 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     /// TLS for original-destination clusters (no per-endpoint matches).
     pub default_tls: Option<Arc<UpstreamTls>>,
-    /// Force HTTP/2 upstream; otherwise the downstream protocol is used.
-    pub http2: bool,
+    /// The HTTP protocol spoken upstream.
+    pub protocol: UpstreamProtocol,
+    /// Upstream HTTP connections idle this long are closed (`common_http_protocol_options.
+    /// idle_timeout`, Envoy's default 1 h; zero disables it: None).
+    pub idle_timeout: Option<Duration>,
+    /// TCP keepalive on upstream connections (`upstream_connection_options.tcp_keepalive`).
+    pub keepalive: Option<crate::socket::Keepalive>,
     pub service: Option<ServiceMeta>,
     pub rr: Arc<AtomicUsize>,
     pub limits: Limits,
     pub lb: Lb,
+    /// Slow start of new hosts (round robin and least request).
+    pub slow_start: Option<SlowStart>,
     pub outlier: Option<Outlier>,
     /// The endpoints' host states, in endpoint order (for outlier accounting).
     pub hosts: Vec<Arc<HostState>>,
@@ -401,16 +442,61 @@ pub fn compile(
         .and_then(|o| o.max_requests_per_connection.as_ref())
         .map(|n| n.value)
         .unwrap_or(0);
-    let http2 = http_options.as_ref().is_some_and(|o| {
+    let protocol = {
         use http_opts::http_protocol_options::{
             UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
         };
-        matches!(
-            o.upstream_protocol_options,
-            Some(UpstreamProtocolOptions::ExplicitHttpConfig(ref e))
-                if matches!(e.protocol_config, Some(ProtocolConfig::Http2ProtocolOptions(_)))
-        )
-    });
+        match http_options
+            .as_ref()
+            .and_then(|o| o.upstream_protocol_options.as_ref())
+        {
+            Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match e.protocol_config {
+                Some(ProtocolConfig::Http2ProtocolOptions(_)) => UpstreamProtocol::Http2,
+                Some(ProtocolConfig::HttpProtocolOptions(_)) | None => UpstreamProtocol::Http11,
+                Some(ProtocolConfig::Http3ProtocolOptions(_)) => {
+                    return Err(ProxyError::Config(format!(
+                        "cluster {name}: HTTP/3 upstreams are not supported by weft proxy"
+                    )));
+                }
+            },
+            Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(_)) => {
+                UpstreamProtocol::Downstream
+            }
+            Some(UpstreamProtocolOptions::AutoConfig(_)) => {
+                return Err(ProxyError::Config(format!(
+                    "cluster {name}: auto_config (ALPN-chosen upstream protocol) is not supported \
+                     by weft proxy; use explicit_http_config or use_downstream_protocol_config"
+                )));
+            }
+            None => UpstreamProtocol::Http11,
+        }
+    };
+    let idle_timeout = http_options
+        .as_ref()
+        .and_then(|o| o.common_http_protocol_options.as_ref())
+        .and_then(|o| o.idle_timeout.as_ref())
+        .map_or(Some(DEFAULT_IDLE_TIMEOUT), |d| {
+            Some(Duration::new(
+                d.seconds.max(0) as u64,
+                d.nanos.max(0) as u32,
+            ))
+            .filter(|d| !d.is_zero())
+        });
+    let keepalive = c
+        .upstream_connection_options
+        .as_ref()
+        .and_then(|o| o.tcp_keepalive.as_ref())
+        .map(|k| crate::socket::Keepalive {
+            time: k
+                .keepalive_time
+                .as_ref()
+                .map(|v| Duration::from_secs(v.value.into())),
+            interval: k
+                .keepalive_interval
+                .as_ref()
+                .map(|v| Duration::from_secs(v.value.into())),
+            probes: k.keepalive_probes.as_ref().map(|v| v.value),
+        });
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     std::hash::Hash::hash(&c.encode_to_vec(), &mut hasher);
     let generation = std::hash::Hasher::finish(&hasher);
@@ -423,6 +509,7 @@ pub fn compile(
     let weights: Vec<(SocketAddr, u32)> = endpoints.iter().map(|e| (e.addr, e.weight)).collect();
     Ok(Cluster {
         lb: Lb::compile(c, &weights),
+        slow_start: SlowStart::compile(c),
         outlier: Outlier::compile(c),
         hosts,
         name: name.into(),
@@ -431,7 +518,9 @@ pub fn compile(
         bind,
         endpoints,
         default_tls,
-        http2,
+        protocol,
+        idle_timeout,
+        keepalive,
         service: service_meta(c),
         rr: previous.map(|p| p.rr.clone()).unwrap_or_default(),
         limits,
@@ -505,39 +594,188 @@ impl Cluster {
             }
             (Lb::Random, _) => {
                 let hosts: Vec<&Endpoint> = self.endpoints.iter().filter(usable).collect();
-                weighted(&hosts, rand::random::<u64>())
+                weighted(hosts.iter().copied(), rand::random::<u64>())
             }
             (Lb::LeastRequest, _) => {
                 // Envoy's power of two choices.
                 let hosts: Vec<&Endpoint> = self.endpoints.iter().filter(usable).collect();
-                let a = weighted(&hosts, rand::random::<u64>())?;
-                let b = weighted(&hosts, rand::random::<u64>())?;
+                let a = self.weighted(&hosts, rand::random::<u64>())?;
+                let b = self.weighted(&hosts, rand::random::<u64>())?;
                 let load = |e: &Endpoint| e.host.active.load(Ordering::Relaxed);
                 Some(if load(b) < load(a) { b } else { a })
             }
             _ => {
-                let hosts: Vec<&Endpoint> = self.endpoints.iter().filter(usable).collect();
                 let n = self.rr.fetch_add(1, Ordering::Relaxed) as u64;
-                weighted(&hosts, n)
+                if self.outlier.is_none() && self.slow_start.is_none() {
+                    // The common case: every endpoint is usable, nothing to collect.
+                    return weighted(&self.endpoints, n);
+                }
+                let hosts: Vec<&Endpoint> = self.endpoints.iter().filter(usable).collect();
+                self.weighted(&hosts, n)
             }
         }
     }
 }
 
+impl Cluster {
+    /// [`weighted`], with the weights of hosts in slow start scaled down: while one is, `n` is
+    /// not used and the pick is random in proportion to the scaled weights.
+    fn weighted<'a>(&self, hosts: &[&'a Endpoint], n: u64) -> Option<&'a Endpoint> {
+        let Some(s) = &self.slow_start else {
+            return weighted(hosts.iter().copied(), n);
+        };
+        let factors: Vec<Option<f64>> = hosts.iter().map(|e| e.host.slow_start_factor(s)).collect();
+        if factors.iter().all(Option::is_none) {
+            return weighted(hosts.iter().copied(), n);
+        }
+        // Weights in thousandths, so a host at 10% of weight 1 still counts.
+        let scaled: Vec<u64> = hosts
+            .iter()
+            .zip(&factors)
+            .map(|(e, f)| ((e.weight as f64 * 1000.0 * f.unwrap_or(1.0)) as u64).max(1))
+            .collect();
+        let total: u64 = scaled.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        // Drawn at random over the scaled weights while any host warms up (Envoy runs an EDF
+        // schedule; the shares are the same).
+        let mut n = rand::random::<u64>() % total;
+        for (e, w) in hosts.iter().zip(&scaled) {
+            if n < *w {
+                return Some(e);
+            }
+            n -= w;
+        }
+        hosts.first().copied()
+    }
+}
+
 /// The endpoint at position `n` of the weighted sequence (weights honoured without
 /// expanding the list).
-fn weighted<'a>(hosts: &[&'a Endpoint], n: u64) -> Option<&'a Endpoint> {
-    let total: u64 = hosts.iter().map(|e| e.weight as u64).sum();
+fn weighted<'a>(
+    hosts: impl IntoIterator<Item = &'a Endpoint, IntoIter: Clone>,
+    n: u64,
+) -> Option<&'a Endpoint> {
+    let hosts = hosts.into_iter();
+    let total: u64 = hosts.clone().map(|e| e.weight as u64).sum();
     if total == 0 {
         return None;
     }
     let n = n % total;
     let mut acc = 0u64;
+    let mut first = None;
     for e in hosts {
+        first = first.or(Some(e));
         acc += e.weight as u64;
         if n < acc {
             return Some(e);
         }
     }
-    hosts.first().copied()
+    first
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::endpoint::v3 as endpoint;
+
+    use super::*;
+
+    fn assignment(ips: &[&str]) -> ClusterLoadAssignment {
+        ClusterLoadAssignment {
+            cluster_name: "outbound|80||a.default.svc.cluster.local".into(),
+            endpoints: vec![endpoint::LocalityLbEndpoints {
+                lb_endpoints: ips
+                    .iter()
+                    .map(|ip| endpoint::LbEndpoint {
+                        host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(
+                            endpoint::Endpoint {
+                                address: Some(core::Address {
+                                    address: Some(core::address::Address::SocketAddress(
+                                        core::SocketAddress {
+                                            address: ip.to_string(),
+                                            port_specifier: Some(
+                                                core::socket_address::PortSpecifier::PortValue(80),
+                                            ),
+                                            ..Default::default()
+                                        },
+                                    )),
+                                }),
+                                ..Default::default()
+                            },
+                        )),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_host_that_joins_warms_up_over_the_slow_start_window() {
+        let c = XCluster {
+            name: "outbound|80||a.default.svc.cluster.local".into(),
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::Eds as i32,
+            )),
+            lb_config: Some(cluster::LbConfig::RoundRobinLbConfig(
+                cluster::RoundRobinLbConfig {
+                    slow_start_config: Some(cluster::SlowStartConfig {
+                        slow_start_window: Some(protobuf::Duration {
+                            seconds: 600,
+                            nanos: 0,
+                        }),
+                        ..Default::default()
+                    }),
+                },
+            )),
+            ..Default::default()
+        };
+        let factory = TlsFactory::new(
+            Arc::new(weft_identity::LiveIdentity::new()),
+            "cluster.local".into(),
+        );
+        let first = Arc::new(
+            compile(
+                &c,
+                Some(&assignment(&["10.0.0.1", "10.0.0.2"])),
+                &factory,
+                None,
+            )
+            .unwrap(),
+        );
+        assert!(first.slow_start.is_some());
+        let count = |cl: &Cluster, ip: &str| {
+            (0..10_000)
+                .filter(|_| cl.pick(None).unwrap().addr.ip().to_string() == ip)
+                .count()
+        };
+        // The first endpoints are there from the start: an even round robin.
+        assert_eq!(count(&first, "10.0.0.1"), 5_000);
+        // A third host joins: at the start of its 10-minute window it gets 10% of its weight,
+        // 1/21 of the picks (about 476 of 10,000; 5 sd is about 105).
+        let second = compile(
+            &c,
+            Some(&assignment(&["10.0.0.1", "10.0.0.2", "10.0.0.3"])),
+            &factory,
+            Some(&first),
+        )
+        .unwrap();
+        let new = count(&second, "10.0.0.3");
+        assert!((370..=590).contains(&new), "{new} of 10000");
+        // Without slow start it would get a third.
+        let mut plain = c.clone();
+        plain.lb_config = None;
+        let plain = compile(
+            &plain,
+            Some(&assignment(&["10.0.0.1", "10.0.0.2", "10.0.0.3"])),
+            &factory,
+            Some(&first),
+        )
+        .unwrap();
+        let share = count(&plain, "10.0.0.3");
+        assert!((3_300..=3_400).contains(&share), "{share}");
+    }
 }

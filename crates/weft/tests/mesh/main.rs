@@ -395,6 +395,45 @@ fn mesh_min_tls_version_is_enforced_on_the_server_side() {
 }
 
 #[test]
+fn h2_upgrade_policy_upgrades_the_sidecar_hop_only() {
+    // HTTP/1.1 from the app; the DestinationRule's h2UpgradePolicy makes the client sidecar
+    // speak HTTP/2 to the server's sidecar (istio-h2), which speaks HTTP/1.1 to its app.
+    let mesh = client_server("accessLogFile: /dev/stdout\n");
+    let served = |protocol: &str| {
+        mesh.log("proxy-server.log")
+            .lines()
+            .filter(|l| l.contains(&format!("\"GET /hello {protocol}\" 200")))
+            .count()
+    };
+    assert_eq!(mesh.curl("client", URL).0, 200);
+    wait_for(Duration::from_secs(5), "an HTTP/1.1 hop by default", || {
+        served("HTTP/1.1") > 0
+    });
+    assert_eq!(served("HTTP/2"), 0);
+    mesh.write_config(
+        "dr.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: server, namespace: default}\nspec:\n  host: server\n  trafficPolicy:\n    connectionPool:\n      http: {h2UpgradePolicy: UPGRADE, idleTimeout: 30s}\n      tcp: {tcpKeepalive: {time: 60s, interval: 10s, probes: 3}}\n",
+    );
+    wait_for(Duration::from_secs(20), "the upgraded hop", || {
+        let (code, body) = mesh.curl("client", URL);
+        assert_eq!(code, 200, "{body}");
+        served("HTTP/2") > 0
+    });
+    // The app still got HTTP/1.1, and the client's own request stays HTTP/1.1 in its log.
+    let (_, body) = mesh.curl("client", URL);
+    assert!(body.contains("\"path\": \"/hello\""), "{body}");
+    assert!(
+        mesh.log("proxy-client.log")
+            .contains("\"GET /hello HTTP/1.1\" 200")
+    );
+    assert!(
+        !mesh
+            .log("proxy-client.log")
+            .contains("\"GET /hello HTTP/2\"")
+    );
+}
+
+#[test]
 fn config_changes_apply_live_and_bad_input_keeps_the_last_good_config() {
     // The client's sidecar uses incremental (delta) xDS, the servers' state of the world: both
     // follow changes, keep their config while the control plane is away, and reconnect.
