@@ -1,18 +1,24 @@
-//! DestinationRule lookups used by the generators: the rule for a service, its subsets, and
-//! the traffic policy for one port and subset merged as istiod merges it (the rule's policy,
-//! overridden by its `portLevelSettings` for the port, then by the subset's policy and the
-//! subset's own port-level settings).
+//! DestinationRule lookups used by the generators, per proxy as istiod 1.14 makes them: which
+//! rule applies to a service for a proxy ([`Index`], [`Scope`]), its subsets, and the traffic
+//! policy for one port and subset merged as istiod merges it (the rule's policy, overridden by
+//! its `portLevelSettings` for the port, then by the subset's policy and the subset's own
+//! port-level settings).
+
+mod index;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 
-use weft_api::Spec;
 use weft_api::common::ClientTlsSettings;
 use weft_api::networking::{
     ConnectionPoolSettings, DestinationRule, LoadBalancerSettings, OutlierDetection, TrafficPolicy,
 };
 
-use crate::push::{DOMAIN_SUFFIX, PushContext};
+pub use index::{Index, Inputs, Scope};
+
 use crate::registry::Service;
+use crate::sidecar::ProxyView;
 
 /// A DestinationRule subset for one service.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,29 +27,20 @@ pub struct Subset {
     pub labels: BTreeMap<String, String>,
 }
 
-/// The DestinationRule for `svc`: one in the service's namespace wins over one elsewhere, as
-/// Istio's lookup does; rules for the same host are not merged (the first in config order wins).
-pub fn rule_for<'a>(push: &'a PushContext, svc: &Service) -> Option<&'a DestinationRule> {
-    let mut best: Option<(bool, &DestinationRule)> = None;
-    for r in push.resources.iter() {
-        let Spec::DestinationRule(dr) = &r.spec else {
-            continue;
-        };
-        if weft_api::resolve_host(&dr.host, &r.meta.namespace, DOMAIN_SUFFIX) != svc.hostname {
-            continue;
-        }
-        let local = r.meta.namespace == svc.namespace;
-        if best.as_ref().is_some_and(|(l, _)| *l || !local) {
-            continue;
-        }
-        best = Some((local, dr));
-    }
-    best.map(|(_, dr)| dr)
+/// The DestinationRule that applies to `svc` for this proxy: a rule of the proxy's own
+/// namespace (one whose `workloadSelector` matches the proxy first), else one the service's
+/// namespace exports to the proxy's, else one the root namespace exports to it; rules for one
+/// host in one namespace merged, the most specific host winning.
+pub fn rule_for<'p>(view: &ProxyView<'p>, svc: &Service) -> Option<&'p DestinationRule> {
+    view.push
+        .destination_rules
+        .resolve(&view.destination_scope, svc)
+        .map(|e| e.rule.as_ref())
 }
 
-/// The subsets the DestinationRule defines for `svc`.
-pub fn subsets_for(push: &PushContext, svc: &Service) -> Vec<Subset> {
-    rule_for(push, svc)
+/// The subsets the DestinationRule defines for `svc`, for this proxy.
+pub fn subsets_for(view: &ProxyView, svc: &Service) -> Vec<Subset> {
+    rule_for(view, svc)
         .map(|dr| {
             dr.subsets
                 .iter()
@@ -54,6 +51,43 @@ pub fn subsets_for(push: &PushContext, svc: &Service) -> Vec<Subset> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The labels of one subset of `svc` for this proxy (the first subset of that name).
+pub fn subset_labels(
+    view: &ProxyView,
+    svc: &Service,
+    subset: &str,
+) -> Option<BTreeMap<String, String>> {
+    rule_for(view, svc)?
+        .subsets
+        .iter()
+        .find(|s| s.name == subset)
+        .map(|s| s.labels.clone())
+}
+
+/// What the ClusterLoadAssignment of `cluster` depends on for this proxy: the cluster name,
+/// and for a subset cluster the subset's labels (`!` when the proxy's rule has no such
+/// subset). Proxies with the same key get the same assignment.
+pub fn endpoints_key(view: &ProxyView, cluster: &str) -> String {
+    let Some((_, _, subset, host)) = crate::sidecar::parse_cluster_name(cluster) else {
+        return cluster.to_string();
+    };
+    if subset.is_empty() {
+        return cluster.to_string();
+    }
+    let labels = view
+        .push
+        .registry
+        .service(host)
+        .and_then(|svc| subset_labels(view, svc, subset));
+    match labels {
+        None => format!("{cluster}!"),
+        Some(labels) => {
+            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{cluster}#{}", labels.join(","))
+        }
+    }
 }
 
 /// The traffic policy in force for one port and subset of a service.
@@ -111,9 +145,9 @@ impl Policy {
 }
 
 /// The merged traffic policy for `svc` on `port`, for `subset` ("" for the whole service).
-pub fn policy_for(push: &PushContext, svc: &Service, port: u16, subset: &str) -> Policy {
+pub fn policy_for(view: &ProxyView, svc: &Service, port: u16, subset: &str) -> Policy {
     let mut policy = Policy::default();
-    let Some(dr) = rule_for(push, svc) else {
+    let Some(dr) = rule_for(view, svc) else {
         return policy;
     };
     if let Some(tp) = &dr.traffic_policy {
@@ -129,70 +163,4 @@ pub fn policy_for(push: &PushContext, svc: &Service, port: u16, subset: &str) ->
         policy.overlay(tp, port);
     }
     policy
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use super::*;
-
-    #[test]
-    fn port_and_subset_policies_override_the_rule() {
-        let yaml = r#"
-apiVersion: networking.istio.io/v1beta1
-kind: ServiceEntry
-metadata: {name: httpbin, namespace: default}
-spec:
-  hosts: [httpbin.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 8000, name: http, protocol: HTTP}, {number: 9000, name: tcp, protocol: TCP}]
----
-apiVersion: networking.istio.io/v1beta1
-kind: DestinationRule
-metadata: {name: httpbin, namespace: default}
-spec:
-  host: httpbin
-  trafficPolicy:
-    loadBalancer: {simple: RANDOM}
-    connectionPool: {tcp: {maxConnections: 1}}
-    portLevelSettings:
-    - port: {number: 9000}
-      loadBalancer: {simple: LEAST_REQUEST}
-  subsets:
-  - name: v2
-    labels: {version: v2}
-    trafficPolicy:
-      connectionPool: {tcp: {maxConnections: 7}}
-"#;
-        let (rs, problems) = weft_api::parse_documents(yaml, Path::new("t.yaml"));
-        assert!(problems.is_empty(), "{problems:?}");
-        let push = PushContext::new("1".into(), Arc::default(), Arc::new(rs));
-        let svc = push
-            .registry
-            .service("httpbin.default.svc.cluster.local")
-            .unwrap()
-            .clone();
-        let simple = |p: &Policy| p.load_balancer.as_ref().and_then(|l| l.simple);
-        let max_conn = |p: &Policy| {
-            p.connection_pool
-                .as_ref()
-                .and_then(|c| c.tcp.as_ref())
-                .map(|t| t.max_connections)
-        };
-        let p = policy_for(&push, &svc, 8000, "");
-        assert_eq!(simple(&p), Some(weft_api::networking::SimpleLb::Random));
-        assert_eq!(max_conn(&p), Some(1));
-        let p = policy_for(&push, &svc, 9000, "");
-        assert_eq!(
-            simple(&p),
-            Some(weft_api::networking::SimpleLb::LeastRequest)
-        );
-        let p = policy_for(&push, &svc, 8000, "v2");
-        assert_eq!(max_conn(&p), Some(7));
-        assert_eq!(simple(&p), Some(weft_api::networking::SimpleLb::Random));
-        assert_eq!(subsets_for(&push, &svc).len(), 1);
-    }
 }

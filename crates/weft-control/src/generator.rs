@@ -3,10 +3,13 @@
 //! context. What is the same for every sidecar of a push (outbound clusters and listeners, the
 //! route table of a port for a namespace, each ClusterLoadAssignment) is built once per push and
 //! shared; the TCP/TLS listeners whose VirtualService routes depend on the client are shared by
-//! the proxies with the same namespace and `sourceLabels` outcomes; only the proxy's inbound
-//! side is built per proxy.
+//! the proxies with the same namespace and `sourceLabels` outcomes; the outbound clusters (and
+//! route tables) by the proxies whose DestinationRules resolve alike (the same
+//! [`destination::Scope`] key: one for every proxy unless a namespace's own rules, an `exportTo`
+//! or a `workloadSelector` sets some apart); an assignment by the proxies that agree on its
+//! subset's labels; only the proxy's inbound side is built per proxy.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -16,6 +19,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use weft_xds::{Generated, Generator, NamedResource, ProxyInfo, Subscription};
 
+use crate::destination;
 use crate::push::PushContext;
 use crate::sidecar::{self, ProxyView, SidecarNode};
 
@@ -23,30 +27,38 @@ use crate::sidecar::{self, ProxyView, SidecarNode};
 #[derive(Default)]
 struct Shared {
     version: String,
-    clusters: Option<Arc<Vec<NamedResource>>>,
+    /// DestinationRule scope key → the clusters of the proxies of that scope.
+    clusters: HashMap<String, Arc<Vec<NamedResource>>>,
     listeners: Option<Arc<Vec<NamedResource>>>,
     /// The services whose TCP/TLS listeners depend on the client.
     client_dependent: Option<Arc<BTreeSet<String>>>,
     /// Listener key (namespace and TCP/TLS `sourceLabels` matches) → those services' listeners.
     client_listeners: HashMap<String, Arc<Vec<NamedResource>>>,
-    /// Proxy namespace → route table name → table.
+    /// Proxy namespace, `sourceLabels` and DestinationRule scope key → route table name → table.
     routes: HashMap<String, HashMap<String, Option<NamedResource>>>,
-    /// Cluster name → assignment.
+    /// [`destination::endpoints_key`] (cluster name and subset labels) → assignment.
     endpoints: HashMap<String, Option<NamedResource>>,
     /// The previous versions' encodings, by name.
     previous: Previous,
 }
 
 impl Shared {
-    /// The clusters every sidecar of this version gets, built on first use.
+    /// The clusters every sidecar of this version with the DestinationRule scope of `view`
+    /// gets, built on first use.
     fn clusters(&mut self, view: &ProxyView) -> Arc<Vec<NamedResource>> {
         let previous = &self.previous.clusters;
         self.clusters
-            .get_or_insert_with(|| {
-                Arc::new(stable_all::<Cluster>(
-                    sidecar::shared_clusters(view),
-                    previous,
-                ))
+            .entry(view.destination_scope.key().to_string())
+            .or_insert_with(|| {
+                Arc::new(
+                    sidecar::shared_clusters(view)
+                        .into_iter()
+                        .map(|c| {
+                            let prev = previous.get(c.name()).map_or(&[][..], Vec::as_slice);
+                            stable_among::<Cluster>(c, prev)
+                        })
+                        .collect(),
+                )
             })
             .clone()
     }
@@ -58,12 +70,16 @@ impl Shared {
 /// every cluster, and every proxy would be sent all of them again.
 #[derive(Default)]
 struct Previous {
-    clusters: HashMap<String, NamedResource>,
+    /// Per name, one encoding per content the scopes of the last push gave it.
+    clusters: HashMap<String, Vec<NamedResource>>,
     listeners: HashMap<String, NamedResource>,
     /// Per listener key, like routes.
     client_listeners: HashMap<String, HashMap<String, NamedResource>>,
     routes: HashMap<String, HashMap<String, NamedResource>>,
     endpoints: HashMap<String, NamedResource>,
+    /// What the DestinationRule index of the last push [`MeshGenerator::changed_endpoints`]
+    /// saw was built from.
+    destination_rules: Option<Arc<destination::Inputs>>,
 }
 
 /// Reuses the previous resource when its decoded content is equal.
@@ -71,20 +87,34 @@ fn stable<T: prost::Message + Default + PartialEq>(
     new: NamedResource,
     prev: Option<&NamedResource>,
 ) -> NamedResource {
-    let Some(prev) = prev else { return new };
-    if prev.same(&new) {
-        return prev.clone();
+    match prev {
+        Some(p) => stable_among::<T>(new, std::slice::from_ref(p)),
+        None => new,
     }
-    if prev.resource().type_url != new.resource().type_url {
-        return new;
+}
+
+/// Reuses the first of the previous resources whose decoded content is equal.
+fn stable_among<T: prost::Message + Default + PartialEq>(
+    new: NamedResource,
+    prev: &[NamedResource],
+) -> NamedResource {
+    if let Some(p) = prev.iter().find(|p| p.same(&new)) {
+        return p.clone();
     }
-    match (
-        T::decode(prev.resource().value.as_slice()),
-        T::decode(new.resource().value.as_slice()),
-    ) {
-        (Ok(a), Ok(b)) if a == b => prev.clone(),
-        _ => new,
+    let mut decoded = None;
+    for p in prev {
+        if p.resource().type_url != new.resource().type_url {
+            continue;
+        }
+        let Ok(b) = decoded.get_or_insert_with(|| T::decode(new.resource().value.as_slice()))
+        else {
+            return new;
+        };
+        if T::decode(p.resource().value.as_slice()).is_ok_and(|a| a == *b) {
+            return p.clone();
+        }
     }
+    new
 }
 
 fn stable_all<T: prost::Message + Default + PartialEq>(
@@ -139,9 +169,15 @@ impl MeshGenerator {
         if guard.version != version {
             let old = std::mem::take(&mut *guard);
             let mut previous = old.previous;
-            // Keep the newest encoding of each name.
-            if let Some(c) = old.clusters {
-                previous.clusters = by_name(c.iter().cloned());
+            // Keep the newest encodings of each name.
+            if !old.clusters.is_empty() {
+                previous.clusters.clear();
+                for r in old.clusters.values().flat_map(|c| c.iter()) {
+                    let variants = previous.clusters.entry(r.name().to_string()).or_default();
+                    if !variants.iter().any(|v| v.same(r)) {
+                        variants.push(r.clone());
+                    }
+                }
             }
             if let Some(l) = old.listeners {
                 previous.listeners = by_name(l.iter().cloned());
@@ -176,64 +212,104 @@ impl MeshGenerator {
 }
 
 impl MeshGenerator {
-    /// Builds every ClusterLoadAssignment of `push` into the shared cache and returns the names
-    /// whose content differs from the previous push (new, changed or gone): the only assignments
-    /// proxies need to look at again (istiod's incremental EDS).
+    /// Builds every ClusterLoadAssignment of `push` (for each DestinationRule scope a proxy can
+    /// have) into the shared cache and returns the names whose content differs from the
+    /// previous push (new, changed or gone): the only assignments proxies need to look at again
+    /// (istiod's incremental EDS). When the DestinationRules (or the labels their selectors
+    /// read) changed, a proxy may resolve a subset to other labels: every subset's assignment
+    /// is named then.
     pub fn changed_endpoints(&self, push: &PushContext) -> BTreeSet<String> {
-        let view = ProxyView::new(
-            push,
-            SidecarNode {
-                ip: String::new(),
-                name: String::new(),
-                namespace: push.root_namespace().to_string(),
-            },
-        );
+        let node = SidecarNode {
+            ip: String::new(),
+            name: String::new(),
+            namespace: push.root_namespace().to_string(),
+        };
+        // Key → (cluster name, a proxy view that resolves the name to that key).
+        let mut wanted: BTreeMap<String, (String, usize)> = BTreeMap::new();
+        let views: Vec<ProxyView> = push
+            .destination_rules
+            .scopes(&push.registry)
+            .into_iter()
+            .map(|scope| {
+                let mut view = ProxyView::new(push, node.clone());
+                view.destination_scope = scope;
+                view
+            })
+            .collect();
+        for (i, view) in views.iter().enumerate() {
+            for name in outbound_cluster_names(view) {
+                let key = destination::endpoints_key(view, &name);
+                wanted.entry(key).or_insert((name, i));
+            }
+        }
+        let inputs = push.destination_rules.inputs().clone();
         self.with_shared(&push.version, |c| {
-            let clusters = c.clusters(&view);
-            let names: Vec<String> = clusters
-                .iter()
-                .filter(|r| r.name().starts_with("outbound|"))
-                .map(|r| r.name().to_string())
-                .collect();
-            // Streams may have built some of them already for this version: those stay.
-            let missing: Vec<String> = names
-                .iter()
-                .filter(|n| !c.endpoints.contains_key(*n))
-                .cloned()
-                .collect();
-            let built = by_name(sidecar::endpoints(&view, &missing));
+            let rules_changed = c
+                .previous
+                .destination_rules
+                .as_ref()
+                .is_some_and(|p| *p != inputs);
             let mut changed = BTreeSet::new();
-            for name in names {
-                let new = match c.endpoints.get(&name) {
-                    Some(existing) => existing.clone(),
-                    None => built.get(&name).cloned().map(|r| {
-                        stable::<ClusterLoadAssignment>(r, c.previous.endpoints.get(&name))
-                    }),
-                };
-                let same = match (&new, c.previous.endpoints.get(&name)) {
-                    (Some(n), Some(p)) => n.same(p),
-                    (None, None) => true,
+            for (key, (name, i)) in &wanted {
+                // Streams may have built some of them already for this version: those stay.
+                if !c.endpoints.contains_key(key) {
+                    let built = sidecar::endpoints(&views[*i], std::slice::from_ref(name))
+                        .pop()
+                        .map(|r| stable::<ClusterLoadAssignment>(r, c.previous.endpoints.get(key)));
+                    c.endpoints.insert(key.clone(), built);
+                }
+                let same = match (c.endpoints.get(key), c.previous.endpoints.get(key)) {
+                    (Some(Some(n)), Some(p)) => n.same(p),
+                    (Some(None) | None, None) => true,
                     _ => false,
                 };
-                if !same {
+                let subset =
+                    sidecar::parse_cluster_name(name).is_some_and(|(_, _, s, _)| !s.is_empty());
+                if !same || (rules_changed && subset) {
                     changed.insert(name.clone());
                 }
-                c.endpoints.insert(name, new);
             }
             // Assignments of clusters that are gone.
             changed.extend(
                 c.previous
                     .endpoints
-                    .keys()
-                    .filter(|n| !matches!(c.endpoints.get(*n), Some(Some(_))))
-                    .cloned(),
+                    .iter()
+                    .filter(|(k, _)| !matches!(c.endpoints.get(*k), Some(Some(_))))
+                    .map(|(_, r)| r.name().to_string()),
             );
             c.previous
                 .endpoints
-                .retain(|n, _| c.endpoints.get(n).is_some_and(Option::is_some));
+                .retain(|k, _| c.endpoints.get(k).is_some_and(Option::is_some));
+            c.previous.destination_rules = Some(inputs);
             changed
         })
     }
+}
+
+/// The names of the outbound clusters a sidecar with this view gets (one per service port and
+/// subset), as the cluster generator names them.
+fn outbound_cluster_names(view: &ProxyView) -> Vec<String> {
+    let mut out = Vec::new();
+    for svc in &view.push.registry.services {
+        let subsets = destination::subsets_for(view, svc);
+        for sp in &svc.ports {
+            out.push(sidecar::cluster_name(
+                "outbound",
+                sp.number,
+                "",
+                &svc.hostname,
+            ));
+            for s in &subsets {
+                out.push(sidecar::cluster_name(
+                    "outbound",
+                    sp.number,
+                    &s.name,
+                    &svc.hostname,
+                ));
+            }
+        }
+    }
+    out
 }
 
 fn is_grpc(proxy: &ProxyInfo) -> bool {
@@ -331,10 +407,13 @@ impl MeshGenerator {
             weft_xds::types::ROUTE => {
                 // Route tables differ by namespace and by the sourceLabels matches the proxy
                 // satisfies; proxies alike in both share them.
+                // The hash policies of consistent-hash DestinationRules depend on the
+                // proxy's DestinationRule scope.
                 let key = format!(
-                    "{}|{}",
+                    "{}|{}|{}",
                     view.node.namespace,
-                    sidecar::http_route::source_key(view)
+                    sidecar::http_route::source_key(view),
+                    view.destination_scope.key()
                 );
                 let ns = key.as_str();
                 self.with_shared(version, |c| {
@@ -358,24 +437,31 @@ impl MeshGenerator {
                         .collect()
                 })
             }
-            weft_xds::types::ENDPOINT => self.with_shared(version, |c| {
-                named(sub)
-                    .filter_map(|name| {
-                        if !c.endpoints.contains_key(name) {
-                            let built = sidecar::endpoints(view, std::slice::from_ref(name))
-                                .pop()
-                                .map(|r| {
-                                    stable::<ClusterLoadAssignment>(
-                                        r,
-                                        c.previous.endpoints.get(name),
-                                    )
-                                });
-                            c.endpoints.insert(name.clone(), built);
-                        }
-                        c.endpoints.get(name).cloned().flatten()
-                    })
-                    .collect()
-            }),
+            weft_xds::types::ENDPOINT => {
+                // A subset's assignment depends on the labels the proxy's rule gives it.
+                let keyed: Vec<(String, &String)> = named(sub)
+                    .map(|name| (destination::endpoints_key(view, name), name))
+                    .collect();
+                self.with_shared(version, |c| {
+                    keyed
+                        .into_iter()
+                        .filter_map(|(key, name)| {
+                            if !c.endpoints.contains_key(&key) {
+                                let built = sidecar::endpoints(view, std::slice::from_ref(name))
+                                    .pop()
+                                    .map(|r| {
+                                        stable::<ClusterLoadAssignment>(
+                                            r,
+                                            c.previous.endpoints.get(&key),
+                                        )
+                                    });
+                                c.endpoints.insert(key.clone(), built);
+                            }
+                            c.endpoints.get(&key).cloned().flatten()
+                        })
+                        .collect()
+                })
+            }
             other => return Err(format!("type {other} is not served by weft control")),
         })
     }
@@ -407,7 +493,7 @@ impl Generator for MeshGenerator {
                     crate::grpcgen::listeners(&push, &view.node.namespace, &requested)
                 }
                 weft_xds::types::ROUTE => crate::grpcgen::routes(&view, &requested),
-                weft_xds::types::CLUSTER => crate::grpcgen::clusters(&push, &requested),
+                weft_xds::types::CLUSTER => crate::grpcgen::clusters(&view, &requested),
                 weft_xds::types::ENDPOINT => crate::grpcgen::endpoints(&view, &requested),
                 other => {
                     return Err(format!(
@@ -512,12 +598,16 @@ mod tests {
         // The clusters did not change (only an endpoint did): their bytes are exactly the
         // previous ones, so the servers see nothing to push.
         let before = g.with_shared("2", |c| c.previous.clusters.clone());
+        assert!(
+            before.values().all(|v| v.len() == 1),
+            "one scope, one encoding"
+        );
         let again = g
             .generate(&client, weft_xds::types::CLUSTER, &Subscription::Wildcard)
             .unwrap();
         assert!(!before.is_empty());
         for r in &again.resources {
-            if let Some(p) = before.get(r.name()) {
+            if let Some(p) = before.get(r.name()).and_then(|v| v.first()) {
                 assert_eq!(
                     p.resource().value,
                     r.resource().value,

@@ -119,12 +119,13 @@ pub fn routes(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
 }
 
 /// EDS clusters by Istio's names (subsets included), with the DestinationRule's load
-/// balancer (round robin or ring hash, which gRPC supports).
-pub fn clusters(push: &PushContext, names: &[String]) -> Vec<NamedResource> {
+/// balancer (round robin or ring hash, which gRPC supports); the rule is the one that applies
+/// to this client, as for sidecars.
+pub fn clusters(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
     let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
     let mut out = Vec::new();
-    for svc in &push.registry.services {
-        let subsets = crate::destination::subsets_for(push, svc);
+    for svc in &view.push.registry.services {
+        let subsets = crate::destination::subsets_for(view, svc);
         for sp in &svc.ports {
             let subset_names = std::iter::once("").chain(subsets.iter().map(|s| s.name.as_str()));
             for subset in subset_names {
@@ -144,7 +145,7 @@ pub fn clusters(push: &PushContext, names: &[String]) -> Vec<NamedResource> {
                     lb_policy: cluster::cluster::LbPolicy::RoundRobin as i32,
                     ..Default::default()
                 };
-                let policy = crate::destination::policy_for(push, svc, sp.number, subset);
+                let policy = crate::destination::policy_for(view, svc, sp.number, subset);
                 if let Some(lb) = policy
                     .load_balancer
                     .as_ref()

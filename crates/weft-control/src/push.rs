@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use weft_api::{MeshConfig, Resource};
 
+use crate::destination;
 use crate::registry::Registry;
 
 /// The DNS suffix of service host names.
@@ -16,16 +17,20 @@ pub struct PushContext {
     pub mesh: Arc<MeshConfig>,
     pub resources: Arc<Vec<Resource>>,
     pub registry: Registry,
+    /// The DestinationRules, indexed as istiod indexes them for per-proxy lookups.
+    pub destination_rules: destination::Index,
 }
 
 impl PushContext {
     pub fn new(version: String, mesh: Arc<MeshConfig>, resources: Arc<Vec<Resource>>) -> Self {
         let registry = Registry::build(&resources, DOMAIN_SUFFIX);
+        let destination_rules = destination::Index::build(&resources, &mesh, &registry);
         PushContext {
             version,
             mesh,
             resources,
             registry,
+            destination_rules,
         }
     }
 

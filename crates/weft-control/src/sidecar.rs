@@ -64,6 +64,8 @@ pub struct ProxyView<'a> {
     pub workload: Option<Arc<Workload>>,
     /// The services this proxy's workload is an endpoint of.
     pub services: Vec<Arc<Service>>,
+    /// What this proxy's DestinationRule lookups depend on (namespace, workload labels).
+    pub destination_scope: crate::destination::Scope,
 }
 
 impl<'a> ProxyView<'a> {
@@ -73,11 +75,17 @@ impl<'a> ProxyView<'a> {
             .as_ref()
             .map(|w| push.registry.services_of(w))
             .unwrap_or_default();
+        let labels = workload
+            .as_ref()
+            .map(|w| w.labels.clone())
+            .unwrap_or_default();
+        let destination_scope = push.destination_rules.scope(&node.namespace, labels);
         ProxyView {
             push,
             node,
             workload,
             services,
+            destination_scope,
         }
     }
 
@@ -597,7 +605,7 @@ spec:
                 .contains(&"server.default.svc.cluster.local:8080".to_string())
         );
         let cs = crate::grpcgen::clusters(
-            &p,
+            &v,
             &["outbound|8080||server.default.svc.cluster.local".to_string()],
         );
         assert_eq!(cs.len(), 1);

@@ -30,7 +30,10 @@ pub(crate) struct Entry {
 
 impl Entry {
     fn selector(&self) -> Option<&Labels> {
-        self.rule.workload_selector.as_ref().map(|s| &s.match_labels)
+        self.rule
+            .workload_selector
+            .as_ref()
+            .map(|s| &s.match_labels)
     }
 }
 
@@ -39,6 +42,8 @@ impl Entry {
 struct Table {
     export_to: HashMap<String, BTreeSet<String>>,
     rules: HashMap<String, Vec<Entry>>,
+    /// The wildcard hosts among those of `rules`.
+    wildcards: Vec<String>,
 }
 
 impl Table {
@@ -62,6 +67,9 @@ impl Table {
                 }],
             );
             self.export_to.insert(host.to_string(), export.clone());
+            if weft_api::host::is_wildcard(host) {
+                self.wildcards.push(host.to_string());
+            }
             return;
         };
         let new_selector = rule.workload_selector.as_ref().map(|s| &s.match_labels);
@@ -69,9 +77,9 @@ impl Table {
         for entry in list.iter_mut() {
             let old_selector = entry.selector();
             // `labels.Instance.Equals`, where an absent selector has no labels.
-            let selectors_match =
-                old_selector.is_none_or(Labels::is_empty) && new_selector.is_none_or(Labels::is_empty)
-                    || old_selector == new_selector;
+            let selectors_match = (old_selector.is_none_or(Labels::is_empty)
+                && new_selector.is_none_or(Labels::is_empty))
+                || old_selector == new_selector;
             let both_with = old_selector.is_some() && new_selector.is_some();
             let both_without = old_selector.is_none() && new_selector.is_none();
             if both_with && !selectors_match {
@@ -110,10 +118,9 @@ impl Table {
             return Some(host);
         }
         let needle_wildcard = weft_api::host::is_wildcard(needle);
-        self.rules
-            .keys()
+        self.wildcards
+            .iter()
             .map(String::as_str)
-            .filter(|h| weft_api::host::is_wildcard(h))
             .filter(|h| {
                 if needle_wildcard {
                     needle.len() >= h.len() && needle[1..].ends_with(&h[1..])
@@ -175,7 +182,7 @@ pub struct Index {
     /// Per namespace, its rules' distinct `workloadSelector`s in config order.
     selectors: BTreeMap<String, Vec<Labels>>,
     /// Namespaces whose proxies may see other rules than a namespace no rule names: those
-    /// with rules, the root namespace, and those named in an `exportTo`.
+    /// with rules visible in them, the root namespace, and those named in an `exportTo`.
     special: BTreeSet<String>,
     /// The special namespaces whose proxies (without a matching selector) do resolve some
     /// service differently.
@@ -250,20 +257,25 @@ impl Index {
         ix.special = ix.namespace_local.keys().cloned().collect();
         ix.special.insert(root);
         for table in ix.exported.values() {
-            ix.special.extend(table.export_to.values().flatten().cloned());
+            ix.special
+                .extend(table.export_to.values().flatten().cloned());
         }
-        ix.distinct = ix
+        let common: Vec<Option<&Entry>> = registry
+            .services
+            .iter()
+            .map(|svc| ix.resolve_with(None, svc, |_| false))
+            .collect();
+        let distinct: BTreeSet<String> = ix
             .special
             .iter()
             .filter(|ns| {
-                registry.services.iter().any(|svc| {
-                    let own = ix.resolve_with(Some(ns), svc, |_| false);
-                    let common = ix.resolve_with(None, svc, |_| false);
-                    !same_rule(own, common)
+                registry.services.iter().zip(&common).any(|(svc, common)| {
+                    !same_rule(ix.resolve_with(Some(ns), svc, |_| false), *common)
                 })
             })
             .cloned()
             .collect();
+        ix.distinct = distinct;
         if !ix.selectors.is_empty() {
             inputs.selected = registry
                 .workloads

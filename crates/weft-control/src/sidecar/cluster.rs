@@ -198,7 +198,7 @@ fn outbound_cluster(
             },
         ];
     }
-    let policy = crate::destination::policy_for(view.push, svc, sp.number, subset);
+    let policy = crate::destination::policy_for(view, svc, sp.number, subset);
     let mut http = core::HttpProtocolOptions::default();
     super::traffic_policy::apply(&mut c, &policy, &mut http, &svc.hostname, || {
         istio_mutual(view, svc, sp, subset)
@@ -246,7 +246,7 @@ pub fn shared(view: &ProxyView) -> Vec<NamedResource> {
     for svc in &view.push.registry.services {
         for sp in &svc.ports {
             out.push(outbound_cluster(view, svc, sp, ""));
-            for subset in crate::destination::subsets_for(view.push, svc) {
+            for subset in crate::destination::subsets_for(view, svc) {
                 out.push(outbound_cluster(view, svc, sp, &subset.name));
             }
         }
@@ -359,7 +359,7 @@ pub fn endpoints(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
         let selector = if subset.is_empty() {
             None
         } else {
-            crate::destination::subsets_for(view.push, svc)
+            crate::destination::subsets_for(view, svc)
                 .into_iter()
                 .find(|s| s.name == subset)
                 .map(|s| s.labels)

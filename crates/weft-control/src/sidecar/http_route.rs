@@ -358,7 +358,7 @@ fn hash_policy(ctx: &Ctx, cluster: &str) -> Vec<route::route_action::HashPolicy>
     let Some(svc) = ctx.view.push.registry.service(host) else {
         return Vec::new();
     };
-    let policy = crate::destination::policy_for(ctx.view.push, svc, port, subset);
+    let policy = crate::destination::policy_for(ctx.view, svc, port, subset);
     let Some(ch) = policy
         .load_balancer
         .as_ref()

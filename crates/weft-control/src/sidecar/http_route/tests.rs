@@ -29,7 +29,7 @@ fn push(samples: &[&str], extra: &str) -> PushContext {
         text.push_str(&read(&format!("{EXAMPLE}/{f}")));
         text.push_str("\n---\n");
     }
-    // `extra` first: for a host with two rules, the first in config order applies.
+    // `extra` first: rules for one host are merged, the first one's trafficPolicy applies.
     text.push_str(extra);
     text.push_str("\n---\n");
     text.push_str(&read(&format!("{SAMPLES}/destination-rule-all.yaml")));
