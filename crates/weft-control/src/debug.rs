@@ -44,6 +44,14 @@ fn json<T: serde::Serialize>(value: &T) -> Response<Full<Bytes>> {
     }
 }
 
+/// The problems of the config in force and the JWKS fetches failing right now (those come and
+/// go between config changes, so they are read live).
+fn config_errors(state: &ControlState) -> Vec<String> {
+    let mut out = (*state.problems.load_full()).clone();
+    out.extend(state.push.load().jwks.problems());
+    out
+}
+
 fn metrics(state: &ControlState) -> String {
     let mut registry = Registry::default();
     let stats = state.ads.stats();
@@ -80,7 +88,21 @@ fn metrics(state: &ControlState) -> String {
         &mut registry,
         "weft_config_errors",
         "Problems in the latest config load.",
-        state.problems.load().len() as i64,
+        config_errors(state).len() as i64,
+    );
+    let jwks = state.push.load().jwks.clone();
+    gauge(
+        &mut registry,
+        "pilot_jwks_resolver_network_fetch_success_total",
+        "Total number of successfully network fetch by pilot jwks resolver",
+        jwks.fetch_success
+            .load(std::sync::atomic::Ordering::Relaxed) as i64,
+    );
+    gauge(
+        &mut registry,
+        "pilot_jwks_resolver_network_fetch_fail_total",
+        "Total number of failed network fetch by pilot jwks resolver",
+        jwks.fetch_fail.load(std::sync::atomic::Ordering::Relaxed) as i64,
     );
     gauge(
         &mut registry,
@@ -165,7 +187,7 @@ async fn handle(
                 "resources": &*push.resources,
             }))
         }
-        "/debug/config_errors" => json(&*state.problems.load_full()),
+        "/debug/config_errors" => json(&config_errors(&state)),
         "/debug/config_skipped" => {
             let notes: Vec<String> = state
                 .applied

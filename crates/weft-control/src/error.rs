@@ -31,6 +31,8 @@ pub enum ControlError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    JwksCa(#[from] crate::jwks::JwksCaError),
     #[error("TLS setup of the xDS port failed: {0}")]
     Tls(String),
     #[error("gRPC server on {addr} failed: {source}")]

@@ -4,6 +4,7 @@
 //! (sidecar and proxyless-gRPC forms), the CA front end and the debug endpoints.
 
 pub mod authn;
+pub mod authz;
 pub mod ca;
 pub mod debug;
 pub mod destination;
@@ -11,6 +12,8 @@ pub mod envoy;
 pub mod error;
 pub mod generator;
 pub mod grpcgen;
+pub mod jwks;
+pub mod jwt;
 pub mod push;
 pub mod registry;
 pub mod server;

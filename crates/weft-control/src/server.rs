@@ -40,6 +40,9 @@ pub struct ControlOptions {
     pub debounce_max: Duration,
     /// Proxies with a push in flight at once (PILOT_PUSH_THROTTLE 100).
     pub push_throttle: usize,
+    /// Extra CA certificates (PEM) trusted when fetching a RequestAuthentication's jwksUri
+    /// (`--jwks-ca`), besides the system bundle and `/cacerts/extra.pem`.
+    pub jwks_ca: Option<PathBuf>,
 }
 
 impl ControlOptions {
@@ -57,6 +60,7 @@ impl ControlOptions {
             debounce_after: Duration::from_millis(100),
             debounce_max: Duration::from_secs(10),
             push_throttle: weft_xds::server::DEFAULT_PUSH_CONCURRENCY,
+            jwks_ca: None,
         }
     }
 }
@@ -108,11 +112,15 @@ pub async fn run(
 
     let mut n = 1u64;
     let first_version = version(n);
-    let push = Arc::new(ArcSwap::from_pointee(PushContext::new(
-        first_version.clone(),
-        first.mesh.clone(),
-        first.resources.clone(),
-    )));
+    let jwks = Arc::new(crate::jwks::JwksResolver::new(opts.jwks_ca.as_deref())?);
+    let push = Arc::new(ArcSwap::from_pointee(
+        PushContext::new(
+            first_version.clone(),
+            first.mesh.clone(),
+            first.resources.clone(),
+        )
+        .with_jwks(jwks.clone()),
+    ));
     let generator = Arc::new(MeshGenerator::new(push.clone()));
     let tracker = Arc::new(Tracker::default());
     let ads = Arc::new(weft_xds::AdsServer::with_push_concurrency(
@@ -125,7 +133,7 @@ pub async fn run(
     let state = Arc::new(ControlState {
         push: push.clone(),
         ads: ads.clone(),
-        problems: ArcSwap::from_pointee(first.problems.clone()),
+        problems: ArcSwap::from_pointee(with_push_problems(&first.problems, &push.load())),
         pushes: Default::default(),
         config_dir: opts.config_dir.clone(),
         mesh_file: opts.mesh_config.clone(),
@@ -189,6 +197,8 @@ pub async fn run(
     let monitoring = crate::debug::serve(opts.monitoring_addr, state.clone()).await?;
 
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    // A fetched JWKS that changed pushes like a config change.
+    jwks.set_trigger(tx.clone());
     let _watcher = watch(&opts, tx)?;
     let push_loop = async {
         while rx.recv().await.is_some() {
@@ -210,9 +220,13 @@ pub async fn run(
                     continue;
                 }
             };
-            state.problems.store(Arc::new(snap.problems.clone()));
             let current = push.load();
-            if *current.resources == *snap.resources && *current.mesh == *snap.mesh {
+            state
+                .problems
+                .store(Arc::new(with_push_problems(&snap.problems, &current)));
+            let jwks_changed = jwks.take_dirty();
+            if *current.resources == *snap.resources && *current.mesh == *snap.mesh && !jwks_changed
+            {
                 state
                     .applied
                     .store(Arc::new(state.applied.load().next(&snap, None)));
@@ -220,12 +234,14 @@ pub async fn run(
             }
             n += 1;
             let v = version(n);
-            let next = Arc::new(PushContext::new(
-                v.clone(),
-                snap.mesh.clone(),
-                snap.resources.clone(),
-            ));
+            let next = Arc::new(
+                PushContext::new(v.clone(), snap.mesh.clone(), snap.resources.clone())
+                    .with_jwks(jwks.clone()),
+            );
             push.store(next.clone());
+            state
+                .problems
+                .store(Arc::new(with_push_problems(&snap.problems, &next)));
             let changed = generator.changed_endpoints(&next);
             state
                 .pushes
@@ -254,6 +270,14 @@ pub async fn run(
         _ = shutdown => tracing::info!("shutting down"),
     }
     Ok(())
+}
+
+/// The load's problems and those the translation of the config in force found (e.g. a CUSTOM
+/// AuthorizationPolicy naming an unknown ext-authz provider), as `/debug/config_errors` shows.
+fn with_push_problems(load: &[String], push: &PushContext) -> Vec<String> {
+    let mut out = load.to_vec();
+    out.extend(push.authz.problems().iter().map(|p| p.to_string()));
+    out
 }
 
 fn watch(

@@ -7,6 +7,7 @@
 pub mod ca;
 pub mod ca_api;
 pub mod error;
+pub mod jwt;
 pub mod manager;
 pub mod spiffe;
 pub mod svid;

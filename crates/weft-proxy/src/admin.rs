@@ -82,6 +82,7 @@ fn config_dump(proxy: &Proxy) -> serde_json::Value {
                             "stat_prefix": h.stat_prefix,
                             "route_config": match &h.routes { RouteRef::Rds(n) => n.clone(), RouteRef::Inline(t) => t.name.clone() },
                             "access_logs": h.access_log.iter().map(|a| a.path.clone()).collect::<Vec<_>>(),
+                            "http_filters": h.filters.iter().map(crate::snapshot::filter::HttpFilter::name).collect::<Vec<_>>(),
                         }}),
                         NetworkFilter::Tcp(t) => json!({"tcp_proxy": {
                             "cluster": &*t.cluster,
@@ -226,6 +227,7 @@ fn stats_text(proxy: &Proxy) -> String {
             let _ = writeln!(out, "cluster.{n}.{stat}: {v}");
         }
     }
+    crate::snapshot::counter::stats_text(&mut out);
     out.push_str(&proxy.metrics_text());
     out
 }
@@ -233,6 +235,7 @@ fn stats_text(proxy: &Proxy) -> String {
 /// Istio's metrics, then Envoy's cluster stats as Prometheus (`envoy_cluster_<stat>`).
 fn prometheus_text(proxy: &Proxy) -> String {
     let mut out = proxy.metrics_text();
+    crate::snapshot::counter::prometheus_text(&mut out);
     let stats = cluster_stats(proxy);
     if let Some((_, first)) = stats.first() {
         for (i, (stat, _)) in first.iter().enumerate() {

@@ -23,7 +23,13 @@ use crate::snapshot::{Direction, Hcm};
 use crate::stats;
 use crate::upstream::Lease;
 
+pub(crate) mod authz;
+mod jwt;
+mod path;
+#[cfg(test)]
+mod rbac_tests;
 mod router;
+mod xfcc;
 
 const PEER_MD: HeaderName = HeaderName::from_static(weft_telemetry::peer::PEER_METADATA_HEADER);
 const PEER_MD_ID: HeaderName =
@@ -228,14 +234,29 @@ fn peer_from_headers(
 }
 
 /// A reply the proxy makes itself (Envoy's local reply), with its response flag and details.
-struct Local {
+pub(crate) struct Local {
     status: StatusCode,
     flags: &'static str,
-    details: &'static str,
+    /// `%RESPONSE_CODE_DETAILS%`: static for the proxy's own replies, built for filters'
+    /// (`rbac_access_denied_matched_policy[…]`, `jwt_authn_access_denied{…}`).
+    details: std::borrow::Cow<'static, str>,
     body: String,
     headers: Vec<(HeaderName, HeaderValue)>,
     /// For a gRPC abort: the status sent in a trailers-only response.
     grpc_status: Option<u32>,
+}
+
+/// The HCM now at `hcm`'s place (same listener, chain index and name), when the snapshot
+/// changed since `hcm` was compiled; None when it is the same or the chain is gone.
+fn current_hcm(snap: &crate::snapshot::Snapshot, hcm: &Arc<Hcm>) -> Option<Arc<Hcm>> {
+    let (listener, i, name) = &hcm.origin;
+    let chain = snap.listeners.get(&**listener)?.chains.get(*i)?;
+    match &chain.filter {
+        crate::snapshot::NetworkFilter::Http(h) if chain.name == **name && !Arc::ptr_eq(h, hcm) => {
+            Some(h.clone())
+        }
+        _ => None,
+    }
 }
 
 async fn handle(
@@ -247,6 +268,10 @@ async fn handle(
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let snap = proxy.snapshot.load_full();
+    // The HCM at this connection's place in the current snapshot: a config change (an
+    // AuthorizationPolicy, a route) applies to the next request of a kept-alive connection.
+    let current = current_hcm(&snap, hcm);
+    let hcm = current.as_ref().unwrap_or(hcm);
     let inbound = conn.direction == Direction::Inbound;
     let reporter = if inbound {
         Reporter::Destination
@@ -270,6 +295,15 @@ async fn handle(
             HeaderValue::from_static(if conn.mtls() { "https" } else { "http" }),
         );
     }
+    // Envoy's request header mutation: path normalization (before routing, the filters and
+    // the access log; the normalized path goes upstream) and `x-forwarded-client-cert`.
+    let bad_path = hcm.path.active() && !normalize_path(&mut req, hcm);
+    xfcc::apply(
+        &hcm.xfcc,
+        conn,
+        own_uri(&hcm.xfcc, proxy).as_deref(),
+        req.headers_mut(),
+    );
     let authority = req
         .uri()
         .authority()
@@ -346,8 +380,16 @@ async fn handle(
         done.req_headers = req.headers().clone();
     }
 
-    let result =
-        router::route_and_forward(req, conn, hcm, proxy, &snap, &mut done, request_bytes).await;
+    let result = if bad_path {
+        Err(local(
+            StatusCode::BAD_REQUEST,
+            "-",
+            "path_normalization_failed",
+            "Bad Request",
+        ))
+    } else {
+        router::route_and_forward(req, conn, hcm, proxy, &snap, &mut done, request_bytes).await
+    };
     match result {
         Ok((mut resp, lease, deco)) => {
             deco.apply(resp.headers_mut());
@@ -401,7 +443,7 @@ async fn handle(
                 destination
             };
             done.add_flag(local.flags);
-            done.entry.response_code_details = Some(local.details.into());
+            done.entry.response_code_details = Some(local.details.clone());
             let mut resp = if done.grpc {
                 // gRPC clients get Envoy's trailers-only form: HTTP 200 and the status in
                 // grpc-status (from the abort, else mapped from the HTTP status).
@@ -417,7 +459,7 @@ async fn handle(
                 );
                 h.insert("grpc-status", HeaderValue::from(code));
                 let message = if local.body.is_empty() {
-                    local.details
+                    &*local.details
                 } else {
                     local.body.as_str()
                 };
@@ -450,6 +492,45 @@ async fn handle(
     }
 }
 
+/// Applies the HCM's path normalization to the request; false when the path is refused.
+fn normalize_path<B>(req: &mut Request<B>, hcm: &Hcm) -> bool {
+    let Some(pq) = req.uri().path_and_query() else {
+        return true;
+    };
+    match path::normalize(pq.as_str(), &hcm.path) {
+        Ok(None) => true,
+        Ok(Some(new)) => {
+            let mut parts = req.uri().clone().into_parts();
+            match http::uri::PathAndQuery::try_from(new) {
+                Ok(p) => {
+                    parts.path_and_query = Some(p);
+                    match http::Uri::from_parts(parts) {
+                        Ok(u) => {
+                            *req.uri_mut() = u;
+                            true
+                        }
+                        Err(_) => false,
+                    }
+                }
+                Err(_) => false,
+            }
+        }
+        Err(path::Invalid) => false,
+    }
+}
+
+/// This proxy's URI SAN, when `x-forwarded-client-cert` is to carry it (`By=`).
+fn own_uri(x: &crate::snapshot::Xfcc, proxy: &Proxy) -> Option<String> {
+    if !x.needs_peer_cert() {
+        return None;
+    }
+    proxy
+        .identity
+        .borrow()
+        .as_ref()
+        .map(|i| i.svid.id.to_string())
+}
+
 /// Envoy's HTTP status → gRPC status mapping for local replies to gRPC requests.
 fn grpc_status_for(status: StatusCode) -> u32 {
     match status.as_u16() {
@@ -471,7 +552,7 @@ fn local(
     Local {
         status,
         flags,
-        details,
+        details: details.into(),
         body: body.into(),
         headers: Vec::new(),
         grpc_status: None,

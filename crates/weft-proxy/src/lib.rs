@@ -5,6 +5,7 @@
 //! metrics and access logs, and the admin and health ports.
 
 pub mod admin;
+pub mod authn;
 mod body;
 mod conn;
 pub mod error;
@@ -248,4 +249,29 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     }
     tracing::info!(in_flight = proxy.active.count(), "drained; exiting");
     Ok(())
+}
+
+/// A proxy around `snapshot` for in-process data-path tests: no control plane, no identity.
+#[cfg(test)]
+pub(crate) fn test_proxy(snapshot: Snapshot) -> Arc<Proxy> {
+    let live = Arc::new(weft_identity::LiveIdentity::new());
+    let (_, identity) = watch::channel(None);
+    let (_, xds_state) = watch::channel(weft_xds::ClientState::default());
+    let (draining, _) = watch::channel(false);
+    Arc::new(Proxy {
+        options: ProxyOptions::new("127.0.0.1:15010".into(), "foo".into(), "test".into()),
+        snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
+        pools: upstream::Pools::default(),
+        telemetry: stats::Telemetry::new(
+            weft_telemetry::NodeMetadata::default(),
+            "test",
+            "spiffe://cluster.local/ns/foo/sa/test",
+        ),
+        draining,
+        active: Active::default(),
+        tls: Arc::new(tls::TlsFactory::new(live, "cluster.local".into())),
+        config_ready: Arc::new(AtomicBool::new(true)),
+        identity,
+        xds_state,
+    })
 }

@@ -95,19 +95,26 @@ async fn outbound(stream: TcpStream, remote: SocketAddr, proxy: Arc<Proxy>) {
         original_dst: dst,
         remote,
         peer_principal: None,
+        peer_cert: None,
         sni: sniffed.sni.as_deref().map(Into::into),
         alpn: None,
     };
     run_chain(stream, conn, &chain, proxy).await;
 }
 
+/// Runs a chain on a connection, once TLS is terminated: its network RBAC filters first (once,
+/// before anything connects upstream), then the HTTP connection manager or the TCP proxy.
 async fn run_chain<IO>(io: IO, conn: ConnInfo, chain: &Chain, proxy: Arc<Proxy>)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
+    let denied = crate::tcp::rbac_verdict(&chain.rbac, &conn);
     match &chain.filter {
+        NetworkFilter::Http(_) if denied.is_some() => {
+            tracing::debug!(remote = %conn.remote, chain = %chain.name, details = ?denied, "connection denied by network RBAC");
+        }
         NetworkFilter::Http(hcm) => crate::http::serve(io, conn, hcm.clone(), proxy).await,
-        NetworkFilter::Tcp(tcp) => crate::tcp::proxy(io, conn, tcp.clone(), proxy).await,
+        NetworkFilter::Tcp(tcp) => crate::tcp::proxy(io, conn, tcp.clone(), proxy, denied).await,
     }
 }
 
@@ -216,6 +223,7 @@ async fn inbound(stream: TcpStream, remote: SocketAddr, proxy: Arc<Proxy>) {
         original_dst: dst,
         remote,
         peer_principal: None,
+        peer_cert: None,
         sni: sniffed.sni.as_deref().map(Into::into),
         alpn: None,
     };
@@ -277,6 +285,16 @@ async fn accept_tls<IO>(
             .and_then(weft_identity::peer_spiffe_id)
             .map(|id| id.to_string().into());
         conn.alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+        // The certificate details `x-forwarded-client-cert` forwards, kept only when needed.
+        if let NetworkFilter::Http(hcm) = &chain.filter
+            && hcm.xfcc.needs_peer_cert()
+        {
+            conn.peer_cert = session
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|leaf| crate::conn::PeerCert::from_der(leaf.as_ref()))
+                .map(Arc::new);
+        }
     }
     run_chain(tls_stream, conn, chain, proxy).await;
 }
@@ -346,6 +364,154 @@ mod tests {
         let mut buf = vec![0u8; hello.len()];
         server.read_exact(&mut buf).await.unwrap();
         assert_eq!(buf, hello);
+    }
+
+    /// An upstream that counts the connections it accepts and echoes.
+    async fn counting_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        let up = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = up.local_addr().unwrap();
+        let accepts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepts.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = up.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.into_split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        (addr, accepts)
+    }
+
+    fn network_rbac(action: i32, port: u32) -> Arc<crate::snapshot::rbac::RbacFilter> {
+        use envoy_types::pb::envoy::config::rbac::v3 as rbac;
+        use envoy_types::pb::envoy::extensions::filters::network::rbac::v3 as net;
+        use prost::Message;
+        let policy = rbac::Policy {
+            permissions: vec![rbac::Permission {
+                rule: Some(rbac::permission::Rule::DestinationPort(port)),
+            }],
+            principals: vec![rbac::Principal {
+                identifier: Some(rbac::principal::Identifier::Any(true)),
+            }],
+            ..Default::default()
+        };
+        let cfg = net::Rbac {
+            rules: Some(rbac::Rbac {
+                action,
+                policies: [("ns[foo]-policy[tcp]-rule[0]".to_string(), policy)].into(),
+                ..Default::default()
+            }),
+            stat_prefix: "tcp.".into(),
+            ..Default::default()
+        };
+        let any = envoy_types::pb::google::protobuf::Any {
+            type_url: format!(
+                "type.googleapis.com/{}",
+                crate::snapshot::rbac::NETWORK_RBAC_TYPE
+            ),
+            value: cfg.encode_to_vec(),
+        };
+        Arc::new(crate::snapshot::rbac::RbacFilter::network(&any, "test").unwrap())
+    }
+
+    #[tokio::test]
+    async fn network_rbac_decides_before_connecting_upstream() {
+        use envoy_types::pb::envoy::config::cluster::v3 as xc;
+        let (up, accepts) = counting_upstream().await;
+        let live = Arc::new(weft_identity::LiveIdentity::new());
+        let factory = crate::tls::TlsFactory::new(live, "cluster.local".into());
+        let orig = xc::Cluster {
+            name: "InboundPassthroughClusterIpv4".into(),
+            cluster_discovery_type: Some(xc::cluster::ClusterDiscoveryType::Type(
+                xc::cluster::DiscoveryType::OriginalDst as i32,
+            )),
+            lb_policy: xc::cluster::LbPolicy::ClusterProvided as i32,
+            ..Default::default()
+        };
+        let cluster = crate::snapshot::compile_cluster(&orig, None, &factory, None).unwrap();
+        let mut snap = crate::snapshot::Snapshot::default();
+        snap.clusters.insert(orig.name.clone(), Arc::new(cluster));
+        let proxy = crate::test_proxy(snap);
+        let allow = 0;
+        let deny = 1;
+        // (filters, echoed, upstream accepts after)
+        let cases = [
+            (
+                vec![network_rbac(allow, u32::from(up.port()) + 1)],
+                false,
+                0,
+            ),
+            (vec![network_rbac(deny, u32::from(up.port()))], false, 0),
+            (vec![network_rbac(allow, u32::from(up.port()))], true, 1),
+            (
+                vec![
+                    network_rbac(deny, u32::from(up.port()) + 1),
+                    network_rbac(allow, u32::from(up.port())),
+                ],
+                true,
+                2,
+            ),
+            (
+                vec![
+                    network_rbac(allow, u32::from(up.port())),
+                    network_rbac(deny, u32::from(up.port())),
+                ],
+                false,
+                2,
+            ),
+        ];
+        for (i, (rbac, echoed, after)) in cases.into_iter().enumerate() {
+            let chain = Arc::new(Chain {
+                name: "passthrough".into(),
+                matcher: Default::default(),
+                tls: None,
+                rbac,
+                filter: NetworkFilter::Tcp(Arc::new(crate::snapshot::TcpProxy {
+                    stat_prefix: "InboundPassthroughClusterIpv4".into(),
+                    cluster: "InboundPassthroughClusterIpv4".into(),
+                    weighted: vec![("InboundPassthroughClusterIpv4".into(), 1)],
+                    access_log: Vec::new(),
+                })),
+            });
+            let (mut client, server) = pair().await;
+            let conn = ConnInfo {
+                direction: Direction::Inbound,
+                original_dst: up,
+                remote: client.local_addr().unwrap(),
+                peer_principal: None,
+                peer_cert: None,
+                sni: None,
+                alpn: None,
+            };
+            let (p, c) = (proxy.clone(), chain.clone());
+            let task = tokio::spawn(async move { run_chain(server, conn, &c, p).await });
+            client.write_all(b"ping").await.unwrap();
+            let mut buf = [0u8; 4];
+            let got = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+                .await
+                .unwrap();
+            if echoed {
+                assert_eq!(got.unwrap(), 4, "case {i}");
+                assert_eq!(&buf, b"ping");
+            } else {
+                assert!(matches!(got, Ok(0) | Err(_)), "case {i}: closed");
+            }
+            drop(client);
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            assert_eq!(
+                accepts.load(std::sync::atomic::Ordering::SeqCst),
+                after,
+                "case {i}"
+            );
+        }
+        let stats: std::collections::HashMap<String, u64> =
+            crate::snapshot::counter::all().into_iter().collect();
+        assert!(
+            stats.get("tcp.rbac.denied").copied().unwrap_or(0) >= 3,
+            "{stats:?}"
+        );
     }
 
     #[tokio::test]

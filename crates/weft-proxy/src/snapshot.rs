@@ -4,8 +4,11 @@
 
 pub mod balance;
 mod cluster;
+pub mod counter;
 pub mod filter;
+pub mod jwt;
 mod listener;
+pub mod rbac;
 mod route;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,8 +25,8 @@ pub use cluster::{
     UpstreamProtocol, UpstreamTls, compile as compile_cluster,
 };
 pub use listener::{
-    AccessLogConfig, AccessLogFormat, Chain, ChainMatch, Direction, DownstreamTls, Hcm, Listener,
-    NetworkFilter, RouteRef, TcpProxy,
+    AccessLogConfig, AccessLogFormat, Chain, ChainMatch, Direction, DownstreamTls, EscapedSlashes,
+    Hcm, Listener, NetworkFilter, PathNormalization, RouteRef, TcpProxy, Xfcc, XfccMode,
 };
 pub use route::{
     Action, HashOn, PathMatch, Redirect, RequestInfo, Route, RouteTable, VirtualHost, Weighted,

@@ -9,6 +9,7 @@ use weft_telemetry::{AccessLogEntry, PeerInfo, Reporter, SecurityPolicy};
 
 use crate::Proxy;
 use crate::conn::ConnInfo;
+use crate::snapshot::rbac::{Attrs, RbacFilter};
 use crate::snapshot::{Direction, TcpProxy};
 use crate::stats;
 use crate::upstream::{AlpnForm, connect};
@@ -22,8 +23,33 @@ pub(crate) const COPY_BUFFER: usize = 64 * 1024;
 /// buffer starts at 16 KiB and grows only on connections whose reads fill it.
 pub(crate) const TLS_READ_BUFFER: usize = 256 * 1024;
 
-pub async fn proxy<IO>(mut down: IO, conn: ConnInfo, tcp: Arc<TcpProxy>, proxy: Arc<Proxy>)
-where
+/// The network RBAC filters' verdict on a connection: the response code details of the
+/// first denial (`rbac_access_denied_matched_policy[…]`), None when every filter allows.
+pub(crate) fn rbac_verdict(filters: &[Arc<RbacFilter>], conn: &ConnInfo) -> Option<String> {
+    if filters.is_empty() {
+        return None;
+    }
+    let attrs = Attrs {
+        local: conn.original_dst,
+        peer: conn.remote,
+        remote_ip: conn.remote.ip(),
+        principal: conn.peer_principal.as_deref(),
+        sni: conn.sni.as_deref().unwrap_or(""),
+        http: None,
+        sec: None,
+    };
+    filters.iter().find_map(|f| f.check(&attrs).denied)
+}
+
+/// Proxies one connection. `denied` (a network RBAC denial) closes it without connecting
+/// upstream, logged with the connection termination details.
+pub async fn proxy<IO>(
+    mut down: IO,
+    conn: ConnInfo,
+    tcp: Arc<TcpProxy>,
+    proxy: Arc<Proxy>,
+    denied: Option<String>,
+) where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let started = Instant::now();
@@ -67,30 +93,35 @@ where
     );
     let mut flags = "-";
     let mut up = None;
-    match &cluster {
-        None => flags = "NC",
-        Some(c) => match c.target(conn.original_dst) {
-            None => flags = "UH",
-            Some((addr, tls)) => {
-                entry.upstream_host = Some(addr);
-                match connect(c, addr, tls.as_ref(), AlpnForm::Base).await {
-                    Ok(u) => {
-                        entry.upstream_local_address = u.local;
-                        if let Some(p) = &u.peer {
-                            destination.principal = weft_telemetry::Label::new(p);
-                            entry.upstream_peer_uri_san = Some(p.to_string());
+    if let Some(details) = denied {
+        tracing::debug!(remote = %conn.remote, %details, "connection denied by network RBAC");
+        entry.connection_termination_details = Some(details.into());
+    } else {
+        match &cluster {
+            None => flags = "NC",
+            Some(c) => match c.target(conn.original_dst) {
+                None => flags = "UH",
+                Some((addr, tls)) => {
+                    entry.upstream_host = Some(addr);
+                    match connect(c, addr, tls.as_ref(), AlpnForm::Base).await {
+                        Ok(u) => {
+                            entry.upstream_local_address = u.local;
+                            if let Some(p) = &u.peer {
+                                destination.principal = weft_telemetry::Label::new(p);
+                                entry.upstream_peer_uri_san = Some(p.to_string());
+                            }
+                            up = Some(u.io);
                         }
-                        up = Some(u.io);
-                    }
-                    Err(e) => {
-                        tracing::debug!(cluster = %cluster_name, %addr, error = %e, "upstream connect failed");
-                        entry.upstream_transport_failure_reason =
-                            e.transport_failure().map(Into::into);
-                        flags = "UF";
+                        Err(e) => {
+                            tracing::debug!(cluster = %cluster_name, %addr, error = %e, "upstream connect failed");
+                            entry.upstream_transport_failure_reason =
+                                e.transport_failure().map(Into::into);
+                            flags = "UF";
+                        }
                     }
                 }
-            }
-        },
+            },
+        }
     }
     let labels = stats::tcp_labels(reporter, &source, &destination, &service, security, flags);
     let metrics = &proxy.telemetry.metrics;

@@ -8,6 +8,9 @@
 //!   (`weft.sample.v1.Echo` and `grpc.health.v1.Health`) and TCP echo, labelled with a pod,
 //!   service and version, with httpbin's `/headers`, `/status/<code>` and `/delay/<s>`, and
 //!   able to call upstream services to build call chains;
+//! - Istio's external authorization sample ([`run_ext_authz`], `weft sample ext-authz`): an HTTP
+//!   and an Envoy gRPC (`envoy.service.auth.v3`) authorizer allowing `x-ext-authz: allow`, for
+//!   AuthorizationPolicy's CUSTOM action;
 //! - a load generator ([`run_load`], `weft sample load`) with open-loop (fixed rate,
 //!   coordinated-omission corrected) and closed-loop modes, taking fortio's `-c`, `-n` and
 //!   `-qps` and reporting status codes as fortio does.
@@ -16,6 +19,7 @@ mod bookinfo;
 mod chain;
 mod echo;
 mod error;
+mod ext_authz;
 mod load;
 mod server;
 
@@ -29,4 +33,7 @@ pub use bookinfo::{BookinfoApp, BookinfoArgs, BookinfoServer, run_bookinfo};
 pub use chain::{PROPAGATED_HEADERS, UpstreamAnswer};
 pub use echo::{EchoArgs, EchoServer, run_echo};
 pub use error::SampleError;
+pub use ext_authz::{
+    ExtAuthzArgs, ExtAuthzServer, deny_body as ext_authz_deny_body, run_ext_authz,
+};
 pub use load::{ErrorCounts, LatencySummary, LoadArgs, LoadReport, run_load};

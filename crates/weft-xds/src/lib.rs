@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod error;
+pub mod istio;
 pub mod server;
 pub mod transport;
 pub mod types;

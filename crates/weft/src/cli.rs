@@ -88,6 +88,9 @@ enum SampleCommand {
     Bookinfo(weft_sample::BookinfoArgs),
     /// Echo server: HTTP/1.1 + h2c, gRPC, TCP; optional upstream call chains.
     Echo(weft_sample::EchoArgs),
+    /// Istio's external authorizer sample: HTTP (8000) and Envoy ext_authz gRPC (9000),
+    /// allowing requests with `x-ext-authz: allow`.
+    ExtAuthz(weft_sample::ExtAuthzArgs),
     /// Load generator: closed loop or fixed rate (open loop, latency from the schedule);
     /// also fortio-style: `weft sample load -c 2 -qps 0 -n 20 URL`.
     Load(weft_sample::LoadArgs),
@@ -110,6 +113,10 @@ struct ControlArgs {
     /// Istio plug-in CA directory (ca-cert.pem, ca-key.pem, root-cert.pem, cert-chain.pem).
     #[arg(long)]
     ca_dir: Option<PathBuf>,
+    /// Extra CA certificates (PEM) to trust when fetching a RequestAuthentication's jwksUri
+    /// over HTTPS, besides the system bundle and /cacerts/extra.pem.
+    #[arg(long, value_name = "PEM")]
+    jwks_ca: Option<PathBuf>,
     /// Plaintext xDS + CA address (Istio 15010).
     #[arg(long, default_value = "0.0.0.0:15010")]
     xds_addr: SocketAddr,
@@ -312,6 +319,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.mesh_config = a.mesh_config;
             opts.state_dir = a.state_dir;
             opts.plugin_ca_dir = a.ca_dir;
+            opts.jwks_ca = a.jwks_ca;
             opts.xds_addr = a.xds_addr;
             opts.xds_tls_addr = a.xds_tls_addr;
             opts.monitoring_addr = a.monitoring_addr;
@@ -364,6 +372,10 @@ fn sample(cmd: SampleCommand, log: &str) -> anyhow::Result<ExitCode> {
         }
         SampleCommand::Echo(args) => {
             rt.block_on(weft_sample::run_echo(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        SampleCommand::ExtAuthz(args) => {
+            rt.block_on(weft_sample::run_ext_authz(args))?;
             Ok(ExitCode::SUCCESS)
         }
         SampleCommand::Load(args) => {

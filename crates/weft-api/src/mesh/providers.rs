@@ -7,6 +7,28 @@ use serde::{Deserialize, Serialize};
 use crate::duration::Duration;
 use crate::mesh::proxy::TraceContext;
 
+/// A proto3 JSON `uint32`: a number or a string holding one (`port: "9000"`, as the istio.io
+/// external-authorization task writes it).
+fn uint32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    use serde::de::Error;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrStr {
+        Num(u64),
+        Str(String),
+    }
+    let n = match NumOrStr::deserialize(d)? {
+        NumOrStr::Num(n) => n,
+        NumOrStr::Str(s) => s.trim().parse::<u64>().map_err(|_| {
+            D::Error::invalid_type(
+                serde::de::Unexpected::Str(&s),
+                &"a non-negative integer (or a string holding one)",
+            )
+        })?,
+    };
+    u32::try_from(n).map_err(|_| D::Error::custom(format!("{n} does not fit in a uint32")))
+}
+
 /// A named extension provider referenced by Telemetry and CUSTOM AuthorizationPolicy.
 ///
 /// In YAML it is `{name: <n>, <providerType>: {...}}` with exactly one provider type.
@@ -176,6 +198,7 @@ impl From<ExtensionProvider> for RawExtensionProvider {
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct ExtAuthzRequestBody {
     /// Maximum bytes buffered.
+    #[serde(deserialize_with = "uint32")]
     pub max_request_bytes: u32,
     /// Send a partial body when the limit is hit.
     pub allow_partial_message: bool,
@@ -190,6 +213,7 @@ pub struct EnvoyExtAuthzHttpProvider {
     /// `[<ns>/]<hostname>` of the authorizer (required).
     pub service: String,
     /// Port (required).
+    #[serde(deserialize_with = "uint32")]
     pub port: u32,
     /// Check timeout.
     pub timeout: Option<Duration>,
@@ -222,6 +246,7 @@ pub struct EnvoyExtAuthzGrpcProvider {
     /// `[<ns>/]<hostname>` of the authorizer (required).
     pub service: String,
     /// Port (required).
+    #[serde(deserialize_with = "uint32")]
     pub port: u32,
     /// Check timeout.
     pub timeout: Option<Duration>,
@@ -240,6 +265,7 @@ pub struct ZipkinProvider {
     /// `[<ns>/]<hostname>`.
     pub service: String,
     /// Port.
+    #[serde(deserialize_with = "uint32")]
     pub port: u32,
     /// Maximum tag length.
     pub max_tag_length: u32,
@@ -252,6 +278,7 @@ pub struct LightstepProvider {
     /// `[<ns>/]<hostname>`.
     pub service: String,
     /// Port.
+    #[serde(deserialize_with = "uint32")]
     pub port: u32,
     /// Access token.
     pub access_token: String,
@@ -266,6 +293,7 @@ pub struct DatadogProvider {
     /// `[<ns>/]<hostname>`.
     pub service: String,
     /// Port.
+    #[serde(deserialize_with = "uint32")]
     pub port: u32,
     /// Maximum tag length.
     pub max_tag_length: u32,
@@ -278,6 +306,7 @@ pub struct SkyWalkingProvider {
     /// `[<ns>/]<hostname>`.
     pub service: String,
     /// Port.
+    #[serde(deserialize_with = "uint32")]
     pub port: u32,
     /// Access token.
     pub access_token: String,
@@ -316,6 +345,7 @@ pub struct OpenCensusAgentProvider {
     /// `[<ns>/]<hostname>`.
     pub service: String,
     /// Port.
+    #[serde(deserialize_with = "uint32")]
     pub port: u32,
     /// Propagation formats.
     pub context: Vec<TraceContext>,
@@ -355,6 +385,7 @@ pub struct EnvoyHttpAlsProvider {
     /// `[<ns>/]<hostname>` (required).
     pub service: String,
     /// Port (required).
+    #[serde(deserialize_with = "uint32")]
     pub port: u32,
     /// Log name.
     pub log_name: String,
@@ -375,6 +406,7 @@ pub struct EnvoyTcpAlsProvider {
     /// `[<ns>/]<hostname>` (required).
     pub service: String,
     /// Port (required).
+    #[serde(deserialize_with = "uint32")]
     pub port: u32,
     /// Log name.
     pub log_name: String,
@@ -399,6 +431,7 @@ pub struct EnvoyOtelAlsProvider {
     /// `[<ns>/]<hostname>` of the collector (required).
     pub service: String,
     /// Port (required).
+    #[serde(deserialize_with = "uint32")]
     pub port: u32,
     /// Log name (default `otel_envoy_accesslog`).
     pub log_name: String,
@@ -414,5 +447,60 @@ impl EnvoyOtelAlsProvider {
         } else {
             &self.log_name
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_ports_are_accepted_as_proto3_json_does() {
+        // The istio.io external-authorization task writes the ports quoted.
+        let yaml = r#"
+extensionProviders:
+- name: "sample-ext-authz-grpc"
+  envoyExtAuthzGrpc:
+    service: "ext-authz.foo.svc.cluster.local"
+    port: "9000"
+- name: "sample-ext-authz-http"
+  envoyExtAuthzHttp:
+    service: "ext-authz.foo.svc.cluster.local"
+    port: 8000
+    includeRequestHeadersInCheck: ["x-ext-authz"]
+    includeRequestBodyInCheck: {maxRequestBytes: "4096"}
+"#;
+        let mesh = crate::parse_mesh_config(yaml, std::path::Path::new("mesh.yaml"))
+            .unwrap_or_else(|p| panic!("{p:?}"));
+        let Some(Provider::EnvoyExtAuthzGrpc(g)) = mesh
+            .extension_provider("sample-ext-authz-grpc")
+            .map(|p| &p.provider)
+        else {
+            panic!("grpc provider missing")
+        };
+        assert_eq!(g.port, 9000);
+        let Some(Provider::EnvoyExtAuthzHttp(h)) = mesh
+            .extension_provider("sample-ext-authz-http")
+            .map(|p| &p.provider)
+        else {
+            panic!("http provider missing")
+        };
+        assert_eq!(h.port, 8000);
+        assert_eq!(
+            h.include_request_body_in_check
+                .as_ref()
+                .map(|b| b.max_request_bytes),
+            Some(4096)
+        );
+        // Not a number: refused, naming the field.
+        let bad = yaml.replace("\"9000\"", "\"nine\"");
+        let problems = crate::parse_mesh_config(&bad, std::path::Path::new("mesh.yaml"))
+            .expect_err("a non-numeric port is refused");
+        let text = problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(text.contains("nine"), "{text}");
     }
 }

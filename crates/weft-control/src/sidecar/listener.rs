@@ -20,6 +20,7 @@ use super::{
     ProxyView, VIRTUAL_INBOUND, VIRTUAL_OUTBOUND,
 };
 use crate::authn::MtlsMode;
+use crate::authz::AuthzFilters;
 use crate::envoy::{self, alpn};
 use crate::registry::ServicePort;
 
@@ -168,12 +169,57 @@ fn http_filters() -> Vec<hcm::HttpFilter> {
     ]
 }
 
+/// The inbound HCM's filters in istiod's order: CUSTOM authorization (shadow RBAC +
+/// ext_authz), request authentication (jwt_authn + istio_authn), the AUDIT, DENY and ALLOW
+/// RBAC filters, then fault, CORS and the router.
+fn inbound_http_filters(view: &ProxyView, authz: &AuthzFilters) -> Vec<hcm::HttpFilter> {
+    let mut out = authz.custom_http.clone();
+    out.extend(crate::jwt::http_filters(view));
+    out.extend(authz.http.iter().cloned());
+    out.extend(http_filters());
+    out
+}
+
+/// Which side an HCM is on.
+enum HcmSide<'a> {
+    Outbound,
+    /// Inbound, with the workload's authorization filters.
+    Inbound(&'a AuthzFilters),
+}
+
+/// meshConfig.pathNormalization on an HCM (`listener.go: buildHTTPConnectionManager`).
+fn set_path_normalization(cfg: &mut hcm::HttpConnectionManager, view: &ProxyView) {
+    use hcm::http_connection_manager::PathWithEscapedSlashesAction as Escaped;
+    use weft_api::mesh::NormalizationType as N;
+    cfg.path_with_escaped_slashes_action = Escaped::KeepUnchanged as i32;
+    let mode = view
+        .push
+        .mesh
+        .path_normalization
+        .as_ref()
+        .map_or(N::Default, |p| p.normalization);
+    match mode {
+        N::None => cfg.normalize_path = Some(envoy::boolv(false)),
+        N::Default | N::Base => cfg.normalize_path = Some(envoy::boolv(true)),
+        N::MergeSlashes => {
+            cfg.normalize_path = Some(envoy::boolv(true));
+            cfg.merge_slashes = true;
+        }
+        N::DecodeAndMergeSlashes => {
+            cfg.normalize_path = Some(envoy::boolv(true));
+            cfg.merge_slashes = true;
+            cfg.path_with_escaped_slashes_action = Escaped::UnescapeAndForward as i32;
+        }
+    }
+}
+
 fn hcm_filter(
     stat_prefix: String,
     routes: hcm::http_connection_manager::RouteSpecifier,
     view: &ProxyView,
+    side: HcmSide,
 ) -> listener::Filter {
-    let cfg = hcm::HttpConnectionManager {
+    let mut cfg = hcm::HttpConnectionManager {
         stat_prefix,
         codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
         http_filters: http_filters(),
@@ -182,6 +228,20 @@ fn hcm_filter(
         use_remote_address: Some(envoy::boolv(false)),
         ..Default::default()
     };
+    set_path_normalization(&mut cfg, view);
+    if let HcmSide::Inbound(authz) = side {
+        cfg.http_filters = inbound_http_filters(view, authz);
+        // buildSidecarInboundHTTPOpts: XFCC appended for mTLS peers (removed otherwise).
+        cfg.forward_client_cert_details =
+            hcm::http_connection_manager::ForwardClientCertDetails::AppendForward as i32;
+        cfg.set_current_client_cert_details =
+            Some(hcm::http_connection_manager::SetCurrentClientCertDetails {
+                subject: Some(envoy::boolv(true)),
+                uri: true,
+                dns: true,
+                ..Default::default()
+            });
+    }
     listener::Filter {
         name: "envoy.filters.network.http_connection_manager".into(),
         config_type: Some(listener::filter::ConfigType::TypedConfig(envoy::any(&cfg))),
@@ -312,6 +372,7 @@ fn outbound_listeners(view: &ProxyView, dependent: &BTreeSet<String>) -> Vec<lis
                         route_config_name: port.to_string(),
                     }),
                     view,
+                    HcmSide::Outbound,
                 )],
                 ..Default::default()
             }],
@@ -454,8 +515,16 @@ fn chain_specs(
 
 fn virtual_inbound(view: &ProxyView) -> listener::Listener {
     let policies = view.policies();
+    let authz = view
+        .push
+        .authz
+        .filters(&view.node.namespace, &view.labels());
+    let view = &InboundView {
+        view,
+        authz: &authz,
+    };
     let mut chains = Vec::new();
-    for (port, sp) in view.inbound_ports() {
+    for (port, sp) in view.view.inbound_ports() {
         let mode = policies.port_mode(port);
         let cluster = super::cluster_name("inbound", port, "", "");
         for spec in chain_specs(Some(port), Some(&sp), mode) {
@@ -488,8 +557,14 @@ fn virtual_inbound(view: &ProxyView) -> listener::Listener {
     }
 }
 
+/// The proxy and its authorization filters, for building its inbound chains.
+struct InboundView<'v, 'a> {
+    view: &'v ProxyView<'a>,
+    authz: &'v AuthzFilters,
+}
+
 fn inbound_chain(
-    view: &ProxyView,
+    view: &InboundView,
     spec: ChainSpec,
     cluster: &str,
     port: u16,
@@ -526,10 +601,22 @@ fn inbound_chain(
             hcm_filter(
                 format!("inbound_0.0.0.0_{port}"),
                 hcm::http_connection_manager::RouteSpecifier::RouteConfig(rc),
-                view,
+                view.view,
+                HcmSide::Inbound(view.authz),
             )
         }
-        Chain::Tcp => tcp_filter(cluster.to_string(), cluster.to_string(), view),
+        Chain::Tcp => tcp_filter(cluster.to_string(), cluster.to_string(), view.view),
+    };
+    // TCP chains (passthrough ones too): CUSTOM network filters, then the AUDIT, DENY and
+    // ALLOW network RBAC filters before tcp_proxy (`buildInboundNetworkFilters`).
+    let filters = match spec.kind {
+        Chain::Http => vec![filter],
+        Chain::Tcp => {
+            let mut f = view.authz.custom_tcp.clone();
+            f.extend(view.authz.tcp.iter().cloned());
+            f.push(filter);
+            f
+        }
     };
     let server_alpns = match spec.kind {
         Chain::Http => SERVER_HTTP_ALPNS,
@@ -543,8 +630,8 @@ fn inbound_chain(
             application_protocols: spec.alpns.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }),
-        transport_socket: spec.tls.then(|| inbound_tls(view, server_alpns)),
-        filters: vec![filter],
+        transport_socket: spec.tls.then(|| inbound_tls(view.view, server_alpns)),
+        filters,
         ..Default::default()
     }
 }

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use http::header::{HOST, HeaderValue};
+use http::request::Parts;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
+use super::authz::FilterCtx;
 use super::{Done, Local, PEER_MD, PEER_MD_ID, local, sni_host, strip_hop_by_hop};
 use crate::Proxy;
 use crate::body::{Counted, RequestBody, Tee};
@@ -59,8 +61,8 @@ impl Decorations {
 
 pub(super) type Forwarded = (Response<Incoming>, Option<Lease>, Decorations);
 
-fn scheme(conn: &ConnInfo, req: &Request<Incoming>) -> &'static str {
-    match req.uri().scheme_str() {
+fn scheme(conn: &ConnInfo, req: &Parts) -> &'static str {
+    match req.uri.scheme_str() {
         Some("https") => "https",
         Some(_) => "http",
         None if conn.mtls() => "https",
@@ -69,14 +71,14 @@ fn scheme(conn: &ConnInfo, req: &Request<Incoming>) -> &'static str {
 }
 
 /// Answers a CORS preflight, or notes the origin to allow on the response.
-fn cors(c: &Arc<Cors>, req: &Request<Incoming>, deco: &mut Decorations) -> Option<Local> {
-    let origin = req.headers().get(http::header::ORIGIN)?;
+fn cors(c: &Arc<Cors>, req: &Parts, deco: &mut Decorations) -> Option<Local> {
+    let origin = req.headers.get(http::header::ORIGIN)?;
     if !origin.to_str().is_ok_and(|o| c.allows(o)) {
         return None;
     }
-    let preflight = req.method() == http::Method::OPTIONS
+    let preflight = req.method == http::Method::OPTIONS
         && req
-            .headers()
+            .headers
             .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
     if !preflight {
         deco.cors_origin = Some((origin.clone(), c.clone()));
@@ -104,7 +106,7 @@ fn cors(c: &Arc<Cors>, req: &Request<Incoming>, deco: &mut Decorations) -> Optio
     Some(reply)
 }
 
-fn redirect(r: &Redirect, req: &Request<Incoming>, authority: &str, scheme: &str) -> Local {
+fn redirect(r: &Redirect, req: &Parts, authority: &str, scheme: &str) -> Local {
     let (host, port) = match authority.rsplit_once(':') {
         Some((h, p)) if p.parse::<u16>().is_ok() => (h, Some(p)),
         _ => (authority, None),
@@ -118,7 +120,7 @@ fn redirect(r: &Redirect, req: &Request<Incoming>, authority: &str, scheme: &str
         None => port.map(str::to_owned),
     };
     let path = r.path.clone().unwrap_or_else(|| {
-        req.uri()
+        req.uri
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_else(|| "/".into())
@@ -192,18 +194,23 @@ fn request_hash(
     None
 }
 
-/// Runs the HTTP filters before the router. A filter may answer locally.
+/// Runs the HTTP filters before the router, in chain order. A filter may change the request
+/// (`parts`), record what later filters need in `cx.sec`, or answer locally. `route` is None
+/// when no route matched: the filters still run (an RBAC denial comes before a 404, as in
+/// Envoy), without per-route config.
 async fn filters(
     hcm: &Hcm,
-    route: &Route,
-    req: &Request<Incoming>,
+    route: Option<&Route>,
+    parts: &mut Parts,
+    cx: &mut FilterCtx<'_>,
     done: &mut Done,
     deco: &mut Decorations,
 ) -> Result<(), Local> {
     for f in &hcm.filters {
         match f {
             HttpFilter::Fault(default) => {
-                let Some(fault) = route.per_filter.fault.as_ref().or(default.as_ref()) else {
+                let per_route = route.and_then(|r| r.per_filter.fault.as_ref());
+                let Some(fault) = per_route.or(default.as_ref()) else {
                     continue;
                 };
                 if let Some((delay, share)) = fault.delay
@@ -231,12 +238,15 @@ async fn filters(
                 }
             }
             HttpFilter::Cors => {
-                if let Some(c) = &route.per_filter.cors
-                    && let Some(reply) = cors(c, req, deco)
+                if let Some(c) = route.and_then(|r| r.per_filter.cors.as_ref())
+                    && let Some(reply) = cors(c, parts, deco)
                 {
                     return Err(reply);
                 }
             }
+            HttpFilter::Rbac(r) => cx.rbac(r, parts)?,
+            HttpFilter::JwtAuthn(j) => cx.jwt_authn(j, parts)?,
+            HttpFilter::IstioAuthn(a) => super::jwt::istio_authn(a, &mut cx.sec),
             HttpFilter::Router => break,
         }
     }
@@ -257,27 +267,35 @@ pub(super) async fn route_and_forward(
         RouteRef::Rds(name) => snap.routes.get(name).cloned(),
     };
     let authority = done.entry.authority.clone().unwrap_or_default();
-    let scheme = scheme(conn, &req);
+    let (mut parts, body) = req.into_parts();
+    let scheme = scheme(conn, &parts);
     let info = RequestInfo {
-        method: req.method().as_str(),
+        method: parts.method.as_str(),
         authority: &authority,
         scheme,
-        path: req
-            .uri()
+        path: parts
+            .uri
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/"),
-        headers: req.headers(),
+        headers: &parts.headers,
     };
-    let Some(route) = table
+    let route = table
         .as_ref()
         .and_then(|t| t.vhost(&authority))
-        .and_then(|vh| vh.routes.iter().find(|r| r.matches(&info)))
-    else {
+        .and_then(|vh| vh.routes.iter().find(|r| r.matches(&info)));
+    let mut deco = Decorations::default();
+    let mut cx = FilterCtx {
+        conn,
+        authority: &authority,
+        scheme,
+        sec: Default::default(),
+    };
+    let Some(route) = route else {
+        filters(hcm, None, &mut parts, &mut cx, done, &mut deco).await?;
         return Err(local(StatusCode::NOT_FOUND, "NR", "route_not_found", ""));
     };
     done.entry.route_name = Some(route.name.as_str().into());
-    let mut deco = Decorations::default();
     // The destination is resolved before the filters run, as Envoy does: a request a filter
     // answers (a fault abort) is still logged and counted against its upstream cluster and
     // destination service.
@@ -303,7 +321,8 @@ pub(super) async fn route_and_forward(
             stats::service_info(cluster.service.as_ref(), host)
         };
     }
-    filters(hcm, route, &req, done, &mut deco).await?;
+    filters(hcm, Some(route), &mut parts, &mut cx, done, &mut deco).await?;
+    drop(cx);
     match &route.action {
         Action::Direct { status, body } => {
             return Err(local(
@@ -313,7 +332,7 @@ pub(super) async fn route_and_forward(
                 body.clone(),
             ));
         }
-        Action::Redirect(r) => return Err(redirect(r, &req, &authority, scheme)),
+        Action::Redirect(r) => return Err(redirect(r, &parts, &authority, scheme)),
         Action::Cluster(_) | Action::Weighted(_) => {}
     }
     let Some((_, weighted)) = target else {
@@ -329,7 +348,6 @@ pub(super) async fn route_and_forward(
     };
 
     // The upstream request: rewrites and header operations.
-    let (mut parts, body) = req.into_parts();
     let mut path = parts
         .uri
         .path_and_query()
@@ -503,6 +521,8 @@ enum AttemptError {
     PerTryTimeout,
 }
 
+// `Failed` carries the local reply it would give (a `Cow` of details since filters build them).
+#[allow(clippy::result_large_err)]
 impl Exchange<'_> {
     /// The upstream request head for this exchange.
     fn head(&self, mut parts: http::request::Parts, tls_istio: bool) -> http::request::Parts {

@@ -17,6 +17,9 @@ use prost::Message;
 
 use crate::error::ProxyError;
 
+mod telemetry;
+pub(crate) use telemetry::{harmless_network, type_name};
+
 pub const FAULT: &str = "envoy.filters.http.fault";
 pub const CORS: &str = "envoy.filters.http.cors";
 pub const ROUTER: &str = "envoy.filters.http.router";
@@ -173,34 +176,114 @@ pub enum HttpFilter {
     /// Fault injection; the listener-level config (usually empty: routes configure it).
     Fault(Option<Arc<Fault>>),
     Cors,
+    /// `envoy.filters.http.rbac`; several may follow each other (AUDIT, DENY, ALLOW, and the
+    /// shadow-only trigger of a CUSTOM policy).
+    Rbac(Arc<super::rbac::RbacFilter>),
+    /// `envoy.filters.http.jwt_authn`: verifies the request's JWTs.
+    JwtAuthn(Arc<super::jwt::JwtAuthn>),
+    /// Istio's `istio_authn`: `request.auth.*` from the verified JWT payloads.
+    IstioAuthn(Arc<super::jwt::IstioAuthn>),
     Router,
 }
 
-/// The HCM's filter chain. Filters Weft implements natively (Istio's stats, metadata
-/// exchange, gRPC stats) or does not run are skipped; the router ends the chain.
+impl HttpFilter {
+    /// The filter's Envoy name (for `/config_dump`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            HttpFilter::Fault(_) => FAULT,
+            HttpFilter::Cors => CORS,
+            HttpFilter::Rbac(_) => "envoy.filters.http.rbac",
+            HttpFilter::JwtAuthn(_) => super::jwt::JWT_AUTHN,
+            HttpFilter::IstioAuthn(_) => super::jwt::ISTIO_AUTHN,
+            HttpFilter::Router => ROUTER,
+        }
+    }
+}
+
+const FAULT_TYPE: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
+const CORS_TYPE: &str = "envoy.extensions.filters.http.cors.v3.Cors";
+const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
+
+/// Security filters whose runtime is not wired in yet: refused, never skipped.
+const PENDING_SECURITY_TYPES: [&str; 1] = ["envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"];
+const JWT_AUTHN_TYPE: &str = "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication";
+const ISTIO_AUTHN_TYPE: &str = "istio.envoy.config.filter.http.authn.v2alpha1.FilterConfig";
+
+/// The HCM's filter chain, decoded by config type (names may repeat: Istio names its three
+/// RBAC filters alike). Istio's telemetry filters, which Weft implements natively, are
+/// skipped; any other filter Weft does not run refuses the listener (fail closed: a security
+/// filter silently skipped would let everything through). The router ends the chain.
 pub fn chain(
     filters: &[envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter],
+    hcm_stat_prefix: &str,
     what: &str,
 ) -> Result<Vec<HttpFilter>, ProxyError> {
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType;
     let mut out = Vec::new();
-    for f in filters {
-        match f.name.as_str() {
-            FAULT => {
-                let cfg = match &f.config_type {
-                    Some(ConfigType::TypedConfig(any)) => Some(fault(any, what)?)
+    for (i, f) in filters.iter().enumerate() {
+        let fwhat = format!("{what}: http_filters[{i}] {}", f.name);
+        let any = match &f.config_type {
+            Some(ConfigType::TypedConfig(any)) => Some(any),
+            Some(ConfigType::ConfigDiscovery(_)) => {
+                return Err(ProxyError::Config(format!(
+                    "{fwhat}: config_discovery (ECDS) is not supported; refused"
+                )));
+            }
+            None => None,
+        };
+        if telemetry::harmless_http(&f.name, any) {
+            continue;
+        }
+        if f.disabled {
+            return Err(ProxyError::Config(format!(
+                "{fwhat}: a filter disabled by default (enabled per route) is not supported; refused"
+            )));
+        }
+        // Without a config, only the filters whose default config is empty.
+        let kind = match any {
+            Some(any) => telemetry::type_name(&any.type_url),
+            None => match f.name.as_str() {
+                FAULT => FAULT_TYPE,
+                CORS => CORS_TYPE,
+                ROUTER => ROUTER_TYPE,
+                _ => "",
+            },
+        };
+        match (kind, any) {
+            (FAULT_TYPE, any) => {
+                let cfg = match any {
+                    Some(any) => Some(fault(any, &fwhat)?)
                         .filter(|f| f.delay.is_some() || f.abort.is_some())
                         .map(Arc::new),
-                    _ => None,
+                    None => None,
                 };
                 out.push(HttpFilter::Fault(cfg));
             }
-            CORS => out.push(HttpFilter::Cors),
-            ROUTER => {
+            (CORS_TYPE, _) => out.push(HttpFilter::Cors),
+            (super::rbac::HTTP_RBAC_TYPE, Some(any)) => out.push(HttpFilter::Rbac(Arc::new(
+                super::rbac::RbacFilter::http(any, hcm_stat_prefix, &fwhat)?,
+            ))),
+            (JWT_AUTHN_TYPE, Some(any)) => out.push(HttpFilter::JwtAuthn(Arc::new(
+                super::jwt::compile_jwt_authn(any, &fwhat)?,
+            ))),
+            (ISTIO_AUTHN_TYPE, Some(any)) => out.push(HttpFilter::IstioAuthn(Arc::new(
+                super::jwt::compile_istio_authn(any, &fwhat)?,
+            ))),
+            (ROUTER_TYPE, _) => {
                 out.push(HttpFilter::Router);
                 break;
             }
-            _ => {}
+            (t, _) if PENDING_SECURITY_TYPES.contains(&t) => {
+                return Err(ProxyError::Config(format!(
+                    "{fwhat}: {t} is not enforced by this proxy yet; refused (fail closed)"
+                )));
+            }
+            (t, _) => {
+                return Err(ProxyError::Config(format!(
+                    "{fwhat}: unknown HTTP filter type {:?}; refused (fail closed)",
+                    if t.is_empty() { "<no config>" } else { t }
+                )));
+            }
         }
     }
     if !matches!(out.last(), Some(HttpFilter::Router)) {

@@ -9,15 +9,19 @@ use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::listener::v3 as listener;
 use envoy_types::pb::envoy::extensions::access_loggers::file::v3 as file_log;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as xhcm;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use envoy_types::pb::google::protobuf;
 use prost::Message;
 
-use super::route::{self, RouteTable};
+use super::rbac::{NETWORK_RBAC_TYPE, RbacFilter};
+use super::route::RouteTable;
 use crate::error::ProxyError;
+
+mod hcm;
 use crate::tls::{SanMatch, TlsFactory};
+pub use hcm::{EscapedSlashes, Hcm, PathNormalization, Xfcc, XfccMode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -160,15 +164,6 @@ pub enum RouteRef {
 }
 
 #[derive(Debug)]
-pub struct Hcm {
-    pub stat_prefix: String,
-    pub routes: RouteRef,
-    /// The HTTP filter chain, router last.
-    pub filters: Vec<super::filter::HttpFilter>,
-    pub access_log: Vec<Arc<AccessLogConfig>>,
-}
-
-#[derive(Debug)]
 pub struct TcpProxy {
     pub stat_prefix: String,
     /// The first destination (the only one unless weighted).
@@ -206,6 +201,8 @@ pub struct Chain {
     pub name: String,
     pub matcher: ChainMatch,
     pub tls: Option<Arc<DownstreamTls>>,
+    /// Network RBAC filters, in chain order, evaluated once per connection before `filter`.
+    pub rbac: Vec<Arc<RbacFilter>>,
     pub filter: NetworkFilter,
 }
 
@@ -244,7 +241,7 @@ impl Listener {
     }
 }
 
-fn access_logs(
+pub(super) fn access_logs(
     logs: &[accesslog::AccessLog],
     what: &str,
 ) -> Result<Vec<Arc<AccessLogConfig>>, ProxyError> {
@@ -351,38 +348,59 @@ fn downstream_tls(
     })))
 }
 
-fn network_filter(f: &listener::Filter, what: &str) -> Result<Option<NetworkFilter>, ProxyError> {
-    let Some(listener::filter::ConfigType::TypedConfig(any)) = &f.config_type else {
-        return Ok(None);
+/// What a network filter of a chain is to Weft.
+enum Decoded {
+    Terminal(NetworkFilter),
+    Rbac(RbacFilter),
+    Skip,
+}
+
+/// Network filters that are security filters whose runtime is not wired in yet: refused.
+const PENDING_SECURITY_TYPES: [&str; 1] =
+    ["envoy.extensions.filters.network.ext_authz.v3.ExtAuthz"];
+
+/// Decodes a network filter by its config type. Istio's telemetry filters are skipped; any
+/// filter Weft does not run refuses the listener (fail closed).
+fn network_filter(
+    f: &listener::Filter,
+    origin: (Arc<str>, usize, Arc<str>),
+    what: &str,
+) -> Result<Decoded, ProxyError> {
+    let fwhat = format!("{what}: filter {}", f.name);
+    let any = match &f.config_type {
+        Some(listener::filter::ConfigType::TypedConfig(any)) => Some(any),
+        Some(listener::filter::ConfigType::ConfigDiscovery(_)) => {
+            return Err(ProxyError::Config(format!(
+                "{fwhat}: config_discovery (ECDS) is not supported; refused"
+            )));
+        }
+        None => None,
     };
-    if any
-        .type_url
-        .ends_with("http_connection_manager.v3.HttpConnectionManager")
-    {
-        let h = hcm::HttpConnectionManager::decode(any.value.as_slice())
-            .map_err(|e| ProxyError::Config(format!("{what}: {}: {e}", f.name)))?;
-        let routes = match h.route_specifier {
-            Some(hcm::http_connection_manager::RouteSpecifier::Rds(rds)) => {
-                RouteRef::Rds(rds.route_config_name)
-            }
-            Some(hcm::http_connection_manager::RouteSpecifier::RouteConfig(rc)) => {
-                RouteRef::Inline(Arc::new(route::compile(&rc)?))
-            }
-            _ => {
-                return Err(ProxyError::Config(format!(
-                    "{what}: {}: route_specifier must be rds or route_config",
-                    f.name
-                )));
-            }
-        };
-        return Ok(Some(NetworkFilter::Http(Arc::new(Hcm {
-            filters: super::filter::chain(&h.http_filters, what)?,
-            access_log: access_logs(&h.access_log, what)?,
-            stat_prefix: h.stat_prefix,
-            routes,
-        }))));
+    if super::filter::harmless_network(&f.name, any) {
+        return Ok(Decoded::Skip);
     }
-    if any.type_url.ends_with("tcp_proxy.v3.TcpProxy") {
+    let Some(any) = any else {
+        return Err(ProxyError::Config(format!(
+            "{fwhat}: a network filter without typed_config is not supported; refused (fail closed)"
+        )));
+    };
+    let kind = super::filter::type_name(&any.type_url);
+    if kind == "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager" {
+        let h = xhcm::HttpConnectionManager::decode(any.value.as_slice())
+            .map_err(|e| ProxyError::Config(format!("{fwhat}: {e}")))?;
+        return Ok(Decoded::Terminal(NetworkFilter::Http(Arc::new(
+            hcm::compile(h, origin, what)?,
+        ))));
+    }
+    if kind == NETWORK_RBAC_TYPE {
+        return Ok(Decoded::Rbac(RbacFilter::network(any, &fwhat)?));
+    }
+    if PENDING_SECURITY_TYPES.contains(&kind) {
+        return Err(ProxyError::Config(format!(
+            "{fwhat}: {kind} is not enforced by this proxy yet; refused (fail closed)"
+        )));
+    }
+    if kind == "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" {
         let t = tcp::TcpProxy::decode(any.value.as_slice())
             .map_err(|e| ProxyError::Config(format!("{what}: {}: {e}", f.name)))?;
         let weighted: Vec<(Arc<str>, u32)> = match t.cluster_specifier {
@@ -401,15 +419,16 @@ fn network_filter(f: &listener::Filter, what: &str) -> Result<Option<NetworkFilt
                 f.name
             )));
         }
-        return Ok(Some(NetworkFilter::Tcp(Arc::new(TcpProxy {
+        return Ok(Decoded::Terminal(NetworkFilter::Tcp(Arc::new(TcpProxy {
             access_log: access_logs(&t.access_log, what)?,
             stat_prefix: t.stat_prefix,
             cluster: weighted[0].0.clone(),
             weighted,
         }))));
     }
-    tracing::debug!(filter = %f.name, "network filter not supported; skipped");
-    Ok(None)
+    Err(ProxyError::Config(format!(
+        "{fwhat}: unknown network filter type {kind:?}; refused (fail closed)"
+    )))
 }
 
 pub fn compile(l: &listener::Listener, factory: &TlsFactory) -> Result<Listener, ProxyError> {
@@ -467,9 +486,13 @@ pub fn compile(l: &listener::Listener, factory: &TlsFactory) -> Result<Listener,
             None => None,
         };
         let mut filter = None;
+        let mut rbac = Vec::new();
         for f in &fc.filters {
-            if let Some(nf) = network_filter(f, &cwhat)? {
-                filter = Some(nf);
+            let origin = (Arc::from(l.name.as_str()), i, Arc::from(fc.name.as_str()));
+            match network_filter(f, origin, &cwhat)? {
+                Decoded::Terminal(nf) => filter = Some(nf),
+                Decoded::Rbac(r) => rbac.push(Arc::new(r)),
+                Decoded::Skip => {}
             }
         }
         let Some(filter) = filter else {
@@ -481,6 +504,7 @@ pub fn compile(l: &listener::Listener, factory: &TlsFactory) -> Result<Listener,
             name: fc.name.clone(),
             matcher,
             tls,
+            rbac,
             filter,
         }));
     }
@@ -520,6 +544,7 @@ mod tests {
             name: name.into(),
             matcher,
             tls: None,
+            rbac: Vec::new(),
             filter: NetworkFilter::Tcp(Arc::new(TcpProxy {
                 stat_prefix: String::new(),
                 cluster: "c".into(),

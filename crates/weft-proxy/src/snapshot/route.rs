@@ -65,13 +65,25 @@ impl StrMatch {
     }
 
     pub fn matches(&self, v: &str) -> bool {
-        let owned;
-        let v = if self.ignore_case && !matches!(self.kind, StrKind::Regex(_)) {
-            owned = v.to_ascii_lowercase();
-            owned.as_str()
-        } else {
-            v
-        };
+        if self.ignore_case {
+            // The pattern is stored lowercase: compare without lowercasing the value.
+            let v = v.as_bytes();
+            return match &self.kind {
+                StrKind::Exact(e) => v.eq_ignore_ascii_case(e.as_bytes()),
+                StrKind::Prefix(e) => {
+                    v.len() >= e.len() && v[..e.len()].eq_ignore_ascii_case(e.as_bytes())
+                }
+                StrKind::Suffix(e) => {
+                    v.len() >= e.len() && v[v.len() - e.len()..].eq_ignore_ascii_case(e.as_bytes())
+                }
+                StrKind::Contains(e) => {
+                    e.is_empty()
+                        || v.windows(e.len())
+                            .any(|w| w.eq_ignore_ascii_case(e.as_bytes()))
+                }
+                StrKind::Regex(r) => std::str::from_utf8(v).is_ok_and(|v| r.is_match(v)),
+            };
+        }
         match &self.kind {
             StrKind::Exact(e) => v == e,
             StrKind::Prefix(e) => v.starts_with(e.as_str()),
@@ -197,7 +209,7 @@ pub struct RequestInfo<'a> {
     pub headers: &'a http::HeaderMap,
 }
 
-fn regex(s: &str, what: &str) -> Result<Regex, ProxyError> {
+pub(crate) fn regex(s: &str, what: &str) -> Result<Regex, ProxyError> {
     // Bounded: a pattern's compiled program and its DFA cache stay under 1 MiB each.
     regex::RegexBuilder::new(&format!("^(?:{s})$"))
         .size_limit(1 << 20)

@@ -701,3 +701,153 @@ spec:
         metric_lines(&mesh.metrics("reviews-v2"), "istio_requests_total{").join("\n")
     );
 }
+
+/// An AuthorizationPolicy of istio.io's "Authorization for HTTP traffic" task (1.14), as the
+/// page writes it: ALLOW GET on the workload `app`, from `principal` when given.
+fn viewer_policy(name: &str, app: &str, principal: Option<&str>) -> String {
+    let from = principal.map_or(String::new(), |p| {
+        format!("  - from:\n    - source:\n        principals: [\"{p}\"]\n    to:\n")
+    });
+    let to = if from.is_empty() { "  - to:\n" } else { "" };
+    format!(
+        r#"apiVersion: "security.istio.io/v1beta1"
+kind: "AuthorizationPolicy"
+metadata:
+  name: "{name}"
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: {app}
+  action: ALLOW
+  rules:
+{from}{to}    - operation:
+        methods: ["GET"]
+"#
+    )
+}
+
+#[test]
+fn istio_authorization_for_http_traffic_on_bookinfo() {
+    crate::netns::require_root();
+    istio_sample("destination-rule-all.yaml");
+    istio_sample("virtual-service-reviews-v3.yaml");
+    let mesh = bookinfo_mesh();
+    // As the task's test does: reviews v3 (red stars, which need ratings).
+    apply_sample(&mesh, "destination-rule-all.yaml");
+    apply_sample(&mesh, "virtual-service-reviews-v3.yaml");
+    wait_for_pages(&mesh, None, Shown::RedStars, 3, "reviews v3 with red stars");
+
+    // allow-nothing: every workload of the namespace denies everything.
+    mesh.write_config(
+        "authz-allow-nothing.yaml",
+        "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata:\n  name: allow-nothing\n  namespace: default\nspec:\n  {}\n",
+    );
+    wait_for(
+        APPLY_LIMIT,
+        "allow-nothing to deny the product page",
+        || page(&mesh, None).code == 403,
+    );
+    assert_config_accepted(&mesh);
+    let p = page(&mesh, None);
+    assert_eq!((p.code, p.body.as_str()), (403, "RBAC: access denied"));
+    // The denial is productpage's sidecar's, visible in its metrics and access log.
+    wait_for(
+        Duration::from_secs(10),
+        "the 403 in productpage's metrics",
+        || {
+            requests_total(
+                &mesh,
+                "productpage",
+                &["reporter=\"destination\"", "response_code=\"403\""],
+            ) > 0
+        },
+    );
+    let log = mesh.log("proxy-productpage.log");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" 403 - rbac_access_denied_matched_policy[none] ")),
+        "productpage's access log has no RBAC denial:\n{log}"
+    );
+
+    // productpage-viewer: GET on productpage; details and reviews still deny it.
+    mesh.write_config(
+        "authz-productpage-viewer.yaml",
+        &viewer_policy("productpage-viewer", "productpage", None),
+    );
+    wait_for(
+        APPLY_LIMIT,
+        "productpage-viewer to let the page load",
+        || page(&mesh, None).code == 200,
+    );
+    let p = page(&mesh, None);
+    assert!(
+        p.body.contains("Error fetching product details!")
+            && p.body.contains(REVIEWS_UNAVAILABLE)
+            && p.body.contains("William Shakespeare"),
+        "{p}"
+    );
+    // Only GET: a POST to productpage is denied.
+    let out = mesh.curl_from(
+        mesh.ns("client"),
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            URL,
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+
+    // details-viewer and reviews-viewer: GET from productpage's service account.
+    let productpage_sa = "cluster.local/ns/default/sa/bookinfo-productpage";
+    mesh.write_config(
+        "authz-details-viewer.yaml",
+        &viewer_policy("details-viewer", "details", Some(productpage_sa)),
+    );
+    mesh.write_config(
+        "authz-reviews-viewer.yaml",
+        &viewer_policy("reviews-viewer", "reviews", Some(productpage_sa)),
+    );
+    wait_for_pages(
+        &mesh,
+        None,
+        Shown::RatingsUnavailable,
+        3,
+        "details and reviews to show, ratings still denied",
+    );
+    let p = page(&mesh, None);
+    assert!(p.body.contains("PublisherA"), "{p}");
+    // The client's own identity is not productpage's: it is denied at details directly.
+    let out = mesh.curl_from(
+        mesh.ns("client"),
+        &[
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "http://details:9080/details/0",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("\n403"), "{text}");
+
+    // ratings-viewer: GET from reviews' service account: red stars again.
+    mesh.write_config(
+        "authz-ratings-viewer.yaml",
+        &viewer_policy(
+            "ratings-viewer",
+            "ratings",
+            Some("cluster.local/ns/default/sa/bookinfo-reviews"),
+        ),
+    );
+    wait_for_pages(&mesh, None, Shown::RedStars, 3, "ratings to show stars");
+    assert_config_accepted(&mesh);
+
+    // Removing allow-nothing changes nothing for the workloads with their own ALLOW policies.
+    mesh.remove_config("authz-allow-nothing.yaml");
+    assert_pages(&mesh, None, 3, Shown::RedStars);
+}

@@ -5,6 +5,7 @@
 mod bookinfo;
 mod grpc_xds;
 mod netns;
+mod security;
 mod tcp_shift;
 mod traffic;
 mod wait;

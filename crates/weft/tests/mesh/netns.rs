@@ -433,6 +433,11 @@ impl Mesh {
         std::fs::rename(&tmp, self.config_dir.join(name)).expect("rename");
     }
 
+    /// Deletes a config file, as `kubectl delete -f` would the resources in it.
+    pub fn remove_config(&self, name: &str) {
+        std::fs::remove_file(self.config_dir.join(name)).expect("remove config file");
+    }
+
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }

@@ -349,3 +349,309 @@ fn cidr_ranges_follow_istio() {
     assert_eq!(r("0.0.0.0/0"), None);
     assert_eq!(r("nonsense"), None);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Authorization on the inbound chains, path normalization and XFCC on the HCMs
+
+const SECURED: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: httpbin, namespace: foo}
+spec:
+  hosts: [httpbin.foo.svc.cluster.local]
+  addresses: [10.78.0.30]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 8000, name: http, protocol: HTTP}
+  - {number: 9000, name: tcp, protocol: TCP}
+  workloadSelector: {labels: {app: httpbin}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext-authz, namespace: foo}
+spec:
+  hosts: [ext-authz.foo.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9000, name: grpc, protocol: GRPC}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: httpbin, namespace: foo}
+spec: {address: 10.77.0.30, labels: {app: httpbin}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-get, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  rules: [{to: [{operation: {methods: [GET]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin, namespace: foo}
+spec:
+  action: DENY
+  rules: [{to: [{operation: {paths: [/admin]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: audit-all, namespace: istio-system}
+spec:
+  action: AUDIT
+  rules: [{}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext-authz, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  action: CUSTOM
+  provider: {name: grpc}
+  rules: [{to: [{operation: {paths: [/headers]}}]}]
+"#;
+
+fn secured_push(mesh_yaml: &str) -> PushContext {
+    let (resources, problems) = weft_api::parse_documents(SECURED, Path::new("test.yaml"));
+    assert!(problems.is_empty(), "{problems:?}");
+    let mesh = format!(
+        "extensionProviders:\n- name: grpc\n  envoyExtAuthzGrpc: {{service: ext-authz.foo.svc.cluster.local, port: \"9000\"}}\n{mesh_yaml}"
+    );
+    let mesh = weft_api::parse_mesh_config(&mesh, Path::new("mesh.yaml"))
+        .unwrap_or_else(|p| panic!("{p:?}"));
+    let push = PushContext::new("v1".into(), Arc::new(mesh), Arc::new(resources));
+    assert!(
+        push.authz.problems().is_empty(),
+        "{:?}",
+        push.authz.problems()
+    );
+    push
+}
+
+fn typed(f: &listener::Filter) -> &envoy_types::pb::google::protobuf::Any {
+    match &f.config_type {
+        Some(listener::filter::ConfigType::TypedConfig(any)) => any,
+        _ => panic!("{} has no typed config", f.name),
+    }
+}
+
+fn hcm_of(chain: &listener::FilterChain) -> hcm::HttpConnectionManager {
+    let f = chain
+        .filters
+        .iter()
+        .find(|f| f.name == "envoy.filters.network.http_connection_manager")
+        .unwrap_or_else(|| panic!("{} has no HCM", chain.name));
+    hcm::HttpConnectionManager::decode(typed(f).value.as_slice()).expect("hcm")
+}
+
+/// An HTTP filter as `name` or `name(ACTION)` for the RBAC filters' enforced rules
+/// (`name(shadow)` when only shadow rules are set).
+fn http_filter_names(h: &hcm::HttpConnectionManager) -> Vec<String> {
+    use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac;
+    h.http_filters
+        .iter()
+        .map(|f| {
+            let Some(hcm::http_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+                return f.name.clone();
+            };
+            if f.name != "envoy.filters.http.rbac" {
+                return f.name.clone();
+            }
+            let r = Rbac::decode(any.value.as_slice()).expect("rbac");
+            match r.rules {
+                Some(rules) => format!("{}({})", f.name, action_name(rules.action)),
+                None => format!("{}(shadow)", f.name),
+            }
+        })
+        .collect()
+}
+
+fn action_name(a: i32) -> &'static str {
+    use envoy_types::pb::envoy::config::rbac::v3::rbac::Action;
+    Action::try_from(a).map_or("?", |a| a.as_str_name())
+}
+
+fn network_filter_names(chain: &listener::FilterChain) -> Vec<String> {
+    use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac;
+    chain
+        .filters
+        .iter()
+        .map(|f| {
+            if f.name != "envoy.filters.network.rbac" {
+                return f.name.clone();
+            }
+            let r = Rbac::decode(typed(f).value.as_slice()).expect("rbac");
+            match r.rules {
+                Some(rules) => format!("{}({})", f.name, action_name(rules.action)),
+                None => format!("{}(shadow)", f.name),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn inbound_chains_carry_authorization_in_istio_order() {
+    let p = secured_push("");
+    let v = view(&p, "httpbin", "foo");
+    let l = listener(&v, super::super::VIRTUAL_INBOUND);
+    let http_chains: Vec<&listener::FilterChain> = l
+        .filter_chains
+        .iter()
+        .filter(|c| c.name.ends_with("-http"))
+        .collect();
+    let tcp_chains: Vec<&listener::FilterChain> = l
+        .filter_chains
+        .iter()
+        .filter(|c| c.name.ends_with("-tcp") || c.name.ends_with("-tls"))
+        .collect();
+    // Port 8000 and the passthrough chains (ports no service declares) both have HTTP chains.
+    assert!(http_chains.iter().any(|c| c.name.starts_with("8000-")));
+    assert!(
+        http_chains
+            .iter()
+            .any(|c| c.name.starts_with("virtualInbound-"))
+    );
+    for c in &http_chains {
+        let h = hcm_of(c);
+        assert_eq!(
+            http_filter_names(&h),
+            [
+                "envoy.filters.http.rbac(shadow)",
+                "envoy.filters.http.ext_authz",
+                "envoy.filters.http.rbac(LOG)",
+                "envoy.filters.http.rbac(DENY)",
+                "envoy.filters.http.rbac(ALLOW)",
+                "envoy.filters.http.fault",
+                "envoy.filters.http.cors",
+                "envoy.filters.http.router",
+            ],
+            "{}",
+            c.name
+        );
+        // HTTP chains get no network RBAC.
+        assert_eq!(c.filters.len(), 1, "{}", c.name);
+        assert_eq!(
+            h.forward_client_cert_details,
+            hcm::http_connection_manager::ForwardClientCertDetails::AppendForward as i32
+        );
+        let set = h.set_current_client_cert_details.expect("xfcc details");
+        assert!(set.subject.is_some_and(|s| s.value) && set.uri && set.dns && !set.cert);
+    }
+    // Port 9000's chains and the TCP passthrough chains.
+    assert!(tcp_chains.iter().any(|c| c.name.starts_with("9000-")));
+    assert!(
+        tcp_chains
+            .iter()
+            .any(|c| c.name.starts_with("virtualInbound-"))
+    );
+    for c in &tcp_chains {
+        assert_eq!(
+            network_filter_names(c),
+            [
+                "envoy.filters.network.rbac(shadow)",
+                "envoy.filters.network.ext_authz",
+                "envoy.filters.network.rbac(LOG)",
+                "envoy.filters.network.rbac(DENY)",
+                "envoy.filters.network.rbac(ALLOW)",
+                "envoy.filters.network.tcp_proxy",
+            ],
+            "{}",
+            c.name
+        );
+    }
+    // A workload no policy selects (apart from the root namespace's AUDIT) in another namespace.
+    let v = view(&p, "nobody", "bar");
+    let l = listener(&v, super::super::VIRTUAL_INBOUND);
+    let h = hcm_of(
+        l.filter_chains
+            .iter()
+            .find(|c| c.name.ends_with("-http"))
+            .expect("http chain"),
+    );
+    assert_eq!(
+        http_filter_names(&h),
+        [
+            "envoy.filters.http.rbac(LOG)",
+            "envoy.filters.http.fault",
+            "envoy.filters.http.cors",
+            "envoy.filters.http.router",
+        ]
+    );
+}
+
+#[test]
+fn outbound_listeners_get_no_authorization_or_xfcc() {
+    let p = secured_push("");
+    let v = view(&p, "httpbin", "foo");
+    let l = listener(&v, "0.0.0.0_8000");
+    let h = hcm_of(&l.filter_chains[0]);
+    assert_eq!(
+        http_filter_names(&h),
+        [
+            "envoy.filters.http.fault",
+            "envoy.filters.http.cors",
+            "envoy.filters.http.router",
+        ]
+    );
+    assert_eq!(h.forward_client_cert_details, 0);
+    assert!(h.set_current_client_cert_details.is_none());
+    let l = listener(&v, "10.78.0.30_9000");
+    assert_eq!(
+        network_filter_names(&l.filter_chains[0]),
+        ["envoy.filters.network.tcp_proxy"]
+    );
+}
+
+#[test]
+fn path_normalization_follows_the_mesh_config_on_every_hcm() {
+    use hcm::http_connection_manager::PathWithEscapedSlashesAction as Escaped;
+    // mode → (normalize_path, merge_slashes, escaped slashes action)
+    let cases = [
+        ("", (true, false, Escaped::KeepUnchanged)),
+        (
+            "pathNormalization: {normalization: NONE}",
+            (false, false, Escaped::KeepUnchanged),
+        ),
+        (
+            "pathNormalization: {normalization: DEFAULT}",
+            (true, false, Escaped::KeepUnchanged),
+        ),
+        (
+            "pathNormalization: {normalization: BASE}",
+            (true, false, Escaped::KeepUnchanged),
+        ),
+        (
+            "pathNormalization: {normalization: MERGE_SLASHES}",
+            (true, true, Escaped::KeepUnchanged),
+        ),
+        (
+            "pathNormalization: {normalization: DECODE_AND_MERGE_SLASHES}",
+            (true, true, Escaped::UnescapeAndForward),
+        ),
+    ];
+    for (mesh, (normalize, merge, escaped)) in cases {
+        let p = secured_push(mesh);
+        let v = view(&p, "httpbin", "foo");
+        let inbound = listener(&v, super::super::VIRTUAL_INBOUND);
+        let outbound = listener(&v, "0.0.0.0_8000");
+        let hcms = inbound
+            .filter_chains
+            .iter()
+            .filter(|c| c.name.ends_with("-http"))
+            .chain(outbound.filter_chains.iter())
+            .map(hcm_of);
+        for h in hcms {
+            assert_eq!(
+                (
+                    h.normalize_path.map(|b| b.value),
+                    h.merge_slashes,
+                    h.path_with_escaped_slashes_action
+                ),
+                (Some(normalize), merge, escaped as i32),
+                "{mesh:?} on {}",
+                h.stat_prefix
+            );
+        }
+    }
+}
