@@ -3,8 +3,8 @@
 //! pooled upstream connection (HTTP/1.1 or HTTP/2 as the downstream spoke, or HTTP/2 when the
 //! cluster says so), exchanges Istio peer metadata, and records metrics and the access log.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use weft_telemetry::{
 use crate::Proxy;
 use crate::body::{Completion, ResponseBody};
 use crate::conn::ConnInfo;
-use crate::snapshot::{Direction, Hcm};
+use crate::snapshot::{Direction, Hcm, Snapshot};
 use crate::stats;
 use crate::upstream::Lease;
 
@@ -81,9 +81,55 @@ struct HandleCache {
     last: std::sync::Mutex<Option<(weft_telemetry::RequestLabels, weft_telemetry::RequestHandle)>>,
     /// The peer metadata header last seen on the connection, decoded.
     peer: std::sync::Mutex<Option<(HeaderValue, PeerInfo)>>,
+    /// This hop's `x-forwarded-client-cert` element and the setting it was built for: it
+    /// depends only on the connection's peer certificate and this proxy's identity.
+    xfcc: std::sync::Mutex<Option<(crate::snapshot::Xfcc, Option<HeaderValue>)>>,
+    /// The snapshot the last request ran under and the HCM it found at the connection's
+    /// place in it ([`current_hcm`]), so the lookup runs once per snapshot change.
+    current: std::sync::Mutex<Option<SeenHcm>>,
 }
 
+/// A snapshot (held weakly, so its address is not reused while cached) and the HCM found in it.
+type SeenHcm = (Weak<Snapshot>, Option<Arc<Hcm>>);
+
 impl HandleCache {
+    /// [`current_hcm`], looked up again only when the snapshot changed.
+    fn current_hcm(&self, snap: &Arc<Snapshot>, hcm: &Arc<Hcm>) -> Option<Arc<Hcm>> {
+        let mut slot = match self.current.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some((seen, found)) = slot.as_ref()
+            && std::ptr::eq(seen.as_ptr(), Arc::as_ptr(snap))
+        {
+            return found.clone();
+        }
+        let found = current_hcm(snap, hcm);
+        *slot = Some((Arc::downgrade(snap), found.clone()));
+        found
+    }
+
+    /// This hop's XFCC element for `x`, built once per connection (and setting).
+    fn xfcc_element(
+        &self,
+        x: &crate::snapshot::Xfcc,
+        conn: &ConnInfo,
+        proxy: &Proxy,
+    ) -> Option<HeaderValue> {
+        let mut slot = match self.xfcc.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some((cached, el)) = slot.as_ref()
+            && cached == x
+        {
+            return el.clone();
+        }
+        let el = xfcc::element_value(x, conn, own_uri(proxy).as_deref());
+        *slot = Some((*x, el.clone()));
+        el
+    }
+
     fn handle(
         &self,
         metrics: &weft_telemetry::Metrics,
@@ -248,7 +294,7 @@ pub(crate) struct Local {
 
 /// The HCM now at `hcm`'s place (same listener, chain index and name), when the snapshot
 /// changed since `hcm` was compiled; None when it is the same or the chain is gone.
-fn current_hcm(snap: &crate::snapshot::Snapshot, hcm: &Arc<Hcm>) -> Option<Arc<Hcm>> {
+fn current_hcm(snap: &Snapshot, hcm: &Arc<Hcm>) -> Option<Arc<Hcm>> {
     let (listener, i, name) = &hcm.origin;
     let chain = snap.listeners.get(&**listener)?.chains.get(*i)?;
     match &chain.filter {
@@ -270,7 +316,7 @@ async fn handle(
     let snap = proxy.snapshot.load_full();
     // The HCM at this connection's place in the current snapshot: a config change (an
     // AuthorizationPolicy, a route) applies to the next request of a kept-alive connection.
-    let current = current_hcm(&snap, hcm);
+    let current = handles.current_hcm(&snap, hcm);
     let hcm = current.as_ref().unwrap_or(hcm);
     let inbound = conn.direction == Direction::Inbound;
     let reporter = if inbound {
@@ -298,10 +344,10 @@ async fn handle(
     // Envoy's request header mutation: path normalization (before routing, the filters and
     // the access log; the normalized path goes upstream) and `x-forwarded-client-cert`.
     let bad_path = hcm.path.active() && !normalize_path(&mut req, hcm);
-    xfcc::apply(
+    xfcc::apply_element(
         &hcm.xfcc,
         conn,
-        own_uri(&hcm.xfcc, proxy).as_deref(),
+        || handles.xfcc_element(&hcm.xfcc, conn, proxy),
         req.headers_mut(),
     );
     let authority = req
@@ -519,11 +565,8 @@ fn normalize_path<B>(req: &mut Request<B>, hcm: &Hcm) -> bool {
     }
 }
 
-/// This proxy's URI SAN, when `x-forwarded-client-cert` is to carry it (`By=`).
-fn own_uri(x: &crate::snapshot::Xfcc, proxy: &Proxy) -> Option<String> {
-    if !x.needs_peer_cert() {
-        return None;
-    }
+/// This proxy's URI SAN, which `x-forwarded-client-cert` carries (`By=`).
+fn own_uri(proxy: &Proxy) -> Option<String> {
     proxy
         .identity
         .borrow()

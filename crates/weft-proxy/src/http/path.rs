@@ -113,6 +113,14 @@ pub fn canonicalize(path: &str) -> Result<String, Invalid> {
     Ok(result)
 }
 
+/// Whether [`canonicalize`] would return `path` unchanged: no escapes, no backslashes, no
+/// `.` or `..` segment (the common case, checked without allocating).
+fn is_canonical(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.bytes().any(|b| b == b'%' || b == b'\\')
+        && !path[1..].split('/').any(|seg| seg == "." || seg == "..")
+}
+
 fn merge_slashes(p: &str) -> String {
     let mut out = String::with_capacity(p.len());
     for c in p.chars() {
@@ -145,7 +153,7 @@ pub fn normalize(path_and_query: &str, cfg: &PathNormalization) -> Result<Option
             }
         }
     }
-    if cfg.normalize {
+    if cfg.normalize && !is_canonical(&p) {
         p = canonicalize(&p)?.into();
     }
     if cfg.merge_slashes && p.contains("//") {
@@ -232,6 +240,25 @@ mod tests {
             assert_eq!(n(p, &BASE).as_deref(), Ok(base), "BASE {p}");
             assert_eq!(n(p, &MERGE).as_deref(), Ok(merge), "MERGE {p}");
             assert_eq!(n(p, &DECODE).as_deref(), Ok(decode), "DECODE {p}");
+        }
+    }
+
+    #[test]
+    fn the_fast_path_only_skips_paths_canonicalize_keeps() {
+        for p in [
+            "/",
+            "/admin",
+            "/a//b",
+            "/a/",
+            "/a.b/..c/.d",
+            "/ünïcode",
+            "/x?y",
+        ] {
+            assert!(is_canonical(p), "{p}");
+            assert_eq!(canonicalize(p).as_deref(), Ok(p), "{p}");
+        }
+        for p in ["/./a", "/a/..", "/%61", "/a\\b", "/a/."] {
+            assert!(!is_canonical(p), "{p}");
         }
     }
 

@@ -34,8 +34,26 @@ fn element(x: &Xfcc, conn: &ConnInfo, own_uri: Option<&str>) -> Option<String> {
     Some(parts.join(";"))
 }
 
+/// This hop's XFCC element as a header value; None when the handshake kept no certificate
+/// details (or they make no valid header value). The same for every request of a
+/// connection: callers keep it per connection.
+pub fn element_value(x: &Xfcc, conn: &ConnInfo, own_uri: Option<&str>) -> Option<HeaderValue> {
+    HeaderValue::from_str(&element(x, conn, own_uri)?).ok()
+}
+
 /// Applies the HCM's XFCC setting to a request's headers.
+#[cfg(test)]
 pub fn apply(x: &Xfcc, conn: &ConnInfo, own_uri: Option<&str>, headers: &mut HeaderMap) {
+    apply_element(x, conn, || element_value(x, conn, own_uri), headers)
+}
+
+/// [`apply`], with this hop's element from `el` (asked for only when it is appended or set).
+pub fn apply_element(
+    x: &Xfcc,
+    conn: &ConnInfo,
+    el: impl FnOnce() -> Option<HeaderValue>,
+    headers: &mut HeaderMap,
+) {
     let mtls = conn.peer_cert.is_some() || conn.peer_principal.is_some();
     if !mtls {
         if x.mode != XfccMode::AlwaysForwardOnly {
@@ -49,7 +67,7 @@ pub fn apply(x: &Xfcc, conn: &ConnInfo, own_uri: Option<&str>, headers: &mut Hea
             headers.remove(&XFCC);
         }
         XfccMode::AppendForward | XfccMode::SanitizeSet => {
-            let Some(el) = element(x, conn, own_uri) else {
+            let Some(el) = el() else {
                 // No certificate details kept: never pass on what the client sent.
                 headers.remove(&XFCC);
                 return;
@@ -57,17 +75,18 @@ pub fn apply(x: &Xfcc, conn: &ConnInfo, own_uri: Option<&str>, headers: &mut Hea
             let value = match headers.get(&XFCC).and_then(|v| v.to_str().ok()) {
                 Some(prev) if x.mode == XfccMode::AppendForward && !prev.is_empty() => {
                     // Several headers are one comma-separated list.
-                    let all: Vec<&str> = headers
+                    let mut all: Vec<&[u8]> = headers
                         .get_all(&XFCC)
                         .iter()
-                        .filter_map(|v| v.to_str().ok())
+                        .filter_map(|v| v.to_str().ok().map(str::as_bytes))
                         .collect();
-                    format!("{},{el}", all.join(","))
+                    all.push(el.as_bytes());
+                    HeaderValue::from_bytes(&all.join(&b","[..])).ok()
                 }
-                _ => el,
+                _ => Some(el),
             };
             headers.remove(&XFCC);
-            if let Ok(v) = HeaderValue::from_str(&value) {
+            if let Some(v) = value {
                 headers.insert(XFCC, v);
             }
         }
