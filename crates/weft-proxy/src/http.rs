@@ -24,6 +24,7 @@ use crate::stats;
 use crate::upstream::Lease;
 
 pub(crate) mod authz;
+pub(crate) mod extauthz;
 mod jwt;
 mod path;
 #[cfg(test)]

@@ -102,16 +102,17 @@ async fn outbound(stream: TcpStream, remote: SocketAddr, proxy: Arc<Proxy>) {
     run_chain(stream, conn, &chain, proxy).await;
 }
 
-/// Runs a chain on a connection, once TLS is terminated: its network RBAC filters first (once,
-/// before anything connects upstream), then the HTTP connection manager or the TCP proxy.
+/// Runs a chain on a connection, once TLS is terminated: its network RBAC and ext_authz filters
+/// first (once, before anything connects upstream), then the HTTP connection manager or the
+/// TCP proxy.
 async fn run_chain<IO>(io: IO, conn: ConnInfo, chain: &Chain, proxy: Arc<Proxy>)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let denied = crate::tcp::rbac_verdict(&chain.rbac, &conn);
+    let denied = crate::tcp::security_verdict(chain, &conn, &proxy).await;
     match &chain.filter {
         NetworkFilter::Http(_) if denied.is_some() => {
-            tracing::debug!(remote = %conn.remote, chain = %chain.name, details = ?denied, "connection denied by network RBAC");
+            tracing::debug!(remote = %conn.remote, chain = %chain.name, details = ?denied, "connection denied by network RBAC or ext_authz");
         }
         NetworkFilter::Http(hcm) => crate::http::serve(io, conn, hcm.clone(), proxy).await,
         NetworkFilter::Tcp(tcp) => crate::tcp::proxy(io, conn, tcp.clone(), proxy, denied).await,
@@ -468,6 +469,7 @@ mod tests {
                 matcher: Default::default(),
                 tls: None,
                 rbac,
+                ext_authz: None,
                 filter: NetworkFilter::Tcp(Arc::new(crate::snapshot::TcpProxy {
                     stat_prefix: "InboundPassthroughClusterIpv4".into(),
                     cluster: "InboundPassthroughClusterIpv4".into(),

@@ -5,6 +5,7 @@
 pub mod balance;
 mod cluster;
 pub mod counter;
+pub mod extauthz;
 pub mod filter;
 pub mod jwt;
 mod listener;

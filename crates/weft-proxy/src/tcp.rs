@@ -9,7 +9,7 @@ use weft_telemetry::{AccessLogEntry, PeerInfo, Reporter, SecurityPolicy};
 
 use crate::Proxy;
 use crate::conn::ConnInfo;
-use crate::snapshot::rbac::{Attrs, RbacFilter};
+use crate::snapshot::rbac::Attrs;
 use crate::snapshot::{Direction, TcpProxy};
 use crate::stats;
 use crate::upstream::{AlpnForm, connect};
@@ -23,10 +23,25 @@ pub(crate) const COPY_BUFFER: usize = 64 * 1024;
 /// buffer starts at 16 KiB and grows only on connections whose reads fill it.
 pub(crate) const TLS_READ_BUFFER: usize = 256 * 1024;
 
-/// The network RBAC filters' verdict on a connection: the response code details of the
-/// first denial (`rbac_access_denied_matched_policy[…]`), None when every filter allows.
-pub(crate) fn rbac_verdict(filters: &[Arc<RbacFilter>], conn: &ConnInfo) -> Option<String> {
-    if filters.is_empty() {
+/// Why a connection is closed before anything connects upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Denied {
+    /// `%CONNECTION_TERMINATION_DETAILS%` (`rbac_access_denied_matched_policy[…]`,
+    /// `ext_authz_denied`).
+    pub details: String,
+    /// The response flag (`UAEX` for the external authorizer).
+    pub flags: &'static str,
+}
+
+/// The network security filters' verdict on a connection: the RBAC filters (the first denial
+/// wins; the shadow engines' results recorded), then the external authorizer when the chain
+/// has one and the CUSTOM shadow rules enable it. None when the connection may go on.
+pub(crate) async fn security_verdict(
+    chain: &crate::snapshot::Chain,
+    conn: &ConnInfo,
+    proxy: &Arc<Proxy>,
+) -> Option<Denied> {
+    if chain.rbac.is_empty() && chain.ext_authz.is_none() {
         return None;
     }
     let attrs = Attrs {
@@ -38,17 +53,37 @@ pub(crate) fn rbac_verdict(filters: &[Arc<RbacFilter>], conn: &ConnInfo) -> Opti
         http: None,
         sec: None,
     };
-    filters.iter().find_map(|f| f.check(&attrs).denied)
+    let mut sec = crate::authn::SecurityCtx::default();
+    for f in &chain.rbac {
+        let outcome = f.check(&attrs);
+        if let Some(details) = outcome.denied {
+            return Some(Denied {
+                details,
+                flags: "-",
+            });
+        }
+        if let Some(shadow) = outcome.shadow {
+            sec.shadow.retain(|s| s.prefix != shadow.prefix);
+            sec.shadow.push(shadow);
+        }
+    }
+    let e = chain.ext_authz.as_ref()?;
+    crate::http::extauthz::check_connection(e, conn, &sec, proxy)
+        .await
+        .map(|details| Denied {
+            details: details.into(),
+            flags: "UAEX",
+        })
 }
 
-/// Proxies one connection. `denied` (a network RBAC denial) closes it without connecting
-/// upstream, logged with the connection termination details.
+/// Proxies one connection. `denied` (by network RBAC or the external authorizer) closes it
+/// without connecting upstream, logged with the connection termination details and flag.
 pub async fn proxy<IO>(
     mut down: IO,
     conn: ConnInfo,
     tcp: Arc<TcpProxy>,
     proxy: Arc<Proxy>,
-    denied: Option<String>,
+    denied: Option<Denied>,
 ) where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -93,9 +128,10 @@ pub async fn proxy<IO>(
     );
     let mut flags = "-";
     let mut up = None;
-    if let Some(details) = denied {
-        tracing::debug!(remote = %conn.remote, %details, "connection denied by network RBAC");
-        entry.connection_termination_details = Some(details.into());
+    if let Some(d) = denied {
+        tracing::debug!(remote = %conn.remote, details = %d.details, "connection denied");
+        entry.connection_termination_details = Some(d.details.into());
+        flags = d.flags;
     } else {
         match &cluster {
             None => flags = "NC",

@@ -7,19 +7,25 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::StatusCode;
 use http::request::Parts;
 
 use super::Local;
+use crate::Proxy;
 use crate::authn::SecurityCtx;
 use crate::conn::ConnInfo;
+use crate::snapshot::Snapshot;
 use crate::snapshot::rbac::{Attrs, HttpAttrs, RbacFilter};
 
 /// What the HTTP filters of one request share. Made for every request; it allocates nothing
 /// until a security filter records something.
 pub(crate) struct FilterCtx<'a> {
-    pub conn: &'a ConnInfo,
+    pub proxy: &'a Arc<Proxy>,
+    /// The snapshot the request runs under (the ext_authz filter's cluster is looked up here).
+    pub snap: &'a Snapshot,
+    pub conn: &'a Arc<ConnInfo>,
     /// The request's authority (`:authority`, else `Host`).
     pub authority: &'a str,
     /// `http` or `https` (`:scheme`).

@@ -257,12 +257,12 @@ async fn istio_authz_chain_with_path_normalization() {
 }
 
 #[test]
-fn unknown_and_pending_filters_refuse_the_listener() {
+fn unknown_and_unusable_filters_refuse_the_listener() {
     for (name, type_url, want) in [
         (
             "envoy.filters.http.ext_authz",
             "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-            "not enforced by this proxy yet",
+            "ext_authz needs a grpc_service or an http_service",
         ),
         (
             "envoy.filters.http.lua",

@@ -247,6 +247,7 @@ async fn filters(
             HttpFilter::Rbac(r) => cx.rbac(r, parts)?,
             HttpFilter::JwtAuthn(j) => cx.jwt_authn(j, parts)?,
             HttpFilter::IstioAuthn(a) => super::jwt::istio_authn(a, &mut cx.sec),
+            HttpFilter::ExtAuthz(e) => cx.ext_authz(e, parts, deco).await?,
             HttpFilter::Router => break,
         }
     }
@@ -286,6 +287,8 @@ pub(super) async fn route_and_forward(
         .and_then(|vh| vh.routes.iter().find(|r| r.matches(&info)));
     let mut deco = Decorations::default();
     let mut cx = FilterCtx {
+        proxy,
+        snap,
         conn,
         authority: &authority,
         scheme,
@@ -500,19 +503,30 @@ fn mirror_request(
 }
 
 /// One request's exchange with a cluster.
-struct Exchange<'a> {
-    proxy: &'a Arc<Proxy>,
-    conn: &'a Arc<ConnInfo>,
-    cluster: &'a Arc<Cluster>,
-    h2: bool,
-    authority: &'a str,
-    path: &'a str,
+pub(super) struct Exchange<'a> {
+    pub proxy: &'a Arc<Proxy>,
+    pub conn: &'a Arc<ConnInfo>,
+    pub cluster: &'a Arc<Cluster>,
+    pub h2: bool,
+    pub authority: &'a str,
+    pub path: &'a str,
     /// The request's hash for a ring-hash cluster.
-    hash: Option<u64>,
+    pub hash: Option<u64>,
 }
 
 /// Why an attempt failed, with the local reply it would give.
-struct Failed(AttemptError, Local);
+pub(super) struct Failed(AttemptError, Local);
+
+impl Failed {
+    /// What went wrong, for a log line.
+    pub fn reason(&self) -> String {
+        match &self.0 {
+            AttemptError::Connect(e) => reset_reason(e).to_string(),
+            AttemptError::Reset(e) => format!("reset: {e}"),
+            AttemptError::PerTryTimeout => "per-try timeout".into(),
+        }
+    }
+}
 
 #[derive(Debug)]
 enum AttemptError {
@@ -555,7 +569,7 @@ impl Exchange<'_> {
     }
 
     /// One attempt against `addr`.
-    async fn once(
+    pub(super) async fn once(
         &self,
         addr: SocketAddr,
         tls: Option<Arc<crate::snapshot::UpstreamTls>>,

@@ -183,6 +183,8 @@ pub enum HttpFilter {
     JwtAuthn(Arc<super::jwt::JwtAuthn>),
     /// Istio's `istio_authn`: `request.auth.*` from the verified JWT payloads.
     IstioAuthn(Arc<super::jwt::IstioAuthn>),
+    /// `envoy.filters.http.ext_authz`: asks an external authorizer (CUSTOM policies).
+    ExtAuthz(Arc<super::extauthz::ExtAuthz>),
     Router,
 }
 
@@ -195,6 +197,7 @@ impl HttpFilter {
             HttpFilter::Rbac(_) => "envoy.filters.http.rbac",
             HttpFilter::JwtAuthn(_) => super::jwt::JWT_AUTHN,
             HttpFilter::IstioAuthn(_) => super::jwt::ISTIO_AUTHN,
+            HttpFilter::ExtAuthz(_) => "envoy.filters.http.ext_authz",
             HttpFilter::Router => ROUTER,
         }
     }
@@ -204,8 +207,6 @@ const FAULT_TYPE: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
 const CORS_TYPE: &str = "envoy.extensions.filters.http.cors.v3.Cors";
 const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
 
-/// Security filters whose runtime is not wired in yet: refused, never skipped.
-const PENDING_SECURITY_TYPES: [&str; 1] = ["envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"];
 const JWT_AUTHN_TYPE: &str = "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication";
 const ISTIO_AUTHN_TYPE: &str = "istio.envoy.config.filter.http.authn.v2alpha1.FilterConfig";
 
@@ -269,14 +270,12 @@ pub fn chain(
             (ISTIO_AUTHN_TYPE, Some(any)) => out.push(HttpFilter::IstioAuthn(Arc::new(
                 super::jwt::compile_istio_authn(any, &fwhat)?,
             ))),
+            (super::extauthz::HTTP_EXT_AUTHZ_TYPE, Some(any)) => out.push(HttpFilter::ExtAuthz(
+                Arc::new(super::extauthz::compile_http(any, hcm_stat_prefix, &fwhat)?),
+            )),
             (ROUTER_TYPE, _) => {
                 out.push(HttpFilter::Router);
                 break;
-            }
-            (t, _) if PENDING_SECURITY_TYPES.contains(&t) => {
-                return Err(ProxyError::Config(format!(
-                    "{fwhat}: {t} is not enforced by this proxy yet; refused (fail closed)"
-                )));
             }
             (t, _) => {
                 return Err(ProxyError::Config(format!(

@@ -203,6 +203,8 @@ pub struct Chain {
     pub tls: Option<Arc<DownstreamTls>>,
     /// Network RBAC filters, in chain order, evaluated once per connection before `filter`.
     pub rbac: Vec<Arc<RbacFilter>>,
+    /// The network ext_authz filter (CUSTOM policies on TCP), asked after the RBAC filters.
+    pub ext_authz: Option<Arc<super::extauthz::ExtAuthz>>,
     pub filter: NetworkFilter,
 }
 
@@ -352,12 +354,9 @@ fn downstream_tls(
 enum Decoded {
     Terminal(NetworkFilter),
     Rbac(RbacFilter),
+    ExtAuthz(super::extauthz::ExtAuthz),
     Skip,
 }
-
-/// Network filters that are security filters whose runtime is not wired in yet: refused.
-const PENDING_SECURITY_TYPES: [&str; 1] =
-    ["envoy.extensions.filters.network.ext_authz.v3.ExtAuthz"];
 
 /// Decodes a network filter by its config type. Istio's telemetry filters are skipped; any
 /// filter Weft does not run refuses the listener (fail closed).
@@ -395,10 +394,10 @@ fn network_filter(
     if kind == NETWORK_RBAC_TYPE {
         return Ok(Decoded::Rbac(RbacFilter::network(any, &fwhat)?));
     }
-    if PENDING_SECURITY_TYPES.contains(&kind) {
-        return Err(ProxyError::Config(format!(
-            "{fwhat}: {kind} is not enforced by this proxy yet; refused (fail closed)"
-        )));
+    if kind == super::extauthz::NETWORK_EXT_AUTHZ_TYPE {
+        return Ok(Decoded::ExtAuthz(super::extauthz::compile_network(
+            any, &fwhat,
+        )?));
     }
     if kind == "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy" {
         let t = tcp::TcpProxy::decode(any.value.as_slice())
@@ -487,11 +486,18 @@ pub fn compile(l: &listener::Listener, factory: &TlsFactory) -> Result<Listener,
         };
         let mut filter = None;
         let mut rbac = Vec::new();
+        let mut ext_authz = None;
         for f in &fc.filters {
             let origin = (Arc::from(l.name.as_str()), i, Arc::from(fc.name.as_str()));
             match network_filter(f, origin, &cwhat)? {
                 Decoded::Terminal(nf) => filter = Some(nf),
                 Decoded::Rbac(r) => rbac.push(Arc::new(r)),
+                Decoded::ExtAuthz(_) if ext_authz.is_some() => {
+                    return Err(ProxyError::Config(format!(
+                        "{cwhat}: more than one network ext_authz filter; refused"
+                    )));
+                }
+                Decoded::ExtAuthz(e) => ext_authz = Some(Arc::new(e)),
                 Decoded::Skip => {}
             }
         }
@@ -505,6 +511,7 @@ pub fn compile(l: &listener::Listener, factory: &TlsFactory) -> Result<Listener,
             matcher,
             tls,
             rbac,
+            ext_authz,
             filter,
         }));
     }
@@ -545,6 +552,7 @@ mod tests {
             matcher,
             tls: None,
             rbac: Vec::new(),
+            ext_authz: None,
             filter: NetworkFilter::Tcp(Arc::new(TcpProxy {
                 stat_prefix: String::new(),
                 cluster: "c".into(),

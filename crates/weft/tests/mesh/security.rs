@@ -9,27 +9,27 @@ use std::time::Duration;
 
 use crate::netns::{Mesh, Sidecar, WEFT, next_id, wait_for};
 
-const SLEEP: u8 = 10;
-const HTTPBIN: u8 = 11;
-const TCP_ECHO: u8 = 12;
-const LEGACY: u8 = 13;
+pub(crate) const SLEEP: u8 = 10;
+pub(crate) const HTTPBIN: u8 = 11;
+pub(crate) const TCP_ECHO: u8 = 12;
+pub(crate) const LEGACY: u8 = 13;
 
-const HTTPBIN_URL: &str = "http://httpbin:8000";
+pub(crate) const HTTPBIN_URL: &str = "http://httpbin:8000";
 
-fn service(id: u8, n: u8, name: &str, ports: &str) -> String {
+pub(crate) fn service(id: u8, n: u8, name: &str, ports: &str) -> String {
     format!(
         "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [{name}.default.svc.cluster.local]\n  addresses: [{vip}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n{ports}  workloadSelector: {{labels: {{app: {name}}}}}\n",
         vip = Mesh::vip(id, n)
     )
 }
 
-fn workload(id: u8, name: &str, host: u8, app: &str) -> String {
+pub(crate) fn workload(id: u8, name: &str, host: u8, app: &str) -> String {
     format!(
         "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  address: 10.77.{id}.{host}\n  labels: {{app: {app}, version: v1}}\n  serviceAccount: {app}\n"
     )
 }
 
-fn sidecar(app: &str) -> Sidecar {
+pub(crate) fn sidecar(app: &str) -> Sidecar {
     Sidecar {
         workload: format!("default/{app}"),
         labels: BTreeMap::from([("app".into(), app.into()), ("version".into(), "v1".into())]),
@@ -42,7 +42,7 @@ fn sidecar(app: &str) -> Sidecar {
 /// httpbin (port 8000) and tcp-echo (9000 `tcp`, 9001 `tcp-other`; 9002 is served but not
 /// declared, as in Istio's tcp-echo sample), a sleep client with a sidecar, and a legacy
 /// client without one.
-fn security_mesh(mesh_config: &str) -> Mesh {
+pub(crate) fn security_mesh(mesh_config: &str) -> Mesh {
     let id = next_id();
     let config = vec![
         (
@@ -115,7 +115,7 @@ fn security_mesh(mesh_config: &str) -> Mesh {
 
 /// `weft wait <kind> <name>` from the control plane's pod: every sidecar runs the resource's
 /// current content (or it is gone).
-fn wait_applied(mesh: &Mesh, kind: &str, name: &str) {
+pub(crate) fn wait_applied(mesh: &Mesh, kind: &str, name: &str) {
     let cp = format!("{}:15014", mesh.cp.ip);
     let out = crate::netns::ns_exec(
         &mesh.cp.ns,
@@ -139,15 +139,20 @@ fn wait_applied(mesh: &Mesh, kind: &str, name: &str) {
 }
 
 /// Writes an AuthorizationPolicy and waits until every sidecar runs it.
-fn apply_policy(mesh: &Mesh, name: &str, yaml: &str) {
+pub(crate) fn apply_policy(mesh: &Mesh, name: &str, yaml: &str) {
     mesh.write_config(&format!("authz-{name}.yaml"), yaml);
     wait_applied(mesh, "authorizationpolicy", name);
 }
 
 /// The task's check: `echo "port N" | nc <target> N`, the answer line ("" when refused).
-fn tcp(mesh: &Mesh, target: &str, port: u16) -> String {
+pub(crate) fn tcp(mesh: &Mesh, target: &str, port: u16) -> String {
+    tcp_from(mesh, "sleep", target, port)
+}
+
+/// [`tcp`] from `pod`.
+pub(crate) fn tcp_from(mesh: &Mesh, pod: &str, target: &str, port: u16) -> String {
     let script = format!("echo 'port {port}' | nc -N -w 3 {target} {port}");
-    let out = mesh.exec("sleep", &["sh", "-c", &script]);
+    let out = mesh.exec(pod, &["sh", "-c", &script]);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -252,7 +257,7 @@ fn istio_authorization_for_tcp_traffic() {
 }
 
 /// `curl` from `pod` with `args`: (status, body).
-fn curl(mesh: &Mesh, pod: &str, args: &[&str]) -> (u16, String) {
+pub(crate) fn curl(mesh: &Mesh, pod: &str, args: &[&str]) -> (u16, String) {
     let mut argv = vec!["-s", "-m", "10", "-w", "\n%{http_code}"];
     argv.extend_from_slice(args);
     let out = mesh.curl_from(mesh.ns(pod), &argv);
@@ -261,7 +266,7 @@ fn curl(mesh: &Mesh, pod: &str, args: &[&str]) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
 
-fn code(mesh: &Mesh, args: &[&str]) -> u16 {
+pub(crate) fn code(mesh: &Mesh, args: &[&str]) -> u16 {
     curl(mesh, "sleep", args).0
 }
 
