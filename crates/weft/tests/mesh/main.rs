@@ -5,6 +5,8 @@
 mod bookinfo;
 mod ext_authz;
 mod grpc_xds;
+mod jwks;
+mod mtls_migration;
 mod netns;
 mod security;
 mod tcp_shift;

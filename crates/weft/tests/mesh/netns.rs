@@ -71,6 +71,8 @@ pub struct Mesh {
     pub pods: BTreeMap<String, Pod>,
     hosts: String,
     veths: u8,
+    /// Extra arguments of `weft control` (taken by the next [`Mesh::start_control`]).
+    pub control_args: Vec<String>,
 }
 
 impl Mesh {
@@ -126,6 +128,7 @@ impl Mesh {
             pods: BTreeMap::new(),
             hosts: hosts.to_string(),
             veths: 0,
+            control_args: Vec::new(),
         };
         mesh.cp = mesh.make_pod("cp", 2);
         mesh.start_control();
@@ -142,21 +145,19 @@ impl Mesh {
 
     pub fn start_control(&mut self) {
         let log = self.dir.path().join("control.log");
-        let child = spawn_logged(
-            &self.cp.ns,
-            None,
-            &[
-                WEFT,
-                "control",
-                "--config-dir",
-                self.config_dir.to_str().unwrap_or_default(),
-                "--mesh-config",
-                self.mesh_file.to_str().unwrap_or_default(),
-                "--state-dir",
-                self.state_dir().to_str().unwrap_or_default(),
-            ],
-            &log,
-        );
+        let state = self.state_dir();
+        let mut argv = vec![
+            WEFT,
+            "control",
+            "--config-dir",
+            self.config_dir.to_str().unwrap_or_default(),
+            "--mesh-config",
+            self.mesh_file.to_str().unwrap_or_default(),
+            "--state-dir",
+            state.to_str().unwrap_or_default(),
+        ];
+        argv.extend(self.control_args.iter().map(String::as_str));
+        let child = spawn_logged(&self.cp.ns, None, &argv, &log);
         self.cp.procs.push(("control".into(), child));
         let addr = format!("http://{}:15014/ready", self.cp.ip);
         wait_for(
@@ -343,6 +344,14 @@ impl Mesh {
                 .success()
             },
         );
+    }
+
+    /// Starts `argv` in a pod as process `role` (output in `<role>-<pod>.log`), without waiting.
+    pub fn spawn(&mut self, pod: &str, role: &str, argv: &[&str]) {
+        let p = self.pods.get_mut(pod).expect("pod");
+        let log = self.dir.path().join(format!("{role}-{pod}.log"));
+        let child = spawn_logged(&p.ns, None, argv, &log);
+        p.procs.push((role.into(), child));
     }
 
     /// Starts `argv` as a pod's app (role "app", output in `app-<pod>.log`) and waits until

@@ -537,7 +537,7 @@ spec:
 }
 
 /// A file of Istio's JWT samples (`security/tools/jwt/samples`).
-fn istio_jwt(file: &str) -> String {
+pub(crate) fn istio_jwt(file: &str) -> String {
     let path = format!(
         "{}{file}",
         concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/istio/jwt/")
