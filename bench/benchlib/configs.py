@@ -7,6 +7,7 @@ Addresses (pods on 10.91.0.0/24, Weft service VIPs on 10.92.0.0/24):
   wclient .30  Weft's client pod (sidecar)
   wplain  .31  Weft server pod, plaintext (PeerAuthentication DISABLE), upstream + sidecar
   wmtls   .32  Weft server pod, STRICT mTLS, upstream + iperf3 + sidecar
+  wauthz  .33  Weft server pod, STRICT mTLS and a three-rule ALLOW policy, upstream + sidecar
 
 Ports: upstream 8080, iperf3 5201. nginx A 8101 (1-hop), 8201 (2-hop), 8301 (2-hop mTLS),
 5301 (TCP 1 hop), 5303 (TCP mTLS pair); HAProxy A the same +1. nginx B 9101 (plain),
@@ -23,9 +24,9 @@ TRUST_DOMAIN = "cluster.local"
 NAMESPACE = "bench"
 SERVER_NAME = "server.bench"
 HOSTS = {
-    "client": 10, "server": 20, "cp": 2, "wclient": 30, "wplain": 31, "wmtls": 32,
+    "client": 10, "server": 20, "cp": 2, "wclient": 30, "wplain": 31, "wmtls": 32, "wauthz": 33,
 }
-WEFT_SERVICES = {"up": 1, "plain": 2, "mtls": 3, "routed": 4}
+WEFT_SERVICES = {"up": 1, "plain": 2, "mtls": 3, "routed": 4, "authz": 5}
 
 
 def ip(pod):
@@ -339,6 +340,7 @@ spec:
         ("up", "server", "up", 'annotations: {"sidecar.istio.io/inject": "false"}', ""),
         ("plain", "wplain", "plain", "", ', "security.istio.io/tlsMode": "disabled"'),
         ("mtls", "wmtls", "mtls", "", ""),
+        ("authz", "wauthz", "authz", "", ""),
         ("client", "wclient", "client", "", ""),
     ]
     we = []
@@ -352,9 +354,30 @@ metadata:
 spec:
   address: {ip(pod)}
   labels: {{app: {app}, version: v1{extra_labels}}}
-  serviceAccount: {"server" if app in ("plain", "mtls") else app}
+  serviceAccount: {"server" if app in ("plain", "mtls", "authz") else app}
 """)
     files.append(("workloads.yaml", "---\n".join(we)))
+    # `authz` (issue 10's bench unit): a realistic ALLOW policy of three rules on the server
+    # sidecar; the request matches the last one (principal, methods, paths, port, a header
+    # condition).
+    files.append(("authz.yaml", f"""apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: authz
+  namespace: {NAMESPACE}
+spec:
+  selector:
+    matchLabels: {{app: authz}}
+  action: ALLOW
+  rules:
+  - from: [{{source: {{principals: ["{TRUST_DOMAIN}/ns/{NAMESPACE}/sa/admin"]}}}}]
+    to: [{{operation: {{methods: ["DELETE", "PUT"]}}}}]
+  - from: [{{source: {{namespaces: ["ops"]}}}}]
+    to: [{{operation: {{paths: ["/admin/*", "/debug/*"]}}}}]
+  - from: [{{source: {{principals: ["{TRUST_DOMAIN}/ns/{NAMESPACE}/sa/client"]}}}}]
+    to: [{{operation: {{methods: ["GET", "HEAD"], paths: ["/*"], ports: ["8080"]}}}}]
+    when: [{{key: request.headers[user-agent], notValues: ["blocked*"]}}]
+"""))
     files.append(("peerauthentication.yaml", f"""apiVersion: security.istio.io/v1beta1
 kind: PeerAuthentication
 metadata:

@@ -204,6 +204,7 @@ def start_weft(lab, d, weft, plugin_ca, cpu, upstreams):
     procs = {}
     for pod_name, workload, app, sa in (("wmtls", "mtls", "mtls", "server"),
                                          ("wplain", "plain", "plain", "server"),
+                                         ("wauthz", "authz", "authz", "server"),
                                          ("wclient", "client", "client", "client")):
         pod = lab.pods[pod_name]
         if pod_name in upstreams:
@@ -260,10 +261,12 @@ def make_targets(lab, procs, upstreams):
         for topo, svc, path in (("1hop", "up", [w["wclient"]]),
                                 ("2hop", "plain", [w["wclient"], w["wplain"]]),
                                 ("mtls", "mtls", [w["wclient"], w["wmtls"]]),
-                                ("routed", "routed", [w["wclient"], w["wmtls"]])):
+                                ("routed", "routed", [w["wclient"], w["wmtls"]]),
+                                ("authz", "authz", [w["wclient"], w["wauthz"]])):
             ups = {"up": up_server, "plain": upstreams.get("wplain", []),
                    "mtls": upstreams.get("wmtls", []),
-                   "routed": upstreams.get("wmtls", [])}[svc]
+                   "routed": upstreams.get("wmtls", []),
+                   "authz": upstreams.get("wauthz", [])}[svc]
             http[("weft", topo)] = dict(pod=wclient, connect=f"{configs.fqdn(svc)}:8080",
                                         proxies=path, upstream=ups)
         tcp[("weft", "1hop")] = dict(pod=wclient, host=configs.fqdn("up"), port=5201,
@@ -409,8 +412,9 @@ def main(argv):
         certs = os.path.join(workdir, "certs")
         plugin_ca = configs.make_certs(certs)
         lab.create_bridge()
-        for name in ("client", "server", "cp", "wclient", "wplain", "wmtls"):
-            if name in ("cp", "wclient", "wplain", "wmtls") and "weft" not in args.systems:
+        for name in ("client", "server", "cp", "wclient", "wplain", "wmtls", "wauthz"):
+            if name in ("cp", "wclient", "wplain", "wmtls", "wauthz") and \
+                    "weft" not in args.systems:
                 continue
             lab.add_pod(name, configs.HOSTS[name])
         upstreams = {"server": start_upstream(lab, workdir, lab.pods["server"], server_cpu,
@@ -431,7 +435,7 @@ def main(argv):
                     f"{workdir}/haproxy-b.cfg", configs.haproxy_b(certs))], cpu=server_cpu),
             }
         if "weft" in args.systems:
-            upstreams["wplain"] = upstreams["wmtls"] = None
+            upstreams["wplain"] = upstreams["wmtls"] = upstreams["wauthz"] = None
             procs["weft"] = start_weft(lab, workdir, weft, plugin_ca, server_cpu, upstreams)
         time.sleep(1.0)
         for s, ps in procs.items():

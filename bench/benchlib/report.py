@@ -6,11 +6,13 @@ import statistics
 SYSTEMS = ("nginx", "haproxy", "weft")
 NAMES = {"direct": "direct", "nginx": "nginx", "haproxy": "HAProxy", "weft": "Weft"}
 TOPOS = {"direct": "direct", "1hop": "1-hop", "2hop": "2-hop", "mtls": "2-hop mTLS",
-         "routed": "2-hop mTLS, routed"}
-HOPS = {"direct": 0, "1hop": 1, "2hop": 2, "mtls": 2, "routed": 2}
+         "routed": "2-hop mTLS, routed", "authz": "2-hop mTLS, ALLOW policy"}
+HOPS = {"direct": 0, "1hop": 1, "2hop": 2, "mtls": 2, "routed": 2, "authz": 2}
 # Weft's routed path (a VirtualService with ten matches, retries and a weighted split) is
 # compared with the peers' plain mTLS pair: the peers route nothing there.
-PEER_TOPO = {"routed": "mtls"}
+# Likewise its authz path (a three-rule ALLOW AuthorizationPolicy on the server sidecar).
+PEER_TOPO = {"routed": "mtls", "authz": "mtls"}
+WEFT_TOPOS = ("1hop", "2hop", "mtls", "routed", "authz")
 LAT_KEYS = ("c1_p50_us", "c1_p99_us", "r1000_p50_us", "r1000_p99_us", "r4000_p50_us",
             "r4000_p99_us")
 HTTP_RATIO_KEYS = ("sat_rps", "sat_cpu_us_per_req", "r1000_cpu_us_per_req",
@@ -52,7 +54,7 @@ def medians(runs):
 def ratios(runs, reps):
     """Medians over repetitions of Weft/peer for each metric, topology and peer."""
     index = {(r["rep"], r["kind"], r["system"], r["topology"]): r for r in runs}
-    plan = [("http", t, k) for t in ("1hop", "2hop", "mtls", "routed") for k in HTTP_RATIO_KEYS]
+    plan = [("http", t, k) for t in WEFT_TOPOS for k in HTTP_RATIO_KEYS]
     plan += [("tcp", t, "gbps") for t in ("1hop", "mtls")]
     plan += [("tls", "mtls", k) for k in ("server_cpu_ms_per_hs", "hs_per_s")]
     out = {}
@@ -137,7 +139,7 @@ def _pair(a, b, digits=0):
 def markdown(res):
     med, rat, rss = res["medians"], res["ratios"], res["rss"]
     lines = []
-    http_rows = [("direct", "direct")] + [(s, t) for t in ("1hop", "2hop", "mtls", "routed")
+    http_rows = [("direct", "direct")] + [(s, t) for t in WEFT_TOPOS
                                            for s in SYSTEMS]
     http_rows = [(s, t) for s, t in http_rows if _get(med, "http", s, t, "sat_rps") is not None]
 
@@ -217,7 +219,7 @@ def markdown(res):
         "server_cpu_ms_per_hs": "server CPU per handshake", "hs_per_s": "handshakes/s",
     }
     for key, label in labels.items():
-        for t in ("1hop", "2hop", "mtls", "routed"):
+        for t in WEFT_TOPOS:
             h = rat.get("haproxy", {}).get(t, {}).get(key)
             n = rat.get("nginx", {}).get(t, {}).get(key)
             if h is None and n is None:

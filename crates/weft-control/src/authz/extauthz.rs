@@ -244,17 +244,37 @@ pub fn filter_enabled(rbac_filter: &str) -> matcher::MetadataMatcher {
     )
 }
 
+/// A provider's service hostname, its cluster and its `statusOnError`.
+type Checked = (
+    String,
+    String,
+    Option<envoy_types::pb::envoy::r#type::v3::HttpStatus>,
+);
+
+/// What both provider kinds check: the port, the service (its hostname and cluster) and
+/// `statusOnError`; the errors found, and the values when all three are good.
+fn check_common(
+    registry: &Registry,
+    service: &str,
+    port: u32,
+    status_on_error: &str,
+) -> (Vec<String>, Option<Checked>) {
+    let mut errs = Vec::new();
+    let port_ok = parse_port(port).map_err(|e| errs.push(e)).is_ok();
+    let target = lookup_cluster(registry, service, port)
+        .map_err(|e| errs.push(e))
+        .ok();
+    let status = parse_status(status_on_error).map_err(|e| errs.push(e)).ok();
+    match (port_ok, target, status) {
+        (true, Some((host, cluster)), Some(status)) => (errs, Some((host, cluster, status))),
+        _ => (errs, None),
+    }
+}
+
 // Istio 1.14 writes `authorization_request.allowed_headers` (deprecated in later Envoy APIs).
 #[allow(deprecated)]
 fn build_http(registry: &Registry, c: &EnvoyExtAuthzHttpProvider) -> Result<ExtAuthz, Vec<String>> {
-    let mut errs = Vec::new();
-    let port = parse_port(c.port).map_err(|e| errs.push(e)).ok();
-    let target = lookup_cluster(registry, &c.service, c.port)
-        .map_err(|e| errs.push(e))
-        .ok();
-    let status = parse_status(&c.status_on_error)
-        .map_err(|e| errs.push(e))
-        .ok();
+    let (mut errs, checked) = check_common(registry, &c.service, c.port, &c.status_on_error);
     if !c.path_prefix.is_empty() && !c.path_prefix.starts_with('/') {
         errs.push(format!(
             "pathPrefix must begin with `/`, found: {:?}",
@@ -283,9 +303,7 @@ fn build_http(registry: &Registry, c: &EnvoyExtAuthzHttpProvider) -> Result<ExtA
             ));
         }
     }
-    let (Some(_), Some((hostname, cluster)), Some(status), true) =
-        (port, target, status, errs.is_empty())
-    else {
+    let (Some((hostname, cluster, status)), true) = (checked, errs.is_empty()) else {
         return Err(errs);
     };
     let mut service = http_ext::HttpService {
@@ -340,15 +358,8 @@ fn build_http(registry: &Registry, c: &EnvoyExtAuthzHttpProvider) -> Result<ExtA
 }
 
 fn build_grpc(registry: &Registry, c: &EnvoyExtAuthzGrpcProvider) -> Result<ExtAuthz, Vec<String>> {
-    let mut errs = Vec::new();
-    let port = parse_port(c.port).map_err(|e| errs.push(e)).ok();
-    let target = lookup_cluster(registry, &c.service, c.port)
-        .map_err(|e| errs.push(e))
-        .ok();
-    let status = parse_status(&c.status_on_error)
-        .map_err(|e| errs.push(e))
-        .ok();
-    let (Some(_), Some((_, cluster)), Some(status)) = (port, target, status) else {
+    let (errs, checked) = check_common(registry, &c.service, c.port, &c.status_on_error);
+    let Some((_, cluster, status)) = checked else {
         return Err(errs);
     };
     // `|` is not valid in a gRPC authority.

@@ -218,18 +218,22 @@ pub(crate) fn regex(s: &str, what: &str) -> Result<Regex, ProxyError> {
         .map_err(|e| ProxyError::Config(format!("{what}: bad regex {s:?}: {e}")))
 }
 
-fn header_matcher(h: &route::HeaderMatcher, what: &str) -> Result<HeaderMatcher, ProxyError> {
-    use route::header_matcher::HeaderMatchSpecifier as S;
-    let key = match h.name.as_str() {
+/// What an Envoy `HeaderMatcher` named `name` reads (names are case-insensitive); None for a
+/// name that is no header name.
+pub fn header_key(name: &str) -> Option<HeaderKey> {
+    Some(match name.to_ascii_lowercase().as_str() {
         ":method" => HeaderKey::Method,
         ":authority" | "host" => HeaderKey::Authority,
         ":scheme" => HeaderKey::Scheme,
         ":path" => HeaderKey::Path,
-        name => HeaderKey::Header(
-            http::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| ProxyError::Config(format!("{what}: bad header name {name:?}")))?,
-        ),
-    };
+        n => HeaderKey::Header(http::HeaderName::from_bytes(n.as_bytes()).ok()?),
+    })
+}
+
+fn header_matcher(h: &route::HeaderMatcher, what: &str) -> Result<HeaderMatcher, ProxyError> {
+    use route::header_matcher::HeaderMatchSpecifier as S;
+    let key = header_key(&h.name)
+        .ok_or_else(|| ProxyError::Config(format!("{what}: bad header name {:?}", h.name)))?;
     let exact = |s: &str| matcher::StringMatcher {
         match_pattern: Some(matcher::string_matcher::MatchPattern::Exact(s.to_string())),
         ignore_case: false,

@@ -61,6 +61,16 @@ spec:
     )
 }
 
+/// The task's policy: httpbin's /headers is checked by `provider`.
+fn on_headers(mesh: &Mesh, provider: &str) {
+    let to = "        paths: [\"/headers\"]\n";
+    apply_policy(
+        mesh,
+        "ext-authz",
+        &custom("ext-authz", "httpbin", provider, to),
+    );
+}
+
 /// `curl` from the sleep pod.
 fn get(mesh: &Mesh, args: &[&str]) -> (u16, String) {
     curl(mesh, "sleep", args)
@@ -108,16 +118,7 @@ fn istio_external_authorization() {
     // The HTTP provider on /headers: allowed with `x-ext-authz: allow`, the authorizer's
     // verdict header forwarded upstream; denied otherwise with the authorizer's body and the
     // header it may send downstream; /ip is not asked about.
-    apply_policy(
-        &mesh,
-        "ext-authz",
-        &custom(
-            "ext-authz",
-            "httpbin",
-            "sample-ext-authz-http",
-            "        paths: [\"/headers\"]\n",
-        ),
-    );
+    on_headers(&mesh, "sample-ext-authz-http");
     let (status, body) = get(&mesh, &["-H", "x-ext-authz: deny", &headers]);
     assert_eq!((status, body.as_str()), (403, DENY_BODY));
     let (status, body) = get(&mesh, &["-H", "x-ext-authz: allow", &headers]);
@@ -157,16 +158,7 @@ fn istio_external_authorization() {
     );
 
     // The gRPC provider: the same decisions over envoy.service.auth.v3.Authorization/Check.
-    apply_policy(
-        &mesh,
-        "ext-authz",
-        &custom(
-            "ext-authz",
-            "httpbin",
-            "sample-ext-authz-grpc",
-            "        paths: [\"/headers\"]\n",
-        ),
-    );
+    on_headers(&mesh, "sample-ext-authz-grpc");
     let (status, body) = get(&mesh, &["-H", "x-ext-authz: deny", &headers]);
     assert_eq!((status, body.as_str()), (403, DENY_BODY));
     let (status, body) = get(&mesh, &["-H", "x-ext-authz: allow", &headers]);
@@ -211,41 +203,14 @@ fn istio_external_authorization() {
         mesh.exited("ext-authz", "app")
     });
     // statusOnError: every checked request gets the status.
-    apply_policy(
-        &mesh,
-        "ext-authz",
-        &custom(
-            "ext-authz",
-            "httpbin",
-            "grpc-status-on-error",
-            "        paths: [\"/headers\"]\n",
-        ),
-    );
+    on_headers(&mesh, "grpc-status-on-error");
     assert_eq!(get(&mesh, &["-H", "x-ext-authz: allow", &headers]).0, 503);
     assert_eq!(get(&mesh, &[&ip]).0, 200);
     // failOpen: checked requests pass, whatever they carry.
-    apply_policy(
-        &mesh,
-        "ext-authz",
-        &custom(
-            "ext-authz",
-            "httpbin",
-            "http-fail-open",
-            "        paths: [\"/headers\"]\n",
-        ),
-    );
+    on_headers(&mesh, "http-fail-open");
     assert_eq!(get(&mesh, &["-H", "x-ext-authz: deny", &headers]).0, 200);
     // The task's default (neither): fail closed with 403.
-    apply_policy(
-        &mesh,
-        "ext-authz",
-        &custom(
-            "ext-authz",
-            "httpbin",
-            "sample-ext-authz-http",
-            "        paths: [\"/headers\"]\n",
-        ),
-    );
+    on_headers(&mesh, "sample-ext-authz-http");
     assert_eq!(get(&mesh, &["-H", "x-ext-authz: allow", &headers]).0, 403);
     // TCP fails closed too: sleep's connection to 9000 is now refused.
     assert_eq!(tcp_from(&mesh, "sleep", "tcp-echo", 9000), "");

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::netns::{Mesh, next_id, wait_for};
+use crate::traffic::{SUBSETS, v2_workload};
 use crate::{GRPC_CLIENT, SERVER, SERVER2, hosts, server_config};
 
 const TARGET: &str = "xds:///server.default.svc.cluster.local:50051";
@@ -21,29 +22,6 @@ const DEADLINE_EXCEEDED: i64 = 4;
 const PERMISSION_DENIED: i64 = 7;
 const INTERNAL: i64 = 13;
 const UNAVAILABLE: i64 = 14;
-
-fn v2_workload(id: u8) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: server-v2, namespace: default}}
-spec:
-  address: 10.77.{id}.{SERVER2}
-  labels: {{app: server, version: v2}}
-  serviceAccount: server
-"#
-    )
-}
-
-const SUBSETS: &str = r#"apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: server, namespace: default}
-spec:
-  host: server
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
-"#;
 
 fn virtual_service(http: &str) -> String {
     format!(
@@ -145,16 +123,7 @@ fn proxyless_grpc_follows_virtual_services_and_destination_rules() {
     mesh.add_pod("v2", SERVER2, None);
     mesh.start_app("v2");
     mesh.add_pod("grpc", GRPC_CLIENT, None);
-    let bootstrap = mesh.dir.path().join("xds-bootstrap.json");
-    std::fs::write(
-        &bootstrap,
-        format!(
-            r#"{{"xds_servers": [{{"server_uri": "{}", "channel_creds": [{{"type": "insecure"}}], "server_features": ["xds_v3"]}}],
-  "node": {{"id": "sidecar~10.77.{id}.{GRPC_CLIENT}~grpc-client.default~default.svc.cluster.local", "metadata": {{"GENERATOR": "grpc", "NAMESPACE": "default"}}}}}}"#,
-            mesh.control_addr()
-        ),
-    )
-    .expect("bootstrap");
+    let bootstrap = mesh.grpc_bootstrap(GRPC_CLIENT);
     let client = Client {
         mesh: &mesh,
         bootstrap,

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::netns::wait_for;
-use crate::security::{HTTPBIN_URL, code, curl, istio_jwt, security_mesh, wait_applied};
+use crate::security::{HTTPBIN_URL, code, curl, istio_jwt, security_mesh};
 
 const IDP: u8 = 15;
 
@@ -163,7 +163,7 @@ fn jwks_uri_is_fetched_by_the_control_plane_over_https() {
         "ra-jwt-example.yaml",
         &request_authentication(&uri, &dead, false),
     );
-    wait_applied(&mesh, "requestauthentication", "jwt-example");
+    mesh.wait_applied("requestauthentication", "jwt-example");
     let bearer = format!("Authorization: Bearer {demo}");
     // Until the first fetch, every token fails; then the keys are pushed.
     wait_for(Duration::from_secs(30), "demo.jwt to be accepted", || {
@@ -199,7 +199,7 @@ fn jwks_uri_is_fetched_by_the_control_plane_over_https() {
         "ra-jwt-example.yaml",
         &request_authentication(&uri, &dead, true),
     );
-    wait_applied(&mesh, "requestauthentication", "jwt-example");
+    mesh.wait_applied("requestauthentication", "jwt-example");
     let (status, body) = curl(&mesh, "sleep", &["-H", &bearer, &headers]);
     assert_eq!(status, 200, "{body}");
     assert!(

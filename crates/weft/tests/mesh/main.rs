@@ -677,16 +677,7 @@ fn proxyless_grpc_client_resolves_through_xds() {
     );
     mesh.start_app("server");
     mesh.add_pod("grpc", GRPC_CLIENT, None);
-    let bootstrap = mesh.dir.path().join("xds-bootstrap.json");
-    std::fs::write(
-        &bootstrap,
-        format!(
-            r#"{{"xds_servers": [{{"server_uri": "{}", "channel_creds": [{{"type": "insecure"}}], "server_features": ["xds_v3"]}}],
-  "node": {{"id": "sidecar~10.77.{id}.{GRPC_CLIENT}~grpc-client.default~default.svc.cluster.local", "metadata": {{"GENERATOR": "grpc", "NAMESPACE": "default"}}}}}}"#,
-            mesh.control_addr()
-        ),
-    )
-    .expect("bootstrap");
+    let bootstrap = mesh.grpc_bootstrap(GRPC_CLIENT);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mesh/apps.py");
     let cmd = format!(
         "GRPC_XDS_BOOTSTRAP={} python3 {script} xds-call xds:///server.default.svc.cluster.local:50051",

@@ -346,6 +346,48 @@ impl Mesh {
         );
     }
 
+    /// `weft wait <kind> <name>` from the control plane's pod: returns once every connected
+    /// sidecar runs the resource's current content (or knows it is gone).
+    pub fn wait_applied(&self, kind: &str, name: &str) {
+        let cp = format!("{}:15014", self.cp.ip);
+        let out = ns_exec(
+            &self.cp.ns,
+            &[
+                WEFT,
+                "wait",
+                "--control-plane",
+                &cp,
+                "--timeout",
+                "30s",
+                kind,
+                name,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "weft wait {kind} {name}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Writes a gRPC xDS bootstrap for a proxyless client at `host` (node `grpc-client`,
+    /// namespace default) pointing at the control plane; returns its path.
+    pub fn grpc_bootstrap(&self, host: u8) -> PathBuf {
+        let path = self.dir.path().join("xds-bootstrap.json");
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"xds_servers": [{{"server_uri": "{}", "channel_creds": [{{"type": "insecure"}}], "server_features": ["xds_v3"]}}],
+  "node": {{"id": "sidecar~{}~grpc-client.default~default.svc.cluster.local", "metadata": {{"GENERATOR": "grpc", "NAMESPACE": "default"}}}}}}"#,
+                self.control_addr(),
+                self.ip(host)
+            ),
+        )
+        .expect("bootstrap");
+        path
+    }
+
     /// Starts `argv` in a pod as process `role` (output in `<role>-<pod>.log`), without waiting.
     pub fn spawn(&mut self, pod: &str, role: &str, argv: &[&str]) {
         let p = self.pods.get_mut(pod).expect("pod");

@@ -113,35 +113,10 @@ pub(crate) fn security_mesh(mesh_config: &str) -> Mesh {
     mesh
 }
 
-/// `weft wait <kind> <name>` from the control plane's pod: every sidecar runs the resource's
-/// current content (or it is gone).
-pub(crate) fn wait_applied(mesh: &Mesh, kind: &str, name: &str) {
-    let cp = format!("{}:15014", mesh.cp.ip);
-    let out = crate::netns::ns_exec(
-        &mesh.cp.ns,
-        &[
-            WEFT,
-            "wait",
-            "--control-plane",
-            &cp,
-            "--timeout",
-            "30s",
-            kind,
-            name,
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "weft wait {kind} {name}: {} {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Writes an AuthorizationPolicy and waits until every sidecar runs it.
 pub(crate) fn apply_policy(mesh: &Mesh, name: &str, yaml: &str) {
     mesh.write_config(&format!("authz-{name}.yaml"), yaml);
-    wait_applied(mesh, "authorizationpolicy", name);
+    mesh.wait_applied("authorizationpolicy", name);
 }
 
 /// The task's check: `echo "port N" | nc <target> N`, the answer line ("" when refused).
@@ -581,7 +556,7 @@ spec:
 "#
         ),
     );
-    wait_applied(&mesh, "requestauthentication", "jwt-example");
+    mesh.wait_applied("requestauthentication", "jwt-example");
     let (status, body) = curl(&mesh, "sleep", &["-H", &bearer("invalidToken"), &headers]);
     assert_eq!(
         (status, body.as_str()),

@@ -133,35 +133,10 @@ fn sidecar(workload: &str, labels: &[(&str, &str)], sa: &str) -> Sidecar {
     }
 }
 
-/// `weft wait vs <name>` from the control plane's pod: returns once every sidecar has applied
-/// the VirtualService's current content.
-fn wait_applied(mesh: &Mesh, name: &str) {
-    let cp = format!("{}:15014", mesh.cp.ip);
-    let out = crate::netns::ns_exec(
-        &mesh.cp.ns,
-        &[
-            WEFT,
-            "wait",
-            "--control-plane",
-            &cp,
-            "--timeout",
-            "30s",
-            "virtualservice",
-            name,
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "weft wait {name}: {} {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Writes a VirtualService file and waits until every sidecar runs it.
 fn apply(mesh: &Mesh, file: &str, name: &str, yaml: &str) {
     mesh.write_config(file, yaml);
-    wait_applied(mesh, name);
+    mesh.wait_applied("virtualservice", name);
 }
 
 /// The task's client loop: `n` connections from `pod`, one line each, through `nc`; the

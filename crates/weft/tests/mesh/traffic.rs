@@ -10,7 +10,7 @@ use crate::{CLIENT, SERVER, SERVER2, hosts, metric_lines, server_config};
 
 const URL: &str = "http://server.default.svc.cluster.local:8080";
 
-fn v2_workload(id: u8) -> String {
+pub(crate) fn v2_workload(id: u8) -> String {
     format!(
         r#"apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
@@ -23,7 +23,7 @@ spec:
     )
 }
 
-const SUBSETS: &str = r#"apiVersion: networking.istio.io/v1
+pub(crate) const SUBSETS: &str = r#"apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: server, namespace: default}
 spec:

@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3 as matcher;
 use serde_json::Value;
 
 use super::{Attrs, RbacError};
-use crate::snapshot::route::StrMatch;
+use crate::snapshot::route::{HeaderKey, HeaderMatch, StrMatch, header_key};
 
 /// A CIDR range: the masked address, IPv4 in the low 32 bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,27 +77,11 @@ impl Cidr {
     }
 }
 
-/// What a header matcher reads.
-#[derive(Debug, Clone)]
-enum HeaderKey {
-    Header(http::HeaderName),
-    Method,
-    Authority,
-    Scheme,
-    Path,
-}
-
-#[derive(Debug, Clone)]
-enum HeaderTest {
-    Str(StrMatch),
-    Present(bool),
-}
-
 /// Envoy's `HeaderMatcher` as RBAC applies it: all values of the header joined with `,`.
 #[derive(Debug, Clone)]
 pub struct Header {
     key: HeaderKey,
-    test: HeaderTest,
+    test: HeaderMatch,
     invert: bool,
     missing_as_empty: bool,
 }
@@ -127,35 +111,27 @@ impl Header {
     pub fn compile(h: &route::HeaderMatcher, what: &str) -> Result<Header, RbacError> {
         use matcher::string_matcher::MatchPattern as P;
         use route::header_matcher::HeaderMatchSpecifier as S;
-        let name = h.name.to_ascii_lowercase();
-        let key = match name.as_str() {
-            ":method" => HeaderKey::Method,
-            ":authority" | "host" => HeaderKey::Authority,
-            ":scheme" => HeaderKey::Scheme,
-            ":path" => HeaderKey::Path,
-            n => HeaderKey::Header(http::HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
-                RbacError::Invalid(format!("{what}: bad header name {:?}", h.name))
-            })?),
-        };
+        let key = header_key(&h.name)
+            .ok_or_else(|| RbacError::Invalid(format!("{what}: bad header name {:?}", h.name)))?;
         #[allow(deprecated)]
         let test = match &h.header_match_specifier {
             Some(S::ExactMatch(s)) => {
-                HeaderTest::Str(str_match(&pattern(P::Exact(s.clone())), what)?)
+                HeaderMatch::Str(str_match(&pattern(P::Exact(s.clone())), what)?)
             }
             Some(S::PrefixMatch(s)) => {
-                HeaderTest::Str(str_match(&pattern(P::Prefix(s.clone())), what)?)
+                HeaderMatch::Str(str_match(&pattern(P::Prefix(s.clone())), what)?)
             }
             Some(S::SuffixMatch(s)) => {
-                HeaderTest::Str(str_match(&pattern(P::Suffix(s.clone())), what)?)
+                HeaderMatch::Str(str_match(&pattern(P::Suffix(s.clone())), what)?)
             }
             Some(S::ContainsMatch(s)) => {
-                HeaderTest::Str(str_match(&pattern(P::Contains(s.clone())), what)?)
+                HeaderMatch::Str(str_match(&pattern(P::Contains(s.clone())), what)?)
             }
             Some(S::SafeRegexMatch(r)) => {
-                HeaderTest::Str(str_match(&pattern(P::SafeRegex(r.clone())), what)?)
+                HeaderMatch::Str(str_match(&pattern(P::SafeRegex(r.clone())), what)?)
             }
-            Some(S::StringMatch(m)) => HeaderTest::Str(str_match(m, what)?),
-            Some(S::PresentMatch(p)) => HeaderTest::Present(*p),
+            Some(S::StringMatch(m)) => HeaderMatch::Str(str_match(m, what)?),
+            Some(S::PresentMatch(p)) => HeaderMatch::Present(*p),
             Some(S::RangeMatch(_)) => {
                 return Err(RbacError::Unsupported(format!(
                     "{what}: header {}: range_match",
@@ -163,7 +139,7 @@ impl Header {
                 )));
             }
             // Envoy: no specifier matches a present header.
-            None => HeaderTest::Present(true),
+            None => HeaderMatch::Present(true),
         };
         Ok(Header {
             key,
@@ -207,14 +183,14 @@ impl Header {
             None => {
                 // Envoy: an absent header only matches a presence test that expects it absent.
                 return match self.test {
-                    HeaderTest::Present(p) => p == self.invert,
-                    HeaderTest::Str(_) => false,
+                    HeaderMatch::Present(p) => p == self.invert,
+                    HeaderMatch::Str(_) => false,
                 };
             }
         };
         let m = match &self.test {
-            HeaderTest::Present(p) => *p,
-            HeaderTest::Str(s) => s.matches(&v),
+            HeaderMatch::Present(p) => *p,
+            HeaderMatch::Str(s) => s.matches(&v),
         };
         m != self.invert
     }
