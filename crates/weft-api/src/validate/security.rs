@@ -362,21 +362,43 @@ fn validate_jwks_uri(uri: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Inline `jwks` must be a JSON Web Key Set (`{"keys": [...]}`) or a single JWK.
+/// Inline `jwks` must be a JSON Web Key Set (`{"keys": [...]}`) or a single JWK, each key with
+/// the members its `kty` requires (RFC 7518 §6: RSA `n` and `e`, EC `crv`, `x` and `y`, OKP
+/// `crv` and `x`, oct `k`), as the JWK parser istiod validates with refuses them.
 fn validate_jwks(jwks: &str) -> Result<(), String> {
     let v: serde_json::Value =
         serde_json::from_str(jwks).map_err(|e| format!("jwks parse error: {e}"))?;
-    let key_ok = |k: &serde_json::Value| k.get("kty").is_some_and(serde_json::Value::is_string);
+    let check = |i: usize, k: &serde_json::Value| -> Result<(), String> {
+        let Some(kty) = k.get("kty").and_then(serde_json::Value::as_str) else {
+            return Err(format!("jwks parse error: key {i} needs a \"kty\" string"));
+        };
+        let required: &[&str] = match kty {
+            "RSA" => &["n", "e"],
+            "EC" => &["crv", "x", "y"],
+            "OKP" => &["crv", "x"],
+            "oct" => &["k"],
+            other => {
+                return Err(format!(
+                    "jwks parse error: key {i}: unsupported \"kty\" {other:?} (RSA, EC, OKP or oct)"
+                ));
+            }
+        };
+        match required
+            .iter()
+            .find(|m| !k.get(**m).is_some_and(serde_json::Value::is_string))
+        {
+            Some(m) => Err(format!(
+                "jwks parse error: key {i} ({kty}) needs a {m:?} string member"
+            )),
+            None => Ok(()),
+        }
+    };
     match v.get("keys") {
         Some(serde_json::Value::Array(keys)) => {
-            if keys.iter().all(key_ok) {
-                Ok(())
-            } else {
-                Err("jwks parse error: every key needs a \"kty\" string".into())
-            }
+            keys.iter().enumerate().try_for_each(|(i, k)| check(i, k))
         }
         Some(_) => Err("jwks parse error: \"keys\" must be an array".into()),
-        None if key_ok(&v) => Ok(()),
+        None if v.get("kty").is_some() => check(0, &v),
         None => Err("jwks parse error: expected a JSON Web Key Set {\"keys\": [...]}".into()),
     }
 }

@@ -157,6 +157,11 @@ fn security_cases() {
                 "spec.jwtRules[1].jwks",
             ],
         ),
+        (
+            "RequestAuthentication",
+            "  jwtRules:\n  - issuer: x\n    jwks: '{\"keys\": [{\"kty\": \"RSA\", \"e\": \"AQAB\"}]}'\n  - issuer: y\n    jwks: '{\"keys\": [{\"kty\": \"EC\", \"crv\": \"P-256\", \"x\": \"a\", \"y\": \"b\"}]}'\n",
+            &["spec.jwtRules[0].jwks"],
+        ),
         ("AuthorizationPolicy", "  action: DENY\n", &["spec.rules"]),
         (
             "AuthorizationPolicy",
