@@ -264,6 +264,20 @@ impl Resource {
         self.spec.kind()
     }
 
+    /// A problem the translation of this resource found at `field` (e.g.
+    /// `spec.accessLogging[0].providers[0].name`), reported with its file and line.
+    pub fn problem(&self, field: &str, message: String) -> crate::Problem {
+        crate::Problem {
+            file: self.source.file.clone(),
+            line: self.source.line,
+            kind: Some(self.kind().as_str().to_string()),
+            namespace: Some(self.meta.namespace.clone()),
+            name: Some(self.meta.name.clone()),
+            field: field.to_string(),
+            message,
+        }
+    }
+
     /// `namespace/name`.
     pub fn key(&self) -> String {
         format!("{}/{}", self.meta.namespace, self.meta.name)

@@ -123,15 +123,7 @@ fn parse_bool(v: &str) -> Option<bool> {
 }
 
 fn problem(r: &Resource, field: &str, message: String) -> Problem {
-    Problem {
-        file: r.source.file.clone(),
-        line: r.source.line,
-        kind: Some(r.kind().as_str().to_string()),
-        namespace: Some(r.meta.namespace.clone()),
-        name: Some(r.meta.name.clone()),
-        field: field.to_string(),
-        message,
-    }
+    r.problem(field, message)
 }
 
 impl Index {

@@ -29,7 +29,9 @@ struct Shared {
     version: String,
     /// DestinationRule scope key → the clusters of the proxies of that scope.
     clusters: HashMap<String, Arc<Vec<NamedResource>>>,
-    listeners: Option<Arc<Vec<NamedResource>>>,
+    /// Telemetry key (the Telemetry resources a proxy's outbound logging comes from) → the
+    /// outbound listeners the proxies with that key share.
+    listeners: HashMap<String, Arc<Vec<NamedResource>>>,
     /// The services whose TCP/TLS listeners depend on the client.
     client_dependent: Option<Arc<BTreeSet<String>>>,
     /// Listener key (namespace and TCP/TLS `sourceLabels` matches) → those services' listeners.
@@ -72,7 +74,8 @@ impl Shared {
 struct Previous {
     /// Per name, one encoding per content the scopes of the last push gave it.
     clusters: HashMap<String, Vec<NamedResource>>,
-    listeners: HashMap<String, NamedResource>,
+    /// Per telemetry key, like client listeners.
+    listeners: HashMap<String, HashMap<String, NamedResource>>,
     /// Per listener key, like routes.
     client_listeners: HashMap<String, HashMap<String, NamedResource>>,
     routes: HashMap<String, HashMap<String, NamedResource>>,
@@ -179,8 +182,12 @@ impl MeshGenerator {
                     }
                 }
             }
-            if let Some(l) = old.listeners {
-                previous.listeners = by_name(l.iter().cloned());
+            for (key, listeners) in old.listeners {
+                previous
+                    .listeners
+                    .entry(key)
+                    .or_default()
+                    .extend(by_name(listeners.iter().cloned()));
             }
             for (key, listeners) in old.client_listeners {
                 previous
@@ -364,19 +371,23 @@ impl MeshGenerator {
                             Arc::new(sidecar::client_dependent_listeners(view.push))
                         })
                         .clone();
+                    let telemetry = sidecar::telemetry_key(view);
+                    let none = HashMap::new();
+                    let previous = c.previous.listeners.get(&telemetry).unwrap_or(&none);
                     let shared = c
                         .listeners
-                        .get_or_insert_with(|| {
+                        .entry(telemetry.clone())
+                        .or_insert_with(|| {
                             Arc::new(stable_all::<Listener>(
                                 sidecar::shared_listeners(view, &dependent),
-                                &c.previous.listeners,
+                                previous,
                             ))
                         })
                         .clone();
                     if dependent.is_empty() {
                         return (shared, None);
                     }
-                    let key = sidecar::listener_key(view);
+                    let key = format!("{}|{telemetry}", sidecar::listener_key(view));
                     let none = HashMap::new();
                     let previous = c.previous.client_listeners.get(&key).unwrap_or(&none);
                     let client = c

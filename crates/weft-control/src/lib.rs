@@ -19,6 +19,7 @@ pub mod registry;
 pub mod server;
 pub mod sidecar;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 pub mod virtual_service;
 

@@ -22,6 +22,8 @@ pub struct PushContext {
     pub destination_rules: destination::Index,
     /// The AuthorizationPolicies and ext-authz providers, with the filters built per workload.
     pub authz: authz::Index,
+    /// The Telemetry resources, merged per proxy and direction.
+    pub telemetry: crate::telemetry::Index,
     /// The JWKS resolver (shared by the pushes of a running control plane; see `with_jwks`).
     pub jwks: Arc<crate::jwks::JwksResolver>,
 }
@@ -31,6 +33,7 @@ impl PushContext {
         let registry = Registry::build(&resources, DOMAIN_SUFFIX);
         let destination_rules = destination::Index::build(&resources, &mesh, &registry);
         let authz = authz::Index::build(&resources, &mesh, &registry);
+        let telemetry = crate::telemetry::Index::build(&resources, &mesh, &registry);
         PushContext {
             version,
             mesh,
@@ -38,6 +41,7 @@ impl PushContext {
             registry,
             destination_rules,
             authz,
+            telemetry,
             jwks: Default::default(),
         }
     }

@@ -166,6 +166,48 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
 }
 
 impl Registry {
+    /// `LookupCluster`: `ns/host` names the service of that namespace; a bare host must be unique
+    /// across namespaces. Returns (hostname, `outbound|<port>||<hostname>`).
+    pub fn lookup_cluster(&self, service: &str, port: u32) -> Result<(String, String), String> {
+        if service.is_empty() {
+            return Err("service must not be empty".into());
+        }
+        let cluster = |h: &str| format!("outbound|{port}||{h}");
+        let parts: Vec<&str> = service.split('/').collect();
+        if let [ns, host] = parts[..] {
+            if self
+                .services
+                .iter()
+                .any(|s| s.hostname == host && s.namespace == ns)
+            {
+                return Ok((host.to_string(), cluster(host)));
+            }
+        } else {
+            let mut namespaces: Vec<&str> = self
+                .services
+                .iter()
+                .filter(|s| s.hostname == service)
+                .map(|s| s.namespace.as_str())
+                .collect();
+            namespaces.sort_unstable();
+            namespaces.dedup();
+            match namespaces.len() {
+                1 => return Ok((service.to_string(), cluster(service))),
+                0 => {}
+                _ => {
+                    return Err(format!(
+                        "found {service} in multiple namespaces [{}], specify the namespace explicitly \
+                         in the format of <Namespace>/<Hostname>",
+                        namespaces.join(" ")
+                    ));
+                }
+            }
+        }
+        Err(format!(
+            "could not find service {service} in Istio service registry"
+        ))
+    }
+
     /// Builds the registry from the current resources. `domain_suffix` is `cluster.local`.
     pub fn build(resources: &[Resource], domain_suffix: &str) -> Registry {
         let mut workloads = BTreeMap::new();

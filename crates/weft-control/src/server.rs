@@ -277,6 +277,7 @@ pub async fn run(
 fn with_push_problems(load: &[String], push: &PushContext) -> Vec<String> {
     let mut out = load.to_vec();
     out.extend(push.authz.problems().iter().map(|p| p.to_string()));
+    out.extend(push.telemetry.problems().iter().map(|p| p.to_string()));
     out
 }
 

@@ -165,6 +165,19 @@ pub fn listener_key(view: &ProxyView) -> String {
     listener::client_key(view)
 }
 
+/// What a proxy's outbound telemetry (access logging) depends on: proxies with equal keys
+/// share their outbound listeners.
+pub fn telemetry_key(view: &ProxyView) -> String {
+    let labels = view
+        .workload
+        .as_ref()
+        .map(|w| w.labels.clone())
+        .unwrap_or_default();
+    view.push
+        .telemetry
+        .client_key(&view.node.namespace, &labels)
+}
+
 /// The proxy's own virtualInbound listener.
 pub fn inbound_listener(view: &ProxyView) -> NamedResource {
     listener::inbound(view)
@@ -577,6 +590,113 @@ spec:
         )
         .unwrap();
         assert!(h.access_log.is_empty());
+    }
+
+    fn hcm_of(l: &Listener) -> envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager{
+        let Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+            any,
+        )) = &l.filter_chains[0].filters[0].config_type
+        else {
+            panic!("no typed config")
+        };
+        Message::decode(any.value.as_slice()).expect("hcm")
+    }
+
+    #[test]
+    fn telemetry_access_logs_follow_the_workload_and_direction() {
+        use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
+        use envoy_types::pb::envoy::extensions::access_loggers::filters::cel::v3 as cel;
+        use envoy_types::pb::envoy::extensions::access_loggers::open_telemetry::v3 as otel;
+        let p = push(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: collector, namespace: istio-system}
+spec:
+  hosts: [collector.istio-system.svc.cluster.local]
+  ports: [{number: 4317, name: grpc, protocol: GRPC}]
+  resolution: DNS
+---
+apiVersion: telemetry.istio.io/v1alpha1
+kind: Telemetry
+metadata: {name: client-logging, namespace: default}
+spec:
+  selector: {matchLabels: {app: client}}
+  accessLogging:
+  - providers: [{name: otel}]
+    match: {mode: CLIENT}
+    filter: {expression: "response.code >= 400"}
+"#,
+            "accessLogFile: /dev/stdout\nextensionProviders:\n- name: otel\n  envoyOtelAls: {service: collector.istio-system.svc.cluster.local, port: 4317, logFormat: {labels: {b: \"%RESPONSE_CODE%\", a: \"%PROTOCOL%\"}}}\n",
+        );
+        // The client's outbound HCM logs to the collector, filtered.
+        let client = view(&p, "client", "10.77.0.10");
+        let h = hcm_of(&decode(find(&listeners(&client), "0.0.0.0_8080")));
+        assert_eq!(h.access_log.len(), 1);
+        let log = &h.access_log[0];
+        assert_eq!(log.name, "envoy.access_loggers.open_telemetry");
+        let Some(accesslog::access_log::ConfigType::TypedConfig(any)) = &log.config_type else {
+            panic!()
+        };
+        let cfg = otel::OpenTelemetryAccessLogConfig::decode(any.value.as_slice()).unwrap();
+        #[allow(deprecated)]
+        let common = cfg.common_config.unwrap();
+        assert_eq!(common.log_name, "otel_envoy_accesslog");
+        let keys: Vec<String> = cfg
+            .attributes
+            .unwrap()
+            .values
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
+        assert_eq!(keys, ["a", "b"], "attributes sorted by key");
+        let Some(
+            envoy_types::pb::envoy::config::core::v3::grpc_service::TargetSpecifier::EnvoyGrpc(g),
+        ) = common.grpc_service.unwrap().target_specifier
+        else {
+            panic!()
+        };
+        assert_eq!(
+            g.cluster_name,
+            "outbound|4317||collector.istio-system.svc.cluster.local"
+        );
+        let Some(accesslog::access_log_filter::FilterSpecifier::ExtensionFilter(f)) =
+            log.filter.clone().unwrap().filter_specifier
+        else {
+            panic!()
+        };
+        assert_eq!(f.name, "envoy.access_loggers.extension_filters.cel");
+        let Some(accesslog::extension_filter::ConfigType::TypedConfig(any)) = f.config_type else {
+            panic!()
+        };
+        assert_eq!(
+            cel::ExpressionFilter::decode(any.value.as_slice())
+                .unwrap()
+                .expression,
+            "response.code >= 400"
+        );
+        // Its inbound side: the Telemetry resource applies (no SERVER rule), so nothing.
+        let inbound: Listener = decode(find(&listeners(&client), "virtualInbound"));
+        for f in inbound.filter_chains.iter().flat_map(|c| c.filters.iter()) {
+            use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+            use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
+            if let Some(ConfigType::TypedConfig(a)) = &f.config_type
+                && a.type_url.ends_with("HttpConnectionManager")
+            {
+                let h = HttpConnectionManager::decode(a.value.as_slice()).unwrap();
+                assert!(h.access_log.is_empty(), "inbound logs: {:?}", h.access_log);
+            }
+        }
+        // Another workload keeps the legacy accessLogFile.
+        let server = view(&p, "server-v1", "10.77.0.11");
+        let h = hcm_of(&decode(find(&listeners(&server), "0.0.0.0_8080")));
+        assert_eq!(h.access_log.len(), 1);
+        assert_eq!(h.access_log[0].name, "envoy.access_loggers.file");
+        assert_ne!(
+            crate::sidecar::telemetry_key(&client),
+            crate::sidecar::telemetry_key(&server),
+            "the two proxies must not share outbound listeners"
+        );
     }
 
     #[test]

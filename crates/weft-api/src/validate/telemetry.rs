@@ -18,7 +18,10 @@ pub(crate) fn validate_telemetry(r: &mut Report, p: &FieldPath, t: &Telemetry) {
                     r.err(&tp, "tagOverrides name may not be empty");
                 }
                 match to.operation {
-                    TagOperation::Upsert if to.value.is_empty() => {
+                    TagOperation::Upsert if !to.value.is_empty() => {
+                        r.check(&tp.key("value"), check_cel_syntax(&to.value));
+                    }
+                    TagOperation::Upsert => {
                         r.err(
                             &tp.key("value"),
                             "tagOverrides.value must be set when operation is UPSERT",
@@ -124,54 +127,23 @@ pub(crate) fn validate_custom_tag(r: &mut Report, p: &FieldPath, name: &str, tag
     }
 }
 
-/// Structural check of a CEL expression: non-empty, balanced brackets, closed string literals.
-/// (The full CEL parse happens where filters are compiled for evaluation.)
+/// A CEL expression must parse (the `cel` crate's parser, as the proxy compiles it).
 pub(crate) fn check_cel_syntax(expr: &str) -> Result<(), String> {
     if expr.trim().is_empty() {
-        return Err("filter expression must not be empty; write a CEL expression such as response.code >= 400".into());
+        return Err(
+            "must be a CEL expression such as response.code >= 400; found an empty one".into(),
+        );
     }
-    let mut stack: Vec<char> = Vec::new();
-    let mut chars = expr.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' | '\'' => {
-                let mut closed = false;
-                while let Some(d) = chars.next() {
-                    if d == '\\' {
-                        chars.next();
-                    } else if d == c {
-                        closed = true;
-                        break;
-                    }
-                }
-                if !closed {
-                    return Err(format!(
-                        "must be a valid CEL expression: unterminated string literal in {expr:?}"
-                    ));
-                }
-            }
-            '(' | '[' | '{' => stack.push(c),
-            ')' | ']' | '}' => {
-                let want = match c {
-                    ')' => '(',
-                    ']' => '[',
-                    _ => '{',
-                };
-                if stack.pop() != Some(want) {
-                    return Err(format!(
-                        "must be a valid CEL expression: unbalanced {c:?} in {expr:?}"
-                    ));
-                }
-            }
-            _ => {}
-        }
-    }
-    if let Some(open) = stack.pop() {
-        return Err(format!(
-            "must be a valid CEL expression: unclosed {open:?} in {expr:?}"
-        ));
-    }
-    Ok(())
+    cel::Program::compile(expr).map(|_| ()).map_err(|e| {
+        format!(
+            "must be a valid CEL expression: {expr:?}: {}",
+            one_line(&e.to_string())
+        )
+    })
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]

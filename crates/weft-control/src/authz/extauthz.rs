@@ -116,52 +116,6 @@ impl Providers {
     }
 }
 
-/// `LookupCluster`: `ns/host` names the service of that namespace; a bare host must be unique
-/// across namespaces. Returns (hostname, `outbound|<port>||<hostname>`).
-pub fn lookup_cluster(
-    registry: &Registry,
-    service: &str,
-    port: u32,
-) -> Result<(String, String), String> {
-    if service.is_empty() {
-        return Err("service must not be empty".into());
-    }
-    let cluster = |h: &str| format!("outbound|{port}||{h}");
-    let parts: Vec<&str> = service.split('/').collect();
-    if let [ns, host] = parts[..] {
-        if registry
-            .services
-            .iter()
-            .any(|s| s.hostname == host && s.namespace == ns)
-        {
-            return Ok((host.to_string(), cluster(host)));
-        }
-    } else {
-        let mut namespaces: Vec<&str> = registry
-            .services
-            .iter()
-            .filter(|s| s.hostname == service)
-            .map(|s| s.namespace.as_str())
-            .collect();
-        namespaces.sort_unstable();
-        namespaces.dedup();
-        match namespaces.len() {
-            1 => return Ok((service.to_string(), cluster(service))),
-            0 => {}
-            _ => {
-                return Err(format!(
-                    "found {service} in multiple namespaces [{}], specify the namespace explicitly \
-                     in the format of <Namespace>/<Hostname>",
-                    namespaces.join(" ")
-                ));
-            }
-        }
-    }
-    Err(format!(
-        "could not find service {service} in Istio service registry"
-    ))
-}
-
 fn parse_port(port: u32) -> Result<u32, String> {
     if (1..=65535).contains(&port) {
         Ok(port)
@@ -261,7 +215,8 @@ fn check_common(
 ) -> (Vec<String>, Option<Checked>) {
     let mut errs = Vec::new();
     let port_ok = parse_port(port).map_err(|e| errs.push(e)).is_ok();
-    let target = lookup_cluster(registry, service, port)
+    let target = registry
+        .lookup_cluster(service, port)
         .map_err(|e| errs.push(e))
         .ok();
     let status = parse_status(status_on_error).map_err(|e| errs.push(e)).ok();

@@ -3,13 +3,11 @@
 //! (`0.0.0.0_<port>` for HTTP, `<vip>_<port>` for TCP and TLS, with the filter chains of the
 //! VirtualService's `tcp` and `tls` routes) that virtualOutbound hands off to.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::listener::v3 as listener;
 use envoy_types::pb::envoy::config::route::v3 as route;
-use envoy_types::pb::envoy::extensions::access_loggers::file::v3 as file_log;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
@@ -23,118 +21,12 @@ use crate::authn::MtlsMode;
 use crate::authz::AuthzFilters;
 use crate::envoy::{self, alpn};
 use crate::registry::ServicePort;
+use crate::telemetry::Mode;
+use crate::telemetry::accesslog::access_logs;
 
 mod l4;
 use l4::l4_listeners;
 pub use l4::{client_dependent, client_key};
-
-/// Istio's default TEXT access-log format (`EnvoyTextLogFormat`).
-pub const ENVOY_TEXT_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% \"%UPSTREAM_TRANSPORT_FAILURE_REASON%\" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %UPSTREAM_CLUSTER% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n";
-
-/// Istio's JSON access-log keys (`EnvoyJSONLogFormatIstio`).
-pub const ENVOY_JSON_LOG_FORMAT: &[(&str, &str)] = &[
-    ("start_time", "%START_TIME%"),
-    ("route_name", "%ROUTE_NAME%"),
-    ("method", "%REQ(:METHOD)%"),
-    ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
-    ("protocol", "%PROTOCOL%"),
-    ("response_code", "%RESPONSE_CODE%"),
-    ("response_flags", "%RESPONSE_FLAGS%"),
-    ("response_code_details", "%RESPONSE_CODE_DETAILS%"),
-    (
-        "connection_termination_details",
-        "%CONNECTION_TERMINATION_DETAILS%",
-    ),
-    ("bytes_received", "%BYTES_RECEIVED%"),
-    ("bytes_sent", "%BYTES_SENT%"),
-    ("duration", "%DURATION%"),
-    (
-        "upstream_service_time",
-        "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
-    ),
-    ("x_forwarded_for", "%REQ(X-FORWARDED-FOR)%"),
-    ("user_agent", "%REQ(USER-AGENT)%"),
-    ("request_id", "%REQ(X-REQUEST-ID)%"),
-    ("authority", "%REQ(:AUTHORITY)%"),
-    ("upstream_host", "%UPSTREAM_HOST%"),
-    ("upstream_cluster", "%UPSTREAM_CLUSTER%"),
-    ("upstream_local_address", "%UPSTREAM_LOCAL_ADDRESS%"),
-    ("downstream_local_address", "%DOWNSTREAM_LOCAL_ADDRESS%"),
-    ("downstream_remote_address", "%DOWNSTREAM_REMOTE_ADDRESS%"),
-    ("requested_server_name", "%REQUESTED_SERVER_NAME%"),
-    (
-        "upstream_transport_failure_reason",
-        "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
-    ),
-];
-
-/// The file access log from meshConfig.accessLogFile / accessLogEncoding / accessLogFormat.
-fn access_logs(view: &ProxyView) -> Vec<accesslog::AccessLog> {
-    let mesh = &view.push.mesh;
-    let path = mesh.access_log_file.clone();
-    if path.is_empty() {
-        return Vec::new();
-    }
-    use core::substitution_format_string::Format;
-    let json = mesh.access_log_encoding == weft_api::mesh::AccessLogEncoding::Json;
-    let custom = Some(mesh.access_log_format.clone()).filter(|f| !f.is_empty());
-    let format = if json {
-        let fields: Vec<(&str, String)> = match &custom {
-            // A custom JSON format is a JSON object of key → operator string.
-            Some(f) => match serde_json::from_str::<BTreeMap<String, String>>(f) {
-                Ok(m) => {
-                    return vec![file_access_log(
-                        path,
-                        Format::JsonFormat(envoy::string_struct(
-                            m.iter().map(|(k, v)| (k.as_str(), v.clone())),
-                        )),
-                    )];
-                }
-                Err(_) => ENVOY_JSON_LOG_FORMAT
-                    .iter()
-                    .map(|(k, v)| (*k, v.to_string()))
-                    .collect(),
-            },
-            None => ENVOY_JSON_LOG_FORMAT
-                .iter()
-                .map(|(k, v)| (*k, v.to_string()))
-                .collect(),
-        };
-        Format::JsonFormat(envoy::string_struct(fields))
-    } else {
-        let mut text = custom.unwrap_or_else(|| ENVOY_TEXT_LOG_FORMAT.to_string());
-        if !text.ends_with('\n') {
-            text.push('\n');
-        }
-        Format::TextFormatSource(core::DataSource {
-            specifier: Some(core::data_source::Specifier::InlineString(text)),
-            ..Default::default()
-        })
-    };
-    vec![file_access_log(path, format)]
-}
-
-fn file_access_log(
-    path: String,
-    format: core::substitution_format_string::Format,
-) -> accesslog::AccessLog {
-    let cfg = file_log::FileAccessLog {
-        path,
-        access_log_format: Some(file_log::file_access_log::AccessLogFormat::LogFormat(
-            core::SubstitutionFormatString {
-                format: Some(format),
-                ..Default::default()
-            },
-        )),
-    };
-    accesslog::AccessLog {
-        name: "envoy.access_loggers.file".into(),
-        config_type: Some(accesslog::access_log::ConfigType::TypedConfig(envoy::any(
-            &cfg,
-        ))),
-        ..Default::default()
-    }
-}
 
 fn router_filter() -> hcm::HttpFilter {
     hcm::HttpFilter {
@@ -224,7 +116,13 @@ fn hcm_filter(
         codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
         http_filters: http_filters(),
         route_specifier: Some(routes),
-        access_log: access_logs(view),
+        access_log: access_logs(
+            view,
+            match side {
+                HcmSide::Outbound => Mode::Client,
+                HcmSide::Inbound(_) => Mode::Server,
+            },
+        ),
         use_remote_address: Some(envoy::boolv(false)),
         ..Default::default()
     };
@@ -248,11 +146,17 @@ fn hcm_filter(
     }
 }
 
-fn tcp_filter(stat_prefix: String, cluster: String, view: &ProxyView) -> listener::Filter {
+fn tcp_filter(
+    stat_prefix: String,
+    cluster: String,
+    view: &ProxyView,
+    mode: Mode,
+) -> listener::Filter {
     tcp_filter_to(
         stat_prefix,
         tcp::tcp_proxy::ClusterSpecifier::Cluster(cluster),
         view,
+        mode,
     )
 }
 
@@ -260,11 +164,12 @@ fn tcp_filter_to(
     stat_prefix: String,
     target: tcp::tcp_proxy::ClusterSpecifier,
     view: &ProxyView,
+    mode: Mode,
 ) -> listener::Filter {
     let cfg = tcp::TcpProxy {
         stat_prefix,
         cluster_specifier: Some(target),
-        access_log: access_logs(view),
+        access_log: access_logs(view, mode),
         ..Default::default()
     };
     listener::Filter {
@@ -336,7 +241,12 @@ fn virtual_outbound(view: &ProxyView) -> listener::Listener {
         traffic_direction: core::TrafficDirection::Outbound as i32,
         filter_chains: vec![listener::FilterChain {
             name: "virtualOutbound-catchall-tcp".into(),
-            filters: vec![tcp_filter(fallback.into(), fallback.into(), view)],
+            filters: vec![tcp_filter(
+                fallback.into(),
+                fallback.into(),
+                view,
+                Mode::Client,
+            )],
             ..Default::default()
         }],
         ..Default::default()
@@ -605,7 +515,12 @@ fn inbound_chain(
                 HcmSide::Inbound(view.authz),
             )
         }
-        Chain::Tcp => tcp_filter(cluster.to_string(), cluster.to_string(), view.view),
+        Chain::Tcp => tcp_filter(
+            cluster.to_string(),
+            cluster.to_string(),
+            view.view,
+            Mode::Server,
+        ),
     };
     // TCP chains (passthrough ones too): CUSTOM network filters, then the AUDIT, DENY and
     // ALLOW network RBAC filters before tcp_proxy (`buildInboundNetworkFilters`).

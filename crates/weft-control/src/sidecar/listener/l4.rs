@@ -388,7 +388,12 @@ pub(super) fn l4_listeners(
                     prefix_ranges: c.prefix_ranges,
                     ..Default::default()
                 }),
-                filters: vec![tcp_filter_to(c.stat_prefix, c.target, view)],
+                filters: vec![tcp_filter_to(
+                    c.stat_prefix,
+                    c.target,
+                    view,
+                    crate::telemetry::Mode::Client,
+                )],
                 ..Default::default()
             }
         })

@@ -1,0 +1,259 @@
+//! The Telemetry API (`telemetry.istio.io` v1alpha1 and v1) as istiod 1.14 applies it
+//! (`pilot/pkg/model/telemetry.go`): a proxy takes the mesh-wide resource (the root namespace's
+//! selector-less one), its namespace's selector-less one and the first of its namespace's whose
+//! selector its labels match, in that order, each overriding the one before. Access logging is
+//! computed per direction: CLIENT for the outbound listeners, SERVER for the inbound one. The
+//! Envoy access loggers it becomes are built in `telemetry/accesslog.rs`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use weft_api::mesh::{ExtensionProvider, Provider};
+use weft_api::telemetry::{AccessLogging, Telemetry, WorkloadMode};
+use weft_api::{MeshConfig, Problem, Resource, Spec};
+
+pub mod accesslog;
+
+/// Which listeners a telemetry rule is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Outbound listeners (the client side of a request).
+    Client,
+    /// The inbound listener (the server side).
+    Server,
+}
+
+impl Mode {
+    fn selected_by(self, m: Option<&weft_api::telemetry::ModeSelector>) -> bool {
+        match m.map_or(WorkloadMode::ClientAndServer, |m| m.mode) {
+            WorkloadMode::ClientAndServer => true,
+            WorkloadMode::Client => self == Mode::Client,
+            WorkloadMode::Server => self == Mode::Server,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Named {
+    namespace: String,
+    name: String,
+    spec: Telemetry,
+}
+
+/// The access logging of one proxy in one direction: the providers to log to, sorted by name
+/// as istiod emits them, and the CEL filter every one of them applies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logging {
+    pub providers: Vec<ExtensionProvider>,
+    pub filter: Option<String>,
+}
+
+/// The Telemetry resources of a push, by namespace.
+#[derive(Debug, Default)]
+pub struct Index {
+    root_namespace: String,
+    /// Per namespace, the resources in config order.
+    by_namespace: HashMap<String, Vec<Arc<Named>>>,
+    default_logging: Vec<String>,
+    providers: BTreeMap<String, ExtensionProvider>,
+    problems: Vec<Problem>,
+}
+
+/// Whether a provider can be an access logger here.
+fn logging_kind(p: &Provider) -> Result<(), String> {
+    match p {
+        Provider::EnvoyFileAccessLog(_) | Provider::EnvoyOtelAls(_) => Ok(()),
+        Provider::EnvoyHttpAls(_) | Provider::EnvoyTcpAls(_) => Err(format!(
+            "{} (Envoy's gRPC access log service) is not supported by Weft; use envoyOtelAls \
+             or envoyFileAccessLog",
+            p.type_name()
+        )),
+        other => Err(format!(
+            "a {} provider is not an access-log provider; use envoyFileAccessLog (e.g. the \
+             built-in \"envoy\") or envoyOtelAls",
+            other.type_name()
+        )),
+    }
+}
+
+impl Index {
+    pub fn build(
+        resources: &[Resource],
+        mesh: &MeshConfig,
+        registry: &crate::registry::Registry,
+    ) -> Index {
+        let providers: BTreeMap<String, ExtensionProvider> = mesh
+            .extension_providers
+            .iter()
+            .map(|p| (p.name.clone(), p.clone()))
+            .collect();
+        let mut by_namespace: HashMap<String, Vec<Arc<Named>>> = HashMap::new();
+        let mut problems = Vec::new();
+        for r in resources {
+            let Spec::Telemetry(t) = &r.spec else {
+                continue;
+            };
+            for (i, al) in t.access_logging.iter().enumerate() {
+                for (j, p) in al.providers.iter().enumerate() {
+                    let field = format!("spec.accessLogging[{i}].providers[{j}].name");
+                    let why = match providers.get(&p.name) {
+                        None => Some(format!(
+                            "unknown provider {:?}; MeshConfig extensionProviders has [{}]; \
+                             this provider is skipped",
+                            p.name,
+                            providers.keys().cloned().collect::<Vec<_>>().join(" ")
+                        )),
+                        Some(ep) => match (&ep.provider, logging_kind(&ep.provider)) {
+                            (_, Err(e)) => Some(format!("provider {:?}: {e}; it is skipped", p.name)),
+                            (Provider::EnvoyOtelAls(o), Ok(())) => registry
+                                .lookup_cluster(&o.service, o.port)
+                                .err()
+                                .map(|e| {
+                                    format!(
+                                        "provider {:?} (envoyOtelAls): {e}; no OpenTelemetry access \
+                                         log is sent until the service exists",
+                                        p.name
+                                    )
+                                }),
+                            _ => None,
+                        },
+                    };
+                    if let Some(why) = why {
+                        problems.push(r.problem(&field, why));
+                    }
+                }
+            }
+            by_namespace
+                .entry(r.meta.namespace.clone())
+                .or_default()
+                .push(Arc::new(Named {
+                    namespace: r.meta.namespace.clone(),
+                    name: r.meta.name.clone(),
+                    spec: t.clone(),
+                }));
+        }
+        Index {
+            root_namespace: mesh.root_namespace.clone(),
+            by_namespace,
+            default_logging: mesh.default_providers.access_logging.clone(),
+            providers,
+            problems,
+        }
+    }
+
+    /// Problems found while indexing (shown at `/debug/config_errors`).
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
+    }
+
+    /// `applicableTelemetries`: root, namespace, workload (each optional), in that order.
+    fn applicable(&self, namespace: &str, labels: &BTreeMap<String, String>) -> Vec<&Named> {
+        let selector_less = |ns: &str| {
+            self.by_namespace.get(ns).and_then(|v| {
+                v.iter().find(|t| {
+                    t.spec
+                        .selector
+                        .as_ref()
+                        .is_none_or(|s| s.match_labels.is_empty())
+                })
+            })
+        };
+        let mut out: Vec<&Named> = Vec::new();
+        if let Some(t) = selector_less(&self.root_namespace) {
+            out.push(t);
+        }
+        if namespace != self.root_namespace
+            && let Some(t) = selector_less(namespace)
+        {
+            out.push(t);
+        }
+        if let Some(t) = self.by_namespace.get(namespace).and_then(|v| {
+            v.iter().find(|t| {
+                t.spec.selector.as_ref().is_some_and(|s| {
+                    !s.match_labels.is_empty()
+                        && s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+                })
+            })
+        }) {
+            out.push(t);
+        }
+        out
+    }
+
+    /// `AccessLogging(proxy, class)`: None when neither a Telemetry resource nor
+    /// `defaultProviders.accessLogging` says anything (the legacy `accessLogFile` applies);
+    /// otherwise the providers (possibly none: logging turned off) and the filter.
+    pub fn access_logging(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        mode: Mode,
+    ) -> Option<Logging> {
+        let logs: Vec<&AccessLogging> = self
+            .applicable(namespace, labels)
+            .into_iter()
+            .flat_map(|t| t.spec.access_logging.iter())
+            .collect();
+        if logs.is_empty() && self.default_logging.is_empty() {
+            return None;
+        }
+        let names = |l: &AccessLogging| -> Vec<String> {
+            l.providers.iter().map(|p| p.name.clone()).collect()
+        };
+        // The filter and the providers in scope: the last set, whatever the direction.
+        let mut filter = None;
+        let mut in_scope: Vec<String> = self.default_logging.clone();
+        for l in &logs {
+            let n = names(l);
+            if !n.is_empty() {
+                in_scope = n;
+            }
+            if let Some(f) = &l.filter {
+                filter = Some(f.expression.clone());
+            }
+        }
+        let in_scope: BTreeSet<String> = in_scope.into_iter().collect();
+        let mut chosen: BTreeSet<String> = self.default_logging.iter().cloned().collect();
+        let mut parent = self.default_logging.clone();
+        for l in &logs {
+            if !mode.selected_by(l.match_.as_ref()) {
+                continue;
+            }
+            let mut n = names(l);
+            if n.is_empty() {
+                n = parent.clone();
+            }
+            parent = n.clone();
+            for p in n {
+                if !in_scope.contains(&p) {
+                    continue;
+                }
+                if l.disabled == Some(true) {
+                    chosen.remove(&p);
+                } else {
+                    chosen.insert(p);
+                }
+            }
+        }
+        let providers = chosen
+            .iter()
+            .filter_map(|name| self.providers.get(name))
+            .filter(|p| logging_kind(&p.provider).is_ok())
+            .cloned()
+            .collect();
+        Some(Logging { providers, filter })
+    }
+
+    /// What a proxy's outbound (CLIENT) telemetry config depends on, for sharing the outbound
+    /// listeners between the proxies that resolve alike: "" when no Telemetry resource applies.
+    pub fn client_key(&self, namespace: &str, labels: &BTreeMap<String, String>) -> String {
+        self.applicable(namespace, labels)
+            .iter()
+            .map(|t| format!("{}/{}", t.namespace, t.name))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests;
