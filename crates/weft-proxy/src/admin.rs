@@ -81,7 +81,7 @@ fn config_dump(proxy: &Proxy) -> serde_json::Value {
                         NetworkFilter::Http(h) => json!({"http_connection_manager": {
                             "stat_prefix": h.stat_prefix,
                             "route_config": match &h.routes { RouteRef::Rds(n) => n.clone(), RouteRef::Inline(t) => t.name.clone() },
-                            "access_logs": h.access_log.iter().map(|a| a.path.clone()).collect::<Vec<_>>(),
+                            "access_logs": h.access_log.iter().map(|a| a.describe()).collect::<Vec<_>>(),
                             "http_filters": h.filters.iter().map(crate::snapshot::filter::HttpFilter::name).collect::<Vec<_>>(),
                         }}),
                         NetworkFilter::Tcp(t) => json!({"tcp_proxy": {

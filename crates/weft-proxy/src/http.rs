@@ -25,6 +25,7 @@ use crate::upstream::Lease;
 
 pub(crate) mod authz;
 pub(crate) mod extauthz;
+pub(crate) mod grpc;
 mod jwt;
 mod path;
 #[cfg(test)]
@@ -227,9 +228,17 @@ impl Completion for Done {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned)
             };
-            d.proxy
-                .telemetry
-                .access_log(&d.hcm.access_log, &d.entry, &req, &resp);
+            let input = crate::accesslog::LogInput {
+                req: &req,
+                resp: &resp,
+                cel: weft_telemetry::CelInput {
+                    request_headers: Some(&d.req_headers),
+                    response_headers: Some(&d.resp_headers),
+                    mtls: d.security == SecurityPolicy::MutualTls,
+                    grpc_status: d.grpc_status,
+                },
+            };
+            crate::accesslog::write(&d.proxy, &d.hcm.access_log, &d.entry, &input);
         }
         if let Some(lease) = d.lease.take()
             && ending.finished

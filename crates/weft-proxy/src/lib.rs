@@ -4,6 +4,7 @@
 //! 15001/15006 and serves it: HTTP/1.1, HTTP/2, gRPC and TCP, mTLS between sidecars, Istio's
 //! metrics and access logs, and the admin and health ports.
 
+mod accesslog;
 pub mod admin;
 pub mod authn;
 mod body;
@@ -13,6 +14,7 @@ mod http;
 pub mod iptables;
 mod listen;
 pub mod options;
+mod otlp;
 mod readbuf;
 pub mod snapshot;
 pub mod socket;
@@ -157,7 +159,7 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     let (draining, _) = watch::channel(false);
     let node_id = node.id.clone();
     let proxy = Arc::new(Proxy {
-        telemetry: stats::Telemetry::new(node_metadata, &node_id, &principal),
+        telemetry: stats::Telemetry::new(node_metadata, &node_id, &node.cluster, &principal),
         options: options.clone(),
         snapshot: snapshot.clone(),
         pools: upstream::Pools::default(),
@@ -265,6 +267,7 @@ pub(crate) fn test_proxy(snapshot: Snapshot) -> Arc<Proxy> {
         telemetry: stats::Telemetry::new(
             weft_telemetry::NodeMetadata::default(),
             "test",
+            "test.foo",
             "spiffe://cluster.local/ns/foo/sa/test",
         ),
         draining,

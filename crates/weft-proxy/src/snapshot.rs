@@ -2,6 +2,7 @@
 //! data path uses. A snapshot is immutable; a new one is swapped in atomically on each update,
 //! and requests in flight keep the one they started with.
 
+pub mod accesslog;
 pub mod balance;
 mod cluster;
 pub mod counter;
@@ -21,13 +22,14 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener as XListener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
+pub use accesslog::{AccessLogConfig, AccessLogFormat, LogSink};
 pub use cluster::{
     Cluster, ClusterKind, ClusterState, ClusterStats, Endpoint, Limits, ServiceMeta,
     UpstreamProtocol, UpstreamTls, compile as compile_cluster,
 };
 pub use listener::{
-    AccessLogConfig, AccessLogFormat, Chain, ChainMatch, Direction, DownstreamTls, EscapedSlashes,
-    Hcm, Listener, NetworkFilter, PathNormalization, RouteRef, TcpProxy, Xfcc, XfccMode,
+    Chain, ChainMatch, Direction, DownstreamTls, EscapedSlashes, Hcm, Listener, NetworkFilter,
+    PathNormalization, RouteRef, TcpProxy, Xfcc, XfccMode,
 };
 pub use route::{
     Action, HashOn, PathMatch, Redirect, RequestInfo, Route, RouteTable, VirtualHost, Weighted,

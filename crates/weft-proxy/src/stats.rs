@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 
 use http::HeaderValue;
 use weft_telemetry::{
-    AccessLogEntry, AccessLogSink, Metrics, NodeMetadata, Parties, PeerInfo, Protocol, Reporter,
-    RequestLabels, SecurityPolicy, ServiceInfo, TcpLabels,
+    AccessLogSink, Metrics, NodeMetadata, Parties, PeerInfo, Protocol, Reporter, RequestLabels,
+    SecurityPolicy, ServiceInfo, TcpLabels,
 };
 
-use crate::snapshot::{AccessLogConfig, AccessLogFormat, ServiceMeta};
+use crate::snapshot::ServiceMeta;
 
 pub struct Telemetry {
     pub metrics: Metrics,
@@ -21,10 +21,15 @@ pub struct Telemetry {
     pub peer_header: HeaderValue,
     pub peer_id_header: HeaderValue,
     sinks: Mutex<HashMap<String, Arc<AccessLogSink>>>,
+    /// OpenTelemetry access loggers, by target, started on first use.
+    otlp: Mutex<HashMap<crate::otlp::Target, Arc<crate::otlp::OtlpLogs>>>,
+    node_id: String,
+    /// Envoy's `--service-cluster` (`<workload>.<namespace>`).
+    node_cluster: String,
 }
 
 impl Telemetry {
-    pub fn new(node: NodeMetadata, node_id: &str, principal: &str) -> Self {
+    pub fn new(node: NodeMetadata, node_id: &str, node_cluster: &str, principal: &str) -> Self {
         let me = arc_swap::ArcSwap::from_pointee(PeerInfo::from_metadata(&node, principal));
         let peer_header =
             HeaderValue::from_str(&weft_telemetry::encode_peer_header(&node.exchange_subset()))
@@ -38,6 +43,9 @@ impl Telemetry {
             peer_header,
             peer_id_header,
             sinks: Mutex::default(),
+            otlp: Mutex::default(),
+            node_id: node_id.to_string(),
+            node_cluster: node_cluster.to_string(),
         }
     }
 
@@ -53,7 +61,30 @@ impl Telemetry {
         )));
     }
 
-    fn sink(&self, path: &str) -> Option<Arc<AccessLogSink>> {
+    /// The OpenTelemetry logger of `target`, started on first use (on the calling runtime).
+    pub fn otlp(
+        &self,
+        proxy: &Arc<crate::Proxy>,
+        target: &crate::otlp::Target,
+    ) -> Arc<crate::otlp::OtlpLogs> {
+        let mut map = match self.otlp.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        map.entry(target.clone())
+            .or_insert_with(|| {
+                Arc::new(crate::otlp::OtlpLogs::start(
+                    Arc::downgrade(proxy),
+                    target.clone(),
+                    self.node_id.clone(),
+                    self.node_cluster.clone(),
+                ))
+            })
+            .clone()
+    }
+
+    /// The file sink of `path`, opened on first use.
+    pub fn sink(&self, path: &str) -> Option<Arc<AccessLogSink>> {
         let mut sinks = self.sinks.lock().ok()?;
         if let Some(s) = sinks.get(path) {
             return Some(s.clone());
@@ -68,27 +99,6 @@ impl Telemetry {
                 tracing::error!(path, error = %e, "cannot open the access log; requests are not logged there");
                 None
             }
-        }
-    }
-
-    /// Writes one access-log line per configured logger.
-    pub fn access_log(
-        &self,
-        logs: &[Arc<AccessLogConfig>],
-        entry: &AccessLogEntry,
-        req: &dyn Fn(&str) -> Option<String>,
-        resp: &dyn Fn(&str) -> Option<String>,
-    ) {
-        for l in logs {
-            let Some(sink) = self.sink(&l.path) else {
-                continue;
-            };
-            let mut line = String::with_capacity(384);
-            match &l.format {
-                AccessLogFormat::Text(f) => f.render_into(entry, req, resp, &mut line),
-                AccessLogFormat::Json(f) => f.render_into(entry, req, resp, &mut line),
-            }
-            sink.log(line);
         }
     }
 }

@@ -181,9 +181,7 @@ pub async fn proxy<IO>(
         entry.bytes_received = received;
         entry.bytes_sent = sent;
         entry.duration_ms = started.elapsed().as_millis() as u64;
-        let none = |_: &str| None;
-        proxy
-            .telemetry
-            .access_log(&tcp.access_log, &entry, &none, &none);
+        let input = crate::accesslog::LogInput::tcp(conn.mtls());
+        crate::accesslog::write(&proxy, &tcp.access_log, &entry, &input);
     }
 }

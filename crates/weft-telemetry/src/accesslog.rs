@@ -1,6 +1,7 @@
 //! Envoy/Istio access logs: the entry, Istio's default TEXT and JSON formats, custom
 //! `accessLogFormat` strings and a non-blocking file sink.
 
+mod cel;
 mod format;
 mod sink;
 
@@ -9,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::SystemTime;
 
+pub use cel::{CelFilter, CelInput};
 pub use format::{CompiledFormat, CompiledJsonFormat, HeaderLookup};
 pub use sink::AccessLogSink;
 

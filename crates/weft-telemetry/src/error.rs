@@ -55,4 +55,16 @@ pub enum TelemetryError {
         "cannot start the access log writer thread: {0}; the process may be out of threads or memory"
     )]
     AccessLogThread(#[source] std::io::Error),
+
+    /// An access-log filter's CEL expression does not parse.
+    #[error(
+        "access log filter {expression:?} is not a valid CEL expression ({reason}); fix the \
+         Telemetry resource's accessLogging[].filter.expression"
+    )]
+    CelFilter {
+        /// The expression.
+        expression: String,
+        /// The parser's message.
+        reason: String,
+    },
 }

@@ -10,8 +10,8 @@ pub mod metrics;
 pub mod peer;
 
 pub use accesslog::{
-    AccessLogEntry, AccessLogSink, CompiledFormat, CompiledJsonFormat, HttpProtocol, format_custom,
-    format_json, format_text,
+    AccessLogEntry, AccessLogSink, CelFilter, CelInput, CompiledFormat, CompiledJsonFormat,
+    HttpProtocol, format_custom, format_json, format_text,
 };
 pub use error::TelemetryError;
 pub use labels::{

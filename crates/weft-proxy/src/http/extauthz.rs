@@ -9,33 +9,27 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, check_response};
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Collected, Limited};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Version};
 
 use super::Local;
 use super::authz::FilterCtx;
-use super::router::{Decorations, Exchange};
+use super::grpc::{ClusterChannel, call};
+use super::router::Decorations;
 use crate::Proxy;
 use crate::authn::SecurityCtx;
-use crate::body::RequestBody;
 use crate::conn::ConnInfo;
 use crate::snapshot::Cluster;
 use crate::snapshot::extauthz::{ExtAuthz, GrpcService, HttpService, Service};
 use crate::snapshot::filter::HeaderOps;
 
-/// The largest authorizer answer read (Envoy's async client buffer limit is of this order).
-const MAX_ANSWER: usize = 1 << 20;
 const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
 
 /// What the authorizer said.
@@ -309,52 +303,6 @@ fn check_request(conn: &ConnInfo, own: String, http: Option<HttpView<'_>>) -> Ch
     }
 }
 
-/// One call's exchange with the authorizer's cluster: the request (a body held in memory)
-/// through the proxy's pools, the answer read to its end.
-async fn call(
-    proxy: &Arc<Proxy>,
-    conn: &Arc<ConnInfo>,
-    cluster: &Arc<Cluster>,
-    h2: bool,
-    authority: &str,
-    parts: Parts,
-    body: Option<Bytes>,
-) -> Result<(http::response::Parts, Collected<Bytes>), String> {
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let exchange = Exchange {
-        proxy,
-        conn,
-        cluster,
-        h2,
-        authority,
-        path: &path,
-        hash: None,
-    };
-    let Some((addr, tls)) = cluster.target(conn.original_dst) else {
-        return Err(format!("no healthy upstream in {}", cluster.name));
-    };
-    let body = RequestBody::Held {
-        data: body,
-        trailers: None,
-    };
-    let bytes = Arc::new(AtomicU64::new(0));
-    let (resp, lease) = exchange
-        .once(addr, tls, parts, body, bytes)
-        .await
-        .map_err(|f| format!("{addr}: {}", f.reason()))?;
-    let (head, body) = resp.into_parts();
-    let answer = Limited::new(body, MAX_ANSWER)
-        .collect()
-        .await
-        .map_err(|e| format!("{addr}: reading the answer: {e}"))?;
-    lease.release();
-    Ok((head, answer))
-}
-
 fn header_list<'a>(
     h: &'a HeaderMap,
     keep: impl Fn(&str) -> bool + 'a,
@@ -517,47 +465,6 @@ async fn grpc_check(
             headers: Vec::new(),
             body: String::new(),
         },
-    }
-}
-
-/// A gRPC channel to a cluster of the snapshot for tonic's generated client: each call leases
-/// an HTTP/2 stream from the proxy's pools and reads the answer to its end.
-#[derive(Clone)]
-struct ClusterChannel {
-    proxy: Arc<Proxy>,
-    conn: Arc<ConnInfo>,
-    cluster: Arc<Cluster>,
-    authority: Arc<str>,
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-impl tower_service::Service<Request<tonic::body::Body>> for ClusterChannel {
-    type Response = Response<Collected<Bytes>>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<tonic::body::Body>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let (parts, body) = req.into_parts();
-            let body = Limited::new(body, MAX_ANSWER).collect().await?.to_bytes();
-            let (head, answer) = call(
-                &this.proxy,
-                &this.conn,
-                &this.cluster,
-                true,
-                &this.authority,
-                parts,
-                Some(body),
-            )
-            .await?;
-            Ok(Response::from_parts(head, answer))
-        })
     }
 }
 

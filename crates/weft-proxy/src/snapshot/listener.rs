@@ -5,16 +5,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::accesslog::v3 as accesslog;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::listener::v3 as listener;
-use envoy_types::pb::envoy::extensions::access_loggers::file::v3 as file_log;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as xhcm;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
-use envoy_types::pb::google::protobuf;
 use prost::Message;
 
+use super::accesslog::{AccessLogConfig, access_logs};
 use super::rbac::{NETWORK_RBAC_TYPE, RbacFilter};
 use super::route::RouteTable;
 use crate::error::ProxyError;
@@ -146,18 +144,6 @@ pub struct DownstreamTls {
 }
 
 #[derive(Debug)]
-pub enum AccessLogFormat {
-    Text(weft_telemetry::CompiledFormat),
-    Json(weft_telemetry::CompiledJsonFormat),
-}
-
-#[derive(Debug)]
-pub struct AccessLogConfig {
-    pub path: String,
-    pub format: AccessLogFormat,
-}
-
-#[derive(Debug)]
 pub enum RouteRef {
     Rds(String),
     Inline(Arc<RouteTable>),
@@ -241,69 +227,6 @@ impl Listener {
         let chains = narrow(chains, |m| m.alpn_score(alpns));
         chains.into_iter().next()
     }
-}
-
-pub(super) fn access_logs(
-    logs: &[accesslog::AccessLog],
-    what: &str,
-) -> Result<Vec<Arc<AccessLogConfig>>, ProxyError> {
-    let mut out = Vec::new();
-    for l in logs {
-        let Some(accesslog::access_log::ConfigType::TypedConfig(any)) = &l.config_type else {
-            continue;
-        };
-        if !any.type_url.ends_with("file.v3.FileAccessLog") {
-            tracing::debug!(logger = %l.name, "access logger type not supported; skipped");
-            continue;
-        }
-        let f = file_log::FileAccessLog::decode(any.value.as_slice())
-            .map_err(|e| ProxyError::Config(format!("{what}: access_log {}: {e}", l.name)))?;
-        use core::substitution_format_string::Format;
-        use file_log::file_access_log::AccessLogFormat as F;
-        let compile = |s: &str| {
-            weft_telemetry::CompiledFormat::compile(s)
-                .map_err(|e| ProxyError::Config(format!("{what}: access_log format: {e}")))
-        };
-        let json = |s: &protobuf::Struct| -> Result<AccessLogFormat, ProxyError> {
-            let pairs: Vec<(String, String)> = s
-                .fields
-                .iter()
-                .filter_map(|(k, v)| match &v.kind {
-                    Some(protobuf::value::Kind::StringValue(op)) => Some((k.clone(), op.clone())),
-                    _ => None,
-                })
-                .collect();
-            weft_telemetry::CompiledJsonFormat::from_pairs(
-                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            )
-            .map(AccessLogFormat::Json)
-            .map_err(|e| ProxyError::Config(format!("{what}: access_log json_format: {e}")))
-        };
-        let format = match &f.access_log_format {
-            Some(F::LogFormat(sfs)) => match &sfs.format {
-                Some(Format::TextFormatSource(ds)) => match &ds.specifier {
-                    Some(core::data_source::Specifier::InlineString(s)) => {
-                        AccessLogFormat::Text(compile(s)?)
-                    }
-                    _ => AccessLogFormat::Text(compile(crate::DEFAULT_LOG_FORMAT)?),
-                },
-                #[allow(deprecated)]
-                Some(Format::TextFormat(s)) => AccessLogFormat::Text(compile(s)?),
-                Some(Format::JsonFormat(s)) => json(s)?,
-                None => AccessLogFormat::Text(compile(crate::DEFAULT_LOG_FORMAT)?),
-            },
-            #[allow(deprecated)]
-            Some(F::Format(s)) => AccessLogFormat::Text(compile(s)?),
-            #[allow(deprecated)]
-            Some(F::JsonFormat(s)) | Some(F::TypedJsonFormat(s)) => json(s)?,
-            None => AccessLogFormat::Text(compile(crate::DEFAULT_LOG_FORMAT)?),
-        };
-        out.push(Arc::new(AccessLogConfig {
-            path: f.path,
-            format,
-        }));
-    }
-    Ok(out)
 }
 
 fn downstream_tls(
@@ -532,6 +455,8 @@ pub fn compile(l: &listener::Listener, factory: &TlsFactory) -> Result<Listener,
 
 #[cfg(test)]
 mod tests {
+    use envoy_types::pb::google::protobuf;
+
     use super::*;
 
     fn chain(name: &str, port: Option<u16>, transport: Option<&str>, alpns: &[&str]) -> Arc<Chain> {

@@ -10,6 +10,7 @@ mod mtls_migration;
 mod netns;
 mod security;
 mod tcp_shift;
+mod telemetry;
 mod traffic;
 mod wait;
 

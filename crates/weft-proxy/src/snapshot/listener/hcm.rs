@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 
-use super::{AccessLogConfig, RouteRef};
+use super::RouteRef;
 use crate::error::ProxyError;
+use crate::snapshot::accesslog::AccessLogConfig;
 use crate::snapshot::filter::HttpFilter;
 use crate::snapshot::route;
 
@@ -145,7 +146,7 @@ pub(super) fn compile(
     };
     Ok(Hcm {
         filters: crate::snapshot::filter::chain(&h.http_filters, &h.stat_prefix, what)?,
-        access_log: super::access_logs(&h.access_log, what)?,
+        access_log: crate::snapshot::accesslog::access_logs(&h.access_log, what)?,
         stat_prefix: h.stat_prefix,
         routes,
         path,
