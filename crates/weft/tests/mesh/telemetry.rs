@@ -161,3 +161,197 @@ fn istio_access_logging_with_the_telemetry_api() {
     assert!(logged(&mesh, "sleep", "disabled").is_empty());
     assert!(logged(&mesh, "httpbin", "disabled").is_empty());
 }
+
+const COLLECTOR: u8 = 16;
+
+/// The otel task's provider, with labels (attributes) beside Istio's default body.
+const OTEL_MESH: &str = r#"extensionProviders:
+- name: otel
+  envoyOtelAls:
+    service: opentelemetry-collector.istio-system.svc.cluster.local
+    port: 4317
+    logFormat:
+      labels:
+        status: "%RESPONSE_CODE%"
+        upstream: "%UPSTREAM_CLUSTER%"
+"#;
+
+/// The real OpenTelemetry Collector (tools/otelcol, built by scripts/peers).
+fn otelcol() -> String {
+    let path = std::env::var("WEFT_OTELCOL").unwrap_or_default();
+    assert!(
+        !path.is_empty() && std::path::Path::new(&path).exists(),
+        "WEFT_OTELCOL={path:?}: run the tests with ./scripts/test, which builds the \
+         OpenTelemetry Collector (scripts/peers, needs Go)"
+    );
+    path
+}
+
+/// Starts the collector in its pod: OTLP gRPC on :4317, logs to `out` as OTLP JSON lines.
+fn start_collector(mesh: &mut Mesh, out: &std::path::Path) {
+    let config = mesh.dir.path().join("otelcol.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 0.0.0.0:4317\nexporters:\n  file:\n    path: {}\n    format: json\n    flush_interval: 100ms\nservice:\n  telemetry:\n    metrics:\n      level: none\n  pipelines:\n    logs:\n      receivers: [otlp]\n      exporters: [file]\n",
+            out.display()
+        ),
+    )
+    .expect("collector config");
+    let bin = otelcol();
+    let arg = format!("--config=file:{}", config.display());
+    mesh.spawn("collector", "app", &[&bin, &arg]);
+    let addr = format!("{}", mesh.ip(COLLECTOR));
+    wait_for(Duration::from_secs(30), "the collector to listen", || {
+        mesh.exec("sleep", &["nc", "-z", "-w", "1", &addr, "4317"])
+            .status
+            .success()
+    });
+}
+
+/// The OTLP log records the collector wrote with this request id in their body.
+fn exported(out: &std::path::Path, id: &str) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let mut records = Vec::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        for rl in v["resourceLogs"].as_array().into_iter().flatten() {
+            for sl in rl["scopeLogs"].as_array().into_iter().flatten() {
+                for r in sl["logRecords"].as_array().into_iter().flatten() {
+                    if r["body"]["stringValue"]
+                        .as_str()
+                        .is_some_and(|b| b.contains(&format!("\"{id}\"")))
+                    {
+                        let mut r = r.clone();
+                        r["resource"] = rl["resource"].clone();
+                        records.push(r);
+                    }
+                }
+            }
+        }
+    }
+    records
+}
+
+fn attribute<'a>(v: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+    v["attributes"]
+        .as_array()?
+        .iter()
+        .find(|kv| kv["key"] == key)?["value"]["stringValue"]
+        .as_str()
+}
+
+#[test]
+fn istio_opentelemetry_access_logging_to_a_real_collector() {
+    crate::netns::require_root();
+    let mut mesh = security_mesh(OTEL_MESH);
+    let id = mesh.id;
+    mesh.write_config(
+        "collector.yaml",
+        &format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: opentelemetry-collector, namespace: istio-system}}\nspec:\n  hosts: [opentelemetry-collector.istio-system.svc.cluster.local]\n  addresses: [{vip}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n  - {{number: 4317, name: grpc-otlp, protocol: GRPC}}\n  workloadSelector: {{labels: {{app: opentelemetry-collector}}}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: opentelemetry-collector\n  namespace: istio-system\n  annotations: {{sidecar.istio.io/inject: \"false\"}}\nspec:\n  address: {ip}\n  labels: {{app: opentelemetry-collector}}\n",
+            vip = Mesh::vip(id, 23),
+            ip = mesh.ip(COLLECTOR)
+        ),
+    );
+    mesh.add_pod("collector", COLLECTOR, None);
+    let out = mesh.dir.path().join("otel-out.jsonl");
+    start_collector(&mut mesh, &out);
+    wait_for(Duration::from_secs(20), "httpbin through the mesh", || {
+        request(&mesh, "/get", "warm-up") == 200
+    });
+
+    // The task's Telemetry: sleep's requests to the collector.
+    let sleep_logging = |provider: &str| {
+        format!(
+            "apiVersion: telemetry.istio.io/v1alpha1\nkind: Telemetry\nmetadata: {{name: sleep-logging, namespace: default}}\nspec:\n  selector:\n    matchLabels: {{app: sleep}}\n  accessLogging:\n  - providers: [{{name: {provider}}}]\n"
+        )
+    };
+    apply(
+        &mesh,
+        "telemetry-sleep.yaml",
+        "sleep-logging",
+        &sleep_logging("otel"),
+    );
+    assert_eq!(request(&mesh, "/status/418", "otel-418"), 418);
+    wait_for(Duration::from_secs(10), "the 418 at the collector", || {
+        !exported(&out, "otel-418").is_empty()
+    });
+    let records = exported(&out, "otel-418");
+    assert_eq!(records.len(), 1, "only the client's line: {records:?}");
+    let r = &records[0];
+    let body = r["body"]["stringValue"].as_str().unwrap_or_default();
+    assert!(
+        body.contains("\"GET /status/418 HTTP/1.1\" 418 - via_upstream"),
+        "not Istio's TEXT body: {body}"
+    );
+    assert_eq!(attribute(r, "status"), Some("418"));
+    assert_eq!(
+        attribute(r, "upstream"),
+        Some("outbound|8000||httpbin.default.svc.cluster.local")
+    );
+    let resource = &r["resource"];
+    assert_eq!(
+        attribute(resource, "log_name"),
+        Some("otel_envoy_accesslog")
+    );
+    assert!(
+        attribute(resource, "node_name").is_some_and(|n| n.contains("sleep.default")),
+        "{resource}"
+    );
+
+    // Live switch to the envoy provider and back: no restart, no failed request.
+    apply(
+        &mesh,
+        "telemetry-sleep.yaml",
+        "sleep-logging",
+        &sleep_logging("envoy"),
+    );
+    assert_eq!(request(&mesh, "/status/418", "to-file"), 418);
+    settle();
+    assert_eq!(logged(&mesh, "sleep", "to-file").len(), 1);
+    apply(
+        &mesh,
+        "telemetry-sleep.yaml",
+        "sleep-logging",
+        &sleep_logging("otel"),
+    );
+    assert_eq!(request(&mesh, "/status/418", "back-to-otel"), 418);
+    wait_for(Duration::from_secs(10), "back at the collector", || {
+        !exported(&out, "back-to-otel").is_empty()
+    });
+    assert!(exported(&out, "to-file").is_empty());
+
+    // The collector goes away: requests are still served, the records dropped and counted;
+    // when it returns the logs resume.
+    mesh.signal("collector", "app", "KILL");
+    wait_for(Duration::from_secs(10), "the collector to exit", || {
+        mesh.exited("collector", "app")
+    });
+    for i in 0..20 {
+        let id = format!("collector-down-{i}");
+        assert_eq!(request(&mesh, "/status/418", &id), 418);
+    }
+    wait_for(Duration::from_secs(15), "the drops to be counted", || {
+        let stats = String::from_utf8_lossy(
+            &mesh
+                .exec("sleep", &["curl", "-s", "http://127.0.0.1:15000/stats"])
+                .stdout,
+        )
+        .into_owned();
+        stats.lines().any(|l| {
+            l.starts_with("access_logs.open_telemetry_access_log.logs_dropped: ")
+                && !l.ends_with(": 0")
+        })
+    });
+    let out2 = mesh.dir.path().join("otel-out-2.jsonl");
+    start_collector(&mut mesh, &out2);
+    wait_for(Duration::from_secs(20), "the logs to resume", || {
+        request(&mesh, "/status/418", "after-restart") == 418 && {
+            std::thread::sleep(Duration::from_millis(1500));
+            !exported(&out2, "after-restart").is_empty()
+        }
+    });
+}
