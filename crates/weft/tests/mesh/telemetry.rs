@@ -201,7 +201,7 @@ fn start_collector(mesh: &mut Mesh, out: &std::path::Path) {
     let bin = otelcol();
     let arg = format!("--config=file:{}", config.display());
     mesh.spawn("collector", "app", &[&bin, &arg]);
-    let addr = format!("{}", mesh.ip(COLLECTOR));
+    let addr = mesh.ip(COLLECTOR);
     wait_for(Duration::from_secs(30), "the collector to listen", || {
         mesh.exec("sleep", &["nc", "-z", "-w", "1", &addr, "4317"])
             .status
