@@ -9,10 +9,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use weft_api::mesh::{ExtensionProvider, Provider};
-use weft_api::telemetry::{AccessLogging, Telemetry, WorkloadMode};
+use weft_api::telemetry::{AccessLogging, IstioMetric, TagOperation, Telemetry, WorkloadMode};
 use weft_api::{MeshConfig, Problem, Resource, Spec};
 
 pub mod accesslog;
+pub mod stats;
 
 /// Which listeners a telemetry rule is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,29 @@ impl Mode {
         }
     }
 }
+
+/// Istio's standard metrics, by the stats plugin's names.
+const ALL_METRICS: [(IstioMetric, &str); 10] = [
+    (IstioMetric::RequestCount, "requests_total"),
+    (
+        IstioMetric::RequestDuration,
+        "request_duration_milliseconds",
+    ),
+    (IstioMetric::RequestSize, "request_bytes"),
+    (IstioMetric::ResponseSize, "response_bytes"),
+    (
+        IstioMetric::TcpOpenedConnections,
+        "tcp_connections_opened_total",
+    ),
+    (
+        IstioMetric::TcpClosedConnections,
+        "tcp_connections_closed_total",
+    ),
+    (IstioMetric::TcpSentBytes, "tcp_sent_bytes_total"),
+    (IstioMetric::TcpReceivedBytes, "tcp_received_bytes_total"),
+    (IstioMetric::GrpcRequestMessages, "request_messages_total"),
+    (IstioMetric::GrpcResponseMessages, "response_messages_total"),
+];
 
 #[derive(Debug)]
 struct Named {
@@ -55,6 +79,7 @@ pub struct Index {
     /// Per namespace, the resources in config order.
     by_namespace: HashMap<String, Vec<Arc<Named>>>,
     default_logging: Vec<String>,
+    default_metrics: Vec<String>,
     providers: BTreeMap<String, ExtensionProvider>,
     problems: Vec<Problem>,
 }
@@ -123,6 +148,22 @@ impl Index {
                     }
                 }
             }
+            for (i, m) in t.metrics.iter().enumerate() {
+                for (j, o) in m.overrides.iter().enumerate() {
+                    if let Some(c) = o.match_.as_ref().and_then(|s| s.custom_metric.as_ref())
+                        && !ALL_METRICS.iter().any(|(_, n)| n == c)
+                    {
+                        problems.push(r.problem(
+                            &format!("spec.metrics[{i}].overrides[{j}].match.customMetric"),
+                            format!(
+                                "{c:?} is not one of Istio's standard metrics ({}); Weft has no \
+                                 custom metrics, so this override is skipped",
+                                ALL_METRICS.map(|(_, n)| n).join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
             by_namespace
                 .entry(r.meta.namespace.clone())
                 .or_default()
@@ -136,6 +177,7 @@ impl Index {
             root_namespace: mesh.root_namespace.clone(),
             by_namespace,
             default_logging: mesh.default_providers.access_logging.clone(),
+            default_metrics: mesh.default_providers.metrics.clone(),
             providers,
             problems,
         }
@@ -242,6 +284,109 @@ impl Index {
             .cloned()
             .collect();
         Some(Logging { providers, filter })
+    }
+
+    /// Istio's metric overrides for one direction (`mergeMetrics` + `generateStatsConfig`):
+    /// the stats plugin's JSON configuration, None when no override applies. Weft always
+    /// records Istio's standard metrics (the `prometheus` provider); overrides of rules whose
+    /// providers do not include it are someone else's.
+    pub fn metric_overrides(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        mode: Mode,
+    ) -> Option<String> {
+        let metrics: Vec<&weft_api::telemetry::Metrics> = self
+            .applicable(namespace, labels)
+            .into_iter()
+            .flat_map(|t| t.spec.metrics.iter())
+            .collect();
+        let mut in_scope: Vec<String> = self.default_metrics.clone();
+        for m in &metrics {
+            if !m.providers.is_empty() {
+                in_scope = m.providers.iter().map(|p| p.name.clone()).collect();
+            }
+        }
+        #[derive(Default)]
+        struct Rule {
+            drop: bool,
+            upsert: BTreeMap<String, String>,
+            remove: BTreeSet<String>,
+        }
+        let mut rules: BTreeMap<&'static str, Rule> = BTreeMap::new();
+        for m in &metrics {
+            let names: Vec<String> = if m.providers.is_empty() {
+                in_scope.clone()
+            } else {
+                m.providers.iter().map(|p| p.name.clone()).collect()
+            };
+            if !names.is_empty() && !names.iter().any(|n| n == "prometheus") {
+                continue;
+            }
+            for o in &m.overrides {
+                let sel = o.match_.clone().unwrap_or_default();
+                if !mode.selected_by(Some(&weft_api::telemetry::ModeSelector { mode: sel.mode })) {
+                    continue;
+                }
+                let targets: Vec<&'static str> = match (&sel.custom_metric, sel.metric) {
+                    // A custom metric is only one of the standard ones by its plugin name
+                    // (others are named at /debug/config_errors).
+                    (Some(c), _) => ALL_METRICS
+                        .iter()
+                        .filter(|(_, n)| n == c)
+                        .map(|(_, n)| *n)
+                        .collect(),
+                    (None, None | Some(IstioMetric::AllMetrics)) => {
+                        ALL_METRICS.iter().map(|(_, n)| *n).collect()
+                    }
+                    (None, Some(m)) => ALL_METRICS
+                        .iter()
+                        .filter(|(k, _)| *k == m)
+                        .map(|(_, n)| *n)
+                        .collect(),
+                };
+                for t in targets {
+                    let r = rules.entry(t).or_default();
+                    if let Some(d) = o.disabled {
+                        r.drop = d;
+                    }
+                    for (tag, to) in &o.tag_overrides {
+                        match to.operation {
+                            TagOperation::Remove => {
+                                r.upsert.remove(tag);
+                                r.remove.insert(tag.clone());
+                            }
+                            TagOperation::Upsert => {
+                                r.remove.remove(tag);
+                                r.upsert.insert(tag.clone(), to.value.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if rules.is_empty() {
+            return None;
+        }
+        let metrics: Vec<serde_json::Value> = rules
+            .into_iter()
+            .map(|(name, r)| {
+                let mut m = serde_json::Map::new();
+                m.insert("name".into(), name.into());
+                if r.drop {
+                    m.insert("drop".into(), true.into());
+                } else {
+                    if !r.upsert.is_empty() {
+                        m.insert("dimensions".into(), serde_json::json!(r.upsert));
+                    }
+                    if !r.remove.is_empty() {
+                        m.insert("tags_to_remove".into(), serde_json::json!(r.remove));
+                    }
+                }
+                serde_json::Value::Object(m)
+            })
+            .collect();
+        Some(serde_json::json!({ "metrics": metrics }).to_string())
     }
 
     /// What a proxy's outbound (CLIENT) telemetry config depends on, for sharing the outbound

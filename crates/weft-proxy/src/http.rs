@@ -12,6 +12,7 @@ use http::header::{HOST, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use weft_telemetry::overrides::{MetricOverrides, TagValues};
 use weft_telemetry::{
     AccessLogEntry, HttpProtocol, PeerInfo, Reporter, SecurityPolicy, ServiceInfo,
 };
@@ -80,7 +81,7 @@ where
 /// 25 labels into four metric families.
 #[derive(Default)]
 struct HandleCache {
-    last: std::sync::Mutex<Option<(weft_telemetry::RequestLabels, weft_telemetry::RequestHandle)>>,
+    last: std::sync::Mutex<Option<(HandleKey, weft_telemetry::RequestHandle)>>,
     /// The peer metadata header last seen on the connection, decoded.
     peer: std::sync::Mutex<Option<(HeaderValue, PeerInfo)>>,
     /// This hop's `x-forwarded-client-cert` element and the setting it was built for: it
@@ -90,6 +91,13 @@ struct HandleCache {
     /// place in it ([`current_hcm`]), so the lookup runs once per snapshot change.
     current: std::sync::Mutex<Option<SeenHcm>>,
 }
+
+/// What a request's metric handles depend on: its standard labels and, under Telemetry metric
+/// overrides, those overrides (held, so the pointer stays theirs) and the computed tag values.
+type HandleKey = (
+    weft_telemetry::RequestLabels,
+    Option<(Arc<MetricOverrides>, TagValues)>,
+);
 
 /// A snapshot (held weakly, so its address is not reused while cached) and the HCM found in it.
 type SeenHcm = (Weak<Snapshot>, Option<Arc<Hcm>>);
@@ -136,18 +144,24 @@ impl HandleCache {
         &self,
         metrics: &weft_telemetry::Metrics,
         labels: weft_telemetry::RequestLabels,
+        ov: Option<(Arc<MetricOverrides>, TagValues)>,
     ) -> weft_telemetry::RequestHandle {
         let mut slot = match self.last.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if let Some((l, h)) = slot.as_ref()
+        if let Some(((l, o), h)) = slot.as_ref()
             && *l == labels
+            && match (o, &ov) {
+                (None, None) => true,
+                (Some((a, x)), Some((b, y))) => Arc::ptr_eq(a, b) && x == y,
+                _ => false,
+            }
         {
             return h.clone();
         }
-        let h = metrics.request_handle(&labels);
-        *slot = Some((labels, h.clone()));
+        let h = metrics.request_handle(&labels, ov.as_ref().map(|(o, t)| (&**o, t)));
+        *slot = Some(((labels, ov), h.clone()));
         h
     }
 }
@@ -207,15 +221,23 @@ impl Completion for Done {
             d.grpc_status,
             &d.entry.response_flags,
         );
-        d.handles.handle(&d.proxy.telemetry.metrics, labels).record(
-            elapsed,
-            request_bytes,
-            response_bytes,
-        );
+        d.entry.bytes_received = request_bytes;
+        d.entry.bytes_sent = response_bytes;
+        d.entry.duration_ms = elapsed.as_millis() as u64;
+        let cel = weft_telemetry::CelInput {
+            request_headers: Some(&d.req_headers),
+            response_headers: Some(&d.resp_headers),
+            mtls: d.security == SecurityPolicy::MutualTls,
+            grpc_status: d.grpc_status,
+        };
+        let ov = d.hcm.stats.clone().map(|o| {
+            let tags = o.evaluate(&d.entry, &cel);
+            (o, tags)
+        });
+        d.handles
+            .handle(&d.proxy.telemetry.metrics, labels, ov)
+            .record(elapsed, request_bytes, response_bytes);
         if !d.hcm.access_log.is_empty() {
-            d.entry.bytes_received = request_bytes;
-            d.entry.bytes_sent = response_bytes;
-            d.entry.duration_ms = elapsed.as_millis() as u64;
             let req = |name: &str| {
                 d.req_headers
                     .get(name)
@@ -231,12 +253,7 @@ impl Completion for Done {
             let input = crate::accesslog::LogInput {
                 req: &req,
                 resp: &resp,
-                cel: weft_telemetry::CelInput {
-                    request_headers: Some(&d.req_headers),
-                    response_headers: Some(&d.resp_headers),
-                    mtls: d.security == SecurityPolicy::MutualTls,
-                    grpc_status: d.grpc_status,
-                },
+                cel,
             };
             crate::accesslog::write(&d.proxy, &d.hcm.access_log, &d.entry, &input);
         }
@@ -392,7 +409,10 @@ async fn handle(
 
     let mut entry = AccessLogEntry::new(SystemTime::now());
     entry.authority = Some(authority);
-    if !hcm.access_log.is_empty() {
+    // The request's attributes, for the access logs and the metric overrides' tag values.
+    let attributes =
+        !hcm.access_log.is_empty() || hcm.stats.as_ref().is_some_and(|s| s.needs_attributes());
+    if attributes {
         // Only what the access log needs beyond routing and metrics.
         entry.method = Some(req.method().as_str().to_string());
         entry.path = Some(
@@ -432,7 +452,7 @@ async fn handle(
         resp_headers: http::HeaderMap::new(),
         lease: None,
     };
-    if !hcm.access_log.is_empty() {
+    if attributes {
         done.req_headers = req.headers().clone();
     }
 
@@ -485,7 +505,7 @@ async fn handle(
                 .get("grpc-status")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|s| s.parse().ok());
-            if !hcm.access_log.is_empty() {
+            if attributes {
                 done.resp_headers = resp.headers().clone();
             }
             done.lease = lease;

@@ -475,6 +475,7 @@ mod tests {
                     cluster: "InboundPassthroughClusterIpv4".into(),
                     weighted: vec![("InboundPassthroughClusterIpv4".into(), 1)],
                     access_log: Vec::new(),
+                    stats: None,
                 })),
             });
             let (mut client, server) = pair().await;

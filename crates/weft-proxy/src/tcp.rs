@@ -161,7 +161,13 @@ pub async fn proxy<IO>(
     }
     let labels = stats::tcp_labels(reporter, &source, &destination, &service, security, flags);
     let metrics = &proxy.telemetry.metrics;
-    metrics.tcp_opened(&labels);
+    // Metric overrides' label values are computed once, from what is known at the start.
+    let tags = tcp.stats.as_ref().map(|ov| {
+        let input = crate::accesslog::LogInput::tcp(conn.mtls());
+        ov.evaluate(&entry, &input.cel)
+    });
+    let handle = metrics.tcp_handle(&labels, tcp.stats.as_deref().zip(tags.as_ref()));
+    handle.opened();
     let (mut sent, mut received) = (0u64, 0u64);
     if let Some(mut up) = up {
         match tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, COPY_BUFFER, COPY_BUFFER)
@@ -174,8 +180,8 @@ pub async fn proxy<IO>(
             Err(e) => tracing::debug!(error = %e, "tcp proxy connection ended with an error"),
         }
     }
-    metrics.tcp_bytes(&labels, sent, received);
-    metrics.tcp_closed(&labels);
+    handle.bytes(sent, received);
+    handle.closed();
     if !tcp.access_log.is_empty() {
         entry.response_flags = flags.into();
         entry.bytes_received = received;

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::SystemTime;
 
+pub(crate) use cel::context as cel_context;
 pub use cel::{CelFilter, CelInput};
 pub use format::{CompiledFormat, CompiledJsonFormat, HeaderLookup};
 pub use sink::AccessLogSink;

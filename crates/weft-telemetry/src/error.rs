@@ -67,4 +67,11 @@ pub enum TelemetryError {
         /// The parser's message.
         reason: String,
     },
+
+    /// The stats plugin configuration (Telemetry metric overrides) cannot be applied.
+    #[error("metric overrides: {reason}; fix the Telemetry resource's metrics[].overrides")]
+    StatsConfig {
+        /// What is wrong.
+        reason: String,
+    },
 }

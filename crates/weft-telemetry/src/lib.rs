@@ -7,6 +7,7 @@ pub mod accesslog;
 mod error;
 pub mod labels;
 pub mod metrics;
+pub mod overrides;
 pub mod peer;
 
 pub use accesslog::{

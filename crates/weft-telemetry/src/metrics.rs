@@ -10,6 +10,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::labels::{RequestLabels, TcpLabels};
+use crate::overrides::{MetricOverrides, Series, StandardMetric, TagValues};
+
+/// The metric overrides in force for a series and the request's computed label values.
+pub type Overrides<'a> = Option<(&'a MetricOverrides, &'a TagValues)>;
 
 /// Content type of [`Metrics::encode_prometheus`] (what `/stats/prometheus` serves).
 pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -28,61 +32,78 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Cached per-label-set handles for the HTTP/gRPC metrics; recording only touches the
 /// series themselves (atomics for counters, a per-series mutex for histograms).
+/// A metric an override dropped has no handle.
 #[derive(Clone, Debug)]
 pub struct RequestHandle {
-    requests: Counter,
-    duration: Histogram,
-    request_bytes: Histogram,
-    response_bytes: Histogram,
-    request_messages: Counter,
-    response_messages: Counter,
+    requests: Option<Counter>,
+    duration: Option<Histogram>,
+    request_bytes: Option<Histogram>,
+    response_bytes: Option<Histogram>,
+    request_messages: Option<Counter>,
+    response_messages: Option<Counter>,
 }
 
 impl RequestHandle {
     /// Records one completed request. The duration is recorded in whole milliseconds, as
     /// Istio's stats filter does.
     pub fn record(&self, duration: Duration, request_bytes: u64, response_bytes: u64) {
-        self.requests.inc();
-        self.duration.observe(duration_ms(duration));
-        self.request_bytes.observe(request_bytes as f64);
-        self.response_bytes.observe(response_bytes as f64);
+        if let Some(c) = &self.requests {
+            c.inc();
+        }
+        if let Some(h) = &self.duration {
+            h.observe(duration_ms(duration));
+        }
+        if let Some(h) = &self.request_bytes {
+            h.observe(request_bytes as f64);
+        }
+        if let Some(h) = &self.response_bytes {
+            h.observe(response_bytes as f64);
+        }
     }
 
     /// Adds gRPC streaming message counts (`istio_request_messages_total` /
     /// `istio_response_messages_total`).
     pub fn grpc_messages(&self, request_messages: u64, response_messages: u64) {
-        self.request_messages.inc_by(request_messages);
-        self.response_messages.inc_by(response_messages);
+        if let Some(c) = &self.request_messages {
+            c.inc_by(request_messages);
+        }
+        if let Some(c) = &self.response_messages {
+            c.inc_by(response_messages);
+        }
     }
 }
 
 /// Cached per-label-set handles for the TCP metrics.
 #[derive(Clone, Debug)]
 pub struct TcpHandle {
-    opened: Counter,
-    closed: Counter,
-    sent: Counter,
-    received: Counter,
+    opened: Option<Counter>,
+    closed: Option<Counter>,
+    sent: Option<Counter>,
+    received: Option<Counter>,
 }
 
 impl TcpHandle {
     /// Counts an opened connection.
     pub fn opened(&self) {
-        self.opened.inc();
+        if let Some(c) = &self.opened {
+            c.inc();
+        }
     }
 
     /// Counts a closed connection.
     pub fn closed(&self) {
-        self.closed.inc();
+        if let Some(c) = &self.closed {
+            c.inc();
+        }
     }
 
     /// Adds transferred bytes (`sent` = towards the client / response direction).
     pub fn bytes(&self, sent: u64, received: u64) {
-        if sent > 0 {
-            self.sent.inc_by(sent);
+        if let Some(c) = self.sent.as_ref().filter(|_| sent > 0) {
+            c.inc_by(sent);
         }
-        if received > 0 {
-            self.received.inc_by(received);
+        if let Some(c) = self.received.as_ref().filter(|_| received > 0) {
+            c.inc_by(received);
         }
     }
 }
@@ -99,16 +120,16 @@ fn duration_ms(duration: Duration) -> f64 {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    duration: HistogramFamily<RequestLabels>,
-    request_bytes: HistogramFamily<RequestLabels>,
-    response_bytes: HistogramFamily<RequestLabels>,
-    request_messages: Family<RequestLabels, Counter>,
-    response_messages: Family<RequestLabels, Counter>,
-    tcp_sent: Family<TcpLabels, Counter>,
-    tcp_received: Family<TcpLabels, Counter>,
-    tcp_opened: Family<TcpLabels, Counter>,
-    tcp_closed: Family<TcpLabels, Counter>,
+    requests: Family<Series<RequestLabels>, Counter>,
+    duration: HistogramFamily<Series<RequestLabels>>,
+    request_bytes: HistogramFamily<Series<RequestLabels>>,
+    response_bytes: HistogramFamily<Series<RequestLabels>>,
+    request_messages: Family<Series<RequestLabels>, Counter>,
+    response_messages: Family<Series<RequestLabels>, Counter>,
+    tcp_sent: Family<Series<TcpLabels>, Counter>,
+    tcp_received: Family<Series<TcpLabels>, Counter>,
+    tcp_opened: Family<Series<TcpLabels>, Counter>,
+    tcp_closed: Family<Series<TcpLabels>, Counter>,
 }
 
 impl Default for Metrics {
@@ -121,19 +142,19 @@ impl Metrics {
     /// Creates the registry with the Istio standard metrics.
     pub fn new() -> Self {
         let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Counter>::default();
-        let request_messages = Family::<RequestLabels, Counter>::default();
-        let response_messages = Family::<RequestLabels, Counter>::default();
-        let duration: HistogramFamily<RequestLabels> =
+        let requests = Family::<Series<RequestLabels>, Counter>::default();
+        let request_messages = Family::<Series<RequestLabels>, Counter>::default();
+        let response_messages = Family::<Series<RequestLabels>, Counter>::default();
+        let duration: HistogramFamily<Series<RequestLabels>> =
             Family::new_with_constructor(envoy_histogram);
-        let request_bytes: HistogramFamily<RequestLabels> =
+        let request_bytes: HistogramFamily<Series<RequestLabels>> =
             Family::new_with_constructor(envoy_histogram);
-        let response_bytes: HistogramFamily<RequestLabels> =
+        let response_bytes: HistogramFamily<Series<RequestLabels>> =
             Family::new_with_constructor(envoy_histogram);
-        let tcp_sent = Family::<TcpLabels, Counter>::default();
-        let tcp_received = Family::<TcpLabels, Counter>::default();
-        let tcp_opened = Family::<TcpLabels, Counter>::default();
-        let tcp_closed = Family::<TcpLabels, Counter>::default();
+        let tcp_sent = Family::<Series<TcpLabels>, Counter>::default();
+        let tcp_received = Family::<Series<TcpLabels>, Counter>::default();
+        let tcp_opened = Family::<Series<TcpLabels>, Counter>::default();
+        let tcp_closed = Family::<Series<TcpLabels>, Counter>::default();
 
         // Counters are registered without `_total`; the encoder appends it.
         registry.register(
@@ -226,66 +247,37 @@ impl Metrics {
         gauge
     }
 
-    /// Returns handles for one request label set; cache them per (route, peer, outcome) so
-    /// the hot path does not hash the label set per request.
-    pub fn request_handle(&self, labels: &RequestLabels) -> RequestHandle {
+    /// Returns handles for one request label set under the listener's overrides; cache them
+    /// per (route, peer, outcome) so the hot path does not hash the label set per request.
+    pub fn request_handle(&self, labels: &RequestLabels, ov: Overrides<'_>) -> RequestHandle {
+        let series = |m: StandardMetric| series(labels, m, ov);
         RequestHandle {
-            requests: self.requests.get_or_create_owned(labels),
-            duration: self.duration.get_or_create_owned(labels),
-            request_bytes: self.request_bytes.get_or_create_owned(labels),
-            response_bytes: self.response_bytes.get_or_create_owned(labels),
-            request_messages: self.request_messages.get_or_create_owned(labels),
-            response_messages: self.response_messages.get_or_create_owned(labels),
+            requests: series(StandardMetric::RequestCount)
+                .map(|s| self.requests.get_or_create_owned(&s)),
+            duration: series(StandardMetric::RequestDuration)
+                .map(|s| self.duration.get_or_create_owned(&s)),
+            request_bytes: series(StandardMetric::RequestSize)
+                .map(|s| self.request_bytes.get_or_create_owned(&s)),
+            response_bytes: series(StandardMetric::ResponseSize)
+                .map(|s| self.response_bytes.get_or_create_owned(&s)),
+            request_messages: series(StandardMetric::GrpcRequestMessages)
+                .map(|s| self.request_messages.get_or_create_owned(&s)),
+            response_messages: series(StandardMetric::GrpcResponseMessages)
+                .map(|s| self.response_messages.get_or_create_owned(&s)),
         }
     }
 
-    /// Returns handles for one TCP label set.
-    pub fn tcp_handle(&self, labels: &TcpLabels) -> TcpHandle {
+    /// Returns handles for one TCP label set under the listener's overrides.
+    pub fn tcp_handle(&self, labels: &TcpLabels, ov: Overrides<'_>) -> TcpHandle {
+        let series = |m: StandardMetric| series(labels, m, ov);
         TcpHandle {
-            opened: self.tcp_opened.get_or_create_owned(labels),
-            closed: self.tcp_closed.get_or_create_owned(labels),
-            sent: self.tcp_sent.get_or_create_owned(labels),
-            received: self.tcp_received.get_or_create_owned(labels),
-        }
-    }
-
-    /// Records one completed request without a cached handle.
-    pub fn record_request(
-        &self,
-        labels: &RequestLabels,
-        duration: Duration,
-        request_bytes: u64,
-        response_bytes: u64,
-    ) {
-        self.requests.get_or_create(labels).inc();
-        self.duration
-            .get_or_create(labels)
-            .observe(duration_ms(duration));
-        self.request_bytes
-            .get_or_create(labels)
-            .observe(request_bytes as f64);
-        self.response_bytes
-            .get_or_create(labels)
-            .observe(response_bytes as f64);
-    }
-
-    /// Counts an opened TCP connection.
-    pub fn tcp_opened(&self, labels: &TcpLabels) {
-        self.tcp_opened.get_or_create(labels).inc();
-    }
-
-    /// Counts a closed TCP connection.
-    pub fn tcp_closed(&self, labels: &TcpLabels) {
-        self.tcp_closed.get_or_create(labels).inc();
-    }
-
-    /// Adds TCP bytes (`sent` = response direction, `received` = request direction).
-    pub fn tcp_bytes(&self, labels: &TcpLabels, sent: u64, received: u64) {
-        if sent > 0 {
-            self.tcp_sent.get_or_create(labels).inc_by(sent);
-        }
-        if received > 0 {
-            self.tcp_received.get_or_create(labels).inc_by(received);
+            opened: series(StandardMetric::TcpOpened)
+                .map(|s| self.tcp_opened.get_or_create_owned(&s)),
+            closed: series(StandardMetric::TcpClosed)
+                .map(|s| self.tcp_closed.get_or_create_owned(&s)),
+            sent: series(StandardMetric::TcpSent).map(|s| self.tcp_sent.get_or_create_owned(&s)),
+            received: series(StandardMetric::TcpReceived)
+                .map(|s| self.tcp_received.get_or_create_owned(&s)),
         }
     }
 
@@ -300,6 +292,17 @@ impl Metrics {
             tracing::warn!("encoding metrics failed; serving a partial exposition");
         }
         fix_bucket_bounds(raw)
+    }
+}
+
+fn series<L: crate::overrides::LabelPairs + Clone>(
+    labels: &L,
+    metric: StandardMetric,
+    ov: Overrides<'_>,
+) -> Option<Series<L>> {
+    match ov {
+        None => Some(Series::Standard(labels.clone())),
+        Some((o, values)) => o.series(metric, labels, values),
     }
 }
 
@@ -581,8 +584,12 @@ mod tests {
         let extra = metrics.register_counter("weft_proxy_config_updates", "Config updates");
         extra.inc();
         let labels = request_labels(200);
-        metrics.record_request(&labels, Duration::from_micros(3_700), 120, 4_000);
-        metrics.record_request(&labels, Duration::from_millis(2_000_000), 0, 0);
+        metrics
+            .request_handle(&labels, None)
+            .record(Duration::from_micros(3_700), 120, 4_000);
+        metrics
+            .request_handle(&labels, None)
+            .record(Duration::from_millis(2_000_000), 0, 0);
         let text = metrics.encode_prometheus();
 
         let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -620,8 +627,12 @@ mod tests {
     fn histogram_buckets_match_envoy() {
         let metrics = Metrics::new();
         let labels = request_labels(503);
-        metrics.record_request(&labels, Duration::from_micros(3_700), 120, 4_000);
-        metrics.record_request(&labels, Duration::from_millis(2_000_000), 0, 0);
+        metrics
+            .request_handle(&labels, None)
+            .record(Duration::from_micros(3_700), 120, 4_000);
+        metrics
+            .request_handle(&labels, None)
+            .record(Duration::from_millis(2_000_000), 0, 0);
         let text = metrics.encode_prometheus();
         let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
 
@@ -687,16 +698,16 @@ mod tests {
     fn tcp_metrics_and_handles() {
         let metrics = Metrics::new();
         let labels = tcp_labels();
-        metrics.tcp_opened(&labels);
-        metrics.tcp_bytes(&labels, 10, 20);
-        let handle = metrics.tcp_handle(&labels);
+        metrics.tcp_handle(&labels, None).opened();
+        metrics.tcp_handle(&labels, None).bytes(10, 20);
+        let handle = metrics.tcp_handle(&labels, None);
         handle.opened();
         handle.bytes(5, 0);
         handle.closed();
-        metrics.tcp_closed(&labels);
+        metrics.tcp_handle(&labels, None).closed();
 
         let req = request_labels(200);
-        let rh = metrics.request_handle(&req);
+        let rh = metrics.request_handle(&req, None);
         rh.record(Duration::from_millis(7), 1, 2);
         rh.grpc_messages(3, 4);
 
@@ -738,7 +749,9 @@ mod tests {
         let metrics = Metrics::new();
         let mut labels = request_labels(200);
         labels.source_app = Label::new("we\"ird\\app\nx");
-        metrics.record_request(&labels, Duration::ZERO, 0, 0);
+        metrics
+            .request_handle(&labels, None)
+            .record(Duration::ZERO, 0, 0);
         let text = metrics.encode_prometheus();
         let samples = check_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let app = samples

@@ -140,19 +140,29 @@ fn hcm_filter(
                 ..Default::default()
             });
     }
+    // Metric overrides: Istio's stats filter, just before the router.
+    let mode = match side {
+        HcmSide::Outbound => Mode::Client,
+        HcmSide::Inbound(_) => Mode::Server,
+    };
+    if let Some(stats) = crate::telemetry::stats::http_filter(view, mode) {
+        let at = cfg.http_filters.len().saturating_sub(1);
+        cfg.http_filters.insert(at, stats);
+    }
     listener::Filter {
         name: "envoy.filters.network.http_connection_manager".into(),
         config_type: Some(listener::filter::ConfigType::TypedConfig(envoy::any(&cfg))),
     }
 }
 
-fn tcp_filter(
+/// The `istio.stats` filter (metric overrides) if any, then the TCP proxy to `cluster`.
+fn tcp_filters(
     stat_prefix: String,
     cluster: String,
     view: &ProxyView,
     mode: Mode,
-) -> listener::Filter {
-    tcp_filter_to(
+) -> Vec<listener::Filter> {
+    tcp_filters_to(
         stat_prefix,
         tcp::tcp_proxy::ClusterSpecifier::Cluster(cluster),
         view,
@@ -160,22 +170,26 @@ fn tcp_filter(
     )
 }
 
-fn tcp_filter_to(
+fn tcp_filters_to(
     stat_prefix: String,
     target: tcp::tcp_proxy::ClusterSpecifier,
     view: &ProxyView,
     mode: Mode,
-) -> listener::Filter {
+) -> Vec<listener::Filter> {
     let cfg = tcp::TcpProxy {
         stat_prefix,
         cluster_specifier: Some(target),
         access_log: access_logs(view, mode),
         ..Default::default()
     };
-    listener::Filter {
+    let proxy = listener::Filter {
         name: "envoy.filters.network.tcp_proxy".into(),
         config_type: Some(listener::filter::ConfigType::TypedConfig(envoy::any(&cfg))),
-    }
+    };
+    crate::telemetry::stats::network_filter(view, mode)
+        .into_iter()
+        .chain([proxy])
+        .collect()
 }
 
 fn listener_filter<T: prost::Message + prost::Name + Default>(
@@ -241,12 +255,7 @@ fn virtual_outbound(view: &ProxyView) -> listener::Listener {
         traffic_direction: core::TrafficDirection::Outbound as i32,
         filter_chains: vec![listener::FilterChain {
             name: "virtualOutbound-catchall-tcp".into(),
-            filters: vec![tcp_filter(
-                fallback.into(),
-                fallback.into(),
-                view,
-                Mode::Client,
-            )],
+            filters: tcp_filters(fallback.into(), fallback.into(), view, Mode::Client),
             ..Default::default()
         }],
         ..Default::default()
@@ -508,14 +517,14 @@ fn inbound_chain(
                 }],
                 ..Default::default()
             };
-            hcm_filter(
+            vec![hcm_filter(
                 format!("inbound_0.0.0.0_{port}"),
                 hcm::http_connection_manager::RouteSpecifier::RouteConfig(rc),
                 view.view,
                 HcmSide::Inbound(view.authz),
-            )
+            )]
         }
-        Chain::Tcp => tcp_filter(
+        Chain::Tcp => tcp_filters(
             cluster.to_string(),
             cluster.to_string(),
             view.view,
@@ -525,11 +534,11 @@ fn inbound_chain(
     // TCP chains (passthrough ones too): CUSTOM network filters, then the AUDIT, DENY and
     // ALLOW network RBAC filters before tcp_proxy (`buildInboundNetworkFilters`).
     let filters = match spec.kind {
-        Chain::Http => vec![filter],
+        Chain::Http => filter,
         Chain::Tcp => {
             let mut f = view.authz.custom_tcp.clone();
             f.extend(view.authz.tcp.iter().cloned());
-            f.push(filter);
+            f.extend(filter);
             f
         }
     };

@@ -178,3 +178,78 @@ spec:
         "{text}"
     );
 }
+
+#[test]
+fn metric_overrides_merge_in_order_per_direction() {
+    let i = index(
+        r#"
+apiVersion: telemetry.istio.io/v1alpha1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  metrics:
+  - providers: [{name: prometheus}]
+    overrides:
+    - match: {metric: REQUEST_COUNT}
+      tagOverrides:
+        request_host: {value: request.host}
+        response_flags: {operation: REMOVE}
+---
+apiVersion: telemetry.istio.io/v1alpha1
+kind: Telemetry
+metadata: {name: ns, namespace: default}
+spec:
+  metrics:
+  - overrides:
+    - match: {metric: REQUEST_DURATION, mode: SERVER}
+      disabled: true
+    - match: {metric: REQUEST_COUNT, mode: CLIENT}
+      tagOverrides:
+        response_flags: {value: response.flags}
+    - match: {customMetric: my_metric}
+      disabled: true
+"#,
+        MESH,
+    );
+    let json = |mode| {
+        i.metric_overrides("default", &labels("a"), mode)
+            .map(|s| serde_json::from_str::<serde_json::Value>(&s).unwrap())
+    };
+    assert_eq!(
+        json(Mode::Server),
+        Some(serde_json::json!({"metrics": [
+            {"name": "request_duration_milliseconds", "drop": true},
+            {"name": "requests_total", "dimensions": {"request_host": "request.host"},
+             "tags_to_remove": ["response_flags"]},
+        ]}))
+    );
+    // The namespace's CLIENT rule upserts the tag the mesh removed.
+    assert_eq!(
+        json(Mode::Client),
+        Some(serde_json::json!({"metrics": [
+            {"name": "requests_total",
+             "dimensions": {"request_host": "request.host", "response_flags": "response.flags"}},
+        ]}))
+    );
+    // Another namespace: only the mesh's.
+    assert!(json(Mode::Client).is_some());
+    assert_eq!(
+        i.metric_overrides("other", &labels("a"), Mode::Server)
+            .map(|s| s.contains("drop")),
+        Some(false)
+    );
+    // Without Telemetry metrics, nothing.
+    assert_eq!(
+        index("", MESH).metric_overrides("default", &labels("a"), Mode::Client),
+        None
+    );
+    // The custom metric is named.
+    let text: Vec<String> = i.problems().iter().map(|p| p.to_string()).collect();
+    assert!(
+        text.iter().any(
+            |t| t.contains("spec.metrics[0].overrides[2].match.customMetric")
+                && t.contains("my_metric")
+        ),
+        "{text:?}"
+    );
+}

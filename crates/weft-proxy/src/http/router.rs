@@ -248,6 +248,8 @@ async fn filters(
             HttpFilter::JwtAuthn(j) => cx.jwt_authn(j, parts)?,
             HttpFilter::IstioAuthn(a) => super::jwt::istio_authn(a, &mut cx.sec),
             HttpFilter::ExtAuthz(e) => cx.ext_authz(e, parts, deco).await?,
+            // Applied where the request's metrics are recorded.
+            HttpFilter::Stats(_) => {}
             HttpFilter::Router => break,
         }
     }

@@ -18,7 +18,7 @@ use prost::Message;
 use crate::error::ProxyError;
 
 mod telemetry;
-pub(crate) use telemetry::{harmless_network, type_name};
+pub(crate) use telemetry::{harmless_network, network_stats_overrides, type_name};
 
 pub const FAULT: &str = "envoy.filters.http.fault";
 pub const CORS: &str = "envoy.filters.http.cors";
@@ -185,6 +185,8 @@ pub enum HttpFilter {
     IstioAuthn(Arc<super::jwt::IstioAuthn>),
     /// `envoy.filters.http.ext_authz`: asks an external authorizer (CUSTOM policies).
     ExtAuthz(Arc<super::extauthz::ExtAuthz>),
+    /// `istio.stats` with Telemetry metric overrides: the HCM records its metrics under them.
+    Stats(Arc<weft_telemetry::overrides::MetricOverrides>),
     Router,
 }
 
@@ -198,6 +200,7 @@ impl HttpFilter {
             HttpFilter::JwtAuthn(_) => super::jwt::JWT_AUTHN,
             HttpFilter::IstioAuthn(_) => super::jwt::ISTIO_AUTHN,
             HttpFilter::ExtAuthz(_) => "envoy.filters.http.ext_authz",
+            HttpFilter::Stats(_) => "istio.stats",
             HttpFilter::Router => ROUTER,
         }
     }
@@ -232,6 +235,12 @@ pub fn chain(
             }
             None => None,
         };
+        if let Some(json) = telemetry::http_stats_overrides(any) {
+            let ov = weft_telemetry::overrides::MetricOverrides::from_plugin_json(&json)
+                .map_err(|e| ProxyError::Config(format!("{fwhat}: {e}")))?;
+            out.push(HttpFilter::Stats(Arc::new(ov)));
+            continue;
+        }
         if telemetry::harmless_http(&f.name, any) {
             continue;
         }

@@ -157,6 +157,8 @@ pub struct TcpProxy {
     /// Destinations with their weights (TCP traffic shifting).
     pub weighted: Vec<(Arc<str>, u32)>,
     pub access_log: Vec<Arc<AccessLogConfig>>,
+    /// The Telemetry metric overrides of the chain's `istio.stats` filter.
+    pub stats: Option<Arc<weft_telemetry::overrides::MetricOverrides>>,
 }
 
 impl TcpProxy {
@@ -278,6 +280,7 @@ enum Decoded {
     Terminal(NetworkFilter),
     Rbac(RbacFilter),
     ExtAuthz(super::extauthz::ExtAuthz),
+    Stats(weft_telemetry::overrides::MetricOverrides),
     Skip,
 }
 
@@ -298,6 +301,11 @@ fn network_filter(
         }
         None => None,
     };
+    if let Some(json) = super::filter::network_stats_overrides(any) {
+        return weft_telemetry::overrides::MetricOverrides::from_plugin_json(&json)
+            .map(Decoded::Stats)
+            .map_err(|e| ProxyError::Config(format!("{fwhat}: {e}")));
+    }
     if super::filter::harmless_network(&f.name, any) {
         return Ok(Decoded::Skip);
     }
@@ -344,6 +352,7 @@ fn network_filter(
         return Ok(Decoded::Terminal(NetworkFilter::Tcp(Arc::new(TcpProxy {
             access_log: access_logs(&t.access_log, what)?,
             stat_prefix: t.stat_prefix,
+            stats: None,
             cluster: weighted[0].0.clone(),
             weighted,
         }))));
@@ -410,6 +419,7 @@ pub fn compile(l: &listener::Listener, factory: &TlsFactory) -> Result<Listener,
         let mut filter = None;
         let mut rbac = Vec::new();
         let mut ext_authz = None;
+        let mut stats = None;
         for f in &fc.filters {
             let origin = (Arc::from(l.name.as_str()), i, Arc::from(fc.name.as_str()));
             match network_filter(f, origin, &cwhat)? {
@@ -421,14 +431,20 @@ pub fn compile(l: &listener::Listener, factory: &TlsFactory) -> Result<Listener,
                     )));
                 }
                 Decoded::ExtAuthz(e) => ext_authz = Some(Arc::new(e)),
+                Decoded::Stats(s) => stats = Some(Arc::new(s)),
                 Decoded::Skip => {}
             }
         }
-        let Some(filter) = filter else {
+        let Some(mut filter) = filter else {
             return Err(ProxyError::Config(format!(
                 "{cwhat}: no http_connection_manager or tcp_proxy filter"
             )));
         };
+        if let (NetworkFilter::Tcp(t), Some(s)) = (&mut filter, stats)
+            && let Some(t) = Arc::get_mut(t)
+        {
+            t.stats = Some(s);
+        }
         chains.push(Arc::new(Chain {
             name: fc.name.clone(),
             matcher,
@@ -483,6 +499,7 @@ mod tests {
                 cluster: "c".into(),
                 weighted: vec![("c".into(), 1)],
                 access_log: Vec::new(),
+                stats: None,
             })),
         })
     }

@@ -93,40 +93,46 @@ impl CelFilter {
 
     /// Whether the entry is logged.
     pub fn matches(&self, e: &AccessLogEntry, input: &CelInput<'_>) -> bool {
-        let mut cx = Context::default();
-        cx.add_variable_from_value("request", request(e, input));
-        cx.add_variable_from_value("response", response(e, input));
-        cx.add_variable_from_value("source", endpoint(e.downstream_remote_address, Vec::new()));
-        cx.add_variable_from_value(
-            "destination",
-            endpoint(e.downstream_local_address, Vec::new()),
-        );
-        let mut conn: HashMap<&str, Value> = HashMap::new();
-        conn.insert("mtls", Value::Bool(input.mtls));
-        conn.insert(
-            "requested_server_name",
-            string(e.requested_server_name.clone().unwrap_or_default()),
-        );
-        if let Some(san) = &e.downstream_peer_uri_san {
-            conn.insert("uri_san_peer_certificate", string(san.clone()));
-        }
-        if let Some(t) = &e.connection_termination_details {
-            conn.insert("termination_details", string(t.to_string()));
-        }
-        cx.add_variable_from_value("connection", conn);
-        let mut up = Vec::new();
-        if let Some(a) = e.upstream_local_address {
-            up.push(("local_address", string(a.to_string())));
-        }
-        if let Some(r) = &e.upstream_transport_failure_reason {
-            up.push(("transport_failure_reason", string(r.to_string())));
-        }
-        if let Some(san) = &e.upstream_peer_uri_san {
-            up.push(("uri_san_peer_certificate", string(san.clone())));
-        }
-        cx.add_variable_from_value("upstream", endpoint(e.upstream_host, up));
+        let cx = context(e, input);
         matches!(self.program.execute(&cx), Ok(Value::Bool(true)))
     }
+}
+
+/// Envoy's attributes of one request or connection as a CEL context.
+pub(crate) fn context(e: &AccessLogEntry, input: &CelInput<'_>) -> Context<'static, 'static> {
+    let mut cx = Context::default();
+    cx.add_variable_from_value("request", request(e, input));
+    cx.add_variable_from_value("response", response(e, input));
+    cx.add_variable_from_value("source", endpoint(e.downstream_remote_address, Vec::new()));
+    cx.add_variable_from_value(
+        "destination",
+        endpoint(e.downstream_local_address, Vec::new()),
+    );
+    let mut conn: HashMap<&str, Value> = HashMap::new();
+    conn.insert("mtls", Value::Bool(input.mtls));
+    conn.insert(
+        "requested_server_name",
+        string(e.requested_server_name.clone().unwrap_or_default()),
+    );
+    if let Some(san) = &e.downstream_peer_uri_san {
+        conn.insert("uri_san_peer_certificate", string(san.clone()));
+    }
+    if let Some(t) = &e.connection_termination_details {
+        conn.insert("termination_details", string(t.to_string()));
+    }
+    cx.add_variable_from_value("connection", conn);
+    let mut up = Vec::new();
+    if let Some(a) = e.upstream_local_address {
+        up.push(("local_address", string(a.to_string())));
+    }
+    if let Some(r) = &e.upstream_transport_failure_reason {
+        up.push(("transport_failure_reason", string(r.to_string())));
+    }
+    if let Some(san) = &e.upstream_peer_uri_san {
+        up.push(("uri_san_peer_certificate", string(san.clone())));
+    }
+    cx.add_variable_from_value("upstream", endpoint(e.upstream_host, up));
+    cx
 }
 
 /// `request.*`; on a TCP connection only `size`/`total_size` (bytes received).

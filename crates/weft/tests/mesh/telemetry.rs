@@ -355,3 +355,79 @@ fn istio_opentelemetry_access_logging_to_a_real_collector() {
         }
     });
 }
+
+/// The series of a metric family in a sidecar's scrape (`name{...} value` lines).
+fn series(mesh: &Mesh, pod: &str, family: &str) -> Vec<String> {
+    mesh.metrics(pod)
+        .lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn istio_metric_overrides_with_the_telemetry_api() {
+    crate::netns::require_root();
+    let mesh = security_mesh("");
+    // Before any request: REQUEST_COUNT gets `request_host` and loses `response_flags`;
+    // REQUEST_DURATION is disabled on the server side.
+    let overrides = |extra: &str| {
+        format!(
+            "apiVersion: telemetry.istio.io/v1alpha1\nkind: Telemetry\nmetadata: {{name: mesh-default, namespace: istio-system}}\nspec:\n  metrics:\n  - providers: [{{name: prometheus}}]\n    overrides:\n    - match: {{metric: REQUEST_COUNT, mode: CLIENT_AND_SERVER}}\n      tagOverrides:\n        request_host: {{value: \"request.host\"}}\n        response_flags: {{operation: REMOVE}}\n{extra}"
+        )
+    };
+    apply(
+        &mesh,
+        "telemetry-metrics.yaml",
+        "mesh-default.istio-system",
+        &overrides("    - match: {metric: REQUEST_DURATION, mode: SERVER}\n      disabled: true\n"),
+    );
+    wait_for(Duration::from_secs(20), "httpbin through the mesh", || {
+        request(&mesh, "/status/418", "metrics-1") == 418
+    });
+    for pod in ["sleep", "httpbin"] {
+        let count = series(&mesh, pod, "istio_requests_total");
+        assert!(!count.is_empty(), "{pod}: no istio_requests_total");
+        for line in &count {
+            assert!(
+                line.contains("request_host=\"httpbin:8000\"") && !line.contains("response_flags="),
+                "{pod}: {line}"
+            );
+        }
+        // The other families keep Istio's standard labels.
+        let bytes = series(&mesh, pod, "istio_request_bytes_count");
+        assert!(
+            bytes
+                .iter()
+                .all(|l| l.contains("response_flags=\"-\"") && !l.contains("request_host")),
+            "{pod}: {bytes:?}"
+        );
+    }
+    // Disabled on the server only.
+    assert!(
+        series(
+            &mesh,
+            "httpbin",
+            "istio_request_duration_milliseconds_count"
+        )
+        .is_empty()
+    );
+    assert!(!series(&mesh, "sleep", "istio_request_duration_milliseconds_count").is_empty());
+
+    // Live: the override changes; the next requests are recorded under the new label set.
+    apply(
+        &mesh,
+        "telemetry-metrics.yaml",
+        "mesh-default.istio-system",
+        &overrides(""),
+    );
+    assert_eq!(request(&mesh, "/status/418", "metrics-2"), 418);
+    assert!(
+        !series(
+            &mesh,
+            "httpbin",
+            "istio_request_duration_milliseconds_count"
+        )
+        .is_empty()
+    );
+}

@@ -11,7 +11,7 @@ use weft_api::networking::{RouteDestination, VirtualService};
 use weft_api::{Resource, Spec};
 
 use super::super::ProxyView;
-use super::{listener_filter, tcp_filter_to};
+use super::{listener_filter, tcp_filters_to};
 use crate::envoy;
 use crate::push::{DOMAIN_SUFFIX, PushContext};
 use crate::registry::ServicePort;
@@ -388,12 +388,12 @@ pub(super) fn l4_listeners(
                     prefix_ranges: c.prefix_ranges,
                     ..Default::default()
                 }),
-                filters: vec![tcp_filter_to(
+                filters: tcp_filters_to(
                     c.stat_prefix,
                     c.target,
                     view,
                     crate::telemetry::Mode::Client,
-                )],
+                ),
                 ..Default::default()
             }
         })

@@ -103,6 +103,52 @@ fn null_vm_proto(bytes: &[u8]) -> bool {
     vm.runtime == NULL_VM && code.is_some_and(|c| NULL_VM_PLUGINS.contains(&c.as_str()))
 }
 
+/// The JSON configuration of Istio's stats plugin (`istio.stats`: a null-VM Wasm filter running
+/// `envoy.wasm.stats`, its `configuration` a `StringValue`), when `any` is one that carries
+/// metric overrides.
+fn stats_plugin_json(any: &protobuf::Any, wasm_type: &str) -> Option<String> {
+    if type_name(&any.type_url) != wasm_type || !null_vm_proto(&any.value) {
+        return None;
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct WasmFilter {
+        #[prost(message, optional, tag = "1")]
+        config: Option<wasm::PluginConfig>,
+    }
+    let config = WasmFilter::decode(any.value.as_slice()).ok()?.config?;
+    let wasm::plugin_config::Vm::VmConfig(vm) = config.vm?;
+    let vm_code = vm.code?;
+    let is_stats = matches!(
+        vm_code.specifier,
+        Some(core::async_data_source::Specifier::Local(core::DataSource {
+            specifier: Some(core::data_source::Specifier::InlineString(ref c)),
+            ..
+        })) if c == "envoy.wasm.stats"
+    );
+    let configuration = config.configuration?;
+    if !is_stats
+        || !configuration
+            .type_url
+            .ends_with("google.protobuf.StringValue")
+    {
+        return None;
+    }
+    let json = protobuf::StringValue::decode(configuration.value.as_slice())
+        .ok()?
+        .value;
+    (!json.trim().is_empty()).then_some(json)
+}
+
+/// The metric overrides an HTTP `istio.stats` filter carries (None: not one, or none).
+pub fn http_stats_overrides(any: Option<&protobuf::Any>) -> Option<String> {
+    stats_plugin_json(any?, HTTP_WASM)
+}
+
+/// The metric overrides a network `istio.stats` filter carries.
+pub fn network_stats_overrides(any: Option<&protobuf::Any>) -> Option<String> {
+    stats_plugin_json(any?, NETWORK_WASM)
+}
+
 fn harmless(any: Option<&protobuf::Any>, name: &str, types: &[&str], wasm_type: &str) -> bool {
     let Some(any) = any else {
         return NAMES.contains(&name);

@@ -76,6 +76,8 @@ pub struct Hcm {
     /// The HTTP filter chain, router last.
     pub filters: Vec<HttpFilter>,
     pub access_log: Vec<Arc<AccessLogConfig>>,
+    /// The Telemetry metric overrides the metrics of this HCM's requests are recorded under.
+    pub stats: Option<Arc<weft_telemetry::overrides::MetricOverrides>>,
     pub path: PathNormalization,
     pub xfcc: Xfcc,
     /// Where the HCM sits (listener name, chain index and name): a connection opened under
@@ -144,8 +146,14 @@ pub(super) fn compile(
         uri: details.uri,
         dns: details.dns,
     };
+    let filters = crate::snapshot::filter::chain(&h.http_filters, &h.stat_prefix, what)?;
+    let stats = filters.iter().find_map(|f| match f {
+        crate::snapshot::filter::HttpFilter::Stats(s) => Some(s.clone()),
+        _ => None,
+    });
     Ok(Hcm {
-        filters: crate::snapshot::filter::chain(&h.http_filters, &h.stat_prefix, what)?,
+        filters,
+        stats,
         access_log: crate::snapshot::accesslog::access_logs(&h.access_log, what)?,
         stat_prefix: h.stat_prefix,
         routes,
