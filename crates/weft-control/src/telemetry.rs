@@ -14,6 +14,7 @@ use weft_api::{MeshConfig, Problem, Resource, Spec};
 
 pub mod accesslog;
 pub mod stats;
+pub mod tracing;
 
 /// Which listeners a telemetry rule is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +73,17 @@ pub struct Logging {
     pub filter: Option<String>,
 }
 
+/// The tracing of one proxy in one direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracing {
+    /// The provider's name (None: no provider, no spans).
+    pub provider: Option<String>,
+    /// `randomSamplingPercentage`; None: MeshConfig's `defaultConfig.tracing.sampling`.
+    pub sampling: Option<f64>,
+    pub disable_span_reporting: bool,
+    pub custom_tags: BTreeMap<String, weft_api::telemetry::CustomTag>,
+}
+
 /// The Telemetry resources of a push, by namespace.
 #[derive(Debug, Default)]
 pub struct Index {
@@ -80,6 +92,7 @@ pub struct Index {
     by_namespace: HashMap<String, Vec<Arc<Named>>>,
     default_logging: Vec<String>,
     default_metrics: Vec<String>,
+    default_tracing: Option<String>,
     providers: BTreeMap<String, ExtensionProvider>,
     problems: Vec<Problem>,
 }
@@ -148,6 +161,31 @@ impl Index {
                     }
                 }
             }
+            for (i, tr) in t.tracing.iter().enumerate() {
+                for (j, p) in tr.providers.iter().enumerate() {
+                    let field = format!("spec.tracing[{i}].providers[{j}].name");
+                    let why = match providers.get(&p.name).map(|ep| &ep.provider) {
+                        None => Some(format!(
+                            "unknown provider {:?}; MeshConfig extensionProviders has [{}]",
+                            p.name,
+                            providers.keys().cloned().collect::<Vec<_>>().join(" ")
+                        )),
+                        Some(Provider::Zipkin(z)) => {
+                            registry.lookup_cluster(&z.service, z.port).err().map(|e| {
+                                format!("provider {:?} (zipkin): {e}; no spans are sent", p.name)
+                            })
+                        }
+                        Some(other) => Some(format!(
+                            "provider {:?} is a {} provider; Weft traces with zipkin providers",
+                            p.name,
+                            other.type_name()
+                        )),
+                    };
+                    if let Some(why) = why {
+                        problems.push(r.problem(&field, why));
+                    }
+                }
+            }
             for (i, m) in t.metrics.iter().enumerate() {
                 for (j, o) in m.overrides.iter().enumerate() {
                     if let Some(c) = o.match_.as_ref().and_then(|s| s.custom_metric.as_ref())
@@ -178,6 +216,7 @@ impl Index {
             by_namespace,
             default_logging: mesh.default_providers.access_logging.clone(),
             default_metrics: mesh.default_providers.metrics.clone(),
+            default_tracing: mesh.default_providers.tracing.first().cloned(),
             providers,
             problems,
         }
@@ -387,6 +426,55 @@ impl Index {
             })
             .collect();
         Some(serde_json::json!({ "metrics": metrics }).to_string())
+    }
+
+    /// Tracing for one direction, merged as istiod 1.14 does (`Telemetries.Tracing`): each
+    /// field of the most specific rule that sets it wins (the first provider named, sampling,
+    /// `disableSpanReporting`, `customTags` as a whole); without a provider,
+    /// `defaultProviders.tracing[0]`. None when no Telemetry resource has tracing and there is
+    /// no default provider (MeshConfig's legacy tracing then applies, see
+    /// `telemetry::tracing`).
+    pub fn tracing(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+        mode: Mode,
+    ) -> Option<Tracing> {
+        let rules: Vec<&weft_api::telemetry::Tracing> = self
+            .applicable(namespace, labels)
+            .into_iter()
+            .flat_map(|t| t.spec.tracing.iter())
+            .filter(|t| mode.selected_by(t.match_.as_ref()))
+            .collect();
+        if rules.is_empty() && self.default_tracing.is_none() {
+            return None;
+        }
+        let mut out = Tracing {
+            provider: self.default_tracing.clone(),
+            sampling: None,
+            disable_span_reporting: false,
+            custom_tags: BTreeMap::new(),
+        };
+        for r in rules {
+            if let Some(p) = r.providers.first() {
+                out.provider = Some(p.name.clone());
+            }
+            if let Some(pct) = r.random_sampling_percentage {
+                out.sampling = Some(pct);
+            }
+            if let Some(d) = r.disable_span_reporting {
+                out.disable_span_reporting = d;
+            }
+            if !r.custom_tags.is_empty() {
+                out.custom_tags = r.custom_tags.clone();
+            }
+        }
+        Some(out)
+    }
+
+    /// The extension provider called `name`.
+    pub fn provider(&self, name: &str) -> Option<&ExtensionProvider> {
+        self.providers.get(name)
     }
 
     /// What a proxy's outbound (CLIENT) telemetry config depends on, for sharing the outbound

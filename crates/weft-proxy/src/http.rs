@@ -183,6 +183,8 @@ struct Done {
     grpc_status: Option<u32>,
     req_headers: http::HeaderMap,
     resp_headers: http::HeaderMap,
+    /// The request's span on this hop, when traced and sampled.
+    span: Option<crate::spans::ActiveSpan>,
     lease: Option<Lease>,
 }
 
@@ -256,6 +258,9 @@ impl Completion for Done {
                 cel,
             };
             crate::accesslog::write(&d.proxy, &d.hcm.access_log, &d.entry, &input);
+        }
+        if let Some(span) = d.span.take() {
+            crate::spans::finish(span, &d.proxy, &d.entry);
         }
         if let Some(lease) = d.lease.take()
             && ending.finished
@@ -409,9 +414,16 @@ async fn handle(
 
     let mut entry = AccessLogEntry::new(SystemTime::now());
     entry.authority = Some(authority);
-    // The request's attributes, for the access logs and the metric overrides' tag values.
-    let attributes =
-        !hcm.access_log.is_empty() || hcm.stats.as_ref().is_some_and(|s| s.needs_attributes());
+    // The request's attributes, for the access logs, the metric overrides' tag values and the
+    // span's tags.
+    let attributes = !hcm.access_log.is_empty()
+        || hcm.tracing.is_some()
+        || hcm.stats.as_ref().is_some_and(|s| s.needs_attributes());
+    // This hop's span, its context carried on in the request's headers.
+    let span = hcm
+        .tracing
+        .as_ref()
+        .and_then(|t| crate::spans::start(t, conn.direction, req.headers_mut()));
     if attributes {
         // Only what the access log needs beyond routing and metrics.
         entry.method = Some(req.method().as_str().to_string());
@@ -451,6 +463,7 @@ async fn handle(
         req_headers: http::HeaderMap::new(),
         resp_headers: http::HeaderMap::new(),
         lease: None,
+        span,
     };
     if attributes {
         done.req_headers = req.headers().clone();

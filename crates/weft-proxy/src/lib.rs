@@ -18,6 +18,7 @@ mod otlp;
 mod readbuf;
 pub mod snapshot;
 pub mod socket;
+mod spans;
 mod stats;
 mod tcp;
 pub mod tls;

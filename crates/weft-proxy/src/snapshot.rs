@@ -12,6 +12,7 @@ pub mod jwt;
 mod listener;
 pub mod rbac;
 mod route;
+pub mod tracing;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

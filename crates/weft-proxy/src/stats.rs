@@ -21,6 +21,9 @@ pub struct Telemetry {
     pub peer_header: HeaderValue,
     pub peer_id_header: HeaderValue,
     sinks: Mutex<HashMap<String, Arc<AccessLogSink>>>,
+    /// Zipkin reporters, by collector, started on first use.
+    zipkin:
+        Mutex<HashMap<Arc<crate::snapshot::tracing::Zipkin>, Arc<crate::spans::ZipkinReporter>>>,
     /// OpenTelemetry access loggers, by target, started on first use.
     otlp: Mutex<HashMap<crate::otlp::Target, Arc<crate::otlp::OtlpLogs>>>,
     node_id: String,
@@ -44,6 +47,7 @@ impl Telemetry {
             peer_id_header,
             sinks: Mutex::default(),
             otlp: Mutex::default(),
+            zipkin: Mutex::default(),
             node_id: node_id.to_string(),
             node_cluster: node_cluster.to_string(),
         }
@@ -59,6 +63,36 @@ impl Telemetry {
         self.me.store(std::sync::Arc::new(PeerInfo::from_metadata(
             &self.node, principal,
         )));
+    }
+
+    /// The node id (`sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local`).
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Envoy's `--service-cluster` (`<workload>.<namespace>`): the service name of its spans.
+    pub fn node_cluster(&self) -> &str {
+        &self.node_cluster
+    }
+
+    /// The Zipkin reporter of `zipkin`, started on first use (on the calling runtime).
+    pub fn zipkin(
+        &self,
+        proxy: &Arc<crate::Proxy>,
+        zipkin: &Arc<crate::snapshot::tracing::Zipkin>,
+    ) -> Arc<crate::spans::ZipkinReporter> {
+        let mut map = match self.zipkin.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        map.entry(zipkin.clone())
+            .or_insert_with(|| {
+                Arc::new(crate::spans::ZipkinReporter::start(
+                    Arc::downgrade(proxy),
+                    zipkin.clone(),
+                ))
+            })
+            .clone()
     }
 
     /// The OpenTelemetry logger of `target`, started on first use (on the calling runtime).

@@ -145,6 +145,7 @@ fn hcm_filter(
         HcmSide::Outbound => Mode::Client,
         HcmSide::Inbound(_) => Mode::Server,
     };
+    cfg.tracing = crate::telemetry::tracing::hcm_tracing(view, mode);
     if let Some(stats) = crate::telemetry::stats::http_filter(view, mode) {
         let at = cfg.http_filters.len().saturating_sub(1);
         cfg.http_filters.insert(at, stats);

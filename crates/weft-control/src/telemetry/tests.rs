@@ -253,3 +253,47 @@ spec:
         "{text:?}"
     );
 }
+
+#[test]
+fn tracing_fields_override_one_by_one() {
+    let mesh_yaml = format!("{MESH}defaultProviders:\n  tracing: [zipkin]\n");
+    let i = index(
+        r#"
+apiVersion: telemetry.istio.io/v1alpha1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  tracing:
+  - randomSamplingPercentage: 10
+    customTags: {a: {literal: {value: "1"}}}
+---
+apiVersion: telemetry.istio.io/v1alpha1
+kind: Telemetry
+metadata: {name: ns, namespace: default}
+spec:
+  tracing:
+  - match: {mode: SERVER}
+    randomSamplingPercentage: 100
+  - match: {mode: CLIENT}
+    disableSpanReporting: true
+"#,
+        &mesh_yaml,
+    );
+    let server = i.tracing("default", &labels("a"), Mode::Server).unwrap();
+    assert_eq!(
+        server.provider.as_deref(),
+        Some("zipkin"),
+        "the default provider"
+    );
+    assert_eq!(server.sampling, Some(100.0));
+    assert!(!server.disable_span_reporting);
+    assert_eq!(server.custom_tags.len(), 1, "kept from the mesh rule");
+    let client = i.tracing("default", &labels("a"), Mode::Client).unwrap();
+    assert_eq!(client.sampling, Some(10.0));
+    assert!(client.disable_span_reporting);
+    // Without any Telemetry tracing nor default provider: MeshConfig's legacy settings.
+    assert_eq!(
+        index("", MESH).tracing("default", &labels("a"), Mode::Client),
+        None
+    );
+}

@@ -29,7 +29,7 @@ const WORKLOADS: [(&str, &str, &str, u8); 6] = [
 /// The bookinfo services of examples/bookinfo/services.yaml; service `i` has VIP 10.78.<id>.(10+i).
 const SERVICES: [&str; 4] = ["productpage", "details", "reviews", "ratings"];
 
-const URL: &str = "http://productpage:9080/productpage";
+pub(crate) const URL: &str = "http://productpage:9080/productpage";
 
 const REVIEWS_UNAVAILABLE: &str = "Sorry, product reviews are currently unavailable for this book.";
 const RATINGS_UNAVAILABLE: &str = "Ratings service is currently unavailable";
@@ -321,15 +321,20 @@ fn requests_total(mesh: &Mesh, pod: &str, needles: &[&str]) -> u64 {
         .sum::<f64>() as u64
 }
 
-/// The bookinfo mesh: the six workloads with sidecars and Weft's bookinfo apps, and a client
-/// pod with a sidecar.
+/// The bookinfo mesh (with the access log on stdout).
 fn bookinfo_mesh() -> Mesh {
+    bookinfo_mesh_with("accessLogFile: /dev/stdout\n")
+}
+
+/// The bookinfo mesh: the six workloads with sidecars and Weft's bookinfo apps, and a client
+/// pod with a sidecar, under `mesh_config`.
+pub(crate) fn bookinfo_mesh_with(mesh_config: &str) -> Mesh {
     let id = next_id();
     let config = vec![
         ("services.yaml", services(id)),
         ("workloads.yaml", workloads(id)),
     ];
-    let mut mesh = Mesh::new(id, &config, "accessLogFile: /dev/stdout\n", &hosts(id));
+    let mut mesh = Mesh::new(id, &config, mesh_config, &hosts(id));
     for (name, app, version, host) in WORKLOADS {
         let sa = format!("bookinfo-{app}");
         mesh.add_pod(name, host, Some(sidecar(name, app, version, &sa)));

@@ -11,6 +11,7 @@ mod netns;
 mod security;
 mod tcp_shift;
 mod telemetry;
+mod tracing;
 mod traffic;
 mod wait;
 

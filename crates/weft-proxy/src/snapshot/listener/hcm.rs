@@ -78,6 +78,8 @@ pub struct Hcm {
     pub access_log: Vec<Arc<AccessLogConfig>>,
     /// The Telemetry metric overrides the metrics of this HCM's requests are recorded under.
     pub stats: Option<Arc<weft_telemetry::overrides::MetricOverrides>>,
+    /// Envoy's `tracing`: a span per request when set.
+    pub tracing: Option<Arc<crate::snapshot::tracing::Tracing>>,
     pub path: PathNormalization,
     pub xfcc: Xfcc,
     /// Where the HCM sits (listener name, chain index and name): a connection opened under
@@ -151,9 +153,14 @@ pub(super) fn compile(
         crate::snapshot::filter::HttpFilter::Stats(s) => Some(s.clone()),
         _ => None,
     });
+    let tracing = match &h.tracing {
+        Some(t) => Some(Arc::new(crate::snapshot::tracing::compile(t, what)?)),
+        None => None,
+    };
     Ok(Hcm {
         filters,
         stats,
+        tracing,
         access_log: crate::snapshot::accesslog::access_logs(&h.access_log, what)?,
         stat_prefix: h.stat_prefix,
         routes,
