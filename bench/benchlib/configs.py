@@ -8,6 +8,7 @@ Addresses (pods on 10.91.0.0/24, Weft service VIPs on 10.92.0.0/24):
   wplain  .31  Weft server pod, plaintext (PeerAuthentication DISABLE), upstream + sidecar
   wmtls   .32  Weft server pod, STRICT mTLS, upstream + iperf3 + sidecar
   wauthz  .33  Weft server pod, STRICT mTLS and a three-rule ALLOW policy, upstream + sidecar
+  wlog    .34  Weft server pod, STRICT mTLS, access log to a file (Telemetry API), upstream + sidecar
 
 Ports: upstream 8080, iperf3 5201. nginx A 8101 (1-hop), 8201 (2-hop), 8301 (2-hop mTLS),
 5301 (TCP 1 hop), 5303 (TCP mTLS pair); HAProxy A the same +1. nginx B 9101 (plain),
@@ -25,8 +26,9 @@ NAMESPACE = "bench"
 SERVER_NAME = "server.bench"
 HOSTS = {
     "client": 10, "server": 20, "cp": 2, "wclient": 30, "wplain": 31, "wmtls": 32, "wauthz": 33,
+    "wlog": 34,
 }
-WEFT_SERVICES = {"up": 1, "plain": 2, "mtls": 3, "routed": 4, "authz": 5}
+WEFT_SERVICES = {"up": 1, "plain": 2, "mtls": 3, "routed": 4, "authz": 5, "logged": 6}
 
 
 def ip(pod):
@@ -341,6 +343,7 @@ spec:
         ("plain", "wplain", "plain", "", ', "security.istio.io/tlsMode": "disabled"'),
         ("mtls", "wmtls", "mtls", "", ""),
         ("authz", "wauthz", "authz", "", ""),
+        ("logged", "wlog", "logged", "", ""),
         ("client", "wclient", "client", "", ""),
     ]
     we = []
@@ -354,12 +357,25 @@ metadata:
 spec:
   address: {ip(pod)}
   labels: {{app: {app}, version: v1{extra_labels}}}
-  serviceAccount: {"server" if app in ("plain", "mtls", "authz") else app}
+  serviceAccount: {"server" if app in ("plain", "mtls", "authz", "logged") else app}
 """)
     files.append(("workloads.yaml", "---\n".join(we)))
     # `authz` (issue 10's bench unit): a realistic ALLOW policy of three rules on the server
     # sidecar; the request matches the last one (principal, methods, paths, port, a header
     # condition).
+    # `logged` (issue 12's bench unit): the server sidecar writes Istio's TEXT access log to a
+    # file through the Telemetry API.
+    files.append(("logged.yaml", f"""apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: logged
+  namespace: {NAMESPACE}
+spec:
+  selector:
+    matchLabels: {{app: logged}}
+  accessLogging:
+  - providers: [{{name: file-log}}]
+"""))
     files.append(("authz.yaml", f"""apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata:
@@ -399,4 +415,9 @@ spec:
     return files
 
 
-WEFT_MESH_CONFIG = f"trustDomain: {TRUST_DOMAIN}\n"
+def weft_mesh_config(d):
+    """The bench mesh's MeshConfig: the `file-log` provider writes into the run's directory."""
+    return (f"trustDomain: {TRUST_DOMAIN}\n"
+            "extensionProviders:\n"
+            "- name: file-log\n"
+            f"  envoyFileAccessLog: {{path: {d}/weft-access.log}}\n")

@@ -193,7 +193,7 @@ def start_weft(lab, d, weft, plugin_ca, cpu, upstreams):
     os.makedirs(cfg, exist_ok=True)
     for name, text in configs.weft_config():
         write(os.path.join(cfg, name), text)
-    mesh = write(os.path.join(d, "weft-mesh.yaml"), configs.WEFT_MESH_CONFIG)
+    mesh = write(os.path.join(d, "weft-mesh.yaml"), configs.weft_mesh_config(d))
     state = os.path.join(d, "weft-state")
     cp = lab.pods["cp"]
     lab.spawn("weft-control", cp, [weft, "control", "--config-dir", cfg, "--mesh-config", mesh,
@@ -205,6 +205,7 @@ def start_weft(lab, d, weft, plugin_ca, cpu, upstreams):
     for pod_name, workload, app, sa in (("wmtls", "mtls", "mtls", "server"),
                                          ("wplain", "plain", "plain", "server"),
                                          ("wauthz", "authz", "authz", "server"),
+                                         ("wlog", "logged", "logged", "server"),
                                          ("wclient", "client", "client", "client")):
         pod = lab.pods[pod_name]
         if pod_name in upstreams:
@@ -262,11 +263,13 @@ def make_targets(lab, procs, upstreams):
                                 ("2hop", "plain", [w["wclient"], w["wplain"]]),
                                 ("mtls", "mtls", [w["wclient"], w["wmtls"]]),
                                 ("routed", "routed", [w["wclient"], w["wmtls"]]),
-                                ("authz", "authz", [w["wclient"], w["wauthz"]])):
+                                ("authz", "authz", [w["wclient"], w["wauthz"]]),
+                                ("logged", "logged", [w["wclient"], w["wlog"]])):
             ups = {"up": up_server, "plain": upstreams.get("wplain", []),
                    "mtls": upstreams.get("wmtls", []),
                    "routed": upstreams.get("wmtls", []),
-                   "authz": upstreams.get("wauthz", [])}[svc]
+                   "authz": upstreams.get("wauthz", []),
+                   "logged": upstreams.get("wlog", [])}[svc]
             http[("weft", topo)] = dict(pod=wclient, connect=f"{configs.fqdn(svc)}:8080",
                                         proxies=path, upstream=ups)
         tcp[("weft", "1hop")] = dict(pod=wclient, host=configs.fqdn("up"), port=5201,
@@ -412,8 +415,8 @@ def main(argv):
         certs = os.path.join(workdir, "certs")
         plugin_ca = configs.make_certs(certs)
         lab.create_bridge()
-        for name in ("client", "server", "cp", "wclient", "wplain", "wmtls", "wauthz"):
-            if name in ("cp", "wclient", "wplain", "wmtls", "wauthz") and \
+        for name in ("client", "server", "cp", "wclient", "wplain", "wmtls", "wauthz", "wlog"):
+            if name in ("cp", "wclient", "wplain", "wmtls", "wauthz", "wlog") and \
                     "weft" not in args.systems:
                 continue
             lab.add_pod(name, configs.HOSTS[name])
@@ -436,6 +439,7 @@ def main(argv):
             }
         if "weft" in args.systems:
             upstreams["wplain"] = upstreams["wmtls"] = upstreams["wauthz"] = None
+            upstreams["wlog"] = None
             procs["weft"] = start_weft(lab, workdir, weft, plugin_ca, server_cpu, upstreams)
         time.sleep(1.0)
         for s, ps in procs.items():

@@ -6,13 +6,14 @@ import statistics
 SYSTEMS = ("nginx", "haproxy", "weft")
 NAMES = {"direct": "direct", "nginx": "nginx", "haproxy": "HAProxy", "weft": "Weft"}
 TOPOS = {"direct": "direct", "1hop": "1-hop", "2hop": "2-hop", "mtls": "2-hop mTLS",
-         "routed": "2-hop mTLS, routed", "authz": "2-hop mTLS, ALLOW policy"}
-HOPS = {"direct": 0, "1hop": 1, "2hop": 2, "mtls": 2, "routed": 2, "authz": 2}
+         "routed": "2-hop mTLS, routed", "authz": "2-hop mTLS, ALLOW policy",
+         "logged": "2-hop mTLS, server access log"}
+HOPS = {"direct": 0, "1hop": 1, "2hop": 2, "mtls": 2, "routed": 2, "authz": 2, "logged": 2}
 # Weft's routed path (a VirtualService with ten matches, retries and a weighted split) is
 # compared with the peers' plain mTLS pair: the peers route nothing there.
 # Likewise its authz path (a three-rule ALLOW AuthorizationPolicy on the server sidecar).
-PEER_TOPO = {"routed": "mtls", "authz": "mtls"}
-WEFT_TOPOS = ("1hop", "2hop", "mtls", "routed", "authz")
+PEER_TOPO = {"routed": "mtls", "authz": "mtls", "logged": "mtls"}
+WEFT_TOPOS = ("1hop", "2hop", "mtls", "routed", "authz", "logged")
 LAT_KEYS = ("c1_p50_us", "c1_p99_us", "r1000_p50_us", "r1000_p99_us", "r4000_p50_us",
             "r4000_p99_us")
 HTTP_RATIO_KEYS = ("sat_rps", "sat_cpu_us_per_req", "r1000_cpu_us_per_req",

@@ -8,6 +8,7 @@ mod grpc_xds;
 mod jwks;
 mod mtls_migration;
 mod netns;
+mod prometheus;
 mod security;
 mod tcp_shift;
 mod telemetry;
