@@ -89,6 +89,7 @@ impl<'a> ProxyView<'a> {
         }
     }
 
+    /// The proxy's workload labels (none without a WorkloadEntry).
     pub fn labels(&self) -> BTreeMap<String, String> {
         self.workload
             .as_ref()
@@ -168,11 +169,7 @@ pub fn listener_key(view: &ProxyView) -> String {
 /// What a proxy's outbound telemetry (access logging) depends on: proxies with equal keys
 /// share their outbound listeners.
 pub fn telemetry_key(view: &ProxyView) -> String {
-    let labels = view
-        .workload
-        .as_ref()
-        .map(|w| w.labels.clone())
-        .unwrap_or_default();
+    let labels = view.labels();
     view.push
         .telemetry
         .client_key(&view.node.namespace, &labels)

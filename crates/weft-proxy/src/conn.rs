@@ -22,6 +22,23 @@ pub struct ConnInfo {
     pub alpn: Option<Vec<u8>>,
 }
 
+impl ConnInfo {
+    /// The proxy's own outbound calls (to a collector, an authorizer): no downstream behind
+    /// them.
+    pub fn local_call() -> ConnInfo {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        ConnInfo {
+            direction: Direction::Outbound,
+            original_dst: unspecified,
+            remote: unspecified,
+            peer_principal: None,
+            peer_cert: None,
+            sni: None,
+            alpn: None,
+        }
+    }
+}
+
 /// What `x-forwarded-client-cert` says about a downstream peer certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerCert {

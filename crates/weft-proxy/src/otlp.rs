@@ -6,7 +6,6 @@
 //! dropped, as Envoy does; the next batch tries again, so the logs resume when the collector
 //! comes back.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -22,7 +21,6 @@ use tokio::sync::mpsc;
 use crate::Proxy;
 use crate::conn::ConnInfo;
 use crate::http::grpc::ClusterChannel;
-use crate::snapshot::Direction;
 
 /// Records queued per logger before new ones are dropped.
 const QUEUE: usize = 4096;
@@ -168,18 +166,9 @@ impl Exporter {
         else {
             return Err(format!("cluster {} does not exist", self.target.cluster));
         };
-        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
         let channel = ClusterChannel {
             proxy: proxy.clone(),
-            conn: Arc::new(ConnInfo {
-                direction: Direction::Outbound,
-                original_dst: unspecified,
-                remote: unspecified,
-                peer_principal: None,
-                peer_cert: None,
-                sni: None,
-                alpn: None,
-            }),
+            conn: Arc::new(ConnInfo::local_call()),
             cluster,
             authority: self.target.authority.as_str().into(),
         };

@@ -7,7 +7,6 @@
 //! waited on) to a task that reports them to the Zipkin collector in batches (Zipkin v2 JSON,
 //! `POST /api/v2/spans`) through the proxy's own pools.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -381,16 +380,7 @@ async fn post(proxy: &Weak<Proxy>, zipkin: &Zipkin, spans: Value) -> Result<(), 
         .body(())
         .map_err(|e| e.to_string())?
         .into_parts();
-    let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
-    let conn = Arc::new(ConnInfo {
-        direction: Direction::Outbound,
-        original_dst: unspecified,
-        remote: unspecified,
-        peer_principal: None,
-        peer_cert: None,
-        sni: None,
-        alpn: None,
-    });
+    let conn = Arc::new(ConnInfo::local_call());
     let h2 = cluster.protocol.h2_for(http::Version::HTTP_11);
     let call = crate::http::grpc::call(
         &proxy,

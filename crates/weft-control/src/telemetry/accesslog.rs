@@ -34,11 +34,7 @@ const PEER_FILTER_STATE: [&str; 4] = [
 
 /// The access logs of a proxy's listeners of one direction.
 pub fn access_logs(view: &ProxyView, mode: Mode) -> Vec<accesslog::AccessLog> {
-    let labels = view
-        .workload
-        .as_ref()
-        .map(|w| w.labels.clone())
-        .unwrap_or_default();
+    let labels = view.labels();
     let Some(logging) = view
         .push
         .telemetry

@@ -49,11 +49,7 @@ fn plugin(json: String, mode: Mode, tcp: bool) -> wasm::PluginConfig {
 }
 
 fn overrides(view: &ProxyView, mode: Mode) -> Option<String> {
-    let labels = view
-        .workload
-        .as_ref()
-        .map(|w| w.labels.clone())
-        .unwrap_or_default();
+    let labels = view.labels();
     view.push
         .telemetry
         .metric_overrides(&view.node.namespace, &labels, mode)

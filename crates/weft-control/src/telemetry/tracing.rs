@@ -78,11 +78,7 @@ pub fn hcm_tracing(view: &ProxyView, mode: Mode) -> Option<hcm::http_connection_
     } else {
         DEFAULT_SAMPLING
     };
-    let labels = view
-        .workload
-        .as_ref()
-        .map(|w| w.labels.clone())
-        .unwrap_or_default();
+    let labels = view.labels();
     let (provider, sampling, tags) =
         match view
             .push

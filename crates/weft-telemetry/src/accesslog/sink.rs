@@ -6,7 +6,11 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::time::Duration;
+
+/// How often the writer thread takes the queued lines (Envoy flushes its file logs every second).
+const WRITER_POLL: Duration = Duration::from_millis(20);
 use std::thread::JoinHandle;
 
 use crate::error::TelemetryError;
@@ -135,19 +139,32 @@ fn run_writer(rx: Receiver<String>, writer: Box<dyn Write + Send>, counters: &Co
             }
         }
     };
-    while let Ok(line) = rx.recv() {
-        write_line(&mut out, line);
-        // Drain what is queued before paying for a flush.
-        while let Ok(line) = rx.try_recv() {
-            write_line(&mut out, line);
+    // Poll rather than block: a writer that sleeps on the channel would have every request's
+    // `try_send` wake it (a futex call and a context switch per line); polling every
+    // `WRITER_POLL` lets the requests only push, and writes a tick's lines with one flush.
+    loop {
+        let mut wrote = false;
+        loop {
+            match rx.try_recv() {
+                Ok(line) => {
+                    write_line(&mut out, line);
+                    wrote = true;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    let _ = out.flush();
+                    return;
+                }
+            }
         }
-        if let Err(e) = out.flush()
+        if wrote
+            && let Err(e) = out.flush()
             && counters.write_errors.fetch_add(1, Ordering::Relaxed) == 0
         {
             tracing::warn!(error = %e, "flushing the access log failed");
         }
+        std::thread::sleep(WRITER_POLL);
     }
-    let _ = out.flush();
 }
 
 #[cfg(test)]
