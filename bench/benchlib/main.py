@@ -194,6 +194,9 @@ def start_weft(lab, d, weft, plugin_ca, cpu, upstreams):
     for name, text in configs.weft_config():
         write(os.path.join(cfg, name), text)
     mesh = write(os.path.join(d, "weft-mesh.yaml"), configs.weft_mesh_config(d))
+    # The `logged` unit's access log: the sidecars run as uid 1337.
+    access_log = write(os.path.join(d, "weft-access.log"), "")
+    os.chown(access_log, 1337, 1337)
     state = os.path.join(d, "weft-state")
     cp = lab.pods["cp"]
     lab.spawn("weft-control", cp, [weft, "control", "--config-dir", cfg, "--mesh-config", mesh,

@@ -20,7 +20,9 @@ pub struct Telemetry {
     me: arc_swap::ArcSwap<PeerInfo>,
     pub peer_header: HeaderValue,
     pub peer_id_header: HeaderValue,
-    sinks: Mutex<HashMap<String, Arc<AccessLogSink>>>,
+    /// File sinks by path; a path that could not be opened keeps the time of the failure, and
+    /// is tried again only after [`REOPEN_AFTER`].
+    sinks: Mutex<HashMap<String, Result<Arc<AccessLogSink>, std::time::Instant>>>,
     /// Zipkin reporters, by collector, started on first use.
     zipkin:
         Mutex<HashMap<Arc<crate::snapshot::tracing::Zipkin>, Arc<crate::spans::ZipkinReporter>>>,
@@ -117,25 +119,37 @@ impl Telemetry {
             .clone()
     }
 
-    /// The file sink of `path`, opened on first use.
+    /// The file sink of `path`, opened on first use. A path that cannot be opened is logged
+    /// once and tried again every [`REOPEN_AFTER`], not per request; the entries meanwhile are
+    /// counted in `access_logs.file.open_failures_dropped`.
     pub fn sink(&self, path: &str) -> Option<Arc<AccessLogSink>> {
         let mut sinks = self.sinks.lock().ok()?;
-        if let Some(s) = sinks.get(path) {
-            return Some(s.clone());
+        match sinks.get(path) {
+            Some(Ok(s)) => return Some(s.clone()),
+            Some(Err(at)) if at.elapsed() < REOPEN_AFTER => {
+                crate::snapshot::counter::counter("access_logs.file.open_failures_dropped")
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return None;
+            }
+            _ => {}
         }
         match AccessLogSink::open(path) {
             Ok(s) => {
                 let s = Arc::new(s);
-                sinks.insert(path.to_string(), s.clone());
+                sinks.insert(path.to_string(), Ok(s.clone()));
                 Some(s)
             }
             Err(e) => {
-                tracing::error!(path, error = %e, "cannot open the access log; requests are not logged there");
+                tracing::error!(path, error = %e, retry_in_secs = REOPEN_AFTER.as_secs(), "cannot open the access log; requests are not logged there");
+                sinks.insert(path.to_string(), Err(std::time::Instant::now()));
                 None
             }
         }
     }
 }
+
+/// How long a file access log that could not be opened is left before it is tried again.
+const REOPEN_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub fn service_info(meta: Option<&ServiceMeta>, fallback_host: &str) -> ServiceInfo {
     match meta {
@@ -219,4 +233,33 @@ pub fn peer_from_principal(principal: &str) -> PeerInfo {
         p.namespace = weft_telemetry::Label::new(&id.namespace);
     }
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unopenable_access_log_is_not_retried_per_request() {
+        let t = Telemetry::new(
+            NodeMetadata::default(),
+            "id",
+            "app.ns",
+            "spiffe://td/ns/ns/sa/a",
+        );
+        let path = "/nonexistent-weft-dir/access.log";
+        let dropped = || {
+            crate::snapshot::counter::counter("access_logs.file.open_failures_dropped")
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        assert!(t.sink(path).is_none());
+        let before = dropped();
+        for _ in 0..3 {
+            assert!(t.sink(path).is_none());
+        }
+        assert_eq!(dropped() - before, 3, "counted, not reopened");
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join("access.log");
+        assert!(t.sink(ok.to_str().unwrap()).is_some());
+    }
 }
