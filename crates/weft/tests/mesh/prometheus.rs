@@ -89,18 +89,20 @@ fn prometheus_scrapes_the_mesh() {
             })
         },
     );
-    // By response code, as the Istio dashboards query it.
-    let by_code = query(
-        &mesh,
-        "sum by (response_code) (istio_requests_total{reporter=\"source\",destination_service_name=\"httpbin\"})",
-    );
-    let codes: Vec<&str> = by_code
-        .iter()
-        .filter_map(|r| r["metric"]["response_code"].as_str())
-        .collect();
-    assert!(
-        codes.contains(&"200") && codes.contains(&"418"),
-        "{by_code:?}"
+    // By response code, as the Istio dashboards query it (the client sidecar's series may come
+    // a scrape later).
+    let by_code = "sum by (response_code) (istio_requests_total{reporter=\"source\",destination_service_name=\"httpbin\"})";
+    wait_for(
+        Duration::from_secs(30),
+        "both response codes from the client side",
+        || {
+            let result = query(&mesh, by_code);
+            let codes: Vec<&str> = result
+                .iter()
+                .filter_map(|r| r["metric"]["response_code"].as_str())
+                .collect();
+            codes.contains(&"200") && codes.contains(&"418")
+        },
     );
     // The control plane's own metrics.
     assert!(
