@@ -36,9 +36,19 @@ fn logged(mesh: &Mesh, pod: &str, id: &str) -> Vec<String> {
         .collect()
 }
 
-/// Both sidecars write their lines once the response is done; give them a moment.
+/// For lines that must not appear: give both sidecars time to write what they would.
 fn settle() {
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1000));
+}
+
+/// The lines of a request id once at least one is there.
+fn wait_logged(mesh: &Mesh, pod: &str, id: &str) -> Vec<String> {
+    wait_for(
+        Duration::from_secs(10),
+        &format!("{id} in {pod}'s access log"),
+        || !logged(mesh, pod, id).is_empty(),
+    );
+    logged(mesh, pod, id)
 }
 
 #[test]
@@ -67,9 +77,8 @@ fn istio_access_logging_with_the_telemetry_api() {
         ),
     );
     assert_eq!(request(&mesh, "/status/418", "teapot-1"), 418);
-    settle();
     for pod in ["sleep", "httpbin"] {
-        let lines = logged(&mesh, pod, "teapot-1");
+        let lines = wait_logged(&mesh, pod, "teapot-1");
         assert_eq!(lines.len(), 1, "{pod}: {lines:?}");
         let line = &lines[0];
         assert!(
@@ -99,14 +108,14 @@ fn istio_access_logging_with_the_telemetry_api() {
     };
     apply(&mesh, "telemetry-ns.yaml", "ns-logging", &mode("CLIENT"));
     assert_eq!(request(&mesh, "/status/418", "client-only"), 418);
+    assert_eq!(wait_logged(&mesh, "sleep", "client-only").len(), 1);
     settle();
-    assert_eq!(logged(&mesh, "sleep", "client-only").len(), 1);
     assert!(logged(&mesh, "httpbin", "client-only").is_empty());
     apply(&mesh, "telemetry-ns.yaml", "ns-logging", &mode("SERVER"));
     assert_eq!(request(&mesh, "/status/418", "server-only"), 418);
+    assert_eq!(wait_logged(&mesh, "httpbin", "server-only").len(), 1);
     settle();
     assert!(logged(&mesh, "sleep", "server-only").is_empty());
-    assert_eq!(logged(&mesh, "httpbin", "server-only").len(), 1);
 
     // A CEL filter: errors only.
     apply(
@@ -121,8 +130,10 @@ fn istio_access_logging_with_the_telemetry_api() {
     );
     assert_eq!(request(&mesh, "/status/418", "filtered-418"), 418);
     assert_eq!(request(&mesh, "/get", "filtered-200"), 200);
-    settle();
+    // A later logged request: once it is written, so is anything before it.
+    assert_eq!(request(&mesh, "/status/418", "filtered-marker"), 418);
     for pod in ["sleep", "httpbin"] {
+        wait_logged(&mesh, pod, "filtered-marker");
         assert_eq!(logged(&mesh, pod, "filtered-418").len(), 1, "{pod}");
         assert!(logged(&mesh, pod, "filtered-200").is_empty(), "{pod}");
     }
@@ -146,8 +157,7 @@ fn istio_access_logging_with_the_telemetry_api() {
         "{errors}"
     );
     assert_eq!(request(&mesh, "/get", "still-logged"), 200);
-    settle();
-    assert_eq!(logged(&mesh, "httpbin", "still-logged").len(), 1);
+    assert_eq!(wait_logged(&mesh, "httpbin", "still-logged").len(), 1);
 
     // disabled: true turns it off for the namespace (the mesh default no longer applies).
     apply(
@@ -310,8 +320,7 @@ fn istio_opentelemetry_access_logging_to_a_real_collector() {
         &sleep_logging("envoy"),
     );
     assert_eq!(request(&mesh, "/status/418", "to-file"), 418);
-    settle();
-    assert_eq!(logged(&mesh, "sleep", "to-file").len(), 1);
+    assert_eq!(wait_logged(&mesh, "sleep", "to-file").len(), 1);
     apply(
         &mesh,
         "telemetry-sleep.yaml",
