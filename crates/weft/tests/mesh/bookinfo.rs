@@ -669,7 +669,10 @@ spec:
     // the fault filter answers: the access log names the cluster (%UPSTREAM_CLUSTER%) and
     // Istio's stats take destination_service from the cluster's name, so an aborted call
     // still names the service it was meant for.
-    let log = mesh.log("proxy-reviews-v2.log");
+    let log = mesh.wait_log(
+        "proxy-reviews-v2.log",
+        "\"GET /ratings/0 HTTP/1.1\" 500 FI fault_filter_abort",
+    );
     let abort_lines: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("\"GET /ratings/0 HTTP/1.1\" 500 FI fault_filter_abort"))
@@ -768,7 +771,10 @@ fn istio_authorization_for_http_traffic_on_bookinfo() {
             ) > 0
         },
     );
-    let log = mesh.log("proxy-productpage.log");
+    let log = mesh.wait_log(
+        "proxy-productpage.log",
+        " 403 - rbac_access_denied_matched_policy[none] ",
+    );
     assert!(
         log.lines()
             .any(|l| l.contains(" 403 - rbac_access_denied_matched_policy[none] ")),

@@ -151,7 +151,7 @@ fn istio_external_authorization() {
         authorizer.contains("[HTTP][denied]") && authorizer.contains("[HTTP][allowed]"),
         "{authorizer}"
     );
-    let proxy = mesh.log("proxy-httpbin.log");
+    let proxy = mesh.wait_log("proxy-httpbin.log", "ext_authz_denied");
     assert!(
         proxy.contains("UAEX") && proxy.contains("ext_authz_denied"),
         "the denial is not in the access log: {proxy}"

@@ -388,6 +388,19 @@ impl Mesh {
         path
     }
 
+    /// A log file once it contains `needle` (access-log lines are written a moment after the
+    /// response), or as it is after 10 s.
+    pub fn wait_log(&self, name: &str, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log(name);
+            if log.contains(needle) || std::time::Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Starts `argv` in a pod as process `role` (output in `<role>-<pod>.log`), without waiting.
     pub fn spawn(&mut self, pod: &str, role: &str, argv: &[&str]) {
         let p = self.pods.get_mut(pod).expect("pod");

@@ -286,13 +286,9 @@ fn istio_explicit_deny_and_dry_run() {
             .contains("never-reaches-the-app"),
         "a denied request reached httpbin"
     );
-    let log = mesh.log("proxy-httpbin.log");
-    assert!(
-        log.contains(
-            "rbac_access_denied_matched_policy[ns[default]-policy[deny-method-get]-rule[0]]"
-        ),
-        "{log}"
-    );
+    let denial = "rbac_access_denied_matched_policy[ns[default]-policy[deny-method-get]-rule[0]]";
+    let log = mesh.wait_log("proxy-httpbin.log", denial);
+    assert!(log.contains(denial), "{log}");
 
     // Unless x-token is admin.
     apply_policy(
