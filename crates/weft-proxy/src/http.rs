@@ -414,16 +414,16 @@ async fn handle(
 
     let mut entry = AccessLogEntry::new(SystemTime::now());
     entry.authority = Some(authority);
-    // The request's attributes, for the access logs, the metric overrides' tag values and the
-    // span's tags.
-    let attributes = !hcm.access_log.is_empty()
-        || hcm.tracing.is_some()
-        || hcm.stats.as_ref().is_some_and(|s| s.needs_attributes());
     // This hop's span, its context carried on in the request's headers.
     let span = hcm
         .tracing
         .as_ref()
         .and_then(|t| crate::spans::start(t, conn.direction, req.headers_mut()));
+    // The headers, for the access logs' operators and CEL, and the metric overrides' tag
+    // values; the request's attributes for those and a sampled span's tags.
+    let keep_headers =
+        !hcm.access_log.is_empty() || hcm.stats.as_ref().is_some_and(|s| s.needs_attributes());
+    let attributes = keep_headers || span.is_some();
     if attributes {
         // Only what the access log needs beyond routing and metrics.
         entry.method = Some(req.method().as_str().to_string());
@@ -465,7 +465,7 @@ async fn handle(
         lease: None,
         span,
     };
-    if attributes {
+    if keep_headers {
         done.req_headers = req.headers().clone();
     }
 
@@ -518,7 +518,7 @@ async fn handle(
                 .get("grpc-status")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|s| s.parse().ok());
-            if attributes {
+            if keep_headers {
                 done.resp_headers = resp.headers().clone();
             }
             done.lease = lease;

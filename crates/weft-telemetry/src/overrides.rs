@@ -147,6 +147,13 @@ impl MetricOverrides {
             })?;
             let mut upsert = Vec::new();
             for (tag, expression) in m.dimensions {
+                if !is_label_name(&tag) {
+                    return Err(bad(format!(
+                        "tag {tag:?} of {} is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, \
+                         not `le`, not starting with `__`)",
+                        m.name
+                    )));
+                }
                 let program = cel::Program::compile(&expression).map_err(|e| {
                     bad(format!(
                         "tag {tag} of {}: {expression:?} is not a valid CEL expression ({})",
@@ -215,6 +222,10 @@ impl MetricOverrides {
         if rule.drop {
             return None;
         }
+        if rule.remove.is_empty() && rule.upsert.is_empty() {
+            // Nothing changes: the standard series, not a second one with the same labels.
+            return Some(Series::Standard(labels.clone()));
+        }
         let computed = values
             .0
             .iter()
@@ -236,6 +247,18 @@ impl MetricOverrides {
         }
         Some(Series::Custom(pairs.into()))
     }
+}
+
+/// A name Prometheus takes as a label: `[a-zA-Z_][a-zA-Z0-9_]*`, not `le` (histograms use
+/// it), not reserved (`__` prefix).
+pub fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name != "le"
+        && !name.starts_with("__")
 }
 
 /// A standard label set's names and values, in Istio's order.

@@ -199,6 +199,10 @@ fn telemetry_cases() {
             &["spec.metrics[0].overrides[0].tagOverrides.a.value"],
         ),
         (
+            "  metrics:\n  - overrides:\n    - tagOverrides: {my-tag: {value: request.host}}\n",
+            &["spec.metrics[0].overrides[0].tagOverrides.my-tag"],
+        ),
+        (
             "  tracing:\n  - customTags: {t: {literal: {value: ''}}}\n",
             &["spec.tracing[0].customTags.t.literal.value"],
         ),

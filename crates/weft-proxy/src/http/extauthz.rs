@@ -160,7 +160,11 @@ fn failed(f: &ExtAuthz, why: &str) -> Result<(), StatusCode> {
     }
 }
 
+/// The call under the filter's timeout (none when it is zero, as Envoy reads a zero timeout).
 async fn timed(f: &ExtAuthz, call: impl Future<Output = Verdict>) -> Verdict {
+    if f.service.timeout().is_zero() {
+        return call.await;
+    }
     match tokio::time::timeout(f.service.timeout(), call).await {
         Ok(v) => v,
         Err(_) => Verdict::Error(format!("no answer within {:?}", f.service.timeout())),
@@ -348,6 +352,7 @@ async fn http_check(
     for (name, value) in &h.headers_to_add {
         headers.insert(name.clone(), value.clone());
     }
+    super::strip_hop_by_hop(headers);
     headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     let (check, ()) = req.into_parts();
     let h2 = cluster.protocol.h2_for(Version::HTTP_11);
@@ -381,14 +386,17 @@ async fn http_check(
     }
     Verdict::Deny {
         status,
-        headers: header_list(&head.headers, |n| {
-            // The reply is the proxy's own: its framing headers are its own too.
-            !matches!(n, "content-length" | "transfer-encoding" | "connection")
-                && h.to_client_on_deny(n)
-        })
-        .collect(),
+        headers: header_list(&head.headers, |n| !framing(n) && h.to_client_on_deny(n)).collect(),
         body: String::from_utf8_lossy(&answer.to_bytes()).into_owned(),
     }
+}
+
+/// Headers of the message framing: a denial is the proxy's own reply, and frames itself.
+fn framing(name: &str) -> bool {
+    matches!(
+        name,
+        "content-length" | "transfer-encoding" | "connection" | "keep-alive" | "upgrade" | "te"
+    )
 }
 
 /// `HeaderValueOption`s of a gRPC answer: (name, value, append).
@@ -456,6 +464,7 @@ async fn grpc_check(
                 .unwrap_or(StatusCode::FORBIDDEN),
             headers: options(&d.headers)
                 .into_iter()
+                .filter(|(n, _, _)| !framing(n.as_str()))
                 .map(|(n, v, _)| (n, v))
                 .collect(),
             body: d.body,

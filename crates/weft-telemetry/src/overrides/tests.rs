@@ -87,6 +87,8 @@ fn failed_tag_expressions_give_unknown_and_bad_configs_are_refused() {
     for bad in [
         r#"{"metrics":[{"name":"my_metric"}]}"#,
         r#"{"metrics":[{"name":"requests_total","dimensions":{"a":"request.host =="}}]}"#,
+        r#"{"metrics":[{"name":"requests_total","dimensions":{"my-tag":"request.host"}}]}"#,
+        r#"{"metrics":[{"name":"requests_total","dimensions":{"le":"request.host"}}]}"#,
         "not json",
     ] {
         let e = MetricOverrides::from_plugin_json(bad)
