@@ -63,9 +63,9 @@ pub fn write(
                 }
                 sink.log(line);
             }
-            LogSink::Otel(o) => proxy
-                .telemetry
-                .otlp(proxy, &o.target)
+            LogSink::Otel(o) => o
+                .logger
+                .get_or_init(|| proxy.telemetry.otlp(proxy, &o.target))
                 .send(record(o, entry, input)),
         }
     }

@@ -39,6 +39,7 @@ pub struct Target {
 }
 
 /// The counters of one logger (Envoy's `access_logs.open_telemetry_access_log.*`).
+#[derive(Debug)]
 struct Counters {
     written: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
@@ -59,6 +60,7 @@ impl Counters {
 }
 
 /// One logger's queue.
+#[derive(Debug)]
 pub struct OtlpLogs {
     tx: mpsc::Sender<LogRecord>,
     counters: Counters,

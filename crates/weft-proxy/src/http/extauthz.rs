@@ -89,7 +89,7 @@ impl FilterCtx<'_> {
             (Some(c), Service::Grpc(g)) => {
                 let req = check_request(
                     self.conn,
-                    own_principal(self.proxy),
+                    super::own_uri(self.proxy).unwrap_or_default(),
                     Some(HttpView {
                         parts,
                         authority: self.authority,
@@ -193,7 +193,7 @@ pub(crate) async fn check_connection(
         None => Verdict::Error(format!("cluster {} does not exist", g.cluster)),
         Some(c) => {
             let conn = Arc::new(conn.clone());
-            let req = check_request(&conn, own_principal(proxy), None);
+            let req = check_request(&conn, super::own_uri(proxy).unwrap_or_default(), None);
             timed(f, grpc_check(g, proxy, &conn, c, req)).await
         }
     };
@@ -208,15 +208,6 @@ pub(crate) async fn check_connection(
         }
         Verdict::Error(why) => failed(f, &why).err().map(|_| "ext_authz_error"),
     }
-}
-
-fn own_principal(proxy: &Proxy) -> String {
-    proxy
-        .identity
-        .borrow()
-        .as_ref()
-        .map(|i| i.svid.id.to_string())
-        .unwrap_or_default()
 }
 
 /// The HTTP request as the check describes it.

@@ -43,6 +43,9 @@ pub struct OtelLog {
     pub body: CompiledFormat,
     /// The record's attributes: key → text format.
     pub attributes: Vec<(String, CompiledFormat)>,
+    /// The proxy's logger of `target`, taken once (the proxy keeps one per target across
+    /// configs), so a request does not look it up.
+    pub logger: std::sync::OnceLock<Arc<crate::otlp::OtlpLogs>>,
 }
 
 /// Envoy's `AccessLogFilter`, as far as Weft runs it.
@@ -254,6 +257,7 @@ fn otel_log(c: &otel::OpenTelemetryAccessLogConfig, what: &str) -> Result<OtelLo
         },
         body,
         attributes,
+        logger: std::sync::OnceLock::new(),
     })
 }
 
