@@ -146,21 +146,22 @@ async fn config_distribution(state: &ControlState, query: Option<&str>) -> Respo
         );
     };
     // The files as they are now, to tell whether the control plane has read the latest edit.
-    let dir = state.config_dir.clone();
+    let dirs = state.config_dirs.clone();
     let mesh = state.mesh_file.clone();
-    let disk =
-        match tokio::task::spawn_blocking(move || crate::store::fingerprint(&dir, mesh.as_deref()))
-            .await
-        {
-            Ok(f) => f,
-            Err(e) => {
-                return reply(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/plain",
-                    e.to_string(),
-                );
-            }
-        };
+    let disk = match tokio::task::spawn_blocking(move || {
+        crate::store::fingerprint(&dirs, mesh.as_deref())
+    })
+    .await
+    {
+        Ok(f) => f,
+        Err(e) => {
+            return reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                e.to_string(),
+            );
+        }
+    };
     json(&distribution::distribution(
         &state.applied.load(),
         disk,

@@ -22,6 +22,9 @@ use crate::store::{ConfigStore, Snapshot};
 #[derive(Debug, Clone)]
 pub struct ControlOptions {
     pub config_dir: PathBuf,
+    /// More directories of resources, read and watched with `config_dir` (`weft up` puts the
+    /// services of the telemetry tools it starts there).
+    pub extra_config_dirs: Vec<PathBuf>,
     pub mesh_config: Option<PathBuf>,
     /// Where the self-signed root, its key and the credential key live.
     pub state_dir: PathBuf,
@@ -49,6 +52,7 @@ impl ControlOptions {
     pub fn new(config_dir: PathBuf) -> Self {
         ControlOptions {
             config_dir,
+            extra_config_dirs: Vec::new(),
             mesh_config: None,
             state_dir: PathBuf::from("/var/lib/weft/control"),
             plugin_ca_dir: None,
@@ -71,7 +75,8 @@ pub struct ControlState {
     pub ads: Arc<weft_xds::AdsServer>,
     pub problems: ArcSwap<Vec<String>>,
     pub pushes: std::sync::atomic::AtomicU64,
-    pub config_dir: PathBuf,
+    /// The config directory, then the extra ones.
+    pub config_dirs: Vec<PathBuf>,
     pub mesh_file: Option<PathBuf>,
     /// The config as last loaded, with the push each resource is in force from.
     pub applied: ArcSwap<Applied>,
@@ -96,7 +101,8 @@ pub async fn run(
         dir: opts.state_dir.clone(),
         source,
     })?;
-    let mut store = ConfigStore::new(opts.config_dir.clone(), opts.mesh_config.clone());
+    let mut store = ConfigStore::new(opts.config_dir.clone(), opts.mesh_config.clone())
+        .with_extra_dirs(opts.extra_config_dirs.clone());
     let first = store.load()?;
     let mesh = first.mesh.clone();
     let ca = Arc::new(match &opts.plugin_ca_dir {
@@ -135,7 +141,7 @@ pub async fn run(
         ads: ads.clone(),
         problems: ArcSwap::from_pointee(with_push_problems(&first.problems, &push.load())),
         pushes: Default::default(),
-        config_dir: opts.config_dir.clone(),
+        config_dirs: store.dirs(),
         mesh_file: opts.mesh_config.clone(),
         applied: ArcSwap::from_pointee(Applied::first(&first, n, &first_version)),
         tracker: tracker.clone(),
@@ -296,12 +302,14 @@ fn watch(
         path: opts.config_dir.clone(),
         source,
     })?;
-    watcher
-        .watch(&opts.config_dir, notify::RecursiveMode::Recursive)
-        .map_err(|source| ControlError::Watch {
-            path: opts.config_dir.clone(),
-            source,
-        })?;
+    for dir in std::iter::once(&opts.config_dir).chain(&opts.extra_config_dirs) {
+        watcher
+            .watch(dir, notify::RecursiveMode::Recursive)
+            .map_err(|source| ControlError::Watch {
+                path: dir.clone(),
+                source,
+            })?;
+    }
     if let Some(mesh) = &opts.mesh_config {
         // Watch the parent so that editors that replace the file are seen.
         let parent = mesh

@@ -170,9 +170,15 @@ pub fn listener_key(view: &ProxyView) -> String {
 /// share their outbound listeners.
 pub fn telemetry_key(view: &ProxyView) -> String {
     let labels = view.labels();
-    view.push
+    let mut key = view
+        .push
         .telemetry
-        .client_key(&view.node.namespace, &labels)
+        .client_key(&view.node.namespace, &labels);
+    if crate::telemetry::tracing::uses_opentelemetry(view, crate::telemetry::Mode::Client) {
+        key.push_str("|otel:");
+        key.push_str(&crate::telemetry::tracing::service_name(view));
+    }
+    key
 }
 
 /// The proxy's own virtualInbound listener.

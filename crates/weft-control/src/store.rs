@@ -84,6 +84,8 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct ConfigStore {
     dir: PathBuf,
+    /// More directories of resources read with `dir` (e.g. those `weft up` generates).
+    extra: Vec<PathBuf>,
     mesh_file: Option<PathBuf>,
     good: BTreeMap<PathBuf, Vec<Resource>>,
     good_mesh: Option<Arc<MeshConfig>>,
@@ -122,15 +124,20 @@ fn skipped(mesh_file: Option<&Path>, path: &Path) -> bool {
 
 /// Everything one load reads: the directory's resource files and the mesh config file.
 struct Read {
-    dir_error: Option<std::io::Error>,
+    dir_error: Option<(PathBuf, std::io::Error)>,
     files: Vec<(PathBuf, std::io::Result<String>)>,
     mesh: Option<(PathBuf, std::io::Result<String>)>,
 }
 
 impl Read {
-    fn now(dir: &Path, mesh_file: Option<&Path>) -> Read {
+    fn now(dirs: &[PathBuf], mesh_file: Option<&Path>) -> Read {
         let mut paths = Vec::new();
-        let dir_error = yaml_files(dir, &mut paths).err();
+        let mut dir_error = None;
+        for dir in dirs {
+            if let Err(e) = yaml_files(dir, &mut paths) {
+                dir_error.get_or_insert((dir.clone(), e));
+            }
+        }
         let files = paths
             .into_iter()
             .filter(|f| !skipped(mesh_file, f))
@@ -149,7 +156,7 @@ impl Read {
 
     fn fingerprint(&self) -> u64 {
         let mut h = std::hash::DefaultHasher::new();
-        self.dir_error.as_ref().map(|e| e.kind()).hash(&mut h);
+        self.dir_error.as_ref().map(|(_, e)| e.kind()).hash(&mut h);
         for (path, text) in self.files.iter().chain(self.mesh.iter()) {
             path.hash(&mut h);
             match text {
@@ -161,11 +168,11 @@ impl Read {
     }
 }
 
-/// A hash of the config files as they are on disk now, comparable with
-/// [`Snapshot::fingerprint`]: different when a file changed since that load (the control plane
-/// has not read the edit yet).
-pub fn fingerprint(dir: &Path, mesh_file: Option<&Path>) -> u64 {
-    Read::now(dir, mesh_file).fingerprint()
+/// A hash of the config files as they are on disk now (the config directory first, then the
+/// extra ones), comparable with [`Snapshot::fingerprint`]: different when a file changed since
+/// that load (the control plane has not read the edit yet).
+pub fn fingerprint(dirs: &[PathBuf], mesh_file: Option<&Path>) -> u64 {
+    Read::now(dirs, mesh_file).fingerprint()
 }
 
 fn text_hash(text: &str) -> u64 {
@@ -178,6 +185,7 @@ impl ConfigStore {
     pub fn new(dir: PathBuf, mesh_file: Option<PathBuf>) -> Self {
         ConfigStore {
             dir,
+            extra: Vec::new(),
             mesh_file,
             good: BTreeMap::new(),
             good_mesh: None,
@@ -185,8 +193,21 @@ impl ConfigStore {
         }
     }
 
+    /// Reads the resources of `dirs` too, after the config directory's.
+    pub fn with_extra_dirs(mut self, dirs: Vec<PathBuf>) -> Self {
+        self.extra = dirs;
+        self
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The config directory, then the extra ones.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        std::iter::once(self.dir.clone())
+            .chain(self.extra.iter().cloned())
+            .collect()
     }
 
     pub fn mesh_file(&self) -> Option<&Path> {
@@ -212,21 +233,18 @@ impl ConfigStore {
     /// Reads everything again. Fails only when the directory itself cannot be read at the
     /// first load; later failures keep the last good content and are reported as problems.
     pub fn load(&mut self) -> Result<Snapshot, ControlError> {
-        let read = Read::now(&self.dir, self.mesh_file.as_deref());
+        let read = Read::now(&self.dirs(), self.mesh_file.as_deref());
         let fingerprint = read.fingerprint();
         let mut problems: Vec<String> = Vec::new();
         let mut refused: BTreeMap<PathBuf, RefusedFile> = BTreeMap::new();
         let mut notes = Vec::new();
-        if let Some(e) = read.dir_error {
+        if let Some((dir, e)) = read.dir_error {
             if self.good.is_empty() && self.good_mesh.is_none() {
-                return Err(ControlError::ConfigDir {
-                    dir: self.dir.clone(),
-                    source: e,
-                });
+                return Err(ControlError::ConfigDir { dir, source: e });
             }
             problems.push(format!(
                 "{}: cannot read the config directory: {e}",
-                self.dir.display()
+                dir.display()
             ));
         }
         let mut seen = BTreeMap::new();
@@ -486,7 +504,10 @@ mod tests {
         let mut store = ConfigStore::new(dir.path().to_path_buf(), None);
         let first = store.load().unwrap();
         assert!(first.refused.is_empty());
-        assert_eq!(first.fingerprint, fingerprint(dir.path(), None));
+        assert_eq!(
+            first.fingerprint,
+            fingerprint(&[dir.path().to_path_buf()], None)
+        );
 
         // Another document in the file goes bad: the file is refused, naming both.
         let bad = WE
@@ -495,11 +516,14 @@ mod tests {
         std::fs::write(&file, format!("{WE}---\n{bad}")).unwrap();
         assert_ne!(
             first.fingerprint,
-            fingerprint(dir.path(), None),
+            fingerprint(&[dir.path().to_path_buf()], None),
             "an edit not yet read"
         );
         let second = store.load().unwrap();
-        assert_eq!(second.fingerprint, fingerprint(dir.path(), None));
+        assert_eq!(
+            second.fingerprint,
+            fingerprint(&[dir.path().to_path_buf()], None)
+        );
         let refused = &second.refused[&file];
         assert_eq!(
             refused.documents,
@@ -512,7 +536,10 @@ mod tests {
         // Hidden files and weft.yaml are not config.
         std::fs::write(dir.path().join(".a.yaml.tmp"), "x").unwrap();
         std::fs::write(dir.path().join("weft.yaml"), "pods: []\n").unwrap();
-        assert_eq!(second.fingerprint, fingerprint(dir.path(), None));
+        assert_eq!(
+            second.fingerprint,
+            fingerprint(&[dir.path().to_path_buf()], None)
+        );
 
         // A duplicate is flagged (both stay in force).
         std::fs::write(&file, WE).unwrap();
@@ -528,6 +555,48 @@ mod tests {
             third.flagged[0].1.contains("duplicate"),
             "{:?}",
             third.flagged
+        );
+    }
+
+    #[test]
+    fn extra_directories_add_their_resources_and_count_in_the_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let extra = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), WE).unwrap();
+        std::fs::write(
+            extra.path().join("b.yaml"),
+            WE.replace("name: a", "name: b"),
+        )
+        .unwrap();
+        let dirs = vec![dir.path().to_path_buf(), extra.path().to_path_buf()];
+        let mut store = ConfigStore::new(dir.path().to_path_buf(), None)
+            .with_extra_dirs(vec![extra.path().to_path_buf()]);
+        assert_eq!(store.dirs(), dirs);
+        let snap = store.load().unwrap();
+        let mut names: Vec<&str> = snap
+            .resources
+            .iter()
+            .map(|r| r.meta.name.as_str())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(snap.fingerprint, fingerprint(&dirs, None));
+        std::fs::write(
+            extra.path().join("c.yaml"),
+            WE.replace("name: a", "name: c"),
+        )
+        .unwrap();
+        assert_ne!(snap.fingerprint, fingerprint(&dirs, None));
+        // A missing extra directory after the first load is a problem, not a failure.
+        drop(extra);
+        let later = store.load().unwrap();
+        assert!(
+            later
+                .problems
+                .iter()
+                .any(|p| p.contains("cannot read the config directory")),
+            "{:?}",
+            later.problems
         );
     }
 }

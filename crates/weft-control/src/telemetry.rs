@@ -175,8 +175,17 @@ impl Index {
                                 format!("provider {:?} (zipkin): {e}; no spans are sent", p.name)
                             })
                         }
+                        Some(Provider::Opentelemetry(o)) => {
+                            registry.lookup_cluster(&o.service, o.port).err().map(|e| {
+                                format!(
+                                    "provider {:?} (opentelemetry): {e}; no spans are sent",
+                                    p.name
+                                )
+                            })
+                        }
                         Some(other) => Some(format!(
-                            "provider {:?} is a {} provider; Weft traces with zipkin providers",
+                            "provider {:?} is a {} provider; Weft traces with zipkin and \
+                             opentelemetry providers",
                             p.name,
                             other.type_name()
                         )),

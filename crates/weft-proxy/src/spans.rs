@@ -1,26 +1,30 @@
 //! Envoy's tracing of HTTP requests in the sidecar: a span per hop — SERVER on the inbound side,
-//! CLIENT on the outbound side — in the trace the request carries (B3 headers, the `b3` single
-//! header, or W3C `traceparent`) or a new one. The sampling decision travels with the trace;
-//! without one, the request's `x-request-id` decides (a stable share of ids, as Envoy samples).
-//! The span's own id goes on in the request's B3 headers, so the next hop's span is its child.
-//! Finished sampled spans go through a bounded queue (dropped and counted when full, never
-//! waited on) to a task that reports them to the Zipkin collector in batches (Zipkin v2 JSON,
-//! `POST /api/v2/spans`) through the proxy's own pools.
+//! CLIENT on the outbound side — in the trace the request carries or a new one. The tracer
+//! decides the propagation as Envoy's do: the Zipkin tracer reads B3 headers, the `b3` single
+//! header or W3C `traceparent` and writes B3 (and `traceparent` when the request had one); the
+//! OpenTelemetry tracer reads and writes W3C `traceparent` (passing `tracestate` on). The
+//! sampling decision travels with the trace; without one, the request's `x-request-id` decides
+//! (a stable share of ids, as Envoy samples). The span's own id goes on in the request's
+//! headers, so the next hop's span is its child. Finished sampled spans go through a bounded
+//! queue (dropped and counted when full, never waited on) to a task that reports them in
+//! batches through the proxy's own pools ([`report`]): Zipkin v2 JSON ([`zipkin`]) or OTLP
+//! ([`otlp`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
-use serde_json::{Map, Value, json};
-use tokio::sync::mpsc;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use weft_telemetry::AccessLogEntry;
 
 use crate::Proxy;
-use crate::conn::ConnInfo;
 use crate::snapshot::Direction;
-use crate::snapshot::tracing::{TagSource, Tracing, Zipkin};
+use crate::snapshot::tracing::{Collector, TagSource, Tracer, Tracing};
+
+mod otlp;
+mod report;
+mod zipkin;
+
+pub use report::Reporter;
 
 const TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
 const SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
@@ -29,12 +33,7 @@ const SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 const FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 const B3: HeaderName = HeaderName::from_static("b3");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-
-/// Spans queued per collector before new ones are dropped.
-const QUEUE: usize = 4096;
-const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-const FLUSH_SPANS: usize = 100;
-const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// The trace context a request arrived with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +64,7 @@ fn sampled_flag(s: &str) -> Option<bool> {
     }
 }
 
-/// B3 multi headers, else the `b3` single header, else W3C `traceparent`.
+/// B3 multi headers, else the `b3` single header, else W3C `traceparent` (the Zipkin tracer).
 fn extract(h: &HeaderMap) -> Option<Incoming> {
     if let Some(trace_id) = header(h, &TRACE_ID).and_then(hex128) {
         let sampled = header(h, &FLAGS)
@@ -91,16 +90,29 @@ fn extract(h: &HeaderMap) -> Option<Incoming> {
             });
         }
     }
+    extract_w3c(h)
+}
+
+/// W3C `traceparent`: `{version}-{trace}-{parent}-{flags}` (the OpenTelemetry tracer's only
+/// format). An all-zero trace or parent id is invalid.
+fn extract_w3c(h: &HeaderMap) -> Option<Incoming> {
     let tp = header(h, &TRACEPARENT)?;
     let parts: Vec<&str> = tp.split('-').collect();
-    let [_version, trace, span, flags] = parts[..] else {
+    let [version, trace, span, flags] = parts[..] else {
         return None;
     };
+    if version.len() != 2 || version == "ff" || flags.len() != 2 {
+        return None;
+    }
     let trace_id = (trace.len() == 32).then(|| u128::from_str_radix(trace, 16).ok())??;
+    let span_id = hex64(span)?;
+    if trace_id == 0 || span_id == 0 {
+        return None;
+    }
     let flags = u8::from_str_radix(flags, 16).ok()?;
     Some(Incoming {
         trace_id,
-        span_id: hex64(span),
+        span_id: Some(span_id),
         sampled: Some(flags & 1 == 1),
     })
 }
@@ -128,6 +140,11 @@ fn set(h: &mut HeaderMap, name: HeaderName, value: String) {
     }
 }
 
+fn traceparent(trace_id: u128, span_id: u64, sampled: bool) -> String {
+    let flags = if sampled { "01" } else { "00" };
+    format!("00-{trace_id:032x}-{span_id:016x}-{flags}")
+}
+
 /// One hop's span while its request runs.
 #[derive(Debug)]
 pub struct ActiveSpan {
@@ -137,8 +154,9 @@ pub struct ActiveSpan {
     server: bool,
     start: SystemTime,
     started: Instant,
-    zipkin: Arc<Zipkin>,
+    tracer: Arc<Tracer>,
     custom: Vec<(String, String)>,
+    trace_state: String,
 }
 
 /// Starts the span of a request on this hop, and makes the request carry it on: None when the
@@ -148,35 +166,47 @@ pub fn start(
     direction: Direction,
     headers: &mut HeaderMap,
 ) -> Option<ActiveSpan> {
-    let zipkin = tracing.zipkin.clone()?;
-    let incoming = extract(headers);
+    let tracer = tracing.tracer.clone()?;
+    let w3c = matches!(tracer.collector, Collector::Otlp { .. });
+    let incoming = if w3c {
+        extract_w3c(headers)
+    } else {
+        extract(headers)
+    };
     let sampled = incoming
         .and_then(|i| i.sampled)
         .unwrap_or_else(|| sampled_by_request_id(headers, tracing.sampling));
     let trace_id = incoming.map_or_else(rand::random::<u128>, |i| i.trace_id);
     let parent_id = incoming.and_then(|i| i.span_id);
-    let span_id = rand::random::<u64>();
-    set(headers, TRACE_ID, format!("{trace_id:032x}"));
-    set(headers, SPAN_ID, format!("{span_id:016x}"));
-    match parent_id {
-        Some(p) => set(headers, PARENT_ID, format!("{p:016x}")),
-        None => {
-            headers.remove(&PARENT_ID);
-        }
-    }
-    set(
-        headers,
-        SAMPLED,
-        if sampled { "1" } else { "0" }.to_string(),
-    );
-    headers.remove(&B3);
-    if headers.contains_key(&TRACEPARENT) {
-        let flags = if sampled { "01" } else { "00" };
+    let span_id = rand::random::<u64>() | 1;
+    if w3c {
         set(
             headers,
             TRACEPARENT,
-            format!("00-{trace_id:032x}-{span_id:016x}-{flags}"),
+            traceparent(trace_id, span_id, sampled),
         );
+    } else {
+        set(headers, TRACE_ID, format!("{trace_id:032x}"));
+        set(headers, SPAN_ID, format!("{span_id:016x}"));
+        match parent_id {
+            Some(p) => set(headers, PARENT_ID, format!("{p:016x}")),
+            None => {
+                headers.remove(&PARENT_ID);
+            }
+        }
+        set(
+            headers,
+            SAMPLED,
+            if sampled { "1" } else { "0" }.to_string(),
+        );
+        headers.remove(&B3);
+        if headers.contains_key(&TRACEPARENT) {
+            set(
+                headers,
+                TRACEPARENT,
+                traceparent(trace_id, span_id, sampled),
+            );
+        }
     }
     if !sampled {
         return None;
@@ -195,6 +225,11 @@ pub fn start(
             (tag.clone(), value)
         })
         .collect();
+    let trace_state = if w3c && incoming.is_some() {
+        header(headers, &TRACESTATE).unwrap_or_default().to_string()
+    } else {
+        String::new()
+    };
     Some(ActiveSpan {
         trace_id,
         span_id,
@@ -202,9 +237,31 @@ pub fn start(
         server: direction == Direction::Inbound,
         start: SystemTime::now(),
         started: Instant::now(),
-        zipkin,
+        tracer,
         custom,
+        trace_state,
     })
+}
+
+/// A finished span, as both reporters need it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Span {
+    pub trace_id: u128,
+    pub span_id: u64,
+    pub parent_id: Option<u64>,
+    pub server: bool,
+    pub name: String,
+    /// Start, in microseconds since the epoch.
+    pub start_us: u64,
+    pub duration_us: u64,
+    /// The local endpoint's service name and address.
+    pub service: String,
+    pub ip: String,
+    /// Envoy's span tags, then the custom tags, in that order.
+    pub tags: Vec<(String, String)>,
+    pub error: bool,
+    /// W3C `tracestate` the request carried (OpenTelemetry only).
+    pub trace_state: String,
 }
 
 fn micros(t: SystemTime) -> u64 {
@@ -237,10 +294,8 @@ pub fn finish(span: ActiveSpan, proxy: &Arc<Proxy>, entry: &AccessLogEntry) {
     } else {
         "http"
     };
-    let mut tags = Map::new();
-    let mut tag = |k: &str, v: String| {
-        tags.insert(k.to_string(), Value::String(v));
-    };
+    let mut tags: Vec<(String, String)> = Vec::with_capacity(24 + span.custom.len());
+    let mut tag = |k: &str, v: String| tags.push((k.to_string(), v));
     tag("component", "proxy".into());
     tag("node_id", proxy.telemetry.node_id().to_string());
     tag("zone", String::new());
@@ -277,128 +332,33 @@ pub fn finish(span: ActiveSpan, proxy: &Arc<Proxy>, entry: &AccessLogEntry) {
         tag("upstream_cluster", c.to_string());
         tag("upstream_cluster.name", c.to_string());
     }
-    if entry.response_code >= 500 || entry.response_code == 0 {
+    let error = entry.response_code >= 500 || entry.response_code == 0;
+    if error {
         tag("error", "true".into());
     }
-    for (k, v) in span.custom {
-        tag(&k, v);
-    }
-    let mut s = json!({
-        "traceId": format!("{:032x}", span.trace_id),
-        "id": format!("{:016x}", span.span_id),
-        "name": format!("{host}:{port}/*"),
-        "kind": if span.server { "SERVER" } else { "CLIENT" },
-        "timestamp": micros(span.start),
-        "duration": span.started.elapsed().as_micros().max(1) as u64,
-        "localEndpoint": {
-            "serviceName": service_name(&me, proxy.telemetry.node_cluster()),
-            "ipv4": proxy.options.pod_ip,
-        },
-        "tags": tags,
-    });
-    if let Some(p) = span.parent_id {
-        s["parentId"] = Value::String(format!("{p:016x}"));
-    }
-    proxy.telemetry.zipkin(proxy, &span.zipkin).send(s);
-}
-
-/// One collector's queue (Envoy's `tracing.zipkin.*` counters: `spans_sent`, `spans_dropped`,
-/// `reports_failed`).
-pub struct ZipkinReporter {
-    tx: mpsc::Sender<Value>,
-    dropped: Arc<AtomicU64>,
-}
-
-impl ZipkinReporter {
-    pub fn start(proxy: Weak<Proxy>, zipkin: Arc<Zipkin>) -> Self {
-        let c = |n: &str| crate::snapshot::counter::counter(&format!("tracing.zipkin.{n}"));
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let dropped = c("spans_dropped");
-        tokio::spawn(report(
-            proxy,
-            zipkin,
-            rx,
-            c("spans_sent"),
-            dropped.clone(),
-            c("reports_failed"),
-        ));
-        ZipkinReporter { tx, dropped }
-    }
-
-    pub fn send(&self, span: Value) {
-        if self.tx.try_send(span).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-async fn report(
-    proxy: Weak<Proxy>,
-    zipkin: Arc<Zipkin>,
-    mut rx: mpsc::Receiver<Value>,
-    sent: Arc<AtomicU64>,
-    dropped: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + FLUSH_INTERVAL;
-        while batch.len() < FLUSH_SPANS {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(s)) => batch.push(s),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        let n = batch.len() as u64;
-        match post(&proxy, &zipkin, Value::Array(batch)).await {
-            Ok(()) => {
-                sent.fetch_add(n, Ordering::Relaxed);
-            }
-            Err(e) => {
-                failed.fetch_add(1, Ordering::Relaxed);
-                dropped.fetch_add(n, Ordering::Relaxed);
-                tracing::debug!(cluster = %zipkin.cluster, spans = n, error = %e, "Zipkin report failed; spans dropped");
-            }
-        }
-    }
-}
-
-async fn post(proxy: &Weak<Proxy>, zipkin: &Zipkin, spans: Value) -> Result<(), String> {
-    let Some(proxy) = proxy.upgrade() else {
-        return Err("the proxy is gone".into());
+    tags.extend(span.custom);
+    let service = match &span.tracer.collector {
+        Collector::Otlp { service_name, .. } if !service_name.is_empty() => service_name.clone(),
+        _ => service_name(&me, proxy.telemetry.node_cluster()),
     };
-    let Some(cluster) = proxy.snapshot.load().clusters.get(&zipkin.cluster).cloned() else {
-        return Err(format!("cluster {} does not exist", zipkin.cluster));
+    let finished = Span {
+        trace_id: span.trace_id,
+        span_id: span.span_id,
+        parent_id: span.parent_id,
+        server: span.server,
+        name: format!("{host}:{port}/*"),
+        start_us: micros(span.start),
+        duration_us: span.started.elapsed().as_micros().max(1) as u64,
+        service,
+        ip: proxy.options.pod_ip.clone(),
+        tags,
+        error,
+        trace_state: span.trace_state,
     };
-    let body = Bytes::from(spans.to_string());
-    let (parts, ()) = Request::builder()
-        .method(Method::POST)
-        .uri(&zipkin.endpoint)
-        .header(http::header::HOST, &zipkin.hostname)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::CONTENT_LENGTH, body.len())
-        .body(())
-        .map_err(|e| e.to_string())?
-        .into_parts();
-    let conn = Arc::new(ConnInfo::local_call());
-    let h2 = cluster.protocol.h2_for(http::Version::HTTP_11);
-    let call = crate::http::grpc::call(
-        &proxy,
-        &conn,
-        &cluster,
-        h2,
-        &zipkin.hostname,
-        parts,
-        Some(body),
-    );
-    let (head, _) = tokio::time::timeout(REPORT_TIMEOUT, call)
-        .await
-        .map_err(|_| format!("no answer within {REPORT_TIMEOUT:?}"))??;
-    if head.status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("the collector answered {}", head.status))
-    }
+    span.tracer
+        .reporter
+        .get_or_init(|| proxy.telemetry.reporter(proxy, &span.tracer.collector))
+        .send(finished);
 }
 
 #[cfg(test)]
@@ -423,10 +383,13 @@ mod tests {
                 "user".into(),
                 TagSource::Header(HeaderName::from_static("end-user"), "anonymous".into()),
             )],
-            zipkin: Some(Arc::new(Zipkin {
-                cluster: "outbound|9411||zipkin.istio-system.svc.cluster.local".into(),
-                hostname: "zipkin.istio-system.svc.cluster.local".into(),
-                endpoint: "/api/v2/spans".into(),
+            tracer: Some(Arc::new(Tracer {
+                collector: Collector::Zipkin {
+                    cluster: "outbound|9411||zipkin.istio-system.svc.cluster.local".into(),
+                    hostname: "zipkin.istio-system.svc.cluster.local".into(),
+                    endpoint: "/api/v2/spans".into(),
+                },
+                reporter: std::sync::OnceLock::new(),
             })),
         }
     }

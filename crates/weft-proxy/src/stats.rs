@@ -23,9 +23,8 @@ pub struct Telemetry {
     /// File sinks by path; a path that could not be opened keeps the time of the failure, and
     /// is tried again only after [`REOPEN_AFTER`].
     sinks: Mutex<HashMap<String, Result<Arc<AccessLogSink>, std::time::Instant>>>,
-    /// Zipkin reporters, by collector, started on first use.
-    zipkin:
-        Mutex<HashMap<Arc<crate::snapshot::tracing::Zipkin>, Arc<crate::spans::ZipkinReporter>>>,
+    /// Span reporters, by collector, started on first use.
+    reporters: Mutex<HashMap<crate::snapshot::tracing::Collector, Arc<crate::spans::Reporter>>>,
     /// OpenTelemetry access loggers, by target, started on first use.
     otlp: Mutex<HashMap<crate::otlp::Target, Arc<crate::otlp::OtlpLogs>>>,
     node_id: String,
@@ -49,7 +48,7 @@ impl Telemetry {
             peer_id_header,
             sinks: Mutex::default(),
             otlp: Mutex::default(),
-            zipkin: Mutex::default(),
+            reporters: Mutex::default(),
             node_id: node_id.to_string(),
             node_cluster: node_cluster.to_string(),
         }
@@ -77,21 +76,21 @@ impl Telemetry {
         &self.node_cluster
     }
 
-    /// The Zipkin reporter of `zipkin`, started on first use (on the calling runtime).
-    pub fn zipkin(
+    /// The span reporter of `collector`, started on first use (on the calling runtime).
+    pub fn reporter(
         &self,
         proxy: &Arc<crate::Proxy>,
-        zipkin: &Arc<crate::snapshot::tracing::Zipkin>,
-    ) -> Arc<crate::spans::ZipkinReporter> {
-        let mut map = match self.zipkin.lock() {
+        collector: &crate::snapshot::tracing::Collector,
+    ) -> Arc<crate::spans::Reporter> {
+        let mut map = match self.reporters.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        map.entry(zipkin.clone())
+        map.entry(collector.clone())
             .or_insert_with(|| {
-                Arc::new(crate::spans::ZipkinReporter::start(
+                Arc::new(crate::spans::Reporter::start(
                     Arc::downgrade(proxy),
-                    zipkin.clone(),
+                    collector.clone(),
                 ))
             })
             .clone()

@@ -4,11 +4,13 @@
 //! and `weft status`, `weft exec`, `weft down` beside it.
 
 pub mod error;
+pub mod forward;
 pub mod net;
 pub mod procs;
 pub mod spec;
 pub mod state;
 pub mod status;
+pub mod telemetry;
 pub mod up;
 
 use std::collections::BTreeMap;

@@ -52,6 +52,18 @@ fn id_of(user: &str, flag: &str) -> Result<String, UpError> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// The uid and gid of a user name.
+pub fn ids(user: &str) -> Result<(u32, u32), UpError> {
+    let num = |flag: &str| -> Result<u32, UpError> {
+        let v = id_of(user, flag)?;
+        v.parse().map_err(|_| UpError::Command {
+            cmd: format!("id {flag} {user}"),
+            reason: format!("not a number: {v:?}"),
+        })
+    };
+    Ok((num("-u")?, num("-g")?))
+}
+
 impl Proc {
     /// Starts `argv` in network namespace `ns`, as `user` (numeric or a name) when given.
     pub fn spawn(

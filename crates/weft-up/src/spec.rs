@@ -13,6 +13,7 @@
 //!   address: 10.42.0.50
 //!   sidecar: false
 //!   command: [sleep, infinity]
+//! telemetry: {prometheus: true, jaeger: true, collector: true}   # see telemetry.rs
 //! ```
 
 use std::collections::BTreeMap;
@@ -36,6 +37,8 @@ pub struct WeftFile {
     pub subnet: ipnet::Ipv4Net,
     #[serde(default)]
     pub pods: Vec<PodEntry>,
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryFile,
 }
 
 fn default_subnet() -> ipnet::Ipv4Net {
@@ -88,6 +91,10 @@ pub struct Plan {
     pub node_ip: Ipv4Addr,
     pub pods: Vec<Pod>,
     pub mesh_file: Option<PathBuf>,
+    /// The telemetry tools to run (their pods are in `pods` too).
+    pub tools: Vec<crate::telemetry::Tool>,
+    /// Tools switched on but not installed.
+    pub notices: Vec<String>,
 }
 
 fn err(file: &Path, field: String, message: impl Into<String>) -> UpError {
@@ -252,6 +259,31 @@ pub fn plan(dir: &Path, resources: &[Resource]) -> Result<Plan, UpError> {
             env: entry.env.clone(),
         });
     }
+    let mut taken: Vec<Ipv4Addr> = pods.iter().map(|p| p.ip).collect();
+    taken.push(node_ip);
+    let (tools, notices) = crate::telemetry::resolve(&weft.telemetry, &file, weft.subnet, &taken)?;
+    for t in &tools {
+        let name = t.kind.pod().to_string();
+        if pods.iter().any(|p| p.name == name) {
+            return Err(err(
+                &file,
+                format!("telemetry.{}", t.kind.key()),
+                format!("a pod is already named {name:?}, the name of this tool's pod; rename it"),
+            ));
+        }
+        pods.push(Pod {
+            name,
+            ip: t.ip,
+            workload: None,
+            labels: BTreeMap::from([("app".to_string(), t.kind.app().to_string())]),
+            service_account: "default".into(),
+            namespace: "istio-system".into(),
+            sidecar: false,
+            command: t.command(),
+            user: "nobody".into(),
+            env: t.env(),
+        });
+    }
     let mesh_file = Some(dir.join(MESH_FILE)).filter(|p| p.exists());
     Ok(Plan {
         dir: dir.to_path_buf(),
@@ -259,6 +291,8 @@ pub fn plan(dir: &Path, resources: &[Resource]) -> Result<Plan, UpError> {
         node_ip,
         pods,
         mesh_file,
+        tools,
+        notices,
     })
 }
 

@@ -209,12 +209,42 @@ fn run(
         "--state-dir",
         state_dir.as_str(),
     ];
-    let mesh = plan
-        .mesh_file
-        .as_ref()
-        .map(|m| m.to_string_lossy().into_owned());
+    // With telemetry tools: their services in a directory of their own, and the user's mesh
+    // config with their providers (kept in step with the user's file below).
+    let telemetry = if plan.tools.is_empty() {
+        None
+    } else {
+        let sidecars: Vec<(String, String, std::net::Ipv4Addr)> = plan
+            .pods
+            .iter()
+            .filter(|p| p.sidecar)
+            .map(|p| (p.name.clone(), p.namespace.clone(), p.ip))
+            .collect();
+        Some(crate::telemetry::prepare(
+            &plan.tools,
+            Some(&plan.dir.join(spec::MESH_FILE)),
+            plan.node_ip,
+            &sidecars,
+        )?)
+    };
+    for n in &plan.notices {
+        println!("{n}");
+    }
+    let mesh = match &telemetry {
+        Some((_, m)) => Some(m.to_string_lossy().into_owned()),
+        None => plan
+            .mesh_file
+            .as_ref()
+            .map(|m| m.to_string_lossy().into_owned()),
+    };
     if let Some(m) = &mesh {
         cp_args.extend(["--mesh-config", m.as_str()]);
+    }
+    let extra = telemetry
+        .as_ref()
+        .map(|(d, _)| d.to_string_lossy().into_owned());
+    if let Some(d) = &extra {
+        cp_args.extend(["--extra-config-dir", d.as_str()]);
     }
     let cp_log = opts.log_dir.join("control.log");
     let cp = Proc::spawn(
@@ -252,6 +282,24 @@ fn run(
         "control plane ready on {}:15010 (debug: {}:15014)",
         plan.node_ip, plan.node_ip
     );
+    // The tools' pages, on the host's loopback.
+    let uis: Vec<(u16, std::net::SocketAddrV4)> = plan
+        .tools
+        .iter()
+        .filter_map(|t| {
+            let port = t.kind.ui_port()?;
+            Some((port, std::net::SocketAddrV4::new(t.ip, port)))
+        })
+        .collect();
+    let mut bound = crate::forward::start(&uis).into_iter();
+    for t in &plan.tools {
+        let at = if t.kind.ui_port().is_some() {
+            bound.next().flatten()
+        } else {
+            None
+        };
+        println!("{}", crate::telemetry::announce(t, at));
+    }
 
     // Pods: capture and sidecar first; each app once its sidecar is ready.
     let tokens = weft_identity::TokenAuthority::load_or_create(&opts.state_dir)?;
@@ -374,12 +422,23 @@ fn run(
         };
         if watch_rx.try_recv().is_ok() {
             while watch_rx.try_recv().is_ok() {}
-            let mesh = plan.mesh_file.clone();
+            let mesh = Some(plan.dir.join(spec::MESH_FILE)).filter(|p| p.exists());
             let mut store = weft_control::store::ConfigStore::new(plan.dir.clone(), mesh);
             if let Ok(s) = store.load()
                 && s.problems.is_empty()
             {
                 write_all_hosts(plan, &s)?;
+            }
+            if let Some((_, merged)) = &telemetry
+                && let Err(e) = crate::telemetry::write_mesh(
+                    &plan.tools,
+                    Some(&plan.dir.join(spec::MESH_FILE)),
+                    merged,
+                )
+            {
+                last_lines.push(format!(
+                    "mesh.yaml: cannot pass the edit on to the control plane: {e}"
+                ));
             }
         }
         // Start apps whose sidecar is ready; notice exits.

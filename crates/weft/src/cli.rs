@@ -104,6 +104,10 @@ struct ControlArgs {
     /// Directory of Istio YAML (watched; edits apply live).
     #[arg(long)]
     config_dir: Option<PathBuf>,
+    /// Another directory of Istio YAML read and watched with --config-dir (repeatable);
+    /// `weft up` puts the services of the telemetry tools it starts there.
+    #[arg(long, value_name = "DIR")]
+    extra_config_dir: Vec<PathBuf>,
     /// Mesh config file (MeshConfig YAML).
     #[arg(long)]
     mesh_config: Option<PathBuf>,
@@ -317,6 +321,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let mut opts = weft_control::ControlOptions::new(config_dir);
             opts.mesh_config = a.mesh_config;
+            opts.extra_config_dirs = a.extra_config_dir;
             opts.state_dir = a.state_dir;
             opts.plugin_ca_dir = a.ca_dir;
             opts.jwks_ca = a.jwks_ca;

@@ -50,6 +50,8 @@ pub enum Provider {
     EnvoyExtAuthzGrpc(EnvoyExtAuthzGrpcProvider),
     /// Zipkin tracing.
     Zipkin(ZipkinProvider),
+    /// OpenTelemetry tracing (OTLP over gRPC; Istio 1.16+).
+    Opentelemetry(OpenTelemetryTracingProvider),
     /// Lightstep tracing.
     Lightstep(LightstepProvider),
     /// Datadog tracing.
@@ -79,6 +81,7 @@ impl Provider {
             Provider::EnvoyExtAuthzHttp(_) => "envoyExtAuthzHttp",
             Provider::EnvoyExtAuthzGrpc(_) => "envoyExtAuthzGrpc",
             Provider::Zipkin(_) => "zipkin",
+            Provider::Opentelemetry(_) => "opentelemetry",
             Provider::Lightstep(_) => "lightstep",
             Provider::Datadog(_) => "datadog",
             Provider::Stackdriver(_) => "stackdriver",
@@ -104,6 +107,8 @@ pub(crate) struct RawExtensionProvider {
     envoy_ext_authz_grpc: Option<EnvoyExtAuthzGrpcProvider>,
     #[serde(skip_serializing_if = "Option::is_none")]
     zipkin: Option<ZipkinProvider>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    opentelemetry: Option<OpenTelemetryTracingProvider>,
     #[serde(skip_serializing_if = "Option::is_none")]
     lightstep: Option<LightstepProvider>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -134,6 +139,7 @@ impl TryFrom<RawExtensionProvider> for ExtensionProvider {
         found.extend(r.envoy_ext_authz_http.map(Provider::EnvoyExtAuthzHttp));
         found.extend(r.envoy_ext_authz_grpc.map(Provider::EnvoyExtAuthzGrpc));
         found.extend(r.zipkin.map(Provider::Zipkin));
+        found.extend(r.opentelemetry.map(Provider::Opentelemetry));
         found.extend(r.lightstep.map(Provider::Lightstep));
         found.extend(r.datadog.map(Provider::Datadog));
         found.extend(r.stackdriver.map(Provider::Stackdriver));
@@ -151,7 +157,7 @@ impl TryFrom<RawExtensionProvider> for ExtensionProvider {
             }),
             0 => Err(format!(
                 "extension provider {:?} sets no provider type; add exactly one of envoyExtAuthzHttp, \
-                 envoyExtAuthzGrpc, zipkin, lightstep, datadog, stackdriver, opencensus, skywalking, \
+                 envoyExtAuthzGrpc, zipkin, opentelemetry, lightstep, datadog, stackdriver, opencensus, skywalking, \
                  prometheus, envoyFileAccessLog, envoyHttpAls, envoyTcpAls, envoyOtelAls",
                 r.name
             )),
@@ -178,6 +184,7 @@ impl From<ExtensionProvider> for RawExtensionProvider {
             Provider::EnvoyExtAuthzHttp(x) => r.envoy_ext_authz_http = Some(x),
             Provider::EnvoyExtAuthzGrpc(x) => r.envoy_ext_authz_grpc = Some(x),
             Provider::Zipkin(x) => r.zipkin = Some(x),
+            Provider::Opentelemetry(x) => r.opentelemetry = Some(x),
             Provider::Lightstep(x) => r.lightstep = Some(x),
             Provider::Datadog(x) => r.datadog = Some(x),
             Provider::Stackdriver(x) => r.stackdriver = Some(x),
@@ -265,6 +272,19 @@ pub struct ZipkinProvider {
     /// `[<ns>/]<hostname>`.
     pub service: String,
     /// Port.
+    #[serde(deserialize_with = "uint32")]
+    pub port: u32,
+    /// Maximum tag length.
+    pub max_tag_length: u32,
+}
+
+/// OpenTelemetry tracing backend: OTLP spans over gRPC to the collector's service and port.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct OpenTelemetryTracingProvider {
+    /// `[<ns>/]<hostname>`.
+    pub service: String,
+    /// Port (the collector's OTLP/gRPC port, usually 4317).
     #[serde(deserialize_with = "uint32")]
     pub port: u32,
     /// Maximum tag length.

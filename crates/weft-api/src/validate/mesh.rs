@@ -354,6 +354,7 @@ fn validate_extension_providers(r: &mut Report, p: &FieldPath, m: &MeshConfig) {
                 validate_status_on_error(r, &tp, &g.status_on_error);
             }
             Provider::Zipkin(z) => validate_service_port(r, &tp, &z.service, z.port),
+            Provider::Opentelemetry(o) => validate_service_port(r, &tp, &o.service, o.port),
             Provider::Datadog(d) => validate_service_port(r, &tp, &d.service, d.port),
             Provider::Opencensus(o) => validate_service_port(r, &tp, &o.service, o.port),
             Provider::Skywalking(s) => validate_service_port(r, &tp, &s.service, s.port),

@@ -1,6 +1,8 @@
 //! Tracing → the HCM's `tracing` (Envoy's Zipkin tracer, `envoy.tracers.zipkin`: Zipkin v2 JSON
-//! to the provider's cluster at `/api/v2/spans`, 128-bit trace ids, no shared span context),
-//! as istiod 1.14 writes it: from the Telemetry API (`zipkin` providers), else from MeshConfig's
+//! to the provider's cluster at `/api/v2/spans`, 128-bit trace ids, no shared span context; or
+//! Envoy's OpenTelemetry tracer, `envoy.tracers.opentelemetry`: OTLP over gRPC to the provider's
+//! cluster, with the proxy's service name), as istiod writes it: from the Telemetry API
+//! (`zipkin` and, as Istio 1.16 added, `opentelemetry` providers), else from MeshConfig's
 //! legacy settings (`enableTracing` with `defaultConfig.tracing.zipkin.address`, used only when
 //! that address is a service of the registry). Sampling is `randomSamplingPercentage`, else
 //! `defaultConfig.tracing.sampling` (Istio's 1% when unset).
@@ -19,6 +21,7 @@ use crate::envoy;
 use crate::sidecar::ProxyView;
 
 pub const ZIPKIN_TRACER: &str = "envoy.tracers.zipkin";
+pub const OTEL_TRACER: &str = "envoy.tracers.opentelemetry";
 /// Istio's default sampling percentage (`PILOT_TRACE_SAMPLING`).
 const DEFAULT_SAMPLING: f64 = 1.0;
 
@@ -69,6 +72,52 @@ fn zipkin(cluster: String, hostname: String) -> trace::tracing::Http {
     }
 }
 
+fn opentelemetry(cluster: String, hostname: String, service_name: String) -> trace::tracing::Http {
+    use envoy_types::pb::envoy::config::core::v3::{GrpcService, grpc_service};
+    trace::tracing::Http {
+        name: OTEL_TRACER.into(),
+        config_type: Some(trace::tracing::http::ConfigType::TypedConfig(envoy::any(
+            &trace::OpenTelemetryConfig {
+                grpc_service: Some(GrpcService {
+                    target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                        grpc_service::EnvoyGrpc {
+                            cluster_name: cluster,
+                            authority: hostname,
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                }),
+                service_name,
+                ..Default::default()
+            },
+        ))),
+    }
+}
+
+/// The service name of a proxy's spans, as pilot-agent's default `tracingServiceName`
+/// (APP_LABEL_AND_NAMESPACE) makes it: `<app label>.<namespace>`, else `<pod>.<namespace>`.
+pub fn service_name(view: &ProxyView) -> String {
+    let labels = view.labels();
+    let app = labels
+        .get("app")
+        .filter(|a| !a.is_empty())
+        .map_or(view.node.name.as_str(), String::as_str);
+    format!("{app}.{}", view.node.namespace)
+}
+
+/// Whether the proxy's `mode` spans go to an OpenTelemetry provider (their config then names
+/// the proxy's service, so outbound listeners are not shared across services).
+pub fn uses_opentelemetry(view: &ProxyView, mode: Mode) -> bool {
+    let labels = view.labels();
+    view.push
+        .telemetry
+        .tracing(&view.node.namespace, &labels, mode)
+        .and_then(|t| t.provider)
+        .and_then(|name| view.push.telemetry.provider(&name).map(|p| &p.provider))
+        .is_some_and(|p| matches!(p, Provider::Opentelemetry(_)))
+}
+
 /// The HCM's tracing for a proxy's listeners of one direction (None: no tracing).
 pub fn hcm_tracing(view: &ProxyView, mode: Mode) -> Option<hcm::http_connection_manager::Tracing> {
     let mesh = &view.push.mesh;
@@ -93,6 +142,11 @@ pub fn hcm_tracing(view: &ProxyView, mode: Mode) -> Option<hcm::http_connection_
                                 let (hostname, cluster) =
                                     view.push.registry.lookup_cluster(&z.service, z.port).ok()?;
                                 Some(zipkin(cluster, hostname))
+                            }
+                            Some(Provider::Opentelemetry(o)) => {
+                                let (hostname, cluster) =
+                                    view.push.registry.lookup_cluster(&o.service, o.port).ok()?;
+                                Some(opentelemetry(cluster, hostname, service_name(view)))
                             }
                             // Unknown or not a tracer: named at /debug/config_errors.
                             _ => return None,

@@ -2,7 +2,9 @@
 //! scripts/peers) receiving Zipkin spans: with the Telemetry API's `zipkin` provider at 100%,
 //! one request to productpage is one trace with a CLIENT and a SERVER span for every hop
 //! (client → productpage → details and reviews → ratings), each hop the child of the one before;
-//! at 0% no new trace is made while the headers still propagate.
+//! at 0% no new trace is made while the headers still propagate. Then the Telemetry switches
+//! live to an `opentelemetry` provider (OTLP over gRPC to Jaeger's port 4317, W3C
+//! `traceparent` propagation) and the same full trace arrives that way.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -14,7 +16,7 @@ use crate::netns::{Mesh, wait_for};
 
 const JAEGER: u8 = 30;
 
-const MESH_CONFIG: &str = "extensionProviders:\n- name: zipkin\n  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}\n";
+const MESH_CONFIG: &str = "extensionProviders:\n- name: zipkin\n  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}\n- name: otel-tracing\n  opentelemetry: {service: jaeger-collector.istio-system.svc.cluster.local, port: 4317}\n";
 
 fn jaeger_bin() -> String {
     let path = std::env::var("WEFT_JAEGER").unwrap_or_default();
@@ -26,9 +28,10 @@ fn jaeger_bin() -> String {
     path
 }
 
-fn telemetry(sampling: u32) -> String {
+/// The mesh-wide Telemetry: `provider` at `sampling`%, with a literal tag `test: <provider>`.
+fn telemetry(provider: &str, sampling: u32) -> String {
     format!(
-        "apiVersion: telemetry.istio.io/v1alpha1\nkind: Telemetry\nmetadata: {{name: mesh-default, namespace: istio-system}}\nspec:\n  tracing:\n  - providers: [{{name: zipkin}}]\n    randomSamplingPercentage: {sampling}\n    customTags:\n      test: {{literal: {{value: weft}}}}\n"
+        "apiVersion: telemetry.istio.io/v1alpha1\nkind: Telemetry\nmetadata: {{name: mesh-default, namespace: istio-system}}\nspec:\n  tracing:\n  - providers: [{{name: {provider}}}]\n    randomSamplingPercentage: {sampling}\n    customTags:\n      test: {{literal: {{value: {provider}}}}}\n"
     )
 }
 
@@ -93,33 +96,26 @@ fn tag<'a>(trace: &'a Value, key: &str) -> Vec<&'a str> {
         .collect()
 }
 
-#[test]
-fn istio_distributed_tracing_on_bookinfo_with_jaeger() {
-    crate::netns::require_root();
-    let jaeger = jaeger_bin();
-    let mut mesh = bookinfo_mesh_with(MESH_CONFIG);
-    let id = mesh.id;
-    mesh.write_config(
-        "zipkin.yaml",
-        &format!(
-            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: zipkin, namespace: istio-system}}\nspec:\n  hosts: [zipkin.istio-system.svc.cluster.local]\n  addresses: [{vip}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n  - {{number: 9411, name: http-zipkin, protocol: HTTP}}\n  workloadSelector: {{labels: {{app: jaeger}}}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: jaeger\n  namespace: istio-system\n  annotations: {{sidecar.istio.io/inject: \"false\"}}\nspec:\n  address: {ip}\n  labels: {{app: jaeger}}\n",
-            vip = Mesh::vip(id, 30),
-            ip = mesh.ip(JAEGER)
-        ),
+fn page(mesh: &Mesh) -> String {
+    let out = mesh.curl_from(
+        mesh.ns("client"),
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-m",
+            "10",
+            URL,
+        ],
     );
-    mesh.add_pod("jaeger", JAEGER, None);
-    let run = format!("JAEGER_LISTEN_HOST=0.0.0.0 exec {jaeger}");
-    mesh.spawn("jaeger", "app", &["sh", "-c", &run]);
-    let services = format!("http://{}:16686/api/services", mesh.ip(JAEGER));
-    wait_for(Duration::from_secs(30), "Jaeger's query API", || {
-        mesh.curl_from(mesh.ns("client"), &["-sf", "-m", "2", &services])
-            .status
-            .success()
-    });
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
 
-    mesh.write_config("telemetry.yaml", &telemetry(100));
-    mesh.wait_applied("telemetry", "mesh-default.istio-system");
-    // reviews v1 does not call ratings: load the page until a trace has all four services.
+/// Loads the page until Jaeger holds a trace through every service whose spans carry the tag
+/// `test: <provider>` (reviews v1 does not call ratings, so some pages do not reach it).
+fn full_trace(mesh: &Mesh, provider: &str) -> Value {
     let want: BTreeSet<&str> = [
         "client.default",
         "productpage.default",
@@ -128,7 +124,7 @@ fn istio_distributed_tracing_on_bookinfo_with_jaeger() {
         "ratings.default",
     ]
     .into();
-    let mut found: Option<Value> = None;
+    let services = format!("http://{}:16686/api/services", mesh.ip(JAEGER));
     let diagnostics = || {
         let stats = String::from_utf8_lossy(
             &mesh
@@ -148,30 +144,30 @@ fn istio_distributed_tracing_on_bookinfo_with_jaeger() {
             String::from_utf8_lossy(&known.stdout)
         )
     };
+    let mut found: Option<Value> = None;
     wait_for(
         Duration::from_secs(60),
-        "a trace through every service",
+        &format!("a {provider} trace through every service"),
         || {
-            let out = mesh.curl_from(
-                mesh.ns("client"),
-                &["-s", "-o", "/dev/null", "-m", "10", URL],
-            );
-            assert!(out.status.success());
+            assert_eq!(page(mesh), "200");
             std::thread::sleep(Duration::from_millis(1500));
-            found = traces(&mesh, "productpage.default").into_iter().find(|t| {
+            found = traces(mesh, "productpage.default").into_iter().find(|t| {
                 let services: BTreeSet<String> = spans(t).into_iter().map(|s| s.0).collect();
                 want.iter().all(|w| services.contains(*w))
+                    && tag(t, "test").iter().all(|v| *v == provider)
             });
             if found.is_none() {
-                eprintln!("no full trace yet: {}", diagnostics());
+                eprintln!("no full {provider} trace yet: {}", diagnostics());
             }
             found.is_some()
         },
     );
-    let trace = found.unwrap_or_default();
-    let _ = &services;
-    let spans = spans(&trace);
-    // A CLIENT and a SERVER span per hop.
+    found.unwrap_or_default()
+}
+
+/// A CLIENT and a SERVER span per hop, each server span the child of a client span.
+fn assert_hops(trace: &Value) {
+    let spans = spans(trace);
     let kinds: BTreeMap<(String, String), usize> =
         spans
             .iter()
@@ -193,7 +189,6 @@ fn istio_distributed_tracing_on_bookinfo_with_jaeger() {
             "no {kind} span of {svc}: {kinds:?}"
         );
     }
-    // Each server span is the child of a client span of the hop before.
     let by_id: BTreeMap<&str, (&str, &str)> = spans
         .iter()
         .map(|(svc, kind, id, _)| (id.as_str(), (svc.as_str(), kind.as_str())))
@@ -208,34 +203,91 @@ fn istio_distributed_tracing_on_bookinfo_with_jaeger() {
         }
     }
     assert!(
-        tag(&trace, "http.status_code").contains(&"200")
-            && tag(&trace, "test").contains(&"weft")
-            && tag(&trace, "upstream_cluster")
+        tag(trace, "http.status_code").contains(&"200")
+            && tag(trace, "upstream_cluster")
                 .contains(&"outbound|9080||details.default.svc.cluster.local"),
         "span tags: {trace}"
     );
+}
+
+#[test]
+fn istio_distributed_tracing_on_bookinfo_with_jaeger() {
+    crate::netns::require_root();
+    let jaeger = jaeger_bin();
+    let mut mesh = bookinfo_mesh_with(MESH_CONFIG);
+    let id = mesh.id;
+    mesh.write_config(
+        "zipkin.yaml",
+        &format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: zipkin, namespace: istio-system}}\nspec:\n  hosts: [zipkin.istio-system.svc.cluster.local]\n  addresses: [{vip}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n  - {{number: 9411, name: http-zipkin, protocol: HTTP}}\n  workloadSelector: {{labels: {{app: jaeger}}}}\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: jaeger-collector, namespace: istio-system}}\nspec:\n  hosts: [jaeger-collector.istio-system.svc.cluster.local]\n  addresses: [{vip2}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports:\n  - {{number: 4317, name: grpc-otlp, protocol: GRPC}}\n  workloadSelector: {{labels: {{app: jaeger}}}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: jaeger\n  namespace: istio-system\n  annotations: {{sidecar.istio.io/inject: \"false\"}}\nspec:\n  address: {ip}\n  labels: {{app: jaeger}}\n",
+            vip = Mesh::vip(id, 30),
+            vip2 = Mesh::vip(id, 31),
+            ip = mesh.ip(JAEGER)
+        ),
+    );
+    mesh.add_pod("jaeger", JAEGER, None);
+    let run = format!("JAEGER_LISTEN_HOST=0.0.0.0 exec {jaeger}");
+    mesh.spawn("jaeger", "app", &["sh", "-c", &run]);
+    let services = format!("http://{}:16686/api/services", mesh.ip(JAEGER));
+    wait_for(Duration::from_secs(30), "Jaeger's query API", || {
+        mesh.curl_from(mesh.ns("client"), &["-sf", "-m", "2", &services])
+            .status
+            .success()
+    });
+
+    // Zipkin at 100%: a full trace, B3 propagated.
+    mesh.write_config("telemetry.yaml", &telemetry("zipkin", 100));
+    mesh.wait_applied("telemetry", "mesh-default.istio-system");
+    let trace = full_trace(&mesh, "zipkin");
+    assert_hops(&trace);
 
     // 0%: no new trace, while the pages still load.
-    mesh.write_config("telemetry.yaml", &telemetry(0));
+    mesh.write_config("telemetry.yaml", &telemetry("zipkin", 0));
     mesh.wait_applied("telemetry", "mesh-default.istio-system");
     std::thread::sleep(Duration::from_millis(1500));
     let before = traces(&mesh, "productpage.default").len();
     for _ in 0..10 {
-        let out = mesh.curl_from(
-            mesh.ns("client"),
-            &[
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "-m",
-                "10",
-                URL,
-            ],
-        );
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+        assert_eq!(page(&mesh), "200");
     }
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(traces(&mesh, "productpage.default").len(), before);
+
+    // Live switch to OpenTelemetry at 100% while pages load: none fails, and a full trace
+    // arrives over OTLP, each hop's span the child of the one before through `traceparent`.
+    let loading = std::sync::atomic::AtomicBool::new(true);
+    let codes = std::thread::scope(|s| {
+        let load = s.spawn(|| {
+            let mut codes = Vec::new();
+            while loading.load(std::sync::atomic::Ordering::Relaxed) {
+                codes.push(page(&mesh));
+            }
+            codes
+        });
+        mesh.write_config("telemetry.yaml", &telemetry("otel-tracing", 100));
+        mesh.wait_applied("telemetry", "mesh-default.istio-system");
+        std::thread::sleep(Duration::from_millis(500));
+        loading.store(false, std::sync::atomic::Ordering::Relaxed);
+        load.join().unwrap_or_default()
+    });
+    assert!(
+        !codes.is_empty() && codes.iter().all(|c| c == "200"),
+        "pages during the switch: {codes:?}"
+    );
+    let trace = full_trace(&mesh, "otel-tracing");
+    assert_hops(&trace);
+    let stats = String::from_utf8_lossy(
+        &mesh
+            .exec(
+                "productpage",
+                &["curl", "-s", "http://127.0.0.1:15000/stats"],
+            )
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.starts_with("tracing.opentelemetry.spans_sent: ") && !l.ends_with(" 0")),
+        "{stats}"
+    );
 }
