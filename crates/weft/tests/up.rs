@@ -133,6 +133,25 @@ fn reviews_version(page: &str) -> Option<&'static str> {
     }
 }
 
+const TELEMETRY: &str = "telemetry: {prometheus: true, jaeger: true, collector: true}\n";
+
+/// The address `weft up` printed for a tool's page (`<title>: http://<addr> …`).
+fn tool_url(out: &str, title: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{title}: ")))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("weft up did not say where {title} is: {out}"))
+        .to_string()
+}
+
+fn host_get(url: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "5", url])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn app_log(pod: &str) -> String {
     std::fs::read_to_string(format!("/run/weft/logs/{pod}-app.log")).unwrap_or_default()
 }
@@ -160,6 +179,17 @@ fn bookinfo_comes_up_changes_live_and_goes_away_cleanly() {
     )
     .expect("mesh.yaml");
     let state = tmp.path().join("state");
+    // The telemetry switch: Prometheus (Debian's), Jaeger and the OpenTelemetry Collector
+    // (scripts/peers builds them; ./scripts/test exports where) beside the mesh.
+    for var in ["WEFT_JAEGER", "WEFT_OTELCOL"] {
+        let path = std::env::var(var).unwrap_or_default();
+        assert!(
+            !path.is_empty() && Path::new(&path).exists(),
+            "{var}={path:?}: run the tests with ./scripts/test, which builds the telemetry peers"
+        );
+    }
+    let spec = std::fs::read_to_string(dir.join("weft.yaml")).expect("weft.yaml");
+    std::fs::write(dir.join("weft.yaml"), format!("{spec}{TELEMETRY}")).expect("weft.yaml");
 
     // A directory with an invalid resource is refused before anything starts, naming the
     // file, the resource and the field.
@@ -292,6 +322,55 @@ fn bookinfo_comes_up_changes_live_and_goes_away_cleanly() {
         "{status}"
     );
 
+    // The telemetry tools, opened from the host: Prometheus has the mesh's requests by
+    // destination service, Jaeger the traces of the pages (sampling 100%, OTLP), and the
+    // collector's file the sidecars' access logs (provider otel, the default it was given).
+    let out = up.output();
+    let prometheus = tool_url(&out, "Prometheus");
+    let jaeger = tool_url(&out, "Jaeger");
+    assert!(
+        out.contains("OpenTelemetry Collector: ")
+            && out.contains("/run/weft/telemetry/otel-collector/logs.json"),
+        "{out}"
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "Prometheus to have productpage's requests",
+        || {
+            let q = format!(
+                "{prometheus}/api/v1/query?query=sum(istio_requests_total)%20by%20(destination_service)"
+            );
+            host_get(&q)
+                .contains("\"destination_service\":\"productpage.default.svc.cluster.local\"")
+        },
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "a trace of productpage in Jaeger",
+        || {
+            let _ = product_page(&[]);
+            let traces = host_get(&format!(
+                "{jaeger}/api/traces?service=productpage.default&limit=20&lookback=1h"
+            ));
+            traces.contains("\"serviceName\":\"reviews.default\"")
+        },
+    );
+    wait_for(
+        Duration::from_secs(15),
+        "the collector to write productpage's access log",
+        || {
+            std::fs::read_to_string("/run/weft/telemetry/otel-collector/logs.json")
+                .unwrap_or_default()
+                .contains("GET /productpage HTTP/1.1")
+        },
+    );
+    // The user's mesh.yaml goes on to the control plane with the providers added.
+    let merged = std::fs::read_to_string("/run/weft/telemetry/mesh.yaml").expect("mesh");
+    assert!(
+        merged.contains("ISTIO_DELTA_XDS") && merged.contains("otel-tracing"),
+        "{merged}"
+    );
+
     // A live edit: reviews-v1 leaves the reviews service; traffic follows within seconds.
     let workloads = dir.join("workloads.yaml");
     let text = std::fs::read_to_string(&workloads).expect("read");
@@ -323,8 +402,9 @@ fn bookinfo_comes_up_changes_live_and_goes_away_cleanly() {
     // This mesh's processes: its control plane (on the copied directory), its proxies (pointed at
     // the node address) and its apps. (Other weft processes on the machine are not its.)
     let pattern = format!(
-        "{}|--control-plane 10.42.0.1:15010|sample bookinfo (productpage|details|reviews|ratings)",
-        dir.display()
+        "{}|--control-plane 10.42.0.1:15010|sample bookinfo (productpage|details|reviews|ratings)|/run/weft/telemetry/|{}",
+        dir.display(),
+        std::env::var("WEFT_JAEGER").unwrap_or_default()
     );
     let procs = Command::new("pgrep")
         .args(["-fa", &pattern])
@@ -347,7 +427,9 @@ fn bookinfo_comes_up_changes_live_and_goes_away_cleanly() {
     // The second run also has an app that exits: its pod is shown failed with its last output,
     // and the rest of the mesh keeps running.
     let weft_yaml = dir.join("weft.yaml");
-    let spec = std::fs::read_to_string(&weft_yaml).expect("weft.yaml");
+    let spec = std::fs::read_to_string(&weft_yaml)
+        .expect("weft.yaml")
+        .replace(TELEMETRY, "");
     let broken = spec.replace(
         r#"command: [weft, sample, bookinfo, details]"#,
         r#"command: [sh, -c, "echo details cannot start; exit 3"]"#,
