@@ -9,6 +9,13 @@ Addresses (pods on 10.91.0.0/24, Weft service VIPs on 10.92.0.0/24):
   wmtls   .32  Weft server pod, STRICT mTLS, upstream + iperf3 + sidecar
   wauthz  .33  Weft server pod, STRICT mTLS and a three-rule ALLOW policy, upstream + sidecar
   wlog    .34  Weft server pod, STRICT mTLS, access log to a file (Telemetry API), upstream + sidecar
+  wotel   .35  Weft server pod, STRICT mTLS, OpenTelemetry access log to the collector, upstream
+               + sidecar
+  wtc1    .36  Weft client pod (sidecar) tracing 1% of requests (OTLP to the collector)
+  wtc100  .37  Weft client pod (sidecar) tracing every request
+  wtrace  .38  Weft server pod, STRICT mTLS, tracing (following the client's decision), upstream
+               + sidecar
+  collector .40  the OpenTelemetry Collector (tools/otelcol: OTLP in, debug exporter out)
 
 Ports: upstream 8080, iperf3 5201. nginx A 8101 (1-hop), 8201 (2-hop), 8301 (2-hop mTLS),
 5301 (TCP 1 hop), 5303 (TCP mTLS pair); HAProxy A the same +1. nginx B 9101 (plain),
@@ -26,9 +33,13 @@ NAMESPACE = "bench"
 SERVER_NAME = "server.bench"
 HOSTS = {
     "client": 10, "server": 20, "cp": 2, "wclient": 30, "wplain": 31, "wmtls": 32, "wauthz": 33,
-    "wlog": 34,
+    "wlog": 34, "wotel": 35, "wtc1": 36, "wtc100": 37, "wtrace": 38, "collector": 40,
 }
-WEFT_SERVICES = {"up": 1, "plain": 2, "mtls": 3, "routed": 4, "authz": 5, "logged": 6}
+WEFT_SERVICES = {"up": 1, "plain": 2, "mtls": 3, "routed": 4, "authz": 5, "logged": 6,
+                 "otellog": 7, "traced": 8}
+# The collector's service (OTLP over gRPC), and the telemetry units' server and client pods.
+COLLECTOR = f"otel-collector.{NAMESPACE}.svc.cluster.local"
+SERVER_APPS = ("plain", "mtls", "authz", "logged", "otellog", "traced")
 
 
 def ip(pod):
@@ -344,7 +355,13 @@ spec:
         ("mtls", "wmtls", "mtls", "", ""),
         ("authz", "wauthz", "authz", "", ""),
         ("logged", "wlog", "logged", "", ""),
+        ("otellog", "wotel", "otellog", "", ""),
+        ("traced", "wtrace", "traced", "", ""),
         ("client", "wclient", "client", "", ""),
+        ("tclient1", "wtc1", "tclient1", "", ""),
+        ("tclient100", "wtc100", "tclient100", "", ""),
+        ("otel-collector", "collector", "otel-collector",
+         'annotations: {"sidecar.istio.io/inject": "false"}', ""),
     ]
     we = []
     for name, pod, app, annotations, extra_labels in workloads:
@@ -357,7 +374,7 @@ metadata:
 spec:
   address: {ip(pod)}
   labels: {{app: {app}, version: v1{extra_labels}}}
-  serviceAccount: {"server" if app in ("plain", "mtls", "authz", "logged") else app}
+  serviceAccount: {"server" if app in SERVER_APPS else app}
 """)
     files.append(("workloads.yaml", "---\n".join(we)))
     # `authz` (issue 10's bench unit): a realistic ALLOW policy of three rules on the server
@@ -376,6 +393,46 @@ spec:
   accessLogging:
   - providers: [{{name: file-log}}]
 """))
+    # `otellog` and `trace1`/`trace100` (issue 12's bench units): the server sidecar sends its
+    # access log to the OpenTelemetry Collector; a client sidecar traces 1% or every request,
+    # its server sidecar following the decision, spans exported over OTLP to the collector.
+    files.append(("otel.yaml", f"""apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: otel-collector
+  namespace: {NAMESPACE}
+spec:
+  hosts: [{COLLECTOR}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {{number: 4317, name: grpc-otlp, protocol: GRPC}}
+  workloadSelector:
+    labels: {{app: otel-collector}}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: otellog
+  namespace: {NAMESPACE}
+spec:
+  selector:
+    matchLabels: {{app: otellog}}
+  accessLogging:
+  - providers: [{{name: otel}}]
+""" + "".join(f"""---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata:
+  name: {app}
+  namespace: {NAMESPACE}
+spec:
+  selector:
+    matchLabels: {{app: {app}}}
+  tracing:
+  - providers: [{{name: otel-tracing}}]
+    randomSamplingPercentage: {pct}
+""" for app, pct in (("tclient1", 1), ("tclient100", 100), ("traced", 100)))))
     files.append(("authz.yaml", f"""apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata:
@@ -420,4 +477,17 @@ def weft_mesh_config(d):
     return (f"trustDomain: {TRUST_DOMAIN}\n"
             "extensionProviders:\n"
             "- name: file-log\n"
-            f"  envoyFileAccessLog: {{path: {d}/weft-access.log}}\n")
+            f"  envoyFileAccessLog: {{path: {d}/weft-access.log}}\n"
+            "- name: otel\n"
+            f"  envoyOtelAls: {{service: {COLLECTOR}, port: 4317}}\n"
+            "- name: otel-tracing\n"
+            f"  opentelemetry: {{service: {COLLECTOR}, port: 4317}}\n")
+
+
+def collector_config():
+    """The collector: OTLP over gRPC in, logs and traces counted by the debug exporter."""
+    return ("receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 0.0.0.0:4317\n"
+            "exporters:\n  debug:\n    verbosity: basic\n"
+            "service:\n  telemetry:\n    metrics:\n      level: none\n"
+            "  pipelines:\n    logs:\n      receivers: [otlp]\n      exporters: [debug]\n"
+            "    traces:\n      receivers: [otlp]\n      exporters: [debug]\n")

@@ -26,7 +26,7 @@ APT_PACKAGES = {  # command -> Debian package
     "nginx": "nginx", "haproxy": "haproxy", "wrk": "wrk", "iperf3": "iperf3",
     "curl": "curl", "openssl": "openssl", "cc": "gcc", "ip": "iproute2",
     "iptables": "iptables", "setpriv": "util-linux", "taskset": "util-linux",
-    "chrt": "util-linux",
+    "chrt": "util-linux", "nc": "netcat-openbsd",
 }
 NGINX_STREAM = "/usr/lib/nginx/modules/ngx_stream_module.so"
 SSL_HEADER = "/usr/include/openssl/ssl.h"
@@ -188,6 +188,42 @@ def start_upstream(lab, d, pod, cpu, with_iperf):
     return procs
 
 
+# The Weft pods with a sidecar: (pod, WorkloadEntry, app label, service account).
+WEFT_PODS = (("wmtls", "mtls", "mtls", "server"),
+             ("wplain", "plain", "plain", "server"),
+             ("wauthz", "authz", "authz", "server"),
+             ("wlog", "logged", "logged", "server"),
+             ("wotel", "otellog", "otellog", "server"),
+             ("wtrace", "traced", "traced", "server"),
+             ("wclient", "client", "client", "client"),
+             ("wtc1", "tclient1", "tclient1", "tclient1"),
+             ("wtc100", "tclient100", "tclient100", "tclient100"))
+SERVER_PODS = ("wplain", "wmtls", "wauthz", "wlog", "wotel", "wtrace")
+
+
+def otelcol():
+    """The OpenTelemetry Collector the telemetry units send to: $WEFT_OTELCOL, else built by
+    scripts/peers (once, cached outside the clone)."""
+    path = os.environ.get("WEFT_OTELCOL", "")
+    if path and os.path.exists(path):
+        return path
+    out = sh([os.path.join(REPO, "scripts", "peers")], timeout=1800).stdout
+    for line in out.splitlines():
+        if line.startswith("WEFT_OTELCOL="):
+            return line.split("=", 1)[1]
+    raise RuntimeError("scripts/peers did not build the OpenTelemetry Collector")
+
+
+def start_collector(lab, d, cpu):
+    """The collector, on the load generator's CPU (its work is not the proxies')."""
+    pod = lab.pods["collector"]
+    cfg = write(os.path.join(d, "otelcol.yaml"), configs.collector_config())
+    proc = lab.spawn("otel-collector", pod, [otelcol(), f"--config=file:{cfg}"], cpu=cpu)
+    wait_for("the OpenTelemetry Collector", 30,
+             lambda: lab.exec(pod, ["nc", "-z", "-w", "1", pod.ip, "4317"]).returncode == 0)
+    return proc
+
+
 def start_weft(lab, d, weft, plugin_ca, cpu, upstreams):
     cfg = os.path.join(d, "weft-config")
     os.makedirs(cfg, exist_ok=True)
@@ -205,11 +241,7 @@ def start_weft(lab, d, weft, plugin_ca, cpu, upstreams):
     wait_for("weft control", 30, lambda: http_code(lab, cp, f"http://{cp.ip}:15014/ready")
              == "200")
     procs = {}
-    for pod_name, workload, app, sa in (("wmtls", "mtls", "mtls", "server"),
-                                         ("wplain", "plain", "plain", "server"),
-                                         ("wauthz", "authz", "authz", "server"),
-                                         ("wlog", "logged", "logged", "server"),
-                                         ("wclient", "client", "client", "client")):
+    for pod_name, workload, app, sa in WEFT_PODS:
         pod = lab.pods[pod_name]
         if pod_name in upstreams:
             upstreams[pod_name] = start_upstream(lab, d, pod, cpu, pod_name == "wmtls")
@@ -262,18 +294,19 @@ def make_targets(lab, procs, upstreams):
                       sni=configs.SERVER_NAME, alpn="http/1.1", host=configs.SERVER_NAME)
     if "weft" in procs:
         w = procs["weft"]
-        for topo, svc, path in (("1hop", "up", [w["wclient"]]),
-                                ("2hop", "plain", [w["wclient"], w["wplain"]]),
-                                ("mtls", "mtls", [w["wclient"], w["wmtls"]]),
-                                ("routed", "routed", [w["wclient"], w["wmtls"]]),
-                                ("authz", "authz", [w["wclient"], w["wauthz"]]),
-                                ("logged", "logged", [w["wclient"], w["wlog"]])):
-            ups = {"up": up_server, "plain": upstreams.get("wplain", []),
-                   "mtls": upstreams.get("wmtls", []),
-                   "routed": upstreams.get("wmtls", []),
-                   "authz": upstreams.get("wauthz", []),
-                   "logged": upstreams.get("wlog", [])}[svc]
-            http[("weft", topo)] = dict(pod=wclient, connect=f"{configs.fqdn(svc)}:8080",
+        for topo, svc, client_pod, server_pod in (("1hop", "up", "wclient", None),
+                                                  ("2hop", "plain", "wclient", "wplain"),
+                                                  ("mtls", "mtls", "wclient", "wmtls"),
+                                                  ("routed", "routed", "wclient", "wmtls"),
+                                                  ("authz", "authz", "wclient", "wauthz"),
+                                                  ("logged", "logged", "wclient", "wlog"),
+                                                  ("otellog", "otellog", "wclient", "wotel"),
+                                                  ("trace1", "traced", "wtc1", "wtrace"),
+                                                  ("trace100", "traced", "wtc100", "wtrace")):
+            path = [w[client_pod]] + ([w[server_pod]] if server_pod else [])
+            ups = upstreams.get(server_pod, []) if server_pod else up_server
+            http[("weft", topo)] = dict(pod=lab.pods[client_pod],
+                                        connect=f"{configs.fqdn(svc)}:8080",
                                         proxies=path, upstream=ups)
         tcp[("weft", "1hop")] = dict(pod=wclient, host=configs.fqdn("up"), port=5201,
                                      proxies=[w["wclient"]])
@@ -418,9 +451,9 @@ def main(argv):
         certs = os.path.join(workdir, "certs")
         plugin_ca = configs.make_certs(certs)
         lab.create_bridge()
-        for name in ("client", "server", "cp", "wclient", "wplain", "wmtls", "wauthz", "wlog"):
-            if name in ("cp", "wclient", "wplain", "wmtls", "wauthz", "wlog") and \
-                    "weft" not in args.systems:
+        weft_pods = ["cp", "collector"] + [p[0] for p in WEFT_PODS]
+        for name in ["client", "server"] + weft_pods:
+            if name in weft_pods and "weft" not in args.systems:
                 continue
             lab.add_pod(name, configs.HOSTS[name])
         upstreams = {"server": start_upstream(lab, workdir, lab.pods["server"], server_cpu,
@@ -441,8 +474,9 @@ def main(argv):
                     f"{workdir}/haproxy-b.cfg", configs.haproxy_b(certs))], cpu=server_cpu),
             }
         if "weft" in args.systems:
-            upstreams["wplain"] = upstreams["wmtls"] = upstreams["wauthz"] = None
-            upstreams["wlog"] = None
+            start_collector(lab, workdir, client_cpu)
+            for pod in SERVER_PODS:
+                upstreams[pod] = None
             procs["weft"] = start_weft(lab, workdir, weft, plugin_ca, server_cpu, upstreams)
         time.sleep(1.0)
         for s, ps in procs.items():

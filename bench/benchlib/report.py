@@ -7,13 +7,18 @@ SYSTEMS = ("nginx", "haproxy", "weft")
 NAMES = {"direct": "direct", "nginx": "nginx", "haproxy": "HAProxy", "weft": "Weft"}
 TOPOS = {"direct": "direct", "1hop": "1-hop", "2hop": "2-hop", "mtls": "2-hop mTLS",
          "routed": "2-hop mTLS, routed", "authz": "2-hop mTLS, ALLOW policy",
-         "logged": "2-hop mTLS, server access log"}
-HOPS = {"direct": 0, "1hop": 1, "2hop": 2, "mtls": 2, "routed": 2, "authz": 2, "logged": 2}
+         "logged": "2-hop mTLS, server access log",
+         "otellog": "2-hop mTLS, server OpenTelemetry access log",
+         "trace1": "2-hop mTLS, tracing 1%", "trace100": "2-hop mTLS, tracing 100%"}
+HOPS = {"direct": 0, "1hop": 1, "2hop": 2, "mtls": 2, "routed": 2, "authz": 2, "logged": 2,
+        "otellog": 2, "trace1": 2, "trace100": 2}
 # Weft's routed path (a VirtualService with ten matches, retries and a weighted split) is
 # compared with the peers' plain mTLS pair: the peers route nothing there.
 # Likewise its authz path (a three-rule ALLOW AuthorizationPolicy on the server sidecar).
-PEER_TOPO = {"routed": "mtls", "authz": "mtls", "logged": "mtls"}
-WEFT_TOPOS = ("1hop", "2hop", "mtls", "routed", "authz", "logged")
+PEER_TOPO = {"routed": "mtls", "authz": "mtls", "logged": "mtls", "otellog": "mtls",
+             "trace1": "mtls", "trace100": "mtls"}
+WEFT_TOPOS = ("1hop", "2hop", "mtls", "routed", "authz", "logged", "otellog", "trace1",
+              "trace100")
 LAT_KEYS = ("c1_p50_us", "c1_p99_us", "r1000_p50_us", "r1000_p99_us", "r4000_p50_us",
             "r4000_p99_us")
 HTTP_RATIO_KEYS = ("sat_rps", "sat_cpu_us_per_req", "r1000_cpu_us_per_req",
@@ -226,9 +231,13 @@ def markdown(res):
             if h is None and n is None:
                 continue
             lines.append(f"| {label} | {TOPOS[t]} | {_fmt_ratio(h)} | {_fmt_ratio(n)} |")
-    for label, key in (("RSS idle, all proxies", "idle_mb"),
-                       ("RSS after load, all proxies", "after_load_mb")):
-        tot = {s: sum(v.get(key) or 0 for v in rss.get(s, {}).values()) for s in SYSTEMS}
+    # The peers' two proxies against Weft's mTLS pair (its other pods serve other units).
+    pair = {"weft": ("wclient", "wmtls")}
+    for label, key in (("RSS idle, the mTLS pair", "idle_mb"),
+                       ("RSS after load, the mTLS pair", "after_load_mb")):
+        tot = {s: sum(v.get(key) or 0 for role, v in rss.get(s, {}).items()
+                      if s not in pair or role in pair[s])
+               for s in SYSTEMS}
         if tot.get("weft") and tot.get("haproxy") and tot.get("nginx"):
             lines.append(f"| {label} | – | {tot['weft'] / tot['haproxy']:.2f}× | "
                          f"{tot['weft'] / tot['nginx']:.2f}× |")
