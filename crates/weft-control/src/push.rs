@@ -26,6 +26,22 @@ pub struct PushContext {
     pub telemetry: crate::telemetry::Index,
     /// The JWKS resolver (shared by the pushes of a running control plane; see `with_jwks`).
     pub jwks: Arc<crate::jwks::JwksResolver>,
+    /// istiod's feature flags that change the translation.
+    pub features: Features,
+}
+
+/// istiod's feature flags (its environment variables) that change the translation, with 1.14's
+/// defaults (all off).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Features {
+    /// `ENABLE_AUTO_SNI`: a SIMPLE or MUTUAL DestinationRule without `sni` sends the request's
+    /// host as the SNI (Envoy's `auto_sni`).
+    pub enable_auto_sni: bool,
+    /// `VERIFY_CERTIFICATE_AT_CLIENT`: a SIMPLE or MUTUAL DestinationRule without
+    /// `caCertificates` verifies the server against the system's trust store and, with
+    /// `ENABLE_AUTO_SNI` and no `subjectAltNames`, against the request's host (Envoy's
+    /// `auto_san_validation`).
+    pub verify_certificate_at_client: bool,
 }
 
 impl PushContext {
@@ -43,7 +59,14 @@ impl PushContext {
             authz,
             telemetry,
             jwks: Default::default(),
+            features: Features::default(),
         }
+    }
+
+    /// Translates with istiod's feature flags `features`.
+    pub fn with_features(mut self, features: Features) -> Self {
+        self.features = features;
+        self
     }
 
     /// Uses the control plane's JWKS resolver, registering this config's `jwksUri` rules with

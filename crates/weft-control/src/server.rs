@@ -46,6 +46,8 @@ pub struct ControlOptions {
     /// Extra CA certificates (PEM) trusted when fetching a RequestAuthentication's jwksUri
     /// (`--jwks-ca`), besides the system bundle and `/cacerts/extra.pem`.
     pub jwks_ca: Option<PathBuf>,
+    /// istiod's feature flags (`ENABLE_AUTO_SNI`, `VERIFY_CERTIFICATE_AT_CLIENT`).
+    pub features: crate::push::Features,
 }
 
 impl ControlOptions {
@@ -65,6 +67,7 @@ impl ControlOptions {
             debounce_max: Duration::from_secs(10),
             push_throttle: weft_xds::server::DEFAULT_PUSH_CONCURRENCY,
             jwks_ca: None,
+            features: crate::push::Features::default(),
         }
     }
 }
@@ -125,7 +128,8 @@ pub async fn run(
             first.mesh.clone(),
             first.resources.clone(),
         )
-        .with_jwks(jwks.clone()),
+        .with_jwks(jwks.clone())
+        .with_features(opts.features),
     ));
     let generator = Arc::new(MeshGenerator::new(push.clone()));
     let tracker = Arc::new(Tracker::default());
@@ -242,7 +246,8 @@ pub async fn run(
             let v = version(n);
             let next = Arc::new(
                 PushContext::new(v.clone(), snap.mesh.clone(), snap.resources.clone())
-                    .with_jwks(jwks.clone()),
+                    .with_jwks(jwks.clone())
+                    .with_features(opts.features),
             );
             push.store(next.clone());
             state

@@ -139,7 +139,7 @@ pub async fn proxy<IO>(
                 None => flags = "UH",
                 Some((addr, tls)) => {
                     entry.upstream_host = Some(addr);
-                    match connect(c, addr, tls.as_ref(), AlpnForm::Base).await {
+                    match connect(c, addr, tls.as_ref(), AlpnForm::Base, None).await {
                         Ok(u) => {
                             entry.upstream_local_address = u.local;
                             if let Some(p) = &u.peer {

@@ -63,21 +63,27 @@ pub enum AlpnForm {
     H2,
 }
 
-fn server_name(tls: &UpstreamTls, addr: SocketAddr) -> ServerName<'static> {
-    if !tls.sni.is_empty()
-        && let Ok(n) = ServerName::try_from(tls.sni.clone())
-    {
-        return n;
+/// The name a TLS connection is made for: the auto SNI host, else the context's SNI, else the
+/// address (no SNI is sent for an IP address).
+fn server_name(tls: &UpstreamTls, addr: SocketAddr, auto_sni: Option<&str>) -> ServerName<'static> {
+    for name in [auto_sni.unwrap_or_default(), tls.sni.as_str()] {
+        if !name.is_empty()
+            && let Ok(n) = ServerName::try_from(name.to_string())
+        {
+            return n;
+        }
     }
     ServerName::IpAddress(addr.ip().into())
 }
 
-/// Opens a connection to `addr` for `cluster`, with TLS when `tls` is set.
+/// Opens a connection to `addr` for `cluster`, with TLS when `tls` is set (for the auto SNI
+/// host `sni` when given).
 pub async fn connect(
     cluster: &Cluster,
     addr: SocketAddr,
     tls: Option<&Arc<UpstreamTls>>,
     alpn: AlpnForm,
+    sni: Option<&str>,
 ) -> Result<Connected, UpstreamError> {
     let tcp: TcpStream = crate::socket::connect(
         addr,
@@ -100,7 +106,7 @@ pub async fn connect(
         AlpnForm::Http11 => tls.http11.clone(),
         AlpnForm::H2 => tls.h2.clone(),
     };
-    let name = server_name(tls, addr);
+    let name = server_name(tls, addr, sni);
     let (io, peer) = if alpn == AlpnForm::Base {
         // Bulk TCP: read TLS records in 256 KiB gulps (rustls reads at most 4 KiB per call).
         let buffered = crate::readbuf::GrowingReader::new(tcp, crate::tcp::TLS_READ_BUFFER);
@@ -147,6 +153,8 @@ struct PoolKey {
     addr: SocketAddr,
     tls: bool,
     h2: bool,
+    /// The auto SNI host: connections for different hosts are not shared.
+    sni: Option<Arc<str>>,
 }
 
 /// A connection ready for one request.
@@ -312,6 +320,7 @@ impl Pools {
         addr: SocketAddr,
         tls: Option<&Arc<UpstreamTls>>,
         h2: bool,
+        sni: Option<Arc<str>>,
     ) -> Result<Lease, UpstreamError> {
         let state = &cluster.state;
         let limits = cluster.limits;
@@ -339,6 +348,7 @@ impl Pools {
             addr,
             tls: tls.is_some(),
             h2,
+            sni,
         };
         self.start_sweeper();
         let lease = |sender, local, peer, served, stream, active| Lease {
@@ -425,7 +435,7 @@ impl Pools {
             .upstream_cx_total
             .fetch_add(1, Ordering::Relaxed);
         let alpn = if h2 { AlpnForm::H2 } else { AlpnForm::Http11 };
-        let conn = connect(cluster, addr, tls, alpn).await?;
+        let conn = connect(cluster, addr, tls, alpn, key.sni.as_deref()).await?;
         let io = TokioIo::new(conn.io);
         let mut stream = None;
         let sender = if h2 {
@@ -710,7 +720,10 @@ mod tests {
             http::Request::get("/").body(body).unwrap()
         };
         for _ in 0..2 {
-            let mut lease = pools.lease(&cluster, addr, None, false).await.unwrap();
+            let mut lease = pools
+                .lease(&cluster, addr, None, false, None)
+                .await
+                .unwrap();
             let Sender::H1(s) = &mut lease.sender else {
                 panic!("HTTP/1.1 expected");
             };
@@ -740,7 +753,10 @@ mod tests {
             .unwrap();
         // The background sweeper does the same on its own: a connection idle for 200 ms is
         // gone within about a second and a half.
-        let lease = pools.lease(&cluster, addr, None, false).await.unwrap();
+        let lease = pools
+            .lease(&cluster, addr, None, false, None)
+            .await
+            .unwrap();
         let mut lease = lease;
         let Sender::H1(s) = &mut lease.sender else {
             panic!("HTTP/1.1 expected");

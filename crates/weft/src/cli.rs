@@ -133,6 +133,15 @@ struct ControlArgs {
     /// Default workload certificate lifetime.
     #[arg(long, default_value = "24h")]
     cert_ttl: weft_api::Duration,
+    /// istiod's ENABLE_AUTO_SNI: a SIMPLE or MUTUAL DestinationRule without `sni` sends the
+    /// request's host as the SNI (Istio 1.14's default: off).
+    #[arg(long, env = "ENABLE_AUTO_SNI", default_value_t = false, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    enable_auto_sni: bool,
+    /// istiod's VERIFY_CERTIFICATE_AT_CLIENT: SIMPLE or MUTUAL origination without
+    /// `caCertificates` verifies against the system's trust store (and, with ENABLE_AUTO_SNI
+    /// and no `subjectAltNames`, the request's host). Istio 1.14's default: off.
+    #[arg(long, env = "VERIFY_CERTIFICATE_AT_CLIENT", default_value_t = false, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), value_name = "BOOL")]
+    verify_certificate_at_client: bool,
     /// Proxies that may have a push in flight at once (generated, not yet ACKed); bounds the
     /// memory a push to a large fleet takes (Istio: PILOT_PUSH_THROTTLE).
     #[arg(long, default_value_t = weft_xds::server::DEFAULT_PUSH_CONCURRENCY)]
@@ -330,6 +339,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.monitoring_addr = a.monitoring_addr;
             opts.cert_ttl = a.cert_ttl.get();
             opts.push_throttle = a.push_throttle;
+            opts.features = weft_control::push::Features {
+                enable_auto_sni: a.enable_auto_sni,
+                verify_certificate_at_client: a.verify_certificate_at_client,
+            };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

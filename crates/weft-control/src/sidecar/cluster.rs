@@ -85,6 +85,7 @@ enum Upstream {
 fn http_protocol_options(
     upstream: Upstream,
     common: core::HttpProtocolOptions,
+    upstream_http: Option<core::UpstreamHttpProtocolOptions>,
 ) -> envoy_types::pb::google::protobuf::Any {
     use http_opts::http_protocol_options::{
         ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
@@ -104,6 +105,7 @@ fn http_protocol_options(
         }),
         common_http_protocol_options: (common != core::HttpProtocolOptions::default())
             .then_some(common),
+        upstream_http_protocol_options: upstream_http,
         ..Default::default()
     };
     envoy::any(&opts)
@@ -200,14 +202,20 @@ fn outbound_cluster(
     }
     let policy = crate::destination::policy_for(view, svc, sp.number, subset);
     let mut http = core::HttpProtocolOptions::default();
-    super::traffic_policy::apply(&mut c, &policy, &mut http, &svc.hostname, || {
-        istio_mutual(view, svc, sp, subset)
-    });
+    let upstream_http = super::traffic_policy::apply(
+        &mut c,
+        &policy,
+        &mut http,
+        &svc.subject_alt_names,
+        view.push.features,
+        || istio_mutual(view, svc, sp, subset),
+    );
+    // Auto SNI lives in the HTTP protocol options: HTTP clusters only, as in istiod.
     if sp.protocol.is_http() {
         let upstream = outbound_protocol(view, sp, &policy);
         c.typed_extension_protocol_options.insert(
             HTTP_OPTIONS_KEY.into(),
-            http_protocol_options(upstream, http),
+            http_protocol_options(upstream, http, upstream_http),
         );
     }
     c
@@ -260,7 +268,7 @@ pub fn shared(view: &ProxyView) -> Vec<NamedResource> {
         let mut c = original_dst(name, view, bind);
         c.typed_extension_protocol_options.insert(
             HTTP_OPTIONS_KEY.into(),
-            http_protocol_options(Upstream::Downstream, Default::default()),
+            http_protocol_options(Upstream::Downstream, Default::default(), None),
         );
         out.push(c);
     }
@@ -288,7 +296,7 @@ pub fn inbound(view: &ProxyView) -> Vec<NamedResource> {
             };
             c.typed_extension_protocol_options.insert(
                 HTTP_OPTIONS_KEY.into(),
-                http_protocol_options(upstream, Default::default()),
+                http_protocol_options(upstream, Default::default(), None),
             );
         }
         out.push(c);

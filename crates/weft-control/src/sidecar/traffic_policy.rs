@@ -13,6 +13,7 @@ use weft_api::networking::{
 
 use crate::destination::Policy;
 use crate::envoy;
+use crate::push::Features;
 
 /// Istio's default circuit-breaker thresholds: everything at u32::MAX, remaining tracked.
 pub fn default_thresholds() -> cluster::circuit_breakers::Thresholds {
@@ -177,36 +178,62 @@ fn outlier_detection(c: &mut cluster::Cluster, od: &OutlierDetection) {
     }
 }
 
-/// A non-mesh TLS origination context (SIMPLE / MUTUAL) from file paths, as Istio's sidecar
-/// reads them.
-fn origination(t: &ClientTlsSettings, default_sni: &str) -> tls::UpstreamTlsContext {
+/// Istio's SDS name for the proxy's system trust store (`caCertificates: system`).
+pub const SYSTEM_ROOTS: &str = "file-root:system";
+
+/// A non-mesh TLS origination context (SIMPLE / MUTUAL) from file paths, as istiod 1.14 builds
+/// it: the DestinationRule's `sni` as given (none when unset); with `VERIFY_CERTIFICATE_AT_CLIENT`
+/// and no `caCertificates`, the system's trust store (Istio's SDS resource `file-root:system`);
+/// without `subjectAltNames`, the ServiceEntry's; the names are verified only when there is a
+/// CA to verify the chain with (without one Istio sends an empty validation context).
+fn origination(
+    t: &ClientTlsSettings,
+    se_sans: &[String],
+    features: Features,
+) -> tls::UpstreamTlsContext {
     let file = |path: &str| core::DataSource {
         specifier: Some(core::data_source::Specifier::Filename(path.to_string())),
         ..Default::default()
     };
-    let sans = t
-        .subject_alt_names
+    let names = if t.subject_alt_names.is_empty() {
+        se_sans
+    } else {
+        t.subject_alt_names.as_slice()
+    };
+    let sans = names
         .iter()
         .map(|s| envoy::dns_san(envoy::exact_matcher(s)))
         .collect::<Vec<_>>();
+    let trust_chain_verification = if t.insecure_skip_verify == Some(true) {
+        tls::certificate_validation_context::TrustChainVerification::AcceptUntrusted as i32
+    } else {
+        0
+    };
     let mut common = tls::CommonTlsContext::default();
-    if !t.ca_certificates.is_empty() || !sans.is_empty() {
-        common.validation_context_type = Some(
-            tls::common_tls_context::ValidationContextType::ValidationContext(
-                tls::CertificateValidationContext {
-                    trusted_ca: (!t.ca_certificates.is_empty()).then(|| file(&t.ca_certificates)),
-                    match_typed_subject_alt_names: sans,
-                    trust_chain_verification: if t.insecure_skip_verify == Some(true) {
-                        tls::certificate_validation_context::TrustChainVerification::AcceptUntrusted
-                            as i32
-                    } else {
-                        0
-                    },
-                    ..Default::default()
-                },
-            ),
-        );
-    }
+    use tls::common_tls_context::{CombinedCertificateValidationContext, ValidationContextType};
+    common.validation_context_type = Some(if !t.ca_certificates.is_empty() {
+        ValidationContextType::ValidationContext(tls::CertificateValidationContext {
+            trusted_ca: Some(file(&t.ca_certificates)),
+            match_typed_subject_alt_names: sans,
+            trust_chain_verification,
+            ..Default::default()
+        })
+    } else if features.verify_certificate_at_client {
+        ValidationContextType::CombinedValidationContext(CombinedCertificateValidationContext {
+            default_validation_context: Some(tls::CertificateValidationContext {
+                match_typed_subject_alt_names: sans,
+                trust_chain_verification,
+                ..Default::default()
+            }),
+            validation_context_sds_secret_config: Some(tls::SdsSecretConfig {
+                name: SYSTEM_ROOTS.into(),
+                sds_config: Some(envoy::ads_source()),
+            }),
+            ..Default::default()
+        })
+    } else {
+        ValidationContextType::ValidationContext(Default::default())
+    });
     if t.mode == ClientTlsMode::Mutual {
         common.tls_certificates = vec![tls::TlsCertificate {
             certificate_chain: Some(file(&t.client_certificate)),
@@ -216,24 +243,42 @@ fn origination(t: &ClientTlsSettings, default_sni: &str) -> tls::UpstreamTlsCont
     }
     tls::UpstreamTlsContext {
         common_tls_context: Some(common),
-        sni: if t.sni.is_empty() {
-            default_sni.to_string()
-        } else {
-            t.sni.clone()
-        },
+        sni: t.sni.clone(),
         ..Default::default()
     }
 }
 
+/// istiod's `setAutoSniAndAutoSanValidation`: with `ENABLE_AUTO_SNI`, a rule without `sni`
+/// gets `auto_sni`, and with `VERIFY_CERTIFICATE_AT_CLIENT` too, a rule without
+/// `subjectAltNames` gets `auto_san_validation` (both in the cluster's HTTP protocol options).
+fn auto_sni(
+    t: &ClientTlsSettings,
+    features: Features,
+) -> Option<core::UpstreamHttpProtocolOptions> {
+    if !features.enable_auto_sni {
+        return None;
+    }
+    let auto_sni = t.sni.is_empty();
+    let auto_san_validation =
+        features.verify_certificate_at_client && t.subject_alt_names.is_empty();
+    (auto_sni || auto_san_validation).then(|| core::UpstreamHttpProtocolOptions {
+        auto_sni,
+        auto_san_validation,
+        ..Default::default()
+    })
+}
+
 /// Everything of `policy` that lands on the cluster. `istio_mutual` builds the mesh mTLS
-/// context; `host` is the service host (the default SNI for origination).
+/// context; `se_sans` are the service's `subjectAltNames`. Returns the cluster's upstream HTTP
+/// protocol options (auto SNI and SAN validation), if any.
 pub fn apply(
     c: &mut cluster::Cluster,
     policy: &Policy,
     http: &mut core::HttpProtocolOptions,
-    host: &str,
+    se_sans: &[String],
+    features: Features,
     istio_mutual: impl FnOnce() -> tls::UpstreamTlsContext,
-) {
+) -> Option<core::UpstreamHttpProtocolOptions> {
     if let Some(lb) = &policy.load_balancer {
         load_balancer(c, lb);
     }
@@ -243,18 +288,129 @@ pub fn apply(
     if let Some(od) = &policy.outlier_detection {
         outlier_detection(c, od);
     }
-    let Some(t) = &policy.tls else { return };
+    let t = policy.tls.as_ref()?;
     // An explicit mode is a hard setting: no auto-mTLS fallback to plaintext.
     c.transport_socket_matches.clear();
-    c.transport_socket = match t.mode {
-        ClientTlsMode::Disable => None,
-        ClientTlsMode::IstioMutual => Some(envoy::transport_socket(
-            "envoy.transport_sockets.tls",
-            &istio_mutual(),
-        )),
-        ClientTlsMode::Simple | ClientTlsMode::Mutual => Some(envoy::transport_socket(
-            "envoy.transport_sockets.tls",
-            &origination(t, host),
-        )),
+    let (socket, upstream_http) = match t.mode {
+        ClientTlsMode::Disable => (None, None),
+        ClientTlsMode::IstioMutual => (
+            Some(envoy::transport_socket(
+                "envoy.transport_sockets.tls",
+                &istio_mutual(),
+            )),
+            None,
+        ),
+        ClientTlsMode::Simple | ClientTlsMode::Mutual => (
+            Some(envoy::transport_socket(
+                "envoy.transport_sockets.tls",
+                &origination(t, se_sans, features),
+            )),
+            auto_sni(t, features),
+        ),
     };
+    c.transport_socket = socket;
+    upstream_http
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tls::common_tls_context::ValidationContextType as V;
+
+    fn simple(sni: &str, sans: &[&str], ca: &str) -> ClientTlsSettings {
+        ClientTlsSettings {
+            mode: ClientTlsMode::Simple,
+            sni: sni.into(),
+            subject_alt_names: sans.iter().map(|s| s.to_string()).collect(),
+            ca_certificates: ca.into(),
+            ..Default::default()
+        }
+    }
+
+    fn sans(ctx: &tls::UpstreamTlsContext) -> Vec<String> {
+        let vc = match ctx
+            .common_tls_context
+            .as_ref()
+            .and_then(|c| c.validation_context_type.clone())
+        {
+            Some(V::ValidationContext(v)) => v,
+            Some(V::CombinedValidationContext(c)) => c.default_validation_context.unwrap(),
+            _ => return Vec::new(),
+        };
+        vc.match_typed_subject_alt_names
+            .iter()
+            .filter_map(|m| {
+                match m.matcher.as_ref()?.match_pattern.as_ref()? {
+                envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern::Exact(
+                    s,
+                ) => Some(s.clone()),
+                _ => None,
+            }
+            })
+            .collect()
+    }
+
+    const OFF: Features = Features {
+        enable_auto_sni: false,
+        verify_certificate_at_client: false,
+    };
+    const SNI: Features = Features {
+        enable_auto_sni: true,
+        verify_certificate_at_client: false,
+    };
+    const BOTH: Features = Features {
+        enable_auto_sni: true,
+        verify_certificate_at_client: true,
+    };
+
+    #[test]
+    fn origination_keeps_the_rules_sni_and_takes_the_service_entrys_names() {
+        // No sni: none is sent (istiod does not default it); auto SNI is off in 1.14.
+        let ctx = origination(&simple("", &[], "/ca.pem"), &["se.example.com".into()], OFF);
+        assert_eq!(ctx.sni, "");
+        assert_eq!(sans(&ctx), ["se.example.com"]);
+        let ctx = origination(
+            &simple("x.example.com", &["dr.example.com"], "/ca.pem"),
+            &["se".into()],
+            OFF,
+        );
+        assert_eq!(ctx.sni, "x.example.com");
+        assert_eq!(sans(&ctx), ["dr.example.com"]);
+        // No CA: an empty validation context (istiod verifies no names without one).
+        let ctx = origination(&simple("", &["dr.example.com"], ""), &[], OFF);
+        assert!(sans(&ctx).is_empty());
+        // VERIFY_CERTIFICATE_AT_CLIENT without a CA: the system trust store.
+        let ctx = origination(&simple("", &["dr.example.com"], ""), &[], BOTH);
+        let Some(V::CombinedValidationContext(c)) = ctx
+            .common_tls_context
+            .as_ref()
+            .and_then(|c| c.validation_context_type.clone())
+        else {
+            panic!("{ctx:?}")
+        };
+        assert_eq!(
+            c.validation_context_sds_secret_config.unwrap().name,
+            SYSTEM_ROOTS
+        );
+        assert_eq!(sans(&ctx), ["dr.example.com"]);
+    }
+
+    #[test]
+    fn auto_sni_and_san_validation_follow_istiods_flags() {
+        assert_eq!(auto_sni(&simple("", &[], ""), OFF), None);
+        let o = auto_sni(&simple("", &[], ""), SNI).unwrap();
+        assert!(o.auto_sni && !o.auto_san_validation);
+        let o = auto_sni(&simple("", &[], ""), BOTH).unwrap();
+        assert!(o.auto_sni && o.auto_san_validation);
+        // An explicit sni wins; explicit names turn SAN validation off.
+        let o = auto_sni(&simple("x", &[], ""), BOTH).unwrap();
+        assert!(!o.auto_sni && o.auto_san_validation);
+        assert_eq!(auto_sni(&simple("x", &["y"], ""), BOTH), None);
+        // Only with ENABLE_AUTO_SNI (istiod returns early without it).
+        let verify_only = Features {
+            enable_auto_sni: false,
+            verify_certificate_at_client: true,
+        };
+        assert_eq!(auto_sni(&simple("", &[], ""), verify_only), None);
+    }
 }

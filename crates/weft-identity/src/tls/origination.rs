@@ -1,8 +1,10 @@
 //! TLS origination to destinations outside the mesh (DestinationRule `tls.mode` SIMPLE and
 //! MUTUAL), as Envoy does it: the server's chain is verified against the configured CA
-//! bundle (none configured: not verified), then, when `subjectAltNames` are given, one of
-//! them must be in the certificate (DNS or IP SAN); the SNI is only sent. MUTUAL presents a
-//! client certificate from files.
+//! bundle or the system's trust store (none configured: not verified), then, when
+//! `subjectAltNames` are given, one of them must be in the certificate (DNS or IP SAN); with
+//! Envoy's `auto_san_validation` and none given, the name the connection was made for (the
+//! SNI) must be. Otherwise the SNI is only sent. MUTUAL presents a client certificate from
+//! files.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,15 +20,21 @@ use crate::error::IdentityError;
 /// What a SIMPLE or MUTUAL origination needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct OriginationOptions {
-    /// PEM CA bundle file; None: the server's chain is not verified (Envoy without a
-    /// validation context).
+    /// PEM CA bundle file; None (and not `system_roots`): the server's chain is not verified
+    /// (Envoy without a validation context).
     pub ca_file: Option<String>,
+    /// Verify against the system's trust store (Istio's `caCertificates: system`), the first
+    /// of the bundles pilot-agent looks for that exists.
+    pub system_roots: bool,
     /// Names one of which the server certificate must carry (empty: any).
     pub subject_alt_names: Vec<String>,
     /// Client certificate chain and key files (MUTUAL).
     pub client_cert: Option<(String, String)>,
     /// Accept an untrusted chain (`insecureSkipVerify`), still checking the SANs.
     pub insecure_skip_verify: bool,
+    /// Envoy's `auto_san_validation`: without `subject_alt_names`, the certificate must be
+    /// valid for the name the connection is made for.
+    pub auto_san_validation: bool,
     pub alpn: Vec<Vec<u8>>,
 }
 
@@ -39,35 +47,64 @@ fn io(path: &str, e: impl std::fmt::Display) -> IdentityError {
     }
 }
 
+/// The system trust stores pilot-agent looks for (`GetOSRootFilePath`), in its order.
+pub const SYSTEM_ROOT_FILES: [&str; 7] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+    "/usr/local/etc/ssl/cert.pem",
+];
+
+fn anchors(path: &str) -> Result<Vec<rustls_pki_types::TrustAnchor<'static>>, IdentityError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| io(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| io(path, e))?;
+    if certs.is_empty() {
+        return Err(io(path, "no certificate in the file"));
+    }
+    let mut anchors = Vec::new();
+    for c in &certs {
+        match webpki::anchor_from_trusted_cert(c) {
+            Ok(a) => anchors.push(a.to_owned()),
+            // A system bundle may hold a certificate webpki cannot use; skip it there.
+            Err(_) if SYSTEM_ROOT_FILES.contains(&path) => {}
+            Err(e) => return Err(io(path, format!("not a CA certificate: {e}"))),
+        }
+    }
+    Ok(anchors)
+}
+
 /// A client config for TLS origination.
 pub fn origination_client_config(
     opts: &OriginationOptions,
 ) -> Result<Arc<ClientConfig>, IdentityError> {
     let provider = super::provider();
     let roots = match &opts.ca_file {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| io(path, e))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| io(path, e))?;
-            if certs.is_empty() {
-                return Err(io(path, "no certificate in the file"));
-            }
-            let mut anchors = Vec::new();
-            for c in &certs {
-                anchors.push(
-                    webpki::anchor_from_trusted_cert(c)
-                        .map_err(|e| io(path, format!("not a CA certificate: {e}")))?
-                        .to_owned(),
-                );
-            }
-            Some(anchors)
+        Some(path) => Some(anchors(path)?),
+        None if opts.system_roots => {
+            let path = SYSTEM_ROOT_FILES
+                .iter()
+                .find(|p| Path::new(p).exists())
+                .ok_or_else(|| IdentityError::CaFile {
+                    path: Path::new(SYSTEM_ROOT_FILES[0]).to_path_buf(),
+                    reason: format!(
+                        "no system trust store (looked for {}); install ca-certificates, or \
+                         give the DestinationRule caCertificates",
+                        SYSTEM_ROOT_FILES.join(", ")
+                    ),
+                })?;
+            Some(anchors(path)?)
         }
         None => None,
     };
     let verifier = Arc::new(OriginationVerifier {
         roots,
         sans: opts.subject_alt_names.clone(),
+        auto_san: opts.auto_san_validation,
         insecure: opts.insecure_skip_verify,
         algs: provider.signature_verification_algorithms,
     });
@@ -94,6 +131,7 @@ pub fn origination_client_config(
 struct OriginationVerifier {
     roots: Option<Vec<rustls_pki_types::TrustAnchor<'static>>>,
     sans: Vec<String>,
+    auto_san: bool,
     insecure: bool,
     algs: WebPkiSupportedAlgorithms,
 }
@@ -103,7 +141,7 @@ impl ServerCertVerifier for OriginationVerifier {
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
@@ -132,6 +170,10 @@ impl ServerCertVerifier for OriginationVerifier {
                     rustls::CertificateError::NotValidForName,
                 ));
             }
+        } else if self.auto_san && cert.verify_is_valid_for_subject_name(server_name).is_err() {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName,
+            ));
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -194,6 +236,15 @@ mod tests {
 
     /// One handshake of `opts` against `server`; then a byte each way.
     async fn handshake(opts: &OriginationOptions, server: Arc<rustls::ServerConfig>) -> bool {
+        handshake_as(opts, server, "ext.example.com").await
+    }
+
+    /// The same, connecting for `name` (the SNI).
+    async fn handshake_as(
+        opts: &OriginationOptions,
+        server: Arc<rustls::ServerConfig>,
+        name: &'static str,
+    ) -> bool {
         let cfg = origination_client_config(opts).unwrap();
         let (a, b) = tokio::io::duplex(1 << 16);
         let srv = tokio::spawn(async move {
@@ -205,7 +256,7 @@ mod tests {
             s.read_exact(&mut byte).await.ok()?;
             s.write_all(&byte).await.ok()
         });
-        let name = ServerName::try_from("ext.example.com").unwrap();
+        let name = ServerName::try_from(name).unwrap();
         let ok = match tokio_rustls::TlsConnector::from(cfg).connect(name, a).await {
             Ok(mut c) => {
                 let mut byte = [0u8; 1];
@@ -256,6 +307,49 @@ mod tests {
         assert!(
             e.contains("/nonexistent/ca.pem") && e.contains("caCertificates"),
             "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn auto_san_validation_checks_the_name_connected_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, server) = pki(dir.path());
+        let server = Arc::new(server);
+        let auto = OriginationOptions {
+            ca_file: Some(ca.clone()),
+            auto_san_validation: true,
+            ..Default::default()
+        };
+        assert!(handshake_as(&auto, server.clone(), "ext.example.com").await);
+        assert!(!handshake_as(&auto, server.clone(), "other.example.com").await);
+        // Without it the name is only sent.
+        let sent_only = OriginationOptions {
+            auto_san_validation: false,
+            ..auto.clone()
+        };
+        assert!(handshake_as(&sent_only, server.clone(), "other.example.com").await);
+        // Given names win over the connection's.
+        let given = OriginationOptions {
+            subject_alt_names: vec!["ext.example.com".into()],
+            ..auto
+        };
+        assert!(handshake_as(&given, server, "other.example.com").await);
+    }
+
+    #[tokio::test]
+    async fn the_system_trust_store_does_not_trust_a_private_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, server) = pki(dir.path());
+        let Some(bundle) = SYSTEM_ROOT_FILES.iter().find(|p| Path::new(p).exists()) else {
+            panic!("no system trust store here (install ca-certificates): {SYSTEM_ROOT_FILES:?}");
+        };
+        let system = OriginationOptions {
+            system_roots: true,
+            ..Default::default()
+        };
+        assert!(
+            !handshake(&system, Arc::new(server)).await,
+            "a test CA's certificate verified against {bundle}"
         );
     }
 }

@@ -504,6 +504,17 @@ fn mirror_request(
     });
 }
 
+/// The host of an authority: without the port, and without the brackets of an IPv6 literal.
+fn host_of(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
+
 /// One request's exchange with a cluster.
 pub(super) struct Exchange<'a> {
     pub proxy: &'a Arc<Proxy>,
@@ -579,10 +590,13 @@ impl Exchange<'_> {
         body: RequestBody,
         bytes: Arc<AtomicU64>,
     ) -> Result<(Response<Incoming>, Lease), Failed> {
+        // Envoy's auto SNI: TLS origination for the upstream request's host, port stripped.
+        let sni = (self.cluster.auto_sni && tls.as_ref().is_some_and(|t| !t.istio))
+            .then(|| Arc::from(host_of(self.authority)));
         let mut lease = self
             .proxy
             .pools
-            .lease(self.cluster, addr, tls.as_ref(), self.h2)
+            .lease(self.cluster, addr, tls.as_ref(), self.h2, sni)
             .await
             .map_err(|e| {
                 let reply = if matches!(e, UpstreamError::Overflow(_)) {
@@ -841,4 +855,15 @@ fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
     *req.version_mut() = parts.version;
     *req.headers_mut() = parts.headers.clone();
     req.into_parts().0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_auto_sni_host_drops_the_port() {
+        assert_eq!(super::host_of("a.example.com:8443"), "a.example.com");
+        assert_eq!(super::host_of("a.example.com"), "a.example.com");
+        assert_eq!(super::host_of("[2001:db8::1]:443"), "2001:db8::1");
+        assert_eq!(super::host_of("10.0.0.1:80"), "10.0.0.1");
+    }
 }

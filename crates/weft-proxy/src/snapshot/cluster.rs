@@ -183,6 +183,8 @@ pub struct Cluster {
     pub state: Arc<ClusterState>,
     /// Hash of the cluster's config: connection pools are per generation.
     pub generation: u64,
+    /// Envoy's `auto_sni`: TLS origination sends the request's host (port stripped) as the SNI.
+    pub auto_sni: bool,
 }
 
 fn struct_str(s: &protobuf::Struct, key: &str) -> Option<String> {
@@ -212,6 +214,7 @@ fn upstream_tls(
     cluster: &str,
     ts: &core::TransportSocket,
     factory: &TlsFactory,
+    auto_san: bool,
 ) -> Result<Option<Arc<UpstreamTls>>, ProxyError> {
     let Some(core::transport_socket::ConfigType::TypedConfig(any)) = &ts.config_type else {
         return Ok(None);
@@ -244,7 +247,8 @@ fn upstream_tls(
         |e: weft_identity::IdentityError| ProxyError::Config(format!("cluster {cluster}: {e}"));
     if !istio {
         // TLS origination to a destination outside the mesh (SIMPLE / MUTUAL).
-        let opts = origination(&common, &sans);
+        let mut opts = origination(cluster, &common, &sans)?;
+        opts.auto_san_validation = auto_san;
         let with = |alpn: Vec<String>| {
             let mut o = opts.clone();
             o.alpn = alpn.into_iter().map(String::into_bytes).collect();
@@ -284,11 +288,13 @@ fn upstream_tls(
 }
 
 /// The origination options of a non-mesh TLS context: CA bundle and client certificate from
-/// files (Istio's DestinationRule `caCertificates`, `clientCertificate`, `privateKey`).
+/// files (Istio's DestinationRule `caCertificates`, `clientCertificate`, `privateKey`), or the
+/// system's trust store (Istio's SDS resource `file-root:system`; `file-root:<path>` is a file).
 fn origination(
+    cluster: &str,
     common: &tls::CommonTlsContext,
     sans: &[String],
-) -> weft_identity::OriginationOptions {
+) -> Result<weft_identity::OriginationOptions, ProxyError> {
     use tls::common_tls_context::ValidationContextType as V;
     let file = |d: &Option<core::DataSource>| match d.as_ref().and_then(|d| d.specifier.as_ref()) {
         Some(core::data_source::Specifier::Filename(f)) => Some(f.clone()),
@@ -307,13 +313,32 @@ fn origination(
         .tls_certificates
         .first()
         .and_then(|c| Some((file(&c.certificate_chain)?, file(&c.private_key)?)));
-    weft_identity::OriginationOptions {
-        ca_file: vc.as_ref().and_then(|v| file(&v.trusted_ca)),
+    let mut ca_file = vc.as_ref().and_then(|v| file(&v.trusted_ca));
+    let mut system_roots = false;
+    if let Some(V::CombinedValidationContext(c)) = &common.validation_context_type
+        && let Some(sds) = &c.validation_context_sds_secret_config
+    {
+        match sds.name.strip_prefix("file-root:") {
+            Some("system") => system_roots = true,
+            Some(path) if !path.is_empty() => ca_file = Some(path.to_string()),
+            _ => {
+                return Err(ProxyError::Config(format!(
+                    "cluster {cluster}: validation context from SDS resource {:?}: weft proxy \
+                     serves only file-root:system and file-root:<path>; refused",
+                    sds.name
+                )));
+            }
+        }
+    }
+    Ok(weft_identity::OriginationOptions {
+        ca_file,
+        system_roots,
         subject_alt_names: sans.to_vec(),
         client_cert,
         insecure_skip_verify: insecure,
+        auto_san_validation: false,
         alpn: Vec::new(),
-    }
+    })
 }
 
 pub fn compile(
@@ -359,6 +384,16 @@ pub fn compile(
         })?),
         None => None,
     };
+    let http_options = c
+        .typed_extension_protocol_options
+        .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+        .and_then(|any| http_opts::HttpProtocolOptions::decode(any.value.as_slice()).ok());
+    // Envoy's auto SNI and SAN validation (istiod's ENABLE_AUTO_SNI).
+    let auto = http_options
+        .as_ref()
+        .and_then(|o| o.upstream_http_protocol_options.as_ref());
+    let auto_sni = auto.is_some_and(|a| a.auto_sni);
+    let auto_san = auto.is_some_and(|a| a.auto_san_validation);
     let mut matches = Vec::new();
     for m in &c.transport_socket_matches {
         let criteria: Vec<(String, String)> = m
@@ -372,13 +407,13 @@ pub fn compile(
             })
             .unwrap_or_default();
         let tls = match &m.transport_socket {
-            Some(ts) => upstream_tls(name, ts, factory)?,
+            Some(ts) => upstream_tls(name, ts, factory, auto_san)?,
             None => None,
         };
         matches.push((criteria, tls));
     }
     let default_tls = match &c.transport_socket {
-        Some(ts) => upstream_tls(name, ts, factory)?,
+        Some(ts) => upstream_tls(name, ts, factory, auto_san)?,
         None => None,
     };
     let assignment = cla.or(c.load_assignment.as_ref());
@@ -419,10 +454,6 @@ pub fn compile(
             });
         }
     }
-    let http_options = c
-        .typed_extension_protocol_options
-        .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
-        .and_then(|any| http_opts::HttpProtocolOptions::decode(any.value.as_slice()).ok());
     let mut limits = Limits::default();
     if let Some(t) = c.circuit_breakers.as_ref().and_then(|cb| {
         cb.thresholds
@@ -526,6 +557,7 @@ pub fn compile(
         limits,
         state,
         generation,
+        auto_sni,
     })
 }
 

@@ -13,7 +13,7 @@ use crate::security::{HTTPBIN_URL, code, curl, istio_jwt, security_mesh};
 
 const IDP: u8 = 15;
 
-fn openssl(dir: &Path, args: &[&str]) {
+pub(crate) fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)

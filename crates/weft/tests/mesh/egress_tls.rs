@@ -1,0 +1,327 @@
+//! istio.io's "Egress TLS Origination" task and Istio 1.14's auto-SNI and auto SAN validation,
+//! against an "internet" pod: nginx serving `a.internet.test` (the default server) and
+//! `b.internet.test` on 443 by SNI and `m.internet.test` on 8443 requiring a client
+//! certificate, all with certificates from a test CA. The app calls `http://<name>/`; the
+//! sidecar originates TLS as the DestinationRule says. `weft control` runs with istiod's
+//! `ENABLE_AUTO_SNI` and `VERIFY_CERTIFICATE_AT_CLIENT` off (1.14's defaults), then on.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::jwks::openssl;
+use crate::netns::{Mesh, next_id, wait_for};
+use crate::security::{SLEEP, sidecar, workload};
+
+const INTERNET: u8 = 40;
+/// (host, VIP number).
+const NAMES: [(&str, u8); 4] = [
+    ("a.internet.test", 40),
+    ("b.internet.test", 41),
+    ("c.internet.test", 42),
+    ("m.internet.test", 43),
+];
+
+/// The test CA, a server certificate per name (SAN: the name) and a client certificate, in a
+/// directory the sidecar (uid 1337) can read.
+fn certificates(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=weft-test-internet-ca",
+            "-days",
+            "2",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    for (name, ext) in [
+        (
+            "a",
+            "subjectAltName=DNS:a.internet.test\nextendedKeyUsage=serverAuth\n",
+        ),
+        (
+            "b",
+            "subjectAltName=DNS:b.internet.test\nextendedKeyUsage=serverAuth\n",
+        ),
+        (
+            "m",
+            "subjectAltName=DNS:m.internet.test\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        );
+        std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.pem"),
+                "-days",
+                "2",
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+    }
+    for e in std::fs::read_dir(dir).expect("dir") {
+        let p = e.expect("entry").path();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+fn nginx_conf(dir: &Path) -> String {
+    let d = dir.display();
+    let server = |listen: &str, name: &str, cert: &str, extra: &str, body: &str| {
+        format!(
+            "  server {{\n    listen {listen};\n    server_name {name};\n    ssl_certificate {d}/{cert}.pem;\n    ssl_certificate_key {d}/{cert}.key;\n{extra}    location / {{ return 200 \"{body}\\n\"; }}\n  }}\n"
+        )
+    };
+    format!(
+        "user root;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  server {{\n    listen 80;\n    location / {{ return 301 https://$host$request_uri; }}\n  }}\n{}{}{}}}\n",
+        server(
+            "443 ssl default_server",
+            "a.internet.test",
+            "a",
+            "",
+            "a sni=$ssl_server_name"
+        ),
+        server(
+            "443 ssl",
+            "b.internet.test",
+            "b",
+            "",
+            "b sni=$ssl_server_name"
+        ),
+        server(
+            "8443 ssl",
+            "m.internet.test",
+            "m",
+            &format!("    ssl_verify_client on;\n    ssl_client_certificate {d}/ca.pem;\n"),
+            "mutual client=$ssl_client_s_dn"
+        ),
+    )
+}
+
+/// The ServiceEntries: each name on port 80 to the internet pod's `target` port (nginx's
+/// plain port 80 when None), `m` to 8443.
+fn service_entries(id: u8, ip: &str, target: Option<u16>) -> String {
+    NAMES
+        .iter()
+        .map(|(host, n)| {
+            let target = match (*host, target) {
+                ("m.internet.test", Some(_)) => ", targetPort: 8443".to_string(),
+                (_, Some(t)) => format!(", targetPort: {t}"),
+                (_, None) => String::new(),
+            };
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [{host}]\n  addresses: [{vip}]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  ports:\n  - {{number: 80, name: http-port, protocol: HTTP{target}}}\n  endpoints:\n  - address: {ip}\n",
+                name = host.replace('.', "-"),
+                vip = Mesh::vip(id, *n)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// A DestinationRule originating TLS on port 80 (the task's `portLevelSettings`).
+fn destination_rule(host: &str, tls: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  host: {host}\n  trafficPolicy:\n    portLevelSettings:\n    - port: {{number: 80}}\n      tls: {tls}\n",
+        name = host.replace('.', "-")
+    )
+}
+
+fn get(mesh: &Mesh, host: &str) -> (u16, String) {
+    mesh.curl("sleep", &format!("http://{host}/"))
+}
+
+fn restart_control(mesh: &mut Mesh, args: &[&str]) {
+    mesh.stop_control();
+    mesh.control_args = args.iter().map(|s| s.to_string()).collect();
+    mesh.start_control();
+}
+
+#[test]
+fn istio_egress_tls_origination_with_auto_sni_and_auto_san_validation() {
+    crate::netns::require_root();
+    let id = next_id();
+    let certs = tempfile::Builder::new()
+        .prefix("weft-egress-")
+        .tempdir()
+        .expect("certs dir");
+    let dir = certs.path();
+    certificates(dir);
+    std::fs::create_dir_all(dir.join("tmp")).expect("tmp");
+    std::fs::write(dir.join("nginx.conf"), nginx_conf(dir)).expect("nginx.conf");
+    let ip = format!("10.77.{id}.{INTERNET}");
+    let hosts: String = NAMES
+        .iter()
+        .map(|(h, n)| format!("{} {h}\n", Mesh::vip(id, *n)))
+        .collect();
+    let mut mesh = Mesh::new(
+        id,
+        &[
+            ("sleep.yaml", workload(id, "sleep", SLEEP, "sleep")),
+            ("internet.yaml", service_entries(id, &ip, None)),
+        ],
+        "accessLogFile: /dev/stdout\n",
+        &hosts,
+    );
+    mesh.add_pod("internet", INTERNET, None);
+    let conf = dir.join("nginx.conf");
+    mesh.start_command(
+        "internet",
+        &["nginx", "-c", conf.to_str().unwrap_or_default()],
+        "http://127.0.0.1:80/",
+    );
+    mesh.add_pod("sleep", SLEEP, Some(sidecar("sleep")));
+
+    // The task's starting point: http://<name>/ answers with the site's redirect to HTTPS.
+    wait_for(Duration::from_secs(20), "the redirect", || {
+        get(&mesh, "a.internet.test").0 == 301
+    });
+
+    // TLS origination on port 80 (to the servers' 443 and 8443): one clean 200.
+    let ca = dir.join("ca.pem");
+    let ca = ca.to_str().unwrap_or_default();
+    let simple = format!("{{mode: SIMPLE, caCertificates: {ca}}}");
+    mesh.write_config("internet.yaml", &service_entries(id, &ip, Some(443)));
+    for (host, _) in &NAMES[..3] {
+        mesh.write_config(&format!("dr-{host}.yaml"), &destination_rule(host, &simple));
+    }
+    // Without auto-SNI (1.14's default) no SNI is sent (nginx then presents the default
+    // server's certificate and picks the server block by Host).
+    wait_for(Duration::from_secs(20), "TLS origination", || {
+        get(&mesh, "a.internet.test") == (200, "a sni=\n".into())
+    });
+    assert_eq!(get(&mesh, "b.internet.test"), (200, "b sni=\n".into()));
+
+    // ENABLE_AUTO_SNI: the request's host is the SNI, so each name gets its own server.
+    restart_control(&mut mesh, &["--enable-auto-sni", "true"]);
+    wait_for(Duration::from_secs(40), "auto SNI", || {
+        get(&mesh, "b.internet.test") == (200, "b sni=b.internet.test\n".into())
+    });
+    assert_eq!(
+        get(&mesh, "a.internet.test"),
+        (200, "a sni=a.internet.test\n".into())
+    );
+    // Without SAN validation, a name the server has no certificate for still gets through.
+    assert_eq!(
+        get(&mesh, "c.internet.test"),
+        (200, "a sni=c.internet.test\n".into())
+    );
+
+    // VERIFY_CERTIFICATE_AT_CLIENT too: the certificate must be valid for the request's host.
+    restart_control(
+        &mut mesh,
+        &[
+            "--enable-auto-sni",
+            "true",
+            "--verify-certificate-at-client",
+            "true",
+        ],
+    );
+    wait_for(Duration::from_secs(40), "auto SAN validation", || {
+        get(&mesh, "c.internet.test").0 == 503
+    });
+    assert_eq!(
+        get(&mesh, "b.internet.test"),
+        (200, "b sni=b.internet.test\n".into())
+    );
+    let refused_line = |log: &str| {
+        log.lines()
+            .rev()
+            .find(|l| {
+                l.contains("\"c.internet.test\"")
+                    && l.contains(" 503 ")
+                    && l.contains("{connection_failure}")
+            })
+            .map(str::to_owned)
+    };
+    wait_for(
+        Duration::from_secs(5),
+        "the refusal in the access log",
+        || refused_line(&mesh.log("proxy-sleep.log")).is_some(),
+    );
+    let refused = refused_line(&mesh.log("proxy-sleep.log")).unwrap_or_default();
+    assert!(
+        refused.contains("TLS_error") && refused.contains("NotValidForName"),
+        "no transport failure reason: {refused}"
+    );
+    // Without caCertificates the system's trust store decides: the test CA is not in it.
+    mesh.write_config(
+        "dr-b.internet.test.yaml",
+        &destination_rule("b.internet.test", "{mode: SIMPLE}"),
+    );
+    wait_for(Duration::from_secs(20), "the system trust store", || {
+        get(&mesh, "b.internet.test").0 == 503
+    });
+
+    // MUTUAL: m requires a client certificate from the test CA. SIMPLE first: refused by
+    // nginx (400); then MUTUAL with the DestinationRule's client certificate files.
+    mesh.write_config(
+        "dr-m.internet.test.yaml",
+        &destination_rule("m.internet.test", &simple),
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "m without a client certificate",
+        || get(&mesh, "m.internet.test").0 == 400,
+    );
+    let (cert, key) = (dir.join("client.pem"), dir.join("client.key"));
+    mesh.write_config(
+        "dr-m.internet.test.yaml",
+        &destination_rule(
+            "m.internet.test",
+            &format!(
+                "{{mode: MUTUAL, caCertificates: {ca}, clientCertificate: {}, privateKey: {}}}",
+                cert.display(),
+                key.display()
+            ),
+        ),
+    );
+    wait_for(Duration::from_secs(20), "MUTUAL origination", || {
+        get(&mesh, "m.internet.test") == (200, "mutual client=CN=client\n".into())
+    });
+}
