@@ -215,3 +215,15 @@ pub struct AccessLogFilter {
     /// CEL expression, e.g. `response.code >= 400`.
     pub expression: String,
 }
+
+/// A name Prometheus takes as a label: `[a-zA-Z_][a-zA-Z0-9_]*`, not `le` (histograms use
+/// it), not reserved (`__` prefix). Telemetry `tagOverrides` names must be one.
+pub fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name != "le"
+        && !name.starts_with("__")
+}

@@ -7,6 +7,7 @@
 mod accesslog;
 pub mod admin;
 pub mod authn;
+mod batch;
 mod body;
 mod conn;
 pub mod error;

@@ -128,19 +128,14 @@ struct Exporter {
 impl Exporter {
     async fn run(self, mut rx: mpsc::Receiver<LogRecord>) {
         while let Some(first) = rx.recv().await {
-            let mut size = first.encoded_len();
-            let mut batch = vec![first];
-            let deadline = tokio::time::Instant::now() + FLUSH_INTERVAL;
-            while size < FLUSH_BYTES {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(r)) => {
-                        size += r.encoded_len();
-                        batch.push(r);
-                    }
-                    // Closed: send what is here, then stop.
-                    Ok(None) | Err(_) => break,
-                }
-            }
+            let batch = crate::batch::collect(
+                &mut rx,
+                first,
+                FLUSH_INTERVAL,
+                FLUSH_BYTES,
+                LogRecord::encoded_len,
+            )
+            .await;
             let n = batch.len() as u64;
             match self.export(batch).await {
                 Ok(()) => {

@@ -249,17 +249,7 @@ impl MetricOverrides {
     }
 }
 
-/// A name Prometheus takes as a label: `[a-zA-Z_][a-zA-Z0-9_]*`, not `le` (histograms use
-/// it), not reserved (`__` prefix).
-pub fn is_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name != "le"
-        && !name.starts_with("__")
-}
+use weft_api::telemetry::is_label_name;
 
 /// A standard label set's names and values, in Istio's order.
 pub trait LabelPairs {

@@ -203,12 +203,7 @@ pub fn resolve(
 ) -> Result<(Vec<Tool>, Vec<String>), UpError> {
     let mut tools = Vec::new();
     let mut notices = Vec::new();
-    let mut free = subnet
-        .hosts()
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .filter(|ip| !taken.contains(ip));
+    let mut free = subnet.hosts().rev().filter(|ip| !taken.contains(ip));
     for kind in Kind::ALL {
         let (on, given) = match kind {
             Kind::Prometheus => (t.prometheus, t.binaries.prometheus.as_ref()),

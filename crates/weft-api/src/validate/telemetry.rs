@@ -16,7 +16,7 @@ pub(crate) fn validate_telemetry(r: &mut Report, p: &FieldPath, t: &Telemetry) {
                 let tp = op.key("tagOverrides").key(name.as_str());
                 if name.is_empty() {
                     r.err(&tp, "tagOverrides name may not be empty");
-                } else if !is_label_name(name) {
+                } else if !crate::telemetry::is_label_name(name) {
                     r.err(
                         &tp,
                         "a tag name must be a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not `le`, not starting with `__`)",
@@ -85,17 +85,6 @@ fn validate_providers(r: &mut Report, p: &FieldPath, providers: &[ProviderRef]) 
             r.err(&p.idx(i).key("name"), "providers.name may not be empty");
         }
     }
-}
-
-/// A name Prometheus takes as a label.
-fn is_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name != "le"
-        && !name.starts_with("__")
 }
 
 /// Custom tags: one of literal / environment / header, each with its required field.

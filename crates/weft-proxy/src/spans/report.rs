@@ -69,15 +69,8 @@ struct Task {
 impl Task {
     async fn run(self, mut rx: mpsc::Receiver<Span>) {
         while let Some(first) = rx.recv().await {
-            let mut batch = vec![first];
-            let deadline = tokio::time::Instant::now() + FLUSH_INTERVAL;
-            while batch.len() < FLUSH_SPANS {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(s)) => batch.push(s),
-                    // Closed: send what is here, then stop.
-                    Ok(None) | Err(_) => break,
-                }
-            }
+            let batch =
+                crate::batch::collect(&mut rx, first, FLUSH_INTERVAL, FLUSH_SPANS, |_| 1).await;
             let n = batch.len() as u64;
             match self.report(batch).await {
                 Ok(()) => {

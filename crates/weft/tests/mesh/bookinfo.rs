@@ -202,8 +202,8 @@ fn assert_config_accepted(mesh: &Mesh) {
 }
 
 /// One load of the product page from the client pod.
-struct Page {
-    code: u16,
+pub(crate) struct Page {
+    pub(crate) code: u16,
     body: String,
     secs: f64,
 }
@@ -266,7 +266,7 @@ impl Page {
 
 /// Loads the product page from the client pod, signed in as `user` (the `session` cookie
 /// productpage's login sets) or anonymously.
-fn page(mesh: &Mesh, user: Option<&str>) -> Page {
+pub(crate) fn page(mesh: &Mesh, user: Option<&str>) -> Page {
     let cookie = user.map(|u| format!("session={u}"));
     let mut args = vec!["-s", "-m", "20", "-w", "\n%{http_code} %{time_total}"];
     if let Some(c) = &cookie {

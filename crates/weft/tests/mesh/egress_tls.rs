@@ -9,7 +9,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::jwks::openssl;
 use crate::netns::{Mesh, next_id, wait_for};
 use crate::security::{SLEEP, sidecar, workload};
 
@@ -25,84 +24,16 @@ const NAMES: [(&str, u8); 4] = [
 /// The test CA, a server certificate per name (SAN: the name) and a client certificate, in a
 /// directory the sidecar (uid 1337) can read.
 fn certificates(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-subj",
-            "/CN=weft-test-internet-ca",
-            "-days",
-            "2",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-    for (name, ext) in [
-        (
-            "a",
-            "subjectAltName=DNS:a.internet.test\nextendedKeyUsage=serverAuth\n",
-        ),
-        (
-            "b",
-            "subjectAltName=DNS:b.internet.test\nextendedKeyUsage=serverAuth\n",
-        ),
-        (
-            "m",
-            "subjectAltName=DNS:m.internet.test\nextendedKeyUsage=serverAuth\n",
-        ),
-        ("client", "extendedKeyUsage=clientAuth\n"),
-    ] {
-        openssl(
+    crate::pki::ca(dir, "weft-test-internet-ca");
+    for name in ["a", "b", "m"] {
+        crate::pki::leaf(
             dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-                "-subj",
-                &format!("/CN={name}"),
-            ],
-        );
-        std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext");
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &format!("{name}.pem"),
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-            ],
+            name,
+            name,
+            &format!("subjectAltName=DNS:{name}.internet.test\nextendedKeyUsage=serverAuth\n"),
         );
     }
+    crate::pki::leaf(dir, "client", "client", "extendedKeyUsage=clientAuth\n");
     for e in std::fs::read_dir(dir).expect("dir") {
         let p = e.expect("entry").path();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");

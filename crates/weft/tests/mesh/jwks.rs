@@ -5,7 +5,6 @@
 //! away the sidecars keep enforcing the last good keys.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::netns::wait_for;
@@ -13,86 +12,16 @@ use crate::security::{HTTPBIN_URL, code, curl, istio_jwt, security_mesh};
 
 const IDP: u8 = 15;
 
-pub(crate) fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A CA and a server certificate for `ip` signed by it, in `dir` (ca.pem, srv.pem, srv.key).
 fn idp_certificates(dir: &Path, ip: &str) {
-    openssl(
+    crate::pki::ca(dir, "weft-test-idp-ca");
+    crate::pki::leaf(
         dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-subj",
-            "/CN=weft-test-idp-ca",
-            "-days",
-            "2",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "srv.key",
-            "-out",
-            "srv.csr",
-            "-subj",
-            "/CN=idp",
-        ],
-    );
-    std::fs::write(
-        dir.join("srv.ext"),
-        format!("subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
-    )
-    .expect("ext file");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "srv.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "srv.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "srv.ext",
-        ],
+        "srv",
+        "idp",
+        &format!(
+            "subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+        ),
     );
 }
 

@@ -9,6 +9,7 @@ mod grpc_xds;
 mod jwks;
 mod mtls_migration;
 mod netns;
+mod pki;
 mod prometheus;
 mod security;
 mod tcp_shift;

@@ -485,6 +485,15 @@ impl Mesh {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// A sidecar's Envoy-style counters (`:15000/stats`).
+    pub fn stats(&self, pod: &str) -> String {
+        let out = self.curl_from(
+            self.ns(pod),
+            &["-s", "-m", "5", "http://127.0.0.1:15000/stats"],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub fn debug(&self, path: &str) -> String {
         let url = format!("http://{}:15014{path}", self.cp.ip);
         let out = self.curl_from(&self.cp.ns, &["-s", "-m", "5", &url]);

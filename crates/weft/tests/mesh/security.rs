@@ -358,12 +358,7 @@ spec:
     for _ in 0..20 {
         assert_eq!(code(&mesh, &[&headers]), 200);
     }
-    let stats = String::from_utf8_lossy(
-        &mesh
-            .exec("httpbin", &["curl", "-s", "http://127.0.0.1:15000/stats"])
-            .stdout,
-    )
-    .into_owned();
+    let stats = mesh.stats("httpbin");
     let shadow_denied: u64 = stats
         .lines()
         .filter(|l| l.contains("istio_dry_run_deny_") && l.contains("shadow_denied"))

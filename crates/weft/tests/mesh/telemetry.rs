@@ -344,13 +344,7 @@ fn istio_opentelemetry_access_logging_to_a_real_collector() {
         assert_eq!(request(&mesh, "/status/418", &id), 418);
     }
     wait_for(Duration::from_secs(15), "the drops to be counted", || {
-        let stats = String::from_utf8_lossy(
-            &mesh
-                .exec("sleep", &["curl", "-s", "http://127.0.0.1:15000/stats"])
-                .stdout,
-        )
-        .into_owned();
-        stats.lines().any(|l| {
+        mesh.stats("sleep").lines().any(|l| {
             l.starts_with("access_logs.open_telemetry_access_log.logs_dropped: ")
                 && !l.ends_with(": 0")
         })

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::bookinfo::{URL, bookinfo_mesh_with};
+use crate::bookinfo::bookinfo_mesh_with;
 use crate::netns::{Mesh, wait_for};
 
 const JAEGER: u8 = 30;
@@ -96,21 +96,9 @@ fn tag<'a>(trace: &'a Value, key: &str) -> Vec<&'a str> {
         .collect()
 }
 
-fn page(mesh: &Mesh) -> String {
-    let out = mesh.curl_from(
-        mesh.ns("client"),
-        &[
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-m",
-            "10",
-            URL,
-        ],
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The product page's status code, loaded from the client pod.
+fn page(mesh: &Mesh) -> u16 {
+    crate::bookinfo::page(mesh, None).code
 }
 
 /// Loads the page until Jaeger holds a trace through every service whose spans carry the tag
@@ -126,18 +114,12 @@ fn full_trace(mesh: &Mesh, provider: &str) -> Value {
     .into();
     let services = format!("http://{}:16686/api/services", mesh.ip(JAEGER));
     let diagnostics = || {
-        let stats = String::from_utf8_lossy(
-            &mesh
-                .exec(
-                    "productpage",
-                    &["curl", "-s", "http://127.0.0.1:15000/stats"],
-                )
-                .stdout,
-        )
-        .lines()
-        .filter(|l| l.starts_with("tracing."))
-        .collect::<Vec<_>>()
-        .join("; ");
+        let stats = mesh
+            .stats("productpage")
+            .lines()
+            .filter(|l| l.starts_with("tracing."))
+            .collect::<Vec<_>>()
+            .join("; ");
         let known = mesh.curl_from(mesh.ns("client"), &["-s", "-m", "2", &services]);
         format!(
             "productpage sidecar: [{stats}]; Jaeger's services: {}",
@@ -149,7 +131,7 @@ fn full_trace(mesh: &Mesh, provider: &str) -> Value {
         Duration::from_secs(60),
         &format!("a {provider} trace through every service"),
         || {
-            assert_eq!(page(mesh), "200");
+            assert_eq!(page(mesh), 200);
             std::thread::sleep(Duration::from_millis(1500));
             found = traces(mesh, "productpage.default").into_iter().find(|t| {
                 let services: BTreeSet<String> = spans(t).into_iter().map(|s| s.0).collect();
@@ -247,7 +229,7 @@ fn istio_distributed_tracing_on_bookinfo_with_jaeger() {
     std::thread::sleep(Duration::from_millis(1500));
     let before = traces(&mesh, "productpage.default").len();
     for _ in 0..10 {
-        assert_eq!(page(&mesh), "200");
+        assert_eq!(page(&mesh), 200);
     }
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(traces(&mesh, "productpage.default").len(), before);
@@ -270,20 +252,12 @@ fn istio_distributed_tracing_on_bookinfo_with_jaeger() {
         load.join().unwrap_or_default()
     });
     assert!(
-        !codes.is_empty() && codes.iter().all(|c| c == "200"),
+        !codes.is_empty() && codes.iter().all(|c| *c == 200),
         "pages during the switch: {codes:?}"
     );
     let trace = full_trace(&mesh, "otel-tracing");
     assert_hops(&trace);
-    let stats = String::from_utf8_lossy(
-        &mesh
-            .exec(
-                "productpage",
-                &["curl", "-s", "http://127.0.0.1:15000/stats"],
-            )
-            .stdout,
-    )
-    .into_owned();
+    let stats = mesh.stats("productpage");
     assert!(
         stats
             .lines()
