@@ -117,18 +117,41 @@ impl Backoff {
 #[derive(Clone, Debug)]
 pub struct IdentityStore {
     tx: watch::Sender<Option<Arc<Identity>>>,
+    /// The source's last failure, cleared by the next identity (for readiness messages).
+    error: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl IdentityStore {
     /// A store with no identity yet, and a receiver for it.
     pub fn new() -> (Self, watch::Receiver<Option<Arc<Identity>>>) {
         let (tx, rx) = watch::channel(None);
-        (Self { tx }, rx)
+        (
+            Self {
+                tx,
+                error: Arc::default(),
+            },
+            rx,
+        )
     }
 
     /// Publishes a new current identity.
     pub fn set(&self, identity: Arc<Identity>) {
         self.tx.send_replace(Some(identity));
+        if let Ok(mut e) = self.error.lock() {
+            *e = None;
+        }
+    }
+
+    /// Records why the source could not give an identity (kept until the next one).
+    pub fn set_error(&self, error: impl Into<String>) {
+        if let Ok(mut e) = self.error.lock() {
+            *e = Some(error.into());
+        }
+    }
+
+    /// The source's last failure since the last identity, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.error.lock().ok().and_then(|e| e.clone())
     }
 
     /// The current identity, if any.
@@ -202,6 +225,7 @@ async fn rotate(source: Arc<dyn CertSource>, ttl: Duration, store: IdentityStore
             }
             Err(error) => {
                 let delay = backoff.next_delay();
+                store.set_error(error.to_string());
                 match store.current() {
                     Some(cur) if cur.svid.not_after <= SystemTime::now() => tracing::error!(
                         %error,

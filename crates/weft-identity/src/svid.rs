@@ -1,5 +1,6 @@
 //! X.509 SVIDs (workload certificate + key) and trust bundles, and key/CSR generation.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,8 +43,12 @@ impl std::fmt::Debug for Svid {
 /// Root certificates trusted for peer verification.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrustBundle {
-    /// DER roots.
+    /// DER roots (with per-domain bundles, all of them).
     pub roots: Vec<CertificateDer<'static>>,
+    /// Bundles per SPIFFE trust domain (Envoy's SPIFFE certificate validator, as a SPIRE
+    /// agent sends it): a peer is verified with its own trust domain's roots only, and a peer
+    /// from a domain not listed is refused. Empty: every root is trusted for any domain.
+    pub domains: BTreeMap<String, Vec<CertificateDer<'static>>>,
 }
 
 impl TrustBundle {
@@ -55,13 +60,43 @@ impl TrustBundle {
                 "the trust bundle contains no CERTIFICATE block".to_string(),
             ));
         }
-        Ok(Self { roots })
+        Ok(Self {
+            roots,
+            domains: BTreeMap::new(),
+        })
+    }
+
+    /// A bundle per trust domain (name, PEM roots), as Envoy's SPIFFE certificate validator
+    /// lists them.
+    pub fn from_domain_pems<'a>(
+        domains: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, IdentityError> {
+        let mut bundle = Self::default();
+        for (name, pem) in domains {
+            let roots = pem_certs(pem)?;
+            if roots.is_empty() {
+                return Err(IdentityError::InvalidCertificate(format!(
+                    "the trust bundle of trust domain {name:?} contains no CERTIFICATE block"
+                )));
+            }
+            bundle.roots.extend(roots.iter().cloned());
+            bundle.domains.insert(name.to_string(), roots);
+        }
+        if bundle.domains.is_empty() {
+            return Err(IdentityError::InvalidCertificate(
+                "the SPIFFE validator names no trust domain".to_string(),
+            ));
+        }
+        Ok(bundle)
     }
 
     /// The bundle of a CA response `[leaf, intermediates…, root]`: the certificates of the
     /// last element.
     pub fn from_chain_pems(chain: &[String]) -> Result<Self, IdentityError> {
-        split_chain(chain).map(|(_, roots)| Self { roots })
+        split_chain(chain).map(|(_, roots)| Self {
+            roots,
+            domains: BTreeMap::new(),
+        })
     }
 }
 
@@ -84,7 +119,28 @@ impl Svid {
         key: PrivateKeyDer<'static>,
     ) -> Result<Self, IdentityError> {
         let (certs, _) = split_chain(chain)?;
-        let leaf_der = &certs[0];
+        Self::from_certs(certs, key)
+    }
+
+    /// Builds an SVID from a PEM chain (leaf first, then intermediates, no root) and a PEM
+    /// private key (PKCS#8, SEC1 or PKCS#1), as an SDS server such as a SPIRE agent sends them.
+    pub fn from_pems(chain_pem: &str, key_pem: &str) -> Result<Self, IdentityError> {
+        let certs = pem_certs(chain_pem)?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| {
+            IdentityError::InvalidCertificate(format!("the private key is not usable PEM: {e}"))
+        })?;
+        Self::from_certs(certs, key)
+    }
+
+    fn from_certs(
+        certs: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<Self, IdentityError> {
+        let leaf_der = certs.first().ok_or_else(|| {
+            IdentityError::InvalidCertificate(
+                "the certificate chain contains no CERTIFICATE block".to_string(),
+            )
+        })?;
         let leaf = parse_cert(leaf_der)?;
         let id = spiffe_uris(&leaf)
             .into_iter()
@@ -106,7 +162,7 @@ impl Svid {
         })?;
         if public.as_ref() != leaf.public_key().raw {
             return Err(IdentityError::InvalidCertificate(
-                "the certificate returned by the CA is for another key than the CSR's".to_string(),
+                "the certificate is for another key than the private key given with it".to_string(),
             ));
         }
         Ok(Self {
@@ -124,6 +180,59 @@ impl Svid {
             .duration_since(self.not_before)
             .unwrap_or_default()
     }
+}
+
+/// What an operator needs to know of a certificate (Envoy's `/certs` fields).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertInfo {
+    /// Serial number, lowercase hex.
+    pub serial_number: String,
+    /// URI SANs (SPIFFE IDs).
+    pub uris: Vec<String>,
+    /// DNS SANs.
+    pub dns_names: Vec<String>,
+    /// Start of validity, RFC 3339 (UTC).
+    pub valid_from: String,
+    /// End of validity, RFC 3339 (UTC).
+    pub expiration_time: String,
+    /// Whole days until expiry (negative once expired).
+    pub days_until_expiration: i64,
+}
+
+/// Describes a DER certificate for admin pages and diagnostics.
+pub fn describe(der: &CertificateDer<'_>) -> Result<CertInfo, IdentityError> {
+    let cert = parse_cert(der.as_ref())?;
+    let mut uris = Vec::new();
+    let mut dns_names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::URI(u) => uris.push(u.to_string()),
+                GeneralName::DNSName(d) => dns_names.push(d.to_string()),
+                _ => {}
+            }
+        }
+    }
+    let rfc3339 = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default()
+    };
+    let not_before = cert.validity().not_before.timestamp();
+    let not_after = cert.validity().not_after.timestamp();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    Ok(CertInfo {
+        serial_number: cert.serial.to_str_radix(16),
+        uris,
+        dns_names,
+        valid_from: rfc3339(not_before),
+        expiration_time: rfc3339(not_after),
+        days_until_expiration: (not_after - now).div_euclid(86_400),
+    })
 }
 
 /// Splits a CA response into (leaf + intermediates, roots). The last element holds the root(s);
@@ -231,9 +340,45 @@ mod tests {
         let (other_key, _) = generate_key_and_csr().unwrap();
         let err = Svid::from_chain_pems(&chain, other_key).unwrap_err();
         assert!(err.to_string().contains("another key"), "{err}");
+        // The SDS form: a PEM chain without the root and a PEM PKCS#8 key.
+        let (key, csr) = generate_key_and_csr().unwrap();
+        let chain = ca.sign_csr(&csr, &id, Duration::from_secs(3600)).unwrap();
+        let key_pem = pem_of("PRIVATE KEY", key.secret_der());
+        let sds = Svid::from_pems(&chain[0], &key_pem).unwrap();
+        assert_eq!(sds.id, id);
+        assert_eq!(sds.chain.len(), 1);
+        assert!(Svid::from_pems("", &key_pem).is_err());
+        assert!(Svid::from_pems(&chain[0], "not a key").is_err());
+        let bundle =
+            TrustBundle::from_domain_pems([("cluster.local", ca.root_pem().as_str())]).unwrap();
+        assert_eq!(bundle.roots, ca.roots());
+        assert_eq!(bundle.domains["cluster.local"], ca.roots());
+        assert!(TrustBundle::from_domain_pems([("x", "")]).is_err());
+        assert!(TrustBundle::from_domain_pems([]).is_err());
+        let info = describe(&sds.chain[0]).unwrap();
+        assert_eq!(info.uris, [id.to_string()]);
+        assert!(!info.serial_number.is_empty() && !info.serial_number.contains(':'));
+        assert_eq!(info.days_until_expiration, 0);
+        assert!(
+            info.expiration_time.ends_with('Z'),
+            "{}",
+            info.expiration_time
+        );
         // A lone leaf has no root.
         let (key, _) = generate_key_and_csr().unwrap();
         assert!(Svid::from_chain_pems(&chain[..1], key).is_err());
+    }
+
+    fn pem_of(label: &str, der: &[u8]) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let mut out = format!("-----BEGIN {label}-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).unwrap());
+            out.push('\n');
+        }
+        out.push_str(&format!("-----END {label}-----\n"));
+        out
     }
 
     #[test]

@@ -115,7 +115,30 @@ fn provider() -> Arc<CryptoProvider> {
 struct Loaded {
     identity: Arc<Identity>,
     certified: Arc<CertifiedKey>,
-    anchors: Arc<Vec<TrustAnchor<'static>>>,
+    anchors: Anchors,
+}
+
+/// Trust anchors of the current bundle: all of them, and per trust domain when the bundle
+/// comes in the SPIFFE validator's form.
+#[derive(Clone)]
+pub(crate) struct Anchors {
+    pub(crate) all: Arc<Vec<TrustAnchor<'static>>>,
+    pub(crate) domains: Arc<std::collections::BTreeMap<String, Vec<TrustAnchor<'static>>>>,
+}
+
+fn trust_anchors(
+    roots: &[CertificateDer<'static>],
+) -> Result<Vec<TrustAnchor<'static>>, IdentityError> {
+    roots
+        .iter()
+        .map(|r| {
+            webpki::anchor_from_trusted_cert(r)
+                .map(|a| a.to_owned())
+                .map_err(|e| {
+                    IdentityError::InvalidCertificate(format!("unusable trust bundle root: {e}"))
+                })
+        })
+        .collect()
 }
 
 /// The current workload identity, swapped atomically on rotation; certificate resolver for
@@ -156,24 +179,20 @@ impl LiveIdentity {
             identity.svid.key.clone_key(),
             &self.provider,
         )?;
-        let anchors = identity
+        let all = trust_anchors(&identity.bundle.roots)?;
+        let domains = identity
             .bundle
-            .roots
+            .domains
             .iter()
-            .map(|r| {
-                webpki::anchor_from_trusted_cert(r)
-                    .map(|a| a.to_owned())
-                    .map_err(|e| {
-                        IdentityError::InvalidCertificate(format!(
-                            "unusable trust bundle root: {e}"
-                        ))
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(td, roots)| Ok((td.clone(), trust_anchors(roots)?)))
+            .collect::<Result<_, IdentityError>>()?;
         self.current.store(Some(Arc::new(Loaded {
             identity,
             certified: Arc::new(certified),
-            anchors: Arc::new(anchors),
+            anchors: Anchors {
+                all: Arc::new(all),
+                domains: Arc::new(domains),
+            },
         })));
         Ok(())
     }
@@ -192,7 +211,7 @@ impl LiveIdentity {
         self.current.load().as_ref().map(|l| l.certified.clone())
     }
 
-    fn anchors(&self) -> Result<Arc<Vec<TrustAnchor<'static>>>, rustls::Error> {
+    fn anchors(&self) -> Result<Anchors, rustls::Error> {
         self.current
             .load()
             .as_ref()
@@ -572,12 +591,93 @@ mod tests {
             svid: stranger.svid.clone(),
             bundle: TrustBundle {
                 roots: ca.roots().to_vec(),
+                ..TrustBundle::default()
             },
         });
         let ccfg = client_config(live(mixed), ClientTlsOptions::default()).unwrap();
         assert!(connect(ccfg, addr).await.is_err());
         let err = accepted.recv().await.unwrap().unwrap_err();
         // Both roots are named O=cluster.local, so webpki finds ours and the signature fails.
+        assert!(
+            err.contains("UnknownIssuer") || err.contains("BadSignature"),
+            "{err}"
+        );
+    }
+
+    /// Per-domain bundles (the SPIFFE validator as a SPIRE agent sends it): a peer from a
+    /// domain the bundle does not list is refused whatever the roots, and accepted, with
+    /// its own domain's roots, once that domain is federated.
+    #[tokio::test]
+    async fn per_domain_bundles_admit_federated_domains_only() {
+        let (ca, _d) = new_ca();
+        let dir = tempfile::tempdir().unwrap();
+        let other = CertificateAuthority::load_or_create(dir.path(), "other.org").unwrap();
+        let with_domains = |svid: &Identity, domains: &[(&str, &CertificateAuthority)]| {
+            let pems: Vec<(String, String)> = domains
+                .iter()
+                .map(|(td, ca)| (td.to_string(), ca.root_pem()))
+                .collect();
+            Arc::new(Identity {
+                svid: svid.svid.clone(),
+                bundle: TrustBundle::from_domain_pems(
+                    pems.iter().map(|(td, pem)| (td.as_str(), pem.as_str())),
+                )
+                .unwrap(),
+            })
+        };
+        let server_id = identity(&ca, SERVER_ID);
+        let server_live = live(with_domains(&server_id, &[("cluster.local", &ca)]));
+        let scfg = server_config(
+            server_live.clone(),
+            ServerTlsOptions {
+                trust_domains: vec!["cluster.local".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let (addr, mut accepted) = echo_server(scfg).await;
+        let stranger = identity(&other, "spiffe://other.org/ns/foo/sa/sleep");
+        let client = live(with_domains(
+            &stranger,
+            &[("other.org", &other), ("cluster.local", &ca)],
+        ));
+        let ccfg = client_config(
+            client.clone(),
+            ClientTlsOptions {
+                expected_ids: vec![SERVER_ID.into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(connect(ccfg.clone(), addr).await.is_err());
+        let err = accepted.recv().await.unwrap().unwrap_err();
+        assert!(
+            err.contains("other.org") && err.contains("federate"),
+            "{err}"
+        );
+
+        // Federated: the server's bundle lists other.org, so its client is accepted even
+        // though the server's own trust domains are only cluster.local.
+        server_live
+            .set(with_domains(
+                &server_id,
+                &[("cluster.local", &ca), ("other.org", &other)],
+            ))
+            .unwrap();
+        connect(ccfg, addr).await.unwrap();
+        let seen = accepted.recv().await.unwrap().unwrap().unwrap();
+        assert_eq!(seen.trust_domain, "other.org");
+
+        // A certificate from other.org's CA claiming cluster.local is checked against
+        // cluster.local's roots, and fails.
+        let forged = identity(&other, CLIENT_ID);
+        let forged_live = live(with_domains(
+            &forged,
+            &[("other.org", &other), ("cluster.local", &ca)],
+        ));
+        let ccfg = client_config(forged_live, ClientTlsOptions::default()).unwrap();
+        assert!(connect(ccfg, addr).await.is_err());
+        let err = accepted.recv().await.unwrap().unwrap_err();
         assert!(
             err.contains("UnknownIssuer") || err.contains("BadSignature"),
             "{err}"

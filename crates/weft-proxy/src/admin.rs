@@ -1,4 +1,4 @@
-//! The proxy's HTTP ports: admin on 127.0.0.1:15000 (`/config_dump`, `/clusters`, `/stats`,
+//! The proxy's HTTP ports: admin on 127.0.0.1:15000 (`/config_dump`, `/clusters`, `/certs`, `/stats`,
 //! `/ready`, `/logging`, `/quitquitquit`), the agent port 15020 (`/stats/prometheus`,
 //! `/healthz/ready`, `/quitquitquit`), health 15021 (`/healthz/ready`) and Prometheus 15090.
 
@@ -37,25 +37,72 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
 
 fn ready(proxy: &Proxy) -> Response<Full<Bytes>> {
     if proxy.ready() {
-        reply(StatusCode::OK, "text/plain", "")
-    } else {
-        let why = match (
-            proxy
-                .config_ready
-                .load(std::sync::atomic::Ordering::Acquire),
-            proxy.identity.borrow().is_some(),
-        ) {
-            (false, false) => "no config and no certificate yet",
-            (false, true) => "no config from the control plane yet",
-            (true, false) => "no workload certificate yet",
-            (true, true) => "ready",
-        };
-        reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            format!("not ready: {why}\n"),
-        )
+        return reply(StatusCode::OK, "text/plain", "");
     }
+    let config = proxy
+        .config_ready
+        .load(std::sync::atomic::Ordering::Acquire);
+    let cert = proxy.identity.borrow().is_some();
+    let no_cert = || {
+        let mut why = format!("no workload certificate yet from {}", proxy.identity_source);
+        if let Some(error) = proxy.identity_store.last_error() {
+            why.push_str(": ");
+            why.push_str(&error);
+        }
+        why
+    };
+    let why = match (config, cert) {
+        (false, false) => format!("no config from the control plane yet, and {}", no_cert()),
+        (false, true) => "no config from the control plane yet".to_string(),
+        (true, false) => no_cert(),
+        (true, true) => "ready".to_string(),
+    };
+    reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "text/plain",
+        format!("not ready: {why}\n"),
+    )
+}
+
+/// Envoy's `/certs`: the workload certificate chain and the trusted roots now in use.
+fn certs(proxy: &Proxy) -> serde_json::Value {
+    let describe =
+        |der: &rustls_pki_types::CertificateDer<'_>, path: &str| match weft_identity::describe(der)
+        {
+            Ok(c) => json!({
+                "path": path,
+                "serial_number": c.serial_number,
+                "subject_alt_names": c.uris.iter().map(|u| json!({"uri": u}))
+                    .chain(c.dns_names.iter().map(|d| json!({"dns": d}))).collect::<Vec<_>>(),
+                "days_until_expiration": c.days_until_expiration.to_string(),
+                "valid_from": c.valid_from,
+                "expiration_time": c.expiration_time,
+            }),
+            Err(e) => json!({"path": path, "error": e.to_string()}),
+        };
+    let identity = proxy.identity.borrow().clone();
+    let certificates = identity
+        .map(|id| {
+            let source = proxy.identity_source.as_str();
+            let mut ca: Vec<_> = Vec::new();
+            if id.bundle.domains.is_empty() {
+                ca.extend(id.bundle.roots.iter().map(|r| describe(r, source)));
+            } else {
+                for (td, roots) in &id.bundle.domains {
+                    ca.extend(
+                        roots
+                            .iter()
+                            .map(|r| describe(r, &format!("{source} (trust domain {td})"))),
+                    );
+                }
+            }
+            vec![json!({
+                "ca_cert": ca,
+                "cert_chain": id.svid.chain.iter().map(|c| describe(c, source)).collect::<Vec<_>>(),
+            })]
+        })
+        .unwrap_or_default();
+    json!({ "certificates": certificates })
 }
 
 fn config_dump(proxy: &Proxy) -> serde_json::Value {
@@ -305,6 +352,14 @@ async fn handle(
         ),
         (Port::Admin, "/stats") => reply(StatusCode::OK, "text/plain", stats_text(&proxy)),
         (Port::Admin, "/config_dump") => match serde_json::to_string_pretty(&config_dump(&proxy)) {
+            Ok(s) => reply(StatusCode::OK, "application/json", s),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                e.to_string(),
+            ),
+        },
+        (Port::Admin, "/certs") => match serde_json::to_string_pretty(&certs(&proxy)) {
             Ok(s) => reply(StatusCode::OK, "application/json", s),
             Err(e) => reply(
                 StatusCode::INTERNAL_SERVER_ERROR,

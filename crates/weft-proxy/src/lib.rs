@@ -78,6 +78,10 @@ pub struct Proxy {
     pub tls: Arc<tls::TlsFactory>,
     pub config_ready: Arc<AtomicBool>,
     pub identity: watch::Receiver<Option<Arc<weft_identity::Identity>>>,
+    /// The identity source's store (its last failure, for readiness).
+    pub identity_store: weft_identity::IdentityStore,
+    /// Where certificates come from, for operators ("the CA at …", "the SDS server at …").
+    pub identity_source: String,
     pub xds_state: watch::Receiver<weft_xds::ClientState>,
 }
 
@@ -117,6 +121,11 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     // Control runtime.
     let (ctl_tx, ctl_rx) = std::sync::mpsc::channel();
     let ctl_options = options.clone();
+    let sds_node = envoy_types::pb::envoy::config::core::v3::Node {
+        id: node.id.clone(),
+        cluster: node.cluster.clone(),
+        ..Default::default()
+    };
     std::thread::Builder::new()
         .name("weft-control-io".into())
         .spawn(move || {
@@ -131,23 +140,42 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
                 }
             };
             rt.block_on(async move {
-                let channel = match weft_xds::transport::endpoint(&ctl_options.ca_address()) {
+                let socket = ctl_options.sds_socket.clone();
+                if weft_identity::sds::is_served(&socket).await {
+                    // As pilot-agent with a workload identity socket: no CA client at all.
+                    let source = format!("the SDS server at {}", socket.display());
+                    tracing::info!(socket = %socket.display(),
+                        "workload SDS socket found: the certificate and trust bundle come from it (SPIRE); the Istio CA is not used");
+                    let (store, rx) = weft_identity::IdentityStore::new();
+                    let _ = ctl_tx.send(Ok((rx, store.clone(), source, token)));
+                    let config = weft_identity::SdsConfig {
+                        socket,
+                        node: sds_node,
+                    };
+                    weft_identity::sds::run(config, store).await;
+                    return;
+                }
+                let ca_address = ctl_options.ca_address();
+                let channel = match weft_xds::transport::endpoint(&ca_address) {
                     Ok(ep) => ep.connect_lazy(),
                     Err(e) => {
                         let _ = ctl_tx.send(Err(e.to_string()));
                         return;
                     }
                 };
+                tracing::info!(socket = %socket.display(), ca = %ca_address,
+                    "no workload SDS socket: certificates come from the Istio CA");
                 let ca = weft_identity::CaClient::new(channel, token.clone());
                 let (mgr, rx) =
                     weft_identity::IdentityManager::spawn(Arc::new(ca), ctl_options.cert_ttl);
-                let _ = ctl_tx.send(Ok((rx, token)));
+                let source = format!("the CA at {ca_address}");
+                let _ = ctl_tx.send(Ok((rx, mgr.store(), source, token)));
                 let _keep = mgr;
                 std::future::pending::<()>().await;
             });
         })
         .map_err(|e| ProxyError::Config(format!("cannot start the control thread: {e}")))?;
-    let (identity_rx, token) = ctl_rx
+    let (identity_rx, identity_store, identity_source, token) = ctl_rx
         .recv()
         .map_err(|e| ProxyError::Config(format!("control thread failed: {e}")))?
         .map_err(ProxyError::Config)?;
@@ -170,6 +198,8 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
         tls: tls.clone(),
         config_ready: config_ready.clone(),
         identity: identity_rx,
+        identity_store,
+        identity_source,
         xds_state: xds_rx,
     });
 
@@ -259,7 +289,7 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
 #[cfg(test)]
 pub(crate) fn test_proxy(snapshot: Snapshot) -> Arc<Proxy> {
     let live = Arc::new(weft_identity::LiveIdentity::new());
-    let (_, identity) = watch::channel(None);
+    let (identity_store, identity) = weft_identity::IdentityStore::new();
     let (_, xds_state) = watch::channel(weft_xds::ClientState::default());
     let (draining, _) = watch::channel(false);
     Arc::new(Proxy {
@@ -277,6 +307,8 @@ pub(crate) fn test_proxy(snapshot: Snapshot) -> Arc<Proxy> {
         tls: Arc::new(tls::TlsFactory::new(live, "cluster.local".into())),
         config_ready: Arc::new(AtomicBool::new(true)),
         identity,
+        identity_store,
+        identity_source: "none (a test proxy)".into(),
         xds_state,
     })
 }

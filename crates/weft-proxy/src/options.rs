@@ -33,6 +33,9 @@ pub struct ProxyOptions {
     pub termination_drain: Duration,
     /// Incremental xDS (Istio's `ISTIO_DELTA_XDS`) instead of state of the world.
     pub delta_xds: bool,
+    /// The workload identity provider's SDS socket (a SPIRE agent's): when it is served at
+    /// start, the certificate comes from it instead of the Istio CA.
+    pub sds_socket: PathBuf,
 }
 
 impl ProxyOptions {
@@ -57,6 +60,7 @@ impl ProxyOptions {
             prometheus_port: 15090,
             termination_drain: Duration::from_secs(5),
             delta_xds: false,
+            sds_socket: PathBuf::from(weft_identity::WORKLOAD_SPIFFE_UDS),
         }
     }
 

@@ -23,5 +23,5 @@ pub use server::{
     AdsServer, ConnectionStatus, Generated, Generator, NackStatus, ProxyInfo, PushEvent,
     SentStatus, ServerStats, TypeStatus,
 };
-pub use transport::{TlsConnector, connect_channel, tls_connector};
+pub use transport::{TlsConnector, UnixConnector, connect_channel, connect_unix, tls_connector};
 pub use types::{NamedResource, Subscription};

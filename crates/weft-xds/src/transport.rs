@@ -160,3 +160,40 @@ pub async fn connect_channel(
         source,
     })
 }
+
+/// A tower service that dials one unix socket whatever the URI (gRPC over a unix domain
+/// socket, as Envoy reaches an SDS server such as a SPIRE agent).
+#[derive(Clone, Debug)]
+pub struct UnixConnector {
+    path: std::path::PathBuf,
+}
+
+type UnixConnectFuture =
+    Pin<Box<dyn Future<Output = io::Result<TokioIo<tokio::net::UnixStream>>> + Send>>;
+
+impl tonic::codegen::Service<Uri> for UnixConnector {
+    type Response = TokioIo<tokio::net::UnixStream>;
+    type Error = io::Error;
+    type Future = UnixConnectFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let path = self.path.clone();
+        Box::pin(async move { Ok(TokioIo::new(tokio::net::UnixStream::connect(path).await?)) })
+    }
+}
+
+/// Connects a gRPC channel over the unix socket at `path`. No HTTP/2 keep-alive pings: a
+/// SPIRE agent closes connections that ping more often than every 5 minutes, and a local
+/// socket's peer going away is seen at once.
+pub async fn connect_unix(path: &std::path::Path) -> Result<Channel, tonic::transport::Error> {
+    Endpoint::from_static("http://localhost")
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect_with_connector(UnixConnector {
+            path: path.to_path_buf(),
+        })
+        .await
+}

@@ -218,6 +218,11 @@ struct ProxyArgs {
     #[arg(long, env = "ISTIO_DELTA_XDS", action = clap::ArgAction::SetTrue,
           value_parser = clap::builder::BoolishValueParser::new())]
     delta_xds: bool,
+    /// The workload identity provider's SDS socket (SPIRE's agent, as Istio mounts it): when
+    /// it is served at start, the certificate and trust bundle come from it over Envoy's SDS
+    /// API and the control plane's CA is not used.
+    #[arg(long, env = "WEFT_SDS_SOCKET", default_value = weft_identity::WORKLOAD_SPIFFE_UDS)]
+    sds_socket: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -366,6 +371,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.cert_ttl = a.cert_ttl.get();
             opts.termination_drain = a.termination_drain.get();
             opts.delta_xds = a.delta_xds;
+            opts.sds_socket = a.sds_socket;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(a.concurrency.max(1))
                 .thread_name("weft-worker")

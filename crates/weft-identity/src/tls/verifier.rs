@@ -49,13 +49,34 @@ fn verify_peer(
     trust_domains: &[String],
 ) -> Result<(), rustls::Error> {
     let anchors = live.anchors()?;
+    let parsed = parse_cert(end_entity.as_ref()).map_err(other_error)?;
+    let uris = spiffe_uris(&parsed);
+    // With per-domain bundles (the SPIFFE validator), the peer's own trust domain picks the
+    // roots, and being listed there is what admits a federated domain.
+    let (roots, trust_domains) = if anchors.domains.is_empty() {
+        (anchors.all.as_slice(), trust_domains)
+    } else {
+        let domain = uris.first().and_then(|u| trust_domain_of(u)).unwrap_or("");
+        let roots = anchors.domains.get(domain).ok_or_else(|| {
+            other_error(IdentityError::PeerIdentity(format!(
+                "peer {uris:?} is from trust domain {domain:?}, which the trust bundle does not \
+                 include (federate that domain with this one to accept it)"
+            )))
+        })?;
+        (roots.as_slice(), &[][..])
+    };
     let algs = live.provider.signature_verification_algorithms.all;
     let cert = webpki::EndEntityCert::try_from(end_entity).map_err(pki_error)?;
-    cert.verify_for_usage(algs, &anchors, intermediates, now, usage, None, None)
+    cert.verify_for_usage(algs, roots, intermediates, now, usage, None, None)
         .map_err(pki_error)?;
-    let parsed = parse_cert(end_entity.as_ref()).map_err(other_error)?;
-    check_identity(&spiffe_uris(&parsed), expected_ids, trust_domains)
+    check_identity(&uris, expected_ids, trust_domains)
         .map_err(|m| other_error(IdentityError::PeerIdentity(m)))
+}
+
+/// The trust domain of a `spiffe://` URI.
+fn trust_domain_of(uri: &str) -> Option<&str> {
+    let rest = uri.strip_prefix(SPIFFE_PREFIX)?;
+    Some(rest.split_once('/').map_or(rest, |(td, _)| td))
 }
 
 /// The URI SAN rule: one of `expected` (exact), else within one of `trust_domains`, else any
@@ -254,5 +275,8 @@ mod tests {
         // Prefix match is on whole trust domains.
         assert!(check_identity(&uris, &[], &["cluster.loc".into()]).is_err());
         assert!(check_identity(&uris, &[], &["other".into(), "cluster.local".into()]).is_ok());
+        assert_eq!(trust_domain_of(uris[0]), Some("cluster.local"));
+        assert_eq!(trust_domain_of("spiffe://td"), Some("td"));
+        assert_eq!(trust_domain_of("https://td/x"), None);
     }
 }

@@ -124,6 +124,7 @@ fn sidecar(workload: &str, app: &str, version: &str, sa: &str) -> Sidecar {
         service_account: sa.into(),
         cert_ttl: None,
         delta: false,
+        ..Default::default()
     }
 }
 

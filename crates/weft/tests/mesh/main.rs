@@ -12,6 +12,7 @@ mod netns;
 mod pki;
 mod prometheus;
 mod security;
+mod spire;
 mod tcp_shift;
 mod telemetry;
 mod tracing;
@@ -74,6 +75,7 @@ fn sidecar(workload: &str, app: &str, sa: &str) -> Sidecar {
         service_account: sa.into(),
         cert_ttl: None,
         delta: false,
+        ..Default::default()
     }
 }
 

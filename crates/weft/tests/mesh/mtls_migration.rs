@@ -26,6 +26,7 @@ fn sidecar(ns: &str, app: &str) -> Option<Sidecar> {
         service_account: app.into(),
         cert_ttl: None,
         delta: false,
+        ..Default::default()
     })
 }
 

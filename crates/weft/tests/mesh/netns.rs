@@ -46,6 +46,7 @@ pub fn require_root() {
     );
 }
 
+#[derive(Default)]
 pub struct Sidecar {
     pub workload: String,
     pub labels: BTreeMap<String, String>,
@@ -53,6 +54,11 @@ pub struct Sidecar {
     pub cert_ttl: Option<String>,
     /// `--delta-xds`: incremental xDS instead of state of the world.
     pub delta: bool,
+    /// `--sds-socket`: a SPIRE agent's socket (else a path nothing serves, so the CA is used).
+    pub sds_socket: Option<PathBuf>,
+    /// Supplementary groups of the proxy process (uid 1337), which tell pods apart to a SPIRE
+    /// agent's unix workload attestor.
+    pub groups: Vec<u32>,
 }
 
 pub struct Pod {
@@ -297,9 +303,15 @@ impl Mesh {
                 args.push("--cert-ttl".into());
                 args.push(ttl.clone());
             }
+            let sds = sc
+                .sds_socket
+                .clone()
+                .unwrap_or_else(|| self.dir.path().join("no-sds.sock"));
+            args.push("--sds-socket".into());
+            args.push(sds.to_string_lossy().into_owned());
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
             let log = self.dir.path().join(format!("proxy-{name}.log"));
-            let child = spawn_logged(&pod.ns, Some(1337), &argv, &log);
+            let child = spawn_logged_as(&pod.ns, Some(1337), &sc.groups, &argv, &log);
             pod.procs.push(("proxy".into(), child));
         }
         self.pods.insert(name.to_string(), pod);
@@ -569,6 +581,10 @@ pub fn ns_exec(ns: &str, argv: &[&str]) -> Output {
 }
 
 fn spawn_logged(ns: &str, uid: Option<u32>, argv: &[&str], log: &Path) -> Child {
+    spawn_logged_as(ns, uid, &[], argv, log)
+}
+
+fn spawn_logged_as(ns: &str, uid: Option<u32>, groups: &[u32], argv: &[&str], log: &Path) -> Child {
     let file = std::fs::File::create(log).expect("log file");
     let err = file.try_clone().expect("log file");
     let mut cmd = Command::new("ip");
@@ -580,8 +596,13 @@ fn spawn_logged(ns: &str, uid: Option<u32>, argv: &[&str], log: &Path) -> Child 
             &uid.to_string(),
             "--regid",
             &uid.to_string(),
-            "--clear-groups",
         ]);
+        if groups.is_empty() {
+            cmd.arg("--clear-groups");
+        } else {
+            let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+            cmd.args(["--groups", &list.join(",")]);
+        }
     }
     cmd.args(argv)
         .env("WEFT_LOG", "info,weft_proxy=debug")

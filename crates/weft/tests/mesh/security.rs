@@ -36,6 +36,7 @@ pub(crate) fn sidecar(app: &str) -> Sidecar {
         service_account: app.into(),
         cert_ttl: None,
         delta: false,
+        ..Default::default()
     }
 }
 

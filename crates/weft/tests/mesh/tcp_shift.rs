@@ -130,6 +130,7 @@ fn sidecar(workload: &str, labels: &[(&str, &str)], sa: &str) -> Sidecar {
         service_account: sa.into(),
         cert_ttl: None,
         delta: false,
+        ..Default::default()
     }
 }
 

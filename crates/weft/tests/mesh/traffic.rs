@@ -43,6 +43,7 @@ fn sidecar(workload: &str, app: &str, version: &str) -> Sidecar {
         service_account: if app == "server" { "server" } else { "client" }.into(),
         cert_ttl: None,
         delta: false,
+        ..Default::default()
     }
 }
 
