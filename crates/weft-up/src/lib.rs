@@ -8,6 +8,7 @@ pub mod forward;
 pub mod net;
 pub mod procs;
 pub mod spec;
+pub mod spire;
 pub mod state;
 pub mod status;
 pub mod telemetry;

@@ -15,6 +15,8 @@ pub enum Role {
     Control,
     Proxy,
     App,
+    SpireServer,
+    SpireAgent,
 }
 
 impl Role {
@@ -23,6 +25,8 @@ impl Role {
             Role::Control => "control",
             Role::Proxy => "proxy",
             Role::App => "app",
+            Role::SpireServer => "spire-server",
+            Role::SpireAgent => "spire-agent",
         }
     }
 }
@@ -64,6 +68,48 @@ pub fn ids(user: &str) -> Result<(u32, u32), UpError> {
     Ok((num("-u")?, num("-g")?))
 }
 
+fn executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Finds a program: `given` (a `weft.yaml` entry, which must be executable; `field` names it
+/// in the error), else the environment variable `var`, else the first of `names` on PATH.
+/// None: not installed.
+pub fn find_binary(
+    given: Option<&PathBuf>,
+    var: Option<&str>,
+    names: &[&str],
+    file: &Path,
+    field: &str,
+) -> Result<Option<PathBuf>, UpError> {
+    if let Some(p) = given {
+        if executable(p) {
+            return Ok(Some(p.clone()));
+        }
+        return Err(UpError::Spec {
+            file: file.to_path_buf(),
+            field: field.to_string(),
+            message: format!("{} is not an executable file", p.display()),
+        });
+    }
+    if let Some(p) = var.and_then(std::env::var_os).map(PathBuf::from)
+        && executable(&p)
+    {
+        return Ok(Some(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        for name in names {
+            let p = dir.join(name);
+            if executable(&p) {
+                return Ok(Some(p));
+            }
+        }
+    }
+    Ok(None)
+}
+
 impl Proc {
     /// Starts `argv` in network namespace `ns`, as `user` (numeric or a name) when given.
     pub fn spawn(
@@ -71,6 +117,21 @@ impl Proc {
         role: Role,
         ns: &str,
         user: Option<&str>,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+        log: &Path,
+    ) -> Result<Proc, UpError> {
+        Self::spawn_in_groups(pod, role, ns, user, &[], argv, env, log)
+    }
+
+    /// [`Proc::spawn`] with supplementary `groups` for `user` (none: cleared).
+    #[allow(clippy::too_many_arguments)]
+    pub fn spawn_in_groups(
+        pod: &str,
+        role: Role,
+        ns: &str,
+        user: Option<&str>,
+        groups: &[u32],
         argv: &[String],
         env: &BTreeMap<String, String>,
         log: &Path,
@@ -85,15 +146,14 @@ impl Proc {
             } else {
                 (id_of(user, "-u")?, id_of(user, "-g")?)
             };
-            cmd.args([
-                "setpriv",
-                "--reuid",
-                &uid,
-                "--regid",
-                &gid,
-                "--clear-groups",
-                "--",
-            ]);
+            cmd.args(["setpriv", "--reuid", &uid, "--regid", &gid]);
+            if groups.is_empty() {
+                cmd.arg("--clear-groups");
+            } else {
+                let list: Vec<String> = groups.iter().map(u32::to_string).collect();
+                cmd.args(["--groups", &list.join(",")]);
+            }
+            cmd.arg("--");
         }
         cmd.args(argv)
             .envs(env)

@@ -14,6 +14,7 @@
 //!   sidecar: false
 //!   command: [sleep, infinity]
 //! telemetry: {prometheus: true, jaeger: true, collector: true}   # see telemetry.rs
+//! spire: {enabled: true}        # SPIRE issues the identities; see spire.rs
 //! ```
 
 use std::collections::BTreeMap;
@@ -39,6 +40,8 @@ pub struct WeftFile {
     pub pods: Vec<PodEntry>,
     #[serde(default)]
     pub telemetry: crate::telemetry::TelemetryFile,
+    #[serde(default)]
+    pub spire: crate::spire::SpireFile,
 }
 
 fn default_subnet() -> ipnet::Ipv4Net {
@@ -95,6 +98,8 @@ pub struct Plan {
     pub tools: Vec<crate::telemetry::Tool>,
     /// Tools switched on but not installed.
     pub notices: Vec<String>,
+    /// SPIRE's programs, when SPIRE issues the identities.
+    pub spire: Option<crate::spire::Binaries>,
 }
 
 fn err(file: &Path, field: String, message: impl Into<String>) -> UpError {
@@ -285,6 +290,7 @@ pub fn plan(dir: &Path, resources: &[Resource]) -> Result<Plan, UpError> {
         });
     }
     let mesh_file = Some(dir.join(MESH_FILE)).filter(|p| p.exists());
+    let spire = crate::spire::resolve(&weft.spire, &file)?;
     Ok(Plan {
         dir: dir.to_path_buf(),
         subnet: weft.subnet,
@@ -293,6 +299,7 @@ pub fn plan(dir: &Path, resources: &[Resource]) -> Result<Plan, UpError> {
         mesh_file,
         tools,
         notices,
+        spire,
     })
 }
 

@@ -90,6 +90,8 @@ impl State {
         for ns in &self.namespaces {
             net::delete(ns);
         }
+        // SPIRE's data (keys, datastore) belongs to this run only.
+        let _ = std::fs::remove_dir_all(crate::spire::SPIRE_DIR);
         let _ = std::fs::remove_file(STATE_FILE);
     }
 }

@@ -157,40 +157,17 @@ impl Tool {
     }
 }
 
-fn executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
 /// Finds a tool's binary: the `binaries:` entry (which must exist), else its environment
 /// variable, else PATH. None: not installed.
 fn find(kind: Kind, given: Option<&PathBuf>, file: &Path) -> Result<Option<PathBuf>, UpError> {
-    if let Some(p) = given {
-        if executable(p) {
-            return Ok(Some(p.clone()));
-        }
-        return Err(UpError::Spec {
-            file: file.to_path_buf(),
-            field: format!("telemetry.binaries.{}", kind.key()),
-            message: format!("{} is not an executable file", p.display()),
-        });
-    }
     let (var, names) = kind.search();
-    if let Some(p) = var.and_then(std::env::var_os).map(PathBuf::from)
-        && executable(&p)
-    {
-        return Ok(Some(p));
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
-        for name in names {
-            let p = dir.join(name);
-            if executable(&p) {
-                return Ok(Some(p));
-            }
-        }
-    }
-    Ok(None)
+    crate::procs::find_binary(
+        given,
+        var,
+        names,
+        file,
+        &format!("telemetry.binaries.{}", kind.key()),
+    )
 }
 
 /// The tools of a `telemetry:` section, each at a free address from the top of the subnet;

@@ -301,12 +301,38 @@ fn run(
         println!("{}", crate::telemetry::announce(t, at));
     }
 
+    // With SPIRE: its server and agent in the node namespace, an entry per sidecar.
+    let spire = match &plan.spire {
+        Some(bins) => {
+            let before = procs.len();
+            let started = crate::spire::Spire::start(
+                bins,
+                &snap.mesh.trust_domain,
+                net::NODE_NS,
+                &opts.log_dir,
+                procs,
+            );
+            for p in &procs[before..] {
+                state.groups.push(p.group());
+            }
+            state.save()?;
+            let spire = started?;
+            println!(
+                "SPIRE server and agent ready (trust domain {}, agent socket {}): SPIRE issues the sidecars' identities",
+                spire.trust_domain(),
+                spire.socket().display()
+            );
+            Some(spire)
+        }
+        None => None,
+    };
+
     // Pods: capture and sidecar first; each app once its sidecar is ready.
     let tokens = weft_identity::TokenAuthority::load_or_create(&opts.state_dir)?;
     let token_dir = PathBuf::from(crate::state::STATE_DIR).join("tokens");
     std::fs::create_dir_all(&token_dir)?;
     let mut running: Vec<Running> = Vec::new();
-    for p in &plan.pods {
+    for (i, p) in plan.pods.iter().enumerate() {
         let ns = net::pod_ns(&p.name);
         let mut r = Running {
             pod: p.clone(),
@@ -358,23 +384,38 @@ fn run(
                 args.push("--label".into());
                 args.push(format!("{k}={v}"));
             }
+            let mut groups = Vec::new();
+            identity = Some(match &spire {
+                Some(spire) => {
+                    // The agent tells pods apart by a supplementary group of their own.
+                    let gid = crate::spire::GID_BASE + i as u32;
+                    groups.push(gid);
+                    args.push("--sds-socket".into());
+                    args.push(spire.socket().to_string_lossy().into_owned());
+                    format!(
+                        "{} (SPIRE)",
+                        spire.register(&p.name, &p.namespace, &p.service_account, gid)?
+                    )
+                }
+                None => format!(
+                    "spiffe://{}/ns/{}/sa/{}",
+                    snap.mesh.trust_domain, p.namespace, p.service_account
+                ),
+            });
             let a: Vec<&str> = args.iter().map(String::as_str).collect();
             // As Istio's injector, MeshConfig defaultConfig.proxyMetadata becomes the sidecar's
             // environment (ISTIO_DELTA_XDS=true, for one).
-            let proxy = Proc::spawn(
+            let proxy = Proc::spawn_in_groups(
                 &p.name,
                 Role::Proxy,
                 &ns,
                 Some("1337"),
+                &groups,
                 &argv(&opts.weft, &a),
                 &snap.mesh.default_config.proxy_metadata,
                 &opts.log_dir.join(format!("{}-proxy.log", p.name)),
             )?;
             state.groups.push(proxy.group());
-            identity = Some(format!(
-                "spiffe://{}/ns/{}/sa/{}",
-                snap.mesh.trust_domain, p.namespace, p.service_account
-            ));
             r.proxy = Some(proxy);
         }
         state.pods.push(PodState {

@@ -156,8 +156,118 @@ fn app_log(pod: &str) -> String {
     std::fs::read_to_string(format!("/run/weft/logs/{pod}-app.log")).unwrap_or_default()
 }
 
+/// One `weft up` at a time on this machine.
+static ONE_MESH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A copy of the bookinfo example in `tmp`.
+fn bookinfo_copy(tmp: &Path) -> PathBuf {
+    let dir = tmp.join("bookinfo");
+    std::fs::create_dir_all(&dir).expect("dir");
+    for entry in std::fs::read_dir(example()).expect("example") {
+        let entry = entry.expect("entry");
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
+    }
+    dir
+}
+
+#[test]
+fn bookinfo_with_spire_issuing_the_identities() {
+    let _one = ONE_MESH.lock().unwrap_or_else(|e| e.into_inner());
+    for var in ["WEFT_SPIRE_SERVER", "WEFT_SPIRE_AGENT"] {
+        let path = std::env::var(var).unwrap_or_default();
+        assert!(
+            !path.is_empty() && Path::new(&path).exists(),
+            "{var}={path:?}: run the tests with ./scripts/test, which builds SPIRE"
+        );
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = bookinfo_copy(tmp.path());
+    let spec = std::fs::read_to_string(dir.join("weft.yaml")).expect("weft.yaml");
+
+    // Switched on with a binary that does not exist: refused, naming the field.
+    let missing = format!(
+        "{spec}spire: {{enabled: true, binaries: {{server: /nonexistent/spire-server}}}}\n"
+    );
+    std::fs::write(dir.join("weft.yaml"), missing).expect("weft.yaml");
+    let (ok, out) = weft(&[
+        "up",
+        &dir.to_string_lossy(),
+        "--state-dir",
+        &tmp.path().join("s").to_string_lossy(),
+    ]);
+    assert!(!ok && out.contains("spire.binaries.server"), "{out}");
+
+    std::fs::write(
+        dir.join("weft.yaml"),
+        format!("{spec}spire: {{enabled: true}}\n"),
+    )
+    .expect("weft.yaml");
+    let up = Up::start(&dir, tmp.path().join("up.log"), &tmp.path().join("state"));
+    let out = up.output();
+    assert!(out.contains("mesh ready: 6 pods"), "{out}");
+    assert!(
+        out.contains("SPIRE server and agent ready (trust domain cluster.local"),
+        "{out}"
+    );
+    assert!(
+        out.contains("spiffe://cluster.local/ns/default/sa/bookinfo-productpage (SPIRE)"),
+        "{out}"
+    );
+    let (ok, page) = product_page(&[]);
+    assert!(
+        ok && page.contains("Book Details") && page.contains("Book Reviews"),
+        "{page}"
+    );
+
+    // The sidecars hold SPIRE's SVIDs, under SPIRE's root, and the CA issued nothing.
+    let (ok, certs) = weft(&[
+        "exec",
+        "productpage",
+        "--",
+        "curl",
+        "-s",
+        "http://127.0.0.1:15000/certs",
+    ]);
+    assert!(ok, "{certs}");
+    let serial = Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-serial",
+            "-in",
+            "/run/weft/spire/bundle.pem",
+        ])
+        .output()
+        .expect("openssl");
+    let serial = String::from_utf8_lossy(&serial.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_ascii_lowercase();
+    let serial = serial.trim_start_matches('0');
+    assert!(
+        !serial.is_empty() && certs.contains(&format!("\"serial_number\": \"{serial}\"")),
+        "{serial} {certs}"
+    );
+    assert!(
+        certs.contains("spiffe://cluster.local/ns/default/sa/bookinfo-productpage"),
+        "{certs}"
+    );
+    let proxy_log =
+        std::fs::read_to_string("/run/weft/logs/productpage-proxy.log").unwrap_or_default();
+    assert!(
+        proxy_log.contains("workload SDS socket found"),
+        "{proxy_log}"
+    );
+    drop(up);
+    assert!(
+        !Path::new("/run/weft/spire").exists(),
+        "SPIRE's data is removed with the mesh"
+    );
+}
+
 #[test]
 fn bookinfo_comes_up_changes_live_and_goes_away_cleanly() {
+    let _one = ONE_MESH.lock().unwrap_or_else(|e| e.into_inner());
     let uid = Command::new("id").arg("-u").output().expect("id");
     assert_eq!(
         String::from_utf8_lossy(&uid.stdout).trim(),
@@ -165,12 +275,7 @@ fn bookinfo_comes_up_changes_live_and_goes_away_cleanly() {
         "weft up creates network namespaces: run the tests as root (CI does)"
     );
     let tmp = tempfile::tempdir().expect("tmp");
-    let dir = tmp.path().join("bookinfo");
-    std::fs::create_dir_all(&dir).expect("dir");
-    for entry in std::fs::read_dir(example()).expect("example") {
-        let entry = entry.expect("entry");
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).expect("copy");
-    }
+    let dir = bookinfo_copy(tmp.path());
     // As in Istio, MeshConfig's proxyMetadata becomes the sidecars' environment: this mesh runs
     // its sidecars on incremental xDS.
     std::fs::write(
