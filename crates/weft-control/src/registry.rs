@@ -40,9 +40,43 @@ pub struct Service {
     pub mesh_internal: bool,
     pub subject_alt_names: Vec<String>,
     pub endpoints: Vec<Endpoint>,
+    /// The ServiceEntry's `resolution`.
+    pub resolution: weft_api::networking::Resolution,
+    /// With `resolution: DNS`/`DNS_ROUND_ROBIN`: the endpoints named by host (the proxy
+    /// resolves them), or the service's own host when the ServiceEntry lists no endpoints.
+    pub dns_endpoints: Vec<DnsEndpoint>,
+}
+
+/// An endpoint the proxy resolves by DNS (Envoy's STRICT_DNS/LOGICAL_DNS clusters).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DnsEndpoint {
+    pub host: String,
+    /// Service port name → endpoint port.
+    pub ports: BTreeMap<String, u16>,
+    pub labels: BTreeMap<String, String>,
+    pub locality: String,
+    pub weight: u32,
+    pub tls_mode: String,
+}
+
+impl DnsEndpoint {
+    /// The endpoint port for a service port (as [`Endpoint::port_for`]).
+    pub fn port_for(&self, sp: &ServicePort) -> u16 {
+        self.ports
+            .get(&sp.name)
+            .copied()
+            .or(sp.target_port)
+            .unwrap_or(sp.number)
+    }
 }
 
 impl Service {
+    /// Whether the proxy resolves this service's endpoints by DNS.
+    pub fn resolves_by_dns(&self) -> bool {
+        use weft_api::networking::Resolution;
+        matches!(self.resolution, Resolution::Dns | Resolution::DnsRoundRobin)
+    }
+
     pub fn port(&self, number: u16) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.number == number)
     }
@@ -279,9 +313,34 @@ impl Registry {
                     target_port: (p.target_port != 0).then_some(p.target_port as u16),
                 })
                 .collect();
+            use weft_api::networking::Resolution;
+            let by_dns = matches!(se.resolution, Resolution::Dns | Resolution::DnsRoundRobin);
             let mut endpoints: Vec<Endpoint> = Vec::new();
+            let mut dns_endpoints: Vec<DnsEndpoint> = Vec::new();
+            let tls_mode_of = |labels: &BTreeMap<String, String>| {
+                labels
+                    .get(TLS_MODE_LABEL)
+                    .cloned()
+                    .unwrap_or_else(|| "disabled".into())
+            };
             for (i, e) in se.endpoints.iter().enumerate() {
                 let Ok(address) = e.address.parse::<IpAddr>() else {
+                    // A host name: resolved by the proxy with DNS resolution (validation
+                    // refuses it with STATIC).
+                    if by_dns {
+                        dns_endpoints.push(DnsEndpoint {
+                            host: e.address.clone(),
+                            ports: e
+                                .ports
+                                .iter()
+                                .map(|(k, v)| (k.clone(), *v as u16))
+                                .collect(),
+                            labels: e.labels.clone(),
+                            locality: e.locality.clone(),
+                            weight: e.weight.max(1),
+                            tls_mode: tls_mode_of(&e.labels),
+                        });
+                    }
                     continue;
                 };
                 endpoints.push(Endpoint {
@@ -298,11 +357,7 @@ impl Registry {
                     network: e.network.clone(),
                     locality: e.locality.clone(),
                     weight: e.weight.max(1),
-                    tls_mode: e
-                        .labels
-                        .get(TLS_MODE_LABEL)
-                        .cloned()
-                        .unwrap_or_else(|| "disabled".into()),
+                    tls_mode: tls_mode_of(&e.labels),
                 });
             }
             if let Some(sel) = &se.workload_selector {
@@ -320,6 +375,21 @@ impl Registry {
             for host in &se.hosts {
                 let hostname = weft_api::resolve_host(host, ns, domain_suffix);
                 let name = hostname.split('.').next().unwrap_or(&hostname).to_string();
+                // DNS resolution with no endpoints: each host resolves itself (istiod's
+                // instances with the host as address).
+                let dns_endpoints =
+                    if by_dns && se.endpoints.is_empty() && se.workload_selector.is_none() {
+                        vec![DnsEndpoint {
+                            host: hostname.clone(),
+                            ports: BTreeMap::new(),
+                            labels: BTreeMap::new(),
+                            locality: String::new(),
+                            weight: 1,
+                            tls_mode: "disabled".into(),
+                        }]
+                    } else {
+                        dns_endpoints.clone()
+                    };
                 services.push(Service {
                     hostname,
                     namespace: ns.clone(),
@@ -330,6 +400,8 @@ impl Registry {
                     mesh_internal: se.location == weft_api::networking::Location::MeshInternal,
                     subject_alt_names: se.subject_alt_names.clone(),
                     endpoints: endpoints.clone(),
+                    resolution: se.resolution,
+                    dns_endpoints,
                 });
             }
         }

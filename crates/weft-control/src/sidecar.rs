@@ -426,6 +426,104 @@ spec:
         assert!(addr(&decode(&eps[3])).is_empty(), "no v3 workload exists");
     }
 
+    #[test]
+    fn dns_resolved_service_entries_become_dns_clusters() {
+        let p = push(
+            r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: default}
+spec:
+  hosts: [api.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 443, name: https, protocol: TLS}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: rr, namespace: default}
+spec:
+  hosts: [rr.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS_ROUND_ROBIN
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints:
+  - {address: one.example.net, ports: {http: 8080}, weight: 3}
+  - {address: 192.0.2.7}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: passthrough, namespace: default}
+spec:
+  hosts: [pass.example.com]
+  addresses: [192.0.2.99]
+  location: MESH_EXTERNAL
+  resolution: NONE
+  ports: [{number: 80, name: http, protocol: HTTP}]
+"#,
+            "dnsRefreshRate: 5s\n",
+        );
+        let v = view(&p, "client", "10.77.0.10");
+        let cs = clusters(&v);
+        let hosts = |c: &Cluster| -> Vec<String> {
+            c.load_assignment
+                .iter()
+                .flat_map(|a| &a.endpoints)
+                .flat_map(|l| &l.lb_endpoints)
+                .filter_map(|e| match &e.host_identifier {
+                    Some(envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier::Endpoint(ep)) => {
+                        match ep.address.as_ref()?.address.as_ref()? {
+                            envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(sa) => {
+                                Some(format!("{}:{:?}", sa.address, sa.port_specifier))
+                            }
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+            ClusterDiscoveryType, DiscoveryType,
+        };
+        let ext: Cluster = decode(find(&cs, "outbound|443||api.example.com"));
+        assert_eq!(
+            ext.cluster_discovery_type,
+            Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32))
+        );
+        assert!(ext.eds_cluster_config.is_none());
+        assert_eq!(hosts(&ext), ["api.example.com:Some(PortValue(443))"]);
+        #[allow(deprecated)]
+        {
+            assert!(ext.respect_dns_ttl);
+            assert_eq!(ext.dns_refresh_rate.as_ref().map(|d| d.seconds), Some(5));
+        }
+        let rr: Cluster = decode(find(&cs, "outbound|80||rr.example.com"));
+        assert_eq!(
+            rr.cluster_discovery_type,
+            Some(ClusterDiscoveryType::Type(DiscoveryType::LogicalDns as i32))
+        );
+        let mut got = hosts(&rr);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "192.0.2.7:Some(PortValue(80))",
+                "one.example.net:Some(PortValue(8080))"
+            ]
+        );
+        // No EDS for them.
+        assert!(endpoints(&v, &["outbound|443||api.example.com".to_string()]).is_empty());
+        // resolution NONE: the original destination.
+        let pass: Cluster = decode(find(&cs, "outbound|80||pass.example.com"));
+        assert_eq!(
+            pass.cluster_discovery_type,
+            Some(ClusterDiscoveryType::Type(
+                DiscoveryType::OriginalDst as i32
+            ))
+        );
+        assert!(pass.eds_cluster_config.is_none());
+    }
+
     fn inbound_chains(p: &PushContext) -> Vec<(Option<u32>, String, Vec<String>, bool)> {
         let v = view(p, "server-v1", "10.77.0.11");
         let ls = listeners(&v);

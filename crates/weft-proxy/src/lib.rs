@@ -10,6 +10,7 @@ pub mod authn;
 mod batch;
 mod body;
 mod conn;
+mod dns;
 pub mod error;
 mod http;
 pub mod iptables;
@@ -220,6 +221,8 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
                 return;
             };
             rt.block_on(async move {
+                // DNS clusters' host names are resolved on this thread too.
+                tokio::spawn(handler.dns_task(Arc::new(dns::SystemLookup)));
                 let Err(e) = weft_xds::run_ads_client(cfg, handler, xds_tx).await;
                 tracing::error!(error = %e, "xDS client stopped: fix --control-plane and restart");
             });

@@ -431,7 +431,9 @@ mod tests {
             lb_policy: xc::cluster::LbPolicy::ClusterProvided as i32,
             ..Default::default()
         };
-        let cluster = crate::snapshot::compile_cluster(&orig, None, &factory, None).unwrap();
+        let cluster =
+            crate::snapshot::compile_cluster(&orig, None, &factory, None, &Default::default())
+                .unwrap();
         let mut snap = crate::snapshot::Snapshot::default();
         snap.clusters.insert(orig.name.clone(), Arc::new(cluster));
         let proxy = crate::test_proxy(snap);

@@ -25,8 +25,8 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
 pub use accesslog::{AccessLogConfig, AccessLogFormat, LogSink};
 pub use cluster::{
-    Cluster, ClusterKind, ClusterState, ClusterStats, Endpoint, Limits, ServiceMeta,
-    UpstreamProtocol, UpstreamTls, compile as compile_cluster,
+    Cluster, ClusterKind, ClusterState, ClusterStats, DnsAnswers, Endpoint, Limits, ServiceMeta,
+    UpstreamProtocol, UpstreamTls, compile as compile_cluster, dns_endpoint,
 };
 pub use listener::{
     Chain, ChainMatch, Direction, DownstreamTls, EscapedSlashes, Hcm, Listener, NetworkFilter,
@@ -47,6 +47,8 @@ pub struct Raw {
     pub clusters: BTreeMap<String, XCluster>,
     pub endpoints: BTreeMap<String, ClusterLoadAssignment>,
     pub versions: BTreeMap<String, String>,
+    /// Answers for the host names of DNS clusters (not from xDS: the proxy's resolver).
+    pub dns: DnsAnswers,
 }
 
 /// The compiled configuration.
@@ -102,7 +104,7 @@ impl Snapshot {
                     .filter(|s| !s.is_empty())
                     .unwrap_or(name),
             );
-            let compiled = cluster::compile(c, cla, tls, previous.clusters.get(name))?;
+            let compiled = cluster::compile(c, cla, tls, previous.clusters.get(name), &raw.dns)?;
             clusters.insert(name.clone(), Arc::new(compiled));
         }
         let mut routes = HashMap::new();

@@ -122,10 +122,13 @@ pub async fn proxy<IO>(
     } else {
         String::new()
     };
-    let service = stats::service_info(
-        cluster.as_ref().and_then(|c| c.service.as_ref()),
-        &sni_service,
-    );
+    let service = match stats::passthrough_name("", Some(&cluster_name)) {
+        Some(name) => stats::passthrough_service(name, None),
+        None => stats::service_info(
+            cluster.as_ref().and_then(|c| c.service.as_ref()),
+            &sni_service,
+        ),
+    };
     let mut flags = "-";
     let mut up = None;
     if let Some(d) = denied {

@@ -617,7 +617,8 @@ mod tests {
             Arc::new(weft_identity::LiveIdentity::new()),
             "cluster.local".into(),
         );
-        crate::snapshot::compile_cluster(c, None, &factory, None).expect("cluster compiles")
+        crate::snapshot::compile_cluster(c, None, &factory, None, &Default::default())
+            .expect("cluster compiles")
     }
 
     #[test]
@@ -659,7 +660,7 @@ mod tests {
             Arc::new(weft_identity::LiveIdentity::new()),
             "cluster.local".into(),
         );
-        crate::snapshot::compile_cluster(c, None, &factory, None)
+        crate::snapshot::compile_cluster(c, None, &factory, None, &Default::default())
             .expect_err("refused")
             .to_string()
     }

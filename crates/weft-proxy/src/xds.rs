@@ -6,7 +6,7 @@
 //! clusters CDS named, RDS for the route tables LDS named.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
@@ -16,6 +16,7 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
+use tokio::sync::watch;
 use weft_xds::client::Update;
 
 use crate::snapshot::{Raw, Snapshot};
@@ -24,10 +25,18 @@ use crate::tls::TlsFactory;
 pub struct ConfigHandler {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub tls: Arc<TlsFactory>,
-    raw: Raw,
+    /// What the snapshot was compiled from; shared with the DNS resolver, which recompiles
+    /// when an answer changes.
+    raw: Arc<Mutex<Raw>>,
     /// Set once CDS and LDS have both been applied (Envoy's initial fetch).
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     got: BTreeSet<String>,
+    /// The host names of the DNS clusters, for the resolver.
+    dns_targets: watch::Sender<crate::dns::Targets>,
+}
+
+fn locked(raw: &Mutex<Raw>) -> std::sync::MutexGuard<'_, Raw> {
+    raw.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl ConfigHandler {
@@ -39,10 +48,36 @@ impl ConfigHandler {
         ConfigHandler {
             snapshot,
             tls,
-            raw: Raw::default(),
+            raw: Arc::default(),
             ready,
             got: BTreeSet::new(),
+            dns_targets: watch::Sender::new(Default::default()),
         }
+    }
+
+    /// The resolver of the DNS clusters' host names; run it on the same runtime as the ADS
+    /// client. Each changed answer recompiles the snapshot from the current resources.
+    pub fn dns_task(
+        &self,
+        lookup: Arc<dyn crate::dns::Lookup>,
+    ) -> impl Future<Output = ()> + use<> {
+        let raw = self.raw.clone();
+        let snapshot = self.snapshot.clone();
+        let tls = self.tls.clone();
+        let targets = self.dns_targets.subscribe();
+        crate::dns::run(lookup, targets, move |answers| {
+            let mut next = locked(&raw).clone();
+            next.dns = answers.clone();
+            match Snapshot::compile(next.clone(), &tls, &snapshot.load()) {
+                Ok(snap) => {
+                    snapshot.store(Arc::new(snap));
+                    *locked(&raw) = next;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot apply the new DNS answers; keeping the previous ones");
+                }
+            }
+        })
     }
 }
 
@@ -63,7 +98,7 @@ fn decode_all<T: Message + Default>(
 
 impl weft_xds::Handler for ConfigHandler {
     fn on_response(&mut self, type_url: &str, update: Update) -> Result<(), String> {
-        let mut raw = self.raw.clone();
+        let mut raw = locked(&self.raw).clone();
         let resources = &update.resources;
         match type_url {
             weft_xds::types::LISTENER => {
@@ -112,7 +147,15 @@ impl weft_xds::Handler for ConfigHandler {
         let snap =
             Snapshot::compile(raw.clone(), &self.tls, &previous).map_err(|e| e.to_string())?;
         self.snapshot.store(Arc::new(snap));
-        self.raw = raw;
+        if type_url == weft_xds::types::CLUSTER {
+            self.dns_targets.send_if_modified(|t| {
+                let next = crate::dns::targets(&raw);
+                let changed = *t != next;
+                *t = next;
+                changed
+            });
+        }
+        *locked(&self.raw) = raw;
         self.got.insert(type_url.to_string());
         if self.got.contains(weft_xds::types::LISTENER)
             && self.got.contains(weft_xds::types::CLUSTER)
@@ -130,16 +173,17 @@ impl weft_xds::Handler for ConfigHandler {
     }
 
     fn subscriptions(&self) -> Vec<(String, Vec<String>)> {
+        let raw = locked(&self.raw);
         vec![
             (weft_xds::types::CLUSTER.to_string(), Vec::new()),
             (
                 weft_xds::types::ENDPOINT.to_string(),
-                eds_names(&self.raw).into_iter().collect(),
+                eds_names(&raw).into_iter().collect(),
             ),
             (weft_xds::types::LISTENER.to_string(), Vec::new()),
             (
                 weft_xds::types::ROUTE.to_string(),
-                rds_names(&self.raw).into_iter().collect(),
+                rds_names(&raw).into_iter().collect(),
             ),
         ]
     }
@@ -251,7 +295,7 @@ mod tests {
         h.on_response(weft_xds::types::ENDPOINT, sotw(EDS, "2", vec![cla("b", 3)]))
             .unwrap();
         let count = |h: &ConfigHandler, n: &str| {
-            h.raw
+            locked(&h.raw)
                 .endpoints
                 .get(n)
                 .map(|c| c.endpoints[0].lb_endpoints.len())
@@ -279,7 +323,8 @@ mod tests {
                 removed.iter().map(|s| s.to_string()).collect(),
             )
         };
-        let clusters = |h: &ConfigHandler| h.raw.clusters.keys().cloned().collect::<Vec<_>>();
+        let clusters =
+            |h: &ConfigHandler| locked(&h.raw).clusters.keys().cloned().collect::<Vec<_>>();
         h.on_response(
             weft_xds::types::CLUSTER,
             delta("1", vec![eds_cluster("a"), eds_cluster("b")], &[]),
@@ -302,13 +347,13 @@ mod tests {
         h.on_response(weft_xds::types::CLUSTER, delta("3", vec![], &["a"]))
             .unwrap();
         assert_eq!(clusters(&h), ["b", "c"]);
-        assert!(!h.raw.endpoints.contains_key("a"));
+        assert!(!locked(&h.raw).endpoints.contains_key("a"));
         assert_eq!(h.subscriptions()[1].1, ["b", "c"]);
         assert_eq!(h.snapshot.load().clusters.len(), 2);
         // An assignment removed by the control plane goes while its cluster stays.
         h.on_response(weft_xds::types::ENDPOINT, delta("4", vec![], &["b"]))
             .unwrap();
-        assert!(h.raw.endpoints.is_empty());
-        assert_eq!(h.raw.versions["EDS"], "4");
+        assert!(locked(&h.raw).endpoints.is_empty());
+        assert_eq!(locked(&h.raw).versions["EDS"], "4");
     }
 }

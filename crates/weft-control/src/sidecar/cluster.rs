@@ -17,7 +17,7 @@ use super::{
 };
 use crate::destination::Policy;
 use crate::envoy::{self, alpn};
-use crate::registry::{Endpoint, Service, ServicePort};
+use crate::registry::{DnsEndpoint, Endpoint, Service, ServicePort};
 
 /// Istio's cluster name `outbound|<port>|<subset>|<fqdn>`.
 pub fn cluster_name(direction: &str, port: u16, subset: &str, host: &str) -> String {
@@ -171,13 +171,34 @@ fn outbound_cluster(
 ) -> cluster::Cluster {
     let name = super::cluster_name("outbound", sp.number, subset, &svc.hostname);
     let mut c = base(name.clone(), view);
-    c.cluster_discovery_type = Some(cluster::cluster::ClusterDiscoveryType::Type(
-        cluster::cluster::DiscoveryType::Eds as i32,
-    ));
-    c.eds_cluster_config = Some(cluster::cluster::EdsClusterConfig {
-        eds_config: Some(envoy::ads_source()),
-        service_name: name,
-    });
+    if svc.resolves_by_dns() {
+        // As istiod: the proxy resolves the endpoints (all addresses for DNS, the first for
+        // DNS_ROUND_ROBIN), at the records' TTL, IPv4 only.
+        use weft_api::networking::Resolution;
+        let dtype = if svc.resolution == Resolution::DnsRoundRobin {
+            cluster::cluster::DiscoveryType::LogicalDns
+        } else {
+            cluster::cluster::DiscoveryType::StrictDns
+        };
+        c.cluster_discovery_type = Some(cluster::cluster::ClusterDiscoveryType::Type(dtype as i32));
+        dns_refresh(&mut c, view.push.mesh.dns_refresh_rate.get());
+        c.dns_lookup_family = cluster::cluster::DnsLookupFamily::V4Only as i32;
+        c.load_assignment = load_assignment(view, svc, sp, subset, &name);
+    } else if svc.resolution == weft_api::networking::Resolution::None {
+        // As istiod for `resolution: NONE`: to the connection's original destination.
+        c.cluster_discovery_type = Some(cluster::cluster::ClusterDiscoveryType::Type(
+            cluster::cluster::DiscoveryType::OriginalDst as i32,
+        ));
+        c.lb_policy = cluster::cluster::LbPolicy::ClusterProvided as i32;
+    } else {
+        c.cluster_discovery_type = Some(cluster::cluster::ClusterDiscoveryType::Type(
+            cluster::cluster::DiscoveryType::Eds as i32,
+        ));
+        c.eds_cluster_config = Some(cluster::cluster::EdsClusterConfig {
+            eds_config: Some(envoy::ads_source()),
+            service_name: name,
+        });
+    }
     c.metadata = Some(service_metadata(svc, subset));
     c.circuit_breakers = Some(cluster::CircuitBreakers {
         thresholds: vec![super::traffic_policy::default_thresholds()],
@@ -219,6 +240,14 @@ fn outbound_cluster(
         );
     }
     c
+}
+
+/// `dns_refresh_rate` (MeshConfig `dnsRefreshRate`) and `respect_dns_ttl`, the fields istiod
+/// 1.14 sets (Envoy has since moved them into the DNS cluster extension).
+#[allow(deprecated)]
+fn dns_refresh(c: &mut cluster::Cluster, rate: Duration) {
+    c.dns_refresh_rate = Some(envoy::duration(rate));
+    c.respect_dns_ttl = true;
 }
 
 fn original_dst(name: &str, view: &ProxyView, bind: Option<&str>) -> cluster::Cluster {
@@ -353,7 +382,8 @@ fn canonical(ep: &Endpoint) -> (String, String) {
     (name, rev)
 }
 
-/// ClusterLoadAssignments for the requested `outbound|…` clusters.
+/// ClusterLoadAssignments for the requested `outbound|…` clusters (EDS; DNS-resolved services
+/// carry theirs inline in the cluster).
 pub fn endpoints(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
     let mut out = Vec::new();
     for name in names {
@@ -364,62 +394,101 @@ pub fn endpoints(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
             continue;
         };
         let Some(sp) = svc.port(port) else { continue };
-        let selector = if subset.is_empty() {
-            None
-        } else {
+        if svc.resolves_by_dns() {
+            continue;
+        }
+        if let Some(cla) = load_assignment(view, svc, sp, subset, name) {
+            out.push(NamedResource::new(name.clone(), envoy::any(&cla)));
+        }
+    }
+    out
+}
+
+fn dns_lb_endpoint(ep: &DnsEndpoint, port: u16) -> endpoint::LbEndpoint {
+    endpoint::LbEndpoint {
+        host_identifier: Some(endpoint::lb_endpoint::HostIdentifier::Endpoint(
+            endpoint::Endpoint {
+                address: Some(envoy::socket_address(&ep.host, port as u32)),
+                ..Default::default()
+            },
+        )),
+        metadata: Some(envoy::metadata(vec![(
+            "envoy.transport_socket_match",
+            envoy::string_struct([("tlsMode", ep.tls_mode.clone())]),
+        )])),
+        load_balancing_weight: Some(envoy::u32v(ep.weight)),
+        ..Default::default()
+    }
+}
+
+/// The endpoints of one service port and subset, by locality; None for an unknown subset.
+fn load_assignment(
+    view: &ProxyView,
+    svc: &Service,
+    sp: &ServicePort,
+    subset: &str,
+    name: &str,
+) -> Option<endpoint::ClusterLoadAssignment> {
+    let selector = if subset.is_empty() {
+        None
+    } else {
+        Some(
             crate::destination::subsets_for(view, svc)
                 .into_iter()
                 .find(|s| s.name == subset)
-                .map(|s| s.labels)
-        };
-        if !subset.is_empty() && selector.is_none() {
-            continue;
-        }
-        let mut by_locality: std::collections::BTreeMap<String, Vec<endpoint::LbEndpoint>> =
-            Default::default();
-        for ep in &svc.endpoints {
-            if let Some(sel) = &selector
-                && !sel.iter().all(|(k, v)| ep.labels.get(k) == Some(v))
-            {
-                continue;
-            }
-            let (cn, cr) = canonical(ep);
+                .map(|s| s.labels)?,
+        )
+    };
+    let selected = |labels: &std::collections::BTreeMap<String, String>| {
+        selector
+            .as_ref()
+            .is_none_or(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    };
+    let mut by_locality: std::collections::BTreeMap<String, Vec<endpoint::LbEndpoint>> =
+        Default::default();
+    for ep in svc.endpoints.iter().filter(|ep| selected(&ep.labels)) {
+        let (cn, cr) = canonical(ep);
+        by_locality
+            .entry(ep.locality.clone())
+            .or_default()
+            .push(lb_endpoint(ep, ep.port_for(sp), (&cn, &cr)));
+    }
+    if svc.resolves_by_dns() {
+        for ep in svc.dns_endpoints.iter().filter(|ep| selected(&ep.labels)) {
             by_locality
                 .entry(ep.locality.clone())
                 .or_default()
-                .push(lb_endpoint(ep, ep.port_for(sp), (&cn, &cr)));
+                .push(dns_lb_endpoint(ep, ep.port_for(sp)));
         }
-        let cla = endpoint::ClusterLoadAssignment {
-            cluster_name: name.clone(),
-            endpoints: by_locality
-                .into_iter()
-                .map(|(loc, lb_endpoints)| {
-                    let mut parts = loc.splitn(3, '/');
-                    endpoint::LocalityLbEndpoints {
-                        locality: Some(core::Locality {
-                            region: parts.next().unwrap_or_default().to_string(),
-                            zone: parts.next().unwrap_or_default().to_string(),
-                            sub_zone: parts.next().unwrap_or_default().to_string(),
-                        }),
-                        load_balancing_weight: Some(envoy::u32v(
-                            lb_endpoints
-                                .iter()
-                                .map(|e| {
-                                    e.load_balancing_weight
-                                        .as_ref()
-                                        .map(|w| w.value)
-                                        .unwrap_or(1)
-                                })
-                                .sum(),
-                        )),
-                        lb_endpoints,
-                        ..Default::default()
-                    }
-                })
-                .collect(),
-            ..Default::default()
-        };
-        out.push(NamedResource::new(name.clone(), envoy::any(&cla)));
     }
-    out
+    Some(endpoint::ClusterLoadAssignment {
+        cluster_name: name.to_string(),
+        endpoints: by_locality
+            .into_iter()
+            .map(|(loc, lb_endpoints)| {
+                let mut parts = loc.splitn(3, '/');
+                endpoint::LocalityLbEndpoints {
+                    locality: Some(core::Locality {
+                        region: parts.next().unwrap_or_default().to_string(),
+                        zone: parts.next().unwrap_or_default().to_string(),
+                        sub_zone: parts.next().unwrap_or_default().to_string(),
+                    }),
+                    load_balancing_weight: Some(envoy::u32v(
+                        lb_endpoints
+                            .iter()
+                            .map(|e| {
+                                e.load_balancing_weight
+                                    .as_ref()
+                                    .map(|w| w.value)
+                                    .unwrap_or(1)
+                            })
+                            .sum(),
+                    )),
+                    lb_endpoints,
+                    ..Default::default()
+                }
+            })
+            .collect(),
+        ..Default::default()
+    })
 }

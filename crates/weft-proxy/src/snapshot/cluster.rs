@@ -341,11 +341,27 @@ fn origination(
     })
 }
 
+/// DNS answers for the host names of STRICT_DNS and LOGICAL_DNS clusters (see `dns.rs`).
+pub type DnsAnswers = std::collections::BTreeMap<String, Vec<IpAddr>>;
+
+/// The host (name or IP) and port of an endpoint's socket address.
+pub fn dns_endpoint(addr: Option<&core::Address>) -> Option<(&str, u16)> {
+    let Some(core::address::Address::SocketAddress(sa)) = addr?.address.as_ref() else {
+        return None;
+    };
+    let port = match sa.port_specifier {
+        Some(core::socket_address::PortSpecifier::PortValue(p)) => p as u16,
+        _ => 0,
+    };
+    Some((sa.address.as_str(), port))
+}
+
 pub fn compile(
     c: &XCluster,
     cla: Option<&ClusterLoadAssignment>,
     factory: &TlsFactory,
     previous: Option<&Arc<Cluster>>,
+    dns: &DnsAnswers,
 ) -> Result<Cluster, ProxyError> {
     use cluster::DiscoveryType;
     let name = c.name.as_str();
@@ -353,17 +369,21 @@ pub fn compile(
         Some(cluster::ClusterDiscoveryType::Type(t)) => {
             DiscoveryType::try_from(*t).unwrap_or(DiscoveryType::Static)
         }
-        _ => DiscoveryType::Static,
-    };
-    let kind = match dtype {
-        DiscoveryType::Static | DiscoveryType::Eds => ClusterKind::Endpoints,
-        DiscoveryType::OriginalDst => ClusterKind::OriginalDst,
-        other => {
+        Some(cluster::ClusterDiscoveryType::ClusterType(ext)) => {
             return Err(ProxyError::Config(format!(
-                "cluster {name}: type {} is not supported by weft proxy",
-                other.as_str_name()
+                "cluster {name}: cluster_type extension {:?} is not supported by weft proxy; use \
+                 type STATIC, EDS, STRICT_DNS, LOGICAL_DNS or ORIGINAL_DST",
+                ext.name
             )));
         }
+        None => DiscoveryType::Static,
+    };
+    let kind = match dtype {
+        DiscoveryType::Static
+        | DiscoveryType::Eds
+        | DiscoveryType::StrictDns
+        | DiscoveryType::LogicalDns => ClusterKind::Endpoints,
+        DiscoveryType::OriginalDst => ClusterKind::OriginalDst,
     };
     let connect_timeout = c
         .connect_timeout
@@ -426,8 +446,34 @@ pub fn compile(
             let Some(lb_endpoint::HostIdentifier::Endpoint(ep)) = &lbe.host_identifier else {
                 continue;
             };
-            let addr =
-                super::socket_addr(ep.address.as_ref(), &format!("cluster {name}: endpoint"))?;
+            let addrs = match dtype {
+                // Host names resolved by the proxy: every address (STRICT_DNS) or the first
+                // (LOGICAL_DNS); none until the first answer.
+                DiscoveryType::StrictDns | DiscoveryType::LogicalDns => {
+                    let (host, port) = dns_endpoint(ep.address.as_ref()).ok_or_else(|| {
+                        ProxyError::Config(format!(
+                            "cluster {name}: endpoint: address must be a socket address"
+                        ))
+                    })?;
+                    let ips: Vec<IpAddr> = match host.parse::<IpAddr>() {
+                        Ok(ip) => vec![ip],
+                        Err(_) => dns.get(host).cloned().unwrap_or_default(),
+                    };
+                    let take = if dtype == DiscoveryType::LogicalDns {
+                        1
+                    } else {
+                        ips.len()
+                    };
+                    ips.into_iter()
+                        .take(take)
+                        .map(|ip| SocketAddr::new(ip, port))
+                        .collect()
+                }
+                _ => vec![super::socket_addr(
+                    ep.address.as_ref(),
+                    &format!("cluster {name}: endpoint"),
+                )?],
+            };
             let md = lbe
                 .metadata
                 .as_ref()
@@ -441,17 +487,19 @@ pub fn compile(
                 })
                 .map(|(_, tls)| tls.clone())
                 .unwrap_or_else(|| default_tls.clone());
-            endpoints.push(Endpoint {
-                addr,
-                weight: lbe
-                    .load_balancing_weight
-                    .as_ref()
-                    .map(|w| w.value)
-                    .unwrap_or(1)
-                    .max(1),
-                tls,
-                host: Arc::default(),
-            });
+            for addr in addrs {
+                endpoints.push(Endpoint {
+                    addr,
+                    weight: lbe
+                        .load_balancing_weight
+                        .as_ref()
+                        .map(|w| w.value)
+                        .unwrap_or(1)
+                        .max(1),
+                    tls: tls.clone(),
+                    host: Arc::default(),
+                });
+            }
         }
     }
     let mut limits = Limits::default();
@@ -746,6 +794,75 @@ mod tests {
     }
 
     #[test]
+    fn dns_clusters_take_the_resolver_answers() {
+        let factory = TlsFactory::new(
+            Arc::new(weft_identity::LiveIdentity::new()),
+            "cluster.local".into(),
+        );
+        let dns_cluster = |t: cluster::DiscoveryType| XCluster {
+            name: "outbound|80||a.example.com".into(),
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(t as i32)),
+            load_assignment: Some(assignment(&["a.example.com", "192.0.2.50"])),
+            ..Default::default()
+        };
+        let answers = DnsAnswers::from([(
+            "a.example.com".to_string(),
+            vec!["192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()],
+        )]);
+        let addrs = |c: &Cluster| {
+            c.endpoints
+                .iter()
+                .map(|e| e.addr.to_string())
+                .collect::<Vec<_>>()
+        };
+        let strict = compile(
+            &dns_cluster(cluster::DiscoveryType::StrictDns),
+            None,
+            &factory,
+            None,
+            &answers,
+        )
+        .unwrap();
+        assert_eq!(
+            addrs(&strict),
+            ["192.0.2.1:80", "192.0.2.2:80", "192.0.2.50:80"]
+        );
+        let logical = compile(
+            &dns_cluster(cluster::DiscoveryType::LogicalDns),
+            None,
+            &factory,
+            None,
+            &answers,
+        )
+        .unwrap();
+        assert_eq!(addrs(&logical), ["192.0.2.1:80", "192.0.2.50:80"]);
+        // Not resolved yet: only the literal address.
+        let none = compile(
+            &dns_cluster(cluster::DiscoveryType::StrictDns),
+            None,
+            &factory,
+            None,
+            &DnsAnswers::new(),
+        )
+        .unwrap();
+        assert_eq!(addrs(&none), ["192.0.2.50:80"]);
+        // A host name in a STATIC cluster is refused, naming the cluster.
+        let err = compile(
+            &dns_cluster(cluster::DiscoveryType::Static),
+            None,
+            &factory,
+            None,
+            &answers,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("outbound|80||a.example.com")
+                && err.to_string().contains("not an IP"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_host_that_joins_warms_up_over_the_slow_start_window() {
         let c = XCluster {
             name: "outbound|80||a.default.svc.cluster.local".into(),
@@ -775,6 +892,7 @@ mod tests {
                 Some(&assignment(&["10.0.0.1", "10.0.0.2"])),
                 &factory,
                 None,
+                &Default::default(),
             )
             .unwrap(),
         );
@@ -793,6 +911,7 @@ mod tests {
             Some(&assignment(&["10.0.0.1", "10.0.0.2", "10.0.0.3"])),
             &factory,
             Some(&first),
+            &Default::default(),
         )
         .unwrap();
         let new = count(&second, "10.0.0.3");
@@ -805,6 +924,7 @@ mod tests {
             Some(&assignment(&["10.0.0.1", "10.0.0.2", "10.0.0.3"])),
             &factory,
             Some(&first),
+            &Default::default(),
         )
         .unwrap();
         let share = count(&plain, "10.0.0.3");

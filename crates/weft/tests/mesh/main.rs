@@ -3,6 +3,7 @@
 //! They need root (CI runs as root).
 
 mod bookinfo;
+mod egress;
 mod egress_tls;
 mod ext_authz;
 mod grpc_xds;
