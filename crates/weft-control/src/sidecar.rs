@@ -522,6 +522,31 @@ spec:
             ))
         );
         assert!(pass.eds_cluster_config.is_none());
+        // The TLS port of a service without addresses: `0.0.0.0_443`, a chain for its host
+        // as SNI, then Istio's fallthrough to the PassthroughCluster.
+        let ls = listeners(&v);
+        let l: Listener = decode(find(&ls, "0.0.0.0_443"));
+        let names: Vec<Vec<String>> = l
+            .filter_chains
+            .iter()
+            .map(|c| {
+                c.filter_chain_match
+                    .clone()
+                    .unwrap_or_default()
+                    .server_names
+            })
+            .collect();
+        assert_eq!(names, [vec!["api.example.com".to_string()], vec![]]);
+        let fallthrough = l.filter_chains[1].filters.last().and_then(|f| match &f.config_type {
+            Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(a)) => {
+                envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy::decode(a.value.as_slice()).ok()
+            }
+            _ => None,
+        });
+        assert_eq!(
+            fallthrough.map(|t| t.stat_prefix).as_deref(),
+            Some("PassthroughCluster")
+        );
     }
 
     fn inbound_chains(p: &PushContext) -> Vec<(Option<u32>, String, Vec<String>, bool)> {

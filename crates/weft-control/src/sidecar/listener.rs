@@ -25,8 +25,8 @@ use crate::telemetry::Mode;
 use crate::telemetry::accesslog::access_logs;
 
 mod l4;
-use l4::l4_listeners;
 pub use l4::{client_dependent, client_key};
+use l4::{l4_listeners, wildcard_listeners};
 
 fn router_filter() -> hcm::HttpFilter {
     hcm::HttpFilter {
@@ -278,6 +278,17 @@ fn outbound_listeners(view: &ProxyView, dependent: &BTreeSet<String>) -> Vec<lis
             }
         }
     }
+    let fallthrough = if registry_only(view) {
+        BLACKHOLE_CLUSTER
+    } else {
+        PASSTHROUGH_CLUSTER
+    };
+    out.extend(wildcard_listeners(
+        view,
+        &http_ports,
+        dependent,
+        fallthrough,
+    ));
     for port in &http_ports {
         out.push(listener::Listener {
             name: format!("0.0.0.0_{port}"),

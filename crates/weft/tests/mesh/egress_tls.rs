@@ -256,3 +256,113 @@ fn istio_egress_tls_origination_with_auto_sni_and_auto_san_validation() {
         get(&mesh, "m.internet.test") == (200, "mutual client=CN=client\n".into())
     });
 }
+
+/// istio.io's "Accessing external services" HTTPS case: ServiceEntries with an HTTPS port and
+/// `resolution: DNS`; the app speaks TLS itself and the sidecar routes the connection by its
+/// SNI (a filter chain per name on `0.0.0.0_443`), untouched, to the name's own cluster. Under
+/// REGISTRY_ONLY a name without a ServiceEntry is closed, with one it passes.
+#[test]
+fn tls_passthrough_by_sni_to_https_service_entries() {
+    crate::netns::require_root();
+    let id = next_id();
+    let certs = tempfile::Builder::new()
+        .prefix("weft-passthrough-")
+        .tempdir()
+        .expect("certs dir");
+    let dir = certs.path();
+    certificates(dir);
+    std::fs::create_dir_all(dir.join("tmp")).expect("tmp");
+    std::fs::write(dir.join("nginx.conf"), nginx_conf(dir)).expect("nginx.conf");
+    let ip = format!("10.77.{id}.{INTERNET}");
+    let hosts: String = ["a", "b", "c"]
+        .iter()
+        .map(|n| format!("{ip} {n}.internet.test\n"))
+        .collect();
+    let https = |host: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [{host}]\n  location: MESH_EXTERNAL\n  resolution: DNS\n  ports:\n  - {{number: 443, name: https, protocol: HTTPS}}\n",
+            name = host.replace('.', "-")
+        )
+    };
+    let mut mesh = Mesh::new(
+        id,
+        &[
+            ("sleep.yaml", workload(id, "sleep", SLEEP, "sleep")),
+            ("a.yaml", https("a.internet.test")),
+            ("b.yaml", https("b.internet.test")),
+        ],
+        "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n",
+        &hosts,
+    );
+    mesh.add_pod("internet", INTERNET, None);
+    let conf = dir.join("nginx.conf");
+    mesh.start_command(
+        "internet",
+        &["nginx", "-c", conf.to_str().unwrap_or_default()],
+        "http://127.0.0.1:80/",
+    );
+    mesh.add_pod("sleep", SLEEP, Some(sidecar("sleep")));
+    let ca = dir.join("ca.pem").display().to_string();
+    let https_get = |mesh: &Mesh, host: &str| {
+        let url = format!("https://{host}/");
+        mesh.curl_from(
+            mesh.ns("sleep"),
+            &[
+                "-s",
+                "-m",
+                "10",
+                "--cacert",
+                &ca,
+                "-w",
+                "\n%{http_code}",
+                &url,
+            ],
+        )
+    };
+    let body = |out: std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+
+    // Each name reaches its own nginx server, verified end to end by the app (the sidecar
+    // does not terminate TLS), through its ServiceEntry's cluster.
+    wait_for(Duration::from_secs(20), "b.internet.test over TLS", || {
+        body(https_get(&mesh, "b.internet.test")) == "b sni=b.internet.test\n\n200"
+    });
+    assert_eq!(
+        body(https_get(&mesh, "a.internet.test")),
+        "a sni=a.internet.test\n\n200"
+    );
+    let metrics = mesh.metrics("sleep");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("istio_tcp_connections_opened_total")
+                && l.contains("destination_service=\"b.internet.test\"")),
+        "{metrics}"
+    );
+
+    // REGISTRY_ONLY: c.internet.test has no ServiceEntry, so its connection is closed.
+    let out = https_get(&mesh, "c.internet.test");
+    assert!(!out.status.success(), "{}", body(out));
+    let metrics = mesh.metrics("sleep");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("istio_tcp_connections_opened_total")
+                && l.contains("destination_service_name=\"BlackHoleCluster\"")),
+        "{metrics}"
+    );
+    // With one, it passes.
+    // With one, it passes (nginx has no certificate for c, so the app skips verification:
+    // the default server answers, having seen the SNI the sidecar left alone).
+    mesh.write_config("c.yaml", &https("c.internet.test"));
+    wait_for(
+        Duration::from_secs(20),
+        "c.internet.test with its ServiceEntry",
+        || {
+            let out = mesh.curl_from(
+                mesh.ns("sleep"),
+                &["-s", "-k", "-m", "10", "https://c.internet.test/"],
+            );
+            body(out) == "a sni=c.internet.test\n"
+        },
+    );
+}

@@ -418,3 +418,98 @@ pub(super) fn l4_listeners(
         })
         .collect()
 }
+
+/// Istio's `0.0.0.0_<port>` listeners for the TCP and TLS ports of services without addresses,
+/// reached when the app connects to the address the name resolves to: on a TLS port a chain
+/// per service matching its host as SNI (or its `tls` routes); on a TCP port the first such
+/// service by host name takes the connection (Istio reports a conflict for the others).
+/// Otherwise, Istio's fallthrough chain: PassthroughCluster, or BlackHoleCluster under
+/// REGISTRY_ONLY. Ports with HTTP services are left to the HTTP listener of that port.
+pub(super) fn wildcard_listeners(
+    view: &ProxyView,
+    http_ports: &BTreeSet<u16>,
+    dependent: &BTreeSet<String>,
+    fallthrough: &str,
+) -> Vec<listener::Listener> {
+    let mut by_port: BTreeMap<u16, Vec<(&crate::registry::Service, &ServicePort)>> =
+        BTreeMap::new();
+    for svc in &view.push.registry.services {
+        if !svc.auto_vip || dependent.contains(&svc.hostname) {
+            continue;
+        }
+        for sp in svc.ports.iter().filter(|p| !p.protocol.is_http()) {
+            if !http_ports.contains(&sp.number) {
+                by_port.entry(sp.number).or_default().push((svc, sp));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (port, services) in by_port {
+        let mut chains: Vec<L4Chain> = Vec::new();
+        let mut default: Option<L4Chain> = None;
+        for (svc, sp) in services {
+            let vss = l4_virtual_services(view, &svc.hostname);
+            let labels = if vss.is_empty() {
+                BTreeMap::new()
+            } else {
+                view.labels()
+            };
+            if sp.protocol.is_tls() {
+                for mut c in tls_chains(view, svc, port, &vss, &labels) {
+                    if c.server_names.is_empty() {
+                        c.server_names = vec![svc.hostname.clone()];
+                    }
+                    chains.push(c);
+                }
+            } else if default.is_none() {
+                default = tcp_chains(view, svc, port, &vss, &labels)
+                    .into_iter()
+                    .last();
+            }
+        }
+        let default = default.unwrap_or_else(|| L4Chain {
+            server_names: Vec::new(),
+            prefix_ranges: Vec::new(),
+            stat_prefix: fallthrough.to_string(),
+            target: tcp::tcp_proxy::ClusterSpecifier::Cluster(fallthrough.to_string()),
+        });
+        let inspect_sni = chains.iter().any(|c| !c.server_names.is_empty());
+        let filter_chains = chains
+            .into_iter()
+            .chain([default])
+            .map(|c| {
+                let matched = !c.server_names.is_empty() || !c.prefix_ranges.is_empty();
+                listener::FilterChain {
+                    filter_chain_match: matched.then(|| listener::FilterChainMatch {
+                        server_names: c.server_names,
+                        prefix_ranges: c.prefix_ranges,
+                        ..Default::default()
+                    }),
+                    filters: tcp_filters_to(
+                        c.stat_prefix,
+                        c.target,
+                        view,
+                        crate::telemetry::Mode::Client,
+                    ),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        out.push(listener::Listener {
+            name: format!("0.0.0.0_{port}"),
+            address: Some(envoy::socket_address("0.0.0.0", port as u32)),
+            bind_to_port: Some(envoy::boolv(false)),
+            traffic_direction: core::TrafficDirection::Outbound as i32,
+            listener_filters: if inspect_sni {
+                vec![listener_filter::<
+                    envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector,
+                >("envoy.filters.listener.tls_inspector")]
+            } else {
+                Vec::new()
+            },
+            filter_chains,
+            ..Default::default()
+        });
+    }
+    out
+}
