@@ -50,7 +50,11 @@ impl Shared {
     fn clusters(&mut self, view: &ProxyView) -> Arc<Vec<NamedResource>> {
         let previous = &self.previous.clusters;
         self.clusters
-            .entry(view.destination_scope.key().to_string())
+            .entry(format!(
+                "{}|{}",
+                view.destination_scope.key(),
+                view.sidecar_key()
+            ))
             .or_insert_with(|| {
                 Arc::new(
                     sidecar::shared_clusters(view)
@@ -371,7 +375,9 @@ impl MeshGenerator {
                             Arc::new(sidecar::client_dependent_listeners(view.push))
                         })
                         .clone();
-                    let telemetry = sidecar::telemetry_key(view);
+                    // Proxies under different Sidecar resources see different services.
+                    let telemetry =
+                        format!("{}|{}", sidecar::telemetry_key(view), view.sidecar_key());
                     let none = HashMap::new();
                     let previous = c.previous.listeners.get(&telemetry).unwrap_or(&none);
                     let shared = c
@@ -421,10 +427,11 @@ impl MeshGenerator {
                 // The hash policies of consistent-hash DestinationRules depend on the
                 // proxy's DestinationRule scope.
                 let key = format!(
-                    "{}|{}|{}",
+                    "{}|{}|{}|{}",
                     view.node.namespace,
                     sidecar::http_route::source_key(view),
-                    view.destination_scope.key()
+                    view.destination_scope.key(),
+                    view.sidecar_key()
                 );
                 let ns = key.as_str();
                 self.with_shared(version, |c| {

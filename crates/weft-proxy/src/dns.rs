@@ -108,7 +108,8 @@ impl Lookup for SystemLookup {
             let provider = TokioRuntimeProvider::default();
             // No nameserver configured: the hosts file alone.
             let mut builder =
-                hickory_resolver::TokioResolver::builder_tokio().unwrap_or_else(|_| {
+                hickory_resolver::TokioResolver::builder_tokio().unwrap_or_else(|e| {
+                    tracing::debug!(error = %e, "cannot read /etc/resolv.conf; resolving from /etc/hosts only");
                     hickory_resolver::TokioResolver::builder_with_config(
                         ResolverConfig::from_parts(None, vec![], vec![]),
                         provider,
@@ -198,12 +199,10 @@ pub async fn run(
             due.insert(host.clone(), Instant::now() + next_lookup(refresh, &answer));
             match answer {
                 Ok((ips, _)) => {
-                    // Stable order, no duplicates, so that an unchanged set is no change.
-                    let ips: Vec<IpAddr> = ips
-                        .into_iter()
-                        .collect::<BTreeSet<_>>()
-                        .into_iter()
-                        .collect();
+                    // The resolver's order (LOGICAL_DNS takes the first, so a rotating
+                    // answer spreads clients), without duplicates.
+                    let mut seen = BTreeSet::new();
+                    let ips: Vec<IpAddr> = ips.into_iter().filter(|ip| seen.insert(*ip)).collect();
                     if answers.get(&host) != Some(&ips) {
                         tracing::info!(%host, addresses = ?ips, "DNS answer for a cluster endpoint");
                         answers.insert(host, ips);
@@ -286,7 +285,7 @@ mod tests {
         set(
             "a.test",
             Ok((
-                vec![ip("192.0.2.1"), ip("192.0.2.2")],
+                vec![ip("192.0.2.2"), ip("192.0.2.1"), ip("192.0.2.2")],
                 Duration::from_secs(10),
             )),
         );
@@ -311,7 +310,8 @@ mod tests {
         while first.len() < 2 {
             first = applied.recv().await.unwrap();
         }
-        assert_eq!(first["a.test"], vec![ip("192.0.2.1"), ip("192.0.2.2")]);
+        // The resolver's order is kept (LOGICAL_DNS uses the first), duplicates dropped.
+        assert_eq!(first["a.test"], vec![ip("192.0.2.2"), ip("192.0.2.1")]);
         assert_eq!(first["b.test"], vec![ip("192.0.2.9")]);
 
         // a's 10 s TTL runs out: looked up again, its new answer applied; b (TTL 300 s,

@@ -66,12 +66,15 @@ impl ConfigHandler {
         let tls = self.tls.clone();
         let targets = self.dns_targets.subscribe();
         crate::dns::run(lookup, targets, move |answers| {
-            let mut next = locked(&raw).clone();
+            // The lock is held until the new snapshot is in place, so an xDS update and a DNS
+            // answer never overwrite each other.
+            let mut current = locked(&raw);
+            let mut next = current.clone();
             next.dns = answers.clone();
             match Snapshot::compile(next.clone(), &tls, &snapshot.load()) {
                 Ok(snap) => {
                     snapshot.store(Arc::new(snap));
-                    *locked(&raw) = next;
+                    *current = next;
                 }
                 Err(error) => {
                     tracing::error!(%error, "cannot apply the new DNS answers; keeping the previous ones");
@@ -98,7 +101,10 @@ fn decode_all<T: Message + Default>(
 
 impl weft_xds::Handler for ConfigHandler {
     fn on_response(&mut self, type_url: &str, update: Update) -> Result<(), String> {
-        let mut raw = locked(&self.raw).clone();
+        // Held until the new snapshot is in place (see `dns_task`).
+        let shared = self.raw.clone();
+        let mut current = locked(&shared);
+        let mut raw = current.clone();
         let resources = &update.resources;
         match type_url {
             weft_xds::types::LISTENER => {
@@ -155,7 +161,8 @@ impl weft_xds::Handler for ConfigHandler {
                 changed
             });
         }
-        *locked(&self.raw) = raw;
+        *current = raw;
+        drop(current);
         self.got.insert(type_url.to_string());
         if self.got.contains(weft_xds::types::LISTENER)
             && self.got.contains(weft_xds::types::CLUSTER)

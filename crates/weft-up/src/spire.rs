@@ -117,10 +117,12 @@ fn cli(program: &Path, args: &[&str]) -> Result<String, UpError> {
         return Err(UpError::Command {
             cmd: shown,
             reason: format!(
-                "{}{}",
+                "{} {}",
                 String::from_utf8_lossy(&out.stdout).trim(),
                 String::from_utf8_lossy(&out.stderr).trim()
-            ),
+            )
+            .trim()
+            .to_string(),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -155,16 +157,20 @@ impl Spire {
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
-        std::fs::create_dir_all(&dir)?;
-        // The sidecars (uid 1337) reach the agent's socket in here.
-        rustix::fs::chmod(&dir, rustix::fs::Mode::from_raw_mode(0o755))
-            .map_err(std::io::Error::from)?;
+        // The sidecars (uid 1337) reach the agent's socket in here; the server's admin socket
+        // and both data directories (keys, datastore) are root's alone.
+        for (sub, mode) in [("", 0o755), ("server", 0o700), ("agent", 0o700)] {
+            let path = dir.join(sub);
+            std::fs::create_dir_all(&path)?;
+            rustix::fs::chmod(&path, rustix::fs::Mode::from_raw_mode(mode))
+                .map_err(std::io::Error::from)?;
+        }
         let d = dir.display();
         let port = 8081;
         std::fs::write(
-            dir.join("server.conf"),
+            dir.join("server").join("server.conf"),
             format!(
-                "server {{\n  bind_address = \"127.0.0.1\"\n  bind_port = \"{port}\"\n  socket_path = \"{d}/server.sock\"\n  trust_domain = \"{trust_domain}\"\n  data_dir = \"{d}/server\"\n  log_level = \"INFO\"\n}}\nplugins {{\n  DataStore \"sql\" {{\n    plugin_data {{\n      database_type = \"sqlite3\"\n      connection_string = \"{d}/server/datastore.sqlite3\"\n    }}\n  }}\n  NodeAttestor \"join_token\" {{\n    plugin_data {{}}\n  }}\n  KeyManager \"memory\" {{\n    plugin_data {{}}\n  }}\n}}\n"
+                "server {{\n  bind_address = \"127.0.0.1\"\n  bind_port = \"{port}\"\n  socket_path = \"{d}/server/api.sock\"\n  trust_domain = \"{trust_domain}\"\n  data_dir = \"{d}/server/data\"\n  log_level = \"INFO\"\n}}\nplugins {{\n  DataStore \"sql\" {{\n    plugin_data {{\n      database_type = \"sqlite3\"\n      connection_string = \"{d}/server/data/datastore.sqlite3\"\n    }}\n  }}\n  NodeAttestor \"join_token\" {{\n    plugin_data {{}}\n  }}\n  KeyManager \"memory\" {{\n    plugin_data {{}}\n  }}\n}}\n"
             ),
         )?;
         let server_log = log_dir.join("spire-server.log");
@@ -177,13 +183,13 @@ impl Spire {
                 bins.server.to_string_lossy().into_owned(),
                 "run".into(),
                 "-config".into(),
-                format!("{d}/server.conf"),
+                format!("{d}/server/server.conf"),
             ],
             &BTreeMap::new(),
             &server_log,
         )?;
         procs.push(server);
-        let server_socket = dir.join("server.sock");
+        let server_socket = dir.join("server").join("api.sock");
         wait_healthy(
             &bins.server,
             &server_socket,
@@ -209,9 +215,9 @@ impl Spire {
             })?
             .to_string();
         std::fs::write(
-            dir.join("agent.conf"),
+            dir.join("agent").join("agent.conf"),
             format!(
-                "agent {{\n  data_dir = \"{d}/agent\"\n  log_level = \"INFO\"\n  server_address = \"127.0.0.1\"\n  server_port = \"{port}\"\n  socket_path = \"{d}/agent.sock\"\n  trust_bundle_path = \"{d}/bundle.pem\"\n  trust_domain = \"{trust_domain}\"\n}}\nplugins {{\n  NodeAttestor \"join_token\" {{\n    plugin_data {{}}\n  }}\n  KeyManager \"memory\" {{\n    plugin_data {{}}\n  }}\n  WorkloadAttestor \"unix\" {{\n    plugin_data {{}}\n  }}\n}}\n"
+                "agent {{\n  data_dir = \"{d}/agent/data\"\n  log_level = \"INFO\"\n  server_address = \"127.0.0.1\"\n  server_port = \"{port}\"\n  socket_path = \"{d}/agent.sock\"\n  trust_bundle_path = \"{d}/bundle.pem\"\n  trust_domain = \"{trust_domain}\"\n}}\nplugins {{\n  NodeAttestor \"join_token\" {{\n    plugin_data {{}}\n  }}\n  KeyManager \"memory\" {{\n    plugin_data {{}}\n  }}\n  WorkloadAttestor \"unix\" {{\n    plugin_data {{}}\n  }}\n}}\n"
             ),
         )?;
         let agent_log = log_dir.join("spire-agent.log");
@@ -224,7 +230,7 @@ impl Spire {
                 bins.agent.to_string_lossy().into_owned(),
                 "run".into(),
                 "-config".into(),
-                format!("{d}/agent.conf"),
+                format!("{d}/agent/agent.conf"),
                 "-joinToken".into(),
                 token,
             ],
@@ -246,7 +252,12 @@ impl Spire {
     }
 
     fn server(&self, args: &[&str]) -> Result<String, UpError> {
-        let socket = self.dir.join("server.sock").to_string_lossy().into_owned();
+        let socket = self
+            .dir
+            .join("server")
+            .join("api.sock")
+            .to_string_lossy()
+            .into_owned();
         let mut all: Vec<&str> = args[..2.min(args.len())].to_vec();
         all.extend(["-socketPath", &socket]);
         all.extend(&args[2.min(args.len())..]);

@@ -970,3 +970,20 @@ spec: {}
         cross[1]
     );
 }
+
+#[test]
+fn dns_round_robin_takes_one_endpoint_at_most() {
+    let p = one_problem(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: rr, namespace: default}
+spec:
+  hosts: [rr.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS_ROUND_ROBIN
+  endpoints: [{address: a.example.com}, {address: b.example.com}]
+"#,
+    );
+    assert_eq!(p.field, "spec.endpoints");
+    assert!(p.message.contains("0 or 1 endpoint"), "{p:?}");
+}

@@ -125,6 +125,13 @@ pub(crate) fn validate_service_entry(
             }
         }
         Resolution::Dns | Resolution::DnsRoundRobin => {
+            // Envoy's LOGICAL_DNS takes one endpoint (later Istio validates this too).
+            if se.resolution == Resolution::DnsRoundRobin && se.endpoints.len() > 1 {
+                r.err(
+                    &p.key("endpoints"),
+                    "there must be 0 or 1 endpoint for resolution mode DNS_ROUND_ROBIN; use DNS for several",
+                );
+            }
             if se.endpoints.is_empty() {
                 for (i, h) in se.hosts.iter().enumerate() {
                     if validate_fqdn(h).is_err() {

@@ -280,7 +280,7 @@ fn named(clusters: Vec<cluster::Cluster>) -> Vec<NamedResource> {
 /// the push context, so the generator builds them once per push.
 pub fn shared(view: &ProxyView) -> Vec<NamedResource> {
     let mut out = Vec::new();
-    for svc in &view.push.registry.services {
+    for svc in view.visible_services() {
         for sp in &svc.ports {
             out.push(outbound_cluster(view, svc, sp, ""));
             for subset in crate::destination::subsets_for(view, svc) {

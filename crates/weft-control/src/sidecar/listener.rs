@@ -222,7 +222,7 @@ pub fn shared(view: &ProxyView, dependent: &BTreeSet<String>) -> Vec<NamedResour
 /// built for this proxy. Proxies with the same [`client_key`] get the same ones.
 pub fn per_client(view: &ProxyView, dependent: &BTreeSet<String>) -> Vec<NamedResource> {
     let mut out = Vec::new();
-    for svc in &view.push.registry.services {
+    for svc in view.visible_services() {
         if !dependent.contains(&svc.hostname) {
             continue;
         }
@@ -239,8 +239,7 @@ pub fn inbound(view: &ProxyView) -> NamedResource {
 }
 
 fn registry_only(view: &ProxyView) -> bool {
-    view.push.mesh.outbound_traffic_policy.mode
-        == weft_api::networking::OutboundTrafficMode::RegistryOnly
+    view.registry_only()
 }
 
 fn virtual_outbound(view: &ProxyView) -> listener::Listener {
@@ -269,7 +268,7 @@ fn virtual_outbound(view: &ProxyView) -> listener::Listener {
 fn outbound_listeners(view: &ProxyView, dependent: &BTreeSet<String>) -> Vec<listener::Listener> {
     let mut http_ports: BTreeSet<u16> = BTreeSet::new();
     let mut out = Vec::new();
-    for svc in &view.push.registry.services {
+    for svc in view.visible_services() {
         for sp in &svc.ports {
             if sp.protocol.is_http() {
                 http_ports.insert(sp.number);

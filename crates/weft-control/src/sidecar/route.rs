@@ -86,7 +86,7 @@ pub fn build(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
             continue;
         };
         let mut vhosts = Vec::new();
-        for svc in &view.push.registry.services {
+        for svc in view.visible_services() {
             let Some(sp) = svc.port(port) else { continue };
             if !sp.protocol.is_http() {
                 continue;
@@ -98,8 +98,7 @@ pub fn build(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
                 ..Default::default()
             });
         }
-        let registry_only = view.push.mesh.outbound_traffic_policy.mode
-            == weft_api::networking::OutboundTrafficMode::RegistryOnly;
+        let registry_only = view.registry_only();
         vhosts.push(if registry_only {
             route::VirtualHost {
                 name: "block_all".into(),

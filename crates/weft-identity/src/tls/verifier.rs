@@ -51,6 +51,14 @@ fn verify_peer(
     let anchors = live.anchors()?;
     let parsed = parse_cert(end_entity.as_ref()).map_err(other_error)?;
     let uris = spiffe_uris(&parsed);
+    // An X.509-SVID has exactly one SPIFFE ID: with several, a federated CA could add a local
+    // identity beside its own and be verified with its own domain's roots.
+    if uris.len() > 1 {
+        return Err(other_error(IdentityError::PeerIdentity(format!(
+            "the peer certificate has {} spiffe:// URI SANs ({uris:?}); an SVID has exactly one",
+            uris.len()
+        ))));
+    }
     // With per-domain bundles (the SPIFFE validator), the peer's own trust domain picks the
     // roots, and being listed there is what admits a federated domain.
     let (roots, trust_domains) = if anchors.domains.is_empty() {

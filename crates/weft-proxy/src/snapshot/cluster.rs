@@ -437,6 +437,20 @@ pub fn compile(
         None => None,
     };
     let assignment = cla.or(c.load_assignment.as_ref());
+    if dtype == DiscoveryType::LogicalDns
+        && assignment.is_some_and(|a| {
+            a.endpoints
+                .iter()
+                .map(|l| l.lb_endpoints.len())
+                .sum::<usize>()
+                > 1
+        })
+    {
+        return Err(ProxyError::Config(format!(
+            "cluster {name}: LOGICAL_DNS clusters must have a single locality_lb_endpoint and a \
+             single lb_endpoint"
+        )));
+    }
     let mut endpoints = Vec::new();
     for loc in assignment
         .map(|a| a.endpoints.as_slice())
@@ -827,15 +841,19 @@ mod tests {
             addrs(&strict),
             ["192.0.2.1:80", "192.0.2.2:80", "192.0.2.50:80"]
         );
-        let logical = compile(
+        // LOGICAL_DNS: one endpoint, its first address.
+        let mut one = dns_cluster(cluster::DiscoveryType::LogicalDns);
+        one.load_assignment = Some(assignment(&["a.example.com"]));
+        let logical = compile(&one, None, &factory, None, &answers).unwrap();
+        assert_eq!(addrs(&logical), ["192.0.2.1:80"]);
+        let two = compile(
             &dns_cluster(cluster::DiscoveryType::LogicalDns),
             None,
             &factory,
             None,
             &answers,
-        )
-        .unwrap();
-        assert_eq!(addrs(&logical), ["192.0.2.1:80", "192.0.2.50:80"]);
+        );
+        assert!(two.unwrap_err().to_string().contains("single lb_endpoint"));
         // Not resolved yet: only the literal address.
         let none = compile(
             &dns_cluster(cluster::DiscoveryType::StrictDns),

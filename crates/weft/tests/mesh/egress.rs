@@ -2,7 +2,8 @@
 //! `DNS_ROUND_ROBIN` resolved by the sidecar (answers from the pod's hosts file, followed when
 //! it changes; a name that does not resolve is a 503 `UH`), and the outbound traffic policy:
 //! ALLOW_ANY (PassthroughCluster), then REGISTRY_ONLY (BlackHoleCluster: 502 for HTTP, the
-//! connection closed for TCP) with the ServiceEntry'd hosts still reachable.
+//! connection closed for TCP) with the ServiceEntry'd hosts still reachable; then a Sidecar
+//! resource that imports one host and sets its own outbound traffic policy.
 
 use std::time::Duration;
 
@@ -33,10 +34,11 @@ fn service_entries() -> String {
     .concat()
 }
 
-/// The hosts file of the client pod: `api` on the first internet pod, `multi` on both.
+/// The hosts file of the client pod: `api` on one internet pod, `multi` on both (the second
+/// pod's address first, so that "the first answer" is not "the lowest address").
 fn hosts(id: u8, api: u8) -> String {
     format!(
-        "127.0.0.1 localhost\n10.77.{id}.{api} api.internet.test\n10.77.{id}.{INET1} multi.internet.test\n10.77.{id}.{INET2} multi.internet.test\n10.77.{id}.{INET1} rr.internet.test\n"
+        "127.0.0.1 localhost\n10.77.{id}.{api} api.internet.test\n10.77.{id}.{INET2} multi.internet.test\n10.77.{id}.{INET1} multi.internet.test\n10.77.{id}.{INET1} rr.internet.test\n"
     )
 }
 
@@ -122,9 +124,9 @@ fn dns_resolution_and_outbound_traffic_policy() {
         seen.insert(pod_of(&mesh.curl(POD, "http://rr.internet.test:8080/").1));
     }
     assert_eq!(
-        seen.len(),
-        1,
-        "LOGICAL_DNS uses the first address: {seen:?}"
+        seen.into_iter().collect::<Vec<_>>(),
+        ["inet2"],
+        "LOGICAL_DNS uses the first address of the answer"
     );
 
     // A name that does not resolve: 503 with UH at once, not a hang.

@@ -433,7 +433,7 @@ pub(super) fn wildcard_listeners(
 ) -> Vec<listener::Listener> {
     let mut by_port: BTreeMap<u16, Vec<(&crate::registry::Service, &ServicePort)>> =
         BTreeMap::new();
-    for svc in &view.push.registry.services {
+    for svc in view.visible_services() {
         if !svc.auto_vip || dependent.contains(&svc.hostname) {
             continue;
         }
@@ -473,6 +473,10 @@ pub(super) fn wildcard_listeners(
             stat_prefix: fallthrough.to_string(),
             target: tcp::tcp_proxy::ClusterSpecifier::Cluster(fallthrough.to_string()),
         });
+        // Two services' `tls` routes can name the same SNI: Envoy refuses a listener with two
+        // equal matches, so the first chain for a match wins.
+        let mut seen = BTreeSet::new();
+        chains.retain(|c| seen.insert(format!("{:?}|{:?}", c.server_names, c.prefix_ranges)));
         let inspect_sni = chains.iter().any(|c| !c.server_names.is_empty());
         let filter_chains = chains
             .into_iter()
