@@ -519,6 +519,16 @@ impl Generator for MeshGenerator {
                     ));
                 }
             }
+        } else if type_url == weft_xds::types::NAME_TABLE {
+            // The DNS proxy's table (pilot-agent asks with ISTIO_META_DNS_CAPTURE).
+            let flag = |k: &str| {
+                proxy
+                    .metadata
+                    .get(k)
+                    .and_then(|v| v.as_str())
+                    .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "t"))
+            };
+            sidecar::nds::resources(&view, flag("DNS_AUTO_ALLOCATE"))
         } else {
             self.sidecar(&view, type_url, sub)?
         };

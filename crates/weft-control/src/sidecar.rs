@@ -5,6 +5,7 @@
 mod cluster;
 pub mod http_route;
 mod listener;
+pub mod nds;
 mod route;
 pub mod scope;
 pub mod traffic_policy;
@@ -461,6 +462,46 @@ spec:
         assert_eq!(addr(&decode(&eps[1])), vec!["10.77.0.11:9001"]);
         assert_eq!(addr(&decode(&eps[2])), vec!["10.77.0.12:9080"]);
         assert!(addr(&decode(&eps[3])).is_empty(), "no v3 workload exists");
+    }
+
+    #[test]
+    fn name_table_lists_addressed_services() {
+        let p = push(
+            r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: default}
+spec:
+  hosts: [api.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 443, name: https, protocol: TLS}]
+"#,
+            "",
+        );
+        let v = view(&p, "client", "10.77.0.10");
+        let t = nds::name_table(&v, false);
+        let server = &t.table["server.default.svc.cluster.local"];
+        assert_eq!(server.ips, ["10.78.0.10"]);
+        assert_eq!(
+            (
+                server.registry.as_str(),
+                server.shortname.as_str(),
+                server.namespace.as_str()
+            ),
+            ("Kubernetes", "server", "default")
+        );
+        assert!(
+            !t.table.contains_key("api.example.com"),
+            "no address without auto-allocation"
+        );
+        let t = nds::name_table(&v, true);
+        let ext = &t.table["api.example.com"];
+        assert!(ext.ips[0].starts_with("240.240."), "{ext:?}");
+        assert_eq!(ext.registry, "External");
+        // Deterministic bytes: an unchanged table is no change.
+        let a = nds::resources(&v, true);
+        let b = nds::resources(&v, true);
+        assert_eq!(a[0].resource().value, b[0].resource().value);
     }
 
     #[test]

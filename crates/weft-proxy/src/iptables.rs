@@ -28,6 +28,9 @@ pub struct CaptureOptions {
     pub include_outbound_ports: String,
     /// `-o`: outbound ports not to capture.
     pub exclude_outbound_ports: String,
+    /// `--redirect-dns` (`ISTIO_META_DNS_CAPTURE`): DNS to these nameservers (the pod's
+    /// resolv.conf) goes to the proxy's DNS port 15053, UDP and TCP; empty: no DNS capture.
+    pub dns_servers: Vec<std::net::IpAddr>,
 }
 
 impl Default for CaptureOptions {
@@ -44,6 +47,7 @@ impl Default for CaptureOptions {
             exclude_outbound_ranges: String::new(),
             include_outbound_ports: String::new(),
             exclude_outbound_ports: String::new(),
+            dns_servers: Vec::new(),
         }
     }
 }
@@ -155,6 +159,26 @@ pub fn rules(o: &CaptureOptions) -> Result<String, CaptureError> {
         r.push(format!("-A ISTIO_OUTPUT -m owner {flag} {id} -j RETURN"));
     }
     r.push("-A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN".into());
+    // DNS to the pod's nameservers: TCP here (after the proxy's own traffic returned), UDP in
+    // OUTPUT with the same exemptions, as istio-iptables' --redirect-dns.
+    let dns: Vec<_> = o.dns_servers.iter().filter(|ip| ip.is_ipv4()).collect();
+    for ns in &dns {
+        r.push(format!(
+            "-A ISTIO_OUTPUT -p tcp --dport 53 -d {ns}/32 -j REDIRECT --to-ports 15053"
+        ));
+    }
+    if !dns.is_empty() {
+        for (flag, id) in [("--uid-owner", o.proxy_uid), ("--gid-owner", o.proxy_gid)] {
+            r.push(format!(
+                "-A OUTPUT -p udp --dport 53 -m owner {flag} {id} -j RETURN"
+            ));
+        }
+        for ns in &dns {
+            r.push(format!(
+                "-A OUTPUT -p udp --dport 53 -d {ns}/32 -j REDIRECT --to-ports 15053"
+            ));
+        }
+    }
     for p in ports("-q", &o.include_outbound_ports)? {
         r.push(format!(
             "-A ISTIO_OUTPUT -p tcp --dport {p} -j ISTIO_REDIRECT"
@@ -231,8 +255,10 @@ pub fn cleanup() -> Result<(), CaptureError> {
     let mut out = vec!["*nat".to_string()];
     let mut any = false;
     for line in current.lines() {
-        if (line.starts_with("-A PREROUTING") || line.starts_with("-A OUTPUT"))
-            && line.contains("-j ISTIO_")
+        let dns = line.starts_with("-A OUTPUT -p udp") && line.contains("--dport 53 ");
+        if ((line.starts_with("-A PREROUTING") || line.starts_with("-A OUTPUT"))
+            && line.contains("-j ISTIO_"))
+            || dns
         {
             out.push(line.replacen("-A ", "-D ", 1));
             any = true;
@@ -313,6 +339,27 @@ mod tests {
         assert!(r.contains("-A ISTIO_OUTPUT -d 10.0.0.0/8 -j RETURN"));
         assert!(r.contains("-A ISTIO_OUTPUT -d 192.168.0.0/16 -j ISTIO_REDIRECT"));
         assert!(r.contains("-A ISTIO_OUTPUT -p tcp --dport 5432 -j RETURN"));
+        assert!(!r.contains("15053"), "no DNS capture unless asked");
+        let dns = rules(&CaptureOptions {
+            dns_servers: vec!["10.0.0.10".parse().unwrap(), "::1".parse().unwrap()],
+            ..CaptureOptions::default()
+        })
+        .unwrap();
+        let pos = |needle: &str| {
+            dns.find(needle)
+                .unwrap_or_else(|| panic!("{needle} in {dns}"))
+        };
+        assert!(
+            pos("-A OUTPUT -p udp --dport 53 -m owner --uid-owner 1337 -j RETURN")
+                < pos("-A OUTPUT -p udp --dport 53 -d 10.0.0.10/32 -j REDIRECT --to-ports 15053")
+        );
+        assert!(
+            pos("-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN")
+                < pos(
+                    "-A ISTIO_OUTPUT -p tcp --dport 53 -d 10.0.0.10/32 -j REDIRECT --to-ports 15053"
+                )
+        );
+        assert!(!dns.contains("::1"), "IPv4 rules only");
     }
 
     #[test]

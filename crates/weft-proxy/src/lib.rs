@@ -15,6 +15,7 @@ pub mod error;
 mod http;
 pub mod iptables;
 mod listen;
+pub mod nameserver;
 pub mod options;
 mod otlp;
 mod readbuf;
@@ -206,7 +207,25 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
 
     // ADS on the control runtime's thread pool would need Send handles; it only touches the
     // snapshot ArcSwap, so it runs as a task on a dedicated thread of its own.
-    let handler = xds::ConfigHandler::new(snapshot.clone(), tls.clone(), config_ready.clone());
+    let mut handler = xds::ConfigHandler::new(snapshot.clone(), tls.clone(), config_ready.clone());
+    // pilot-agent's DNS proxy: 127.0.0.1:15053, UDP and TCP, fed by NDS.
+    if options.dns_capture {
+        let upstreams = std::fs::read_to_string("/etc/resolv.conf")
+            .map(|c| nameserver::upstreams_of(&c))
+            .unwrap_or_default();
+        let names = Arc::new(nameserver::NameServer::new(upstreams.clone()));
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], nameserver::DNS_PROXY_PORT));
+        let udp = tokio::net::UdpSocket::bind(addr)
+            .await
+            .map_err(|source| ProxyError::Listen { addr, source })?;
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ProxyError::Listen { addr, source })?;
+        tokio::spawn(names.clone().serve_udp(udp));
+        tokio::spawn(names.clone().serve_tcp(tcp));
+        tracing::info!(%addr, upstreams = ?upstreams, "DNS proxy listening (ISTIO_META_DNS_CAPTURE)");
+        handler.serve_names(names, options.namespace.clone());
+    }
     let mut cfg = weft_xds::AdsClientConfig::new(options.xds_address(), node);
     cfg.auth_token = Some(token);
     cfg.delta = options.delta_xds;

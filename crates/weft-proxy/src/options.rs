@@ -36,6 +36,10 @@ pub struct ProxyOptions {
     /// The workload identity provider's SDS socket (a SPIRE agent's): when it is served at
     /// start, the certificate comes from it instead of the Istio CA.
     pub sds_socket: PathBuf,
+    /// pilot-agent's DNS proxy (`ISTIO_META_DNS_CAPTURE`): serve 127.0.0.1:15053 from NDS.
+    pub dns_capture: bool,
+    /// `ISTIO_META_DNS_AUTO_ALLOCATE`: addresses for ServiceEntries without any.
+    pub dns_auto_allocate: bool,
 }
 
 impl ProxyOptions {
@@ -61,6 +65,8 @@ impl ProxyOptions {
             termination_drain: Duration::from_secs(5),
             delta_xds: false,
             sds_socket: PathBuf::from(weft_identity::WORKLOAD_SPIFFE_UDS),
+            dns_capture: false,
+            dns_auto_allocate: false,
         }
     }
 
@@ -125,10 +131,27 @@ impl ProxyOptions {
 
     pub fn node(&self) -> Node {
         let md = self.node_metadata();
+        let mut metadata = to_envoy_struct(&md.to_struct());
+        // What the control plane reads to serve the DNS proxy (Istio's proxy metadata).
+        for (key, on) in [
+            ("DNS_CAPTURE", self.dns_capture),
+            ("DNS_AUTO_ALLOCATE", self.dns_auto_allocate),
+        ] {
+            if on {
+                metadata.fields.insert(
+                    key.to_string(),
+                    envoy_types::pb::google::protobuf::Value {
+                        kind: Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
+                            "true".into(),
+                        )),
+                    },
+                );
+            }
+        }
         Node {
             id: self.node_id(),
             cluster: format!("{}.{}", self.workload, self.namespace),
-            metadata: Some(to_envoy_struct(&md.to_struct())),
+            metadata: Some(metadata),
             ..Default::default()
         }
     }

@@ -33,6 +33,8 @@ pub struct ConfigHandler {
     got: BTreeSet<String>,
     /// The host names of the DNS clusters, for the resolver.
     dns_targets: watch::Sender<crate::dns::Targets>,
+    /// The DNS proxy NDS feeds, and the proxy's namespace (for short names).
+    names: Option<(Arc<crate::nameserver::NameServer>, String)>,
 }
 
 fn locked(raw: &Mutex<Raw>) -> std::sync::MutexGuard<'_, Raw> {
@@ -52,7 +54,13 @@ impl ConfigHandler {
             ready,
             got: BTreeSet::new(),
             dns_targets: watch::Sender::new(Default::default()),
+            names: None,
         }
+    }
+
+    /// Subscribes to Istio's name table (NDS) and keeps `names` answering from it.
+    pub fn serve_names(&mut self, names: Arc<crate::nameserver::NameServer>, namespace: String) {
+        self.names = Some((names, namespace));
     }
 
     /// The resolver of the DNS clusters' host names; run it on the same runtime as the ADS
@@ -101,6 +109,23 @@ fn decode_all<T: Message + Default>(
 
 impl weft_xds::Handler for ConfigHandler {
     fn on_response(&mut self, type_url: &str, update: Update) -> Result<(), String> {
+        if type_url == weft_xds::types::NAME_TABLE {
+            let Some((names, namespace)) = &self.names else {
+                return Err(
+                    "weft proxy did not ask for the name table (DNS capture is off)".into(),
+                );
+            };
+            let mut table = weft_xds::istio::NameTable::default();
+            for any in &update.resources {
+                let part = weft_xds::istio::NameTable::decode(any.value.as_slice())
+                    .map_err(|e| format!("cannot decode NameTable: {e}"))?;
+                table.table.extend(part.table);
+            }
+            let table = crate::nameserver::Table::from_nds(&table, namespace);
+            tracing::debug!(names = table.len(), version = %update.version, "applied NDS");
+            names.set_table(table);
+            return Ok(());
+        }
         // Held until the new snapshot is in place (see `dns_task`).
         let shared = self.raw.clone();
         let mut current = locked(&shared);
@@ -193,6 +218,13 @@ impl weft_xds::Handler for ConfigHandler {
                 rds_names(&raw).into_iter().collect(),
             ),
         ]
+        .into_iter()
+        .chain(
+            self.names
+                .is_some()
+                .then(|| (weft_xds::types::NAME_TABLE.to_string(), Vec::new())),
+        )
+        .collect()
     }
 }
 

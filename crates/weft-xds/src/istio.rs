@@ -137,3 +137,43 @@ mod tests {
         );
     }
 }
+
+/// The type URL of Istio's name table (NDS, pilot-agent's DNS proxy).
+pub const NAME_TABLE_TYPE_URL: &str = "type.googleapis.com/istio.networking.nds.v1.NameTable";
+
+/// `istio.networking.nds.v1.NameTable` (istio/istio `pkg/dns/proto/nds.proto`): the host
+/// names a sidecar's DNS proxy answers itself, with their addresses.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NameTable {
+    /// Host name → its addresses.
+    #[prost(btree_map = "string, message", tag = "1")]
+    pub table: std::collections::BTreeMap<String, NameInfo>,
+}
+
+/// `istio.networking.nds.v1.NameTable.NameInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NameInfo {
+    /// The service's addresses (its VIPs, or the one allocated for it).
+    #[prost(string, repeated, tag = "1")]
+    pub ips: Vec<String>,
+    /// `Kubernetes` for cluster services (short names apply), `External` otherwise.
+    #[prost(string, tag = "2")]
+    pub registry: String,
+    /// The service name, for `name`, `name.namespace` and `name.namespace.svc`.
+    #[prost(string, tag = "3")]
+    pub shortname: String,
+    /// The service namespace.
+    #[prost(string, tag = "4")]
+    pub namespace: String,
+    /// Other names of the host.
+    #[prost(string, repeated, tag = "5")]
+    pub alt_hosts: Vec<String>,
+}
+
+impl prost::Name for NameTable {
+    const NAME: &'static str = "NameTable";
+    const PACKAGE: &'static str = "istio.networking.nds.v1";
+    fn type_url() -> String {
+        NAME_TABLE_TYPE_URL.to_string()
+    }
+}

@@ -18,6 +18,8 @@ pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 /// SDS: `envoy.extensions.transport_sockets.tls.v3.Secret`.
 pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+/// NDS: Istio's `istio.networking.nds.v1.NameTable` (the sidecar's DNS proxy).
+pub const NAME_TABLE: &str = crate::istio::NAME_TABLE_TYPE_URL;
 /// ECDS: `envoy.config.core.v3.TypedExtensionConfig`.
 pub const EXTENSION_CONFIG: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
 
@@ -31,6 +33,7 @@ pub fn short_name(type_url: &str) -> &str {
         ENDPOINT => "EDS",
         SECRET => "SDS",
         EXTENSION_CONFIG => "ECDS",
+        NAME_TABLE => "NDS",
         other => other,
     }
 }

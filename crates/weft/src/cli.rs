@@ -223,6 +223,16 @@ struct ProxyArgs {
     /// API and the control plane's CA is not used.
     #[arg(long, env = "WEFT_SDS_SOCKET", default_value = weft_identity::WORKLOAD_SPIFFE_UDS)]
     sds_socket: PathBuf,
+    /// pilot-agent's DNS proxy on 127.0.0.1:15053 (Istio's `ISTIO_META_DNS_CAPTURE`): answers
+    /// mesh names from the control plane's name table, forwards the rest.
+    #[arg(long, env = "ISTIO_META_DNS_CAPTURE", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    dns_capture: bool,
+    /// Addresses for ServiceEntries without any in the name table (Istio's
+    /// `ISTIO_META_DNS_AUTO_ALLOCATE`).
+    #[arg(long, env = "ISTIO_META_DNS_AUTO_ALLOCATE", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    dns_auto_allocate: bool,
 }
 
 #[derive(Args, Debug)]
@@ -253,6 +263,11 @@ struct IptablesArgs {
     outbound_ports_include: String,
     #[arg(short = 'o', long, default_value = "")]
     outbound_ports_exclude: String,
+    /// Send DNS to the pod's nameservers (its resolv.conf) to the proxy's DNS port 15053, as
+    /// istio-iptables' --redirect-dns (Istio's `ISTIO_META_DNS_CAPTURE`).
+    #[arg(long, env = "ISTIO_META_DNS_CAPTURE", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    redirect_dns: bool,
 }
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {
@@ -372,6 +387,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.termination_drain = a.termination_drain.get();
             opts.delta_xds = a.delta_xds;
             opts.sds_socket = a.sds_socket;
+            opts.dns_capture = a.dns_capture;
+            opts.dns_auto_allocate = a.dns_auto_allocate;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(a.concurrency.max(1))
                 .thread_name("weft-worker")
@@ -596,6 +613,16 @@ fn iptables(a: IptablesArgs) -> anyhow::Result<ExitCode> {
         exclude_outbound_ranges: a.outbound_ip_ranges_exclude,
         include_outbound_ports: a.outbound_ports_include,
         exclude_outbound_ports: a.outbound_ports_exclude,
+        dns_servers: if a.redirect_dns {
+            let conf = std::fs::read_to_string("/etc/resolv.conf")
+                .context("--redirect-dns captures DNS to the nameservers of /etc/resolv.conf")?;
+            weft_proxy::nameserver::upstreams_of(&conf)
+                .into_iter()
+                .map(|a| a.ip())
+                .collect()
+        } else {
+            Vec::new()
+        },
     };
     if a.dry_run {
         print!("{}", weft_proxy::iptables::rules(&o)?);

@@ -231,3 +231,91 @@ fn dns_resolution_and_outbound_traffic_policy() {
     );
     assert_eq!(echo(&mesh), "hello");
 }
+
+/// pilot-agent's DNS proxy: with DNS capture the pod's queries to its nameserver reach the
+/// sidecar, which answers mesh names from the control plane's name table (NDS) — full, short
+/// and `name.ns` forms — and, with auto-allocation, gives a ServiceEntry without addresses one
+/// from 240.240.0.0/16 that routes. Nothing is in the pod's hosts file.
+#[test]
+fn the_sidecar_answers_dns_for_mesh_names() {
+    use crate::security::{HTTPBIN, service};
+    let id = next_id();
+    let external = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: api, namespace: default}}\nspec:\n  hosts: [api.internet.test]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  ports:\n  - {{number: 8080, name: http, protocol: HTTP}}\n  endpoints:\n  - address: 10.77.{id}.{INET1}\n"
+    );
+    let files = vec![
+        (
+            "httpbin.yaml",
+            service(
+                id,
+                20,
+                "httpbin",
+                "  - {number: 8000, name: http, protocol: HTTP, targetPort: 8080}\n",
+            ),
+        ),
+        (
+            "httpbin-we.yaml",
+            workload(id, "httpbin", HTTPBIN, "httpbin"),
+        ),
+        ("sleep.yaml", workload(id, POD, SLEEP, POD)),
+        ("external.yaml", external),
+    ];
+    let mut mesh = Mesh::new(id, &files, "", "");
+    mesh.add_pod("inet1", INET1, None);
+    mesh.start_app("inet1");
+    mesh.add_pod("httpbin", HTTPBIN, Some(sidecar("httpbin")));
+    mesh.start_app("httpbin");
+    let mut sc = sidecar(POD);
+    sc.dns_capture = true;
+    mesh.add_pod(POD, SLEEP, Some(sc));
+
+    let lookup = |name: &str| {
+        let out = mesh.exec(POD, &["getent", "ahostsv4", name]);
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let vip = Mesh::vip(id, 20);
+    let mut last = String::new();
+    wait_for(Duration::from_secs(15), "the DNS proxy's answer", || {
+        last = lookup("httpbin.default.svc.cluster.local");
+        last == vip
+    });
+    assert_eq!(
+        lookup("httpbin"),
+        vip,
+        "the short name, through the search path"
+    );
+    assert_eq!(lookup("httpbin.default"), vip);
+    let log = mesh.log("proxy-sleep.log");
+    assert!(log.contains("DNS proxy listening"), "{log}");
+
+    // The names route: the service by its short name, the ServiceEntry by its allocated VIP.
+    let (code, body) = mesh.curl(POD, "http://httpbin:8000/get");
+    assert_eq!((code, pod_of(&body).as_str()), (200, "httpbin"), "{body}");
+    let allocated = lookup("api.internet.test");
+    assert!(
+        allocated.starts_with("240.240."),
+        "auto-allocated: {allocated:?}"
+    );
+    let (code, body) = mesh.curl(POD, "http://api.internet.test:8080/get");
+    assert_eq!((code, pod_of(&body).as_str()), (200, "inet1"), "{body}");
+
+    // The table follows the config: a new service resolves once pushed.
+    mesh.write_config(
+        "more.yaml",
+        &service(
+            id,
+            21,
+            "ratings",
+            "  - {number: 9080, name: http, protocol: HTTP}\n",
+        ),
+    );
+    wait_for(
+        Duration::from_secs(15),
+        "a new service in the name table",
+        || lookup("ratings.default.svc.cluster.local") == Mesh::vip(id, 21),
+    );
+}

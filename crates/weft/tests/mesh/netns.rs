@@ -59,6 +59,10 @@ pub struct Sidecar {
     /// Supplementary groups of the proxy process (uid 1337), which tell pods apart to a SPIRE
     /// agent's unix workload attestor.
     pub groups: Vec<u32>,
+    /// Istio's DNS capture and auto-allocation (`ISTIO_META_DNS_CAPTURE`,
+    /// `ISTIO_META_DNS_AUTO_ALLOCATE`): the pod's resolv.conf names the node as its
+    /// nameserver, and DNS to it is captured to the sidecar.
+    pub dns_capture: bool,
 }
 
 pub struct Pod {
@@ -260,7 +264,20 @@ impl Mesh {
     pub fn add_pod_nowait(&mut self, name: &str, host: u8, sidecar: Option<Sidecar>) {
         let mut pod = self.make_pod(name, host);
         if let Some(sc) = sidecar {
-            let out = ns_exec(&pod.ns, &[WEFT, "iptables"]);
+            let mut capture = vec![WEFT, "iptables"];
+            if sc.dns_capture {
+                std::fs::write(
+                    PathBuf::from("/etc/netns").join(&pod.ns).join("resolv.conf"),
+                    format!(
+                        "nameserver {}\nsearch {wns}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n",
+                        self.ip(1),
+                        wns = sc.workload.split('/').next().unwrap_or("default")
+                    ),
+                )
+                .expect("resolv.conf");
+                capture.push("--redirect-dns");
+            }
+            let out = ns_exec(&pod.ns, &capture);
             assert!(
                 out.status.success(),
                 "weft iptables: {}",
@@ -309,6 +326,10 @@ impl Mesh {
                 .unwrap_or_else(|| self.dir.path().join("no-sds.sock"));
             args.push("--sds-socket".into());
             args.push(sds.to_string_lossy().into_owned());
+            if sc.dns_capture {
+                args.push("--dns-capture".into());
+                args.push("--dns-auto-allocate".into());
+            }
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
             let log = self.dir.path().join(format!("proxy-{name}.log"));
             let child = spawn_logged_as(&pod.ns, Some(1337), &sc.groups, &argv, &log);
