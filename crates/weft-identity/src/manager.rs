@@ -206,6 +206,26 @@ async fn fetch_identity(source: &dyn CertSource, ttl: Duration) -> Result<Identi
     Identity::from_chain_pems(&chain, key)
 }
 
+/// Records and logs why a source gave no certificate: whether the current one still serves,
+/// has expired, or there is none yet. `source` names it for the logs ("the CA", …).
+pub(crate) fn report_failure(store: &IdentityStore, error: &str, delay: Duration, source: &str) {
+    store.set_error(error);
+    let retry_in_ms = delay.as_millis() as u64;
+    match store.current() {
+        Some(cur) if cur.svid.not_after <= SystemTime::now() => tracing::error!(
+            %error, retry_in_ms, id = %cur.svid.id, source,
+            "workload certificate expired and no new one came; mTLS fails until one does"
+        ),
+        Some(_) => tracing::warn!(
+            %error, retry_in_ms, source,
+            "workload certificate renewal failed; keeping the current certificate"
+        ),
+        None => {
+            tracing::warn!(%error, retry_in_ms, source, "cannot get a workload certificate yet")
+        }
+    }
+}
+
 async fn rotate(source: Arc<dyn CertSource>, ttl: Duration, store: IdentityStore) {
     let mut backoff = Backoff::new(BACKOFF_INITIAL, BACKOFF_MAX);
     loop {
@@ -225,25 +245,7 @@ async fn rotate(source: Arc<dyn CertSource>, ttl: Duration, store: IdentityStore
             }
             Err(error) => {
                 let delay = backoff.next_delay();
-                store.set_error(error.to_string());
-                match store.current() {
-                    Some(cur) if cur.svid.not_after <= SystemTime::now() => tracing::error!(
-                        %error,
-                        retry_in_ms = delay.as_millis() as u64,
-                        id = %cur.svid.id,
-                        "workload certificate expired and renewal failed; mTLS fails until the CA is reachable"
-                    ),
-                    Some(_) => tracing::warn!(
-                        %error,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "workload certificate renewal failed; keeping the current certificate"
-                    ),
-                    None => tracing::warn!(
-                        %error,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "cannot get a workload certificate yet"
-                    ),
-                }
+                report_failure(&store, &error.to_string(), delay, "the CA");
                 delay
             }
         };

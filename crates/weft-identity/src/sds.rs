@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::{DataSource, Node, data_source};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
@@ -70,21 +70,8 @@ pub async fn run(config: SdsConfig, store: IdentityStore) {
             Err(e) => e,
         };
         let delay = backoff.next_delay();
-        store.set_error(error.clone());
-        match store.current() {
-            Some(cur) if cur.svid.not_after <= SystemTime::now() => tracing::error!(
-                socket = %config.socket.display(), %error, retry_in_ms = delay.as_millis() as u64,
-                "workload certificate expired and the SDS server gives no new one; mTLS fails until it does"
-            ),
-            Some(_) => tracing::warn!(
-                socket = %config.socket.display(), %error, retry_in_ms = delay.as_millis() as u64,
-                "SDS stream lost; serving with the current workload certificate"
-            ),
-            None => tracing::warn!(
-                socket = %config.socket.display(), %error, retry_in_ms = delay.as_millis() as u64,
-                "no workload certificate from the SDS server yet"
-            ),
-        }
+        let source = format!("the SDS server at {}", config.socket.display());
+        crate::manager::report_failure(&store, &error, delay, &source);
         tokio::time::sleep(delay).await;
     }
 }

@@ -68,23 +68,11 @@ pub(crate) fn socket_addr(
     addr: Option<&envoy_types::pb::envoy::config::core::v3::Address>,
     what: &str,
 ) -> Result<SocketAddr, ProxyError> {
-    use envoy_types::pb::envoy::config::core::v3 as core;
-    let Some(core::Address {
-        address: Some(core::address::Address::SocketAddress(sa)),
-    }) = addr
-    else {
-        return Err(ProxyError::Config(format!(
-            "{what}: address must be a socket address"
-        )));
-    };
-    let ip: std::net::IpAddr = sa
-        .address
+    let (host, port) = dns_endpoint(addr)
+        .ok_or_else(|| ProxyError::Config(format!("{what}: address must be a socket address")))?;
+    let ip: std::net::IpAddr = host
         .parse()
-        .map_err(|_| ProxyError::Config(format!("{what}: {} is not an IP address", sa.address)))?;
-    let port = match sa.port_specifier {
-        Some(core::socket_address::PortSpecifier::PortValue(p)) => p as u16,
-        _ => 0,
-    };
+        .map_err(|_| ProxyError::Config(format!("{what}: {host} is not an IP address")))?;
     Ok(SocketAddr::new(ip, port))
 }
 

@@ -1,8 +1,10 @@
 //! istio.io's "Egress TLS Origination" task and Istio 1.14's auto-SNI and auto SAN validation,
 //! against an "internet" pod: nginx serving `a.internet.test` (the default server) and
 //! `b.internet.test` on 443 by SNI and `m.internet.test` on 8443 requiring a client
-//! certificate, all with certificates from a test CA. The app calls `http://<name>/`; the
-//! sidecar originates TLS as the DestinationRule says. `weft control` runs with istiod's
+//! certificate, all with certificates from a test CA. The ServiceEntries have
+//! `resolution: DNS`, as in the task: the names resolve to the internet pod, for the app and
+//! for its sidecar. The app calls `http://<name>/`; the sidecar originates TLS as the
+//! DestinationRule says. `weft control` runs with istiod's
 //! `ENABLE_AUTO_SNI` and `VERIFY_CERTIFICATE_AT_CLIENT` off (1.14's defaults), then on.
 
 use std::os::unix::fs::PermissionsExt;
@@ -13,12 +15,11 @@ use crate::netns::{Mesh, next_id, wait_for};
 use crate::security::{SLEEP, sidecar, workload};
 
 const INTERNET: u8 = 40;
-/// (host, VIP number).
-const NAMES: [(&str, u8); 4] = [
-    ("a.internet.test", 40),
-    ("b.internet.test", 41),
-    ("c.internet.test", 42),
-    ("m.internet.test", 43),
+const NAMES: [&str; 4] = [
+    "a.internet.test",
+    "b.internet.test",
+    "c.internet.test",
+    "m.internet.test",
 ];
 
 /// The test CA, a server certificate per name (SAN: the name) and a client certificate, in a
@@ -74,21 +75,21 @@ fn nginx_conf(dir: &Path) -> String {
     )
 }
 
-/// The ServiceEntries: each name on port 80 to the internet pod's `target` port (nginx's
-/// plain port 80 when None), `m` to 8443.
-fn service_entries(id: u8, ip: &str, target: Option<u16>) -> String {
+/// The ServiceEntries, as istio.io's task has them: each name on port 80 with `resolution: DNS`
+/// (the sidecar resolves the name itself, to the internet pod), to the pod's `target` port
+/// (nginx's plain port 80 when None), `m` to 8443.
+fn service_entries(target: Option<u16>) -> String {
     NAMES
         .iter()
-        .map(|(host, n)| {
+        .map(|host| {
             let target = match (*host, target) {
                 ("m.internet.test", Some(_)) => ", targetPort: 8443".to_string(),
                 (_, Some(t)) => format!(", targetPort: {t}"),
                 (_, None) => String::new(),
             };
             format!(
-                "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [{host}]\n  addresses: [{vip}]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  ports:\n  - {{number: 80, name: http-port, protocol: HTTP{target}}}\n  endpoints:\n  - address: {ip}\n",
+                "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [{host}]\n  location: MESH_EXTERNAL\n  resolution: DNS\n  ports:\n  - {{number: 80, name: http-port, protocol: HTTP{target}}}\n",
                 name = host.replace('.', "-"),
-                vip = Mesh::vip(id, *n)
             )
         })
         .collect::<Vec<_>>()
@@ -126,15 +127,13 @@ fn istio_egress_tls_origination_with_auto_sni_and_auto_san_validation() {
     std::fs::create_dir_all(dir.join("tmp")).expect("tmp");
     std::fs::write(dir.join("nginx.conf"), nginx_conf(dir)).expect("nginx.conf");
     let ip = format!("10.77.{id}.{INTERNET}");
-    let hosts: String = NAMES
-        .iter()
-        .map(|(h, n)| format!("{} {h}\n", Mesh::vip(id, *n)))
-        .collect();
+    // The names resolve to the internet pod, for the app and for its sidecar alike.
+    let hosts: String = NAMES.iter().map(|h| format!("{ip} {h}\n")).collect();
     let mut mesh = Mesh::new(
         id,
         &[
             ("sleep.yaml", workload(id, "sleep", SLEEP, "sleep")),
-            ("internet.yaml", service_entries(id, &ip, None)),
+            ("internet.yaml", service_entries(None)),
         ],
         "accessLogFile: /dev/stdout\n",
         &hosts,
@@ -157,8 +156,8 @@ fn istio_egress_tls_origination_with_auto_sni_and_auto_san_validation() {
     let ca = dir.join("ca.pem");
     let ca = ca.to_str().unwrap_or_default();
     let simple = format!("{{mode: SIMPLE, caCertificates: {ca}}}");
-    mesh.write_config("internet.yaml", &service_entries(id, &ip, Some(443)));
-    for (host, _) in &NAMES[..3] {
+    mesh.write_config("internet.yaml", &service_entries(Some(443)));
+    for host in &NAMES[..3] {
         mesh.write_config(&format!("dr-{host}.yaml"), &destination_rule(host, &simple));
     }
     // Without auto-SNI (1.14's default) no SNI is sent (nginx then presents the default

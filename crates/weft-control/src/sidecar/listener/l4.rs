@@ -377,8 +377,23 @@ pub(super) fn l4_listeners(
     } else {
         tcp_chains(view, svc, sp.number, &vss, &labels)
     };
+    svc.vips
+        .iter()
+        .map(|vip| outbound_l4_listener(view, &vip.to_string(), sp.number, chains.clone()))
+        .collect()
+}
+
+/// An outbound TCP/TLS listener `<address>_<port>` (not bound: virtualOutbound hands
+/// connections to it) with a filter chain per chain, in order, and the TLS inspector when a
+/// chain matches on SNI.
+fn outbound_l4_listener(
+    view: &ProxyView,
+    address: &str,
+    port: u16,
+    chains: Vec<L4Chain>,
+) -> listener::Listener {
     let inspect_sni = chains.iter().any(|c| !c.server_names.is_empty());
-    let filter_chains: Vec<listener::FilterChain> = chains
+    let filter_chains = chains
         .into_iter()
         .map(|c| {
             let matched = !c.server_names.is_empty() || !c.prefix_ranges.is_empty();
@@ -398,25 +413,21 @@ pub(super) fn l4_listeners(
             }
         })
         .collect();
-    let listener_filters = if inspect_sni {
-        vec![listener_filter::<
-            envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector,
-        >("envoy.filters.listener.tls_inspector")]
-    } else {
-        Vec::new()
-    };
-    svc.vips
-        .iter()
-        .map(|vip| listener::Listener {
-            name: format!("{vip}_{}", sp.number),
-            address: Some(envoy::socket_address(&vip.to_string(), sp.number as u32)),
-            bind_to_port: Some(envoy::boolv(false)),
-            traffic_direction: core::TrafficDirection::Outbound as i32,
-            listener_filters: listener_filters.clone(),
-            filter_chains: filter_chains.clone(),
-            ..Default::default()
-        })
-        .collect()
+    listener::Listener {
+        name: format!("{address}_{port}"),
+        address: Some(envoy::socket_address(address, port as u32)),
+        bind_to_port: Some(envoy::boolv(false)),
+        traffic_direction: core::TrafficDirection::Outbound as i32,
+        listener_filters: if inspect_sni {
+            vec![listener_filter::<
+                envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector,
+            >("envoy.filters.listener.tls_inspector")]
+        } else {
+            Vec::new()
+        },
+        filter_chains,
+        ..Default::default()
+    }
 }
 
 /// Istio's `0.0.0.0_<port>` listeners for the TCP and TLS ports of services without addresses,
@@ -477,43 +488,8 @@ pub(super) fn wildcard_listeners(
         // equal matches, so the first chain for a match wins.
         let mut seen = BTreeSet::new();
         chains.retain(|c| seen.insert(format!("{:?}|{:?}", c.server_names, c.prefix_ranges)));
-        let inspect_sni = chains.iter().any(|c| !c.server_names.is_empty());
-        let filter_chains = chains
-            .into_iter()
-            .chain([default])
-            .map(|c| {
-                let matched = !c.server_names.is_empty() || !c.prefix_ranges.is_empty();
-                listener::FilterChain {
-                    filter_chain_match: matched.then(|| listener::FilterChainMatch {
-                        server_names: c.server_names,
-                        prefix_ranges: c.prefix_ranges,
-                        ..Default::default()
-                    }),
-                    filters: tcp_filters_to(
-                        c.stat_prefix,
-                        c.target,
-                        view,
-                        crate::telemetry::Mode::Client,
-                    ),
-                    ..Default::default()
-                }
-            })
-            .collect();
-        out.push(listener::Listener {
-            name: format!("0.0.0.0_{port}"),
-            address: Some(envoy::socket_address("0.0.0.0", port as u32)),
-            bind_to_port: Some(envoy::boolv(false)),
-            traffic_direction: core::TrafficDirection::Outbound as i32,
-            listener_filters: if inspect_sni {
-                vec![listener_filter::<
-                    envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector,
-                >("envoy.filters.listener.tls_inspector")]
-            } else {
-                Vec::new()
-            },
-            filter_chains,
-            ..Default::default()
-        });
+        chains.push(default);
+        out.push(outbound_l4_listener(view, "0.0.0.0", port, chains));
     }
     out
 }
