@@ -51,10 +51,12 @@ fn ready(proxy: &Proxy) -> Response<Full<Bytes>> {
         }
         why
     };
+    let dns = proxy.dns_warm.load(std::sync::atomic::Ordering::Acquire);
     let why = match (config, cert) {
         (false, false) => format!("no config from the control plane yet, and {}", no_cert()),
         (false, true) => "no config from the control plane yet".to_string(),
         (true, false) => no_cert(),
+        (true, true) if !dns => "the DNS clusters' names are not resolved yet".to_string(),
         (true, true) => "ready".to_string(),
     };
     reply(

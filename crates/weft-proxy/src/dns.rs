@@ -153,9 +153,13 @@ pub async fn run(
     lookup: Arc<dyn Lookup>,
     mut targets: watch::Receiver<Targets>,
     mut apply: impl FnMut(&DnsAnswers),
+    warm: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut answers: DnsAnswers = BTreeMap::new();
     let mut due: BTreeMap<String, Instant> = BTreeMap::new();
+    // Hosts looked up at least once (answered or failed): once every target is, the clusters
+    // are warm (Envoy's initial DNS resolution before the proxy is ready).
+    let mut looked: BTreeSet<String> = BTreeSet::new();
     loop {
         let current = targets.borrow_and_update().clone();
         let now = Instant::now();
@@ -196,6 +200,7 @@ pub async fn run(
             let Some(refresh) = current.get(&host).copied() else {
                 continue;
             };
+            looked.insert(host.clone());
             due.insert(host.clone(), Instant::now() + next_lookup(refresh, &answer));
             match answer {
                 Ok((ips, _)) => {
@@ -213,6 +218,9 @@ pub async fn run(
                     tracing::warn!(%host, %error, "DNS lookup failed; keeping the previous answer");
                 }
             }
+        }
+        if current.keys().all(|h| looked.contains(h)) {
+            warm.store(true, std::sync::atomic::Ordering::Release);
         }
         let next = due.values().min().copied();
         tokio::select! {
@@ -302,9 +310,15 @@ mod tests {
             ("b.test".to_string(), refresh),
         ]));
         let (applied_tx, mut applied) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(run(Arc::new(table.clone()), rx, move |a: &DnsAnswers| {
-            let _ = applied_tx.send(a.clone());
-        }));
+        let warm = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn(run(
+            Arc::new(table.clone()),
+            rx,
+            move |a: &DnsAnswers| {
+                let _ = applied_tx.send(a.clone());
+            },
+            warm.clone(),
+        ));
         // Each answer applies as it comes: wait for the set with both.
         let mut first = applied.recv().await.unwrap();
         while first.len() < 2 {
@@ -313,6 +327,11 @@ mod tests {
         // The resolver's order is kept (LOGICAL_DNS uses the first), duplicates dropped.
         assert_eq!(first["a.test"], vec![ip("192.0.2.2"), ip("192.0.2.1")]);
         assert_eq!(first["b.test"], vec![ip("192.0.2.9")]);
+        tokio::task::yield_now().await;
+        assert!(
+            warm.load(std::sync::atomic::Ordering::Acquire),
+            "every target looked up once"
+        );
 
         // a's 10 s TTL runs out: looked up again, its new answer applied; b (TTL 300 s,
         // refresh 60 s) is not due yet.

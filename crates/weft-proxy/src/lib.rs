@@ -79,6 +79,8 @@ pub struct Proxy {
     pub active: Active,
     pub tls: Arc<tls::TlsFactory>,
     pub config_ready: Arc<AtomicBool>,
+    /// The DNS clusters' first lookups are done (see `xds::ConfigHandler::dns_warm`).
+    pub dns_warm: Arc<AtomicBool>,
     pub identity: watch::Receiver<Option<Arc<weft_identity::Identity>>>,
     /// The identity source's store (its last failure, for readiness).
     pub identity_store: weft_identity::IdentityStore,
@@ -90,7 +92,9 @@ pub struct Proxy {
 impl Proxy {
     /// Ready when it has listeners and clusters from the control plane and a certificate.
     pub fn ready(&self) -> bool {
-        self.config_ready.load(Ordering::Acquire) && self.identity.borrow().is_some()
+        self.config_ready.load(Ordering::Acquire)
+            && self.dns_warm.load(Ordering::Acquire)
+            && self.identity.borrow().is_some()
     }
 
     pub fn metrics_text(&self) -> String {
@@ -190,6 +194,7 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     let (xds_tx, xds_rx) = watch::channel(weft_xds::ClientState::default());
     let (draining, _) = watch::channel(false);
     let node_id = node.id.clone();
+    let dns_warm = Arc::new(AtomicBool::new(true));
     let proxy = Arc::new(Proxy {
         telemetry: stats::Telemetry::new(node_metadata, &node_id, &node.cluster, &principal),
         options: options.clone(),
@@ -199,6 +204,7 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
         active: Active::default(),
         tls: tls.clone(),
         config_ready: config_ready.clone(),
+        dns_warm: dns_warm.clone(),
         identity: identity_rx,
         identity_store,
         identity_source,
@@ -208,6 +214,7 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     // ADS on the control runtime's thread pool would need Send handles; it only touches the
     // snapshot ArcSwap, so it runs as a task on a dedicated thread of its own.
     let mut handler = xds::ConfigHandler::new(snapshot.clone(), tls.clone(), config_ready.clone());
+    handler.dns_warm = dns_warm;
     // pilot-agent's DNS proxy: 127.0.0.1:15053, UDP and TCP, fed by NDS.
     if options.dns_capture {
         let upstreams = std::fs::read_to_string("/etc/resolv.conf")
@@ -328,6 +335,7 @@ pub(crate) fn test_proxy(snapshot: Snapshot) -> Arc<Proxy> {
         active: Active::default(),
         tls: Arc::new(tls::TlsFactory::new(live, "cluster.local".into())),
         config_ready: Arc::new(AtomicBool::new(true)),
+        dns_warm: Arc::new(AtomicBool::new(true)),
         identity,
         identity_store,
         identity_source: "none (a test proxy)".into(),

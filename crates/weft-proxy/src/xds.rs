@@ -35,6 +35,9 @@ pub struct ConfigHandler {
     dns_targets: watch::Sender<crate::dns::Targets>,
     /// The DNS proxy NDS feeds, and the proxy's namespace (for short names).
     names: Option<(Arc<crate::nameserver::NameServer>, String)>,
+    /// False from the first config with DNS clusters until each of their names has been
+    /// looked up once (Envoy's initial cluster warming); readiness waits for it.
+    pub dns_warm: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn locked(raw: &Mutex<Raw>) -> std::sync::MutexGuard<'_, Raw> {
@@ -55,6 +58,7 @@ impl ConfigHandler {
             got: BTreeSet::new(),
             dns_targets: watch::Sender::new(Default::default()),
             names: None,
+            dns_warm: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
     }
 
@@ -73,22 +77,28 @@ impl ConfigHandler {
         let snapshot = self.snapshot.clone();
         let tls = self.tls.clone();
         let targets = self.dns_targets.subscribe();
-        crate::dns::run(lookup, targets, move |answers| {
-            // The lock is held until the new snapshot is in place, so an xDS update and a DNS
-            // answer never overwrite each other.
-            let mut current = locked(&raw);
-            let mut next = current.clone();
-            next.dns = answers.clone();
-            match Snapshot::compile(next.clone(), &tls, &snapshot.load()) {
-                Ok(snap) => {
-                    snapshot.store(Arc::new(snap));
-                    *current = next;
+        let warm = self.dns_warm.clone();
+        crate::dns::run(
+            lookup,
+            targets,
+            move |answers| {
+                // The lock is held until the new snapshot is in place, so an xDS update and a DNS
+                // answer never overwrite each other.
+                let mut current = locked(&raw);
+                let mut next = current.clone();
+                next.dns = answers.clone();
+                match Snapshot::compile(next.clone(), &tls, &snapshot.load()) {
+                    Ok(snap) => {
+                        snapshot.store(Arc::new(snap));
+                        *current = next;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot apply the new DNS answers; keeping the previous ones");
+                    }
                 }
-                Err(error) => {
-                    tracing::error!(%error, "cannot apply the new DNS answers; keeping the previous ones");
-                }
-            }
-        })
+            },
+            warm,
+        )
     }
 }
 
@@ -179,9 +189,15 @@ impl weft_xds::Handler for ConfigHandler {
             Snapshot::compile(raw.clone(), &self.tls, &previous).map_err(|e| e.to_string())?;
         self.snapshot.store(Arc::new(snap));
         if type_url == weft_xds::types::CLUSTER {
+            let initial = !self.ready.load(std::sync::atomic::Ordering::Acquire);
+            let warm = &self.dns_warm;
             self.dns_targets.send_if_modified(|t| {
                 let next = crate::dns::targets(&raw);
                 let changed = *t != next;
+                if changed && initial && !next.is_empty() {
+                    // Not ready until the resolver has looked these names up once.
+                    warm.store(false, std::sync::atomic::Ordering::Release);
+                }
                 *t = next;
                 changed
             });
@@ -313,6 +329,74 @@ mod tests {
             Arc::new(TlsFactory::new(live, "cluster.local".into())),
             Arc::default(),
         )
+    }
+
+    /// A DNS cluster's names are looked up before the proxy counts as warm, and the answer
+    /// becomes the cluster's endpoints.
+    #[tokio::test]
+    async fn dns_clusters_warm_before_ready_and_take_their_answers() {
+        struct Fixed;
+        impl crate::dns::Lookup for Fixed {
+            fn lookup(&self, _: String) -> futures::future::BoxFuture<'static, crate::dns::Answer> {
+                Box::pin(async {
+                    Ok((
+                        vec!["192.0.2.8".parse().unwrap()],
+                        std::time::Duration::from_secs(60),
+                    ))
+                })
+            }
+        }
+        let mut h = handler();
+        let assignment = ClusterLoadAssignment {
+            endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints: vec![LbEndpoint {
+                host_identifier: Some(
+                    envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier::Endpoint(
+                        envoy_types::pb::envoy::config::endpoint::v3::Endpoint {
+                            address: Some(envoy_types::pb::envoy::config::core::v3::Address {
+                                address: Some(envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(
+                                    envoy_types::pb::envoy::config::core::v3::SocketAddress {
+                                        address: "api.example.com".into(),
+                                        port_specifier: Some(envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(443)),
+                                        ..Default::default()
+                                    },
+                                )),
+                            }),
+                            ..Default::default()
+                        },
+                    ),
+                ),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+            ..Default::default()
+        };
+        let ep = envoy_types::util::pack_any(Cluster {
+            name: "outbound|443||api.example.com".into(),
+            cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(
+                cluster::DiscoveryType::StrictDns as i32,
+            )),
+            load_assignment: Some(assignment),
+            ..Default::default()
+        });
+        h.on_response(CDS, sotw(CDS, "1", vec![ep])).unwrap();
+        assert!(
+            !h.dns_warm.load(std::sync::atomic::Ordering::Acquire),
+            "not warm before the lookup"
+        );
+        let task = tokio::spawn(h.dns_task(Arc::new(Fixed)));
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while !h.dns_warm.load(std::sync::atomic::Ordering::Acquire) {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("warm after the first lookup");
+        let snap = h.snapshot.load();
+        let c = &snap.clusters["outbound|443||api.example.com"];
+        assert_eq!(c.endpoints[0].addr.to_string(), "192.0.2.8:443");
+        task.abort();
     }
 
     #[test]
