@@ -77,6 +77,40 @@ pub enum IdentityError {
         "no workload certificate yet: the proxy is still waiting for the CA (check the CA address and the workload credential)"
     )]
     NoIdentity,
+    /// The SDS server's socket cannot be reached.
+    #[error(
+        "cannot connect to the SDS server at {}: {source}; is the SPIRE agent running, and its socket mounted there?",
+        socket.display()
+    )]
+    SdsConnect {
+        /// The unix socket.
+        socket: PathBuf,
+        /// The transport error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The SDS server refused the stream or ended it with an error.
+    #[error(
+        "the SDS server at {} refused ({code:?}): {message}; a SPIRE agent refuses a workload it has no registration entry for (check the entry's selectors, e.g. unix:uid and unix:supplementary_gid)",
+        socket.display()
+    )]
+    SdsRefused {
+        /// The unix socket.
+        socket: PathBuf,
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The server's message.
+        message: String,
+    },
+    /// The SDS server closed the stream.
+    #[error("the SDS server at {} ended the stream; reconnecting", socket.display())]
+    SdsStreamClosed {
+        /// The unix socket.
+        socket: PathBuf,
+    },
+    /// The SDS server sent secrets that cannot be used (NACKed).
+    #[error("the SDS server sent secrets that cannot be used: {0}")]
+    SdsSecret(String),
     /// A TLS configuration could not be built.
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),

@@ -25,6 +25,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::error::IdentityError;
 use crate::manager::{BACKOFF_INITIAL, Backoff, Identity, IdentityStore};
 use crate::svid::{Svid, TrustBundle};
 
@@ -66,12 +67,14 @@ pub async fn run(config: SdsConfig, store: IdentityStore) {
     let mut held = Held::default();
     loop {
         let error = match session(&config, &store, &mut held, &mut backoff).await {
-            Ok(()) => "the SDS server ended the stream".to_string(),
+            Ok(()) => IdentityError::SdsStreamClosed {
+                socket: config.socket.clone(),
+            },
             Err(e) => e,
         };
         let delay = backoff.next_delay();
         let source = format!("the SDS server at {}", config.socket.display());
-        crate::manager::report_failure(&store, &error, delay, &source);
+        crate::manager::report_failure(&store, &error.to_string(), delay, &source);
         tokio::time::sleep(delay).await;
     }
 }
@@ -109,28 +112,33 @@ async fn session(
     store: &IdentityStore,
     held: &mut Held,
     backoff: &mut Backoff,
-) -> Result<(), String> {
-    let shown = config.socket.display();
-    let channel = weft_xds::connect_unix(&config.socket)
-        .await
-        .map_err(|e| format!("cannot connect to the SDS server at {shown}: {e}"))?;
+) -> Result<(), IdentityError> {
+    let socket = &config.socket;
+    let closed = || IdentityError::SdsStreamClosed {
+        socket: socket.clone(),
+    };
+    let channel =
+        weft_xds::connect_unix(socket)
+            .await
+            .map_err(|source| IdentityError::SdsConnect {
+                socket: socket.clone(),
+                source,
+            })?;
     let mut client = SecretDiscoveryServiceClient::new(channel);
     let (tx, rx) = mpsc::channel(4);
     let first = request(Some(config.node.clone()), "", "", None);
-    tx.send(first)
-        .await
-        .map_err(|_| "the SDS request stream closed".to_string())?;
+    tx.send(first).await.map_err(|_| closed())?;
     let mut responses = client
         .stream_secrets(ReceiverStream::new(rx))
         .await
-        .map_err(|s| refused(&shown, &s))?
+        .map_err(|s| refused(socket, &s))?
         .into_inner();
     let mut accepted = String::new();
     loop {
         let resp = match responses.message().await {
             Ok(Some(resp)) => resp,
             Ok(None) => return Ok(()),
-            Err(status) => return Err(refused(&shown, &status)),
+            Err(status) => return Err(refused(socket, &status)),
         };
         let reply = match apply(&resp, held) {
             Ok(identity) => {
@@ -150,30 +158,32 @@ async fn session(
                 request(None, &accepted, &resp.nonce, None)
             }
             Err(error) => {
-                tracing::error!(socket = %shown, version = %resp.version_info, %error,
+                tracing::error!(socket = %socket.display(), version = %resp.version_info, %error,
                     "rejecting secrets from the SDS server; keeping the current ones");
-                store.set_error(format!("the SDS server sent unusable secrets: {error}"));
-                request(None, &accepted, &resp.nonce, Some(error))
+                store.set_error(error.to_string());
+                request(None, &accepted, &resp.nonce, Some(error.to_string()))
             }
         };
-        tx.send(reply)
-            .await
-            .map_err(|_| "the SDS request stream closed".to_string())?;
+        tx.send(reply).await.map_err(|_| closed())?;
     }
 }
 
-fn refused(shown: &impl std::fmt::Display, status: &tonic::Status) -> String {
-    format!(
-        "the SDS server at {shown} refused ({:?}): {}",
-        status.code(),
-        status.message()
-    )
+fn refused(socket: &Path, status: &tonic::Status) -> IdentityError {
+    IdentityError::SdsRefused {
+        socket: socket.to_path_buf(),
+        code: status.code(),
+        message: status.message().to_string(),
+    }
 }
 
 /// Takes what a response carries into `held`; returns the identity to publish when the
 /// certificate and bundle are both known and something changed. Nothing is taken from a
 /// response with an unusable secret.
-fn apply(resp: &DiscoveryResponse, held: &mut Held) -> Result<Option<Identity>, String> {
+fn apply(resp: &DiscoveryResponse, held: &mut Held) -> Result<Option<Identity>, IdentityError> {
+    read_secrets(resp, held).map_err(IdentityError::SdsSecret)
+}
+
+fn read_secrets(resp: &DiscoveryResponse, held: &mut Held) -> Result<Option<Identity>, String> {
     let mut svid = None;
     let mut bundle = None;
     for any in &resp.resources {

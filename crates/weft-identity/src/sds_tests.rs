@@ -391,6 +391,7 @@ fn rejects_what_it_cannot_use() {
         r#type: Some(secret::Type::ValidationContext(Default::default())),
     });
     let err = apply(&response("1", vec![swapped]).unwrap(), &mut held).unwrap_err();
+    let err = err.to_string();
     assert!(err.contains("not of the expected kind"), "{err}");
     // Another validator.
     let other = any(Secret {
@@ -406,6 +407,7 @@ fn rejects_what_it_cannot_use() {
         )),
     });
     let err = apply(&response("1", vec![other]).unwrap(), &mut held).unwrap_err();
+    let err = err.to_string();
     assert!(err.contains("not supported"), "{err}");
     // A certificate alone is held but not published; unknown names are ignored.
     let fed = Secret {

@@ -87,9 +87,22 @@ pub fn targets(raw: &Raw) -> Targets {
     out
 }
 
+/// Why a lookup gave no answer (the previous one is kept).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DnsError {
+    #[error(
+        "cannot resolve {host}: {reason}; check the pod's /etc/resolv.conf and its nameservers"
+    )]
+    Lookup { host: String, reason: String },
+    #[error("no answer for {host} within {timeout:?}; check the pod's nameservers")]
+    Timeout { host: String, timeout: Duration },
+    #[error("cannot set up the resolver: {0}")]
+    Setup(String),
+}
+
 /// A lookup's outcome: the addresses (empty when the name does not exist) and how long they
 /// are valid; Err for a failure (timeout, no server), which keeps the previous answer.
-pub type Answer = Result<(Vec<IpAddr>, Duration), String>;
+pub type Answer = Result<(Vec<IpAddr>, Duration), DnsError>;
 
 /// Looks host names up.
 pub trait Lookup: Send + Sync + 'static {
@@ -120,7 +133,9 @@ impl Lookup for SystemLookup {
             opts.use_hosts_file = ResolveHosts::Always;
             opts.timeout = Duration::from_secs(2);
             opts.attempts = 2;
-            let resolver = builder.build().map_err(|e| e.to_string())?;
+            let resolver = builder
+                .build()
+                .map_err(|e| DnsError::Setup(e.to_string()))?;
             match resolver.lookup_ip(host.as_str()).await {
                 Ok(found) => {
                     let ttl = found
@@ -131,7 +146,10 @@ impl Lookup for SystemLookup {
                 Err(e) if e.is_no_records_found() || e.is_nx_domain() => {
                     Ok((Vec::new(), Duration::ZERO))
                 }
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(DnsError::Lookup {
+                    host,
+                    reason: e.to_string(),
+                }),
             }
         })
     }
@@ -190,7 +208,10 @@ pub async fn run(
                             .await
                         {
                             Ok(answer) => answer,
-                            Err(_) => Err(format!("no answer within {LOOKUP_TIMEOUT:?}")),
+                            Err(_) => Err(DnsError::Timeout {
+                                host: host.clone(),
+                                timeout: LOOKUP_TIMEOUT,
+                            }),
                         };
                     (host, answer)
                 }
@@ -276,7 +297,11 @@ mod tests {
         assert_eq!(next_lookup(ttl, &ok(1)), MIN_REFRESH);
         // The hosts file's day-long answers: at most the refresh rate.
         assert_eq!(next_lookup(ttl, &ok(86_400)), Duration::from_secs(60));
-        assert_eq!(next_lookup(ttl, &Err("x".into())), Duration::from_secs(60));
+        let failed = Err(DnsError::Timeout {
+            host: "x".into(),
+            timeout: LOOKUP_TIMEOUT,
+        });
+        assert_eq!(next_lookup(ttl, &failed), Duration::from_secs(60));
         let fixed = Refresh {
             rate: Duration::from_secs(7),
             respect_ttl: false,
@@ -344,7 +369,13 @@ mod tests {
         assert_eq!(table.calls.lock().unwrap()["b.test"], 1);
 
         // A failure keeps the answer (nothing applied); the name vanishing empties it.
-        set("a.test", Err("timeout".into()));
+        set(
+            "a.test",
+            Err(DnsError::Lookup {
+                host: "a.test".into(),
+                reason: "timeout".into(),
+            }),
+        );
         tokio::time::sleep(Duration::from_secs(25)).await;
         assert!(applied.try_recv().is_err(), "a failure changes nothing");
         assert!(table.calls.lock().unwrap()["a.test"] >= 3);
