@@ -62,11 +62,19 @@ pub struct DnsEndpoint {
 impl DnsEndpoint {
     /// The endpoint port for a service port (as [`Endpoint::port_for`]).
     pub fn port_for(&self, sp: &ServicePort) -> u16 {
-        self.ports
-            .get(&sp.name)
+        sp.endpoint_port(&self.ports)
+    }
+}
+
+impl ServicePort {
+    /// The endpoint port for this service port, given an endpoint's named ports: the port of
+    /// the same name, else the targetPort, else the number (Istio's rules).
+    pub fn endpoint_port(&self, ports: &BTreeMap<String, u16>) -> u16 {
+        ports
+            .get(&self.name)
             .copied()
-            .or(sp.target_port)
-            .unwrap_or(sp.number)
+            .or(self.target_port)
+            .unwrap_or(self.number)
     }
 }
 
@@ -130,11 +138,7 @@ impl Endpoint {
     /// The endpoint port for a service port: the WorkloadEntry's port of the same name, else the
     /// service port's targetPort, else its number (Istio's rules).
     pub fn port_for(&self, sp: &ServicePort) -> u16 {
-        self.ports
-            .get(&sp.name)
-            .copied()
-            .or(sp.target_port)
-            .unwrap_or(sp.number)
+        sp.endpoint_port(&self.ports)
     }
 }
 

@@ -342,6 +342,31 @@ spec:
         })
     }
 
+    /// The `address:port` of every endpoint of an assignment.
+    fn socket_addresses(cla: &ClusterLoadAssignment) -> Vec<String> {
+        use envoy_types::pb::envoy::config::core::v3::address::Address;
+        use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+        use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+        cla.endpoints
+            .iter()
+            .flat_map(|l| &l.lb_endpoints)
+            .filter_map(|e| match &e.host_identifier {
+                Some(HostIdentifier::Endpoint(ep)) => {
+                    match ep.address.as_ref()?.address.as_ref()? {
+                        Address::SocketAddress(sa) => match sa.port_specifier {
+                            Some(PortSpecifier::PortValue(p)) => {
+                                Some(format!("{}:{p}", sa.address))
+                            }
+                            _ => None,
+                        },
+                        _ => None,
+                    }
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn node_ids_parse_as_istio_writes_them() {
         let n =
@@ -436,28 +461,7 @@ spec:
                 "outbound|9080|v3|reviews.default.svc.cluster.local".to_string(),
             ],
         );
-        let addr = |cla: &ClusterLoadAssignment| -> Vec<String> {
-            cla.endpoints
-                .iter()
-                .flat_map(|l| &l.lb_endpoints)
-                .filter_map(|e| match &e.host_identifier {
-                    Some(envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier::Endpoint(ep)) => {
-                        match ep.address.as_ref()?.address.as_ref()? {
-                            envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(sa) => {
-                                match sa.port_specifier {
-                                    Some(envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier::PortValue(p)) => {
-                                        Some(format!("{}:{p}", sa.address))
-                                    }
-                                    _ => None,
-                                }
-                            }
-                            _ => None,
-                        }
-                    }
-                    _ => None,
-                })
-                .collect()
-        };
+        let addr = |cla: &ClusterLoadAssignment| socket_addresses(cla);
         assert_eq!(addr(&decode(&eps[0])), vec!["10.77.0.11:18080"]);
         assert_eq!(addr(&decode(&eps[1])), vec!["10.77.0.11:9001"]);
         assert_eq!(addr(&decode(&eps[2])), vec!["10.77.0.12:9080"]);
@@ -585,23 +589,11 @@ spec:
         );
         let v = view(&p, "client", "10.77.0.10");
         let cs = clusters(&v);
-        let hosts = |c: &Cluster| -> Vec<String> {
+        let hosts = |c: &Cluster| {
             c.load_assignment
-                .iter()
-                .flat_map(|a| &a.endpoints)
-                .flat_map(|l| &l.lb_endpoints)
-                .filter_map(|e| match &e.host_identifier {
-                    Some(envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier::Endpoint(ep)) => {
-                        match ep.address.as_ref()?.address.as_ref()? {
-                            envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(sa) => {
-                                Some(format!("{}:{:?}", sa.address, sa.port_specifier))
-                            }
-                            _ => None,
-                        }
-                    }
-                    _ => None,
-                })
-                .collect()
+                .as_ref()
+                .map(socket_addresses)
+                .unwrap_or_default()
         };
         use envoy_types::pb::envoy::config::cluster::v3::cluster::{
             ClusterDiscoveryType, DiscoveryType,
@@ -612,7 +604,7 @@ spec:
             Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32))
         );
         assert!(ext.eds_cluster_config.is_none());
-        assert_eq!(hosts(&ext), ["api.example.com:Some(PortValue(443))"]);
+        assert_eq!(hosts(&ext), ["api.example.com:443"]);
         #[allow(deprecated)]
         {
             assert!(ext.respect_dns_ttl);
@@ -623,7 +615,7 @@ spec:
             rr.cluster_discovery_type,
             Some(ClusterDiscoveryType::Type(DiscoveryType::LogicalDns as i32))
         );
-        assert_eq!(hosts(&rr), ["one.example.net:Some(PortValue(8080))"]);
+        assert_eq!(hosts(&rr), ["one.example.net:8080"]);
         // No EDS for them.
         assert!(endpoints(&v, &["outbound|443||api.example.com".to_string()]).is_empty());
         // resolution NONE: the original destination.

@@ -376,15 +376,20 @@ fn random_serial() -> Result<SerialNumber, IdentityError> {
 }
 
 pub(crate) fn der_to_pem(der: &CertificateDer<'_>) -> String {
+    pem_encode("CERTIFICATE", der.as_ref())
+}
+
+/// PEM with `label` (`CERTIFICATE`, `PRIVATE KEY`, …) around base64 lines of 64.
+pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
     use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = String::with_capacity(b64.len() + 64);
-    out.push_str("-----BEGIN CERTIFICATE-----\n");
+    out.push_str(&format!("-----BEGIN {label}-----\n"));
     for line in b64.as_bytes().chunks(64) {
         out.push_str(&String::from_utf8_lossy(line));
         out.push('\n');
     }
-    out.push_str("-----END CERTIFICATE-----\n");
+    out.push_str(&format!("-----END {label}-----\n"));
     out
 }
 

@@ -108,17 +108,6 @@ fn serve(
     })
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap());
-        out.push('\n');
-    }
-    out + &format!("-----END {label}-----\n")
-}
-
 fn any(secret: Secret) -> Any {
     Any {
         type_url: SECRET_TYPE.into(),
@@ -147,7 +136,7 @@ fn cert_secret(ca: &CertificateAuthority, id: &str) -> Any {
         name: DEFAULT_CERT.into(),
         r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
             certificate_chain: inline(chain[0].clone()),
-            private_key: inline(pem("PRIVATE KEY", key.secret_der())),
+            private_key: inline(crate::ca::pem_encode("PRIVATE KEY", key.secret_der())),
             ..Default::default()
         })),
     })

@@ -343,7 +343,7 @@ mod tests {
         // The SDS form: a PEM chain without the root and a PEM PKCS#8 key.
         let (key, csr) = generate_key_and_csr().unwrap();
         let chain = ca.sign_csr(&csr, &id, Duration::from_secs(3600)).unwrap();
-        let key_pem = pem_of("PRIVATE KEY", key.secret_der());
+        let key_pem = crate::ca::pem_encode("PRIVATE KEY", key.secret_der());
         let sds = Svid::from_pems(&chain[0], &key_pem).unwrap();
         assert_eq!(sds.id, id);
         assert_eq!(sds.chain.len(), 1);
@@ -367,18 +367,6 @@ mod tests {
         // A lone leaf has no root.
         let (key, _) = generate_key_and_csr().unwrap();
         assert!(Svid::from_chain_pems(&chain[..1], key).is_err());
-    }
-
-    fn pem_of(label: &str, der: &[u8]) -> String {
-        use base64::Engine;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        let mut out = format!("-----BEGIN {label}-----\n");
-        for line in b64.as_bytes().chunks(64) {
-            out.push_str(std::str::from_utf8(line).unwrap());
-            out.push('\n');
-        }
-        out.push_str(&format!("-----END {label}-----\n"));
-        out
     }
 
     #[test]

@@ -35,6 +35,17 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
     r
 }
 
+fn json_reply(value: &serde_json::Value) -> Response<Full<Bytes>> {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => reply(StatusCode::OK, "application/json", s),
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            e.to_string(),
+        ),
+    }
+}
+
 fn ready(proxy: &Proxy) -> Response<Full<Bytes>> {
     if proxy.ready() {
         return reply(StatusCode::OK, "text/plain", "");
@@ -353,22 +364,8 @@ async fn handle(
             prometheus_text(&proxy),
         ),
         (Port::Admin, "/stats") => reply(StatusCode::OK, "text/plain", stats_text(&proxy)),
-        (Port::Admin, "/config_dump") => match serde_json::to_string_pretty(&config_dump(&proxy)) {
-            Ok(s) => reply(StatusCode::OK, "application/json", s),
-            Err(e) => reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "text/plain",
-                e.to_string(),
-            ),
-        },
-        (Port::Admin, "/certs") => match serde_json::to_string_pretty(&certs(&proxy)) {
-            Ok(s) => reply(StatusCode::OK, "application/json", s),
-            Err(e) => reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "text/plain",
-                e.to_string(),
-            ),
-        },
+        (Port::Admin, "/config_dump") => json_reply(&config_dump(&proxy)),
+        (Port::Admin, "/certs") => json_reply(&certs(&proxy)),
         (Port::Admin, "/clusters") => reply(StatusCode::OK, "text/plain", clusters_text(&proxy)),
         (Port::Admin, "/logging") => {
             let level = req

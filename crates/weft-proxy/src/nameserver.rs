@@ -147,7 +147,10 @@ impl NameServer {
         // Off Kubernetes no cluster DNS serves the mesh domain: the table is the authority for
         // it, so the search-path expansions of other names (`x.example.com.default.svc.
         // cluster.local`) are answered NXDOMAIN at once instead of waiting on the upstream.
-        if name == MESH_DOMAIN || name.ends_with(&format!(".{MESH_DOMAIN}")) {
+        if name
+            .strip_suffix(MESH_DOMAIN)
+            .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+        {
             let mut resp = Message::error_msg(
                 msg.metadata.id,
                 msg.metadata.op_code,

@@ -150,22 +150,6 @@ impl Telemetry {
 /// How long a file access log that could not be opened is left before it is tried again.
 const REOPEN_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Istio's name for traffic that leaves through the passthrough or the blackhole: the
-/// cluster's (or, for Istio's `allow_any`/`block_all` routes, the route's cluster's) name.
-pub fn passthrough_name<'a>(route: &str, cluster: Option<&'a str>) -> Option<&'a str> {
-    const NAMES: [&str; 3] = [
-        "PassthroughCluster",
-        "BlackHoleCluster",
-        "InboundPassthroughClusterIpv4",
-    ];
-    match (route, cluster) {
-        ("block_all", _) => Some("BlackHoleCluster"),
-        ("allow_any", _) => Some("PassthroughCluster"),
-        (_, Some(c)) => NAMES.into_iter().find(|n| *n == c),
-        _ => None,
-    }
-}
-
 /// The `destination_service*` labels of passthrough or blackhole traffic: the cluster's name,
 /// and the Host (HTTP) or "unknown" (TCP) as the service.
 pub fn passthrough_service(name: &str, authority: Option<&str>) -> ServiceInfo {

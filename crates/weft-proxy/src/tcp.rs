@@ -122,7 +122,7 @@ pub async fn proxy<IO>(
     } else {
         String::new()
     };
-    let service = match stats::passthrough_name("", Some(&cluster_name)) {
+    let service = match crate::snapshot::fallthrough_cluster(&cluster_name) {
         Some(name) => stats::passthrough_service(name, None),
         None => stats::service_info(
             cluster.as_ref().and_then(|c| c.service.as_ref()),

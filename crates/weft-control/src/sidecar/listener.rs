@@ -238,16 +238,17 @@ pub fn inbound(view: &ProxyView) -> NamedResource {
     named(virtual_inbound(view))
 }
 
-fn registry_only(view: &ProxyView) -> bool {
-    view.registry_only()
-}
-
-fn virtual_outbound(view: &ProxyView) -> listener::Listener {
-    let fallback = if registry_only(view) {
+/// Where traffic for unknown destinations goes under the outbound traffic policy in force.
+fn fallthrough(view: &ProxyView) -> &'static str {
+    if view.registry_only() {
         BLACKHOLE_CLUSTER
     } else {
         PASSTHROUGH_CLUSTER
-    };
+    }
+}
+
+fn virtual_outbound(view: &ProxyView) -> listener::Listener {
+    let fallback = fallthrough(view);
     listener::Listener {
         name: VIRTUAL_OUTBOUND.into(),
         address: Some(envoy::socket_address("0.0.0.0", OUTBOUND_PORT)),
@@ -277,11 +278,7 @@ fn outbound_listeners(view: &ProxyView, dependent: &BTreeSet<String>) -> Vec<lis
             }
         }
     }
-    let fallthrough = if registry_only(view) {
-        BLACKHOLE_CLUSTER
-    } else {
-        PASSTHROUGH_CLUSTER
-    };
+    let fallthrough = fallthrough(view);
     out.extend(wildcard_listeners(
         view,
         &http_ports,

@@ -301,13 +301,6 @@ pub(super) async fn route_and_forward(
         return Err(local(StatusCode::NOT_FOUND, "NR", "route_not_found", ""));
     };
     done.entry.route_name = Some(route.name.as_str().into());
-    // Istio's stats for traffic to the passthrough or blackhole: the cluster's name as the
-    // service name and the Host as the service (its `getDestinationService`).
-    if let Some(name) =
-        stats::passthrough_name(&route.name, route.target().as_ref().map(|(c, _)| &**c))
-    {
-        done.service = stats::passthrough_service(name, Some(&authority));
-    }
     // The destination is resolved before the filters run, as Envoy does: a request a filter
     // answers (a fault abort) is still logged and counted against its upstream cluster and
     // destination service.
@@ -318,10 +311,14 @@ pub(super) async fn route_and_forward(
     if let Some((name, _)) = &target {
         done.entry.upstream_cluster = Some(name.clone());
     }
-    if let Some(cluster) = cluster
-        .as_ref()
-        .filter(|c| stats::passthrough_name("", Some(&c.name)).is_none())
-    {
+    // Istio's stats for traffic to the passthrough or blackhole: the cluster's name as the
+    // service name and the Host as the service (its `getDestinationService`).
+    let fallthrough = route
+        .fallthrough
+        .or_else(|| cluster.as_ref().and_then(|c| c.fallthrough));
+    if let Some(name) = fallthrough {
+        done.service = stats::passthrough_service(name, Some(&authority));
+    } else if let Some(cluster) = &cluster {
         let host = authority
             .rsplit_once(':')
             .map(|(h, _)| h)

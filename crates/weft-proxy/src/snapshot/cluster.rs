@@ -185,6 +185,20 @@ pub struct Cluster {
     pub generation: u64,
     /// Envoy's `auto_sni`: TLS origination sends the request's host (port stripped) as the SNI.
     pub auto_sni: bool,
+    /// Istio's passthrough or blackhole cluster name, when this is one (telemetry labels).
+    pub fallthrough: Option<&'static str>,
+}
+
+/// Istio's clusters for traffic that leaves the registry: their names are telemetry's
+/// `destination_service_name` for it.
+pub fn fallthrough_cluster(name: &str) -> Option<&'static str> {
+    [
+        "PassthroughCluster",
+        "BlackHoleCluster",
+        "InboundPassthroughClusterIpv4",
+    ]
+    .into_iter()
+    .find(|n| *n == name)
 }
 
 fn struct_str(s: &protobuf::Struct, key: &str) -> Option<String> {
@@ -601,6 +615,7 @@ pub fn compile(
     }
     let weights: Vec<(SocketAddr, u32)> = endpoints.iter().map(|e| (e.addr, e.weight)).collect();
     Ok(Cluster {
+        fallthrough: fallthrough_cluster(name),
         lb: Lb::compile(c, &weights),
         slow_start: SlowStart::compile(c),
         outlier: Outlier::compile(c),

@@ -184,6 +184,8 @@ pub struct Route {
     pub mirrors: Vec<(Arc<str>, Fraction)>,
     pub hash: Vec<HashOn>,
     pub per_filter: PerRoute,
+    /// Istio's `block_all`/`allow_any` routes: the cluster telemetry names for them.
+    pub fallthrough: Option<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -414,6 +416,11 @@ fn compile_route(r: &route::Route, what: &str) -> Result<Route, ProxyError> {
         _ => PathMatch::Prefix(String::new()),
     };
     let mut out = Route {
+        fallthrough: match r.name.as_str() {
+            "block_all" => Some("BlackHoleCluster"),
+            "allow_any" => Some("PassthroughCluster"),
+            _ => None,
+        },
         name: r.name.clone(),
         path,
         case_sensitive: m.case_sensitive.as_ref().is_none_or(|b| b.value),

@@ -114,18 +114,36 @@ fn restart_control(mesh: &mut Mesh, args: &[&str]) {
     mesh.start_control();
 }
 
-#[test]
-fn istio_egress_tls_origination_with_auto_sni_and_auto_san_validation() {
-    crate::netns::require_root();
-    let id = next_id();
+/// The certificates and nginx config of the internet pod, in a directory of their own.
+fn internet_files(prefix: &str) -> tempfile::TempDir {
     let certs = tempfile::Builder::new()
-        .prefix("weft-egress-")
+        .prefix(prefix)
         .tempdir()
         .expect("certs dir");
     let dir = certs.path();
     certificates(dir);
     std::fs::create_dir_all(dir.join("tmp")).expect("tmp");
     std::fs::write(dir.join("nginx.conf"), nginx_conf(dir)).expect("nginx.conf");
+    certs
+}
+
+/// The internet pod (no sidecar) with nginx on the files of [`internet_files`].
+fn start_internet(mesh: &mut Mesh, dir: &Path) {
+    mesh.add_pod("internet", INTERNET, None);
+    let conf = dir.join("nginx.conf");
+    mesh.start_command(
+        "internet",
+        &["nginx", "-c", conf.to_str().unwrap_or_default()],
+        "http://127.0.0.1:80/",
+    );
+}
+
+#[test]
+fn istio_egress_tls_origination_with_auto_sni_and_auto_san_validation() {
+    crate::netns::require_root();
+    let id = next_id();
+    let certs = internet_files("weft-egress-");
+    let dir = certs.path();
     let ip = format!("10.77.{id}.{INTERNET}");
     // The names resolve to the internet pod, for the app and for its sidecar alike.
     let hosts: String = NAMES.iter().map(|h| format!("{ip} {h}\n")).collect();
@@ -138,13 +156,7 @@ fn istio_egress_tls_origination_with_auto_sni_and_auto_san_validation() {
         "accessLogFile: /dev/stdout\n",
         &hosts,
     );
-    mesh.add_pod("internet", INTERNET, None);
-    let conf = dir.join("nginx.conf");
-    mesh.start_command(
-        "internet",
-        &["nginx", "-c", conf.to_str().unwrap_or_default()],
-        "http://127.0.0.1:80/",
-    );
+    start_internet(&mut mesh, dir);
     mesh.add_pod("sleep", SLEEP, Some(sidecar("sleep")));
 
     // The task's starting point: http://<name>/ answers with the site's redirect to HTTPS.
@@ -264,14 +276,8 @@ fn istio_egress_tls_origination_with_auto_sni_and_auto_san_validation() {
 fn tls_passthrough_by_sni_to_https_service_entries() {
     crate::netns::require_root();
     let id = next_id();
-    let certs = tempfile::Builder::new()
-        .prefix("weft-passthrough-")
-        .tempdir()
-        .expect("certs dir");
+    let certs = internet_files("weft-passthrough-");
     let dir = certs.path();
-    certificates(dir);
-    std::fs::create_dir_all(dir.join("tmp")).expect("tmp");
-    std::fs::write(dir.join("nginx.conf"), nginx_conf(dir)).expect("nginx.conf");
     let ip = format!("10.77.{id}.{INTERNET}");
     let hosts: String = ["a", "b", "c"]
         .iter()
@@ -293,13 +299,7 @@ fn tls_passthrough_by_sni_to_https_service_entries() {
         "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n",
         &hosts,
     );
-    mesh.add_pod("internet", INTERNET, None);
-    let conf = dir.join("nginx.conf");
-    mesh.start_command(
-        "internet",
-        &["nginx", "-c", conf.to_str().unwrap_or_default()],
-        "http://127.0.0.1:80/",
-    );
+    start_internet(&mut mesh, dir);
     mesh.add_pod("sleep", SLEEP, Some(sidecar("sleep")));
     let ca = dir.join("ca.pem").display().to_string();
     let https_get = |mesh: &Mesh, host: &str| {

@@ -219,11 +219,27 @@ plugins {{
     /// Registers a workload: `spiffe://<td>/ns/<ns>/sa/<sa>` for uid 1337 with supplementary
     /// group `gid`, under the entry id `entry`.
     pub fn register(&self, entry: &str, ns: &str, sa: &str, gid: u32, ttl_secs: Option<u32>) {
+        let ttl = ttl_secs.map(|t| t.to_string());
+        let extra: Vec<&str> = ttl
+            .iter()
+            .flat_map(|t| ["-x509SVIDTTL", t.as_str()])
+            .collect();
+        self.entry("create", entry, ns, sa, gid, &extra);
+    }
+
+    /// Lets entry `entry` (registered as by [`Spire::register`]) use `other`'s bundle.
+    pub fn federate_entry(&self, entry: &str, ns: &str, sa: &str, gid: u32, other: &str) {
+        let fed = format!("spiffe://{other}");
+        self.entry("update", entry, ns, sa, gid, &["-federatesWith", &fed]);
+    }
+
+    /// `entry create|update` for a pod's entry, with `extra` arguments.
+    fn entry(&self, op: &str, entry: &str, ns: &str, sa: &str, gid: u32, extra: &[&str]) {
         let id = format!("spiffe://{}/ns/{ns}/sa/{sa}", self.trust_domain);
         let gid = format!("unix:supplementary_gid:{gid}");
         let mut args = vec![
             "entry",
-            "create",
+            op,
             "-entryID",
             entry,
             "-parentID",
@@ -235,34 +251,8 @@ plugins {{
             "-selector",
             &gid,
         ];
-        let ttl = ttl_secs.map(|t| t.to_string());
-        if let Some(t) = &ttl {
-            args.extend(["-x509SVIDTTL", t]);
-        }
+        args.extend_from_slice(extra);
         self.server_ok(&args);
-    }
-
-    /// Lets entry `entry` (registered as by [`Spire::register`]) use `other`'s bundle.
-    pub fn federate_entry(&self, entry: &str, ns: &str, sa: &str, gid: u32, other: &str) {
-        let id = format!("spiffe://{}/ns/{ns}/sa/{sa}", self.trust_domain);
-        let gid = format!("unix:supplementary_gid:{gid}");
-        let fed = format!("spiffe://{other}");
-        self.server_ok(&[
-            "entry",
-            "update",
-            "-entryID",
-            entry,
-            "-parentID",
-            &self.agent_id,
-            "-spiffeID",
-            &id,
-            "-selector",
-            "unix:uid:1337",
-            "-selector",
-            &gid,
-            "-federatesWith",
-            &fed,
-        ]);
     }
 
     /// This trust domain's bundle in SPIFFE format, for `bundle set` on another server.
