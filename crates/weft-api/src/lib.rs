@@ -31,8 +31,8 @@ pub use common::{
 pub use duration::{Duration, DurationError};
 pub use host::resolve_host;
 pub use load::{
-    Parsed, load_paths, load_paths_with_notes, parse_documents, parse_documents_with_notes,
-    parse_mesh_config,
+    Object, Parsed, field_line, load_paths, load_paths_with_notes, parse_documents,
+    parse_documents_with_notes, parse_mesh_config,
 };
 pub use mesh::{MeshConfig, MeshProxyConfig};
 pub use meta::{Kind, ObjectMeta, Resource, Source, Spec};

@@ -1,5 +1,6 @@
 //! Loading resources and the mesh config from YAML text and files.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::mesh::MeshConfig;
@@ -23,6 +24,25 @@ pub struct Parsed {
     pub problems: Vec<Problem>,
     /// Documents skipped on purpose, in file order.
     pub notes: Vec<Note>,
+    /// The Kubernetes resources among the skipped documents (Service, Namespace, Pod,
+    /// Deployment, …) as they were written, for the analyzers that read them.
+    pub objects: Vec<Object>,
+}
+
+/// A Kubernetes (non-Istio) resource read from YAML: not applied, kept for analysis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    /// apiVersion as written.
+    pub api_version: String,
+    /// Kind as written.
+    pub kind: String,
+    /// Name, namespace (`default` when not written, empty for a Namespace), labels and
+    /// annotations.
+    pub meta: ObjectMeta,
+    /// The whole document as JSON.
+    pub body: serde_json::Value,
+    /// Where it came from.
+    pub source: Source,
 }
 
 impl Parsed {
@@ -30,6 +50,7 @@ impl Parsed {
         self.resources.append(&mut other.resources);
         self.problems.append(&mut other.problems);
         self.notes.append(&mut other.notes);
+        self.objects.append(&mut other.objects);
     }
 }
 
@@ -178,10 +199,74 @@ pub fn parse_documents_with_notes(text: &str, file: &Path) -> Parsed {
         match parse_document(doc, file) {
             Outcome::Resource(r) => parsed.resources.push(*r),
             Outcome::Problems(mut p) => parsed.problems.append(&mut p),
-            Outcome::Note(n) => parsed.notes.push(n),
+            Outcome::Note(n) => {
+                if n.skip == Skip::NotIstio
+                    && let Some(o) = object(doc, &n)
+                {
+                    parsed.objects.push(o);
+                }
+                parsed.notes.push(n);
+            }
         }
     }
     parsed
+}
+
+fn object(doc: &Node, note: &Note) -> Option<Object> {
+    let body = doc.to_json();
+    let name = note.name.clone()?;
+    let strings = |key: &str| -> BTreeMap<String, String> {
+        body["metadata"][key]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let namespace = match (note.kind.as_str(), &note.namespace) {
+        ("Namespace", _) => String::new(),
+        (_, Some(ns)) if !ns.is_empty() => ns.clone(),
+        _ => "default".to_owned(),
+    };
+    Some(Object {
+        api_version: note.api_version.clone(),
+        kind: note.kind.clone(),
+        meta: ObjectMeta {
+            name,
+            namespace,
+            labels: strings("labels"),
+            annotations: strings("annotations"),
+        },
+        source: Source {
+            file: note.file.clone(),
+            line: doc.line,
+        },
+        body,
+    })
+}
+
+/// The line of `field` (`spec.http[0].route[1].destination.host`) in the document that starts
+/// at `doc_line` of `file`: the deepest part of the path that exists. `None` when the file no
+/// longer reads or has no document there.
+pub fn field_line(file: &Path, doc_line: usize, field: &str) -> Option<usize> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let docs = node::parse_stream(&text).ok()?;
+    let doc = docs.iter().find(|d| d.line == doc_line)?;
+    let mut path = Vec::new();
+    for part in field.split('.').filter(|p| !p.is_empty()) {
+        let (key, rest) = part.split_once('[').unwrap_or((part, ""));
+        if !key.is_empty() {
+            path.push(Segment::Key(key.to_owned()));
+        }
+        for idx in rest.split('[') {
+            if let Ok(i) = idx.trim_end_matches(']').parse::<usize>() {
+                path.push(Segment::Index(i));
+            }
+        }
+    }
+    Some(doc.line_of(&path))
 }
 
 fn note(doc: &Node, file: &Path, skip: Skip) -> Note {

@@ -92,6 +92,18 @@ impl<'a> PolicyChain<'a> {
         chain
     }
 
+    /// The policies in force, mesh-wide first, then the namespace's, then the workload's.
+    pub fn applied(&self) -> impl Iterator<Item = &'a PeerAuthentication> + use<'a> {
+        [self.mesh, self.namespace, self.workload]
+            .into_iter()
+            .flatten()
+    }
+
+    /// The workload-selector policy in force (the only level whose portLevelMtls counts).
+    pub fn workload_policy(&self) -> Option<&'a PeerAuthentication> {
+        self.workload
+    }
+
     /// The workload-level mode (used for ports without a portLevelMtls entry and for the
     /// passthrough chains).
     pub fn workload_mode(&self) -> MtlsMode {

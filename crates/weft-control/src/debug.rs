@@ -3,7 +3,8 @@
 //! (why the latest edit was rejected), `/debug/config_skipped` (documents read and not applied,
 //! e.g. an EnvoyFilter), `/debug/config_distribution?resource=KIND/NAMESPACE/NAME` (from which
 //! push a resource is in force and which proxies applied it; what `weft wait` polls),
-//! `/debug/registryz`, `/ready`.
+//! `/debug/config_dump?proxyID=ID` (what it would send that proxy now; Envoy's `ConfigDump` with
+//! `&format=proto`, for `weft proxy-status POD`), `/debug/registryz`, `/ready`.
 
 pub mod distribution;
 #[cfg(test)]
@@ -24,8 +25,8 @@ use prometheus_client::registry::Registry;
 use crate::error::ControlError;
 use crate::server::ControlState;
 
-fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
     if let Ok(v) = content_type.parse() {
         resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
@@ -142,7 +143,7 @@ async fn config_distribution(state: &ControlState, query: Option<&str>) -> Respo
         return reply(
             StatusCode::BAD_REQUEST,
             "text/plain",
-            "usage: /debug/config_distribution?resource=KIND/NAMESPACE/NAME (e.g. VirtualService/default/reviews)\n".into(),
+            "usage: /debug/config_distribution?resource=KIND/NAMESPACE/NAME (e.g. VirtualService/default/reviews)\n",
         );
     };
     // The files as they are now, to tell whether the control plane has read the latest edit.
@@ -173,12 +174,81 @@ async fn config_distribution(state: &ControlState, query: Option<&str>) -> Respo
     ))
 }
 
+/// `/debug/config_dump?proxyID=ID[&format=proto]`: what the control plane would send the
+/// connected proxy now: Envoy's `ConfigDump` (protobuf) with `format=proto`, otherwise the
+/// version and resource names per type as JSON.
+async fn config_dump(state: &Arc<ControlState>, query: Option<&str>) -> Response<Full<Bytes>> {
+    let query = query.unwrap_or_default().to_owned();
+    let state = state.clone();
+    // Generating a proxy's whole config is CPU work: off the runtime that serves xDS.
+    match tokio::task::spawn_blocking(move || config_dump_now(&state, &query)).await {
+        Ok(resp) => resp,
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            e.to_string(),
+        ),
+    }
+}
+
+fn config_dump_now(state: &ControlState, query: &str) -> Response<Full<Bytes>> {
+    let Some(id) = query.split('&').find_map(|kv| kv.strip_prefix("proxyID=")) else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "usage: /debug/config_dump?proxyID=ID[&format=proto] (the ids are in /debug/syncz)\n",
+        );
+    };
+    let generated = match state.ads.would_send(id) {
+        None => {
+            return reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                format!("no proxy {id} is connected; /debug/syncz lists the connected ones\n"),
+            );
+        }
+        Some(Err(e)) => return reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e),
+        Some(Ok(g)) => g,
+    };
+    if query.split('&').any(|kv| kv == "format=proto") {
+        use prost::Message;
+        let node = weft_xds::pb::envoy::config::core::v3::Node {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        return match weft_xds::dump::Resources::from_generated(node, &generated) {
+            Ok(r) => reply(
+                StatusCode::OK,
+                "application/x-protobuf",
+                r.to_config_dump().encode_to_vec(),
+            ),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                e.to_string(),
+            ),
+        };
+    }
+    let summary: std::collections::BTreeMap<_, _> = generated
+        .iter()
+        .map(|(type_url, (version, resources))| {
+            (
+                weft_xds::types::short_name(type_url).to_string(),
+                serde_json::json!({"version": version, "resources": resources.len()}),
+            )
+        })
+        .collect();
+    json(&summary)
+}
+
 async fn handle(
     state: Arc<ControlState>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let resp = match req.uri().path() {
-        "/metrics" | "/stats/prometheus" => reply(StatusCode::OK, "text/plain; version=0.0.4", metrics(&state)),
+        "/metrics" | "/stats/prometheus" => {
+            reply(StatusCode::OK, "text/plain; version=0.0.4", metrics(&state))
+        }
         "/debug/syncz" => json(&state.ads.sync_status()),
         "/debug/configz" => {
             let push = state.push.load();
@@ -201,11 +271,12 @@ async fn handle(
         }
         "/debug/config_distribution" => config_distribution(&state, req.uri().query()).await,
         "/debug/registryz" => json(&state.push.load().registry),
-        "/ready" => reply(StatusCode::OK, "text/plain", "ready\n".into()),
+        "/debug/config_dump" => config_dump(&state, req.uri().query()).await,
+        "/ready" => reply(StatusCode::OK, "text/plain", "ready\n"),
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "endpoints: /metrics /debug/syncz /debug/configz /debug/config_errors /debug/config_skipped /debug/config_distribution?resource=KIND/NAMESPACE/NAME /debug/registryz /ready\n".into(),
+            "endpoints: /metrics /debug/syncz /debug/configz /debug/config_errors /debug/config_skipped /debug/config_distribution?resource=KIND/NAMESPACE/NAME /debug/config_dump?proxyID=ID /debug/registryz /ready\n",
         ),
     };
     Ok(resp)

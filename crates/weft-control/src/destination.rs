@@ -38,6 +38,20 @@ pub fn rule_for<'p>(view: &ProxyView<'p>, svc: &Service) -> Option<&'p Destinati
         .map(|e| e.rule.as_ref())
 }
 
+/// Istio's `istio.config` path of the DestinationRule that applies to `svc` for this proxy
+/// (`/apis/networking.istio.io/v1alpha3/namespaces/NS/destination-rule/NAME`), which
+/// istioctl's `proxy-config cluster` shows as `NAME.NS`.
+pub fn rule_config_path(view: &ProxyView, svc: &Service) -> Option<String> {
+    let e = view
+        .push
+        .destination_rules
+        .resolve(&view.destination_scope, svc)?;
+    Some(format!(
+        "/apis/networking.istio.io/v1alpha3/namespaces/{}/destination-rule/{}",
+        e.namespace, e.name
+    ))
+}
+
 /// The subsets the DestinationRule defines for `svc`, for this proxy.
 pub fn subsets_for(view: &ProxyView, svc: &Service) -> Vec<Subset> {
     rule_for(view, svc)

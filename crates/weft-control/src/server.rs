@@ -259,7 +259,7 @@ pub async fn run(
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(version = %v, endpoints_changed = changed.len(), "config changed; pushing to all proxies");
             if tracker.len() > ads.stats().connections as usize {
-                let connected = ads.sync_status().into_iter().map(|c| c.proxy_id).collect();
+                let connected = ads.connected_ids().into_iter().collect();
                 tracker.retain_connected(&connected);
             }
             ads.push(weft_xds::PushEvent {

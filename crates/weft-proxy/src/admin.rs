@@ -1,4 +1,5 @@
-//! The proxy's HTTP ports: admin on 127.0.0.1:15000 (`/config_dump`, `/clusters`, `/certs`, `/stats`,
+//! The proxy's HTTP ports: admin on 127.0.0.1:15000 (`POST /why`, `/config_dump`, `?format=proto` for the
+//! xDS resources as Envoy's `ConfigDump`, `/clusters`, `/certs`, `/stats`,
 //! `/ready`, `/logging`, `/quitquitquit`), the agent port 15020 (`/stats/prometheus`,
 //! `/healthz/ready`, `/quitquitquit`), health 15021 (`/healthz/ready`) and Prometheus 15090.
 
@@ -75,6 +76,39 @@ fn ready(proxy: &Proxy) -> Response<Full<Bytes>> {
         "text/plain",
         format!("not ready: {why}\n"),
     )
+}
+
+/// `POST /why` with a JSON [`crate::why::Probe`]: what the proxy would do with it.
+async fn why(proxy: &Proxy, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    let body = match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                format!("cannot read the probe: {e}\n"),
+            );
+        }
+    };
+    match serde_json::from_slice::<crate::why::Probe>(&body) {
+        Ok(p) => match serde_json::to_value(crate::why::explain(&proxy.snapshot.load(), &p)) {
+            Ok(v) => json_reply(&v),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                e.to_string(),
+            ),
+        },
+        Err(e) => reply(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            format!("the probe is not a weft why probe: {e}\n"),
+        ),
+    }
 }
 
 /// Envoy's `/certs`: the workload certificate chain and the trusted roots now in use.
@@ -221,6 +255,33 @@ fn config_dump(proxy: &Proxy) -> serde_json::Value {
     })
 }
 
+/// The xDS resources the proxy holds, as received (what `/config_dump?format=proto` serves as
+/// Envoy's `ConfigDump`, for `weft proxy-config` and `weft proxy-status POD`).
+fn xds_resources(proxy: &Proxy) -> weft_xds::dump::Resources {
+    let snap = proxy.snapshot.load();
+    let raw = &snap.raw;
+    let versions = [
+        weft_xds::types::LISTENER,
+        weft_xds::types::ROUTE,
+        weft_xds::types::CLUSTER,
+        weft_xds::types::ENDPOINT,
+    ]
+    .into_iter()
+    .filter_map(|t| {
+        let v = raw.versions.get(weft_xds::types::short_name(t))?;
+        Some((t.to_string(), v.clone()))
+    })
+    .collect();
+    weft_xds::dump::Resources {
+        node: proxy.options.node(),
+        listeners: raw.listeners.clone(),
+        routes: raw.routes.clone(),
+        clusters: raw.clusters.clone(),
+        endpoints: raw.endpoints.clone(),
+        versions,
+    }
+}
+
 fn humantime_secs(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -364,34 +425,65 @@ async fn handle(
             prometheus_text(&proxy),
         ),
         (Port::Admin, "/stats") => reply(StatusCode::OK, "text/plain", stats_text(&proxy)),
+        (Port::Admin, "/config_dump")
+            if req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|kv| kv == "format=proto")) =>
+        {
+            use prost::Message;
+            // Copying and encoding every resource is not data-path work: a blocking thread.
+            let p = proxy.clone();
+            match tokio::task::spawn_blocking(move || {
+                xds_resources(&p).to_config_dump().encode_to_vec()
+            })
+            .await
+            {
+                Ok(body) => reply(StatusCode::OK, "application/x-protobuf", body),
+                Err(e) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    e.to_string(),
+                ),
+            }
+        }
         (Port::Admin, "/config_dump") => json_reply(&config_dump(&proxy)),
+        (Port::Admin, "/why") if req.method() == Method::POST => why(&proxy, req).await,
         (Port::Admin, "/certs") => json_reply(&certs(&proxy)),
         (Port::Admin, "/clusters") => reply(StatusCode::OK, "text/plain", clusters_text(&proxy)),
         (Port::Admin, "/logging") => {
+            // Envoy's `/logging`: GET lists the active loggers, POST `?level=L` sets them
+            // (a tracing filter: `debug`, `weft_proxy=debug,info`).
             let level = req
                 .uri()
                 .query()
                 .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("level=")))
                 .map(str::to_owned);
-            match (level, crate::admin::log_level_hook()) {
-                (Some(l), Some(hook)) => match hook(&l) {
-                    Ok(()) => reply(
-                        StatusCode::OK,
-                        "text/plain",
-                        format!("log level set to {l}\n"),
-                    ),
-                    Err(e) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
-                },
+            match (crate::admin::log_level_hook(), level) {
                 (None, _) => reply(
-                    StatusCode::BAD_REQUEST,
-                    "text/plain",
-                    "usage: POST /logging?level=debug\n",
-                ),
-                (_, None) => reply(
                     StatusCode::NOT_IMPLEMENTED,
                     "text/plain",
                     "log level is fixed in this process\n",
                 ),
+                (Some(_), Some(_)) if req.method() != Method::POST => reply(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "text/plain",
+                    "changing the log level needs POST /logging?level=L\n",
+                ),
+                (Some(hook), level) => {
+                    // A change touches only the loggers it names (a bare level is the
+                    // default's): the rest of the filter in force stays, as Envoy's
+                    // `?name=level` leaves the other loggers alone.
+                    let result = match level {
+                        None => hook(None),
+                        Some(update) => hook(None)
+                            .and_then(|current| hook(Some(&merge_filter(&current, &update)))),
+                    };
+                    match result {
+                        Ok(filter) => reply(StatusCode::OK, "text/plain", active_loggers(&filter)),
+                        Err(e) => reply(StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+                    }
+                }
             }
         }
         (Port::Admin | Port::Agent, "/quitquitquit") if req.method() == Method::POST => {
@@ -403,7 +495,39 @@ async fn handle(
     Ok(resp)
 }
 
-type LevelHook = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+/// Sets the log filter when given one; returns the filter in force.
+type LevelHook = Box<dyn Fn(Option<&str>) -> Result<String, String> + Send + Sync>;
+
+/// Envoy's `active loggers:` listing of a tracing filter (`info,weft_proxy=debug`): the
+/// default level, then one line per target.
+fn active_loggers(filter: &str) -> String {
+    let mut out = String::from("active loggers:\n");
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let (target, level) = directive.rsplit_once('=').unwrap_or(("default", directive));
+        let _ = writeln!(out, "  {target}: {level}");
+    }
+    out
+}
+/// Overlays `update`'s directives (`debug`, `weft_proxy=trace`) on the filter in force: a bare
+/// level replaces the default, a `target=level` replaces that target's, and every other
+/// directive is kept in its place.
+fn merge_filter(current: &str, update: &str) -> String {
+    let key = |d: &str| d.rsplit_once('=').map(|(t, _)| t.to_owned());
+    let mut out: Vec<String> = current
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for d in update.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        match out.iter_mut().find(|o| key(o) == key(d)) {
+            Some(slot) => *slot = d.to_owned(),
+            None => out.push(d.to_owned()),
+        }
+    }
+    out.join(",")
+}
+
 static LEVEL_HOOK: std::sync::OnceLock<LevelHook> = std::sync::OnceLock::new();
 
 /// Lets the binary plug in a log-level changer for `/logging?level=`.
@@ -466,4 +590,29 @@ pub async fn serve_all(proxy: Arc<Proxy>) -> Result<(), ProxyError> {
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_level_change_keeps_the_loggers_it_does_not_name() {
+        assert_eq!(
+            merge_filter("info,weft_proxy::xds=debug", "weft_proxy=trace"),
+            "info,weft_proxy::xds=debug,weft_proxy=trace"
+        );
+        assert_eq!(
+            merge_filter("info,weft_proxy::xds=debug", "warn"),
+            "warn,weft_proxy::xds=debug"
+        );
+        assert_eq!(
+            merge_filter("info,weft_proxy::xds=debug", "weft_proxy::xds=off"),
+            "info,weft_proxy::xds=off"
+        );
+        assert_eq!(
+            active_loggers("warn,weft_proxy::xds=off"),
+            "active loggers:\n  default: warn\n  weft_proxy::xds: off\n"
+        );
+    }
 }

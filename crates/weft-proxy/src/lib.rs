@@ -26,6 +26,7 @@ mod stats;
 mod tcp;
 pub mod tls;
 mod upstream;
+pub mod why;
 mod xds;
 
 use std::sync::Arc;

@@ -152,6 +152,12 @@ impl ProxyOptions {
             id: self.node_id(),
             cluster: format!("{}.{}", self.workload, self.namespace),
             metadata: Some(metadata),
+            user_agent_name: "weft".into(),
+            user_agent_version_type: Some(
+                envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType::UserAgentVersion(
+                    env!("CARGO_PKG_VERSION").into(),
+                ),
+            ),
             ..Default::default()
         }
     }

@@ -52,6 +52,11 @@ fn hosts_dir(ns: &str) -> PathBuf {
     PathBuf::from("/etc/netns").join(ns)
 }
 
+/// The hosts file the processes of namespace `ns` see as `/etc/hosts`.
+pub fn hosts_path(ns: &str) -> PathBuf {
+    hosts_dir(ns).join("hosts")
+}
+
 /// Creates the node namespace with the bridge at `node_ip`.
 pub fn create_node(node_ip: Ipv4Addr, prefix: u8) -> Result<(), UpError> {
     run(&["ip", "netns", "add", NODE_NS])?;

@@ -225,8 +225,18 @@ pub async fn observe(node_ip: Ipv4Addr, pods: &[(String, Ipv4Addr, bool)]) -> Ob
 pub fn in_node_ns<T: Send + 'static>(
     f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>> + Send + 'static,
 ) -> std::io::Result<T> {
+    in_netns(net::NODE_NS, f)
+}
+
+/// Runs `f` on a thread that has joined the network namespace `ns` (`/run/netns/<ns>`: a
+/// pod's, to reach its proxy's admin port on 127.0.0.1), with a current-thread tokio runtime.
+pub fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>> + Send + 'static,
+) -> std::io::Result<T> {
+    let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || -> std::io::Result<T> {
-        let file = std::fs::File::open(format!("/run/netns/{}", net::NODE_NS))?;
+        let file = std::fs::File::open(&path)?;
         rustix::thread::move_into_link_name_space(
             std::os::fd::AsFd::as_fd(&file),
             Some(rustix::thread::LinkNameSpaceType::Network),
@@ -237,7 +247,7 @@ pub fn in_node_ns<T: Send + 'static>(
         Ok(rt.block_on(f()))
     })
     .join()
-    .map_err(|_| std::io::Error::other("the node-namespace thread panicked"))?
+    .map_err(|_| std::io::Error::other("the namespace thread panicked"))?
 }
 
 /// A pod's row in the status table.

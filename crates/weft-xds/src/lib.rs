@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod dump;
 pub mod error;
 pub mod istio;
 pub mod server;

@@ -106,6 +106,9 @@ pub struct Generated {
     pub resources: Vec<NamedResource>,
 }
 
+/// Per type URL: the version and the packed resources (see [`AdsServer::would_send`]).
+pub type GeneratedByType = BTreeMap<String, (String, Vec<crate::pb::google::protobuf::Any>)>;
+
 /// Produces xDS resources for a proxy. Implemented by the control plane.
 pub trait Generator: Send + Sync + 'static {
     /// Generates the resources of `type_url` that `names` covers for `proxy`. Return `Ok` with no
@@ -205,6 +208,11 @@ pub struct ConnectionStatus {
     pub connected_at: DateTime<Utc>,
     /// Whether the stream uses the delta protocol.
     pub delta: bool,
+    /// `Node.user_agent_name`/`user_agent_version` (`weft/0.1.0`, `envoy/1.22.2`), empty when
+    /// the proxy sends none.
+    pub user_agent: String,
+    /// `Node.metadata` as JSON.
+    pub metadata: serde_json::Value,
     /// State per type URL.
     pub types: BTreeMap<String, TypeStatus>,
 }
@@ -375,6 +383,61 @@ impl AdsServer {
         conns.iter().map(|c| lock(c).clone()).collect()
     }
 
+    /// The proxy ids of the connected streams (cheaper than [`Self::sync_status`]: no copy of
+    /// each stream's metadata and type states).
+    pub fn connected_ids(&self) -> Vec<String> {
+        let conns: Vec<_> = lock(&self.shared.connections).values().cloned().collect();
+        conns.iter().map(|c| lock(c).proxy_id.clone()).collect()
+    }
+
+    /// What the control plane would send now to the connected proxy `proxy_id` (its newest
+    /// stream), per xDS type it subscribed to (LDS, RDS, CDS, EDS): the version and the resources, as a push would
+    /// (`None` when no such proxy is connected). Istio's `/debug/config_dump?proxyID=`.
+    pub fn would_send(&self, proxy_id: &str) -> Option<Result<GeneratedByType, String>> {
+        let conns: Vec<_> = lock(&self.shared.connections).values().cloned().collect();
+        let status = conns
+            .iter()
+            .filter_map(|c| {
+                let c = lock(c);
+                (c.proxy_id == proxy_id).then(|| c.clone())
+            })
+            .max_by_key(|c| c.conn_id)?;
+        let proxy = ProxyInfo {
+            id: status.proxy_id.clone(),
+            cluster: status.cluster.clone(),
+            metadata: status.metadata.clone(),
+            peer_addr: status.peer_addr,
+            conn_id: status.conn_id,
+        };
+        let mut out = BTreeMap::new();
+        let dumped = [
+            types::LISTENER,
+            types::ROUTE,
+            types::CLUSTER,
+            types::ENDPOINT,
+        ];
+        for (type_url, t) in &status.types {
+            if !dumped.contains(&type_url.as_str()) {
+                continue;
+            }
+            match self
+                .shared
+                .generator
+                .generate(&proxy, type_url, &t.subscription)
+            {
+                Ok(g) => {
+                    let resources = types::normalize(g.resources, &t.subscription)
+                        .iter()
+                        .map(|r| r.resource().clone())
+                        .collect();
+                    out.insert(type_url.clone(), (g.version, resources));
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        Some(Ok(out))
+    }
+
     /// Counters for metrics.
     pub fn stats(&self) -> ServerStats {
         let c = &self.shared.counters;
@@ -527,6 +590,24 @@ impl PushSlot {
     }
 }
 
+fn user_agent(node: &Node) -> String {
+    use crate::pb::envoy::config::core::v3::node::UserAgentVersionType as V;
+    let version = match &node.user_agent_version_type {
+        Some(V::UserAgentVersion(v)) => v.clone(),
+        Some(V::UserAgentBuildVersion(b)) => b
+            .version
+            .as_ref()
+            .map(|v| format!("{}.{}.{}", v.major_number, v.minor_number, v.patch))
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    match (node.user_agent_name.as_str(), version.as_str()) {
+        ("", _) => String::new(),
+        (name, "") => name.to_string(),
+        (name, v) => format!("{name}/{v}"),
+    }
+}
+
 /// A registered connection: status entry, stats and connect/disconnect logs.
 struct Conn {
     shared: Arc<Shared>,
@@ -565,6 +646,8 @@ impl Conn {
             peer_addr: peer,
             connected_at: Utc::now(),
             delta,
+            user_agent: user_agent(node),
+            metadata: proxy.metadata.clone(),
             types: BTreeMap::new(),
         }));
         lock(&shared.connections).insert(conn_id, status.clone());

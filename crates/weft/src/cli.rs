@@ -47,6 +47,23 @@ enum Command {
     /// content (Istio's `istioctl x wait`); fails at once if the control plane or a proxy
     /// refused it. Exit 1 on refusal or timeout.
     Wait(WaitArgs),
+    /// istioctl's proxy-status: every proxy's CDS/LDS/EDS/RDS sync state and the version it
+    /// ACKed; with a pod, what differs between the control plane's config and the proxy's.
+    #[command(visible_alias = "ps")]
+    ProxyStatus(crate::ops::ProxyStatusArgs),
+    /// istioctl's proxy-config: a proxy's clusters, listeners, routes, endpoints, secrets, or
+    /// its log level, from its admin port.
+    #[command(visible_alias = "pc")]
+    ProxyConfig(crate::ops::ProxyConfigArgs),
+    /// istioctl's analyze: Istio's analyzers (IST0101, IST0102, …) over a directory of YAML;
+    /// exit 79 when a message reaches --failure-threshold.
+    Analyze(crate::ops::AnalyzeArgs),
+    /// istioctl's x describe: what applies to a pod or a service, and the effective mTLS.
+    #[command(subcommand)]
+    Describe(crate::ops::DescribeCommand),
+    /// What the sidecars would do with a request, with no traffic sent: each proxy's own
+    /// matching on its current config, from the client's outbound side to the server's inbound.
+    Why(crate::ops::WhyArgs),
     /// Run a whole mesh on this machine from a directory of Istio YAML and its weft.yaml.
     Up {
         /// The directory (the control plane's config dir: edits apply live).
@@ -282,9 +299,14 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
         .init();
-    weft_proxy::admin::set_log_level_hook(Box::new(move |level: &str| {
-        let f = EnvFilter::try_new(level).map_err(|e| format!("bad level {level:?}: {e}"))?;
-        handle.reload(f).map_err(|e| e.to_string())
+    weft_proxy::admin::set_log_level_hook(Box::new(move |level: Option<&str>| {
+        if let Some(level) = level {
+            let f = EnvFilter::try_new(level).map_err(|e| format!("bad level {level:?}: {e}"))?;
+            handle.reload(f).map_err(|e| e.to_string())?;
+        }
+        handle
+            .with_current(|f| f.to_string())
+            .map_err(|e| e.to_string())
     }));
     Ok(())
 }
@@ -328,6 +350,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Iptables(a) => iptables(a),
         Command::Wait(a) => wait(a),
+        Command::ProxyStatus(a) => crate::ops::proxy_status(a),
+        Command::ProxyConfig(a) => crate::ops::proxy_config(a),
+        Command::Analyze(a) => crate::ops::analyze(a),
+        Command::Describe(c) => crate::ops::describe(c),
+        Command::Why(a) => crate::ops::why(a),
         Command::Control(a) => {
             if let Some(ControlSub::Token {
                 state_dir,

@@ -3,6 +3,7 @@
 //! `iptables` (capture rules), `validate`, `version`.
 
 mod cli;
+mod ops;
 
 use clap::Parser;
 

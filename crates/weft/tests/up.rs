@@ -8,6 +8,11 @@ use std::time::{Duration, Instant};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
+#[path = "up/operate.rs"]
+mod operate;
+#[path = "up/why.rs"]
+mod why;
+
 fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/bookinfo")
 }

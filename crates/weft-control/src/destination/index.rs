@@ -25,7 +25,9 @@ pub(crate) struct Entry {
     /// The (merged) rule, its host resolved to a FQDN.
     pub rule: Arc<DestinationRule>,
     /// The namespace of the first rule (`rule.Namespace` in istiod).
-    namespace: String,
+    pub namespace: String,
+    /// The name of the first rule (for the clusters' `istio.config` metadata).
+    pub name: String,
 }
 
 impl Entry {
@@ -55,6 +57,7 @@ impl Table {
         &mut self,
         host: &str,
         namespace: &str,
+        name: &str,
         rule: &Arc<DestinationRule>,
         export: &BTreeSet<String>,
     ) {
@@ -64,6 +67,7 @@ impl Table {
                 vec![Entry {
                     rule: rule.clone(),
                     namespace: namespace.to_string(),
+                    name: name.to_string(),
                 }],
             );
             self.export_to.insert(host.to_string(), export.clone());
@@ -107,6 +111,7 @@ impl Table {
             list.push(Entry {
                 rule: rule.clone(),
                 namespace: namespace.to_string(),
+                name: name.to_string(),
             });
         }
     }
@@ -237,21 +242,27 @@ impl Index {
                 || export.contains(PRIVATE)
                 || export.contains(ns)
             {
-                ix.namespace_local
-                    .entry(ns.to_string())
-                    .or_default()
-                    .merge(&host, ns, &rule, &export);
+                ix.namespace_local.entry(ns.to_string()).or_default().merge(
+                    &host,
+                    ns,
+                    &r.meta.name,
+                    &rule,
+                    &export,
+                );
             }
             // Without exportTo the mesh default applies, of which only `.` and `*` count.
             let private_only = (export.is_empty() && default_private)
                 || (export.len() == 1 && (export.contains(PRIVATE) || export.contains(ns)));
             if !private_only {
-                ix.exported
-                    .entry(ns.to_string())
-                    .or_default()
-                    .merge(&host, ns, &rule, &export);
+                ix.exported.entry(ns.to_string()).or_default().merge(
+                    &host,
+                    ns,
+                    &r.meta.name,
+                    &rule,
+                    &export,
+                );
             } else if ns == root {
-                ix.root_local.merge(&host, ns, &rule, &export);
+                ix.root_local.merge(&host, ns, &r.meta.name, &rule, &export);
             }
         }
         ix.special = ix.namespace_local.keys().cloned().collect();

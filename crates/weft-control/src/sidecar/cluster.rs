@@ -52,7 +52,7 @@ fn base(name: String, view: &ProxyView) -> cluster::Cluster {
 }
 
 /// Istio's service metadata on clusters, read by telemetry for `destination_service*`.
-fn service_metadata(svc: &Service, subset: &str) -> core::Metadata {
+fn service_metadata(svc: &Service, subset: &str, rule: Option<String>) -> core::Metadata {
     let service = envoy::string_struct([
         ("host", svc.hostname.clone()),
         ("name", svc.name.clone()),
@@ -67,6 +67,11 @@ fn service_metadata(svc: &Service, subset: &str) -> core::Metadata {
         istio
             .fields
             .insert("subset".into(), envoy::string_value(subset.to_string()));
+    }
+    if let Some(path) = rule {
+        istio
+            .fields
+            .insert("config".into(), envoy::string_value(path));
     }
     envoy::metadata(vec![("istio", istio)])
 }
@@ -199,7 +204,11 @@ fn outbound_cluster(
             service_name: name,
         });
     }
-    c.metadata = Some(service_metadata(svc, subset));
+    c.metadata = Some(service_metadata(
+        svc,
+        subset,
+        crate::destination::rule_config_path(view, svc),
+    ));
     c.circuit_breakers = Some(cluster::CircuitBreakers {
         thresholds: vec![super::traffic_policy::default_thresholds()],
         ..Default::default()

@@ -374,6 +374,31 @@ pub struct RetryOn {
     pub grpc_unavailable: bool,
 }
 
+impl RetryOn {
+    /// Envoy's `retry_on` tokens of the conditions set (`connect-failure,refused-stream`).
+    pub fn conditions(&self) -> String {
+        [
+            (self.five_xx, "5xx"),
+            (self.gateway_error, "gateway-error"),
+            (self.reset, "reset"),
+            (self.connect_failure, "connect-failure"),
+            (self.refused_stream, "refused-stream"),
+            (self.retriable_4xx, "retriable-4xx"),
+            (self.retriable_status_codes, "retriable-status-codes"),
+            (self.grpc_cancelled, "cancelled"),
+            (self.grpc_deadline_exceeded, "deadline-exceeded"),
+            (self.grpc_internal, "internal"),
+            (self.grpc_resource_exhausted, "resource-exhausted"),
+            (self.grpc_unavailable, "unavailable"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, token)| *token)
+        .collect::<Vec<_>>()
+        .join(",")
+    }
+}
+
 /// A route's retry policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {

@@ -64,6 +64,19 @@ impl StrMatch {
         })
     }
 
+    /// In words: `exact "jason"`, `prefix "/api", any case`.
+    pub fn describe(&self) -> String {
+        let (how, v) = match &self.kind {
+            StrKind::Exact(e) => ("exact", e.as_str()),
+            StrKind::Prefix(e) => ("prefix", e.as_str()),
+            StrKind::Suffix(e) => ("suffix", e.as_str()),
+            StrKind::Contains(e) => ("containing", e.as_str()),
+            StrKind::Regex(r) => ("regex", r.as_str()),
+        };
+        let case = if self.ignore_case { ", any case" } else { "" };
+        format!("{how} {v:?}{case}")
+    }
+
     pub fn matches(&self, v: &str) -> bool {
         if self.ignore_case {
             // The pattern is stored lowercase: compare without lowercasing the value.
@@ -123,6 +136,38 @@ pub struct QueryMatcher {
     pub name: String,
     /// None: the parameter must be present.
     pub matcher: Option<StrMatch>,
+}
+
+impl HeaderMatcher {
+    /// The value this matcher reads from the request.
+    fn value<'r>(&self, req: &RequestInfo<'r>) -> Option<&'r str> {
+        match &self.key {
+            HeaderKey::Header(name) => req.headers.get(name).and_then(|v| v.to_str().ok()),
+            HeaderKey::Method => Some(req.method),
+            HeaderKey::Authority => Some(req.authority),
+            HeaderKey::Scheme => Some(req.scheme),
+            HeaderKey::Path => Some(req.path),
+        }
+    }
+
+    fn matches(&self, req: &RequestInfo) -> bool {
+        let m = match (&self.matcher, self.value(req)) {
+            (HeaderMatch::Present(p), v) => v.is_some() == *p,
+            (_, None) => false,
+            (HeaderMatch::Str(s), Some(v)) => s.matches(v),
+        };
+        m != self.invert
+    }
+}
+
+impl QueryMatcher {
+    /// Whether the query string (without the `?`) satisfies this matcher.
+    fn matches(&self, query: &str) -> bool {
+        match query_param(query, &self.name) {
+            None => false,
+            Some(v) => self.matcher.as_ref().is_none_or(|m| m.matches(v)),
+        }
+    }
 }
 
 /// One destination of a weighted route.
@@ -546,7 +591,62 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 impl Route {
     pub fn matches(&self, req: &RequestInfo) -> bool {
         let (path_only, query) = req.path.split_once('?').unwrap_or((req.path, ""));
-        let ok = match &self.path {
+        self.path_matches(path_only)
+            && self.headers.iter().all(|h| h.matches(req))
+            && self.query.iter().all(|q| q.matches(query))
+    }
+
+    /// The first condition of this route `req` fails, in words (`None`: the route matches).
+    /// For `weft why`; the same checks as [`Self::matches`].
+    pub fn mismatch(&self, req: &RequestInfo) -> Option<String> {
+        let (path_only, query) = req.path.split_once('?').unwrap_or((req.path, ""));
+        if !self.path_matches(path_only) {
+            let (how, p) = match &self.path {
+                PathMatch::Prefix(p) => ("prefix", p.as_str()),
+                PathMatch::Exact(p) => ("exact", p.as_str()),
+                PathMatch::Regex(r) => ("regex", r.as_str()),
+            };
+            let case = if self.case_sensitive {
+                ""
+            } else {
+                ", any case"
+            };
+            return Some(format!("path {path_only:?} is not {how} {p:?}{case}"));
+        }
+        if let Some(h) = self.headers.iter().find(|h| !h.matches(req)) {
+            let name = match &h.key {
+                HeaderKey::Header(n) => n.as_str(),
+                HeaderKey::Method => ":method",
+                HeaderKey::Authority => ":authority",
+                HeaderKey::Scheme => ":scheme",
+                HeaderKey::Path => ":path",
+            };
+            let want = match &h.matcher {
+                HeaderMatch::Present(true) => "present".to_string(),
+                HeaderMatch::Present(false) => "absent".to_string(),
+                HeaderMatch::Str(m) => m.describe(),
+            };
+            let not = if h.invert { "not " } else { "" };
+            return Some(format!(
+                "header {name}: {}, wanted {not}{want}",
+                h.value(req)
+                    .map_or_else(|| "none".to_string(), |v| format!("{v:?}"))
+            ));
+        }
+        if let Some(q) = self.query.iter().find(|q| !q.matches(query)) {
+            return Some(format!(
+                "query parameter {}: wanted {}",
+                q.name,
+                q.matcher
+                    .as_ref()
+                    .map_or("present".into(), StrMatch::describe)
+            ));
+        }
+        None
+    }
+
+    fn path_matches(&self, path_only: &str) -> bool {
+        match &self.path {
             PathMatch::Prefix(p) => {
                 if self.case_sensitive {
                     path_only.starts_with(p.as_str())
@@ -564,28 +664,7 @@ impl Route {
                 }
             }
             PathMatch::Regex(r) => r.is_match(path_only),
-        };
-        ok && self.headers.iter().all(|h| {
-            let v = match &h.key {
-                HeaderKey::Header(name) => req.headers.get(name).and_then(|v| v.to_str().ok()),
-                HeaderKey::Method => Some(req.method),
-                HeaderKey::Authority => Some(req.authority),
-                HeaderKey::Scheme => Some(req.scheme),
-                HeaderKey::Path => Some(req.path),
-            };
-            let m = match (&h.matcher, v) {
-                (HeaderMatch::Present(p), v) => v.is_some() == *p,
-                (_, None) => false,
-                (HeaderMatch::Str(s), Some(v)) => s.matches(v),
-            };
-            m != h.invert
-        }) && self
-            .query
-            .iter()
-            .all(|q| match query_param(query, &q.name) {
-                None => false,
-                Some(v) => q.matcher.as_ref().is_none_or(|m| m.matches(v)),
-            })
+        }
     }
 
     /// The cluster for this request and, for a weighted route, the destination picked (by a
@@ -754,6 +833,22 @@ mod tests {
         let retry = r.retry.as_ref().unwrap();
         assert_eq!(retry.num_retries, 2);
         assert!(retry.on.connect_failure && retry.on.refused_stream && !retry.on.five_xx);
+        assert_eq!(retry.on.conditions(), "connect-failure,refused-stream");
+        // `weft why` names the condition a route fails, with the same checks as `matches`.
+        let jason = &vh.routes[0];
+        assert_eq!(jason.mismatch(&req("/productpage", &h)), None);
+        assert_eq!(
+            jason
+                .mismatch(&req("/productpage", &http::HeaderMap::new()))
+                .as_deref(),
+            Some("header end-user: none, wanted exact \"jason\"")
+        );
+        let mut other = http::HeaderMap::new();
+        other.insert("end-user", http::HeaderValue::from_static("bob"));
+        assert_eq!(
+            jason.mismatch(&req("/", &other)).as_deref(),
+            Some("header end-user: \"bob\", wanted exact \"jason\"")
+        );
         let r = vh
             .routes
             .iter()

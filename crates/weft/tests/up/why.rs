@@ -1,0 +1,207 @@
+//! `weft why` against a running `weft up` bookinfo: for Istio's request routing (jason to
+//! reviews v2), its fault-injection task (an abort for jason on ratings) and an
+//! AuthorizationPolicy (only productpage may call reviews), what `why` says the sidecars do
+//! is then what a real request does.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{ONE_MESH, Up, bookinfo_copy, wait_for, weft};
+
+const POLICIES: &str = r#"apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata:
+  name: viewer
+spec:
+  selector:
+    matchLabels: {app: reviews}
+  action: ALLOW
+  rules:
+  - from:
+    - source: {principals: ["cluster.local/ns/default/sa/bookinfo-productpage"]}
+"#;
+
+/// `weft why -o json` from `from`, with headers.
+fn why(from: &str, url: &str, headers: &[&str]) -> Value {
+    let mut args = vec!["why", "--from", from, "-o", "json"];
+    for h in headers {
+        args.extend_from_slice(&["-H", h]);
+    }
+    args.push(url);
+    let (ok, out) = weft(&args);
+    assert!(ok, "weft {args:?}: {out}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// A real request from `pod`: the status code and the body.
+fn request(pod: &str, url: &str, headers: &[&str]) -> (u16, String) {
+    let mut args = vec![
+        "exec",
+        pod,
+        "--",
+        "curl",
+        "-s",
+        "-m",
+        "10",
+        "-w",
+        "\n%{http_code}",
+    ];
+    for h in headers {
+        args.extend_from_slice(&["-H", h]);
+    }
+    args.push(url);
+    let (_, out) = weft(&args);
+    let (body, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn step<'a>(side: &'a Value, stage: &str) -> &'a str {
+    side["explanation"]["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["stage"] == stage))
+        .and_then(|s| s["decision"].as_str())
+        .unwrap_or_else(|| panic!("no {stage} step in {side:#}"))
+}
+
+/// The reviews version that answered, from the reviews JSON (v1: no ratings).
+fn reviews_color(body: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(body).ok()?;
+    Some(
+        v["reviews"][0]["rating"]["color"]
+            .as_str()
+            .unwrap_or("none")
+            .to_string(),
+    )
+}
+
+#[test]
+fn why_agrees_with_real_requests() {
+    let _one = ONE_MESH.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = bookinfo_copy(tmp.path());
+    let sample = |name: &str| {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/istio/samples/bookinfo/networking")
+            .join(name);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    std::fs::write(
+        dir.join("vs-reviews.yaml"),
+        sample("virtual-service-reviews-test-v2.yaml"),
+    )
+    .expect("vs");
+    std::fs::write(dir.join("policies.yaml"), POLICIES).expect("policies");
+    let up = Up::start(&dir, tmp.path().join("up.log"), &tmp.path().join("state"));
+    let _ = &up;
+    let reviews = "http://reviews:9080/reviews/0";
+    let jason = "end-user: jason";
+    wait_for(Duration::from_secs(30), "reviews routed", || {
+        request("productpage", reviews, &[jason]).0 == 200
+    });
+
+    // Request routing: jason to v2, over mTLS, allowed by the viewer policy.
+    let w = why("productpage", reviews, &[jason]);
+    assert_eq!(
+        w["client"]["explanation"]["clusters"][0][0],
+        "outbound|9080|v2|reviews.default.svc.cluster.local",
+        "{w:#}"
+    );
+    assert_eq!(w["server"]["pod"], "reviews-v2", "{w:#}");
+    assert!(
+        w["client"]["explanation"]["endpoints"][0]["tls"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("mTLS")),
+        "{w:#}"
+    );
+    assert!(
+        step(&w["server"], "RBAC")
+            .contains("allowed: ALLOW policy ns[default]-policy[viewer]-rule[0]"),
+        "{w:#}"
+    );
+    let endpoint = w["client"]["explanation"]["endpoints"][0]["address"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(
+        w["verdict"].as_str(),
+        Some(format!("reaches reviews-v2's app at {endpoint}").as_str()),
+        "{w:#}"
+    );
+    let (code, body) = request("productpage", reviews, &[jason]);
+    assert_eq!(
+        (code, reviews_color(&body).as_deref()),
+        (200, Some("black")),
+        "v2 answers: {body}"
+    );
+    // Everyone else: v1, and the route before it is named as not matching.
+    let w = why("productpage", reviews, &[]);
+    assert_eq!(w["server"]["pod"], "reviews-v1", "{w:#}");
+    let route = w["client"]["explanation"]["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["stage"] == "route"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        route["details"][0],
+        "route #0 does not match: header end-user: none, wanted exact \"jason\"",
+        "{w:#}"
+    );
+    let (code, body) = request("productpage", reviews, &[]);
+    assert_eq!(
+        (code, reviews_color(&body).as_deref()),
+        (200, Some("none")),
+        "v1 answers: {body}"
+    );
+
+    // Authorization: ratings may not call reviews; why names the decision, curl gets 403.
+    let w = why("ratings", reviews, &[]);
+    assert_eq!(w["server"]["explanation"]["outcome"], "denied", "{w:#}");
+    assert_eq!(w["server"]["explanation"]["status"], 403, "{w:#}");
+    assert!(
+        step(&w["server"], "RBAC").contains("none of the 1 ALLOW policies matches"),
+        "{w:#}"
+    );
+    assert_eq!(request("ratings", reviews, &[]).0, 403);
+
+    // Fault injection (Istio's task, its YAML unchanged): jason's ratings calls abort 500 in
+    // the client's sidecar; why says so once the config has arrived, and curl sees it.
+    std::fs::write(
+        dir.join("vs-ratings.yaml"),
+        sample("virtual-service-ratings-test-abort.yaml"),
+    )
+    .expect("abort");
+    let ratings = "http://ratings:9080/ratings/0";
+    let mut last = Value::Null;
+    wait_for(Duration::from_secs(20), "why sees the abort", || {
+        last = why("reviews-v2", ratings, &[jason]);
+        last["client"]["explanation"]["outcome"] == "answered"
+    });
+    assert_eq!(last["client"]["explanation"]["status"], 500, "{last:#}");
+    assert!(
+        step(&last["client"], "fault").contains("abort with HTTP 500 for 100% of requests"),
+        "{last:#}"
+    );
+    assert!(last["server"].is_null(), "{last:#}");
+    assert_eq!(request("reviews-v2", ratings, &[jason]).0, 500);
+    let w = why("reviews-v2", ratings, &[]);
+    assert_eq!(w["server"]["pod"], "ratings", "{w:#}");
+    assert_eq!(request("reviews-v2", ratings, &[]).0, 200);
+
+    // The text form, and the errors an operator can make.
+    let (ok, text) = weft(&["why", "--from", "productpage", "-H", jason, reviews]);
+    assert!(ok, "{text}");
+    for want in [
+        "productpage (outbound):",
+        "reviews-v2 (inbound):",
+        "=> reaches reviews-v2's app at",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    let (ok, err) = weft(&["why", "--from", "productpage", "http://nosuch:9080/"]);
+    assert!(
+        !ok && err.contains("\"nosuch\" does not resolve in pod productpage"),
+        "{err}"
+    );
+    let (ok, err) = weft(&["why", "--from", "nopod", reviews]);
+    assert!(!ok && err.contains("no pod \"nopod\""), "{err}");
+}
