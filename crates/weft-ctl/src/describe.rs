@@ -57,13 +57,20 @@ pub struct World {
 
 impl World {
     pub fn fetch(mesh: &Mesh) -> Result<World, CtlError> {
+        World::from_json(
+            &mesh.control_ok("/debug/configz")?,
+            &mesh.control_ok("/debug/registryz")?,
+        )
+    }
+
+    /// From the control plane's `/debug/configz` and `/debug/registryz` answers.
+    pub fn from_json(configz: &[u8], registryz: &[u8]) -> Result<World, CtlError> {
         let decode = |what: &str, e: String| CtlError::Decode {
             what: format!("the control plane's {what}"),
             reason: e,
         };
         let configz: serde_json::Value =
-            serde_json::from_slice(&mesh.control_ok("/debug/configz")?)
-                .map_err(|e| decode("/debug/configz", e.to_string()))?;
+            serde_json::from_slice(configz).map_err(|e| decode("/debug/configz", e.to_string()))?;
         let mut resources = Vec::new();
         for mut r in configz["resources"].as_array().cloned().unwrap_or_default() {
             let source = r
@@ -86,7 +93,7 @@ impl World {
         struct Registry {
             services: Vec<Service>,
         }
-        let registry: Registry = serde_json::from_slice(&mesh.control_ok("/debug/registryz")?)
+        let registry: Registry = serde_json::from_slice(registryz)
             .map_err(|e| decode("/debug/registryz", e.to_string()))?;
         Ok(World {
             resources,
@@ -96,6 +103,28 @@ impl World {
                 .unwrap_or("istio-system")
                 .to_string(),
         })
+    }
+
+    /// The AuthorizationPolicies, PeerAuthentications, RequestAuthentications and Telemetry
+    /// resources that apply to a workload in `namespace` with `labels`, as the control plane
+    /// selects them.
+    pub fn policies_for<'a>(&'a self, namespace: &str, labels: &Labels) -> Vec<&'a Resource> {
+        let mut out = Vec::new();
+        let chain = weft_control::authn::PolicyChain::for_workload(
+            &self.resources,
+            &self.root_namespace,
+            namespace,
+            labels,
+        );
+        out.extend(chain.applied().filter_map(|pa| {
+            self.resources
+                .iter()
+                .find(|r| matches!(&r.spec, Spec::PeerAuthentication(x) if std::ptr::eq(x, pa)))
+        }));
+        for kind in ["AuthorizationPolicy", "RequestAuthentication", "Telemetry"] {
+            out.extend(self.selecting(namespace, labels, kind));
+        }
+        out
     }
 
     fn named<'a>(&'a self, kind: &str, name_ns: &str) -> Option<&'a Resource> {

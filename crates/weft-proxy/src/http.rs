@@ -27,7 +27,7 @@ use crate::upstream::Lease;
 pub(crate) mod authz;
 pub(crate) mod extauthz;
 pub(crate) mod grpc;
-mod jwt;
+pub(crate) mod jwt;
 mod path;
 #[cfg(test)]
 mod rbac_tests;

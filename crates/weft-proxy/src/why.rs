@@ -330,26 +330,30 @@ pub fn explain(snap: &Snapshot, probe: &Probe) -> Explanation {
                 path: &probe.path,
                 headers: &headers,
             };
-            // The HTTP filters, in order, as the connection manager runs them.
-            let attrs = Attrs {
-                local: probe.dst,
-                peer,
-                remote_ip: peer.ip(),
-                principal,
-                sni: "",
-                http: Some(HttpAttrs {
-                    method: &probe.method,
-                    authority: &authority,
-                    scheme: "http",
-                    path: &probe.path,
-                    headers: &headers,
-                }),
-                sec: None,
-            };
             let route_name = table.as_ref().map(|t| t.name.clone()).unwrap_or_default();
             let vhost = table.as_ref().and_then(|t| t.vhost(&authority));
             let route = vhost.and_then(|vh| vh.routes.iter().position(|r| r.matches(&info)));
+            // The HTTP filters, in order, as the connection manager runs them: jwt_authn
+            // verifies the token with the keys the proxy holds, istio_authn derives
+            // request.auth from it, and RBAC decides on what they found.
+            let mut sec = crate::authn::SecurityCtx::default();
+            let mut parts = probe_parts(probe, &headers);
             for f in &hcm.filters {
+                let attrs = Attrs {
+                    local: probe.dst,
+                    peer,
+                    remote_ip: peer.ip(),
+                    principal,
+                    sni: "",
+                    http: Some(HttpAttrs {
+                        method: &probe.method,
+                        authority: &authority,
+                        scheme: "http",
+                        path: &probe.path,
+                        headers: &headers,
+                    }),
+                    sec: Some(&sec),
+                };
                 match f {
                     HttpFilter::Rbac(r) => {
                         if let Some(e) = &r.enforce {
@@ -366,18 +370,46 @@ pub fn explain(snap: &Snapshot, probe: &Probe) -> Explanation {
                             out.step("RBAC (shadow, not enforced)", what, vec![]);
                         }
                     }
-                    HttpFilter::JwtAuthn(_) => out.step(
-                        "JWT",
-                        if headers.contains_key(http::header::AUTHORIZATION) {
-                            "the request's bearer token is verified against the RequestAuthentication's keys".into()
-                        } else {
-                            "no token in the request: nothing to verify (policies requiring one deny it)".into()
-                        },
-                        vec![],
-                    ),
+                    HttpFilter::JwtAuthn(j) => {
+                        match crate::http::jwt::authenticate(j, &mut parts, &mut sec) {
+                            Err(denied) => {
+                                out.step(
+                                    "JWT",
+                                    format!("denied: {}", denied.body.trim()),
+                                    vec![denied.details.clone()],
+                                );
+                                out.outcome = "denied".into();
+                                out.status = Some(denied.status.as_u16());
+                                return out;
+                            }
+                            Ok(()) => out.step(
+                                "JWT",
+                                if sec.jwt_payloads.is_empty() {
+                                    "no token to verify: the request goes on without one".into()
+                                } else {
+                                    format!(
+                                        "token verified (issuer {})",
+                                        sec.jwt_payloads
+                                            .iter()
+                                            .map(|(i, _)| i.to_string())
+                                            .collect::<Vec<_>>()
+                                            .join(", ")
+                                    )
+                                },
+                                vec![],
+                            ),
+                        }
+                    }
+                    HttpFilter::IstioAuthn(a) => {
+                        crate::http::jwt::istio_authn(a, &mut sec);
+                        if let Some(p) = sec.auth.as_ref().and_then(|a| a.principal.as_ref()) {
+                            out.step("request principal", p.clone(), vec![]);
+                        }
+                    }
                     HttpFilter::ExtAuthz(_) => out.step(
                         "ext_authz",
-                        "the external authorizer is asked (not by `why`): its answer decides".into(),
+                        "the external authorizer is asked (not by `why`): its answer decides"
+                            .into(),
                         vec![],
                     ),
                     _ => {}
@@ -638,6 +670,15 @@ fn route_label(index: usize, r: &crate::snapshot::Route) -> String {
     } else {
         format!("#{index} {}", r.name)
     }
+}
+
+/// The request as the HTTP filters see it.
+fn probe_parts(p: &Probe, headers: &http::HeaderMap) -> http::request::Parts {
+    let mut req = http::Request::new(());
+    *req.method_mut() = http::Method::from_bytes(p.method.as_bytes()).unwrap_or_default();
+    *req.uri_mut() = p.path.parse().unwrap_or_default();
+    *req.headers_mut() = headers.clone();
+    req.into_parts().0
 }
 
 fn probe_headers(p: &Probe) -> http::HeaderMap {

@@ -96,22 +96,30 @@ pub fn totals(samples: &[Sample]) -> BTreeMap<String, ServiceTotals> {
         let Some(svc) = s.labels.get("destination_service") else {
             continue;
         };
-        let t = out.entry(svc.clone()).or_default();
+        out.entry(svc.clone()).or_default().add(s);
+    }
+    out
+}
+
+impl ServiceTotals {
+    /// Adds one sample of `istio_requests_total` (requests, 5xx, mutual TLS) or of the
+    /// request-duration histogram; other metrics are ignored.
+    pub fn add(&mut self, s: &Sample) {
         match s.name.as_str() {
             "istio_requests_total" => {
-                t.requests += s.value;
+                self.requests += s.value;
                 if s.labels
                     .get("response_code")
                     .is_some_and(|c| c.starts_with('5'))
                 {
-                    t.errors += s.value;
+                    self.errors += s.value;
                 }
                 if s.labels
                     .get("connection_security_policy")
                     .map(String::as_str)
                     == Some("mutual_tls")
                 {
-                    t.mtls += s.value;
+                    self.mtls += s.value;
                 }
             }
             "istio_request_duration_milliseconds_bucket" => {
@@ -122,12 +130,11 @@ pub fn totals(samples: &[Sample]) -> BTreeMap<String, ServiceTotals> {
                 } else {
                     (le.parse::<f64>().unwrap_or(0.0) * 1000.0) as u64
                 };
-                *t.buckets.entry(key).or_default() += s.value;
+                *self.buckets.entry(key).or_default() += s.value;
             }
             _ => {}
         }
     }
-    out
 }
 
 /// Rate, error share, mTLS share and p99 between two scrapes.

@@ -30,7 +30,29 @@ pub struct UpOptions {
     pub log_dir: PathBuf,
     /// Redraw the status in place (a terminal) or print changes as lines (a log).
     pub interactive: bool,
+    /// Serves the service-graph page (given its listen address in the node namespace and the
+    /// control plane's debug address); run on a thread inside the node namespace, its port
+    /// forwarded to the host's loopback.
+    pub dashboard: Option<DashboardFn>,
 }
+
+/// The future that serves the dashboard.
+pub type DashboardFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Starts the dashboard: `(listen, control plane debug HOST:PORT)` → the serving future.
+#[derive(Clone)]
+pub struct DashboardFn(
+    pub std::sync::Arc<dyn Fn(std::net::SocketAddr, String) -> DashboardFuture + Send + Sync>,
+);
+
+impl std::fmt::Debug for DashboardFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DashboardFn")
+    }
+}
+
+/// The dashboard's port (Kiali's), on the node address and the host's loopback.
+pub const DASHBOARD_PORT: u16 = 20001;
 
 impl UpOptions {
     pub fn new(dir: PathBuf, weft: PathBuf) -> Self {
@@ -40,6 +62,7 @@ impl UpOptions {
             state_dir: PathBuf::from("/var/lib/weft/up"),
             log_dir: PathBuf::from("/run/weft/logs"),
             interactive: std::io::stdout().is_terminal(),
+            dashboard: None,
         }
     }
 }
@@ -299,6 +322,21 @@ fn run(
             None
         };
         println!("{}", crate::telemetry::announce(t, at));
+    }
+    if let Some(DashboardFn(serve)) = opts.dashboard.clone() {
+        let listen = std::net::SocketAddrV4::new(plan.node_ip, DASHBOARD_PORT);
+        let control = format!("{}:15014", plan.node_ip);
+        std::thread::spawn(move || {
+            if let Err(e) = status::in_node_ns(move || serve(listen.into(), control)) {
+                tracing::error!(error = %e, "cannot serve the dashboard from the node namespace");
+            }
+        });
+        match crate::forward::start(&[(DASHBOARD_PORT, listen)]).first() {
+            Some(Some(host)) => println!("dashboard: the live service graph on http://{host}/"),
+            _ => println!(
+                "dashboard: the live service graph on http://{listen}/ (inside the mesh network)"
+            ),
+        }
     }
 
     // With SPIRE: its server and agent in the node namespace, an entry per sidecar.

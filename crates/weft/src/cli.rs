@@ -64,6 +64,18 @@ enum Command {
     /// What the sidecars would do with a request, with no traffic sent: each proxy's own
     /// matching on its current config, from the client's outbound side to the server's inbound.
     Why(crate::ops::WhyArgs),
+    /// Serve the live service graph (request rate, errors, p99 and mTLS per edge, each
+    /// service's pods, identities, routes and policies) for a running control plane. `weft up`
+    /// serves it by itself on 127.0.0.1:20001.
+    Dashboard {
+        /// The control plane's monitoring/debug address (its registry and config; the sidecars'
+        /// metrics are read from each endpoint's port 15020).
+        #[arg(long, default_value = "127.0.0.1:15014")]
+        control_plane: String,
+        /// Where to serve the page.
+        #[arg(long, default_value = "127.0.0.1:20001")]
+        listen: std::net::SocketAddr,
+    },
     /// Run a whole mesh on this machine from a directory of Istio YAML and its weft.yaml.
     Up {
         /// The directory (the control plane's config dir: edits apply live).
@@ -333,6 +345,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let weft = std::env::current_exe().context("cannot find this executable")?;
             let mut opts = weft_up::UpOptions::new(dir, weft);
             opts.state_dir = state_dir;
+            opts.dashboard = Some(weft_up::up::DashboardFn(std::sync::Arc::new(
+                |listen, control| {
+                    Box::pin(async move {
+                        let opts = weft_dashboard::Options { listen, control };
+                        if let Err(e) = weft_dashboard::run(opts).await {
+                            tracing::error!(error = %e, "the dashboard stopped");
+                        }
+                    })
+                },
+            )));
             weft_up::up(opts)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -355,6 +377,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Analyze(a) => crate::ops::analyze(a),
         Command::Describe(c) => crate::ops::describe(c),
         Command::Why(a) => crate::ops::why(a),
+        Command::Dashboard {
+            control_plane,
+            listen,
+        } => {
+            init_logging(&cli.log)?;
+            println!("dashboard: the live service graph on http://{listen}/");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(weft_dashboard::run(weft_dashboard::Options {
+                listen,
+                control: control_plane,
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Control(a) => {
             if let Some(ControlSub::Token {
                 state_dir,

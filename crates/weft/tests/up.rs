@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
+#[path = "up/dashboard.rs"]
+mod dashboard;
 #[path = "up/operate.rs"]
 mod operate;
 #[path = "up/why.rs"]

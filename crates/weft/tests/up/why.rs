@@ -1,7 +1,7 @@
 //! `weft why` against a running `weft up` bookinfo: for Istio's request routing (jason to
-//! reviews v2), its fault-injection task (an abort for jason on ratings) and an
-//! AuthorizationPolicy (only productpage may call reviews), what `why` says the sidecars do
-//! is then what a real request does.
+//! reviews v2), its fault-injection task (an abort for jason on ratings), an
+//! AuthorizationPolicy (only productpage may call reviews) and its JWT task (a token required
+//! on details), what `why` says the sidecars do is then what a real request does.
 
 use std::time::Duration;
 
@@ -186,6 +186,93 @@ fn why_agrees_with_real_requests() {
     let w = why("reviews-v2", ratings, &[]);
     assert_eq!(w["server"]["pod"], "ratings", "{w:#}");
     assert_eq!(request("reviews-v2", ratings, &[]).0, 200);
+
+    // Istio's JWT task on details (its key set and tokens unchanged, the keys inline): the
+    // proxy's own jwt_authn verifies the probe's token, istio_authn makes the request
+    // principal, and RBAC decides on it, as for the real requests.
+    let jwt = |name: &str| {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/istio/jwt")
+            .join(name);
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .trim()
+            .to_string()
+    };
+    std::fs::write(
+        dir.join("jwt.yaml"),
+        format!(
+            r#"apiVersion: security.istio.io/v1beta1
+kind: RequestAuthentication
+metadata:
+  name: jwt-example
+spec:
+  selector:
+    matchLabels: {{app: details}}
+  jwtRules:
+  - issuer: "testing@secure.istio.io"
+    jwks: '{}'
+---
+apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata:
+  name: require-jwt
+spec:
+  selector:
+    matchLabels: {{app: details}}
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        requestPrincipals: ["testing@secure.istio.io/testing@secure.istio.io"]
+"#,
+            jwt("jwks.json")
+        ),
+    )
+    .expect("jwt policies");
+    let details = "http://details:9080/details/0";
+    let token = format!("Authorization: Bearer {}", jwt("demo.jwt"));
+    let mut last = Value::Null;
+    wait_for(Duration::from_secs(20), "why sees the JWT policy", || {
+        last = why("productpage", details, &[]);
+        last["server"]["explanation"]["status"] == 403
+    });
+    assert!(
+        step(&last["server"], "RBAC").contains("none of the 1 ALLOW policies matches"),
+        "{last:#}"
+    );
+    assert_eq!(request("productpage", details, &[]).0, 403);
+    let w = why(
+        "productpage",
+        details,
+        &["Authorization: Bearer invalidToken"],
+    );
+    assert_eq!(w["server"]["explanation"]["status"], 401, "{w:#}");
+    assert!(
+        step(&w["server"], "JWT").contains("Jwt is not in the form of Header.Payload.Signature"),
+        "{w:#}"
+    );
+    assert_eq!(
+        request(
+            "productpage",
+            details,
+            &["Authorization: Bearer invalidToken"]
+        )
+        .0,
+        401
+    );
+    let w = why("productpage", details, &[&token]);
+    assert_eq!(
+        step(&w["server"], "request principal"),
+        "testing@secure.istio.io/testing@secure.istio.io",
+        "{w:#}"
+    );
+    assert!(
+        step(&w["server"], "RBAC").contains("allowed: ALLOW policy"),
+        "{w:#}"
+    );
+    assert_eq!(w["server"]["explanation"]["outcome"], "forwarded", "{w:#}");
+    assert_eq!(request("productpage", details, &[&token]).0, 200);
 
     // The text form, and the errors an operator can make.
     let (ok, text) = weft(&["why", "--from", "productpage", "-H", jason, reviews]);
