@@ -116,15 +116,23 @@ impl World {
             namespace,
             labels,
         );
-        out.extend(chain.applied().filter_map(|pa| {
-            self.resources
-                .iter()
-                .find(|r| matches!(&r.spec, Spec::PeerAuthentication(x) if std::ptr::eq(x, pa)))
-        }));
+        out.extend(self.applied_peer_authentications(&chain));
         for kind in ["AuthorizationPolicy", "RequestAuthentication", "Telemetry"] {
             out.extend(self.selecting(namespace, labels, kind));
         }
         out
+    }
+
+    /// The resources of the PeerAuthentications in force in `chain` (mesh-wide first).
+    fn applied_peer_authentications<'a>(
+        &'a self,
+        chain: &weft_control::authn::PolicyChain<'a>,
+    ) -> impl Iterator<Item = &'a Resource> {
+        chain.applied().filter_map(|pa| {
+            self.resources
+                .iter()
+                .find(|r| matches!(&r.spec, Spec::PeerAuthentication(x) if std::ptr::eq(x, pa)))
+        })
     }
 
     fn named<'a>(&'a self, kind: &str, name_ns: &str) -> Option<&'a Resource> {
@@ -599,14 +607,8 @@ fn peer_authentication(
             .collect();
         let _ = writeln!(out, "   Ports: {}", each.join(", "));
     }
-    let names: Vec<String> = chain
-        .applied()
-        .filter_map(|pa| {
-            world
-                .resources
-                .iter()
-                .find(|r| matches!(&r.spec, Spec::PeerAuthentication(x) if std::ptr::eq(x, pa)))
-        })
+    let names: Vec<String> = world
+        .applied_peer_authentications(&chain)
         .map(|r| format!("{}.{}", r.meta.name, r.meta.namespace))
         .collect();
     if !names.is_empty() {

@@ -42,6 +42,8 @@ pub struct EndpointView {
     pub weight: u32,
     pub health: String,
     pub tls: String,
+    #[serde(default)]
+    pub mtls: bool,
 }
 
 /// A proxy's explanation.
@@ -228,10 +230,10 @@ pub fn why(mesh: &Mesh, q: &Question) -> Result<Answer, CtlError> {
     // Where the connection goes next: the first endpoint of the chosen cluster, or the
     // original destination for passthrough.
     let next = match outbound.outcome.as_str() {
-        "forwarded" => outbound.endpoints.first().map(|e| {
-            let mtls = e.tls.starts_with("mTLS");
-            (e.address.clone(), mtls)
-        }),
+        "forwarded" => outbound
+            .endpoints
+            .first()
+            .map(|e| (e.address.clone(), e.mtls)),
         "passthrough" => Some((dst.to_string(), false)),
         _ => None,
     };
@@ -267,7 +269,16 @@ pub fn why(mesh: &Mesh, q: &Question) -> Result<Answer, CtlError> {
                     )?;
                     let v = match (inbound.outcome.as_str(), inbound.status) {
                         ("forwarded" | "passthrough", _) => {
-                            format!("reaches {}'s app at {addr}", p.name)
+                            let others = outbound.endpoints.len().saturating_sub(1);
+                            if others == 0 {
+                                format!("reaches {}'s app at {addr}", p.name)
+                            } else {
+                                // The balancer picks one; the first stands for the others.
+                                format!(
+                                    "reaches {}'s app at {addr} (or one of {others} other endpoint(s) of the cluster)",
+                                    p.name
+                                )
+                            }
                         }
                         (o, Some(s)) => format!("{} answers {s} ({o})", p.name),
                         (o, None) => format!("{}: {o}", p.name),

@@ -2,8 +2,11 @@
 //! service, destination service) with request rate, 5xx share, p99 and mTLS share; a node per
 //! service with its inbound figures. Edges count what the client's sidecar reports
 //! (`reporter="source"`: a fault it injects, a timeout, a refused connection are the client's
-//! experience), and the server's sidecar where the client has none (`source_canonical_service
-//! ="unknown"`); mTLS comes from the server side, the only one that knows the peer's certificate.
+//! experience), and the server's sidecar where the client reports nothing (no sidecar, or not
+//! scraped); mTLS comes from the server side, the only one that knows the peer's certificate.
+//! Counters are kept per endpoint and differenced per endpoint, as Prometheus' `increase`: a
+//! proxy that restarted (its counters went down) counts from zero, one that missed a scrape
+//! keeps its last values.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -26,7 +29,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Sums the samples of one scrape.
+    /// Sums the samples of one sidecar's scrape.
     pub fn from_samples(samples: &[Sample]) -> Counters {
         let mut c = Counters::default();
         for s in samples {
@@ -35,24 +38,86 @@ impl Counters {
             if dst == "unknown" {
                 continue;
             }
-            let src = label("source_canonical_service");
-            let key = (src.to_string(), dst.to_string());
+            let key = (
+                label("source_canonical_service").to_string(),
+                dst.to_string(),
+            );
             match label("reporter") {
                 "source" => c.edges.entry(key).or_default().add(s),
                 "destination" => {
                     c.nodes.entry(dst.to_string()).or_default().add(s);
-                    c.edges_server.entry(key.clone()).or_default().add(s);
-                    // A client without a sidecar reports nothing: the server speaks for it.
-                    if src == "unknown" {
-                        c.edges.entry(key).or_default().add(s);
-                    }
+                    c.edges_server.entry(key).or_default().add(s);
                 }
                 _ => {}
             }
         }
         c
     }
+
+    /// What `self` (newer) adds to `before` (older), map by map; see [`increase`].
+    fn increase_over(&self, before: Option<&Counters>) -> Counters {
+        fn each<K: Ord + Clone>(
+            a: &BTreeMap<K, ServiceTotals>,
+            b: Option<&BTreeMap<K, ServiceTotals>>,
+        ) -> BTreeMap<K, ServiceTotals> {
+            a.iter()
+                .map(|(k, t)| (k.clone(), increase(b.and_then(|b| b.get(k)), t)))
+                .collect()
+        }
+        Counters {
+            edges: each(&self.edges, before.map(|b| &b.edges)),
+            edges_server: each(&self.edges_server, before.map(|b| &b.edges_server)),
+            nodes: each(&self.nodes, before.map(|b| &b.nodes)),
+        }
+    }
+
+    /// Adds `other`'s counts to these.
+    fn merge(&mut self, other: &Counters) {
+        fn each<K: Ord + Clone>(
+            into: &mut BTreeMap<K, ServiceTotals>,
+            from: &BTreeMap<K, ServiceTotals>,
+        ) {
+            for (k, t) in from {
+                let slot = into.entry(k.clone()).or_default();
+                slot.requests += t.requests;
+                slot.errors += t.errors;
+                slot.mtls += t.mtls;
+                for (le, c) in &t.buckets {
+                    *slot.buckets.entry(*le).or_default() += c;
+                }
+            }
+        }
+        each(&mut self.edges, &other.edges);
+        each(&mut self.edges_server, &other.edges_server);
+        each(&mut self.nodes, &other.nodes);
+    }
 }
+
+/// Prometheus' `increase` of one endpoint's counters: after − before, or all of `after` when
+/// the counters went down (the proxy restarted) or were not there before.
+fn increase(before: Option<&ServiceTotals>, after: &ServiceTotals) -> ServiceTotals {
+    match before {
+        Some(b) if after.requests >= b.requests => ServiceTotals {
+            requests: after.requests - b.requests,
+            errors: (after.errors - b.errors).max(0.0),
+            mtls: (after.mtls - b.mtls).max(0.0),
+            buckets: after
+                .buckets
+                .iter()
+                .map(|(le, c)| {
+                    (
+                        *le,
+                        (c - b.buckets.get(le).copied().unwrap_or(0.0)).max(0.0),
+                    )
+                })
+                .collect(),
+        },
+        _ => after.clone(),
+    }
+}
+
+/// One scrape: each sidecar's counters, by its address.
+pub type Scrape = BTreeMap<String, Counters>;
 
 /// Figures of a node or an edge over the window.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -106,12 +171,18 @@ pub struct Graph {
 /// Scrapes kept for the window.
 #[derive(Debug, Default)]
 pub struct History {
-    scrapes: VecDeque<(Instant, Counters)>,
+    scrapes: VecDeque<(Instant, Scrape)>,
 }
 
 impl History {
-    pub fn push(&mut self, at: Instant, c: Counters) {
-        self.scrapes.push_back((at, c));
+    /// Adds a scrape; a sidecar it lacks (a missed scrape) keeps its previous counters.
+    pub fn push(&mut self, at: Instant, mut scrape: Scrape) {
+        if let Some((_, last)) = self.scrapes.back() {
+            for (addr, c) in last {
+                scrape.entry(addr.clone()).or_insert_with(|| c.clone());
+            }
+        }
+        self.scrapes.push_back((at, scrape));
         // Keep the newest scrape that is at least WINDOW old, and everything after it.
         while self.scrapes.len() > 2
             && self
@@ -126,50 +197,58 @@ impl History {
     /// The graph between the oldest and the newest scrape kept; `services` (the registry's)
     /// are nodes even before any traffic.
     pub fn graph(&self, services: &BTreeSet<String>) -> Graph {
-        let (Some((t0, before)), Some((t1, after))) = (self.scrapes.front(), self.scrapes.back())
+        let (Some((t0, first)), Some((t1, last))) = (self.scrapes.front(), self.scrapes.back())
         else {
             return Graph::default();
         };
         let secs = t1.duration_since(*t0).as_secs_f64();
+        // What happened in the window, sidecar by sidecar, summed.
+        let mut delta = Counters::default();
+        for (addr, after) in last {
+            delta.merge(&after.increase_over(first.get(addr)));
+        }
+        // Edges a client sidecar reports; the others are seen from the server side only.
+        let reported: BTreeSet<&(String, String)> =
+            last.values().flat_map(|c| c.edges.keys()).collect();
         let zero = ServiceTotals::default();
-        let figures = |b: Option<&ServiceTotals>, a: &ServiceTotals| -> Figures {
-            rates(b.unwrap_or(&zero), a, secs).into()
+        let figures = |t: Option<&ServiceTotals>| -> Figures {
+            rates(&zero, t.unwrap_or(&zero), secs).into()
         };
         let mut nodes: BTreeMap<String, Node> = services
             .iter()
             .map(|s| {
-                let f = match after.nodes.get(s) {
-                    Some(a) => figures(before.nodes.get(s), a),
-                    None => figures(None, &zero),
+                let node = Node {
+                    id: s.clone(),
+                    service: true,
+                    figures: figures(delta.nodes.get(s)),
                 };
-                (
-                    s.clone(),
-                    Node {
-                        id: s.clone(),
-                        service: true,
-                        figures: f,
-                    },
-                )
+                (s.clone(), node)
             })
             .collect();
+        let keys: BTreeSet<&(String, String)> = delta
+            .edges
+            .keys()
+            .chain(delta.edges_server.keys())
+            .collect();
         let mut edges = Vec::new();
-        for ((src, dst), a) in &after.edges {
-            let key = (src.clone(), dst.clone());
-            let mut f = figures(before.edges.get(&key), a);
-            // Only the server side knows whether the connection was mutual TLS.
-            f.mtls_pct = after
-                .edges_server
-                .get(&key)
-                .map(|a| figures(before.edges_server.get(&key), a).mtls_pct)
-                .unwrap_or(0.0);
-            if a.requests == 0.0 {
+        for key in keys {
+            let (src, dst) = key;
+            let view = if reported.contains(key) {
+                delta.edges.get(key)
+            } else {
+                delta.edges_server.get(key)
+            };
+            let Some(view) = view.filter(|t| t.requests > 0.0) else {
                 continue;
-            }
+            };
+            let mut f = figures(Some(view));
+            // Only the server side knows whether the connection was mutual TLS.
+            f.mtls_pct = figures(delta.edges_server.get(key)).mtls_pct;
             for id in [src, dst] {
                 nodes.entry(id.clone()).or_insert_with(|| Node {
                     id: id.clone(),
                     service: services.contains(id),
-                    figures: figures(None, &zero),
+                    figures: figures(None),
                 });
             }
             edges.push(Edge {
@@ -192,18 +271,39 @@ mod tests {
     use super::*;
     use weft_up::status::parse_prometheus;
 
-    fn scrape(ok: f64, failed: f64, unknown: f64) -> Counters {
-        let text = format!(
+    /// productpage's sidecar (the client side), details' and productpage's (server sides).
+    fn scrape(ok: f64, failed: f64, unknown: f64) -> Scrape {
+        let client = format!(
             r#"istio_requests_total{{reporter="source",source_canonical_service="productpage",destination_service_name="details",response_code="200",connection_security_policy="unknown"}} {ok}
 istio_requests_total{{reporter="source",source_canonical_service="productpage",destination_service_name="details",response_code="500",response_flags="FI",connection_security_policy="unknown"}} {failed}
-istio_requests_total{{reporter="destination",source_canonical_service="productpage",destination_service_name="details",response_code="200",connection_security_policy="mutual_tls"}} {ok}
 istio_request_duration_milliseconds_bucket{{reporter="source",source_canonical_service="productpage",destination_service_name="details",le="5"}} {ok}
 istio_request_duration_milliseconds_bucket{{reporter="source",source_canonical_service="productpage",destination_service_name="details",le="+Inf"}} {}
-istio_requests_total{{reporter="destination",source_canonical_service="unknown",destination_service_name="productpage",response_code="200",connection_security_policy="none"}} {unknown}
 "#,
             ok + failed
         );
-        Counters::from_samples(&parse_prometheus(&text))
+        let details = format!(
+            r#"istio_requests_total{{reporter="destination",source_canonical_service="productpage",destination_service_name="details",response_code="200",connection_security_policy="mutual_tls"}} {ok}
+"#
+        );
+        let productpage = format!(
+            r#"istio_requests_total{{reporter="destination",source_canonical_service="unknown",destination_service_name="productpage",response_code="200",connection_security_policy="none"}} {unknown}
+"#
+        );
+        [
+            ("10.0.0.1", client),
+            ("10.0.0.2", details),
+            ("10.0.0.3", productpage),
+        ]
+        .into_iter()
+        .map(|(a, t)| (a.to_string(), Counters::from_samples(&parse_prometheus(&t))))
+        .collect()
+    }
+
+    fn edge<'g>(g: &'g Graph, id: &str) -> &'g Edge {
+        g.edges
+            .iter()
+            .find(|e| e.id == id)
+            .unwrap_or_else(|| panic!("no edge {id} in {g:?}"))
     }
 
     #[test]
@@ -218,22 +318,14 @@ istio_requests_total{{reporter="destination",source_canonical_service="unknown",
             .collect();
         let g = h.graph(&services);
         assert_eq!(g.window_secs, 2.0);
-        let e = g
-            .edges
-            .iter()
-            .find(|e| e.id == "productpage->details")
-            .expect("edge");
+        let e = edge(&g, "productpage->details");
         // 20 requests in 2 s, half of them aborted by the client's sidecar.
         assert_eq!(e.figures.rps, 10.0);
         assert_eq!(e.figures.error_pct, 50.0);
         // The server saw the 10 that reached it, all over mTLS.
         assert_eq!(e.figures.mtls_pct, 100.0);
         assert_eq!(e.figures.p99_ms, None, "half the requests are above 5 ms");
-        let outside = g
-            .edges
-            .iter()
-            .find(|e| e.id == "unknown->productpage")
-            .expect("edge from outside the mesh");
+        let outside = edge(&g, "unknown->productpage");
         assert_eq!(outside.figures.rps, 10.0);
         let ratings = g.nodes.iter().find(|n| n.id == "ratings").expect("node");
         assert!(ratings.service && ratings.figures.rps == 0.0);
@@ -242,11 +334,51 @@ istio_requests_total{{reporter="destination",source_canonical_service="unknown",
     }
 
     #[test]
+    fn a_restarted_or_missed_sidecar_does_not_distort_the_rates() {
+        let t0 = Instant::now();
+        let mut h = History::default();
+        h.push(t0, scrape(1000.0, 0.0, 0.0));
+        // productpage's proxy restarted: its counters start again from zero.
+        let mut restarted = scrape(20.0, 0.0, 0.0);
+        restarted.insert(
+            "10.0.0.2".into(),
+            scrape(1020.0, 0.0, 0.0)["10.0.0.2"].clone(),
+        );
+        h.push(t0 + Duration::from_secs(2), restarted);
+        let g = h.graph(&BTreeSet::new());
+        let e = edge(&g, "productpage->details");
+        assert_eq!((e.figures.rps, e.figures.error_pct), (10.0, 0.0), "{e:?}");
+        // The next scrape misses details' sidecar: its last counters stand in.
+        let mut missed = scrape(40.0, 0.0, 0.0);
+        missed.remove("10.0.0.2");
+        h.push(t0 + Duration::from_secs(4), missed);
+        let g = h.graph(&BTreeSet::new());
+        let e = edge(&g, "productpage->details");
+        assert_eq!(e.figures.rps, 10.0, "{e:?}");
+        assert_eq!(e.figures.mtls_pct, 100.0, "{e:?}");
+    }
+
+    #[test]
+    fn a_client_without_figures_is_seen_from_the_server() {
+        let t0 = Instant::now();
+        let mut h = History::default();
+        let server_only = |n: f64| {
+            let mut s = scrape(n, 0.0, 0.0);
+            s.remove("10.0.0.1");
+            s
+        };
+        h.push(t0, server_only(0.0));
+        h.push(t0 + Duration::from_secs(1), server_only(5.0));
+        let g = h.graph(&BTreeSet::new());
+        assert_eq!(edge(&g, "productpage->details").figures.rps, 5.0);
+    }
+
+    #[test]
     fn history_keeps_one_window() {
         let t0 = Instant::now();
         let mut h = History::default();
         for i in 0..20 {
-            h.push(t0 + Duration::from_secs(i), Counters::default());
+            h.push(t0 + Duration::from_secs(i), Scrape::new());
         }
         let g = h.graph(&BTreeSet::new());
         assert!(

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use weft_up::status::{get, parse_prometheus};
 
 use crate::error::DashboardError;
-use crate::graph::{Counters, History};
+use crate::graph::{Counters, History, Scrape};
 
 const PAGE: &str = include_str!("page.html");
 
@@ -49,49 +49,79 @@ struct RegistryService {
 
 #[derive(Deserialize)]
 struct RegistryEndpoint {
-    address: String,
+    address: std::net::IpAddr,
+    /// `istio` for a workload with a sidecar (the only ones with metrics to read).
+    #[serde(default)]
+    tls_mode: String,
 }
 
-/// One round: the registry, then every endpoint's sidecar metrics.
-async fn scrape(control: &str) -> Option<(BTreeSet<String>, Counters)> {
+/// One round: the registry, then every sidecar's metrics, all at once.
+async fn scrape(control: &str) -> Option<(BTreeSet<String>, Scrape)> {
     let (200, body) = get(&format!("http://{control}/debug/registryz")).await? else {
         return None;
     };
     let registry: Registry = serde_json::from_str(&body).ok()?;
     let services = registry.services.iter().map(|s| s.name.clone()).collect();
-    let addresses: BTreeSet<&str> = registry
+    let sidecars: BTreeSet<std::net::IpAddr> = registry
         .services
         .iter()
         .flat_map(|s| &s.endpoints)
-        .map(|e| e.address.as_str())
+        .filter(|e| e.tls_mode == "istio")
+        .map(|e| e.address)
         .collect();
-    let mut samples = Vec::new();
-    for a in addresses {
-        // Endpoints without a sidecar have no agent port: nothing to read.
-        if let Some((200, text)) = get(&format!("http://{a}:15020/stats/prometheus")).await {
-            samples.extend(parse_prometheus(&text));
+    let mut tasks = tokio::task::JoinSet::new();
+    for ip in sidecars {
+        tasks.spawn(async move {
+            let url = format!("http://{}/stats/prometheus", SocketAddr::new(ip, 15020));
+            match get(&url).await {
+                Some((200, text)) => Some((
+                    ip.to_string(),
+                    Counters::from_samples(&parse_prometheus(&text)),
+                )),
+                _ => None,
+            }
+        });
+    }
+    let mut scrape = Scrape::new();
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Some((ip, counters))) = done {
+            scrape.insert(ip, counters);
         }
     }
-    Some((services, Counters::from_samples(&samples)))
+    Some((services, scrape))
 }
 
 async fn scraper(state: Arc<State>) {
     let mut history = History::default();
+    // Said once when it changes, not every second.
+    let mut trouble: Option<String> = None;
     loop {
         let started = Instant::now();
-        match scrape(&state.control).await {
-            Some((services, counters)) => {
-                history.push(Instant::now(), counters);
+        let now = match scrape(&state.control).await {
+            Some((services, scrape)) => {
+                let read = scrape.len();
+                history.push(Instant::now(), scrape);
                 let graph = history.graph(&services);
                 if let Ok(json) = serde_json::to_vec(&graph)
                     && let Ok(mut g) = state.graph.lock()
                 {
                     *g = Bytes::from(json);
                 }
+                (read == 0 && !services.is_empty()).then(|| {
+                    "no sidecar answers on port 15020: run the dashboard where the pods' addresses are reachable (weft up does)".to_string()
+                })
             }
-            None => {
-                tracing::warn!(control = %state.control, "dashboard: the control plane's registry is not reachable; the graph keeps its last figures")
+            None => Some(format!(
+                "the control plane's registry at http://{}/debug/registryz is not reachable; the graph keeps its last figures",
+                state.control
+            )),
+        };
+        if now != trouble {
+            match &now {
+                Some(t) => tracing::warn!("dashboard: {t}"),
+                None => tracing::info!("dashboard: reading the sidecars' metrics"),
             }
+            trouble = now;
         }
         tokio::time::sleep(Duration::from_secs(1).saturating_sub(started.elapsed())).await;
     }
@@ -223,6 +253,8 @@ pub async fn run(opts: Options) -> Result<(), DashboardError> {
     tokio::spawn(scraper(state.clone()));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors, most likely: do not spin.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let state = state.clone();

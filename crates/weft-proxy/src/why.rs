@@ -70,6 +70,8 @@ pub struct EndpointView {
     pub health: String,
     /// `mTLS SNI … expecting …`, `TLS …`, or `plaintext`.
     pub tls: String,
+    /// Whether the connection is the mesh's mutual TLS (ISTIO_MUTUAL).
+    pub mtls: bool,
 }
 
 /// What the proxy does.
@@ -345,12 +347,14 @@ pub fn explain(snap: &Snapshot, probe: &Probe) -> Explanation {
                     remote_ip: peer.ip(),
                     principal,
                     sni: "",
+                    // The headers as the earlier filters left them (jwt_authn removes the
+                    // token unless forwardOriginalToken, and may add payload headers).
                     http: Some(HttpAttrs {
                         method: &probe.method,
                         authority: &authority,
                         scheme: "http",
                         path: &probe.path,
-                        headers: &headers,
+                        headers: &parts.headers,
                     }),
                     sec: Some(&sec),
                 };
@@ -628,6 +632,11 @@ fn cluster(snap: &Snapshot, name: &str, out: &mut Explanation) {
             } else {
                 "healthy".into()
             },
+            mtls: e
+                .tls
+                .as_ref()
+                .or(c.default_tls.as_ref())
+                .is_some_and(|t| t.sni.starts_with("outbound_.")),
             tls: match e.tls.as_ref().or(c.default_tls.as_ref()) {
                 Some(t) if t.sni.starts_with("outbound_.") => format!(
                     "mTLS (ISTIO_MUTUAL), SNI {}, expecting {}",

@@ -6,6 +6,7 @@
 //! validation error. A screenshot is kept in the test's target directory.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,18 @@ struct Killed(Child);
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A child and everything in its process group, killed when the test ends.
+struct Group(Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
         let _ = self.0.wait();
     }
 }
@@ -122,7 +135,7 @@ fn service_graph_in_a_real_browser() {
         Command::new(WEFT)
             .args(["exec", "productpage", "--", WEFT, "sample", "load"])
             .args(["--url", "http://productpage:9080/productpage"])
-            .args(["--rate", "10", "-c", "2", "--duration", "120s"])
+            .args(["--rate", "10", "-c", "2", "--duration", "600s"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -130,9 +143,11 @@ fn service_graph_in_a_real_browser() {
     );
 
     let port = free_port();
-    let _driver = Killed(
+    // In a process group of its own, so that the browsers it started go with it.
+    let _driver = Group(
         Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
