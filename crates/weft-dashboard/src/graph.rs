@@ -38,14 +38,16 @@ impl Counters {
             if dst == "unknown" {
                 continue;
             }
-            let key = (
-                label("source_canonical_service").to_string(),
-                dst.to_string(),
+            let dst = node_id(dst, label("destination_service_namespace"));
+            let src = node_id(
+                label("source_canonical_service"),
+                label("source_workload_namespace"),
             );
+            let key = (src, dst.clone());
             match label("reporter") {
                 "source" => c.edges.entry(key).or_default().add(s),
                 "destination" => {
-                    c.nodes.entry(dst.to_string()).or_default().add(s);
+                    c.nodes.entry(dst).or_default().add(s);
                     c.edges_server.entry(key).or_default().add(s);
                 }
                 _ => {}
@@ -90,6 +92,15 @@ impl Counters {
         each(&mut self.edges, &other.edges);
         each(&mut self.edges_server, &other.edges_server);
         each(&mut self.nodes, &other.nodes);
+    }
+}
+
+/// A node's id: `name.namespace`, or `unknown` for a client outside the mesh.
+pub fn node_id(name: &str, namespace: &str) -> String {
+    if name == "unknown" {
+        name.to_string()
+    } else {
+        format!("{name}.{namespace}")
     }
 }
 
@@ -142,8 +153,11 @@ impl From<ServiceRates> for Figures {
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Node {
-    /// The service name (`reviews`), or the client's canonical service.
+    /// `name.namespace` ([`node_id`]).
     pub id: String,
+    /// The service name (`reviews`), or the client's canonical service.
+    pub name: String,
+    pub namespace: String,
     /// A service of the registry (clickable), or only a client (`unknown`: no sidecar).
     pub service: bool,
     #[serde(flatten)]
@@ -166,6 +180,8 @@ pub struct Graph {
     pub edges: Vec<Edge>,
     /// Seconds of history the figures cover.
     pub window_secs: f64,
+    /// When the newest scrape was taken (Unix milliseconds), for the page to tell stale figures.
+    pub scraped_at_ms: u64,
 }
 
 /// Scrapes kept for the window.
@@ -196,7 +212,7 @@ impl History {
 
     /// The graph between the oldest and the newest scrape kept; `services` (the registry's)
     /// are nodes even before any traffic.
-    pub fn graph(&self, services: &BTreeSet<String>) -> Graph {
+    pub fn graph(&self, services: &BTreeSet<(String, String)>) -> Graph {
         let (Some((t0, first)), Some((t1, last))) = (self.scrapes.front(), self.scrapes.back())
         else {
             return Graph::default();
@@ -216,13 +232,16 @@ impl History {
         };
         let mut nodes: BTreeMap<String, Node> = services
             .iter()
-            .map(|s| {
+            .map(|(name, ns)| {
+                let id = node_id(name, ns);
                 let node = Node {
-                    id: s.clone(),
+                    id: id.clone(),
+                    name: name.clone(),
+                    namespace: ns.clone(),
                     service: true,
-                    figures: figures(delta.nodes.get(s)),
+                    figures: figures(delta.nodes.get(&id)),
                 };
-                (s.clone(), node)
+                (id, node)
             })
             .collect();
         let keys: BTreeSet<&(String, String)> = delta
@@ -245,10 +264,15 @@ impl History {
             // Only the server side knows whether the connection was mutual TLS.
             f.mtls_pct = figures(delta.edges_server.get(key)).mtls_pct;
             for id in [src, dst] {
-                nodes.entry(id.clone()).or_insert_with(|| Node {
-                    id: id.clone(),
-                    service: services.contains(id),
-                    figures: figures(None),
+                nodes.entry(id.clone()).or_insert_with(|| {
+                    let (name, namespace) = id.split_once('.').unwrap_or((id, ""));
+                    Node {
+                        id: id.clone(),
+                        name: name.to_string(),
+                        namespace: namespace.to_string(),
+                        service: false,
+                        figures: figures(None),
+                    }
                 });
             }
             edges.push(Edge {
@@ -262,6 +286,9 @@ impl History {
             nodes: nodes.into_values().collect(),
             edges,
             window_secs: secs,
+            scraped_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
         }
     }
 }
@@ -274,19 +301,19 @@ mod tests {
     /// productpage's sidecar (the client side), details' and productpage's (server sides).
     fn scrape(ok: f64, failed: f64, unknown: f64) -> Scrape {
         let client = format!(
-            r#"istio_requests_total{{reporter="source",source_canonical_service="productpage",destination_service_name="details",response_code="200",connection_security_policy="unknown"}} {ok}
-istio_requests_total{{reporter="source",source_canonical_service="productpage",destination_service_name="details",response_code="500",response_flags="FI",connection_security_policy="unknown"}} {failed}
-istio_request_duration_milliseconds_bucket{{reporter="source",source_canonical_service="productpage",destination_service_name="details",le="5"}} {ok}
-istio_request_duration_milliseconds_bucket{{reporter="source",source_canonical_service="productpage",destination_service_name="details",le="+Inf"}} {}
+            r#"istio_requests_total{{reporter="source",source_canonical_service="productpage",source_workload_namespace="default",destination_service_name="details",destination_service_namespace="default",response_code="200",connection_security_policy="unknown"}} {ok}
+istio_requests_total{{reporter="source",source_canonical_service="productpage",source_workload_namespace="default",destination_service_name="details",destination_service_namespace="default",response_code="500",response_flags="FI",connection_security_policy="unknown"}} {failed}
+istio_request_duration_milliseconds_bucket{{reporter="source",source_canonical_service="productpage",source_workload_namespace="default",destination_service_name="details",destination_service_namespace="default",le="5"}} {ok}
+istio_request_duration_milliseconds_bucket{{reporter="source",source_canonical_service="productpage",source_workload_namespace="default",destination_service_name="details",destination_service_namespace="default",le="+Inf"}} {}
 "#,
             ok + failed
         );
         let details = format!(
-            r#"istio_requests_total{{reporter="destination",source_canonical_service="productpage",destination_service_name="details",response_code="200",connection_security_policy="mutual_tls"}} {ok}
+            r#"istio_requests_total{{reporter="destination",source_canonical_service="productpage",source_workload_namespace="default",destination_service_name="details",destination_service_namespace="default",response_code="200",connection_security_policy="mutual_tls"}} {ok}
 "#
         );
         let productpage = format!(
-            r#"istio_requests_total{{reporter="destination",source_canonical_service="unknown",destination_service_name="productpage",response_code="200",connection_security_policy="none"}} {unknown}
+            r#"istio_requests_total{{reporter="destination",source_canonical_service="unknown",destination_service_name="productpage",destination_service_namespace="default",response_code="200",connection_security_policy="none"}} {unknown}
 "#
         );
         [
@@ -312,22 +339,26 @@ istio_request_duration_milliseconds_bucket{{reporter="source",source_canonical_s
         let mut h = History::default();
         h.push(t0, scrape(100.0, 0.0, 10.0));
         h.push(t0 + Duration::from_secs(2), scrape(110.0, 10.0, 30.0));
-        let services: BTreeSet<String> = ["details", "productpage", "ratings"]
+        let services: BTreeSet<(String, String)> = ["details", "productpage", "ratings"]
             .iter()
-            .map(|s| s.to_string())
+            .map(|s| (s.to_string(), "default".to_string()))
             .collect();
         let g = h.graph(&services);
         assert_eq!(g.window_secs, 2.0);
-        let e = edge(&g, "productpage->details");
+        let e = edge(&g, "productpage.default->details.default");
         // 20 requests in 2 s, half of them aborted by the client's sidecar.
         assert_eq!(e.figures.rps, 10.0);
         assert_eq!(e.figures.error_pct, 50.0);
         // The server saw the 10 that reached it, all over mTLS.
         assert_eq!(e.figures.mtls_pct, 100.0);
         assert_eq!(e.figures.p99_ms, None, "half the requests are above 5 ms");
-        let outside = edge(&g, "unknown->productpage");
+        let outside = edge(&g, "unknown->productpage.default");
         assert_eq!(outside.figures.rps, 10.0);
-        let ratings = g.nodes.iter().find(|n| n.id == "ratings").expect("node");
+        let ratings = g
+            .nodes
+            .iter()
+            .find(|n| n.id == "ratings.default")
+            .expect("node");
         assert!(ratings.service && ratings.figures.rps == 0.0);
         let unknown = g.nodes.iter().find(|n| n.id == "unknown").expect("node");
         assert!(!unknown.service);
@@ -346,14 +377,14 @@ istio_request_duration_milliseconds_bucket{{reporter="source",source_canonical_s
         );
         h.push(t0 + Duration::from_secs(2), restarted);
         let g = h.graph(&BTreeSet::new());
-        let e = edge(&g, "productpage->details");
+        let e = edge(&g, "productpage.default->details.default");
         assert_eq!((e.figures.rps, e.figures.error_pct), (10.0, 0.0), "{e:?}");
         // The next scrape misses details' sidecar: its last counters stand in.
         let mut missed = scrape(40.0, 0.0, 0.0);
         missed.remove("10.0.0.2");
         h.push(t0 + Duration::from_secs(4), missed);
         let g = h.graph(&BTreeSet::new());
-        let e = edge(&g, "productpage->details");
+        let e = edge(&g, "productpage.default->details.default");
         assert_eq!(e.figures.rps, 10.0, "{e:?}");
         assert_eq!(e.figures.mtls_pct, 100.0, "{e:?}");
     }
@@ -370,7 +401,10 @@ istio_request_duration_milliseconds_bucket{{reporter="source",source_canonical_s
         h.push(t0, server_only(0.0));
         h.push(t0 + Duration::from_secs(1), server_only(5.0));
         let g = h.graph(&BTreeSet::new());
-        assert_eq!(edge(&g, "productpage->details").figures.rps, 5.0);
+        assert_eq!(
+            edge(&g, "productpage.default->details.default").figures.rps,
+            5.0
+        );
     }
 
     #[test]

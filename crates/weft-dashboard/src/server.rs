@@ -43,6 +43,7 @@ struct Registry {
 #[derive(Deserialize)]
 struct RegistryService {
     name: String,
+    namespace: String,
     #[serde(default)]
     endpoints: Vec<RegistryEndpoint>,
 }
@@ -56,12 +57,16 @@ struct RegistryEndpoint {
 }
 
 /// One round: the registry, then every sidecar's metrics, all at once.
-async fn scrape(control: &str) -> Option<(BTreeSet<String>, Scrape)> {
+async fn scrape(control: &str) -> Option<(BTreeSet<(String, String)>, Scrape)> {
     let (200, body) = get(&format!("http://{control}/debug/registryz")).await? else {
         return None;
     };
     let registry: Registry = serde_json::from_str(&body).ok()?;
-    let services = registry.services.iter().map(|s| s.name.clone()).collect();
+    let services = registry
+        .services
+        .iter()
+        .map(|s| (s.name.clone(), s.namespace.clone()))
+        .collect();
     let sidecars: BTreeSet<std::net::IpAddr> = registry
         .services
         .iter()
@@ -247,7 +252,7 @@ pub async fn run(opts: Options) -> Result<(), DashboardError> {
     let state = Arc::new(State {
         control: opts.control,
         graph: Mutex::new(Bytes::from_static(
-            b"{\"nodes\":[],\"edges\":[],\"window_secs\":0}",
+            b"{\"nodes\":[],\"edges\":[],\"window_secs\":0,\"scraped_at_ms\":0}",
         )),
     });
     tokio::spawn(scraper(state.clone()));

@@ -183,9 +183,9 @@ fn service_graph_in_a_real_browser() {
 
         // bookinfo's edges with live figures, over mTLS.
         for id in [
-            "productpage->details",
-            "productpage->reviews",
-            "reviews->ratings",
+            "productpage.default->details.default",
+            "productpage.default->reviews.default",
+            "reviews.default->ratings.default",
         ] {
             eventually(
                 Duration::from_secs(30),
@@ -199,7 +199,7 @@ fn service_graph_in_a_real_browser() {
             )
             .await;
         }
-        let label = text_of(&c, "[data-edge=\"productpage->details\"] text")
+        let label = text_of(&c, "[data-edge=\"productpage.default->details.default\"] text")
             .await
             .expect("label");
         assert!(
@@ -208,7 +208,7 @@ fn service_graph_in_a_real_browser() {
         );
 
         // Clicking reviews: its pods, identities, routes and policies.
-        c.find(Locator::Css("[data-node=\"reviews\"] circle"))
+        c.find(Locator::Css("[data-node=\"reviews.default\"] circle"))
             .await
             .expect("reviews node")
             .click()
@@ -236,9 +236,9 @@ fn service_graph_in_a_real_browser() {
         std::fs::write(dir.join("vs-details.yaml"), DETAILS_ABORT).expect("fault");
         eventually(
             Duration::from_secs(30),
-            "productpage->details red",
+            "productpage.default->details.default red",
             || async {
-                let (class, _) = edge(&c, "productpage->details").await?;
+                let (class, _) = edge(&c, "productpage.default->details.default").await?;
                 class
                     .contains("error")
                     .then_some(())
@@ -247,14 +247,14 @@ fn service_graph_in_a_real_browser() {
         )
         .await;
         let stroke = c
-            .find(Locator::Css("[data-edge=\"productpage->details\"] line"))
+            .find(Locator::Css("[data-edge=\"productpage.default->details.default\"] line"))
             .await
             .expect("line")
             .css_value("stroke")
             .await
             .expect("stroke");
         assert_eq!(stroke, "rgb(220, 38, 38)", "the edge is drawn red");
-        let (class, _) = edge(&c, "productpage->reviews").await.expect("reviews edge");
+        let (class, _) = edge(&c, "productpage.default->reviews.default").await.expect("reviews edge");
         assert!(class.contains("ok"), "{class}");
 
         let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
@@ -275,4 +275,46 @@ fn service_graph_in_a_real_browser() {
         .await;
         c.close().await.expect("close the browser");
     });
+
+    // `weft dashboard` against the same control plane, run where the pods are reachable
+    // (the node namespace): the same graph from its own scraper.
+    let node_ip = up
+        .output()
+        .lines()
+        .find_map(|l| l.strip_prefix("control plane ready on "))
+        .and_then(|l| l.split(':').next())
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no control plane address in\n{}", up.output()));
+    let listen = format!("{node_ip}:20002");
+    let _standalone = Killed(
+        Command::new("ip")
+            .args(["netns", "exec", "weft-node", WEFT, "dashboard"])
+            .args(["--control-plane", &format!("{node_ip}:15014")])
+            .args(["--listen", &listen])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("weft dashboard"),
+    );
+    let mut last = String::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", "weft-node", "curl", "-s", "-m", "2"])
+            .arg(format!("http://{listen}/api/graph"))
+            .output()
+            .expect("curl");
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        let graph: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
+        let reviews_edge = graph["edges"].as_array().and_then(|edges| {
+            edges
+                .iter()
+                .find(|e| e["id"] == "productpage.default->reviews.default")
+        });
+        if reviews_edge.is_some_and(|e| e["rps"].as_f64().unwrap_or(0.0) > 0.0) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("weft dashboard never showed productpage -> reviews with traffic: {last}");
 }
