@@ -1,7 +1,8 @@
 //! `weft why` against a running `weft up` bookinfo: for Istio's request routing (jason to
 //! reviews v2), its fault-injection task (an abort for jason on ratings), an
 //! AuthorizationPolicy (only productpage may call reviews) and its JWT task (a token required
-//! on details), what `why` says the sidecars do is then what a real request does.
+//! on details), and a TCP connection to tcp-echo, what `why` says the sidecars do is then what
+//! a real request does.
 
 use std::time::Duration;
 
@@ -20,6 +21,29 @@ spec:
   rules:
   - from:
     - source: {principals: ["cluster.local/ns/default/sa/bookinfo-productpage"]}
+"#;
+
+const TCP_ECHO: &str = r#"apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata:
+  name: tcp-echo
+spec:
+  hosts: [tcp-echo]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 9000, name: tcp, protocol: TCP}
+  workloadSelector:
+    labels: {app: tcp-echo}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: WorkloadEntry
+metadata:
+  name: tcp-echo
+spec:
+  address: 10.42.0.16
+  labels: {app: tcp-echo, version: v1}
+  serviceAccount: tcp-echo
 "#;
 
 /// `weft why -o json` from `from`, with headers.
@@ -92,6 +116,13 @@ fn why_agrees_with_real_requests() {
     )
     .expect("vs");
     std::fs::write(dir.join("policies.yaml"), POLICIES).expect("policies");
+    // A TCP service beside bookinfo: Istio's tcp-echo (Weft's echo sample in its form).
+    std::fs::write(dir.join("tcp-echo.yaml"), TCP_ECHO).expect("tcp-echo");
+    let mut plan = std::fs::read_to_string(dir.join("weft.yaml")).expect("weft.yaml");
+    plan.push_str(
+        "- workload: default/tcp-echo\n  command: [weft, sample, echo, --tcp-port, \"9000\", --tcp-prefix, hello]\n",
+    );
+    std::fs::write(dir.join("weft.yaml"), plan).expect("weft.yaml");
     let up = Up::start(&dir, tmp.path().join("up.log"), &tmp.path().join("state"));
     let _ = &up;
     let reviews = "http://reviews:9080/reviews/0";
@@ -273,6 +304,39 @@ spec:
     );
     assert_eq!(w["server"]["explanation"]["outcome"], "forwarded", "{w:#}");
     assert_eq!(request("productpage", details, &[&token]).0, 200);
+
+    // A TCP connection: the client's tcp_proxy to tcp-echo's cluster, over mTLS, and the
+    // server's chain; nc then gets tcp-echo's answer through both sidecars.
+    let w = why("productpage", "tcp://tcp-echo:9000", &[]);
+    assert_eq!(
+        w["client"]["explanation"]["clusters"][0][0],
+        "outbound|9000||tcp-echo.default.svc.cluster.local",
+        "{w:#}"
+    );
+    assert!(
+        step(&w["client"], "tcp proxy").contains("outbound|9000||tcp-echo"),
+        "{w:#}"
+    );
+    assert_eq!(
+        w["client"]["explanation"]["endpoints"][0]["mtls"], true,
+        "{w:#}"
+    );
+    assert_eq!(w["server"]["pod"], "tcp-echo", "{w:#}");
+    assert!(
+        w["verdict"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("reaches tcp-echo's app")),
+        "{w:#}"
+    );
+    let (_, echoed) = weft(&[
+        "exec",
+        "productpage",
+        "--",
+        "sh",
+        "-c",
+        "echo world | nc -N -w 3 tcp-echo 9000",
+    ]);
+    assert!(echoed.contains("hello world"), "{echoed}");
 
     // The text form, and the errors an operator can make.
     let (ok, text) = weft(&["why", "--from", "productpage", "-H", jason, reviews]);
