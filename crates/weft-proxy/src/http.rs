@@ -28,11 +28,14 @@ pub(crate) mod authz;
 pub(crate) mod extauthz;
 pub(crate) mod grpc;
 pub(crate) mod jwt;
+mod limits;
 mod path;
 #[cfg(test)]
 mod rbac_tests;
 mod router;
 mod xfcc;
+
+pub use limits::{HcmLimits, HttpLimits};
 
 const PEER_MD: HeaderName = HeaderName::from_static(weft_telemetry::peer::PEER_METADATA_HEADER);
 const PEER_MD_ID: HeaderName =
@@ -49,17 +52,30 @@ where
     let conn = Arc::new(conn);
     let proxy_drain = proxy.draining.clone();
     let handles = Arc::new(HandleCache::default());
+    let limits = hcm.limits.effective(&proxy.options.http_limits);
+    let counters = hcm.limits.counters.clone();
+    let resets = Arc::new(limits::Resets::default());
+    let remote = conn.remote;
+    let streams = resets.clone();
     let svc = hyper::service::service_fn(move |req| {
         let (conn, hcm, proxy, handles) =
             (conn.clone(), hcm.clone(), proxy.clone(), handles.clone());
-        async move { Ok::<_, std::convert::Infallible>(handle(req, &conn, &hcm, &proxy, handles).await) }
+        // Made now, not when the handler first runs: a stream reset at once counts too.
+        let mut stream = streams.stream();
+        async move {
+            let resp = handle(req, &conn, &hcm, &proxy, handles, &limits).await;
+            stream.answered();
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http2()
         .initial_stream_window_size(1 << 20)
         .initial_connection_window_size(4 << 20);
+    limits.configure(&mut builder);
     let mut draining = proxy_drain.subscribe();
+    let io = limits::WriteStall::new(io, limits.stream_idle_timeout);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -70,9 +86,25 @@ where
             conn.as_mut().graceful_shutdown();
             conn.await
         }
+        _ = resets.tripped() => {
+            counters.premature_resets.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%remote, "closing a connection on which the client reset most of its last {} streams within {:?} of opening them (HTTP/2 rapid reset)", limits::PREMATURE_RESET_STREAMS, limits::PREMATURE_RESET_LIFETIME);
+            return;
+        }
     };
     if let Err(e) = result {
-        tracing::debug!(error = %e, "downstream HTTP connection ended with an error");
+        // What the client did wrong, counted by Envoy's names; the detail at debug.
+        let hyper_error = std::error::Error::source(&*e)
+            .and_then(|s| s.downcast_ref::<hyper::Error>())
+            .or_else(|| e.downcast_ref::<hyper::Error>());
+        if let Some(h) = hyper_error {
+            if h.is_timeout() {
+                counters.header_timeout.fetch_add(1, Ordering::Relaxed);
+            } else if h.is_parse() || h.is_parse_too_large() {
+                counters.protocol_error.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        tracing::debug!(%remote, error = %e, "downstream HTTP connection ended with an error");
     }
 }
 
@@ -343,6 +375,7 @@ async fn handle(
     hcm: &Arc<Hcm>,
     proxy: &Arc<Proxy>,
     handles: Arc<HandleCache>,
+    limits: &HttpLimits,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let snap = proxy.snapshot.load_full();
@@ -469,6 +502,16 @@ async fn handle(
         done.req_headers = req.headers().clone();
     }
 
+    // HTTP/1.1's header count is hyper's to enforce (431 from its codec); HTTP/2's is here,
+    // and so is the size (Envoy's: keys and values summed), which hyper bounds only roughly.
+    let too_many_headers =
+        req.version() == Version::HTTP_2 && req.headers().len() > limits.max_headers_count as usize;
+    let headers_too_large = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum::<usize>()
+        > limits.max_request_headers_kb as usize * 1024;
     let result = if bad_path {
         Err(local(
             StatusCode::BAD_REQUEST,
@@ -476,8 +519,42 @@ async fn handle(
             "path_normalization_failed",
             "Bad Request",
         ))
+    } else if headers_too_large {
+        hcm.limits
+            .counters
+            .protocol_error
+            .fetch_add(1, Ordering::Relaxed);
+        Err(local(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "-",
+            "http1.headers_too_large",
+            "Request Header Fields Too Large",
+        ))
+    } else if too_many_headers {
+        hcm.limits
+            .counters
+            .protocol_error
+            .fetch_add(1, Ordering::Relaxed);
+        Err(local(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "-",
+            "http2.too_many_headers",
+            "Request Header Fields Too Large",
+        ))
     } else {
-        router::route_and_forward(req, conn, hcm, proxy, &snap, &mut done, request_bytes).await
+        let progress = request_bytes.clone();
+        let forward =
+            router::route_and_forward(req, conn, hcm, proxy, &snap, &mut done, request_bytes);
+        match limits.stream_idle_timeout {
+            Some(timeout) => tokio::select! {
+                r = forward => r,
+                _ = limits::stream_idle(timeout, &progress) => {
+                    hcm.limits.counters.idle_timeout.fetch_add(1, Ordering::Relaxed);
+                    Err(local(StatusCode::REQUEST_TIMEOUT, "SI", "stream_idle_timeout", "stream timeout"))
+                }
+            },
+            None => forward.await,
+        }
     };
     match result {
         Ok((mut resp, lease, deco)) => {

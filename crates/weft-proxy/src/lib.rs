@@ -37,6 +37,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 pub use error::ProxyError;
+pub use http::HttpLimits;
+pub use listen::{Sniffed, classify};
 pub use options::ProxyOptions;
 
 use crate::snapshot::{Direction, Snapshot};

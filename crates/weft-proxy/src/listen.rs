@@ -15,6 +15,10 @@ use crate::conn::ConnInfo;
 use crate::snapshot::{Chain, Direction, Listener, NetworkFilter};
 
 /// Accepts on a capture port until `stop` fires.
+///
+/// Each connection's task is small until it has sent its first bytes: the chain it runs
+/// (TLS, the HTTP connection manager, the TCP proxy) is boxed when it starts, so that an
+/// idle connection holds a few hundred bytes rather than the largest future of them all.
 pub async fn accept_loop(listener: TcpListener, direction: Direction, proxy: Arc<Proxy>) {
     let mut stop = proxy.draining.subscribe();
     loop {
@@ -99,7 +103,7 @@ async fn outbound(stream: TcpStream, remote: SocketAddr, proxy: Arc<Proxy>) {
         sni: sniffed.sni.as_deref().map(Into::into),
         alpn: None,
     };
-    run_chain(stream, conn, &chain, proxy).await;
+    Box::pin(run_chain(stream, conn, &chain, proxy)).await;
 }
 
 /// Runs a chain on a connection, once TLS is terminated: its network RBAC and ext_authz filters
@@ -124,60 +128,47 @@ where
 const LISTENER_FILTERS_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What the first bytes of a connection say.
-#[derive(Default)]
-struct Sniffed {
-    tls: bool,
-    alpns: Vec<String>,
-    sni: Option<String>,
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sniffed {
+    pub tls: bool,
+    pub alpns: Vec<String>,
+    pub sni: Option<String>,
 }
 
-/// Peeks at the start of the connection: a TLS ClientHello (parsed with rustls, without
-/// consuming it) or plaintext HTTP/1.x or HTTP/2 prior knowledge.
-async fn sniff(stream: &TcpStream, listener: &Listener) -> std::io::Result<Sniffed> {
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut n = stream.peek(&mut buf).await?;
-    if n > 0 && buf[0] == 0x16 && listener.inspect_tls {
-        // Wait for the whole ClientHello record(s) to arrive, bounded.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let mut acceptor = rustls::server::Acceptor::default();
-            let mut rd = &buf[..n];
-            let _ = acceptor.read_tls(&mut rd);
-            match acceptor.accept() {
-                Ok(Some(accepted)) => {
-                    let hello = accepted.client_hello();
-                    let alpns = hello
-                        .alpn()
-                        .map(|it| {
-                            it.map(|a| String::from_utf8_lossy(a).into_owned())
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let sni = hello.server_name().map(str::to_owned);
-                    return Ok(Sniffed {
-                        tls: true,
-                        alpns,
-                        sni,
-                    });
-                }
-                Ok(None) if n < buf.len() && tokio::time::Instant::now() < deadline => {
-                    stream.readable().await?;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    n = stream.peek(&mut buf).await?;
-                }
-                _ => {
-                    return Ok(Sniffed {
-                        tls: true,
-                        alpns: Vec::new(),
-                        sni: None,
-                    });
-                }
+/// The protocol detection on the first bytes of a connection: a TLS ClientHello (parsed with
+/// rustls, SNI and ALPN read from it) when `inspect_tls`, else plaintext HTTP/1.x or HTTP/2
+/// prior knowledge when `inspect_http`. `None` while a ClientHello has begun and is not
+/// complete; anything else that starts like TLS is TLS without SNI or ALPN.
+pub fn classify(head: &[u8], inspect_tls: bool, inspect_http: bool) -> Option<Sniffed> {
+    if inspect_tls && head.first() == Some(&0x16) {
+        let mut acceptor = rustls::server::Acceptor::default();
+        let mut rd = head;
+        let _ = acceptor.read_tls(&mut rd);
+        return match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let hello = accepted.client_hello();
+                let alpns = hello
+                    .alpn()
+                    .map(|it| {
+                        it.map(|a| String::from_utf8_lossy(a).into_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Some(Sniffed {
+                    tls: true,
+                    alpns,
+                    sni: hello.server_name().map(str::to_owned),
+                })
             }
-        }
+            Ok(None) => None,
+            Err(_) => Some(Sniffed {
+                tls: true,
+                ..Sniffed::default()
+            }),
+        };
     }
     let mut alpns = Vec::new();
-    if listener.inspect_http && n > 0 {
-        let head = &buf[..n];
+    if inspect_http {
         if head.starts_with(b"PRI * HTTP/2.0") {
             alpns.push("h2c".to_string());
         } else if let Some(line_end) = head.windows(2).position(|w| w == b"\r\n") {
@@ -189,11 +180,42 @@ async fn sniff(stream: &TcpStream, listener: &Listener) -> std::io::Result<Sniff
             }
         }
     }
-    Ok(Sniffed {
+    Some(Sniffed {
         tls: false,
         alpns,
         sni: None,
     })
+}
+
+/// How long the inspector waits for the rest of a ClientHello that arrived in part.
+const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest pause between two looks at a ClientHello that is still arriving: a client
+/// that trickles one in costs a few dozen parses, not one per millisecond.
+const CLIENT_HELLO_MAX_PAUSE: Duration = Duration::from_millis(64);
+
+/// Peeks at the start of the connection (without consuming it) and [`classify`]s it,
+/// waiting, bounded, for the rest of a ClientHello that arrived in part.
+async fn sniff(stream: &TcpStream, listener: &Listener) -> std::io::Result<Sniffed> {
+    // A connection that has sent nothing yet holds no buffer.
+    stream.readable().await?;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut n = stream.peek(&mut buf).await?;
+    let deadline = tokio::time::Instant::now() + CLIENT_HELLO_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(s) = classify(&buf[..n], listener.inspect_tls, listener.inspect_http) {
+            return Ok(s);
+        }
+        if n == buf.len() || tokio::time::Instant::now() >= deadline {
+            return Ok(Sniffed {
+                tls: true,
+                ..Sniffed::default()
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(CLIENT_HELLO_MAX_PAUSE);
+        n = stream.peek(&mut buf).await?;
+    }
 }
 
 async fn inbound(stream: TcpStream, remote: SocketAddr, proxy: Arc<Proxy>) {
@@ -229,7 +251,7 @@ async fn inbound(stream: TcpStream, remote: SocketAddr, proxy: Arc<Proxy>) {
         alpn: None,
     };
     let Some(tls) = &chain.tls else {
-        run_chain(stream, conn, &chain, proxy).await;
+        Box::pin(run_chain(stream, conn, &chain, proxy)).await;
         return;
     };
     let intersects = sniffed
@@ -246,9 +268,9 @@ async fn inbound(stream: TcpStream, remote: SocketAddr, proxy: Arc<Proxy>) {
         // more reads per 16 KiB record into one read per 256 KiB (`tcp::TLS_READ_BUFFER`).
         NetworkFilter::Tcp(_) => {
             let buffered = crate::readbuf::GrowingReader::new(stream, crate::tcp::TLS_READ_BUFFER);
-            accept_tls(buffered, config, conn, &chain, proxy).await
+            Box::pin(accept_tls(buffered, config, conn, &chain, proxy)).await
         }
-        NetworkFilter::Http(_) => accept_tls(stream, config, conn, &chain, proxy).await,
+        NetworkFilter::Http(_) => Box::pin(accept_tls(stream, config, conn, &chain, proxy)).await,
     }
 }
 
@@ -341,6 +363,28 @@ mod tests {
         let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (server, _) = l.accept().await.unwrap();
         (client, server)
+    }
+
+    #[test]
+    fn classify_waits_for_a_whole_client_hello_and_reads_plaintext_at_once() {
+        let hello = client_hello("two.example.com", b"h2");
+        for cut in [1, 5, 40, hello.len() - 1] {
+            assert_eq!(classify(&hello[..cut], true, true), None, "cut at {cut}");
+        }
+        let whole = classify(&hello, true, true).unwrap();
+        assert!(whole.tls);
+        assert_eq!(whole.sni.as_deref(), Some("two.example.com"));
+        assert_eq!(whole.alpns, vec!["h2".to_string()]);
+        // Not a ClientHello although it starts like a handshake record: TLS without SNI.
+        let junk = classify(b"\x16\x03\x01\x00\x05\x02\x00\x00\x01\x00", true, true).unwrap();
+        assert!(junk.tls && junk.sni.is_none());
+        // Without the TLS inspector the same bytes are plaintext.
+        assert!(!classify(&hello, false, true).unwrap().tls);
+        let h1 = classify(b"GET / HTTP/1.1\r\nHost: a\r\n", true, true).unwrap();
+        assert_eq!(h1.alpns, vec!["http/1.1".to_string()]);
+        let h2 = classify(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", true, true).unwrap();
+        assert_eq!(h2.alpns, vec!["h2c".to_string()]);
+        assert_eq!(classify(b"", true, true), Some(Sniffed::default()));
     }
 
     #[tokio::test]

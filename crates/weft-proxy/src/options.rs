@@ -40,6 +40,8 @@ pub struct ProxyOptions {
     pub dns_capture: bool,
     /// `ISTIO_META_DNS_AUTO_ALLOCATE`: addresses for ServiceEntries without any.
     pub dns_auto_allocate: bool,
+    /// Envoy's downstream HTTP limits where the HCM the control plane sends leaves them unset.
+    pub http_limits: crate::HttpLimits,
 }
 
 impl ProxyOptions {
@@ -67,6 +69,7 @@ impl ProxyOptions {
             sds_socket: PathBuf::from(weft_identity::WORKLOAD_SPIFFE_UDS),
             dns_capture: false,
             dns_auto_allocate: false,
+            http_limits: crate::HttpLimits::default(),
         }
     }
 

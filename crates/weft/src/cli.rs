@@ -262,6 +262,21 @@ struct ProxyArgs {
     #[arg(long, env = "ISTIO_META_DNS_AUTO_ALLOCATE", action = clap::ArgAction::SetTrue,
           value_parser = clap::builder::BoolishValueParser::new())]
     dns_auto_allocate: bool,
+    /// Envoy's `max_request_headers_kb`, where the control plane's HCM leaves it unset: a
+    /// request whose headers are larger gets 431.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=8192))]
+    max_request_headers_kb: u32,
+    /// Envoy's `max_headers_count`: a request with more headers gets 431.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    max_headers_count: u32,
+    /// Envoy's `request_headers_timeout`: how long a request's headers may take to arrive
+    /// (0s: no limit of its own; the stream idle timeout bounds them, as in Envoy).
+    #[arg(long, default_value = "0s")]
+    request_headers_timeout: weft_api::Duration,
+    /// Envoy's `stream_idle_timeout`: a request whose body or response head makes no progress
+    /// for this long gets 408 (0s disables).
+    #[arg(long, default_value = "5m")]
+    stream_idle_timeout: weft_api::Duration,
 }
 
 #[derive(Args, Debug)]
@@ -453,6 +468,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.sds_socket = a.sds_socket;
             opts.dns_capture = a.dns_capture;
             opts.dns_auto_allocate = a.dns_auto_allocate;
+            let nonzero = |d: std::time::Duration| (!d.is_zero()).then_some(d);
+            opts.http_limits = weft_proxy::HttpLimits {
+                max_request_headers_kb: a.max_request_headers_kb,
+                max_headers_count: a.max_headers_count,
+                request_headers_timeout: nonzero(a.request_headers_timeout.get()),
+                stream_idle_timeout: nonzero(a.stream_idle_timeout.get()),
+            };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(a.concurrency.max(1))
                 .thread_name("weft-worker")

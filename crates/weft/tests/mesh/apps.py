@@ -1,7 +1,7 @@
 """Test workloads for Weft's end-to-end tests.
 
 server: HTTP/1.1 echo on 8080 (JSON with pod, path and headers; /status/<code>,
-        /delay/<seconds>),
+        /delay/<seconds>, /upload reads the whole body first),
         TCP echo on 9000, gRPC echo (service test.Echo/Say, raw bytes) on 50051. The gRPC
         echo fails with the status named by metadata `x-fail` (e.g. UNAVAILABLE) and sleeps
         `x-sleep` seconds first; the HTTP answers count the gRPC calls served (`grpc_calls`).
@@ -34,6 +34,8 @@ def serve(pod):
                 code = int(self.path.split("/")[2])
             if self.path.startswith("/delay/"):
                 time.sleep(float(self.path.split("/")[2]))
+            if self.path.startswith("/upload"):
+                self.rfile.read(int(self.headers.get("content-length", "0")))
             body = json.dumps({
                 "pod": pod,
                 "path": self.path,

@@ -7,6 +7,7 @@ mod egress;
 mod egress_tls;
 mod ext_authz;
 mod grpc_xds;
+mod hostile;
 mod jwks;
 mod mtls_migration;
 mod netns;

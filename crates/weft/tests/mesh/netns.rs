@@ -63,6 +63,8 @@ pub struct Sidecar {
     /// `ISTIO_META_DNS_AUTO_ALLOCATE`): the pod's resolv.conf names the node as its
     /// nameserver, and DNS to it is captured to the sidecar.
     pub dns_capture: bool,
+    /// More `weft proxy` arguments (limits, say).
+    pub extra_args: Vec<String>,
 }
 
 pub struct Pod {
@@ -330,6 +332,7 @@ impl Mesh {
                 args.push("--dns-capture".into());
                 args.push("--dns-auto-allocate".into());
             }
+            args.extend(sc.extra_args.iter().cloned());
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
             let log = self.dir.path().join(format!("proxy-{name}.log"));
             let child = spawn_logged_as(&pod.ns, Some(1337), &sc.groups, &argv, &log);
@@ -471,6 +474,17 @@ impl Mesh {
         let pid = child.id();
         must(&["kill", &format!("-{sig}"), &pid.to_string()]);
         pid
+    }
+
+    /// The pid of a pod's process ("proxy" or "app").
+    pub fn pid(&self, pod: &str, role: &str) -> u32 {
+        self.pods[pod]
+            .procs
+            .iter()
+            .find(|(r, _)| r == role)
+            .expect("process")
+            .1
+            .id()
     }
 
     /// Whether a pod's process has exited.

@@ -86,6 +86,8 @@ pub struct Hcm {
     /// an older snapshot serves each new request with the HCM now at that place, so policy
     /// and route changes apply to requests on connections that stay open.
     pub origin: (Arc<str>, usize, Arc<str>),
+    /// Envoy's limits on the downstream connection this HCM sets, and their counters.
+    pub limits: crate::http::HcmLimits,
 }
 
 pub(super) fn compile(
@@ -96,6 +98,7 @@ pub(super) fn compile(
     use hcm::http_connection_manager::{
         ForwardClientCertDetails as F, PathWithEscapedSlashesAction as P,
     };
+    let limits = crate::http::HcmLimits::compile(&h, what)?;
     let routes = match h.route_specifier {
         Some(hcm::http_connection_manager::RouteSpecifier::Rds(rds)) => {
             RouteRef::Rds(rds.route_config_name)
@@ -167,5 +170,6 @@ pub(super) fn compile(
         path,
         xfcc,
         origin,
+        limits,
     })
 }
