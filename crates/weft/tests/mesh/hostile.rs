@@ -27,6 +27,12 @@ fn hostile(mesh: &Mesh, args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     let line = stdout.lines().last().unwrap_or_default();
+    // The figures of docs/reliability.md's table.
+    println!(
+        "hostile {}: {}",
+        args[0],
+        line.chars().take(300).collect::<String>()
+    );
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
 }
 
@@ -236,6 +242,7 @@ fn hostile_input_is_refused_and_other_traffic_is_unaffected() {
         "SETTINGS flood: {v}"
     );
     let rss_after_flood = rss_kib(proxy_pid);
+    println!("SETTINGS flood: proxy RSS {rss_before_flood} KiB → {rss_after_flood} KiB");
     assert!(
         rss_after_flood < rss_before_flood + 20 * 1024,
         "the flood is bounded: {rss_before_flood} KiB → {rss_after_flood} KiB"
