@@ -11,6 +11,9 @@ h2-slow-reset HOST PORT N PATH h2c: N streams for PATH, each reset 2 ms after it
 h2-settings-flood HOST PORT N MAX   h2c: N SETTINGS frames, never reading the ACKs
 idle HOST PORT N HOLD MARK     N connections that send nothing, held HOLD s; MARK is written
                                once they are open
+fake-xds ADDR MODE             a control plane on ADDR whose ADS streams answer the first
+                               request with MODE: garbage (bytes that are no DiscoveryResponse)
+                               or huge (a 100 MB DiscoveryResponse); the CA is not served
 """
 import errno
 import json
@@ -289,6 +292,45 @@ def idle(host, port, n, hold, mark):
     report(opened=len(conns), opened_ms=opened_ms, open_after=still)
 
 
+def fake_xds(addr, mode):
+    from concurrent import futures
+
+    import grpc
+
+    if mode == "garbage":
+        # A string field whose length runs past the end of the message.
+        answer = b"\x0a\xff\xff\x03garbage"
+    else:
+        n = 100 * 1024 * 1024
+        size = b""
+        while True:
+            byte = n & 0x7F
+            n >>= 7
+            size += bytes([byte | (0x80 if n else 0)])
+            if not n:
+                break
+        answer = b"\x0a" + size + b"v" * (100 * 1024 * 1024)
+
+    def ads(requests, context):
+        next(requests, None)
+        print("answered an ADS stream with %s" % mode, flush=True)
+        yield answer
+        time.sleep(30)
+
+    handler = grpc.method_handlers_generic_handler(
+        "envoy.service.discovery.v3.AggregatedDiscoveryService",
+        {"StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(ads)},
+    )
+    server = grpc.server(
+        futures.ThreadPoolExecutor(16),
+        options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)],
+    )
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(addr)
+    server.start()
+    server.wait_for_termination()
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     fns = {
@@ -300,6 +342,7 @@ def main():
         "h2-slow-reset": h2_slow_reset,
         "h2-settings-flood": h2_settings_flood,
         "idle": idle,
+        "fake-xds": fake_xds,
     }
     fns[cmd](*args)
 

@@ -400,3 +400,66 @@ fn mesh_leaf(dir: &std::path::Path, stem: &str, ext: &str, days: &str) {
         &extfile,
     ]);
 }
+
+/// A control plane that answers ADS with bytes that are no DiscoveryResponse, then one that
+/// sends a 100 MB response (over the proxy's 64 MiB limit, refused from the message's length
+/// prefix before it is read): each time the proxies say why, keep their last configuration and
+/// keep serving; when the real control plane returns they take config from it again.
+#[test]
+fn a_control_plane_that_sends_garbage_or_too_much_leaves_the_proxies_serving() {
+    crate::netns::require_root();
+    let mut mesh = super::client_server("");
+    let (code, body) = mesh.curl("client", URL);
+    assert_eq!(code, 200, "{body}");
+    mesh.stop_control();
+    for (mode, needle) in [
+        ("garbage", "cannot decode the response"),
+        ("huge", "over the limit of 67108864"),
+    ] {
+        let log = std::fs::File::create(mesh.dir.path().join(format!("fake-{mode}.log")))
+            .expect("log file");
+        let mut fake = std::process::Command::new("ip")
+            .args(["netns", "exec", &mesh.cp.ns, "python3", SCRIPT, "fake-xds"])
+            .args([mesh.control_addr().as_str(), mode])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("fake control plane");
+        wait_for(
+            Duration::from_secs(40),
+            &format!("the proxy to refuse the {mode} answer"),
+            || mesh.log("proxy-client.log").contains(needle),
+        );
+        let said = mesh.log("proxy-client.log");
+        if let Some(line) = said.lines().find(|l| l.contains(needle)) {
+            println!("{mode}: {line}");
+        }
+        let (code, body) = mesh.curl("client", URL);
+        assert_eq!(
+            code, 200,
+            "served on the last good config beside a {mode} control plane: {body}"
+        );
+        let _ = fake.kill();
+        let _ = fake.wait();
+    }
+    let log = mesh.log("proxy-client.log");
+    assert!(
+        log.contains("keeping the last configuration and reconnecting"),
+        "{log}"
+    );
+    let established = |m: &Mesh| {
+        m.log("proxy-client.log")
+            .matches("ADS stream to the control plane established")
+            .count()
+    };
+    let before = established(&mesh);
+    mesh.start_control();
+    wait_for(
+        Duration::from_secs(40),
+        "the proxy to reconnect to the real control plane",
+        || established(&mesh) > before,
+    );
+    let (code, body) = mesh.curl("client", URL);
+    assert_eq!(code, 200, "{body}");
+    assert!(!mesh.exited("client", "proxy") && !mesh.exited("server", "proxy"));
+}
