@@ -502,16 +502,6 @@ async fn handle(
         done.req_headers = req.headers().clone();
     }
 
-    // HTTP/1.1's header count is hyper's to enforce (431 from its codec); HTTP/2's is here,
-    // and so is the size (Envoy's: keys and values summed), which hyper bounds only roughly.
-    let too_many_headers =
-        req.version() == Version::HTTP_2 && req.headers().len() > limits.max_headers_count as usize;
-    let headers_too_large = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len())
-        .sum::<usize>()
-        > limits.max_request_headers_kb as usize * 1024;
     let result = if bad_path {
         Err(local(
             StatusCode::BAD_REQUEST,
@@ -519,7 +509,7 @@ async fn handle(
             "path_normalization_failed",
             "Bad Request",
         ))
-    } else if headers_too_large {
+    } else if let Some(details) = limits.headers_refused(req.version(), req.headers()) {
         hcm.limits
             .counters
             .protocol_error
@@ -527,18 +517,7 @@ async fn handle(
         Err(local(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "-",
-            "http1.headers_too_large",
-            "Request Header Fields Too Large",
-        ))
-    } else if too_many_headers {
-        hcm.limits
-            .counters
-            .protocol_error
-            .fetch_add(1, Ordering::Relaxed);
-        Err(local(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "-",
-            "http2.too_many_headers",
+            details,
             "Request Header Fields Too Large",
         ))
     } else {

@@ -135,6 +135,16 @@ pub struct Sniffed {
     pub sni: Option<String>,
 }
 
+impl Sniffed {
+    /// TLS whose ClientHello could not be read: no SNI, no ALPN.
+    fn unnamed_tls() -> Sniffed {
+        Sniffed {
+            tls: true,
+            ..Sniffed::default()
+        }
+    }
+}
+
 /// The protocol detection on the first bytes of a connection: a TLS ClientHello (parsed with
 /// rustls, SNI and ALPN read from it) when `inspect_tls`, else plaintext HTTP/1.x or HTTP/2
 /// prior knowledge when `inspect_http`. `None` while a ClientHello has begun and is not
@@ -161,10 +171,7 @@ pub fn classify(head: &[u8], inspect_tls: bool, inspect_http: bool) -> Option<Sn
                 })
             }
             Ok(None) => None,
-            Err(_) => Some(Sniffed {
-                tls: true,
-                ..Sniffed::default()
-            }),
+            Err(_) => Some(Sniffed::unnamed_tls()),
         };
     }
     let mut alpns = Vec::new();
@@ -207,10 +214,7 @@ async fn sniff(stream: &TcpStream, listener: &Listener) -> std::io::Result<Sniff
             return Ok(s);
         }
         if n == buf.len() || tokio::time::Instant::now() >= deadline {
-            return Ok(Sniffed {
-                tls: true,
-                ..Sniffed::default()
-            });
+            return Ok(Sniffed::unnamed_tls());
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(CLIENT_HELLO_MAX_PAUSE);

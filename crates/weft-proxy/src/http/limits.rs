@@ -65,6 +65,24 @@ impl HttpLimits {
         }
     }
 
+    /// The header limits hyper's codec does not hold exactly: the size (Envoy's: keys and
+    /// values summed) on every request, the count on HTTP/2 (HTTP/1.1's is the codec's). The
+    /// response code details of a request over one, if it is.
+    pub(crate) fn headers_refused(
+        &self,
+        version: http::Version,
+        headers: &http::HeaderMap,
+    ) -> Option<&'static str> {
+        if version == http::Version::HTTP_2 && headers.len() > self.max_headers_count as usize {
+            return Some("http2.too_many_headers");
+        }
+        let size: usize = headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
+        (size > self.max_request_headers_kb as usize * 1024).then_some("http1.headers_too_large")
+    }
+
     /// Sets the limits on a connection builder.
     pub(crate) fn configure<E>(&self, builder: &mut hyper_util::server::conn::auto::Builder<E>) {
         let head = self.max_request_headers_kb as usize * 1024;
@@ -110,6 +128,19 @@ pub struct Counters {
     pub premature_resets: Arc<AtomicU64>,
 }
 
+impl Counters {
+    fn new(stat_prefix: &str) -> Self {
+        let c =
+            |name: &str| crate::snapshot::counter::counter(&format!("http.{stat_prefix}.{name}"));
+        Counters {
+            protocol_error: c("downstream_cx_protocol_error"),
+            header_timeout: c("downstream_rq_header_timeout"),
+            idle_timeout: c("downstream_rq_idle_timeout"),
+            premature_resets: c("downstream_rq_too_many_premature_resets"),
+        }
+    }
+}
+
 impl HcmLimits {
     pub(crate) fn compile(h: &hcm::HttpConnectionManager, what: &str) -> Result<Self, ProxyError> {
         let kb = h.max_request_headers_kb.as_ref().map(|v| v.value);
@@ -143,9 +174,6 @@ impl HcmLimits {
                 })
                 .transpose()
         };
-        let c = |name: &str| {
-            crate::snapshot::counter::counter(&format!("http.{}.{name}", h.stat_prefix))
-        };
         Ok(HcmLimits {
             max_request_headers_kb: kb,
             max_headers_count: count,
@@ -154,12 +182,7 @@ impl HcmLimits {
                 "request_headers_timeout",
             )?,
             stream_idle_timeout: duration(&h.stream_idle_timeout, "stream_idle_timeout")?,
-            counters: Arc::new(Counters {
-                protocol_error: c("downstream_cx_protocol_error"),
-                header_timeout: c("downstream_rq_header_timeout"),
-                idle_timeout: c("downstream_rq_idle_timeout"),
-                premature_resets: c("downstream_rq_too_many_premature_resets"),
-            }),
+            counters: Arc::new(Counters::new(&h.stat_prefix)),
         })
     }
 
@@ -176,24 +199,6 @@ impl HcmLimits {
             stream_idle_timeout: self
                 .stream_idle_timeout
                 .unwrap_or(defaults.stream_idle_timeout),
-        }
-    }
-}
-
-impl Default for HcmLimits {
-    fn default() -> Self {
-        let c = |name: &str| crate::snapshot::counter::counter(&format!("http.unnamed.{name}"));
-        HcmLimits {
-            max_request_headers_kb: None,
-            max_headers_count: None,
-            request_headers_timeout: None,
-            stream_idle_timeout: None,
-            counters: Arc::new(Counters {
-                protocol_error: c("downstream_cx_protocol_error"),
-                header_timeout: c("downstream_rq_header_timeout"),
-                idle_timeout: c("downstream_rq_idle_timeout"),
-                premature_resets: c("downstream_rq_too_many_premature_resets"),
-            }),
         }
     }
 }
@@ -401,7 +406,10 @@ mod tests {
         assert_eq!(l.stream_idle_timeout, None);
         assert_eq!(l.headers_timeout(), Some(Duration::from_secs(2)));
         // Unset: Envoy's defaults, the headers bounded by the stream idle timeout.
-        let d = HcmLimits::default().effective(&HttpLimits::default());
+        let unset = hcm::HttpConnectionManager::default();
+        let d = HcmLimits::compile(&unset, "l")
+            .unwrap()
+            .effective(&HttpLimits::default());
         assert_eq!(d, HttpLimits::default());
         assert_eq!(d.headers_timeout(), Some(Duration::from_secs(300)));
     }

@@ -298,14 +298,15 @@ fn hostile_input_is_refused_and_other_traffic_is_unaffected() {
     let pki = mesh.dir.path().join("pki");
     std::fs::create_dir_all(&pki).expect("pki dir");
     let state = mesh.state_dir();
-    for f in ["root-cert.pem", "ca-key.pem"] {
-        std::fs::copy(state.join(f), pki.join(f)).expect("mesh CA files");
+    // The mesh's own CA, as `mesh.pem` / `mesh.key`.
+    for (from, to) in [("root-cert.pem", "mesh.pem"), ("ca-key.pem", "mesh.key")] {
+        std::fs::copy(state.join(from), pki.join(to)).expect("mesh CA files");
     }
     super::pki::ca(&pki, "stranger");
     let san = "subjectAltName=URI:spiffe://cluster.local/ns/default/sa/legacy\n";
     super::pki::leaf(&pki, "stranger", "legacy", san);
-    mesh_leaf(&pki, "valid", san, "1");
-    mesh_leaf(&pki, "expired", san, "-1");
+    super::pki::leaf_signed_by(&pki, "valid", "legacy", san, "mesh", "1");
+    super::pki::leaf_signed_by(&pki, "expired", "legacy", san, "mesh", "-1");
     let tls = |stem: &str| -> String {
         let cmd = format!(
             "printf 'GET /hello HTTP/1.1\\r\\nHost: server\\r\\nConnection: close\\r\\n\\r\\n' | timeout 10 openssl s_client -connect {ip}:8080 -alpn istio-http/1.1 -cert {d}/{stem}.pem -key {d}/{stem}.key -quiet 2>&1",
@@ -344,61 +345,6 @@ fn hostile_input_is_refused_and_other_traffic_is_unaffected() {
     );
     let log = mesh.log("proxy-server.log");
     assert!(!log.contains("panicked"), "no panic: {log}");
-}
-
-/// A leaf for the SAN in `ext`, signed by the mesh's own CA (`root-cert.pem`, `ca-key.pem`
-/// copied into `dir`), valid for `days` (negative: already expired).
-fn mesh_leaf(dir: &std::path::Path, stem: &str, ext: &str, days: &str) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let (key, csr, pem, extfile) = (
-        format!("{stem}.key"),
-        format!("{stem}.csr"),
-        format!("{stem}.pem"),
-        format!("{stem}.ext"),
-    );
-    std::fs::write(dir.join(&extfile), ext).expect("ext");
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        &key,
-        "-out",
-        &csr,
-        "-subj",
-        "/CN=legacy",
-    ]);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        "root-cert.pem",
-        "-CAkey",
-        "ca-key.pem",
-        "-CAcreateserial",
-        "-out",
-        &pem,
-        "-days",
-        days,
-        "-extfile",
-        &extfile,
-    ]);
 }
 
 /// A control plane that answers ADS with bytes that are no DiscoveryResponse, then one that

@@ -47,6 +47,13 @@ pub(crate) fn ca(dir: &Path, cn: &str) {
 /// A certificate `<stem>.pem` with key `<stem>.key` for subject `cn`, signed by the CA of
 /// [`ca`], with the X.509v3 extensions `ext` (openssl extfile lines).
 pub(crate) fn leaf(dir: &Path, stem: &str, cn: &str, ext: &str) {
+    leaf_signed_by(dir, stem, cn, ext, "ca", "2");
+}
+
+/// [`leaf`] signed by the CA `<ca>.pem` / `<ca>.key` in `dir`, valid for `days` (negative:
+/// already expired).
+pub(crate) fn leaf_signed_by(dir: &Path, stem: &str, cn: &str, ext: &str, ca: &str, days: &str) {
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
     let (key, csr, pem, extfile) = (
         format!("{stem}.key"),
         format!("{stem}.csr"),
@@ -79,14 +86,14 @@ pub(crate) fn leaf(dir: &Path, stem: &str, cn: &str, ext: &str) {
             "-in",
             &csr,
             "-CA",
-            "ca.pem",
+            &ca_pem,
             "-CAkey",
-            "ca.key",
+            &ca_key,
             "-CAcreateserial",
             "-out",
             &pem,
             "-days",
-            "2",
+            days,
             "-extfile",
             &extfile,
         ],
