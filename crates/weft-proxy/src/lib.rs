@@ -12,6 +12,8 @@ mod body;
 mod conn;
 mod dns;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod http;
 pub mod iptables;
 mod listen;
@@ -318,7 +320,7 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
 }
 
 /// A proxy around `snapshot` for in-process data-path tests: no control plane, no identity.
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn test_proxy(snapshot: Snapshot) -> Arc<Proxy> {
     let live = Arc::new(weft_identity::LiveIdentity::new());
     let (identity_store, identity) = weft_identity::IdentityStore::new();

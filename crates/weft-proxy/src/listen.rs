@@ -237,6 +237,22 @@ async fn inbound(stream: TcpStream, remote: SocketAddr, proxy: Arc<Proxy>) {
         Ok(s) => s,
         Err(_) => return,
     };
+    serve_inbound(stream, dst, remote, &sniffed, &listener, proxy).await;
+}
+
+/// The inbound listener's work once the first bytes are classified: the filter chain for the
+/// destination port, TLS and ALPN, then mTLS termination (when the chain has it) and the chain.
+/// The classified bytes are still unread in `stream`.
+pub(crate) async fn serve_inbound<IO>(
+    stream: IO,
+    dst: SocketAddr,
+    remote: SocketAddr,
+    sniffed: &Sniffed,
+    listener: &Listener,
+    proxy: Arc<Proxy>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let transport = if sniffed.tls { "tls" } else { "raw_buffer" };
     let Some(chain) = listener
         .select(dst, sniffed.sni.as_deref(), transport, &sniffed.alpns)
