@@ -267,11 +267,27 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
             .await
             .map_err(|source| ProxyError::Listen { addr, source })
     };
+    admin::serve_all(proxy.clone()).await?;
+    // As Envoy, which has no listeners until LDS (and their certificates) arrive, the capture
+    // ports are opened once the proxy is ready: until then a captured connection is refused
+    // (a connect failure, which callers retry on another endpoint, as when a sidecar restarts)
+    // rather than accepted and closed.
+    let mut draining = proxy.draining.subscribe();
+    while !proxy.ready() {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = draining.changed() => break,
+        }
+    }
     let out = bind(options.outbound_port).await?;
     let inb = bind(options.inbound_port).await?;
     tokio::spawn(listen::accept_loop(out, Direction::Outbound, proxy.clone()));
     tokio::spawn(listen::accept_loop(inb, Direction::Inbound, proxy.clone()));
-    admin::serve_all(proxy.clone()).await?;
+    tracing::info!(
+        outbound = options.outbound_port,
+        inbound = options.inbound_port,
+        "ready: capture ports open"
+    );
 
     // The principal in telemetry follows the certificate actually issued.
     let mut ids = proxy.identity.clone();

@@ -7,8 +7,8 @@
 
 mod report;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -67,6 +67,10 @@ pub struct LoadArgs {
     /// Print the report as JSON (read by the caller; `run_load` only measures).
     #[arg(long)]
     pub json: bool,
+    /// Also report every INTERVAL while sending: one JSON line per interval on standard error,
+    /// the report of the requests that finished in it (with `at_secs`, its end).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub interval: Option<Duration>,
     /// The target URL and fortio-style flags: `-qps N`, `-c N`, `-n N`, `-t DURATION`,
     /// `-H NAME:VALUE`, `-timeout DURATION`, `-loglevel LEVEL` (ignored); from the first of
     /// them on, the other flags are read here too, with one dash or two.
@@ -88,6 +92,7 @@ impl LoadArgs {
             method: "GET".to_string(),
             timeout: Duration::from_secs(10),
             json: false,
+            interval: None,
             fortio: Vec::new(),
         }
     }
@@ -265,10 +270,27 @@ pub async fn run_load(args: LoadArgs) -> Result<LoadReport, SampleError> {
         end: duration.map(|d| start + d),
         limit: args.requests,
     });
+    let window = args.interval.map(|_| Arc::new(Mutex::new(Stats::new())));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..args.connections {
-        workers.spawn(worker(target.clone(), schedule.clone(), args.timeout));
+        workers.spawn(worker(
+            target.clone(),
+            schedule.clone(),
+            args.timeout,
+            window.clone(),
+        ));
     }
+    let reporter = match (args.interval, &window) {
+        (Some(every), Some(window)) => Some(tokio::spawn(report_intervals(
+            every,
+            window.clone(),
+            url.clone(),
+            rate,
+            args.connections,
+            start,
+        ))),
+        _ => None,
+    };
     let mut stats = Stats::new();
     while let Some(joined) = workers.join_next().await {
         let s = joined.map_err(|e| SampleError::Task {
@@ -276,6 +298,14 @@ pub async fn run_load(args: LoadArgs) -> Result<LoadReport, SampleError> {
             reason: e.to_string(),
         })?;
         stats.merge(s);
+    }
+    if let (Some(reporter), Some(window)) = (reporter, window) {
+        reporter.abort();
+        let mut last = Instant::now();
+        eprintln!(
+            "{}",
+            interval_line(&window, &url, rate, args.connections, start, &mut last)
+        );
     }
     Ok(stats.report(url, rate, args.connections, start.elapsed()))
 }
@@ -447,9 +477,90 @@ async fn send_one(
     Ok((status, bytes))
 }
 
-async fn worker(t: Arc<Target>, schedule: Arc<Schedule>, timeout: Duration) -> Stats {
+/// Every `every`, the report of the requests that finished since the last one, as a JSON line
+/// on standard error.
+async fn report_intervals(
+    every: Duration,
+    window: Arc<Mutex<Stats>>,
+    url: String,
+    rate: Option<f64>,
+    connections: usize,
+    start: Instant,
+) {
+    let mut last = Instant::now();
+    let mut tick = tokio::time::interval_at(start + every, every);
+    loop {
+        tick.tick().await;
+        eprintln!(
+            "{}",
+            interval_line(&window, &url, rate, connections, start, &mut last)
+        );
+    }
+}
+
+/// The report of the requests in `window` since `last` (taken out of it), with `at_secs`.
+fn interval_line(
+    window: &Mutex<Stats>,
+    url: &str,
+    rate: Option<f64>,
+    connections: usize,
+    start: Instant,
+    last: &mut Instant,
+) -> serde_json::Value {
+    let stats = match window.lock() {
+        Ok(mut w) => std::mem::replace(&mut *w, Stats::new()),
+        Err(p) => std::mem::replace(&mut *p.into_inner(), Stats::new()),
+    };
+    let now = Instant::now();
+    let report = stats.report(url.to_string(), rate, connections, now - *last);
+    *last = now;
+    let mut line = serde_json::to_value(&report).unwrap_or_default();
+    if let Some(obj) = line.as_object_mut() {
+        obj.insert(
+            "at_secs".into(),
+            serde_json::json!((now - start).as_secs_f64()),
+        );
+    }
+    line
+}
+
+/// Records into the worker's own tallies and, when reporting by interval, the shared window.
+struct Tally {
+    own: Stats,
+    window: Option<Arc<Mutex<Stats>>>,
+}
+
+impl Tally {
+    fn answer(&mut self, status: u16, latency: Duration, bytes: u64) {
+        self.own.answer(status, latency, bytes);
+        if let Some(w) = &self.window
+            && let Ok(mut w) = w.lock()
+        {
+            w.answer(status, latency, bytes);
+        }
+    }
+
+    fn failure(&mut self, kind: FailureKind, text: String) {
+        if let Some(w) = &self.window
+            && let Ok(mut w) = w.lock()
+        {
+            w.failure(kind, text.clone());
+        }
+        self.own.failure(kind, text);
+    }
+}
+
+async fn worker(
+    t: Arc<Target>,
+    schedule: Arc<Schedule>,
+    timeout: Duration,
+    window: Option<Arc<Mutex<Stats>>>,
+) -> Stats {
     let open_loop = schedule.rate.is_some();
-    let mut stats = Stats::new();
+    let mut tally = Tally {
+        own: Stats::new(),
+        window,
+    };
     let mut conn: Option<Sender> = None;
     while let Some(at) = schedule.take() {
         if open_loop {
@@ -457,24 +568,24 @@ async fn worker(t: Arc<Target>, schedule: Arc<Schedule>, timeout: Duration) -> S
         }
         // Open loop: from the scheduled time, so waiting behind a slow answer counts.
         let started = if open_loop { at } else { Instant::now() };
-        match tokio::time::timeout(timeout, send_one(&t, &mut conn, &mut stats)).await {
-            Ok(Ok((status, bytes))) => stats.answer(status, started.elapsed(), bytes),
+        match tokio::time::timeout(timeout, send_one(&t, &mut conn, &mut tally.own)).await {
+            Ok(Ok((status, bytes))) => tally.answer(status, started.elapsed(), bytes),
             Ok(Err((kind, text))) => {
-                stats.failure(kind, text);
+                tally.failure(kind, text);
                 if kind == FailureKind::Connect && !open_loop {
                     tokio::time::sleep(CONNECT_BACKOFF).await;
                 }
             }
             Err(_) => {
                 conn = None;
-                stats.failure(
+                tally.failure(
                     FailureKind::Timeout,
                     format!("no answer within {timeout:?}"),
                 );
             }
         }
     }
-    stats
+    tally.own
 }
 
 #[cfg(test)]
@@ -541,6 +652,30 @@ mod tests {
         assert_eq!(r.count(200), 10, "{r}");
         assert!(r.latency_ms.p50 >= 100.0, "{r}");
         assert!(r.latency_ms.max >= 400.0, "{r}");
+    }
+
+    #[tokio::test]
+    async fn an_interval_reports_what_finished_in_it_and_starts_afresh() {
+        let window = Mutex::new(Stats::new());
+        {
+            let mut w = window.lock().unwrap();
+            w.answer(200, Duration::from_millis(2), 10);
+            w.answer(503, Duration::from_millis(40), 0);
+            w.failure(FailureKind::Connect, "connect: refused".into());
+        }
+        let start = Instant::now() - Duration::from_secs(10);
+        let mut last = Instant::now() - Duration::from_secs(5);
+        let line = interval_line(&window, "http://x/", Some(3.0), 1, start, &mut last);
+        assert_eq!(line["total"], 3, "{line}");
+        assert_eq!(line["statuses"]["503"], 1, "{line}");
+        assert_eq!(line["errors"]["connect"], 1, "{line}");
+        assert!(line["at_secs"].as_f64().unwrap() >= 10.0, "{line}");
+        assert!(
+            line["latency_ms"]["max"].as_f64().unwrap() >= 39.0,
+            "{line}"
+        );
+        let next = interval_line(&window, "http://x/", Some(3.0), 1, start, &mut last);
+        assert_eq!(next["total"], 0, "{next}");
     }
 
     #[tokio::test]

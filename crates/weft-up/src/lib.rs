@@ -101,7 +101,7 @@ pub fn status() -> Result<String, UpError> {
             } else if p.proxy_group.is_some_and(state::alive) {
                 "starting".into()
             } else {
-                "failed".into()
+                "restarting".into()
             },
             app: match p.app_group {
                 Some(g) if state::alive(g) => "running".into(),

@@ -37,6 +37,40 @@ pub struct Proc {
     pub log: PathBuf,
     child: Child,
     exited: Option<ExitStatus>,
+    /// How it was started, to start it again.
+    launch: Launch,
+    /// When the current run started.
+    started: Instant,
+    /// How many times it was started again after it exited.
+    pub restarts: u32,
+    /// When it will be started again, once it has exited (see [`Proc::supervise`]).
+    restart_at: Option<Instant>,
+}
+
+#[derive(Clone)]
+struct Launch {
+    ns: String,
+    user: Option<String>,
+    groups: Vec<u32>,
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+}
+
+/// Kubernetes' container restart back-off: 10 s doubling to 5 min there; here 1 s doubling to
+/// 30 s, reset once a run has lasted [`RESTART_RESET`].
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
+const RESTART_RESET: Duration = Duration::from_secs(10);
+
+/// What [`Proc::supervise`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Supervised {
+    Running,
+    /// It exited; it starts again at the given time.
+    Exited(ExitStatus, Duration),
+    Waiting,
+    /// Started again: its new process group.
+    Restarted(i32),
 }
 
 fn id_of(user: &str, flag: &str) -> Result<String, UpError> {
@@ -136,43 +170,55 @@ impl Proc {
         env: &BTreeMap<String, String>,
         log: &Path,
     ) -> Result<Proc, UpError> {
-        let file = std::fs::File::create(log)?;
-        let err = file.try_clone()?;
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns]);
-        if let Some(user) = user {
-            let (uid, gid) = if user.chars().all(|c| c.is_ascii_digit()) {
-                (user.to_string(), user.to_string())
-            } else {
-                (id_of(user, "-u")?, id_of(user, "-g")?)
-            };
-            cmd.args(["setpriv", "--reuid", &uid, "--regid", &gid]);
-            if groups.is_empty() {
-                cmd.arg("--clear-groups");
-            } else {
-                let list: Vec<String> = groups.iter().map(u32::to_string).collect();
-                cmd.args(["--groups", &list.join(",")]);
-            }
-            cmd.arg("--");
-        }
-        cmd.args(argv)
-            .envs(env)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(err);
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd.spawn().map_err(|e| UpError::Command {
-            cmd: argv.join(" "),
-            reason: e.to_string(),
-        })?;
+        let launch = Launch {
+            ns: ns.to_string(),
+            user: user.map(str::to_string),
+            groups: groups.to_vec(),
+            argv: argv.to_vec(),
+            env: env.clone(),
+        };
+        let child = launch.start(std::fs::File::create(log)?)?;
         Ok(Proc {
             pod: pod.to_string(),
             role,
             log: log.to_path_buf(),
             child,
             exited: None,
+            launch,
+            started: Instant::now(),
+            restarts: 0,
+            restart_at: None,
         })
+    }
+
+    /// Keeps it running as Kubernetes' `restartPolicy: Always` does: once it has exited it is
+    /// started again (output appended to its log) after a back-off that grows while it keeps
+    /// exiting soon after starting.
+    pub fn supervise(&mut self) -> Result<Supervised, UpError> {
+        let Some(status) = self.poll() else {
+            return Ok(Supervised::Running);
+        };
+        let now = Instant::now();
+        let Some(at) = self.restart_at else {
+            let delay = if now.duration_since(self.started) >= RESTART_RESET {
+                Duration::ZERO
+            } else {
+                (RESTART_BACKOFF * 2u32.saturating_pow(self.restarts.min(8)))
+                    .min(RESTART_BACKOFF_MAX)
+            };
+            self.restart_at = Some(now + delay);
+            return Ok(Supervised::Exited(status, delay));
+        };
+        if now < at {
+            return Ok(Supervised::Waiting);
+        }
+        let log = std::fs::OpenOptions::new().append(true).open(&self.log)?;
+        self.child = self.launch.start(log)?;
+        self.exited = None;
+        self.restart_at = None;
+        self.started = now;
+        self.restarts += 1;
+        Ok(Supervised::Restarted(self.group()))
     }
 
     /// The process group (= the pid of `ip netns exec`, which execs the command).
@@ -204,6 +250,40 @@ impl Proc {
     /// The last `n` lines of its output.
     pub fn last_lines(&self, n: usize) -> Vec<String> {
         last_lines(&self.log, n)
+    }
+}
+
+impl Launch {
+    fn start(&self, file: std::fs::File) -> Result<Child, UpError> {
+        let err = file.try_clone()?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns]);
+        if let Some(user) = &self.user {
+            let (uid, gid) = if user.chars().all(|c| c.is_ascii_digit()) {
+                (user.to_string(), user.to_string())
+            } else {
+                (id_of(user, "-u")?, id_of(user, "-g")?)
+            };
+            cmd.args(["setpriv", "--reuid", &uid, "--regid", &gid]);
+            if self.groups.is_empty() {
+                cmd.arg("--clear-groups");
+            } else {
+                let list: Vec<String> = self.groups.iter().map(u32::to_string).collect();
+                cmd.args(["--groups", &list.join(",")]);
+            }
+            cmd.arg("--");
+        }
+        cmd.args(&self.argv)
+            .envs(&self.env)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        cmd.spawn().map_err(|e| UpError::Command {
+            cmd: self.argv.join(" "),
+            reason: e.to_string(),
+        })
     }
 }
 

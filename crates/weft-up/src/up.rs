@@ -14,7 +14,7 @@ use notify::Watcher;
 
 use crate::error::UpError;
 use crate::net;
-use crate::procs::{Proc, Role};
+use crate::procs::{Proc, Role, Supervised};
 use crate::spec::{self, Plan};
 use crate::state::{PodState, State};
 use crate::status::{self, Observation, PodRow, ServiceRates};
@@ -494,6 +494,12 @@ fn run(
     let mut last_lines: Vec<String> = Vec::new();
     let modes = mtls_modes(plan, snap);
     while !stop.load(Ordering::SeqCst) {
+        // The control plane is kept running as Kubernetes keeps istiod: started again when it
+        // exits; the sidecars keep serving on their last config meanwhile.
+        if let Some(line) = supervise(&mut procs[0], "the control plane", state)? {
+            println!("{line}");
+            last_lines.push(line);
+        }
         let obs = match observations.recv_timeout(Duration::from_millis(1500)) {
             Ok(o) => o,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
@@ -564,7 +570,26 @@ fn run(
                 }
                 changed = true;
             }
-            for p in [r.proxy.as_mut(), r.app.as_mut()].into_iter().flatten() {
+            // A sidecar that exits is started again (its app keeps running), as the kubelet
+            // restarts a container.
+            if let Some(proxy) = r.proxy.as_mut() {
+                let what = format!("pod {}: proxy", r.pod.name);
+                let before = proxy.restarts;
+                if let Some(line) = supervise(proxy, &what, state)? {
+                    if !opts.interactive {
+                        println!("{line}");
+                    }
+                    last_lines.push(line);
+                    changed = true;
+                }
+                if proxy.restarts != before
+                    && let Some(ps) = state.pods.iter_mut().find(|p| p.name == r.pod.name)
+                {
+                    ps.proxy_group = Some(proxy.group());
+                    state.save()?;
+                }
+            }
+            for p in r.app.as_mut().into_iter() {
                 if r.failure.is_none()
                     && let Some(status) = p.poll()
                 {
@@ -643,9 +668,13 @@ fn run(
                     .as_ref()
                     .is_some_and(|p| p.exited_status().is_some())
                 {
-                    "failed".into()
+                    "restarting".into()
                 } else if obs.proxies_ready.get(&r.pod.name) == Some(&true) {
-                    "ready".into()
+                    match r.proxy.as_ref().map_or(0, |p| p.restarts) {
+                        0 => "ready".into(),
+                        1 => "ready (1 restart)".into(),
+                        n => format!("ready ({n} restarts)"),
+                    }
                 } else {
                     "starting".into()
                 },
@@ -682,6 +711,27 @@ fn run(
         procs.extend(r.app);
     }
     Ok(())
+}
+
+/// Runs [`Proc::supervise`] on `p`, keeping the state's process groups current; the line to
+/// show when it exited or was started again.
+fn supervise(p: &mut Proc, what: &str, state: &mut State) -> Result<Option<String>, UpError> {
+    Ok(match p.supervise()? {
+        Supervised::Running | Supervised::Waiting => None,
+        Supervised::Exited(status, delay) => {
+            let lines = p.last_lines(3);
+            Some(format!(
+                "{what} exited ({status}); starting it again in {:.0?}; last output:\n  {}",
+                delay,
+                lines.join("\n  ")
+            ))
+        }
+        Supervised::Restarted(group) => {
+            state.groups.push(group);
+            state.save()?;
+            Some(format!("{what} started again (restart {})", p.restarts))
+        }
+    })
 }
 
 /// Each pod's inbound mTLS mode from the PeerAuthentications (workload-level).

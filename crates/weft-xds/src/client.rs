@@ -303,13 +303,34 @@ impl<U: Message + Default> Responses<U> {
     /// The next response; an error when the stream ends, with the server's status if it sent
     /// one.
     async fn message(&mut self) -> Result<U, XdsError> {
-        match self.0.message().await? {
-            Some(m) => Ok(m),
-            None => match self.0.trailers().and_then(tonic::Status::from_header_map) {
+        match self.0.message().await {
+            Ok(Some(m)) => Ok(m),
+            Err(status) if self.0.broke() => Err(XdsError::StreamBroken(describe(&status))),
+            Err(status) => Err(XdsError::BadResponse(describe(&status))),
+            Ok(None) => match self.0.trailers().and_then(tonic::Status::from_header_map) {
                 Some(status) if status.code() != tonic::Code::Ok => Err(status.into()),
                 _ => Err(XdsError::StreamClosed),
             },
         }
+    }
+}
+
+/// A status's message, or what caused it when it has none (a broken body's status carries the
+/// transport error as its source).
+fn describe(status: &tonic::Status) -> String {
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    if text.is_empty() {
+        format!("{:?}", status.code())
+    } else {
+        text
     }
 }
 

@@ -37,6 +37,15 @@ pub enum XdsError {
     /// The control plane answered the stream with a gRPC error.
     #[error("the control plane rejected or ended the ADS stream: {0}")]
     Rpc(Box<tonic::Status>),
+    /// The stream's connection broke while reading a response (the control plane went away).
+    #[error("the ADS stream from the control plane broke ({0}); it is probably restarting")]
+    StreamBroken(String),
+    /// A response this client refuses (over the size limit, compressed, not a
+    /// DiscoveryResponse): the control plane or something in its place sent it.
+    #[error(
+        "the control plane sent a response this proxy cannot take: {0}; check what answers on the control-plane address"
+    )]
+    BadResponse(String),
     /// The control plane ended the stream cleanly.
     #[error("the control plane closed the ADS stream; it is probably restarting")]
     StreamClosed,

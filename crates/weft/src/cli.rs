@@ -232,8 +232,8 @@ struct ProxyArgs {
     labels: Vec<String>,
     #[arg(long, default_value = "cluster.local")]
     trust_domain: String,
-    /// Requested certificate lifetime.
-    #[arg(long, default_value = "24h")]
+    /// Requested certificate lifetime (pilot-agent's SECRET_TTL); renewed halfway through.
+    #[arg(long, env = "SECRET_TTL", default_value = "24h")]
     cert_ttl: weft_api::Duration,
     /// Time to drain in-flight requests on SIGTERM (Istio terminationDrainDuration).
     #[arg(long, default_value = "5s")]

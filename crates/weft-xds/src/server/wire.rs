@@ -236,6 +236,8 @@ pub struct Messages<U> {
     /// "request" or "response", for errors.
     what: &'static str,
     trailers: Option<http::HeaderMap>,
+    /// The last error came from the body itself (the connection broke), not from its content.
+    broke: bool,
     _message: std::marker::PhantomData<fn() -> U>,
 }
 
@@ -260,8 +262,15 @@ impl<U: prost::Message + Default> Messages<U> {
             max_message,
             what,
             trailers: None,
+            broke: false,
             _message: std::marker::PhantomData,
         }
+    }
+
+    /// Whether the last error was the body breaking (the peer went away) rather than what it
+    /// sent (too large, compressed, undecodable).
+    pub(crate) fn broke(&self) -> bool {
+        self.broke
     }
 
     /// The trailers, once the body has ended with them.
@@ -307,7 +316,10 @@ impl<U: prost::Message + Default> Messages<U> {
                     Ok(data) => self.buf.extend_from_slice(&data),
                     Err(frame) => self.trailers = frame.into_trailers().ok(),
                 },
-                Some(Err(e)) => return Err(e),
+                Some(Err(e)) => {
+                    self.broke = true;
+                    return Err(e);
+                }
                 None if self.buf.is_empty() => return Ok(None),
                 None => {
                     return Err(Status::internal(format!(
