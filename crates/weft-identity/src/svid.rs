@@ -182,10 +182,23 @@ impl Svid {
     }
 }
 
+/// A serial number as Envoy and openssl print it: the magnitude's bytes, two hex digits each.
+fn serial_hex(serial: &x509_parser::num_bigint::BigUint) -> String {
+    use std::fmt::Write;
+    serial
+        .to_bytes_be()
+        .iter()
+        .fold(String::new(), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
 /// What an operator needs to know of a certificate (Envoy's `/certs` fields).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertInfo {
-    /// Serial number, lowercase hex.
+    /// Serial number, lowercase hex, two digits a byte as Envoy prints it (`BN_bn2hex`, as
+    /// `openssl x509 -serial`): a leading zero digit is kept.
     pub serial_number: String,
     /// URI SANs (SPIFFE IDs).
     pub uris: Vec<String>,
@@ -226,7 +239,7 @@ pub fn describe(der: &CertificateDer<'_>) -> Result<CertInfo, IdentityError> {
     let not_after = cert.validity().not_after.timestamp();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     Ok(CertInfo {
-        serial_number: cert.serial.to_str_radix(16),
+        serial_number: serial_hex(&cert.serial),
         uris,
         dns_names,
         valid_from: rfc3339(not_before),
@@ -358,6 +371,9 @@ mod tests {
         let info = describe(&sds.chain[0]).unwrap();
         assert_eq!(info.uris, [id.to_string()]);
         assert!(!info.serial_number.is_empty() && !info.serial_number.contains(':'));
+        assert_eq!(info.serial_number.len() % 2, 0, "{}", info.serial_number);
+        let leading_zero = x509_parser::num_bigint::BigUint::from_bytes_be(&[0x06, 0x75, 0xb5]);
+        assert_eq!(serial_hex(&leading_zero), "0675b5");
         assert_eq!(info.days_until_expiration, 0);
         assert!(
             info.expiration_time.ends_with('Z'),

@@ -321,10 +321,14 @@ fn describe(status: &tonic::Status) -> String {
     let mut text = status.message().to_string();
     let mut source = std::error::Error::source(status);
     while let Some(e) = source {
-        if !text.is_empty() {
-            text.push_str(": ");
+        // Transport errors often repeat their cause's text in their own.
+        let part = e.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
         }
-        text.push_str(&e.to_string());
         source = e.source();
     }
     if text.is_empty() {

@@ -492,3 +492,35 @@ async fn delta_client_nacks_and_resumes_with_what_it_holds() {
     task.abort();
     server.stop();
 }
+
+#[test]
+fn a_status_is_described_by_its_message_and_causes_without_repeats() {
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+    impl std::fmt::Display for E {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+    let cause = E(
+        "error reading a body from connection",
+        Some(Box::new(E("stream closed because of a broken pipe", None))),
+    );
+    let status = tonic::Status::from_error(Box::new(cause));
+    let text = describe(&status);
+    assert_eq!(
+        text.matches("error reading a body from connection").count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.ends_with("stream closed because of a broken pipe"),
+        "{text}"
+    );
+    assert_eq!(describe(&tonic::Status::unknown("")), "Unknown");
+}
