@@ -80,12 +80,10 @@ impl Inbound {
                 finished: true,
             };
         };
-        let head = &bytes[..bytes.len().min(16 * 1024)];
+        // As `sniff` on a real connection: an unfinished ClientHello is TLS without a name.
+        let head = &bytes[..bytes.len().min(crate::listen::SNIFF_BYTES)];
         let sniffed = crate::classify(head, listener.inspect_tls, listener.inspect_http)
-            .unwrap_or_else(|| crate::Sniffed {
-                tls: true,
-                ..Default::default()
-            });
+            .unwrap_or_else(crate::Sniffed::unnamed_tls);
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let (proxy, dst) = (self.proxy.clone(), self.app);
         let remote: SocketAddr = ([127, 0, 0, 9], 40000).into();

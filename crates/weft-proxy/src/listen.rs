@@ -137,7 +137,7 @@ pub struct Sniffed {
 
 impl Sniffed {
     /// TLS whose ClientHello could not be read: no SNI, no ALPN.
-    fn unnamed_tls() -> Sniffed {
+    pub(crate) fn unnamed_tls() -> Sniffed {
         Sniffed {
             tls: true,
             ..Sniffed::default()
@@ -194,6 +194,9 @@ pub fn classify(head: &[u8], inspect_tls: bool, inspect_http: bool) -> Option<Sn
     })
 }
 
+/// How much of a connection's start the detection looks at.
+pub(crate) const SNIFF_BYTES: usize = 16 * 1024;
+
 /// How long the inspector waits for the rest of a ClientHello that arrived in part.
 const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest pause between two looks at a ClientHello that is still arriving: a client
@@ -205,7 +208,7 @@ const CLIENT_HELLO_MAX_PAUSE: Duration = Duration::from_millis(64);
 async fn sniff(stream: &TcpStream, listener: &Listener) -> std::io::Result<Sniffed> {
     // A connection that has sent nothing yet holds no buffer.
     stream.readable().await?;
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; SNIFF_BYTES];
     let mut n = stream.peek(&mut buf).await?;
     let deadline = tokio::time::Instant::now() + CLIENT_HELLO_TIMEOUT;
     let mut pause = Duration::from_millis(1);

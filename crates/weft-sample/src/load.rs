@@ -280,17 +280,18 @@ pub async fn run_load(args: LoadArgs) -> Result<LoadReport, SampleError> {
             window.clone(),
         ));
     }
-    let reporter = match (args.interval, &window) {
-        (Some(every), Some(window)) => Some(tokio::spawn(report_intervals(
+    let (finished, done) = tokio::sync::oneshot::channel();
+    let reporter = args.interval.zip(window).map(|(every, window)| {
+        tokio::spawn(report_intervals(
             every,
-            window.clone(),
+            window,
             url.clone(),
             rate,
             args.connections,
             start,
-        ))),
-        _ => None,
-    };
+            done,
+        ))
+    });
     let mut stats = Stats::new();
     while let Some(joined) = workers.join_next().await {
         let s = joined.map_err(|e| SampleError::Task {
@@ -299,13 +300,9 @@ pub async fn run_load(args: LoadArgs) -> Result<LoadReport, SampleError> {
         })?;
         stats.merge(s);
     }
-    if let (Some(reporter), Some(window)) = (reporter, window) {
-        reporter.abort();
-        let mut last = Instant::now();
-        eprintln!(
-            "{}",
-            interval_line(&window, &url, rate, args.connections, start, &mut last)
-        );
+    if let Some(reporter) = reporter {
+        let _ = finished.send(());
+        let _ = reporter.await;
     }
     Ok(stats.report(url, rate, args.connections, start.elapsed()))
 }
@@ -478,7 +475,7 @@ async fn send_one(
 }
 
 /// Every `every`, the report of the requests that finished since the last one, as a JSON line
-/// on standard error.
+/// on standard error; once `done` fires, the last (partial) interval's.
 async fn report_intervals(
     every: Duration,
     window: Arc<Mutex<Stats>>,
@@ -486,15 +483,22 @@ async fn report_intervals(
     rate: Option<f64>,
     connections: usize,
     start: Instant,
+    mut done: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut last = Instant::now();
     let mut tick = tokio::time::interval_at(start + every, every);
     loop {
-        tick.tick().await;
+        let finished = tokio::select! {
+            _ = tick.tick() => false,
+            _ = &mut done => true,
+        };
         eprintln!(
             "{}",
             interval_line(&window, &url, rate, connections, start, &mut last)
         );
+        if finished {
+            return;
+        }
     }
 }
 

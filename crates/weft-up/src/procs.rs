@@ -66,7 +66,7 @@ const RESTART_RESET: Duration = Duration::from_secs(10);
 #[derive(Debug, PartialEq, Eq)]
 pub enum Supervised {
     Running,
-    /// It exited; it starts again at the given time.
+    /// It exited; it starts again after the given delay.
     Exited(ExitStatus, Duration),
     Waiting,
     /// Started again: its new process group.

@@ -496,7 +496,7 @@ fn run(
     while !stop.load(Ordering::SeqCst) {
         // The control plane is kept running as Kubernetes keeps istiod: started again when it
         // exits; the sidecars keep serving on their last config meanwhile.
-        if let Some(line) = supervise(&mut procs[0], "the control plane", state)? {
+        if let Some(line) = supervise(&mut procs[0], "the control plane", None, state)? {
             println!("{line}");
             last_lines.push(line);
         }
@@ -574,39 +574,31 @@ fn run(
             // restarts a container.
             if let Some(proxy) = r.proxy.as_mut() {
                 let what = format!("pod {}: proxy", r.pod.name);
-                let before = proxy.restarts;
-                if let Some(line) = supervise(proxy, &what, state)? {
+                if let Some(line) = supervise(proxy, &what, Some(&r.pod.name), state)? {
                     if !opts.interactive {
                         println!("{line}");
                     }
                     last_lines.push(line);
                     changed = true;
                 }
-                if proxy.restarts != before
-                    && let Some(ps) = state.pods.iter_mut().find(|p| p.name == r.pod.name)
-                {
-                    ps.proxy_group = Some(proxy.group());
-                    state.save()?;
-                }
             }
-            for p in r.app.as_mut().into_iter() {
-                if r.failure.is_none()
-                    && let Some(status) = p.poll()
-                {
-                    let lines = p.last_lines(5);
-                    r.failure = Some(format!("{} exited ({status})", p.role.as_str()));
-                    let msg = format!(
-                        "pod {}: {} exited ({status}); last output:\n  {}",
-                        r.pod.name,
-                        p.role.as_str(),
-                        lines.join("\n  ")
-                    );
-                    last_lines.push(msg.clone());
-                    if !opts.interactive {
-                        println!("{msg}");
-                    }
-                    changed = true;
+            if r.failure.is_none()
+                && let Some(p) = r.app.as_mut()
+                && let Some(status) = p.poll()
+            {
+                let lines = p.last_lines(5);
+                r.failure = Some(format!("{} exited ({status})", p.role.as_str()));
+                let msg = format!(
+                    "pod {}: {} exited ({status}); last output:\n  {}",
+                    r.pod.name,
+                    p.role.as_str(),
+                    lines.join("\n  ")
+                );
+                last_lines.push(msg.clone());
+                if !opts.interactive {
+                    println!("{msg}");
                 }
+                changed = true;
             }
         }
         if let Some(prev) = &previous
@@ -713,9 +705,14 @@ fn run(
     Ok(())
 }
 
-/// Runs [`Proc::supervise`] on `p`, keeping the state's process groups current; the line to
-/// show when it exited or was started again.
-fn supervise(p: &mut Proc, what: &str, state: &mut State) -> Result<Option<String>, UpError> {
+/// Runs [`Proc::supervise`] on `p`, keeping the state's process groups current (and, for the
+/// sidecar of `pod`, that pod's); the line to show when it exited or was started again.
+fn supervise(
+    p: &mut Proc,
+    what: &str,
+    pod: Option<&str>,
+    state: &mut State,
+) -> Result<Option<String>, UpError> {
     Ok(match p.supervise()? {
         Supervised::Running | Supervised::Waiting => None,
         Supervised::Exited(status, delay) => {
@@ -728,6 +725,9 @@ fn supervise(p: &mut Proc, what: &str, state: &mut State) -> Result<Option<Strin
         }
         Supervised::Restarted(group) => {
             state.groups.push(group);
+            if let Some(ps) = pod.and_then(|pod| state.pods.iter_mut().find(|p| p.name == pod)) {
+                ps.proxy_group = Some(group);
+            }
             state.save()?;
             Some(format!("{what} started again (restart {})", p.restarts))
         }
