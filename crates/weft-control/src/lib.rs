@@ -6,6 +6,7 @@
 pub mod authn;
 pub mod authz;
 pub mod ca;
+pub mod debounce;
 pub mod debug;
 pub mod destination;
 pub mod envoy;
@@ -18,13 +19,14 @@ pub mod push;
 pub mod registry;
 pub mod server;
 pub mod sidecar;
+pub mod source;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod virtual_service;
 
 pub use error::ControlError;
-pub use server::{ControlOptions, run};
+pub use server::{ControlOptions, run, run_with};
 
 /// Weft's own file in a config directory (pods for `weft up`); not an Istio resource.
 pub const WEFT_FILE: &str = "weft.yaml";

@@ -1,12 +1,13 @@
 //! The push context: one immutable, versioned view of everything the generators read.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use weft_api::{MeshConfig, Resource};
 
 use crate::authz;
 use crate::destination;
-use crate::registry::Registry;
+use crate::registry::{Platform, Registry};
 
 /// The DNS suffix of service host names.
 pub const DOMAIN_SUFFIX: &str = "cluster.local";
@@ -17,6 +18,8 @@ pub struct PushContext {
     pub version: String,
     pub mesh: Arc<MeshConfig>,
     pub resources: Arc<Vec<Resource>>,
+    /// The platform registry's part (Kubernetes Services, EndpointSlices, Pods), if any.
+    pub platform: Arc<Platform>,
     pub registry: Registry,
     /// The DestinationRules, indexed as istiod indexes them for per-proxy lookups.
     pub destination_rules: destination::Index,
@@ -46,7 +49,17 @@ pub struct Features {
 
 impl PushContext {
     pub fn new(version: String, mesh: Arc<MeshConfig>, resources: Arc<Vec<Resource>>) -> Self {
-        let registry = Registry::build(&resources, DOMAIN_SUFFIX);
+        Self::with_platform(version, mesh, resources, Arc::default())
+    }
+
+    /// A push context whose registry has a platform's (Kubernetes') services and workloads too.
+    pub fn with_platform(
+        version: String,
+        mesh: Arc<MeshConfig>,
+        resources: Arc<Vec<Resource>>,
+        platform: Arc<Platform>,
+    ) -> Self {
+        let registry = Registry::build_with(&resources, &platform, DOMAIN_SUFFIX);
         let destination_rules = destination::Index::build(&resources, &mesh, &registry);
         let authz = authz::Index::build(&resources, &mesh, &registry);
         let telemetry = crate::telemetry::Index::build(&resources, &mesh, &registry);
@@ -54,6 +67,7 @@ impl PushContext {
             version,
             mesh,
             resources,
+            platform,
             registry,
             destination_rules,
             authz,
@@ -83,5 +97,111 @@ impl PushContext {
 
     pub fn root_namespace(&self) -> &str {
         &self.mesh.root_namespace
+    }
+
+    /// When this push differs from `old` in endpoints alone, as far as proxies can tell — the
+    /// same resources but for WorkloadEntries and ServiceEntry `endpoints`, every service with
+    /// the same ports, addresses, SAN list (its endpoints' service accounts) and DNS endpoints —
+    /// the workloads (`<name>.<namespace>`) that changed, came or went: only the assignments
+    /// change for proxies, except for those workloads' own proxies, whose inbound side and
+    /// label-selected config may change (istiod's incremental EDS push). None: a full push.
+    pub fn endpoints_push_since(&self, old: &PushContext) -> Option<BTreeSet<String>> {
+        if self.mesh != old.mesh
+            || self.features != old.features
+            || !crate::debounce::endpoints_only(&old.resources, &self.resources)
+            || !old.platform.alike_but_endpoints(&self.platform)
+            || self.registry.services.len() != old.registry.services.len()
+        {
+            return None;
+        }
+        let td = self.trust_domain();
+        let services_alike = old
+            .registry
+            .services
+            .iter()
+            .zip(&self.registry.services)
+            .all(|(a, b)| {
+                Arc::ptr_eq(a, b)
+                    || (a.hostname == b.hostname
+                        && a.namespace == b.namespace
+                        && a.vips == b.vips
+                        && a.ports == b.ports
+                        && a.dns_endpoints == b.dns_endpoints
+                        && a.service_accounts(td) == b.service_accounts(td))
+            });
+        if !services_alike {
+            return None;
+        }
+        let (old_w, new_w) = (&old.registry.workloads, &self.registry.workloads);
+        let changed = old_w
+            .iter()
+            .filter(|(k, w)| new_w.get(*k).is_none_or(|n| n != *w))
+            .chain(new_w.iter().filter(|(k, _)| !old_w.contains_key(*k)))
+            .map(|((ns, name), _)| format!("{name}.{ns}"))
+            .collect();
+        Some(changed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(wes: &str) -> PushContext {
+        let yaml = format!(
+            "apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {{name: s, namespace: ns}}
+spec:
+  hosts: [s.example]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  workloadSelector: {{labels: {{app: s}}}}
+{wes}"
+        );
+        let (res, problems) = weft_api::parse_documents(&yaml, std::path::Path::new("t.yaml"));
+        assert!(problems.is_empty(), "{problems:?}");
+        PushContext::new("v".into(), Arc::default(), Arc::new(res))
+    }
+
+    fn we(name: &str, addr: &str, sa: &str) -> String {
+        format!(
+            "---
+apiVersion: networking.istio.io/v1beta1
+kind: WorkloadEntry
+metadata: {{name: {name}, namespace: ns}}
+spec: {{address: {addr}, labels: {{app: s}}, serviceAccount: {sa}}}
+"
+        )
+    }
+
+    #[test]
+    fn endpoint_moves_push_assignments_and_the_moved_workloads_own_config() {
+        let old = push(&(we("a", "10.0.0.1", "sa") + &we("b", "10.0.0.2", "sa")));
+        // b moved, c came: the rest of the mesh only needs the assignment.
+        let moved = push(
+            &(we("a", "10.0.0.1", "sa") + &we("b", "10.0.0.9", "sa") + &we("c", "10.0.0.3", "sa")),
+        );
+        assert_eq!(
+            moved.endpoints_push_since(&old),
+            Some(["b.ns".to_string(), "c.ns".to_string()].into())
+        );
+        // A workload gone.
+        let gone = push(&we("a", "10.0.0.1", "sa"));
+        assert_eq!(
+            gone.endpoints_push_since(&old),
+            Some(["b.ns".to_string()].into())
+        );
+        // A new service account changes the clusters' SAN lists: a full push.
+        let sa = push(&(we("a", "10.0.0.1", "sa") + &we("b", "10.0.0.2", "other")));
+        assert_eq!(sa.endpoints_push_since(&old), None);
+        // So does a changed mesh config.
+        let mesh = MeshConfig {
+            trust_domain: "other.domain".into(),
+            ..Default::default()
+        };
+        let meshed = PushContext::new("v".into(), Arc::new(mesh), old.resources.clone());
+        assert_eq!(meshed.endpoints_push_since(&old), None);
     }
 }

@@ -1,5 +1,7 @@
-//! The service registry off Kubernetes: ServiceEntry (services, VIPs, ports, inline endpoints)
-//! and WorkloadEntry (workload instances), selected into endpoints the way Istio does.
+//! The service registry: ServiceEntry (services, VIPs, ports, inline endpoints) and
+//! WorkloadEntry (workload instances), selected into endpoints the way Istio does, aggregated
+//! with what a platform registry (Kubernetes: Services, EndpointSlices, Pods; `weft-kube`)
+//! contributes as [`Platform`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -23,8 +25,8 @@ pub struct ServicePort {
     pub target_port: Option<u16>,
 }
 
-/// A service from a ServiceEntry host.
-#[derive(Debug, Clone, serde::Serialize)]
+/// A service from a ServiceEntry host or a platform (Kubernetes Service).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Service {
     /// Fully qualified host name (`reviews.default.svc.cluster.local`).
     pub hostname: String,
@@ -40,6 +42,10 @@ pub struct Service {
     pub mesh_internal: bool,
     pub subject_alt_names: Vec<String>,
     pub endpoints: Vec<Endpoint>,
+    /// Endpoints the platform lists as not ready (Kubernetes): not load balanced to, but
+    /// their own proxies still serve the service's ports inbound.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unready_endpoints: Vec<Endpoint>,
     /// The ServiceEntry's `resolution`.
     pub resolution: weft_api::networking::Resolution,
     /// With `resolution: DNS`/`DNS_ROUND_ROBIN`: the endpoints named by host (the proxy
@@ -143,7 +149,7 @@ impl Endpoint {
 }
 
 /// A workload instance (WorkloadEntry).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Workload {
     pub name: String,
     pub namespace: String,
@@ -199,6 +205,34 @@ fn ser_workloads<S: serde::Serializer>(
     s.collect_seq(v.values().map(|x| x.as_ref()))
 }
 
+/// What a platform registry adds to the ServiceEntry/WorkloadEntry one: its services with their
+/// endpoints (each naming its workload), and a workload per instance (a pod), by which the
+/// instance's proxy finds its labels, service account and services, and which ServiceEntry
+/// `workloadSelector`s select as they select WorkloadEntries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Platform {
+    pub services: Vec<Service>,
+    pub workloads: Vec<Workload>,
+}
+
+impl Platform {
+    /// Whether `other` differs from this in endpoints and workloads alone (the services' own
+    /// fields the same).
+    pub fn alike_but_endpoints(&self, other: &Platform) -> bool {
+        self.services.len() == other.services.len()
+            && self.services.iter().zip(&other.services).all(|(a, b)| {
+                a.hostname == b.hostname
+                    && a.namespace == b.namespace
+                    && a.name == b.name
+                    && a.vips == b.vips
+                    && a.ports == b.ports
+                    && a.resolution == b.resolution
+                    && a.dns_endpoints == b.dns_endpoints
+                    && a.mesh_internal == b.mesh_internal
+            })
+    }
+}
+
 fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
@@ -248,7 +282,20 @@ impl Registry {
 
     /// Builds the registry from the current resources. `domain_suffix` is `cluster.local`.
     pub fn build(resources: &[Resource], domain_suffix: &str) -> Registry {
-        let mut workloads = BTreeMap::new();
+        Registry::build_with(resources, &Platform::default(), domain_suffix)
+    }
+
+    /// Builds the registry from the current resources and a platform's services and workloads.
+    pub fn build_with(
+        resources: &[Resource],
+        platform: &Platform,
+        domain_suffix: &str,
+    ) -> Registry {
+        let mut workloads: BTreeMap<(String, String), Arc<Workload>> = platform
+            .workloads
+            .iter()
+            .map(|w| ((w.namespace.clone(), w.name.clone()), Arc::new(w.clone())))
+            .collect();
         for r in resources {
             if let Spec::WorkloadEntry(we) = &r.spec {
                 let Ok(address) = we.address.parse::<IpAddr>() else {
@@ -297,7 +344,7 @@ impl Registry {
             }
         }
 
-        let mut services: Vec<Service> = Vec::new();
+        let mut services: Vec<Service> = platform.services.clone();
         for r in resources {
             let Spec::ServiceEntry(se) = &r.spec else {
                 continue;
@@ -404,6 +451,7 @@ impl Registry {
                     mesh_internal: se.location == weft_api::networking::Location::MeshInternal,
                     subject_alt_names: se.subject_alt_names.clone(),
                     endpoints: endpoints.clone(),
+                    unready_endpoints: Vec::new(),
                     resolution: se.resolution,
                     dns_endpoints,
                 });
@@ -418,7 +466,7 @@ impl Registry {
             .collect();
         let mut by_workload: HashMap<(String, String), Vec<usize>> = HashMap::new();
         for (i, svc) in services.iter().enumerate() {
-            for e in &svc.endpoints {
+            for e in svc.endpoints.iter().chain(&svc.unready_endpoints) {
                 if let Some(w) = &e.workload {
                     let list = by_workload
                         .entry((e.namespace.clone(), w.clone()))

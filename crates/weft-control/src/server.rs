@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use notify::Watcher;
@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use weft_xds::transport::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 
 use crate::ca::WorkloadAuthenticator;
+use crate::debounce::Settled;
 use crate::debug::distribution::{Applied, Tracked, Tracker};
 use crate::error::ControlError;
 use crate::generator::MeshGenerator;
@@ -37,10 +38,9 @@ pub struct ControlOptions {
     pub cert_ttl: Duration,
     /// Longest lifetime a workload may ask for (Istio: 90 days).
     pub max_cert_ttl: Duration,
-    /// Quiet time before a push (Istio PILOT_DEBOUNCE_AFTER 100ms).
-    pub debounce_after: Duration,
-    /// Longest a push waits while changes keep coming (PILOT_DEBOUNCE_MAX 10s).
-    pub debounce_max: Duration,
+    /// When a push goes out after a change (Istio's PILOT_DEBOUNCE_AFTER and PILOT_DEBOUNCE_MAX,
+    /// and a shorter maximum for endpoint changes).
+    pub debounce: crate::debounce::Debounce,
     /// Proxies with a push in flight at once (PILOT_PUSH_THROTTLE 100).
     pub push_throttle: usize,
     /// Extra CA certificates (PEM) trusted when fetching a RequestAuthentication's jwksUri
@@ -63,8 +63,7 @@ impl ControlOptions {
             monitoring_addr: SocketAddr::from(([0, 0, 0, 0], 15014)),
             cert_ttl: Duration::from_secs(24 * 3600),
             max_cert_ttl: Duration::from_secs(90 * 24 * 3600),
-            debounce_after: Duration::from_millis(100),
-            debounce_max: Duration::from_secs(10),
+            debounce: Default::default(),
             push_throttle: weft_xds::server::DEFAULT_PUSH_CONCURRENCY,
             jwks_ca: None,
             features: crate::push::Features::default(),
@@ -100,12 +99,25 @@ pub async fn run(
     opts: ControlOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ControlError> {
+    run_with(opts, None, shutdown).await
+}
+
+/// Runs the control plane with a config source beside the directory (Kubernetes) until
+/// `shutdown` resolves.
+pub async fn run_with(
+    opts: ControlOptions,
+    source: Option<Arc<dyn crate::source::Source>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ControlError> {
     std::fs::create_dir_all(&opts.state_dir).map_err(|source| ControlError::StateDir {
         dir: opts.state_dir.clone(),
         source,
     })?;
     let mut store = ConfigStore::new(opts.config_dir.clone(), opts.mesh_config.clone())
         .with_extra_dirs(opts.extra_config_dirs.clone());
+    if let Some(source) = &source {
+        store = store.with_source(source.clone());
+    }
     let first = store.load()?;
     let mesh = first.mesh.clone();
     let ca = Arc::new(match &opts.plugin_ca_dir {
@@ -123,16 +135,18 @@ pub async fn run(
     let first_version = version(n);
     let jwks = Arc::new(crate::jwks::JwksResolver::new(opts.jwks_ca.as_deref())?);
     let push = Arc::new(ArcSwap::from_pointee(
-        PushContext::new(
+        PushContext::with_platform(
             first_version.clone(),
             first.mesh.clone(),
             first.resources.clone(),
+            first.platform.clone(),
         )
         .with_jwks(jwks.clone())
         .with_features(opts.features),
     ));
     let generator = Arc::new(MeshGenerator::new(push.clone()));
     let tracker = Arc::new(Tracker::default());
+    tracker.pushed(n, true);
     let ads = Arc::new(weft_xds::AdsServer::with_push_concurrency(
         Arc::new(Tracked {
             inner: generator.clone(),
@@ -154,6 +168,7 @@ pub async fn run(
     let auth = WorkloadAuthenticator {
         tokens: tokens.clone(),
         push: push.clone(),
+        reviewer: source.as_ref().and_then(|s| s.token_reviewer()),
     };
     let ca_service = || {
         weft_identity::ca_server(weft_identity::CaService::new(
@@ -209,33 +224,44 @@ pub async fn run(
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     // A fetched JWKS that changed pushes like a config change.
     jwks.set_trigger(tx.clone());
+    if let Some(source) = &source {
+        source.notify(tx.clone());
+    }
     let _watcher = watch(&opts, tx)?;
     let push_loop = async {
         while rx.recv().await.is_some() {
-            // Debounce: wait for `debounce_after` of quiet, at most `debounce_max` in total.
-            let started = Instant::now();
-            loop {
-                let quiet = tokio::time::sleep(opts.debounce_after);
-                tokio::select! {
-                    more = rx.recv() => {
-                        if more.is_none() || started.elapsed() >= opts.debounce_max { break }
+            // Debounce (debounce.rs): at most `max_endpoints` for endpoint changes, else quiet
+            // or `max`.
+            let peeked = opts
+                .debounce
+                .settle(&mut rx, || {
+                    let snap = store.load().ok()?;
+                    let current = push.load();
+                    (*current.mesh == *snap.mesh
+                        && crate::debounce::endpoints_only(&current.resources, &snap.resources)
+                        && current.platform.alike_but_endpoints(&snap.platform))
+                    .then_some(snap)
+                })
+                .await;
+            let snap: Snapshot = match peeked {
+                Settled::Peeked(snap) => snap,
+                Settled::Push => match store.load() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload failed; serving the last good config");
+                        continue;
                     }
-                    _ = quiet => break,
-                }
-            }
-            let snap: Snapshot = match store.load() {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "reload failed; serving the last good config");
-                    continue;
-                }
+                },
             };
             let current = push.load();
             state
                 .problems
                 .store(Arc::new(with_push_problems(&snap.problems, &current)));
             let jwks_changed = jwks.take_dirty();
-            if *current.resources == *snap.resources && *current.mesh == *snap.mesh && !jwks_changed
+            if *current.resources == *snap.resources
+                && *current.mesh == *snap.mesh
+                && *current.platform == *snap.platform
+                && !jwks_changed
             {
                 state
                     .applied
@@ -245,10 +271,22 @@ pub async fn run(
             n += 1;
             let v = version(n);
             let next = Arc::new(
-                PushContext::new(v.clone(), snap.mesh.clone(), snap.resources.clone())
-                    .with_jwks(jwks.clone())
-                    .with_features(opts.features),
+                PushContext::with_platform(
+                    v.clone(),
+                    snap.mesh.clone(),
+                    snap.resources.clone(),
+                    snap.platform.clone(),
+                )
+                .with_jwks(jwks.clone())
+                .with_features(opts.features),
             );
+            // Endpoints alone changed: proxies look at their assignments only, but for those
+            // of the workloads that changed (push.rs).
+            let endpoints_push = if jwks_changed {
+                None
+            } else {
+                next.endpoints_push_since(&current)
+            };
             push.store(next.clone());
             state
                 .problems
@@ -257,15 +295,20 @@ pub async fn run(
             state
                 .pushes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(version = %v, endpoints_changed = changed.len(), "config changed; pushing to all proxies");
+            tracing::info!(version = %v, endpoints_changed = changed.len(), endpoints_only = endpoints_push.is_some(), "config changed; pushing to all proxies");
             if tracker.len() > ads.stats().connections as usize {
                 let connected = ads.connected_ids().into_iter().collect();
                 tracker.retain_connected(&connected);
             }
+            tracker.pushed(n, endpoints_push.is_none());
+            let types = endpoints_push
+                .is_some()
+                .then(|| vec![weft_xds::types::ENDPOINT.to_string()]);
             ads.push(weft_xds::PushEvent {
                 version: v.clone(),
-                types: None,
+                types,
                 changed: [(weft_xds::types::ENDPOINT.to_string(), Arc::new(changed))].into(),
+                full_for: Arc::new(endpoints_push.unwrap_or_default()),
             });
             state
                 .applied

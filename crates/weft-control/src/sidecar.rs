@@ -156,6 +156,7 @@ impl<'a> ProxyView<'a> {
                 let ep = svc
                     .endpoints
                     .iter()
+                    .chain(&svc.unready_endpoints)
                     .find(|e| e.workload.as_deref() == Some(&w.name) && e.namespace == w.namespace);
                 if let Some(ep) = ep {
                     out.entry(ep.port_for(sp)).or_insert_with(|| sp.clone());

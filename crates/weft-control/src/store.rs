@@ -78,6 +78,8 @@ pub struct Snapshot {
     /// Hash of what this load read (see [`fingerprint`]): equal to [`fingerprint`] of the
     /// directory as long as nothing changed on disk since.
     pub fingerprint: u64,
+    /// The platform registry's services and workloads (Kubernetes), from the source.
+    pub platform: Arc<crate::registry::Platform>,
 }
 
 /// Loads and re-loads the config directory, remembering the last good content of each file.
@@ -91,6 +93,16 @@ pub struct ConfigStore {
     good_mesh: Option<Arc<MeshConfig>>,
     /// Per file, the hash of the content whose skipped documents were logged.
     noted: BTreeMap<PathBuf, u64>,
+    /// Per file, the hash of the content last read and what parsing it gave.
+    parsed: BTreeMap<PathBuf, (u64, Arc<weft_api::Parsed>)>,
+    /// A source beside the directory (Kubernetes), merged at each load.
+    source: Option<Arc<dyn crate::source::Source>>,
+}
+
+impl fmt::Debug for dyn crate::source::Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Source")
+    }
 }
 
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -190,7 +202,15 @@ impl ConfigStore {
             good: BTreeMap::new(),
             good_mesh: None,
             noted: BTreeMap::new(),
+            parsed: BTreeMap::new(),
+            source: None,
         }
+    }
+
+    /// Merges what `source` holds into every load.
+    pub fn with_source(mut self, source: Arc<dyn crate::source::Source>) -> Self {
+        self.source = Some(source);
+        self
     }
 
     /// Reads the resources of `dirs` too, after the config directory's.
@@ -251,11 +271,20 @@ impl ConfigStore {
         for (file, text) in read.files {
             match text {
                 Ok(text) => {
-                    let parsed = weft_api::parse_documents_with_notes(&text, &file);
+                    // A file read before with the same text is not parsed again.
+                    let hash = text_hash(&text);
+                    let parsed = match self.parsed.get(&file) {
+                        Some((h, p)) if *h == hash => p.clone(),
+                        _ => {
+                            let p = Arc::new(weft_api::parse_documents_with_notes(&text, &file));
+                            self.parsed.insert(file.clone(), (hash, p.clone()));
+                            p
+                        }
+                    };
                     self.log_notes(&file, &text, &parsed.notes);
-                    notes.extend(parsed.notes);
+                    notes.extend(parsed.notes.iter().cloned());
                     if parsed.problems.is_empty() {
-                        seen.insert(file, parsed.resources);
+                        seen.insert(file, parsed.resources.clone());
                     } else {
                         problems.extend(parsed.problems.iter().map(Problem::to_string));
                         let mut documents: Vec<DocKey> =
@@ -294,8 +323,17 @@ impl ConfigStore {
         }
         self.noted
             .retain(|f, _| seen.contains_key(f) || refused.contains_key(f));
+        self.parsed
+            .retain(|f, _| seen.contains_key(f) || refused.contains_key(f));
         self.good = seen;
-        let all: Vec<Resource> = self.good.values().flatten().cloned().collect();
+        let mut all: Vec<Resource> = self.good.values().flatten().cloned().collect();
+        let from_source = self
+            .source
+            .as_ref()
+            .map(|s| s.snapshot())
+            .unwrap_or_default();
+        all.extend(from_source.resources);
+        problems.extend(from_source.problems);
         let cross = weft_api::validate(&all);
         problems.extend(cross.iter().map(Problem::to_string));
         let flagged = cross
@@ -304,6 +342,7 @@ impl ConfigStore {
             .collect();
 
         let mesh = match read.mesh {
+            _ if from_source.mesh.is_some() => from_source.mesh.unwrap_or_default(),
             None => Arc::new(MeshConfig::default()),
             Some((path, text)) => match text {
                 Ok(text) => match weft_api::parse_mesh_config(&text, &path) {
@@ -334,6 +373,7 @@ impl ConfigStore {
             flagged,
             notes,
             fingerprint,
+            platform: from_source.platform,
         })
     }
 }

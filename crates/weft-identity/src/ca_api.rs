@@ -40,12 +40,13 @@ pub const MAX_WORKLOAD_CERT_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Decides who is calling the CA. Implemented by the control plane (bearer credential →
 /// `WorkloadEntry` → service account, or a client certificate for renewals).
 pub trait Authenticator: Send + Sync + 'static {
-    /// Returns the identity to issue for, or a gRPC error (normally `Unauthenticated`).
+    /// Returns the identity to issue for, or a gRPC error (normally `Unauthenticated`); may
+    /// ask another service (Kubernetes' TokenReview).
     fn authenticate(
         &self,
         metadata: &MetadataMap,
         peer_certs: Option<&[CertificateDer<'static>]>,
-    ) -> Result<SpiffeId, Status>;
+    ) -> impl std::future::Future<Output = Result<SpiffeId, Status>> + Send;
 }
 
 /// The bearer token of an `authorization: Bearer <token>` header, if present.
@@ -119,7 +120,8 @@ impl<A: Authenticator> IstioCertificateService for CaService<A> {
             .and_then(|i| i.peer_certs.clone());
         let id = self
             .auth
-            .authenticate(request.metadata(), peer_certs.as_deref().map(Vec::as_slice))?;
+            .authenticate(request.metadata(), peer_certs.as_deref().map(Vec::as_slice))
+            .await?;
         let req = request.into_inner();
         let ttl = self.requested_ttl(req.validity_duration)?;
         let cert_chain = self.ca.sign_csr(&req.csr, &id, ttl).map_err(|e| match e {
@@ -218,14 +220,14 @@ mod tests {
             &self,
             metadata: &MetadataMap,
             peer_certs: Option<&[CertificateDer<'static>]>,
-        ) -> Result<SpiffeId, Status> {
+        ) -> impl std::future::Future<Output = Result<SpiffeId, Status>> + Send {
             assert!(peer_certs.is_none(), "plaintext test server");
-            match bearer_token(metadata) {
+            std::future::ready(match bearer_token(metadata) {
                 Some("good-token") => SpiffeId::parse("spiffe://cluster.local/ns/prod/sa/api")
                     .map_err(|e| Status::internal(e.to_string())),
                 Some(_) => Err(Status::unauthenticated("unknown credential")),
                 None => Err(Status::unauthenticated("no credential")),
-            }
+            })
         }
     }
 

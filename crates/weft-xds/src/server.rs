@@ -132,14 +132,24 @@ pub struct PushEvent {
     /// may have changed. Streams regenerate just those of them they watch (istiod's incremental
     /// EDS). A type not listed may have changed anywhere.
     pub changed: BTreeMap<String, Arc<BTreeSet<String>>>,
+    /// Proxies that regenerate every type whatever `types` and `changed` say, by the
+    /// `<pod>.<namespace>` part of their node id (`sidecar~ip~<pod>.<namespace>~…`): those whose
+    /// own workload changed in an endpoints-only push.
+    pub full_for: Arc<BTreeSet<String>>,
 }
 
-/// Last push as seen by stream tasks; `seq` lets a stream that missed events regenerate all types.
+/// Pushes as stream tasks see them: the newest `seq` and the last [`PUSH_HISTORY`] events, so
+/// that a stream that was busy while several went out handles what they changed together (and
+/// everything only when it fell further behind).
 #[derive(Clone, Debug, Default)]
 struct PushState {
     seq: u64,
-    event: Option<PushEvent>,
+    /// (seq, event), oldest first.
+    events: std::collections::VecDeque<(u64, Arc<PushEvent>)>,
 }
+
+/// Pushes remembered for streams that fall behind.
+const PUSH_HISTORY: usize = 64;
 
 /// What a stream has to regenerate after a push.
 #[derive(Clone, Debug, Default)]
@@ -148,11 +158,72 @@ struct Pending {
     types: Option<BTreeSet<String>>,
     /// Per type, the only names that may have changed.
     changed: BTreeMap<String, Arc<BTreeSet<String>>>,
+    /// Proxies for which everything is pending (see [`PushEvent::full_for`]).
+    full_for: Arc<BTreeSet<String>>,
 }
 
 impl Pending {
     fn includes(&self, type_url: &str) -> bool {
         self.types.as_ref().is_none_or(|t| t.contains(type_url))
+    }
+
+    /// What `events` may have changed together: the union of their types, names and proxies
+    /// (a type is limited to names only when every event that has it is).
+    fn merged(events: &[Arc<PushEvent>]) -> Pending {
+        let mut types: Option<BTreeSet<String>> = Some(BTreeSet::new());
+        let mut changed: BTreeMap<String, Option<BTreeSet<String>>> = BTreeMap::new();
+        let mut full_for: BTreeSet<String> = BTreeSet::new();
+        for ev in events {
+            match (&mut types, &ev.types) {
+                (Some(all), Some(t)) => all.extend(t.iter().cloned()),
+                _ => types = None,
+            }
+            full_for.extend(ev.full_for.iter().cloned());
+            let seen_types: Vec<String> = match &ev.types {
+                Some(t) => t.clone(),
+                None => KNOWN_TYPES
+                    .iter()
+                    .map(|t| t.to_string())
+                    .chain(changed.keys().cloned())
+                    .chain(ev.changed.keys().cloned())
+                    .collect(),
+            };
+            for t in seen_types {
+                let entry = changed
+                    .entry(t.clone())
+                    .or_insert_with(|| Some(BTreeSet::new()));
+                match (entry.as_mut(), ev.changed.get(&t)) {
+                    (Some(names), Some(n)) => names.extend(n.iter().cloned()),
+                    _ => *entry = None,
+                }
+            }
+        }
+        if events.len() == 1 {
+            let ev = &events[0];
+            return Pending {
+                types: ev.types.as_ref().map(|t| t.iter().cloned().collect()),
+                changed: ev.changed.clone(),
+                full_for: ev.full_for.clone(),
+            };
+        }
+        Pending {
+            types,
+            changed: changed
+                .into_iter()
+                .filter_map(|(t, names)| Some((t, Arc::new(names?))))
+                .collect(),
+            full_for: Arc::new(full_for),
+        }
+    }
+
+    /// What is pending for the proxy `id`: everything when the push names its workload.
+    fn for_proxy(&self, id: &str) -> std::borrow::Cow<'_, Pending> {
+        let workload = id.split('~').nth(2).unwrap_or_default();
+        if self.full_for.contains(workload) {
+            std::borrow::Cow::Owned(Pending::default())
+        } else {
+            std::borrow::Cow::Borrowed(self)
+        }
     }
 }
 
@@ -362,13 +433,16 @@ impl AdsServer {
         }
     }
 
-    /// Notifies every connected stream. Streams coalesce: a slow stream only handles the newest
-    /// push (regenerating all types if it missed one).
+    /// Notifies every connected stream. Streams coalesce: a slow stream handles the pushes it
+    /// missed at once (what any of them may have changed).
     pub fn push(&self, event: PushEvent) {
         tracing::debug!(version = %event.version, types = ?event.types, "xDS push");
         self.shared.push_tx.send_modify(|s| {
             s.seq += 1;
-            s.event = Some(event);
+            s.events.push_back((s.seq, Arc::new(event)));
+            if s.events.len() > PUSH_HISTORY {
+                s.events.pop_front();
+            }
         });
     }
 
@@ -510,19 +584,23 @@ impl PushWatch {
         PushWatch { rx, last_seq }
     }
 
-    /// Waits for the next push; returns what to regenerate (everything when pushes were missed).
+    /// Waits for the next push; returns what to regenerate: what the pushes since the last
+    /// call may have changed (everything when they are no longer all remembered).
     async fn changed(&mut self) -> Option<Pending> {
         self.rx.changed().await.ok()?;
-        let state = self.rx.borrow_and_update().clone();
-        let pending = match state.event {
-            Some(ev) if state.seq == self.last_seq + 1 => Pending {
-                types: ev.types.map(|t| t.into_iter().collect()),
-                changed: ev.changed,
-            },
-            _ => Pending::default(),
+        let (seq, missed): (u64, Option<Vec<Arc<PushEvent>>>) = {
+            let state = self.rx.borrow_and_update();
+            let missed: Vec<Arc<PushEvent>> = state
+                .events
+                .iter()
+                .filter(|(n, _)| *n > self.last_seq)
+                .map(|(_, e)| e.clone())
+                .collect();
+            let complete = missed.len() as u64 == state.seq - self.last_seq;
+            (state.seq, complete.then_some(missed))
         };
-        self.last_seq = state.seq;
-        Some(pending)
+        self.last_seq = seq;
+        Some(missed.map_or_else(Pending::default, |events| Pending::merged(&events)))
     }
 }
 
@@ -801,6 +879,50 @@ fn new_nonce() -> String {
 mod tests {
     use super::*;
     use crate::pb::google::protobuf::ListValue;
+
+    fn event(types: Option<&[&str]>, eds: Option<&[&str]>, full_for: &[&str]) -> Arc<PushEvent> {
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        Arc::new(PushEvent {
+            version: String::new(),
+            types: types.map(|t| t.iter().map(|s| s.to_string()).collect()),
+            changed: eds
+                .map(|n| [(types::ENDPOINT.to_string(), Arc::new(set(n)))].into())
+                .unwrap_or_default(),
+            full_for: Arc::new(set(full_for)),
+        })
+    }
+
+    #[test]
+    fn missed_pushes_merge_into_what_any_of_them_changed() {
+        let eds = [types::ENDPOINT];
+        // Two endpoint pushes: their assignments and workloads together.
+        let p = Pending::merged(&[
+            event(Some(&eds), Some(&["a"]), &["w1.ns"]),
+            event(Some(&eds), Some(&["b"]), &[]),
+        ]);
+        assert!(p.includes(types::ENDPOINT) && !p.includes(types::CLUSTER));
+        assert_eq!(
+            p.changed[types::ENDPOINT].iter().collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(p.full_for.iter().collect::<Vec<_>>(), ["w1.ns"]);
+        // With a full push among them (its assignments named too): every type, the named
+        // assignments only.
+        let p = Pending::merged(&[
+            event(Some(&eds), Some(&["a"]), &[]),
+            event(None, Some(&["c"]), &[]),
+        ]);
+        assert!(p.includes(types::CLUSTER) && p.includes(types::LISTENER));
+        assert_eq!(
+            p.changed[types::ENDPOINT].iter().collect::<Vec<_>>(),
+            ["a", "c"]
+        );
+        assert!(!p.changed.contains_key(types::CLUSTER));
+        // A push that does not limit the assignments it changed: all of them.
+        let p = Pending::merged(&[event(Some(&eds), Some(&["a"]), &[]), event(None, None, &[])]);
+        assert!(!p.changed.contains_key(types::ENDPOINT));
+        assert!(p.types.is_none());
+    }
 
     #[test]
     fn node_metadata_to_json() {

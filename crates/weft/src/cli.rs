@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -130,9 +131,17 @@ enum SampleCommand {
 struct ControlArgs {
     #[command(subcommand)]
     sub: Option<ControlSub>,
-    /// Directory of Istio YAML (watched; edits apply live).
+    /// Directory of Istio YAML (watched; edits apply live). With Kubernetes as the source,
+    /// optional (default: an empty `config` directory in --state-dir) and read beside it.
     #[arg(long)]
     config_dir: Option<PathBuf>,
+    /// Read Istio resources and the registry (Services, EndpointSlices, Pods, Nodes) from the
+    /// Kubernetes cluster of this kubeconfig.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Read them from the cluster this runs in (its service account), or `$KUBECONFIG`.
+    #[arg(long, conflicts_with = "kubeconfig")]
+    kube: bool,
     /// Another directory of Istio YAML read and watched with --config-dir (repeatable);
     /// `weft up` puts the services of the telemetry tools it starts there.
     #[arg(long, value_name = "DIR")]
@@ -175,6 +184,16 @@ struct ControlArgs {
     /// memory a push to a large fleet takes (Istio: PILOT_PUSH_THROTTLE).
     #[arg(long, default_value_t = weft_xds::server::DEFAULT_PUSH_CONCURRENCY)]
     push_throttle: usize,
+    /// Quiet time a change waits for before it is pushed (Istio: PILOT_DEBOUNCE_AFTER).
+    #[arg(long, env = "PILOT_DEBOUNCE_AFTER", default_value = "100ms")]
+    debounce_after: weft_api::Duration,
+    /// Longest a change waits while more keep coming (Istio: PILOT_DEBOUNCE_MAX).
+    #[arg(long, env = "PILOT_DEBOUNCE_MAX", default_value = "10s")]
+    debounce_max: weft_api::Duration,
+    /// Longest a change of endpoints alone waits while more keep coming, so that endpoint
+    /// churn reaches proxies within a second.
+    #[arg(long, default_value = "250ms")]
+    debounce_max_endpoints: weft_api::Duration,
 }
 
 #[derive(Args, Debug)]
@@ -424,8 +443,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             init_logging(&cli.log)?;
-            let Some(config_dir) = a.config_dir else {
-                bail!("--config-dir is required: the directory of Istio YAML to serve");
+            let on_kube = a.kube || a.kubeconfig.is_some();
+            let config_dir = match a.config_dir {
+                Some(dir) => dir,
+                None if on_kube => {
+                    let dir = a.state_dir.join("config");
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                    dir
+                }
+                None => bail!(
+                    "--config-dir is required: the directory of Istio YAML to serve (or --kubeconfig / --kube for a cluster)"
+                ),
             };
             let mut opts = weft_control::ControlOptions::new(config_dir);
             opts.mesh_config = a.mesh_config;
@@ -438,6 +467,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.monitoring_addr = a.monitoring_addr;
             opts.cert_ttl = a.cert_ttl.get();
             opts.push_throttle = a.push_throttle;
+            opts.debounce = weft_control::debounce::Debounce {
+                after: a.debounce_after.get(),
+                max: a.debounce_max.get(),
+                max_endpoints: a.debounce_max_endpoints.get(),
+            };
             opts.features = weft_control::push::Features {
                 enable_auto_sni: a.enable_auto_sni,
                 verify_certificate_at_client: a.verify_certificate_at_client,
@@ -446,7 +480,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(weft_control::run(opts, shutdown_signal()))?;
+            rt.block_on(async {
+                let source: Option<Arc<dyn weft_control::source::Source>> = if on_kube {
+                    let client = weft_kube::client(a.kubeconfig.as_deref()).await?;
+                    Some(Arc::new(weft_kube::KubeSource::start(client).await?))
+                } else {
+                    None
+                };
+                weft_control::run_with(opts, source, shutdown_signal()).await?;
+                anyhow::Ok(())
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Proxy(a) => {

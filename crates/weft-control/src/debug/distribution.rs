@@ -102,7 +102,14 @@ struct ProxyTrack {
 #[derive(Default)]
 pub struct Tracker {
     proxies: Mutex<HashMap<String, Arc<Mutex<ProxyTrack>>>>,
+    /// The newest pushes that regenerated LDS, CDS and RDS for every proxy (all but
+    /// endpoints-only pushes, which regenerate them only for the proxies of the workloads that
+    /// changed).
+    full: Mutex<std::collections::BTreeSet<u64>>,
 }
+
+/// Full pushes remembered (older ones are long superseded by the proxies' generations).
+const FULL_PUSHES_KEPT: usize = 1024;
 
 impl std::fmt::Debug for Tracker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -183,6 +190,28 @@ impl Tracker {
         }
     }
 
+    /// Push `n` went out: `full`, or for endpoints only.
+    pub fn pushed(&self, n: u64, full: bool) {
+        if full {
+            let mut f = lock(&self.full);
+            f.insert(n);
+            while f.len() > FULL_PUSHES_KEPT {
+                f.pop_first();
+            }
+        }
+    }
+
+    /// The push whose LDS, CDS and RDS a proxy that applied push `n` holds: the newest full push
+    /// up to `n` (endpoints-only pushes after it regenerated them only for their workloads'
+    /// proxies, which then count from `n` themselves).
+    fn regenerated_at(&self, n: u64) -> u64 {
+        lock(&self.full)
+            .range(..=n)
+            .next_back()
+            .copied()
+            .unwrap_or(n)
+    }
+
     /// Proxies with a record.
     pub fn len(&self) -> usize {
         lock(&self.proxies).len()
@@ -208,7 +237,7 @@ impl Tracker {
         };
         let p = lock(&entry);
         match p.types.get(type_url) {
-            Some(t) => t.sync(seen, since),
+            Some(t) => t.sync(seen, self.regenerated_at(since)),
             None => TypeSync::Waiting("nothing generated for it yet".into()),
         }
     }
@@ -746,6 +775,30 @@ mod tests {
         ));
         assert!(matches!(
             sync(&t, types::LISTENER, &seen(None, None), 1),
+            TypeSync::Waiting(_)
+        ));
+    }
+
+    #[test]
+    fn an_endpoints_only_push_counts_as_applied_where_it_regenerated_nothing() {
+        let t = Tracker::default();
+        t.pushed(1, true);
+        t.record(
+            "p",
+            types::CLUSTER,
+            &Subscription::Wildcard,
+            "s/1".into(),
+            &[res("a", "1")],
+        );
+        let acked = seen(Some("s/1"), Some("s/1"));
+        // Pushes 2 and 3 moved endpoints only: the clusters of push 1 are those of push 3.
+        t.pushed(2, false);
+        t.pushed(3, false);
+        assert_eq!(sync(&t, types::CLUSTER, &acked, 3), TypeSync::Synced);
+        // Push 4 is a full one: waiting until the stream generated it.
+        t.pushed(4, true);
+        assert!(matches!(
+            sync(&t, types::CLUSTER, &acked, 4),
             TypeSync::Waiting(_)
         ));
     }

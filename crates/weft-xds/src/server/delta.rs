@@ -339,6 +339,7 @@ impl Delta {
         let Some(conn) = self.conn.as_ref() else {
             return Ok(());
         };
+        let pending = &*pending.for_proxy(&conn.proxy.id);
         let mut to_send = Vec::new();
         // Clusters the client had, with another definition now: their assignments are sent
         // again (Cluster sorts before ClusterLoadAssignment, so it is looked at first).

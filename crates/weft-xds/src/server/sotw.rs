@@ -296,6 +296,7 @@ impl Sotw {
         let Some(conn) = self.conn.as_ref() else {
             return Ok(());
         };
+        let pending = &*pending.for_proxy(&conn.proxy.id);
         let mut to_send = Vec::new();
         // Envoy warms a cluster whose definition changed again and waits for its assignment
         // (istiod resends assignments on such pushes): the assignments of clusters sent changed
@@ -620,6 +621,31 @@ mod tests {
             types: Some(vec![CLUSTER.into()]),
             ..Default::default()
         });
+        let r2 = s.recv().await;
+        assert_eq!(resource_names(&r2.resources), ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn push_regenerates_everything_for_the_proxies_it_names() {
+        let (fake, ads, addr) = setup().await;
+        let mut s = RawSotw::connect(addr, first(CLUSTER, &[], "")).await;
+        let r1 = s.recv().await;
+        s.send(req(CLUSTER, &[], "v1", &r1.nonce));
+        fake.update(|w| {
+            w.version = "v2".into();
+            w.clusters.insert("c".into(), "c1".into());
+        });
+        // An endpoints-only push naming another proxy's workload: nothing for this one.
+        let endpoints_only = |full_for: &[&str]| PushEvent {
+            version: "v2".into(),
+            types: Some(vec![ENDPOINT.into()]),
+            full_for: Arc::new(full_for.iter().map(|w| w.to_string()).collect()),
+            ..Default::default()
+        };
+        ads.push(endpoints_only(&["p2.default"]));
+        s.expect_silence().await;
+        // Naming this proxy's (`p1.default`), its clusters are regenerated.
+        ads.push(endpoints_only(&["p1.default"]));
         let r2 = s.recv().await;
         assert_eq!(resource_names(&r2.resources), ["a", "b", "c"]);
     }

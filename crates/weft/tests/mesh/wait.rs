@@ -64,6 +64,21 @@ fn weft_wait_returns_once_the_sidecar_has_the_route_and_fails_fast_on_a_bad_one(
         );
     }
 
+    // A WorkloadEntry that only adds an endpoint is pushed for endpoints alone (the proxies'
+    // listeners, clusters and routes are not regenerated): waiting on it still returns.
+    for addr in ["10.250.0.7", "10.250.0.8"] {
+        mesh.write_config(
+            "extra.yaml",
+            &format!(
+                "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: extra, namespace: default}}\nspec: {{address: {addr}, labels: {{app: server}}, serviceAccount: server}}\n"
+            ),
+        );
+        let (code, stdout, stderr) = weft_wait(&mesh, &["workloadentry", "extra.default"]);
+        assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+        assert!(stdout.contains("applied by 1/1 proxies"), "{stdout}");
+    }
+    mesh.remove_config("extra.yaml");
+
     // Short kind name and -n work too; nothing changed, so it returns at once.
     let (code, stdout, stderr) = weft_wait(&mesh, &["vs", "server", "-n", "default"]);
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");

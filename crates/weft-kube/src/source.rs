@@ -1,0 +1,235 @@
+//! The Kubernetes config source: list+watch (kube-runtime's watcher: resumes from the last
+//! resource version, lists again on 410 Gone, backs off on errors) of Services,
+//! EndpointSlices, Pods and Nodes for the registry, and of the Istio kinds the API server
+//! serves, each into a reflector store; the control plane reads the stores at each load.
+
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use tokio::sync::mpsc;
+use weft_control::source::{Source, SourceSnapshot};
+
+use crate::KubeError;
+use crate::config;
+use crate::registry::{self, Objects};
+use crate::status;
+
+type Notify = Arc<Mutex<Option<mpsc::UnboundedSender<()>>>>;
+
+fn notify(n: &Notify) {
+    if let Some(tx) = n.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        let _ = tx.send(());
+    }
+}
+
+/// An Istio kind the API server serves, and its store.
+struct IstioKind {
+    resource: ApiResource,
+    store: Store<DynamicObject>,
+}
+
+/// Kubernetes as a config source: holds the latest state of everything it watches.
+pub struct KubeSource {
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    istio: Vec<IstioKind>,
+    notify: Notify,
+    client: Client,
+}
+
+/// Runs a reflector for `api` into `writer` until the process ends; every event notifies.
+fn reflect<K>(api: Api<K>, writer: reflector::store::Writer<K>, what: String, n: Notify)
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
+{
+    let stream =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        let mut failing = false;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(_) => {
+                    if failing {
+                        tracing::info!(watch = %what, "watch resumed");
+                        failing = false;
+                    }
+                    notify(&n);
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(watch = %what, error = %e, "watch failed; retrying with back-off (the last state stays in force)");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    });
+}
+
+impl KubeSource {
+    /// Starts the watches and waits for their first lists. Istio kinds the API server does
+    /// not serve (their CRDs not installed) are named in the log and left out.
+    pub async fn start(client: Client) -> Result<KubeSource, KubeError> {
+        let n: Notify = Arc::default();
+        let (services, w) = reflector::store();
+        reflect(
+            Api::<Service>::all(client.clone()),
+            w,
+            "services".into(),
+            n.clone(),
+        );
+        let (slices, w) = reflector::store();
+        reflect(
+            Api::<EndpointSlice>::all(client.clone()),
+            w,
+            "endpointslices".into(),
+            n.clone(),
+        );
+        let (pods, w) = reflector::store();
+        reflect(Api::<Pod>::all(client.clone()), w, "pods".into(), n.clone());
+        let (nodes, w) = reflector::store();
+        reflect(
+            Api::<Node>::all(client.clone()),
+            w,
+            "nodes".into(),
+            n.clone(),
+        );
+
+        let discovery = kube::Discovery::new(client.clone())
+            .filter(&config::GROUPS)
+            .run()
+            .await
+            .map_err(|source| KubeError::Discovery { source })?;
+        let mut istio = Vec::new();
+        for (group, kind) in config::KINDS {
+            let found = discovery
+                .groups()
+                .find(|g| g.name() == group)
+                .and_then(|g| g.recommended_kind(kind));
+            let Some((resource, _caps)) = found else {
+                tracing::warn!(
+                    kind = %format!("{kind}.{group}"),
+                    "the API server does not serve this Istio kind (CRD not installed: `weft install`); its resources are not read"
+                );
+                continue;
+            };
+            let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+            let writer = reflector::store::Writer::new(resource.clone());
+            let store = writer.as_reader();
+            let what = format!("{}.{}", resource.plural, resource.group);
+            reflect(api, writer, what, n.clone());
+            istio.push(IstioKind { resource, store });
+        }
+
+        let wait = async {
+            services.wait_until_ready().await?;
+            slices.wait_until_ready().await?;
+            pods.wait_until_ready().await?;
+            nodes.wait_until_ready().await?;
+            for k in &istio {
+                k.store.wait_until_ready().await?;
+            }
+            Ok::<_, reflector::store::WriterDropped>(())
+        };
+        wait.await.map_err(|_| KubeError::WatchEnded)?;
+        tracing::info!(
+            istio_kinds = istio.len(),
+            services = services.len(),
+            pods = pods.len(),
+            "Kubernetes watches synced"
+        );
+        Ok(KubeSource {
+            services,
+            slices,
+            pods,
+            nodes,
+            istio,
+            notify: n,
+            client,
+        })
+    }
+}
+
+impl Source for KubeSource {
+    fn snapshot(&self) -> SourceSnapshot {
+        let (services, slices, pods, nodes) = (
+            self.services.state(),
+            self.slices.state(),
+            self.pods.state(),
+            self.nodes.state(),
+        );
+        let platform = registry::build(
+            &Objects {
+                services: &services,
+                slices: &slices,
+                pods: &pods,
+                nodes: &nodes,
+            },
+            weft_control::push::DOMAIN_SUFFIX,
+        );
+        let mut resources = Vec::new();
+        let mut problems = Vec::new();
+        for k in &self.istio {
+            let mut objects = k.store.state();
+            objects.sort_by(|a, b| {
+                (&a.metadata.namespace, &a.metadata.name)
+                    .cmp(&(&b.metadata.namespace, &b.metadata.name))
+            });
+            for obj in objects {
+                let origin = config::origin(&k.resource.plural, &k.resource.group, &obj);
+                let parsed =
+                    config::parse(&k.resource.api_version, &k.resource.kind, &origin, &obj);
+                let own = match config::outcome(&parsed) {
+                    Ok(rs) => {
+                        resources.extend(rs);
+                        Vec::new()
+                    }
+                    Err(ps) => {
+                        problems.extend(ps.iter().cloned());
+                        ps
+                    }
+                };
+                // The validation result in the object's status (status.rs), off this thread.
+                if let Some(status) = status::desired(&obj, &own)
+                    && let Ok(rt) = tokio::runtime::Handle::try_current()
+                    && let (Some(ns), Some(name)) =
+                        (obj.metadata.namespace.clone(), obj.metadata.name.clone())
+                {
+                    rt.spawn(status::write(
+                        self.client.clone(),
+                        k.resource.clone(),
+                        ns,
+                        name,
+                        status,
+                    ));
+                }
+            }
+        }
+        SourceSnapshot {
+            resources,
+            problems,
+            platform: Arc::new(platform),
+            mesh: None,
+        }
+    }
+
+    fn notify(&self, changed: mpsc::UnboundedSender<()>) {
+        *self.notify.lock().unwrap_or_else(|p| p.into_inner()) = Some(changed);
+    }
+
+    fn token_reviewer(&self) -> Option<Arc<dyn weft_control::ca::TokenReviewer>> {
+        Some(Arc::new(crate::tokenreview::KubeTokenReviewer::new(
+            self.client.clone(),
+        )))
+    }
+}

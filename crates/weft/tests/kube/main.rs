@@ -1,0 +1,9 @@
+//! End-to-end tests against a real Kubernetes API server: kube-apiserver, etcd and
+//! kube-controller-manager v1.36.3 (built by scripts/peers from the Go module proxy, started on
+//! loopback by scripts/kube-cluster). There is no kubelet or scheduler: the controllers make
+//! pods from Deployments and EndpointSlices from Services, and the tests patch pod status as a
+//! kubelet would.
+
+mod ca;
+mod cluster;
+mod registry;
