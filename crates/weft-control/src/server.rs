@@ -226,6 +226,9 @@ pub async fn run_with(
     jwks.set_trigger(tx.clone());
     if let Some(source) = &source {
         source.notify(tx.clone());
+        for server in source.servers(ca.clone()) {
+            tokio::spawn(server);
+        }
     }
     let _watcher = watch(&opts, tx)?;
     let push_loop = async {

@@ -38,4 +38,14 @@ pub trait Source: Send + Sync + 'static {
     fn token_reviewer(&self) -> Option<Arc<dyn crate::ca::TokenReviewer>> {
         None
     }
+
+    /// Servers the platform needs beside xDS (Kubernetes' admission webhooks), given the
+    /// control plane's CA; the control plane runs them on its runtime.
+    fn servers(&self, ca: Arc<weft_identity::CertificateAuthority>) -> Vec<ServerFuture> {
+        let _ = ca;
+        Vec::new()
+    }
 }
+
+/// A server a source runs (it ends only with the process).
+pub type ServerFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;

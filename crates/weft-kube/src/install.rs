@@ -41,6 +41,264 @@ fn versions(group: &str, kind: &str) -> &'static [&'static str] {
     }
 }
 
+/// What `weft install` is asked for.
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    /// The control plane's namespace (Istio's `istio-system`).
+    pub namespace: String,
+    /// The image with the `weft` binary.
+    pub image: String,
+}
+
+/// Everything a cluster needs to run Weft's control plane, in apply order: the namespace,
+/// Istio's CRDs, the control plane's ServiceAccount and its least-privilege RBAC (read the
+/// registry and Istio's kinds, write their status, review tokens, publish the CA root in a
+/// ConfigMap per namespace, keep its webhook configurations' CA bundle), the MeshConfig as ConfigMap `istio` (key `mesh`, Istio's defaults), and the
+/// Deployment and Service `istiod` (15010 xDS and CA, 15012 the same over TLS, 15014
+/// monitoring), named as Istio's so that proxies find it where they look.
+pub fn manifests(o: &InstallOptions) -> String {
+    let ns = &o.namespace;
+    let image = &o.image;
+    let mut out = format!(
+        "apiVersion: v1
+kind: Namespace
+metadata:
+  name: {ns}
+  labels: {{app.kubernetes.io/part-of: weft}}
+---
+"
+    );
+    out.push_str(&crds());
+    out.push_str(&format!(
+        "apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: weft-control
+  namespace: {ns}
+  labels: {{app.kubernetes.io/part-of: weft}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: weft-control-{ns}
+  labels: {{app.kubernetes.io/part-of: weft}}
+rules:
+- apiGroups: [\"\"]
+  resources: [services, pods, nodes]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+- apiGroups: [networking.istio.io, security.istio.io, telemetry.istio.io]
+  resources: [\"*\"]
+  verbs: [get, list, watch]
+- apiGroups: [networking.istio.io, security.istio.io, telemetry.istio.io]
+  resources: [\"*/status\"]
+  verbs: [get, patch, update]
+- apiGroups: [authentication.k8s.io]
+  resources: [tokenreviews]
+  verbs: [create]
+- apiGroups: [\"\"]
+  resources: [namespaces]
+  verbs: [get, list, watch]
+- apiGroups: [\"\"]
+  resources: [configmaps]
+  verbs: [get, list, watch, create, patch, update]
+- apiGroups: [admissionregistration.k8s.io]
+  resources: [mutatingwebhookconfigurations]
+  resourceNames: [istio-sidecar-injector]
+  verbs: [get, update]
+- apiGroups: [admissionregistration.k8s.io]
+  resources: [validatingwebhookconfigurations]
+  resourceNames: [istio-validator-{ns}]
+  verbs: [get, update]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: weft-control-{ns}
+  labels: {{app.kubernetes.io/part-of: weft}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: weft-control-{ns}}}
+subjects:
+- {{kind: ServiceAccount, name: weft-control, namespace: {ns}}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: istio
+  namespace: {ns}
+  labels: {{app.kubernetes.io/part-of: weft}}
+data:
+  mesh: |
+    trustDomain: cluster.local
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: istiod
+  namespace: {ns}
+  labels: {{app: istiod, app.kubernetes.io/part-of: weft}}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: istiod}}
+  template:
+    metadata:
+      labels: {{app: istiod, sidecar.istio.io/inject: \"false\"}}
+    spec:
+      serviceAccountName: weft-control
+      containers:
+      - name: discovery
+        image: {image}
+        args: [control, --kube, --state-dir, /var/lib/weft]
+        env:
+        - name: POD_NAMESPACE
+          valueFrom: {{fieldRef: {{fieldPath: metadata.namespace}}}}
+        ports:
+        - {{name: grpc-xds, containerPort: 15010}}
+        - {{name: https-dns, containerPort: 15012}}
+        - {{name: http-monitoring, containerPort: 15014}}
+        - {{name: https-webhook, containerPort: 15017}}
+        readinessProbe:
+          httpGet: {{path: /ready, port: 15014}}
+          periodSeconds: 3
+        securityContext:
+          runAsUser: 1337
+          runAsGroup: 1337
+          runAsNonRoot: true
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          capabilities: {{drop: [ALL]}}
+        volumeMounts:
+        - {{name: state, mountPath: /var/lib/weft}}
+      volumes:
+      - {{name: state, emptyDir: {{}}}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: istiod
+  namespace: {ns}
+  labels: {{app: istiod, app.kubernetes.io/part-of: weft}}
+spec:
+  selector: {{app: istiod}}
+  ports:
+  - {{name: grpc-xds, port: 15010}}
+  - {{name: https-dns, port: 15012}}
+  - {{name: http-monitoring, port: 15014}}
+  - {{name: https-webhook, port: 443, targetPort: 15017}}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: istio-sidecar-injector
+  labels: {{app.kubernetes.io/part-of: weft}}
+webhooks:
+- name: namespace.sidecar-injector.istio.io
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  failurePolicy: Fail
+  reinvocationPolicy: Never
+  clientConfig:
+    service: {{name: istiod, namespace: {ns}, path: /inject, port: 443}}
+  rules:
+  - {{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [pods]}}
+  namespaceSelector:
+    matchExpressions:
+    - {{key: istio-injection, operator: In, values: [enabled]}}
+  objectSelector:
+    matchExpressions:
+    - {{key: sidecar.istio.io/inject, operator: NotIn, values: [\"false\"]}}
+- name: object.sidecar-injector.istio.io
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  failurePolicy: Fail
+  reinvocationPolicy: Never
+  clientConfig:
+    service: {{name: istiod, namespace: {ns}, path: /inject, port: 443}}
+  rules:
+  - {{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [pods]}}
+  namespaceSelector:
+    matchExpressions:
+    - {{key: istio-injection, operator: DoesNotExist}}
+  objectSelector:
+    matchExpressions:
+    - {{key: sidecar.istio.io/inject, operator: In, values: [\"true\"]}}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: istio-validator-{ns}
+  labels: {{app.kubernetes.io/part-of: weft}}
+webhooks:
+- name: validation.istio.io
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  failurePolicy: Ignore
+  clientConfig:
+    service: {{name: istiod, namespace: {ns}, path: /validate, port: 443}}
+  rules:
+  - operations: [CREATE, UPDATE]
+    apiGroups: [networking.istio.io, security.istio.io, telemetry.istio.io]
+    apiVersions: [\"*\"]
+    resources: [\"*\"]
+---
+"
+    ));
+    out
+}
+
+/// The objects of [`manifests`] as JSON, in apply order.
+pub fn objects(o: &InstallOptions) -> Vec<serde_json::Value> {
+    // Our own YAML: it parses (a unit test holds it to that).
+    serde_saphyr::from_multiple::<serde_json::Value>(&manifests(o))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Deletes what [`manifests`] creates, in reverse order (those already gone are skipped);
+/// returns `Kind/name` of each deleted object.
+pub async fn uninstall(
+    client: kube::Client,
+    o: &InstallOptions,
+) -> Result<Vec<String>, crate::KubeError> {
+    use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind};
+    let mut deleted = Vec::new();
+    for obj in objects(o).iter().rev() {
+        let (Some(api_version), Some(kind), Some(name)) = (
+            obj["apiVersion"].as_str(),
+            obj["kind"].as_str(),
+            obj["metadata"]["name"].as_str(),
+        ) else {
+            continue;
+        };
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (resource, caps) = kube::discovery::pinned_kind(&client, &gvk)
+            .await
+            .map_err(|source| crate::KubeError::Discovery { source })?;
+        let api: Api<DynamicObject> = match obj["metadata"]["namespace"].as_str() {
+            Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
+                Api::namespaced_with(client.clone(), ns, &resource)
+            }
+            _ => Api::all_with(client.clone(), &resource),
+        };
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => deleted.push(format!("{kind}/{name}")),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => {
+                return Err(crate::KubeError::Delete {
+                    what: format!("{kind}/{name}"),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(deleted)
+}
+
 /// The CustomResourceDefinitions, one YAML document each.
 pub fn crds() -> String {
     let mut out = String::new();
@@ -102,6 +360,46 @@ mod tests {
         assert_eq!(plural("Telemetry"), "telemetries");
         assert_eq!(plural("VirtualService"), "virtualservices");
         assert_eq!(plural("Sidecar"), "sidecars");
+    }
+
+    #[test]
+    fn the_install_parses_and_names_its_namespace_everywhere() {
+        let o = InstallOptions {
+            namespace: "weft-system".into(),
+            image: "weft:test".into(),
+        };
+        let objs = objects(&o);
+        let kinds: Vec<&str> = objs.iter().filter_map(|v| v["kind"].as_str()).collect();
+        assert_eq!(kinds[0], "Namespace");
+        assert_eq!(
+            kinds
+                .iter()
+                .filter(|k| **k == "CustomResourceDefinition")
+                .count(),
+            KINDS.len()
+        );
+        for k in [
+            "ServiceAccount",
+            "ClusterRole",
+            "ConfigMap",
+            "Deployment",
+            "Service",
+        ] {
+            assert!(kinds.contains(&k), "{k} missing: {kinds:?}");
+        }
+        for v in &objs {
+            if let Some(ns) = v["metadata"]["namespace"].as_str() {
+                assert_eq!(ns, "weft-system", "{v}");
+            }
+        }
+        let deploy = objs
+            .iter()
+            .find(|v| v["kind"] == "Deployment")
+            .expect("deployment");
+        assert_eq!(
+            deploy["spec"]["template"]["spec"]["containers"][0]["image"],
+            "weft:test"
+        );
     }
 
     #[test]

@@ -4,11 +4,14 @@
 //! server ([`KubeSource`], fed to `weft_control::run_with`).
 
 pub mod config;
+pub mod inject;
 pub mod install;
 pub mod registry;
+pub mod rootcert;
 pub mod source;
 pub mod status;
 pub mod tokenreview;
+pub mod webhook;
 
 use std::path::Path;
 
@@ -38,6 +41,8 @@ pub enum KubeError {
     Discovery { source: kube::Error },
     #[error("a watch ended before its first list; the control plane is shutting down")]
     WatchEnded,
+    #[error("cannot delete {what}: {source}")]
+    Delete { what: String, source: kube::Error },
 }
 
 /// A client for the cluster of `kubeconfig` (its current context), or, without one, the

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, Store};
@@ -41,9 +41,19 @@ pub struct KubeSource {
     pods: Store<Pod>,
     nodes: Store<Node>,
     istio: Vec<IstioKind>,
+    /// The ConfigMap `istio` of the control plane's namespace (key `mesh`: the MeshConfig).
+    mesh: Store<ConfigMap>,
+    mesh_origin: String,
+    /// The last MeshConfig that parsed, kept while the ConfigMap holds a bad one.
+    good_mesh: Mutex<Option<Arc<weft_api::MeshConfig>>>,
     notify: Notify,
     client: Client,
+    /// The admission webhooks to serve, if any.
+    webhook: Option<crate::webhook::WebhookOptions>,
 }
+
+/// The ConfigMap Istio keeps its MeshConfig in, in the control plane's namespace.
+pub const MESH_CONFIGMAP: &str = "istio";
 
 /// Runs a reflector for `api` into `writer` until the process ends; every event notifies.
 fn reflect<K>(api: Api<K>, writer: reflector::store::Writer<K>, what: String, n: Notify)
@@ -78,9 +88,17 @@ where
 
 impl KubeSource {
     /// Starts the watches and waits for their first lists. Istio kinds the API server does
-    /// not serve (their CRDs not installed) are named in the log and left out.
-    pub async fn start(client: Client) -> Result<KubeSource, KubeError> {
+    /// not serve (their CRDs not installed) are named in the log and left out. The MeshConfig
+    /// comes from the ConfigMap `istio` (key `mesh`) in `namespace`, the control plane's.
+    pub async fn start(client: Client, namespace: &str) -> Result<KubeSource, KubeError> {
         let n: Notify = Arc::default();
+        let (mesh, w) = reflector::store();
+        reflect(
+            Api::<ConfigMap>::namespaced(client.clone(), namespace),
+            w,
+            format!("configmap {namespace}/{MESH_CONFIGMAP}"),
+            n.clone(),
+        );
         let (services, w) = reflector::store();
         reflect(
             Api::<Service>::all(client.clone()),
@@ -136,6 +154,7 @@ impl KubeSource {
             slices.wait_until_ready().await?;
             pods.wait_until_ready().await?;
             nodes.wait_until_ready().await?;
+            mesh.wait_until_ready().await?;
             for k in &istio {
                 k.store.wait_until_ready().await?;
             }
@@ -154,9 +173,44 @@ impl KubeSource {
             pods,
             nodes,
             istio,
+            mesh,
+            mesh_origin: format!("kubernetes:configmaps/{namespace}/{MESH_CONFIGMAP}"),
+            good_mesh: Mutex::default(),
             notify: n,
             client,
+            webhook: None,
         })
+    }
+}
+
+impl KubeSource {
+    /// Serves the admission webhooks (sidecar injection, validation) too.
+    pub fn with_webhook(mut self, o: crate::webhook::WebhookOptions) -> Self {
+        self.webhook = Some(o);
+        self
+    }
+
+    /// The MeshConfig of the ConfigMap, if there is one with a `mesh` key. A bad one is a
+    /// problem, and the last good one stays in force.
+    fn mesh_config(&self, problems: &mut Vec<String>) -> Option<Arc<weft_api::MeshConfig>> {
+        let cm = self
+            .mesh
+            .state()
+            .into_iter()
+            .find(|c| c.metadata.name.as_deref() == Some(MESH_CONFIGMAP))?;
+        let text = cm.data.as_ref()?.get("mesh")?;
+        let mut good = self.good_mesh.lock().unwrap_or_else(|p| p.into_inner());
+        match weft_api::parse_mesh_config(text, std::path::Path::new(&self.mesh_origin)) {
+            Ok(m) => {
+                let m = Arc::new(m);
+                *good = Some(m.clone());
+                Some(m)
+            }
+            Err(ps) => {
+                problems.extend(ps.iter().map(|p| p.to_string()));
+                good.clone()
+            }
+        }
     }
 }
 
@@ -217,14 +271,27 @@ impl Source for KubeSource {
         }
         SourceSnapshot {
             resources,
+            mesh: self.mesh_config(&mut problems),
             problems,
             platform: Arc::new(platform),
-            mesh: None,
         }
     }
 
     fn notify(&self, changed: mpsc::UnboundedSender<()>) {
         *self.notify.lock().unwrap_or_else(|p| p.into_inner()) = Some(changed);
+    }
+
+    fn servers(
+        &self,
+        ca: Arc<weft_identity::CertificateAuthority>,
+    ) -> Vec<weft_control::source::ServerFuture> {
+        let mut servers: Vec<weft_control::source::ServerFuture> = vec![Box::pin(
+            crate::rootcert::publish(self.client.clone(), ca.root_pem()),
+        )];
+        if let Some(o) = self.webhook.clone() {
+            servers.push(Box::pin(crate::webhook::serve(self.client.clone(), o, ca)));
+        }
+        servers
     }
 
     fn token_reviewer(&self) -> Option<Arc<dyn weft_control::ca::TokenReviewer>> {

@@ -101,8 +101,39 @@ enum Command {
     /// Benchmarks of Weft itself (the data-plane harness is bench/run).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print the manifests that run Weft's control plane on a Kubernetes cluster (namespace,
+    /// Istio's CRDs, RBAC, MeshConfig ConfigMap, Deployment and Service `istiod`), for
+    /// `kubectl apply -f -`.
+    Install(InstallArgs),
+    /// Delete from the cluster what `weft install` creates.
+    Uninstall {
+        #[command(flatten)]
+        install: InstallArgs,
+        /// The cluster's kubeconfig (default: in-cluster, `$KUBECONFIG`, `~/.kube/config`).
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Args, Debug)]
+struct InstallArgs {
+    /// The control plane's namespace.
+    #[arg(long, default_value = "istio-system")]
+    namespace: String,
+    /// The image with the `weft` binary.
+    #[arg(long, default_value = concat!("weft:", env!("CARGO_PKG_VERSION")))]
+    image: String,
+}
+
+impl InstallArgs {
+    fn options(&self) -> weft_kube::install::InstallOptions {
+        weft_kube::install::InstallOptions {
+            namespace: self.namespace.clone(),
+            image: self.image.clone(),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -142,6 +173,22 @@ struct ControlArgs {
     /// Read them from the cluster this runs in (its service account), or `$KUBECONFIG`.
     #[arg(long, conflicts_with = "kubeconfig")]
     kube: bool,
+    /// The control plane's namespace on Kubernetes, where the ConfigMap `istio` (key `mesh`)
+    /// holds the MeshConfig (instead of --mesh-config).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "istio-system")]
+    kube_namespace: String,
+    /// On Kubernetes: where the admission webhooks (sidecar injection at /inject, validation
+    /// at /validate) listen, over TLS with a certificate from the control plane's CA (Istio
+    /// 15017); empty: none.
+    #[arg(long, default_value = "0.0.0.0:15017")]
+    webhook_addr: String,
+    /// The image the injected istio-init and istio-proxy containers run.
+    #[arg(long, default_value = concat!("weft:", env!("CARGO_PKG_VERSION")))]
+    proxy_image: String,
+    /// The address injected proxies reach the control plane at (default:
+    /// istiod.<--kube-namespace>.svc:15010).
+    #[arg(long)]
+    injected_control_plane: Option<String>,
     /// Another directory of Istio YAML read and watched with --config-dir (repeatable);
     /// `weft up` puts the services of the telemetry tools it starts there.
     #[arg(long, value_name = "DIR")]
@@ -359,6 +406,27 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Install(a) => {
+            print!("{}", weft_kube::install::manifests(&a.options()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Uninstall {
+            install,
+            kubeconfig,
+        } => {
+            init_logging(&cli.log)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let deleted = rt.block_on(async {
+                let client = weft_kube::client(kubeconfig.as_deref()).await?;
+                weft_kube::install::uninstall(client, &install.options()).await
+            })?;
+            for d in &deleted {
+                println!("deleted {d}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Version => {
             println!("weft {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
@@ -483,7 +551,32 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(async {
                 let source: Option<Arc<dyn weft_control::source::Source>> = if on_kube {
                     let client = weft_kube::client(a.kubeconfig.as_deref()).await?;
-                    Some(Arc::new(weft_kube::KubeSource::start(client).await?))
+                    let mut source =
+                        weft_kube::KubeSource::start(client, &a.kube_namespace).await?;
+                    if !a.webhook_addr.is_empty() {
+                        let ns = &a.kube_namespace;
+                        source = source.with_webhook(weft_kube::webhook::WebhookOptions {
+                            addr: a.webhook_addr.parse().with_context(|| {
+                                format!("--webhook-addr {:?} is not HOST:PORT", a.webhook_addr)
+                            })?,
+                            names: vec![
+                                format!("istiod.{ns}.svc"),
+                                format!("istiod.{ns}.svc.cluster.local"),
+                                "localhost".into(),
+                                "127.0.0.1".into(),
+                            ],
+                            namespace: ns.clone(),
+                            inject: weft_kube::inject::InjectOptions {
+                                image: a.proxy_image.clone(),
+                                control_plane: a
+                                    .injected_control_plane
+                                    .clone()
+                                    .unwrap_or_else(|| format!("istiod.{ns}.svc:15010")),
+                                revision: "default".into(),
+                            },
+                        });
+                    }
+                    Some(Arc::new(source))
                 } else {
                     None
                 };

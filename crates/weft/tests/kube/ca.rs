@@ -1,10 +1,11 @@
 //! The CA on Kubernetes: a pod's ServiceAccount token for the audience `istio-ca`, reviewed by
-//! the API server (TokenReview), gets `spiffe://cluster.local/ns/NS/sa/SA`; a token for another
-//! audience, or of a ServiceAccount deleted since, is refused.
+//! the API server (TokenReview), gets `spiffe://TRUST_DOMAIN/ns/NS/sa/SA` (the trust domain of
+//! the MeshConfig in ConfigMap `istio-system/istio`); a token for another audience, or of a
+//! ServiceAccount deleted since, is refused.
 
 use std::time::Duration;
 
-use crate::cluster::{Cluster, Control};
+use crate::cluster::{Cluster, Control, wait_for};
 
 /// Asks the CA for a certificate with `token`: the leaf's URI SAN, or the refusal.
 async fn certificate(control: &Control, token: &str) -> Result<String, String> {
@@ -27,9 +28,72 @@ async fn certificate(control: &Control, token: &str) -> Result<String, String> {
     Ok(info.uris.join(","))
 }
 
+/// The `root-cert.pem` of ConfigMap `istio-ca-root-cert` in `ns`, once it is there.
+fn wait_root(cluster: &Cluster, ns: &str) -> String {
+    let mut root = String::new();
+    wait_for(
+        &format!("istio-ca-root-cert in {ns}"),
+        Duration::from_secs(30),
+        || {
+            let out = cluster.try_kubectl(
+                &[
+                    "-n",
+                    ns,
+                    "get",
+                    "configmap",
+                    "istio-ca-root-cert",
+                    "-o",
+                    "json",
+                ],
+                "",
+            )?;
+            let cm: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+            root = cm["data"]["root-cert.pem"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if root.contains("BEGIN CERTIFICATE") {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        },
+    );
+    root
+}
+
+/// The last certificate of the chain the CA returns for `token`.
+async fn chain_root(control: &Control, token: &str) -> String {
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", control.xds))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+    let (_key, csr) = weft_identity::generate_key_and_csr().expect("CSR");
+    let chain = weft_identity::CaClient::new(channel, token.to_string())
+        .create_certificate(&csr, Duration::from_secs(3600))
+        .await
+        .expect("certificate");
+    chain.last().cloned().unwrap_or_default()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_account_tokens_get_their_spiffe_identity() {
     let cluster = Cluster::up();
+    // The mesh config where Istio keeps it: ConfigMap `istio`, key `mesh`, in the control
+    // plane's namespace.
+    cluster.kubectl(&["create", "namespace", "istio-system"]);
+    cluster.kubectl_in(
+        &["apply", "-f", "-"],
+        "apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    trustDomain: weft.test
+",
+    );
     cluster.kubectl(&["create", "namespace", "demo"]);
     cluster.kubectl(&["-n", "demo", "create", "serviceaccount", "app"]);
     let token = |aud: &str| {
@@ -48,9 +112,16 @@ async fn service_account_tokens_get_their_spiffe_identity() {
         |_| true,
     );
 
+    // The CA root in every namespace, as istiod publishes it; the chain ends with it.
+    let root = wait_root(&cluster, "demo");
+    let chain_root = chain_root(&control, &good).await;
+    assert_eq!(root.trim(), chain_root.trim());
+    cluster.kubectl(&["create", "namespace", "later"]);
+    assert_eq!(wait_root(&cluster, "later"), root);
+
     assert_eq!(
         certificate(&control, &good).await,
-        Ok("spiffe://cluster.local/ns/demo/sa/app".to_string())
+        Ok("spiffe://weft.test/ns/demo/sa/app".to_string())
     );
     let refused = certificate(&control, &other)
         .await

@@ -24,6 +24,8 @@ fn peer(var: &str) -> String {
 pub struct Cluster {
     dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
+    /// Whether dropping it stops the cluster (not for a view with other credentials).
+    owner: bool,
 }
 
 impl Cluster {
@@ -51,6 +53,19 @@ impl Cluster {
         Cluster {
             kubeconfig: dir.path().join("kubeconfig"),
             dir,
+            owner: true,
+        }
+    }
+
+    /// The same cluster seen through another kubeconfig (other credentials).
+    pub fn with_kubeconfig(cluster: &Cluster, kubeconfig: &str) -> Cluster {
+        let dir = tempfile::tempdir_in(cluster.dir()).expect("temp dir");
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(&path, kubeconfig).expect("write kubeconfig");
+        Cluster {
+            kubeconfig: path,
+            dir,
+            owner: false,
         }
     }
 
@@ -97,6 +112,40 @@ impl Cluster {
         let mut a = args.to_vec();
         a.extend(["-o", "json"]);
         serde_json::from_str(&self.kubectl(&a)).expect("kubectl JSON")
+    }
+
+    /// Applies Weft's Istio CRDs and waits until the API server serves them.
+    pub fn install_crds(&self) {
+        let crds = self.dir().join("crds.yaml");
+        std::fs::write(&crds, weft_kube::install::crds()).expect("write CRDs");
+        self.kubectl(&["apply", "-f", crds.to_str().expect("path")]);
+        self.wait_crds_established();
+    }
+
+    pub fn wait_crds_established(&self) {
+        self.kubectl(&[
+            "wait",
+            "--for",
+            "condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ]);
+    }
+
+    /// Stops kube-apiserver and starts it again (same flags, ports and etcd); returns once it
+    /// is ready.
+    pub fn restart_apiserver(&self) {
+        let out = Command::new(format!("{ROOT}/scripts/kube-cluster"))
+            .arg("restart-apiserver")
+            .arg(self.dir.path())
+            .output()
+            .expect("run scripts/kube-cluster");
+        assert!(
+            out.status.success(),
+            "scripts/kube-cluster restart-apiserver failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Creates a Node object (no kubelet behind it) in `region`/`zone`.
@@ -153,6 +202,9 @@ target: {{apiVersion: v1, kind: Node, name: {node}}}
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if !self.owner {
+            return;
+        }
         let _ = Command::new(format!("{ROOT}/scripts/kube-cluster"))
             .arg("down")
             .arg(self.dir.path())
@@ -160,7 +212,22 @@ impl Drop for Cluster {
     }
 }
 
-fn free_port() -> u16 {
+/// Polls `f` until it says Ok; after `timeout`, fails naming `what` and `f`'s last Err.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<(), String>) {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(()) => return,
+            Err(last) => assert!(
+                start.elapsed() < timeout,
+                "{what}: not within {timeout:?}; last: {last}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -178,6 +245,11 @@ pub struct Control {
 
 impl Control {
     pub fn start(cluster: &Cluster) -> Control {
+        Control::start_with(cluster, &["--webhook-addr", ""])
+    }
+
+    /// With more flags.
+    pub fn start_with(cluster: &Cluster, extra: &[&str]) -> Control {
         let state = cluster.dir().join("weft-control");
         let log = cluster.dir().join("weft-control.log");
         let monitoring = free_port();
@@ -191,6 +263,7 @@ impl Control {
             .args(["--xds-addr", &format!("127.0.0.1:{xds}")])
             .args(["--xds-tls-addr", &format!("127.0.0.1:{}", free_port())])
             .args(["--monitoring-addr", &format!("127.0.0.1:{monitoring}")])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()

@@ -6,4 +6,6 @@
 
 mod ca;
 mod cluster;
+mod install;
 mod registry;
+mod webhook;

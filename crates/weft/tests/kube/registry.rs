@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::cluster::{Cluster, Control, SAMPLES};
+use crate::cluster::{Cluster, Control, SAMPLES, wait_for};
 
 fn service<'a>(registry: &'a serde_json::Value, host: &str) -> Option<&'a serde_json::Value> {
     registry["services"]
@@ -29,17 +29,7 @@ fn endpoint_ips(registry: &serde_json::Value, host: &str) -> Vec<String> {
 #[test]
 fn bookinfo_from_its_kubernetes_manifest() {
     let cluster = Cluster::up();
-    let crds = cluster.dir().join("crds.yaml");
-    std::fs::write(&crds, weft_kube::install::crds()).expect("write CRDs");
-    cluster.kubectl(&["apply", "-f", crds.to_str().expect("path")]);
-    cluster.kubectl(&[
-        "wait",
-        "--for",
-        "condition=Established",
-        "crd",
-        "--all",
-        "--timeout=60s",
-    ]);
+    cluster.install_crds();
     cluster.kubectl(&[
         "apply",
         "-f",
@@ -169,30 +159,29 @@ spec:
         },
     );
     // ... and in its status, as istiod writes its analysis.
-    let start = std::time::Instant::now();
-    loop {
-        let vs = cluster.json(&[
-            "-n",
-            "default",
-            "get",
-            "virtualservices.networking.istio.io",
-            "broken",
-        ]);
-        let msg = &vs["status"]["validationMessages"][0];
-        if msg["level"] == "ERROR"
-            && msg["description"]
-                .as_str()
-                .is_some_and(|d| d.contains("timeout"))
-        {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no validation message in the broken VirtualService's status: {}",
-            vs["status"]
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for(
+        "the broken VirtualService's status",
+        Duration::from_secs(10),
+        || {
+            let vs = cluster.json(&[
+                "-n",
+                "default",
+                "get",
+                "virtualservices.networking.istio.io",
+                "broken",
+            ]);
+            let msg = &vs["status"]["validationMessages"][0];
+            let found = msg["level"] == "ERROR"
+                && msg["description"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("timeout"));
+            if found {
+                Ok(())
+            } else {
+                Err(vs["status"].to_string())
+            }
+        },
+    );
     let config = control.debug("/debug/configz").expect("configz");
     assert!(
         config["resources"]
@@ -223,4 +212,18 @@ spec:
         Duration::from_secs(10),
         |r| endpoint_ips(r, reviews).contains(v2_ip),
     );
+
+    // The API server restarts: nothing the control plane holds is lost meanwhile, and its
+    // watches resume (a change made after the restart arrives).
+    cluster.restart_apiserver();
+    let registry = control.debug("/debug/registryz").expect("registry");
+    assert_eq!(endpoint_ips(&registry, reviews).len(), 3, "{registry}");
+    cluster.set_pod_status("default", v2, v2_ip, false);
+    let took = control.wait(
+        "/debug/registryz",
+        "a change after the API server's restart",
+        Duration::from_secs(60),
+        |r| !endpoint_ips(r, reviews).contains(v2_ip),
+    );
+    eprintln!("after the API server's restart, a change arrived in {took:?}");
 }

@@ -1,0 +1,419 @@
+//! Sidecar injection as Istio's injector decides and writes it: which pods get a sidecar
+//! (the namespace's `istio-injection=enabled` or `istio.io/rev` label, overridden by the pod's
+//! `sidecar.istio.io/inject` label, then annotation; never host-network pods or pods already
+//! injected), and the JSON patch that adds the `istio-init` init container (`weft iptables`
+//! with the pod's `traffic.sidecar.istio.io/*` annotations) and the `istio-proxy` container
+//! (`weft proxy` as uid 1337, its ServiceAccount token for the audience `istio-ca`, ports and
+//! readiness as Istio's), the volumes, and Istio's labels and status annotation.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+
+/// The label or annotation a pod opts in or out with.
+pub const INJECT: &str = "sidecar.istio.io/inject";
+/// The annotation an injected pod carries.
+pub const STATUS: &str = "sidecar.istio.io/status";
+
+/// What the injected containers need to know.
+#[derive(Debug, Clone)]
+pub struct InjectOptions {
+    /// The image with the `weft` binary.
+    pub image: String,
+    /// The control plane's xDS and CA address (`istiod.istio-system.svc:15010`).
+    pub control_plane: String,
+    /// Revision this injector serves (`istio.io/rev` values it answers besides `default`).
+    pub revision: String,
+}
+
+fn truthy(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "y" | "enabled" | "on" => Some(true),
+        "false" | "no" | "n" | "disabled" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Whether a pod created in a namespace with `ns_labels` gets a sidecar.
+pub fn should_inject(ns_labels: &BTreeMap<String, String>, pod: &Pod, revision: &str) -> bool {
+    let spec = pod.spec.as_ref();
+    if spec.and_then(|s| s.host_network) == Some(true) {
+        return false;
+    }
+    let meta = &pod.metadata;
+    if meta
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(STATUS))
+        || spec.is_some_and(|s| s.containers.iter().any(|c| c.name == "istio-proxy"))
+    {
+        return false;
+    }
+    let pod_says = meta
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(INJECT))
+        .and_then(|v| truthy(v))
+        .or_else(|| {
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get(INJECT))
+                .and_then(|v| truthy(v))
+        });
+    if let Some(decision) = pod_says {
+        return decision;
+    }
+    match ns_labels.get("istio-injection").map(String::as_str) {
+        Some("enabled") => true,
+        Some(_) => false,
+        None => ns_labels
+            .get("istio.io/rev")
+            .is_some_and(|r| r == revision || r == "default"),
+    }
+}
+
+fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+/// `weft iptables` arguments from the pod's capture annotations (Istio's defaults otherwise).
+pub fn iptables_args(pod: &Pod) -> Vec<String> {
+    let a = |k: &str| annotation(pod, &format!("traffic.sidecar.istio.io/{k}"));
+    let mut exclude_inbound = "15090,15021,15020".to_string();
+    if let Some(more) = a("excludeInboundPorts").filter(|s| !s.is_empty()) {
+        exclude_inbound = format!("{exclude_inbound},{more}");
+    }
+    let mut args = vec![
+        "iptables".to_string(),
+        "-p".into(),
+        "15001".into(),
+        "-z".into(),
+        "15006".into(),
+        "-u".into(),
+        "1337".into(),
+        "-g".into(),
+        "1337".into(),
+        "-i".into(),
+        a("includeOutboundIPRanges").unwrap_or("*").into(),
+        "-x".into(),
+        a("excludeOutboundIPRanges").unwrap_or("").into(),
+        "-b".into(),
+        a("includeInboundPorts").unwrap_or("*").into(),
+        "-d".into(),
+        exclude_inbound,
+    ];
+    if let Some(o) = a("excludeOutboundPorts").filter(|s| !s.is_empty()) {
+        args.extend(["-o".into(), o.into()]);
+    }
+    if let Some(q) = a("includeOutboundPorts").filter(|s| !s.is_empty()) {
+        args.extend(["-q".into(), q.into()]);
+    }
+    args
+}
+
+/// The canonical service name and revision Istio labels a pod with.
+fn canonical(pod: &Pod) -> (String, String) {
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let name = [
+        "service.istio.io/canonical-name",
+        "app.kubernetes.io/name",
+        "app",
+    ]
+    .iter()
+    .find_map(|k| labels.get(*k).cloned())
+    .or_else(|| {
+        pod.metadata.generate_name.clone().map(|g| {
+            // `reviews-v1-54778d4dc4-` → `reviews-v1`: the Deployment's name.
+            let parts: Vec<&str> = g.trim_end_matches('-').rsplitn(2, '-').collect();
+            parts.last().copied().unwrap_or_default().to_string()
+        })
+    })
+    .or_else(|| pod.metadata.name.clone())
+    .unwrap_or_default();
+    let revision = [
+        "service.istio.io/canonical-revision",
+        "app.kubernetes.io/version",
+        "version",
+    ]
+    .iter()
+    .find_map(|k| labels.get(*k).cloned())
+    .unwrap_or_else(|| "latest".into());
+    (name, revision)
+}
+
+/// JSON Pointer escaping of a map key.
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// The JSON patch (RFC 6902) that injects the sidecar into `pod`.
+pub fn patch(pod: &Pod, o: &InjectOptions) -> Vec<Value> {
+    let init = json!({
+        "name": "istio-init",
+        "image": o.image,
+        "args": iptables_args(pod),
+        "securityContext": {
+            "runAsUser": 0, "runAsGroup": 0, "runAsNonRoot": false, "privileged": false,
+            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": false,
+            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+        },
+    });
+    let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
+    let proxy = json!({
+        "name": "istio-proxy",
+        "image": o.image,
+        "args": [
+            "proxy", "--control-plane", o.control_plane,
+            "--workload", "$(POD_NAMESPACE)/$(POD_NAME)",
+            "--token-file", "/var/run/secrets/tokens/istio-token",
+            "--pod-ip", "$(INSTANCE_IP)",
+            "--service-account", "$(SERVICE_ACCOUNT)",
+        ],
+        "env": [
+            field("POD_NAME", "metadata.name"),
+            field("POD_NAMESPACE", "metadata.namespace"),
+            field("INSTANCE_IP", "status.podIP"),
+            field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        ],
+        "ports": [{"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}],
+        "readinessProbe": {
+            "httpGet": {"path": "/healthz/ready", "port": 15021},
+            "initialDelaySeconds": 1, "periodSeconds": 2, "timeoutSeconds": 3, "failureThreshold": 30,
+        },
+        "securityContext": {
+            "runAsUser": 1337, "runAsGroup": 1337, "runAsNonRoot": true, "privileged": false,
+            "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "istio-token", "mountPath": "/var/run/secrets/tokens"},
+            {"name": "istio-envoy", "mountPath": "/etc/istio/proxy"},
+        ],
+    });
+    let volumes = [
+        json!({"name": "istio-envoy", "emptyDir": {"medium": "Memory"}}),
+        json!({"name": "istio-token", "projected": {"sources": [{"serviceAccountToken": {
+            "audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"}}]}}),
+    ];
+    let spec = pod.spec.as_ref();
+    let mut ops = Vec::new();
+    // Arrays: created when absent, appended to otherwise.
+    let mut append = |path: &str, present: bool, items: &[Value]| {
+        if present {
+            for item in items {
+                ops.push(json!({"op": "add", "path": format!("{path}/-"), "value": item}));
+            }
+        } else {
+            ops.push(json!({"op": "add", "path": path, "value": items}));
+        }
+    };
+    append(
+        "/spec/initContainers",
+        spec.is_some_and(|s| s.init_containers.is_some()),
+        &[init],
+    );
+    append("/spec/containers", true, &[proxy]);
+    append(
+        "/spec/volumes",
+        spec.is_some_and(|s| s.volumes.is_some()),
+        &volumes,
+    );
+    let (name, revision) = canonical(pod);
+    let labels = [
+        ("security.istio.io/tlsMode", "istio".to_string()),
+        ("service.istio.io/canonical-name", name),
+        ("service.istio.io/canonical-revision", revision),
+    ];
+    let status = json!({
+        "initContainers": ["istio-init"],
+        "containers": ["istio-proxy"],
+        "volumes": ["istio-envoy", "istio-token"],
+    })
+    .to_string();
+    let annotations = [
+        (STATUS, status),
+        ("prometheus.io/scrape", "true".to_string()),
+        ("prometheus.io/port", "15020".to_string()),
+        ("prometheus.io/path", "/stats/prometheus".to_string()),
+    ];
+    for (map, entries, present) in [
+        ("labels", &labels[..], pod.metadata.labels.is_some()),
+        (
+            "annotations",
+            &annotations[..],
+            pod.metadata.annotations.is_some(),
+        ),
+    ] {
+        if !present {
+            ops.push(json!({"op": "add", "path": format!("/metadata/{map}"), "value": {}}));
+        }
+        for (k, v) in entries {
+            ops.push(
+                json!({"op": "add", "path": format!("/metadata/{map}/{}", escape(k)), "value": v}),
+            );
+        }
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(json: Value) -> Pod {
+        serde_json::from_value(json).expect("pod")
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn who_gets_a_sidecar() {
+        let plain =
+            pod(json!({"metadata": {"name": "a"}, "spec": {"containers": [{"name": "app"}]}}));
+        let enabled = labels(&[("istio-injection", "enabled")]);
+        assert!(should_inject(&enabled, &plain, "default"));
+        assert!(!should_inject(&labels(&[]), &plain, "default"));
+        assert!(!should_inject(
+            &labels(&[("istio-injection", "disabled")]),
+            &plain,
+            "default"
+        ));
+        assert!(should_inject(
+            &labels(&[("istio.io/rev", "default")]),
+            &plain,
+            "default"
+        ));
+        assert!(!should_inject(
+            &labels(&[("istio.io/rev", "canary")]),
+            &plain,
+            "default"
+        ));
+        // The pod's label beats its annotation, and both beat the namespace.
+        let opt_out = pod(
+            json!({"metadata": {"name": "a", "labels": {INJECT: "false"}, "annotations": {INJECT: "true"}},
+                                 "spec": {"containers": [{"name": "app"}]}}),
+        );
+        assert!(!should_inject(&enabled, &opt_out, "default"));
+        let opt_in = pod(
+            json!({"metadata": {"name": "a", "annotations": {INJECT: "true"}},
+                                "spec": {"containers": [{"name": "app"}]}}),
+        );
+        assert!(should_inject(&labels(&[]), &opt_in, "default"));
+        // Never host network, never twice.
+        let host = pod(
+            json!({"metadata": {"name": "a"}, "spec": {"hostNetwork": true, "containers": [{"name": "app"}]}}),
+        );
+        assert!(!should_inject(&enabled, &host, "default"));
+        let done = pod(
+            json!({"metadata": {"name": "a"}, "spec": {"containers": [{"name": "app"}, {"name": "istio-proxy"}]}}),
+        );
+        assert!(!should_inject(&enabled, &done, "default"));
+    }
+
+    #[test]
+    fn capture_follows_the_pods_annotations() {
+        let p = pod(json!({"metadata": {"name": "a", "annotations": {
+            "traffic.sidecar.istio.io/excludeOutboundPorts": "5432",
+            "traffic.sidecar.istio.io/includeOutboundIPRanges": "10.96.0.0/12",
+            "traffic.sidecar.istio.io/excludeInboundPorts": "9999"}},
+            "spec": {"containers": [{"name": "app"}]}}));
+        let args = iptables_args(&p).join(" ");
+        assert_eq!(
+            args,
+            "iptables -p 15001 -z 15006 -u 1337 -g 1337 -i 10.96.0.0/12 -x  -b * -d 15090,15021,15020,9999 -o 5432"
+        );
+    }
+
+    #[test]
+    fn the_patch_adds_istios_containers_volumes_labels_and_status() {
+        let p = pod(
+            json!({"metadata": {"name": "reviews-v1-x", "generateName": "reviews-v1-54778d4dc4-",
+                                        "labels": {"app": "reviews", "version": "v1"}},
+                           "spec": {"serviceAccountName": "bookinfo-reviews", "containers": [{"name": "reviews"}]}}),
+        );
+        let o = InjectOptions {
+            image: "weft:test".into(),
+            control_plane: "istiod.istio-system.svc:15010".into(),
+            revision: "default".into(),
+        };
+        let ops = patch(&p, &o);
+        // Applied to the pod, the patch gives what the API server would store.
+        let mut doc = serde_json::to_value(&p).expect("json");
+        for op in &ops {
+            apply(&mut doc, op);
+        }
+        let spec = &doc["spec"];
+        assert_eq!(spec["initContainers"][0]["name"], "istio-init");
+        assert_eq!(spec["containers"][0]["name"], "reviews");
+        let proxy = &spec["containers"][1];
+        assert_eq!(proxy["name"], "istio-proxy");
+        assert_eq!(proxy["securityContext"]["runAsUser"], 1337);
+        assert_eq!(proxy["readinessProbe"]["httpGet"]["port"], 15021);
+        assert!(
+            proxy["args"]
+                .as_array()
+                .expect("args")
+                .contains(&json!("istiod.istio-system.svc:15010"))
+        );
+        assert_eq!(
+            spec["volumes"][1]["projected"]["sources"][0]["serviceAccountToken"]["audience"],
+            "istio-ca"
+        );
+        let added = &doc["metadata"]["labels"];
+        assert_eq!(added["security.istio.io/tlsMode"], "istio");
+        assert_eq!(added["service.istio.io/canonical-name"], "reviews");
+        assert_eq!(added["service.istio.io/canonical-revision"], "v1");
+        assert!(
+            doc["metadata"]["annotations"][STATUS]
+                .as_str()
+                .is_some_and(|s| s.contains("istio-proxy"))
+        );
+        // Injected once: not again.
+        let injected: Pod = serde_json::from_value(doc).expect("pod");
+        assert!(!should_inject(
+            &labels_of(&[("istio-injection", "enabled")]),
+            &injected,
+            "default"
+        ));
+    }
+
+    fn labels_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        labels(pairs)
+    }
+
+    /// A small RFC 6902 `add` (all the injector emits), for the test.
+    fn apply(doc: &mut Value, op: &Value) {
+        assert_eq!(op["op"], "add");
+        let path = op["path"].as_str().expect("path");
+        let mut parts: Vec<String> = path
+            .split('/')
+            .skip(1)
+            .map(|p| p.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        let last = parts.pop().expect("last");
+        let mut at = doc;
+        for p in parts {
+            at = if let Ok(i) = p.parse::<usize>() {
+                &mut at[i]
+            } else {
+                &mut at[p.as_str()]
+            };
+        }
+        let value = op["value"].clone();
+        if last == "-" {
+            at.as_array_mut().expect("array").push(value);
+        } else {
+            at[last.as_str()] = value;
+        }
+    }
+}
