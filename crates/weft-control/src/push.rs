@@ -133,11 +133,20 @@ impl PushContext {
             return None;
         }
         let (old_w, new_w) = (&old.registry.workloads, &self.registry.workloads);
+        // Workloads whose services changed (a Service's selector or EndpointSlice moved them)
+        // have their own proxies' inbound side to change, as those whose entry changed.
+        let (old_m, new_m) = (old.registry.memberships(), self.registry.memberships());
+        let moved = old_m
+            .iter()
+            .filter(|(k, hosts)| new_m.get(*k) != Some(*hosts))
+            .chain(new_m.iter().filter(|(k, _)| !old_m.contains_key(*k)))
+            .map(|((ns, name), _)| format!("{name}.{ns}"));
         let changed = old_w
             .iter()
             .filter(|(k, w)| new_w.get(*k).is_none_or(|n| n != *w))
             .chain(new_w.iter().filter(|(k, _)| !old_w.contains_key(*k)))
             .map(|((ns, name), _)| format!("{name}.{ns}"))
+            .chain(moved)
             .collect();
         Some(changed)
     }
@@ -174,6 +183,60 @@ metadata: {{name: {name}, namespace: ns}}
 spec: {{address: {addr}, labels: {{app: s}}, serviceAccount: {sa}}}
 "
         )
+    }
+
+    /// A platform service with the workloads `eps` as its endpoints.
+    fn platform_service(host: &str, eps: &[(&str, &str)]) -> crate::registry::Service {
+        crate::registry::Service {
+            hostname: format!("{host}.ns.svc.cluster.local"),
+            namespace: "ns".into(),
+            name: host.into(),
+            vips: vec![],
+            auto_vip: false,
+            ports: vec![],
+            mesh_internal: true,
+            subject_alt_names: vec![],
+            endpoints: eps
+                .iter()
+                .map(|(w, ip)| crate::registry::Endpoint {
+                    address: ip.parse().expect("ip"),
+                    ports: Default::default(),
+                    labels: Default::default(),
+                    namespace: "ns".into(),
+                    workload: Some(w.to_string()),
+                    service_account: Some("sa".into()),
+                    network: String::new(),
+                    locality: String::new(),
+                    weight: 1,
+                    tls_mode: "istio".into(),
+                })
+                .collect(),
+            unready_endpoints: vec![],
+            resolution: weft_api::networking::Resolution::Static,
+            dns_endpoints: vec![],
+        }
+    }
+
+    #[test]
+    fn a_pod_moved_between_services_gets_its_own_config_again() {
+        let ctx = |a: &[(&str, &str)], b: &[(&str, &str)]| {
+            PushContext::with_platform(
+                "v".into(),
+                Arc::default(),
+                Arc::default(),
+                Arc::new(Platform {
+                    services: vec![platform_service("a", a), platform_service("b", b)],
+                    workloads: vec![],
+                }),
+            )
+        };
+        let old = ctx(&[("p1", "10.0.0.1")], &[("p2", "10.0.0.2")]);
+        // A Service's selector now picks p1 instead of p2: the same pods, other services.
+        let new = ctx(&[("p2", "10.0.0.2")], &[("p1", "10.0.0.1")]);
+        assert_eq!(
+            new.endpoints_push_since(&old),
+            Some(["p1.ns".to_string(), "p2.ns".to_string()].into())
+        );
     }
 
     #[test]

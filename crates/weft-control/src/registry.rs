@@ -494,6 +494,22 @@ impl Registry {
             .get(&(namespace.to_string(), name.to_string()))
     }
 
+    /// Per workload (namespace, name), the host names of the services it is an endpoint of
+    /// (ready or not), for telling which proxies' own services changed.
+    pub fn memberships(&self) -> BTreeMap<(String, String), Vec<&str>> {
+        self.by_workload
+            .iter()
+            .map(|(k, idx)| {
+                let mut hosts: Vec<&str> = idx
+                    .iter()
+                    .map(|&i| self.services[i].hostname.as_str())
+                    .collect();
+                hosts.sort_unstable();
+                (k.clone(), hosts)
+            })
+            .collect()
+    }
+
     /// The services a workload is an endpoint of.
     pub fn services_of(&self, w: &Workload) -> Vec<Arc<Service>> {
         self.by_workload

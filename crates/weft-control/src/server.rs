@@ -226,6 +226,8 @@ pub async fn run_with(
     jwks.set_trigger(tx.clone());
     if let Some(source) = &source {
         source.notify(tx.clone());
+        // What changed between the first load and now.
+        let _ = tx.send(());
         for server in source.servers(ca.clone()) {
             tokio::spawn(server);
         }

@@ -6,8 +6,6 @@
 //! (`weft proxy` as uid 1337, its ServiceAccount token for the audience `istio-ca`, ports and
 //! readiness as Istio's), the volumes, and Istio's labels and status annotation.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
@@ -23,22 +21,19 @@ pub struct InjectOptions {
     pub image: String,
     /// The control plane's xDS and CA address (`istiod.istio-system.svc:15010`).
     pub control_plane: String,
-    /// Revision this injector serves (`istio.io/rev` values it answers besides `default`).
-    pub revision: String,
 }
 
-fn truthy(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "yes" | "y" | "enabled" | "on" => Some(true),
-        "false" | "no" | "n" | "disabled" | "off" => Some(false),
-        _ => None,
-    }
-}
+/// Namespaces Istio never injects into.
+const IGNORED_NAMESPACES: [&str; 2] = ["kube-system", "kube-public"];
 
-/// Whether a pod created in a namespace with `ns_labels` gets a sidecar.
-pub fn should_inject(ns_labels: &BTreeMap<String, String>, pod: &Pod, revision: &str) -> bool {
+/// Whether a pod the webhook configuration sent (its namespace and object selectors chose it)
+/// gets a sidecar, as Istio's injector decides with its default policy `enabled`: not in
+/// kube-system or kube-public, not with the host's network, not twice; the pod's
+/// `sidecar.istio.io/inject` label, else annotation, says no with any value but
+/// y/yes/true/on (empty: the default, yes).
+pub fn should_inject(namespace: &str, pod: &Pod) -> bool {
     let spec = pod.spec.as_ref();
-    if spec.and_then(|s| s.host_network) == Some(true) {
+    if IGNORED_NAMESPACES.contains(&namespace) || spec.and_then(|s| s.host_network) == Some(true) {
         return false;
     }
     let meta = &pod.metadata;
@@ -50,26 +45,14 @@ pub fn should_inject(ns_labels: &BTreeMap<String, String>, pod: &Pod, revision: 
     {
         return false;
     }
-    let pod_says = meta
+    let said = meta
         .labels
         .as_ref()
         .and_then(|l| l.get(INJECT))
-        .and_then(|v| truthy(v))
-        .or_else(|| {
-            meta.annotations
-                .as_ref()
-                .and_then(|a| a.get(INJECT))
-                .and_then(|v| truthy(v))
-        });
-    if let Some(decision) = pod_says {
-        return decision;
-    }
-    match ns_labels.get("istio-injection").map(String::as_str) {
-        Some("enabled") => true,
-        Some(_) => false,
-        None => ns_labels
-            .get("istio.io/rev")
-            .is_some_and(|r| r == revision || r == "default"),
+        .or_else(|| meta.annotations.as_ref().and_then(|a| a.get(INJECT)));
+    match said.map(|v| v.to_ascii_lowercase()) {
+        None => true,
+        Some(v) => matches!(v.as_str(), "" | "y" | "yes" | "true" | "on"),
     }
 }
 
@@ -269,55 +252,35 @@ mod tests {
         serde_json::from_value(json).expect("pod")
     }
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
     #[test]
     fn who_gets_a_sidecar() {
         let plain =
             pod(json!({"metadata": {"name": "a"}, "spec": {"containers": [{"name": "app"}]}}));
-        let enabled = labels(&[("istio-injection", "enabled")]);
-        assert!(should_inject(&enabled, &plain, "default"));
-        assert!(!should_inject(&labels(&[]), &plain, "default"));
-        assert!(!should_inject(
-            &labels(&[("istio-injection", "disabled")]),
-            &plain,
-            "default"
-        ));
-        assert!(should_inject(
-            &labels(&[("istio.io/rev", "default")]),
-            &plain,
-            "default"
-        ));
-        assert!(!should_inject(
-            &labels(&[("istio.io/rev", "canary")]),
-            &plain,
-            "default"
-        ));
-        // The pod's label beats its annotation, and both beat the namespace.
+        assert!(should_inject("default", &plain));
+        assert!(!should_inject("kube-system", &plain));
+        // The pod's label beats its annotation; any value but y/yes/true/on says no.
         let opt_out = pod(
             json!({"metadata": {"name": "a", "labels": {INJECT: "false"}, "annotations": {INJECT: "true"}},
                                  "spec": {"containers": [{"name": "app"}]}}),
         );
-        assert!(!should_inject(&enabled, &opt_out, "default"));
-        let opt_in = pod(
-            json!({"metadata": {"name": "a", "annotations": {INJECT: "true"}},
-                                "spec": {"containers": [{"name": "app"}]}}),
+        assert!(!should_inject("default", &opt_out));
+        let odd = pod(
+            json!({"metadata": {"name": "a", "annotations": {INJECT: "enabled"}},
+                             "spec": {"containers": [{"name": "app"}]}}),
         );
-        assert!(should_inject(&labels(&[]), &opt_in, "default"));
+        assert!(!should_inject("default", &odd));
+        let opt_in = pod(json!({"metadata": {"name": "a", "labels": {INJECT: "Yes"}},
+                                "spec": {"containers": [{"name": "app"}]}}));
+        assert!(should_inject("default", &opt_in));
         // Never host network, never twice.
         let host = pod(
             json!({"metadata": {"name": "a"}, "spec": {"hostNetwork": true, "containers": [{"name": "app"}]}}),
         );
-        assert!(!should_inject(&enabled, &host, "default"));
+        assert!(!should_inject("default", &host));
         let done = pod(
             json!({"metadata": {"name": "a"}, "spec": {"containers": [{"name": "app"}, {"name": "istio-proxy"}]}}),
         );
-        assert!(!should_inject(&enabled, &done, "default"));
+        assert!(!should_inject("default", &done));
     }
 
     #[test]
@@ -344,7 +307,6 @@ mod tests {
         let o = InjectOptions {
             image: "weft:test".into(),
             control_plane: "istiod.istio-system.svc:15010".into(),
-            revision: "default".into(),
         };
         let ops = patch(&p, &o);
         // Applied to the pod, the patch gives what the API server would store.
@@ -380,15 +342,7 @@ mod tests {
         );
         // Injected once: not again.
         let injected: Pod = serde_json::from_value(doc).expect("pod");
-        assert!(!should_inject(
-            &labels_of(&[("istio-injection", "enabled")]),
-            &injected,
-            "default"
-        ));
-    }
-
-    fn labels_of(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        labels(pairs)
+        assert!(!should_inject("default", &injected));
     }
 
     /// A small RFC 6902 `add` (all the injector emits), for the test.

@@ -190,8 +190,14 @@ pub fn build(objects: &Objects<'_>, domain_suffix: &str) -> Platform {
             // Headless: to the address the client asked for (istiod: Passthrough).
             service.resolution = Resolution::None;
         } else {
-            let mut vips: Vec<IpAddr> = ips.iter().filter_map(|ip| ip.parse().ok()).collect();
-            vips.dedup();
+            // clusterIPs holds clusterIP first; each address once (a repeated VIP would give
+            // duplicate listeners and virtual-host domains).
+            let mut vips: Vec<IpAddr> = Vec::new();
+            for ip in ips.iter().filter_map(|ip| ip.parse::<IpAddr>().ok()) {
+                if !vips.contains(&ip) {
+                    vips.push(ip);
+                }
+            }
             service.vips = vips;
         }
         let mut seen: BTreeSet<IpAddr> = BTreeSet::new();
@@ -296,7 +302,7 @@ mod tests {
         let services = [
             obj(serde_json::json!({
                 "metadata": {"name": "reviews", "namespace": "default"},
-                "spec": {"clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"], "selector": {"app": "reviews"},
+                "spec": {"clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20", "fd00::20"], "selector": {"app": "reviews"},
                          "ports": [{"name": "http", "port": 9080, "targetPort": 9080},
                                    {"name": "metrics", "port": 9090, "appProtocol": "tcp", "targetPort": "prom"},
                                    {"name": "dns", "port": 53, "protocol": "UDP"}]}
@@ -359,7 +365,14 @@ mod tests {
             ]
         );
         let reviews = &p.services[2];
-        assert_eq!(reviews.vips, ["10.96.0.20".parse::<IpAddr>().unwrap()]);
+        // Dual stack: each address once.
+        assert_eq!(
+            reviews.vips,
+            [
+                "10.96.0.20".parse::<IpAddr>().unwrap(),
+                "fd00::20".parse::<IpAddr>().unwrap()
+            ]
+        );
         assert_eq!(reviews.resolution, Resolution::Static);
         // UDP is left out; appProtocol wins over the port name; a named targetPort is the
         // slice's business.

@@ -61,8 +61,21 @@ where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
 {
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    reflect_with(api, watcher::Config::default(), writer, what, n);
+}
+
+/// As [`reflect`], with the watch's selectors.
+fn reflect_with<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    what: String,
+    n: Notify,
+) where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
+{
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         let mut failing = false;
@@ -93,8 +106,9 @@ impl KubeSource {
     pub async fn start(client: Client, namespace: &str) -> Result<KubeSource, KubeError> {
         let n: Notify = Arc::default();
         let (mesh, w) = reflector::store();
-        reflect(
+        reflect_with(
             Api::<ConfigMap>::namespaced(client.clone(), namespace),
+            watcher::Config::default().fields(&format!("metadata.name={MESH_CONFIGMAP}")),
             w,
             format!("configmap {namespace}/{MESH_CONFIGMAP}"),
             n.clone(),

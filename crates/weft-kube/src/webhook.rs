@@ -6,7 +6,6 @@
 //! A request it cannot decode is allowed unchanged (and logged): the webhook never blocks the
 //! cluster beyond the failure policy the configuration chose.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +18,7 @@ use hyper::{Request, Response, StatusCode};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::{Value, json};
 
@@ -47,7 +46,6 @@ pub struct WebhookOptions {
 }
 
 struct Hooks {
-    client: kube::Client,
     inject: InjectOptions,
 }
 
@@ -59,7 +57,7 @@ fn review(uid: &Value, response: Value) -> Value {
 }
 
 impl Hooks {
-    async fn inject(&self, request: &Value) -> Value {
+    fn inject(&self, request: &Value) -> Value {
         let pod: Pod = match serde_json::from_value(request["object"].clone()) {
             Ok(p) => p,
             Err(e) => {
@@ -67,18 +65,9 @@ impl Hooks {
                 return json!({"allowed": true});
             }
         };
+        // The configuration's namespace and object selectors chose the pod (as Istio's).
         let ns = request["namespace"].as_str().unwrap_or("default");
-        let ns_labels: BTreeMap<String, String> = match Api::<Namespace>::all(self.client.clone())
-            .get(ns)
-            .await
-        {
-            Ok(n) => n.metadata.labels.unwrap_or_default(),
-            Err(e) => {
-                tracing::warn!(namespace = ns, error = %e, "injection: cannot read the namespace (grant get on namespaces); deciding by the pod alone");
-                BTreeMap::new()
-            }
-        };
-        if !inject::should_inject(&ns_labels, &pod, &self.inject.revision) {
+        if !inject::should_inject(ns, &pod) {
             return json!({"allowed": true});
         }
         let ops = inject::patch(&pod, &self.inject);
@@ -167,7 +156,7 @@ async fn handle(
     };
     let request = &review_in["request"];
     let response = if path == "/inject" {
-        hooks.inject(request).await
+        hooks.inject(request)
     } else {
         hooks.validate(request)
     };
@@ -228,10 +217,7 @@ pub async fn serve(
     };
     tracing::info!(addr = %o.addr, "serving the admission webhooks (/inject, /validate)");
     keep_ca_bundle(&client, &o.namespace, &ca.root_pem()).await;
-    let hooks = Arc::new(Hooks {
-        client,
-        inject: o.inject,
-    });
+    let hooks = Arc::new(Hooks { inject: o.inject });
     let mut incoming = weft_control::tls::incoming(listener, tls);
     use futures::StreamExt;
     while let Some(conn) = incoming.next().await {

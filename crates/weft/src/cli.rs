@@ -572,7 +572,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                                     .injected_control_plane
                                     .clone()
                                     .unwrap_or_else(|| format!("istiod.{ns}.svc:15010")),
-                                revision: "default".into(),
                             },
                         });
                     }
