@@ -1,8 +1,9 @@
 //! The admission webhooks `weft control` serves over TLS (a serving certificate from its own CA,
 //! Istio's port 15017): `/inject`, the mutating webhook that adds the sidecar to pods
 //! (inject.rs), and `/validate`, the validating webhook that refuses Istio resources Weft
-//! cannot apply with the messages of `weft validate`. At start it writes its CA root into the
-//! `caBundle` of the webhook configurations `weft install` creates, so the API server trusts it.
+//! cannot apply with the messages of `weft validate`. It writes its CA root into the `caBundle`
+//! of the webhook configurations `weft install` creates, at start and whenever it differs (a
+//! configuration created later or replaced), so the API server trusts it.
 //! A request it cannot decode is allowed unchanged (and logged): the webhook never blocks the
 //! cluster beyond the failure policy the configuration chose.
 
@@ -30,6 +31,9 @@ pub const INJECTOR_CONFIG: &str = "istio-sidecar-injector";
 pub fn validator_config(namespace: &str) -> String {
     format!("istio-validator-{namespace}")
 }
+
+/// How often the webhook configurations' CA bundle is checked.
+const CA_BUNDLE_CHECK: Duration = Duration::from_secs(5);
 
 /// Largest AdmissionReview read.
 const MAX_BODY: usize = 8 << 20;
@@ -168,7 +172,12 @@ async fn handle(
 async fn keep_ca_bundle(client: &kube::Client, namespace: &str, ca_pem: &str) {
     let bundle = k8s_openapi::ByteString(ca_pem.as_bytes().to_vec());
     let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    if let Ok(mut c) = mutating.get(INJECTOR_CONFIG).await {
+    if let Ok(mut c) = mutating.get(INJECTOR_CONFIG).await
+        && c.webhooks
+            .iter()
+            .flatten()
+            .any(|w| w.client_config.ca_bundle.as_ref() != Some(&bundle))
+    {
         for w in c.webhooks.iter_mut().flatten() {
             w.client_config.ca_bundle = Some(bundle.clone());
         }
@@ -181,7 +190,12 @@ async fn keep_ca_bundle(client: &kube::Client, namespace: &str, ca_pem: &str) {
     }
     let name = validator_config(namespace);
     let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    if let Ok(mut c) = validating.get(&name).await {
+    if let Ok(mut c) = validating.get(&name).await
+        && c.webhooks
+            .iter()
+            .flatten()
+            .any(|w| w.client_config.ca_bundle.as_ref() != Some(&bundle))
+    {
         for w in c.webhooks.iter_mut().flatten() {
             w.client_config.ca_bundle = Some(bundle.clone());
         }
@@ -215,8 +229,17 @@ pub async fn serve(
             return;
         }
     };
+    // The configurations may come (or be replaced) after the control plane starts: their
+    // CA bundle is checked again every CA_BUNDLE_CHECK and written when it differs.
+    let (namespace, root) = (o.namespace.clone(), ca.root_pem());
+    keep_ca_bundle(&client, &namespace, &root).await;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(CA_BUNDLE_CHECK).await;
+            keep_ca_bundle(&client, &namespace, &root).await;
+        }
+    });
     tracing::info!(addr = %o.addr, "serving the admission webhooks (/inject, /validate)");
-    keep_ca_bundle(&client, &o.namespace, &ca.root_pem()).await;
     let hooks = Arc::new(Hooks { inject: o.inject });
     let mut incoming = weft_control::tls::incoming(listener, tls);
     use futures::StreamExt;

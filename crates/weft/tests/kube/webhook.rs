@@ -41,7 +41,6 @@ fn pods_get_sidecars_and_bad_resources_are_refused_at_apply() {
     let cluster = Cluster::up();
     cluster.install_crds();
     let port = free_port();
-    cluster.kubectl_in(&["apply", "-f", "-"], &configurations(port));
     let control = Control::start_with(
         &cluster,
         &[
@@ -51,7 +50,17 @@ fn pods_get_sidecars_and_bad_resources_are_refused_at_apply() {
             "weft:test",
         ],
     );
-    // The control plane trusts itself into the configurations.
+    // Configurations created after the webhooks started (their first CA bundle check is
+    // done once they log that they serve): the control plane trusts itself into them.
+    wait_for("the webhooks", Duration::from_secs(60), || {
+        let log = control.log();
+        if log.contains("serving the admission webhooks") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
+    cluster.kubectl_in(&["apply", "-f", "-"], &configurations(port));
     for (kind, name) in [
         ("mutatingwebhookconfiguration", "istio-sidecar-injector"),
         (
