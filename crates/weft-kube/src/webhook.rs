@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Request, Response, StatusCode};
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, PostParams};
@@ -167,42 +167,60 @@ async fn handle(
     respond(StatusCode::OK, review(&request["uid"], response))
 }
 
-/// Writes `ca_pem` into every webhook of the configurations `weft install` created (absent
-/// ones are skipped).
+/// Writes `bundle` into every client config of the webhook configuration `name` when one
+/// differs (absent configurations are skipped). `configs` lists a configuration's client
+/// configs (mutating and validating webhooks are distinct types with the same field).
+async fn keep_bundle<K>(
+    api: Api<K>,
+    name: &str,
+    bundle: &k8s_openapi::ByteString,
+    configs: impl Fn(&mut K) -> Vec<&mut WebhookClientConfig>,
+) where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+    K::DynamicType: Default,
+{
+    let Ok(mut c) = api.get(name).await else {
+        return;
+    };
+    let mut stale = false;
+    for cc in configs(&mut c) {
+        stale |= cc.ca_bundle.as_ref() != Some(bundle);
+        cc.ca_bundle = Some(bundle.clone());
+    }
+    if stale && let Err(e) = api.replace(name, &PostParams::default(), &c).await {
+        tracing::warn!(error = %e, "cannot write the CA bundle of {name} (grant update on {})", K::plural(&Default::default()));
+    }
+}
+
+/// Writes `ca_pem` into the configurations `weft install` created.
 async fn keep_ca_bundle(client: &kube::Client, namespace: &str, ca_pem: &str) {
     let bundle = k8s_openapi::ByteString(ca_pem.as_bytes().to_vec());
-    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    if let Ok(mut c) = mutating.get(INJECTOR_CONFIG).await
-        && c.webhooks
-            .iter()
-            .flatten()
-            .any(|w| w.client_config.ca_bundle.as_ref() != Some(&bundle))
-    {
-        for w in c.webhooks.iter_mut().flatten() {
-            w.client_config.ca_bundle = Some(bundle.clone());
-        }
-        if let Err(e) = mutating
-            .replace(INJECTOR_CONFIG, &PostParams::default(), &c)
-            .await
-        {
-            tracing::warn!(error = %e, "cannot write the CA bundle of {INJECTOR_CONFIG} (grant update on mutatingwebhookconfigurations)");
-        }
-    }
-    let name = validator_config(namespace);
-    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    if let Ok(mut c) = validating.get(&name).await
-        && c.webhooks
-            .iter()
-            .flatten()
-            .any(|w| w.client_config.ca_bundle.as_ref() != Some(&bundle))
-    {
-        for w in c.webhooks.iter_mut().flatten() {
-            w.client_config.ca_bundle = Some(bundle.clone());
-        }
-        if let Err(e) = validating.replace(&name, &PostParams::default(), &c).await {
-            tracing::warn!(error = %e, "cannot write the CA bundle of {name} (grant update on validatingwebhookconfigurations)");
-        }
-    }
+    keep_bundle(
+        Api::<MutatingWebhookConfiguration>::all(client.clone()),
+        INJECTOR_CONFIG,
+        &bundle,
+        |c| {
+            c.webhooks
+                .iter_mut()
+                .flatten()
+                .map(|w| &mut w.client_config)
+                .collect()
+        },
+    )
+    .await;
+    keep_bundle(
+        Api::<ValidatingWebhookConfiguration>::all(client.clone()),
+        &validator_config(namespace),
+        &bundle,
+        |c| {
+            c.webhooks
+                .iter_mut()
+                .flatten()
+                .map(|w| &mut w.client_config)
+                .collect()
+        },
+    )
+    .await;
 }
 
 /// Serves the webhooks until the process ends.
