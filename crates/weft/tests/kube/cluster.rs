@@ -26,10 +26,31 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     /// Whether dropping it stops the cluster (not for a view with other credentials).
     owner: bool,
+    /// The network namespace it runs in (its loopback), with kubectl and `weft control`;
+    /// None for the host's.
+    pub netns: Option<String>,
+}
+
+/// `program`, run in network namespace `netns` when there is one.
+fn command_in(netns: Option<&str>, program: &str) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 impl Cluster {
     pub fn up() -> Cluster {
+        Cluster::up_in(None)
+    }
+
+    /// A cluster on the loopback of network namespace `netns` (the pods' node in the tests
+    /// that run pods: their gateway reaches it there).
+    pub fn up_in(netns: Option<&str>) -> Cluster {
         for v in [
             "WEFT_ETCD",
             "WEFT_KUBE_APISERVER",
@@ -39,7 +60,7 @@ impl Cluster {
             peer(v);
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        let out = Command::new(format!("{ROOT}/scripts/kube-cluster"))
+        let out = command_in(netns, &format!("{ROOT}/scripts/kube-cluster"))
             .arg("up")
             .arg(dir.path())
             .output()
@@ -54,6 +75,7 @@ impl Cluster {
             kubeconfig: dir.path().join("kubeconfig"),
             dir,
             owner: true,
+            netns: netns.map(str::to_string),
         }
     }
 
@@ -66,6 +88,7 @@ impl Cluster {
             kubeconfig: path,
             dir,
             owner: false,
+            netns: cluster.netns.clone(),
         }
     }
 
@@ -73,9 +96,15 @@ impl Cluster {
         self.dir.path()
     }
 
+    /// `program`, run where the cluster runs.
+    pub fn command(&self, program: &str) -> Command {
+        command_in(self.netns.as_deref(), program)
+    }
+
     /// Runs kubectl with `stdin`; Err(stderr) when it fails.
     pub fn try_kubectl(&self, args: &[&str], stdin: &str) -> Result<String, String> {
-        let mut child = Command::new(peer("WEFT_KUBECTL"))
+        let mut child = self
+            .command(&peer("WEFT_KUBECTL"))
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(args)
@@ -136,7 +165,8 @@ impl Cluster {
     /// Stops kube-apiserver and starts it again (same flags, ports and etcd); returns once it
     /// is ready.
     pub fn restart_apiserver(&self) {
-        let out = Command::new(format!("{ROOT}/scripts/kube-cluster"))
+        let out = self
+            .command(&format!("{ROOT}/scripts/kube-cluster"))
             .arg("restart-apiserver")
             .arg(self.dir.path())
             .output()
@@ -205,7 +235,8 @@ impl Drop for Cluster {
         if !self.owner {
             return;
         }
-        let _ = Command::new(format!("{ROOT}/scripts/kube-cluster"))
+        let _ = self
+            .command(&format!("{ROOT}/scripts/kube-cluster"))
             .arg("down")
             .arg(self.dir.path())
             .status();
@@ -234,13 +265,15 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// `weft control --kubeconfig` on loopback ports.
+/// `weft control --kubeconfig` on loopback ports (in a cluster's own network namespace, on
+/// Istio's ports at every address of it).
 pub struct Control {
     child: Child,
     pub monitoring: u16,
     /// The plaintext xDS and CA port.
     pub xds: u16,
     log: PathBuf,
+    netns: Option<String>,
 }
 
 impl Control {
@@ -252,17 +285,20 @@ impl Control {
     pub fn start_with(cluster: &Cluster, extra: &[&str]) -> Control {
         let state = cluster.dir().join("weft-control");
         let log = cluster.dir().join("weft-control.log");
-        let monitoring = free_port();
-        let xds = free_port();
-        let child = Command::new(WEFT)
+        let (ip, monitoring, xds, tls) = match cluster.netns {
+            Some(_) => ("0.0.0.0", 15014, 15010, 15012),
+            None => ("127.0.0.1", free_port(), free_port(), free_port()),
+        };
+        let child = cluster
+            .command(WEFT)
             .arg("control")
             .arg("--kubeconfig")
             .arg(&cluster.kubeconfig)
             .arg("--state-dir")
             .arg(&state)
-            .args(["--xds-addr", &format!("127.0.0.1:{xds}")])
-            .args(["--xds-tls-addr", &format!("127.0.0.1:{}", free_port())])
-            .args(["--monitoring-addr", &format!("127.0.0.1:{monitoring}")])
+            .args(["--xds-addr", &format!("{ip}:{xds}")])
+            .args(["--xds-tls-addr", &format!("{ip}:{tls}")])
+            .args(["--monitoring-addr", &format!("{ip}:{monitoring}")])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -273,6 +309,7 @@ impl Control {
             monitoring,
             xds,
             log,
+            netns: cluster.netns.clone(),
         }
     }
 
@@ -282,7 +319,7 @@ impl Control {
 
     /// GET of a debug path, parsed as JSON; None while the port is not up.
     pub fn debug(&self, path: &str) -> Option<serde_json::Value> {
-        let out = Command::new("curl")
+        let out = command_in(self.netns.as_deref(), "curl")
             .args(["-sf", "--max-time", "5"])
             .arg(format!("http://127.0.0.1:{}{path}", self.monitoring))
             .output()

@@ -7,5 +7,11 @@
 mod ca;
 mod cluster;
 mod install;
+mod kubelet;
+// The pods' network namespaces, shared with the mesh tests.
+#[allow(dead_code)]
+#[path = "../mesh/netns.rs"]
+mod netns;
+mod pods;
 mod registry;
 mod webhook;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::cluster::{Cluster, Control, SAMPLES, free_port, wait_for};
 
-fn configurations(port: u16) -> String {
+pub(crate) fn configurations(port: u16) -> String {
     format!(
         "apiVersion: admissionregistration.k8s.io/v1
 kind: MutatingWebhookConfiguration

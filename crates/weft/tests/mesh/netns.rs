@@ -78,10 +78,12 @@ pub struct Mesh {
     pub dir: tempfile::TempDir,
     pub config_dir: PathBuf,
     pub mesh_file: PathBuf,
-    bridge_ns: String,
+    /// The namespace holding the bridge (the pods' gateway, 10.77.<id>.1).
+    pub bridge_ns: String,
     pub cp: Pod,
     pub pods: BTreeMap<String, Pod>,
-    hosts: String,
+    /// `/etc/hosts` of the pods made from now on (beside localhost).
+    pub hosts: String,
     veths: u8,
     /// Extra arguments of `weft control` (taken by the next [`Mesh::start_control`]).
     pub control_args: Vec<String>,
@@ -101,14 +103,23 @@ impl Mesh {
     /// Creates the bridge and the control-plane pod, writes the config files and starts
     /// `weft control`. `config` is a list of (file name, YAML).
     pub fn new(id: u8, config: &[(&str, String)], mesh_config: &str, hosts: &str) -> Mesh {
+        let mut mesh = Mesh::bridge(id, hosts);
+        for (name, yaml) in config {
+            std::fs::write(mesh.config_dir.join(name), yaml).expect("write config");
+        }
+        std::fs::write(&mesh.mesh_file, mesh_config).expect("write mesh config");
+        mesh.cp = mesh.make_pod("cp", 2);
+        mesh.start_control();
+        mesh
+    }
+
+    /// Only the bridge, in namespace [`Mesh::bridge_ns`] at 10.77.<id>.1: no control plane,
+    /// no pods. `hosts` is what the pods made later see in `/etc/hosts` (beside localhost).
+    pub fn bridge(id: u8, hosts: &str) -> Mesh {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_dir = dir.path().join("config");
         std::fs::create_dir_all(&config_dir).expect("config dir");
-        for (name, yaml) in config {
-            std::fs::write(config_dir.join(name), yaml).expect("write config");
-        }
         let mesh_file = dir.path().join("mesh.yaml");
-        std::fs::write(&mesh_file, mesh_config).expect("write mesh config");
         let bridge_ns = format!("w{id}-br");
         let _ = run(&["ip", "netns", "del", &bridge_ns]);
         must(&["ip", "netns", "add", &bridge_ns]);
@@ -130,7 +141,7 @@ impl Mesh {
             ip: String::new(),
             procs: Vec::new(),
         };
-        let mut mesh = Mesh {
+        Mesh {
             id,
             dir,
             config_dir,
@@ -141,10 +152,7 @@ impl Mesh {
             hosts: hosts.to_string(),
             veths: 0,
             control_args: Vec::new(),
-        };
-        mesh.cp = mesh.make_pod("cp", 2);
-        mesh.start_control();
-        mesh
+        }
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -339,6 +347,33 @@ impl Mesh {
             pod.procs.push(("proxy".into(), child));
         }
         self.pods.insert(name.to_string(), pod);
+    }
+
+    /// A pod without a sidecar or any process yet (its namespace, veth and address); returns
+    /// its address. (The Kubernetes tests' kubelet runs the pod's containers.)
+    #[allow(dead_code)]
+    pub fn add_bare_pod(&mut self, name: &str, host: u8) -> String {
+        let pod = self.make_pod(name, host);
+        let ip = pod.ip.clone();
+        self.pods.insert(name.to_string(), pod);
+        ip
+    }
+
+    /// Starts `argv` in a pod as process `role` (output in `<role>-<pod>.log`), as `uid`
+    /// (its group the same) when given, with `env` added; without waiting.
+    #[allow(dead_code)]
+    pub fn spawn_user(
+        &mut self,
+        pod: &str,
+        role: &str,
+        uid: Option<u32>,
+        argv: &[&str],
+        env: &[(String, String)],
+    ) {
+        let p = self.pods.get_mut(pod).expect("pod");
+        let log = self.dir.path().join(format!("{role}-{pod}.log"));
+        let child = spawn_logged_env(&p.ns, uid, &[], argv, env, &log);
+        p.procs.push((role.into(), child));
     }
 
     /// Starts the test app (`apps.py server <pod>`) in a pod.
@@ -620,6 +655,17 @@ fn spawn_logged(ns: &str, uid: Option<u32>, argv: &[&str], log: &Path) -> Child 
 }
 
 fn spawn_logged_as(ns: &str, uid: Option<u32>, groups: &[u32], argv: &[&str], log: &Path) -> Child {
+    spawn_logged_env(ns, uid, groups, argv, &[], log)
+}
+
+fn spawn_logged_env(
+    ns: &str,
+    uid: Option<u32>,
+    groups: &[u32],
+    argv: &[&str],
+    env: &[(String, String)],
+    log: &Path,
+) -> Child {
     let file = std::fs::File::create(log).expect("log file");
     let err = file.try_clone().expect("log file");
     let mut cmd = Command::new("ip");
@@ -640,6 +686,7 @@ fn spawn_logged_as(ns: &str, uid: Option<u32>, groups: &[u32], argv: &[&str], lo
         }
     }
     cmd.args(argv)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("WEFT_LOG", "info,weft_proxy=debug")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

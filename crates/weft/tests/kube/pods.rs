@@ -1,0 +1,410 @@
+//! Istio's bookinfo on Kubernetes, end to end: its manifest and the sleep sample applied
+//! unchanged in a namespace labelled for injection, every pod injected by `weft control`'s
+//! webhook and run (by the test's kubelet) with the injected `istio-init` and `istio-proxy`
+//! commands in a network namespace of its own; the sidecars get their certificates from the
+//! CA with the pods' real ServiceAccount tokens. `curl` in the sleep pod loads the product page
+//! through the chain over mTLS with the bookinfo service accounts' SPIFFE IDs; Istio's
+//! networking samples applied with kubectl change the routing live; endpoints scaled, made
+//! unready and deleted reach the sidecars (times printed, not asserted).
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cluster::{Cluster, Control, SAMPLES, wait_for};
+use crate::kubelet::{IMAGE, Kubelet};
+use crate::netns::{Mesh, next_id, ns_exec};
+
+const NS: &str = "bookinfo";
+const SAMPLES_CURRENT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/istio/samples-current"
+);
+
+/// Bookinfo's images stand in for by `weft sample bookinfo`, by the pod's app and version.
+fn stand_in(pod: &Value, c: &Value) -> Option<Vec<String>> {
+    let image = c["image"].as_str().unwrap_or_default();
+    if !image.contains("examples-bookinfo-") {
+        return None;
+    }
+    let labels = &pod["metadata"]["labels"];
+    let app = labels["app"].as_str().expect("app label");
+    let version = labels["version"].as_str().expect("version label");
+    let mut argv: Vec<String> = [
+        crate::netns::WEFT,
+        "sample",
+        "bookinfo",
+        app,
+        "--version",
+        version,
+    ]
+    .map(String::from)
+    .to_vec();
+    if app == "reviews" {
+        argv.extend(["--pod".into(), pod["metadata"]["name"].as_str()?.into()]);
+    }
+    Some(argv)
+}
+
+fn pods(cluster: &Cluster) -> Vec<Value> {
+    cluster.json(&["-n", NS, "get", "pods"])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn pod_named<'a>(pods: &'a [Value], prefix: &str) -> &'a Value {
+    pods.iter()
+        .find(|p| {
+            p["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .unwrap_or_else(|| panic!("no pod {prefix}*"))
+}
+
+/// The services' cluster IPs as `/etc/hosts` lines (what cluster DNS would answer).
+fn hosts(cluster: &Cluster) -> String {
+    let svcs = cluster.json(&["-n", NS, "get", "services"]);
+    let mut text = String::new();
+    for s in svcs["items"].as_array().into_iter().flatten() {
+        let name = s["metadata"]["name"].as_str().unwrap_or_default();
+        let ip = s["spec"]["clusterIP"].as_str().unwrap_or_default();
+        text.push_str(&format!(
+            "{ip} {name} {name}.{NS} {name}.{NS}.svc {name}.{NS}.svc.cluster.local\n"
+        ));
+    }
+    text
+}
+
+/// The product page as the sleep pod loads it: (status, body).
+fn page(mesh: &Mesh, sleep: &str) -> (u16, String) {
+    mesh.curl(sleep, "http://productpage:9080/productpage")
+}
+
+/// What the page shows where the reviews are: "none", "black", "red" or "broken".
+fn stars(page: &(u16, String)) -> &'static str {
+    let b = &page.1;
+    if page.0 != 200
+        || !b.contains("Book Details")
+        || !b.contains("<h4 class=\"text-center text-primary\">Book Reviews</h4>")
+    {
+        return "broken";
+    }
+    match (
+        b.contains("<font color=\"black\">"),
+        b.contains("<font color=\"red\">"),
+    ) {
+        (false, false) if !b.contains("glyphicon-star") => "none",
+        (true, false) => "black",
+        (false, true) => "red",
+        _ => "broken",
+    }
+}
+
+/// Waits until `streak` page loads in a row show `want`.
+fn wait_for_stars(mesh: &Mesh, sleep: &str, want: &str, streak: usize) {
+    let mut run = 0;
+    let mut last = String::new();
+    wait_for(
+        &format!("{streak} pages in a row with {want} stars"),
+        Duration::from_secs(60),
+        || {
+            let p = page(mesh, sleep);
+            let shown = stars(&p);
+            if shown == want {
+                run += 1;
+            } else {
+                run = 0;
+                last = format!(
+                    "{shown}: {} {}",
+                    p.0,
+                    p.1.chars().take(300).collect::<String>()
+                );
+            }
+            if run >= streak {
+                Ok(())
+            } else {
+                Err(last.clone())
+            }
+        },
+    );
+}
+
+/// The endpoints `pod`'s sidecar holds for `cluster` (Envoy's `/clusters` text).
+fn sidecar_endpoints(mesh: &Mesh, pod: &str, cluster: &str) -> Vec<String> {
+    let out = ns_exec(
+        mesh.ns(pod),
+        &["curl", "-s", "-m", "2", "http://127.0.0.1:15000/clusters"],
+    );
+    let mut eps: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{cluster}::")))
+        .filter_map(|l| l.split("::").next())
+        .filter(|a| a.parse::<std::net::SocketAddr>().is_ok())
+        .map(str::to_string)
+        .collect();
+    eps.sort();
+    eps.dedup();
+    eps
+}
+
+/// Polls until `f` holds of productpage's endpoints of `cluster`; returns how long it took.
+fn time_until(
+    mesh: &Mesh,
+    from: &str,
+    cluster: &str,
+    what: &str,
+    f: impl Fn(&[String]) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let eps = sidecar_endpoints(mesh, from, cluster);
+        if f(&eps) {
+            let took = start.elapsed();
+            eprintln!("  {what}: {} ms", took.as_millis());
+            return took;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what}: not seen by {from}'s sidecar within 30 s; {cluster} has {eps:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn kubectl_apply_file(cluster: &Cluster, file: &str) {
+    cluster.kubectl(&["-n", NS, "apply", "-f", file]);
+}
+
+#[test]
+fn bookinfo_runs_injected_over_mtls_and_follows_the_cluster() {
+    let id = next_id();
+    let mut mesh = Mesh::bridge(id, "");
+    let cluster = Cluster::up_in(Some(&mesh.bridge_ns));
+    cluster.install_crds();
+    let control_plane = format!("{}:15010", mesh.ip(1));
+    let control = Control::start_with(
+        &cluster,
+        &[
+            "--injected-control-plane",
+            &control_plane,
+            "--proxy-image",
+            IMAGE,
+        ],
+    );
+    wait_for("the webhooks", Duration::from_secs(60), || {
+        let log = control.log();
+        if log.contains("serving the admission webhooks") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
+    cluster.kubectl_in(
+        &["apply", "-f", "-"],
+        &crate::webhook::configurations(15017),
+    );
+    wait_for("the injector's caBundle", Duration::from_secs(60), || {
+        let c = cluster.json(&[
+            "get",
+            "mutatingwebhookconfiguration",
+            "istio-sidecar-injector",
+        ]);
+        if c["webhooks"][0]["clientConfig"]["caBundle"]
+            .as_str()
+            .is_some_and(|b| !b.is_empty())
+        {
+            Ok(())
+        } else {
+            Err(c.to_string())
+        }
+    });
+    let mut kubelet = Kubelet::new(&cluster, "node-1", 10);
+    cluster.kubectl(&["create", "namespace", NS]);
+    cluster.kubectl(&["label", "namespace", NS, "istio-injection=enabled"]);
+    kubectl_apply_file(
+        &cluster,
+        &format!("{SAMPLES}/bookinfo/platform/kube/bookinfo.yaml"),
+    );
+    kubectl_apply_file(&cluster, &format!("{SAMPLES}/sleep/sleep.yaml"));
+    let mut all = Vec::new();
+    wait_for("seven pods", Duration::from_secs(60), || {
+        all = pods(&cluster);
+        if all.len() == 7 {
+            Ok(())
+        } else {
+            Err(format!("{} pods", all.len()))
+        }
+    });
+    mesh.hosts = hosts(&cluster);
+    let mut names = Vec::new();
+    for p in &all {
+        assert_eq!(
+            p["spec"]["containers"]
+                .as_array()
+                .and_then(|c| c.last())
+                .map(|c| c["name"].clone()),
+            Some("istio-proxy".into()),
+            "{p}"
+        );
+        names.push(kubelet.run(&cluster, &mut mesh, NS, p, &stand_in));
+    }
+    let sleep = names
+        .iter()
+        .find(|n| n.starts_with("sleep-"))
+        .expect("sleep pod")
+        .clone();
+
+    // The page through the chain (sleep → productpage → details, reviews → ratings), three
+    // reviews versions round robin until routing is configured.
+    let mut seen = std::collections::BTreeSet::new();
+    wait_for(
+        "pages from all three reviews versions",
+        Duration::from_secs(60),
+        || {
+            let p = page(&mesh, &sleep);
+            seen.insert(stars(&p));
+            if ["none", "black", "red"].iter().all(|s| seen.contains(s)) {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}; last {} {}", p.0, p.1))
+            }
+        },
+    );
+    assert!(!seen.contains("broken"), "{seen:?}");
+    // mTLS between the bookinfo service accounts' SPIFFE IDs, as the destination sidecars saw.
+    let td = "spiffe://cluster.local/ns/bookinfo/sa";
+    let all = pods(&cluster);
+    for (pod, source, dest) in [
+        ("productpage", "sleep", "bookinfo-productpage"),
+        ("details", "bookinfo-productpage", "bookinfo-details"),
+        ("reviews-v2", "bookinfo-productpage", "bookinfo-reviews"),
+        ("ratings", "bookinfo-reviews", "bookinfo-ratings"),
+    ] {
+        let name = pod_named(&all, pod)["metadata"]["name"]
+            .as_str()
+            .expect("name")
+            .to_string();
+        let metrics = ns_exec(
+            mesh.ns(&name),
+            &[
+                "curl",
+                "-s",
+                "-m",
+                "5",
+                "http://127.0.0.1:15090/stats/prometheus",
+            ],
+        );
+        let metrics = String::from_utf8_lossy(&metrics.stdout);
+        let needles = [
+            "reporter=\"destination\"".to_string(),
+            format!("source_principal=\"{td}/{source}\""),
+            format!("destination_principal=\"{td}/{dest}\""),
+            "connection_security_policy=\"mutual_tls\"".to_string(),
+            "response_code=\"200\"".to_string(),
+        ];
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("istio_requests_total{")
+                    && needles.iter().all(|n| l.contains(n.as_str()))),
+            "{pod}: no istio_requests_total with {needles:?}:\n{}",
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("istio_requests_total{"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    // Istio's networking samples with kubectl: 1.14's v1alpha3 all-v1, then today's v1
+    // reviews-v3.
+    kubectl_apply_file(
+        &cluster,
+        &format!("{SAMPLES}/bookinfo/networking/destination-rule-all.yaml"),
+    );
+    kubectl_apply_file(
+        &cluster,
+        &format!("{SAMPLES}/bookinfo/networking/virtual-service-all-v1.yaml"),
+    );
+    wait_for_stars(&mesh, &sleep, "none", 10);
+    kubectl_apply_file(
+        &cluster,
+        &format!("{SAMPLES_CURRENT}/bookinfo/networking/virtual-service-reviews-v3.yaml"),
+    );
+    wait_for_stars(&mesh, &sleep, "red", 10);
+
+    // Endpoints: the reviews-v3 pod made unready, ready again, a second replica added,
+    // the first deleted, as productpage's sidecar sees its v3 subset.
+    let productpage = names
+        .iter()
+        .find(|n| n.starts_with("productpage-"))
+        .expect("productpage pod")
+        .clone();
+    let v3_cluster = "outbound|9080|v3|reviews.bookinfo.svc.cluster.local";
+    let v3 = pod_named(&all, "reviews-v3").clone();
+    let v3_name = v3["metadata"]["name"].as_str().expect("name").to_string();
+    let v3_ip = v3["status"]["podIP"].as_str().expect("pod IP").to_string();
+    let v3_ep = format!("{v3_ip}:9080");
+    assert_eq!(
+        sidecar_endpoints(&mesh, &productpage, v3_cluster),
+        vec![v3_ep.clone()]
+    );
+    cluster.set_pod_status(NS, &v3_name, &v3_ip, false);
+    time_until(&mesh, &productpage, v3_cluster, "reviews-v3 unready", |e| {
+        e.is_empty()
+    });
+    cluster.set_pod_status(NS, &v3_name, &v3_ip, true);
+    time_until(
+        &mesh,
+        &productpage,
+        v3_cluster,
+        "reviews-v3 ready again",
+        |e| e == [v3_ep.clone()],
+    );
+    cluster.kubectl(&[
+        "-n",
+        NS,
+        "scale",
+        "deployment",
+        "reviews-v3",
+        "--replicas=2",
+    ]);
+    let mut added = Value::Null;
+    wait_for("a second reviews-v3 pod", Duration::from_secs(60), || {
+        let now = pods(&cluster);
+        match now.iter().find(|p| {
+            p["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("reviews-v3") && n != v3_name)
+        }) {
+            Some(p) => {
+                added = p.clone();
+                Ok(())
+            }
+            None => Err(format!("{} pods", now.len())),
+        }
+    });
+    let added_name = kubelet.run(&cluster, &mut mesh, NS, &added, &stand_in);
+    let added_ip = cluster.json(&["-n", NS, "get", "pod", &added_name])["status"]["podIP"]
+        .as_str()
+        .expect("pod IP")
+        .to_string();
+    time_until(
+        &mesh,
+        &productpage,
+        v3_cluster,
+        "reviews-v3 scaled to 2",
+        |e| e.len() == 2 && e.contains(&format!("{added_ip}:9080")),
+    );
+    cluster.kubectl(&["-n", NS, "delete", "pod", &v3_name, "--wait=false"]);
+    time_until(
+        &mesh,
+        &productpage,
+        v3_cluster,
+        "reviews-v3 pod deleted",
+        |e| e == [format!("{added_ip}:9080")],
+    );
+    wait_for_stars(&mesh, &sleep, "red", 5);
+}
