@@ -228,7 +228,7 @@ pub async fn run_with(
         source.notify(tx.clone());
         // What changed between the first load and now.
         let _ = tx.send(());
-        for server in source.servers(ca.clone()) {
+        for server in source.servers(ca.clone(), push.clone()) {
             tokio::spawn(server);
         }
     }

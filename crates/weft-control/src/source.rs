@@ -40,9 +40,14 @@ pub trait Source: Send + Sync + 'static {
     }
 
     /// Servers the platform needs beside xDS (Kubernetes' admission webhooks), given the
-    /// control plane's CA; the control plane runs them on its runtime.
-    fn servers(&self, ca: Arc<weft_identity::CertificateAuthority>) -> Vec<ServerFuture> {
-        let _ = ca;
+    /// control plane's CA and its current push context (the mesh config and resources in
+    /// force); the control plane runs them on its runtime.
+    fn servers(
+        &self,
+        ca: Arc<weft_identity::CertificateAuthority>,
+        push: Arc<arc_swap::ArcSwap<crate::push::PushContext>>,
+    ) -> Vec<ServerFuture> {
+        let _ = (ca, push);
         Vec::new()
     }
 }

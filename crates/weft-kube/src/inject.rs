@@ -4,10 +4,17 @@
 //! injected), and the JSON patch that adds the `istio-init` init container (`weft iptables`
 //! with the pod's `traffic.sidecar.istio.io/*` annotations) and the `istio-proxy` container
 //! (`weft proxy` as uid 1337, its ServiceAccount token for the audience `istio-ca`, ports and
-//! readiness as Istio's), the volumes, and Istio's labels and status annotation.
+//! readiness as Istio's), the volumes, and Istio's labels and status annotation. The proxy
+//! config in force for the pod (proxy_config.rs) sets its concurrency, drain time and
+//! environment, and with `holdApplicationUntilProxyStarts` puts the sidecar first with a
+//! postStart hook that waits for it; the app's probes go through the sidecar (probe.rs).
+
+pub mod probe;
+pub mod proxy_config;
 
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
+use weft_api::MeshProxyConfig;
 
 /// The label or annotation a pod opts in or out with.
 pub const INJECT: &str = "sidecar.istio.io/inject";
@@ -134,8 +141,9 @@ fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
-/// The JSON patch (RFC 6902) that injects the sidecar into `pod`.
-pub fn patch(pod: &Pod, o: &InjectOptions) -> Vec<Value> {
+/// The JSON patch (RFC 6902) that injects the sidecar into `pod`, which runs with the proxy
+/// config `pc`.
+pub fn patch(pod: &Pod, o: &InjectOptions, pc: &MeshProxyConfig) -> Vec<Value> {
     let init = json!({
         "name": "istio-init",
         "image": o.image,
@@ -147,22 +155,47 @@ pub fn patch(pod: &Pod, o: &InjectOptions) -> Vec<Value> {
         },
     });
     let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
-    let proxy = json!({
+    let mut args: Vec<String> = [
+        "proxy",
+        "--control-plane",
+        o.control_plane.as_str(),
+        "--workload",
+        "$(POD_NAMESPACE)/$(POD_NAME)",
+        "--token-file",
+        "/var/run/secrets/tokens/istio-token",
+        "--pod-ip",
+        "$(INSTANCE_IP)",
+        "--service-account",
+        "$(SERVICE_ACCOUNT)",
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some(c) = pc.concurrency {
+        args.extend(["--concurrency".into(), c.max(0).to_string()]);
+    }
+    args.extend([
+        "--termination-drain".into(),
+        pc.termination_drain_duration.to_string(),
+    ]);
+    let mut env = vec![
+        field("POD_NAME", "metadata.name"),
+        field("POD_NAMESPACE", "metadata.namespace"),
+        field("INSTANCE_IP", "status.podIP"),
+        field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+    ];
+    // proxyMetadata: the agent's environment (ISTIO_META_DNS_CAPTURE, ISTIO_DELTA_XDS, …).
+    for (k, v) in &pc.proxy_metadata {
+        env.push(json!({"name": k, "value": v}));
+    }
+    let (probe_ops, probers) = probe::rewrite(pod);
+    if !probers.is_empty() {
+        env.push(json!({"name": "ISTIO_KUBE_APP_PROBERS", "value": Value::from(serde_json::Map::from_iter(probers)).to_string()}));
+    }
+    let mut proxy = json!({
         "name": "istio-proxy",
         "image": o.image,
-        "args": [
-            "proxy", "--control-plane", o.control_plane,
-            "--workload", "$(POD_NAMESPACE)/$(POD_NAME)",
-            "--token-file", "/var/run/secrets/tokens/istio-token",
-            "--pod-ip", "$(INSTANCE_IP)",
-            "--service-account", "$(SERVICE_ACCOUNT)",
-        ],
-        "env": [
-            field("POD_NAME", "metadata.name"),
-            field("POD_NAMESPACE", "metadata.namespace"),
-            field("INSTANCE_IP", "status.podIP"),
-            field("SERVICE_ACCOUNT", "spec.serviceAccountName"),
-        ],
+        "args": args,
+        "env": env,
         "ports": [{"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}],
         "readinessProbe": {
             "httpGet": {"path": "/healthz/ready", "port": 15021},
@@ -184,9 +217,10 @@ pub fn patch(pod: &Pod, o: &InjectOptions) -> Vec<Value> {
             "audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"}}]}}),
     ];
     let spec = pod.spec.as_ref();
-    let mut ops = Vec::new();
+    // The probes first: their paths count the containers as the pod has them.
+    let mut ops = probe_ops;
     // Arrays: created when absent, appended to otherwise.
-    let mut append = |path: &str, present: bool, items: &[Value]| {
+    let append = |ops: &mut Vec<Value>, path: &str, present: bool, items: &[Value]| {
         if present {
             for item in items {
                 ops.push(json!({"op": "add", "path": format!("{path}/-"), "value": item}));
@@ -196,12 +230,21 @@ pub fn patch(pod: &Pod, o: &InjectOptions) -> Vec<Value> {
         }
     };
     append(
+        &mut ops,
         "/spec/initContainers",
         spec.is_some_and(|s| s.init_containers.is_some()),
         &[init],
     );
-    append("/spec/containers", true, &[proxy]);
+    if pc.hold_application() {
+        // Istio's holdApplicationUntilProxyStarts: the sidecar first, and the kubelet starts
+        // the next container only once its postStart hook (`pilot-agent wait`) returns.
+        proxy["lifecycle"] = json!({"postStart": {"exec": {"command": ["weft", "proxy-wait"]}}});
+        ops.push(json!({"op": "add", "path": "/spec/containers/0", "value": proxy}));
+    } else {
+        append(&mut ops, "/spec/containers", true, &[proxy]);
+    }
     append(
+        &mut ops,
         "/spec/volumes",
         spec.is_some_and(|s| s.volumes.is_some()),
         &volumes,
@@ -308,7 +351,7 @@ mod tests {
             image: "weft:test".into(),
             control_plane: "istiod.istio-system.svc:15010".into(),
         };
-        let ops = patch(&p, &o);
+        let ops = patch(&p, &o, &MeshProxyConfig::default());
         // Applied to the pod, the patch gives what the API server would store.
         let mut doc = serde_json::to_value(&p).expect("json");
         for op in &ops {
@@ -345,6 +388,70 @@ mod tests {
         assert!(!should_inject("default", &injected));
     }
 
+    #[test]
+    fn the_proxy_config_shapes_the_sidecar_and_probes_go_through_it() {
+        let p = pod(
+            json!({"metadata": {"name": "web", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}}}]}}),
+        );
+        let o = InjectOptions {
+            image: "weft:test".into(),
+            control_plane: "istiod.istio-system.svc:15010".into(),
+        };
+        let mut pc = MeshProxyConfig {
+            concurrency: Some(0),
+            hold_application_until_proxy_starts: Some(true),
+            ..MeshProxyConfig::default()
+        };
+        pc.proxy_metadata
+            .insert("ISTIO_META_DNS_CAPTURE".into(), "true".into());
+        let mut doc = serde_json::to_value(&p).expect("json");
+        for op in &patch(&p, &o, &pc) {
+            apply(&mut doc, op);
+        }
+        let containers = &doc["spec"]["containers"];
+        // The sidecar first, waited for; the app's probe at the status port.
+        assert_eq!(containers[0]["name"], "istio-proxy");
+        assert_eq!(
+            containers[0]["lifecycle"]["postStart"]["exec"]["command"],
+            json!(["weft", "proxy-wait"])
+        );
+        assert_eq!(containers[1]["name"], "web");
+        assert_eq!(
+            containers[1]["readinessProbe"]["httpGet"],
+            json!({"path": "/app-health/web/readyz", "port": 15020, "scheme": "HTTP"})
+        );
+        let args: Vec<&str> = containers[0]["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            args.windows(2).any(|w| w == ["--concurrency", "0"]),
+            "{args:?}"
+        );
+        assert!(
+            args.windows(2).any(|w| w == ["--termination-drain", "5s"]),
+            "{args:?}"
+        );
+        let env = containers[0]["env"].as_array().expect("env");
+        let var = |k: &str| {
+            env.iter()
+                .find(|e| e["name"] == k)
+                .map(|e| e["value"].clone())
+        };
+        assert_eq!(var("ISTIO_META_DNS_CAPTURE"), Some(json!("true")));
+        let probers: Value = serde_json::from_str(
+            var("ISTIO_KUBE_APP_PROBERS")
+                .and_then(|v| v.as_str().map(str::to_string))
+                .as_deref()
+                .unwrap_or("{}"),
+        )
+        .expect("probers JSON");
+        assert_eq!(probers["/app-health/web/readyz"]["httpGet"]["port"], 8080);
+    }
+
     /// A small RFC 6902 `add` (all the injector emits), for the test.
     fn apply(doc: &mut Value, op: &Value) {
         assert_eq!(op["op"], "add");
@@ -366,6 +473,8 @@ mod tests {
         let value = op["value"].clone();
         if last == "-" {
             at.as_array_mut().expect("array").push(value);
+        } else if let (Some(list), Ok(i)) = (at.as_array_mut(), last.parse::<usize>()) {
+            list.insert(i, value);
         } else {
             at[last.as_str()] = value;
         }

@@ -147,7 +147,7 @@ impl KubeSource {
             let found = discovery
                 .groups()
                 .find(|g| g.name() == group)
-                .and_then(|g| g.recommended_kind(kind));
+                .and_then(|g| served_kind(g, kind));
             let Some((resource, _caps)) = found else {
                 tracing::warn!(
                     kind = %format!("{kind}.{group}"),
@@ -298,12 +298,18 @@ impl Source for KubeSource {
     fn servers(
         &self,
         ca: Arc<weft_identity::CertificateAuthority>,
+        push: Arc<arc_swap::ArcSwap<weft_control::push::PushContext>>,
     ) -> Vec<weft_control::source::ServerFuture> {
         let mut servers: Vec<weft_control::source::ServerFuture> = vec![Box::pin(
             crate::rootcert::publish(self.client.clone(), ca.root_pem()),
         )];
         if let Some(o) = self.webhook.clone() {
-            servers.push(Box::pin(crate::webhook::serve(self.client.clone(), o, ca)));
+            servers.push(Box::pin(crate::webhook::serve(
+                self.client.clone(),
+                o,
+                ca,
+                push,
+            )));
         }
         servers
     }
@@ -313,4 +319,24 @@ impl Source for KubeSource {
             self.client.clone(),
         )))
     }
+}
+
+/// The version a kind is read at: the group's preferred version when it serves the kind there,
+/// else the first version that does (ProxyConfig is served at v1beta1 only, while its group
+/// prefers v1).
+fn served_kind(
+    group: &kube::discovery::ApiGroup,
+    kind: &str,
+) -> Option<(
+    kube::discovery::ApiResource,
+    kube::discovery::ApiCapabilities,
+)> {
+    group.recommended_kind(kind).or_else(|| {
+        group.versions().find_map(|v| {
+            group
+                .versioned_resources(v)
+                .into_iter()
+                .find(|(ar, _)| ar.kind == kind)
+        })
+    })
 }

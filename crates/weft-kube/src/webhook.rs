@@ -51,6 +51,8 @@ pub struct WebhookOptions {
 
 struct Hooks {
     inject: InjectOptions,
+    /// The mesh config and resources in force (defaultConfig, ProxyConfig resources).
+    push: Arc<arc_swap::ArcSwap<weft_control::push::PushContext>>,
 }
 
 /// An AdmissionReview response for `uid`.
@@ -74,7 +76,31 @@ impl Hooks {
         if !inject::should_inject(ns, &pod) {
             return json!({"allowed": true});
         }
-        let ops = inject::patch(&pod, &self.inject);
+        let push = self.push.load();
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let annotation = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(inject::proxy_config::ANNOTATION));
+        let pc = match inject::proxy_config::effective(
+            &push.mesh,
+            &push.resources,
+            ns,
+            &labels,
+            annotation.map(String::as_str),
+        ) {
+            Ok(pc) => pc,
+            Err(e) => {
+                // The user's own mistake on this pod: refused with the reason, as Istio's
+                // injector refuses an annotation it cannot read.
+                tracing::warn!(namespace = ns, error = %e, "injection refused");
+                return json!({"allowed": false, "status": {
+                    "code": 400, "reason": "Invalid", "message": format!("sidecar injection: {e}"),
+                }});
+            }
+        };
+        let ops = inject::patch(&pod, &self.inject, &pc);
         let patch = base64::engine::general_purpose::STANDARD.encode(Value::Array(ops).to_string());
         tracing::info!(
             namespace = ns,
@@ -228,6 +254,7 @@ pub async fn serve(
     client: kube::Client,
     o: WebhookOptions,
     ca: Arc<weft_identity::CertificateAuthority>,
+    push: Arc<arc_swap::ArcSwap<weft_control::push::PushContext>>,
 ) {
     let tls = match weft_control::tls::server_config(
         &ca,
@@ -258,7 +285,10 @@ pub async fn serve(
         }
     });
     tracing::info!(addr = %o.addr, "serving the admission webhooks (/inject, /validate)");
-    let hooks = Arc::new(Hooks { inject: o.inject });
+    let hooks = Arc::new(Hooks {
+        inject: o.inject,
+        push,
+    });
     let mut incoming = weft_control::tls::incoming(listener, tls);
     use futures::StreamExt;
     while let Some(conn) = incoming.next().await {

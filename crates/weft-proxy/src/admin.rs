@@ -486,6 +486,7 @@ async fn handle(
                 }
             }
         }
+        (Port::Agent, p) if p.starts_with("/app-health/") => app_health(&proxy, p).await,
         (Port::Admin | Port::Agent, "/quitquitquit") if req.method() == Method::POST => {
             proxy.draining.send_replace(true);
             reply(StatusCode::OK, "text/plain", "OK\n")
@@ -493,6 +494,28 @@ async fn handle(
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     };
     Ok(resp)
+}
+
+/// `/app-health/<container>/<probe>`: the app's own probe, run now (probe.rs).
+async fn app_health(proxy: &Proxy, path: &str) -> Response<Full<Bytes>> {
+    let Some(probe) = proxy.options.app_probers.get(path) else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            format!("no app probe {path} (ISTIO_KUBE_APP_PROBERS)\n"),
+        );
+    };
+    let ip = proxy
+        .options
+        .pod_ip
+        .parse()
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let (code, why) = crate::probe::run(probe, ip).await;
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if !why.is_empty() {
+        tracing::debug!(probe = path, reason = %why, "app probe failed");
+    }
+    reply(status, "text/plain", why)
 }
 
 /// Sets the log filter when given one; returns the filter in force.

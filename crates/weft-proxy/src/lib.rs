@@ -20,6 +20,7 @@ mod listen;
 pub mod nameserver;
 pub mod options;
 mod otlp;
+pub mod probe;
 mod readbuf;
 pub mod snapshot;
 pub mod socket;

@@ -42,6 +42,8 @@ pub struct ProxyOptions {
     pub dns_auto_allocate: bool,
     /// Envoy's downstream HTTP limits where the HCM the control plane sends leaves them unset.
     pub http_limits: crate::HttpLimits,
+    /// The app's own probes the status port runs (`ISTIO_KUBE_APP_PROBERS`, from the injector).
+    pub app_probers: crate::probe::AppProbers,
 }
 
 impl ProxyOptions {
@@ -70,6 +72,7 @@ impl ProxyOptions {
             dns_capture: false,
             dns_auto_allocate: false,
             http_limits: crate::HttpLimits::default(),
+            app_probers: Default::default(),
         }
     }
 

@@ -48,6 +48,10 @@ enum Command {
     /// content (Istio's `istioctl x wait`); fails at once if the control plane or a proxy
     /// refused it. Exit 1 on refusal or timeout.
     Wait(WaitArgs),
+    /// Wait until the sidecar in this pod is ready (Istio's `pilot-agent wait`: the injected
+    /// postStart hook when `holdApplicationUntilProxyStarts` is set, so the app's containers
+    /// start after it). Exit 1 on timeout.
+    ProxyWait(ProxyWaitArgs),
     /// istioctl's proxy-status: every proxy's CDS/LDS/EDS/RDS sync state and the version it
     /// ACKed; with a pod, what differs between the control plane's config and the proxy's.
     #[command(visible_alias = "ps")]
@@ -304,7 +308,7 @@ struct ProxyArgs {
     /// Time to drain in-flight requests on SIGTERM (Istio terminationDrainDuration).
     #[arg(long, default_value = "5s")]
     termination_drain: weft_api::Duration,
-    /// Data-path worker threads (Istio concurrency, default 2).
+    /// Data-path worker threads (Istio concurrency, default 2; 0: one per core).
     #[arg(long, default_value_t = 2)]
     concurrency: usize,
     /// Incremental xDS (delta ADS) instead of state of the world; Istio's `ISTIO_DELTA_XDS`,
@@ -343,6 +347,24 @@ struct ProxyArgs {
     /// for this long gets 408 (0s disables).
     #[arg(long, default_value = "5m")]
     stream_idle_timeout: weft_api::Duration,
+    /// The app's own HTTP and TCP probes, run on the status port at
+    /// `/app-health/<container>/<readyz|livez|startupz>`: the JSON Istio's injector writes
+    /// into `ISTIO_KUBE_APP_PROBERS` when it rewrites a pod's probes.
+    #[arg(long, env = "ISTIO_KUBE_APP_PROBERS", default_value = "")]
+    app_probers: String,
+}
+
+#[derive(Args, Debug)]
+struct ProxyWaitArgs {
+    /// The readiness URL (the sidecar's status port).
+    #[arg(long, default_value = "http://localhost:15020/healthz/ready")]
+    url: String,
+    /// How long to wait.
+    #[arg(long, default_value = "60s")]
+    timeout: weft_api::Duration,
+    /// How often to ask.
+    #[arg(long, default_value = "500ms")]
+    period: weft_api::Duration,
 }
 
 #[derive(Args, Debug)]
@@ -474,6 +496,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Iptables(a) => iptables(a),
         Command::Wait(a) => wait(a),
+        Command::ProxyWait(a) => proxy_wait(a),
         Command::ProxyStatus(a) => crate::ops::proxy_status(a),
         Command::ProxyConfig(a) => crate::ops::proxy_config(a),
         Command::Analyze(a) => crate::ops::analyze(a),
@@ -603,6 +626,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.sds_socket = a.sds_socket;
             opts.dns_capture = a.dns_capture;
             opts.dns_auto_allocate = a.dns_auto_allocate;
+            opts.app_probers = weft_proxy::probe::parse(&a.app_probers)?;
             let nonzero = |d: std::time::Duration| (!d.is_zero()).then_some(d);
             opts.http_limits = weft_proxy::HttpLimits {
                 max_request_headers_kb: a.max_request_headers_kb,
@@ -611,7 +635,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 stream_idle_timeout: nonzero(a.stream_idle_timeout.get()),
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(a.concurrency.max(1))
+                .worker_threads(match a.concurrency {
+                    0 => std::thread::available_parallelism().map_or(1, usize::from),
+                    n => n,
+                })
                 .thread_name("weft-worker")
                 .enable_all()
                 .build()?;
@@ -619,6 +646,30 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn proxy_wait(a: ProxyWaitArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let start = std::time::Instant::now();
+    let mut last = String::from("no answer");
+    while start.elapsed() < a.timeout.get() {
+        match rt.block_on(weft_up::status::get(&a.url)) {
+            Some((200, _)) => {
+                println!("the sidecar is ready ({} ms)", start.elapsed().as_millis());
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some((code, body)) => last = format!("{code} {}", body.trim()),
+            None => last = "no answer".into(),
+        }
+        std::thread::sleep(a.period.get());
+    }
+    eprintln!(
+        "the sidecar was not ready at {} within {}: last {last}",
+        a.url, a.timeout
+    );
+    Ok(ExitCode::FAILURE)
 }
 
 fn sample(cmd: SampleCommand, log: &str) -> anyhow::Result<ExitCode> {

@@ -1,11 +1,12 @@
 //! What a kubelet would do for the pods of these tests, done by the test itself: give a pod a
 //! network namespace on the mesh bridge (its IP), bind it to the node, mount its volumes
 //! (emptyDir and optional secrets as empty directories, ConfigMaps, the downward API, projected
-//! ServiceAccount tokens asked of the API server with the volume's audience and lifetime), expand `$(VAR)` in arguments from the
-//! container's env (fieldRefs read from the pod), run its init containers to completion and its
-//! containers (the injected ones run `weft` as the image does, as the container's
-//! `runAsUser`), and report it Running and, once its readiness probes answer, Ready.
-//! Images other than Weft's are replaced by the stand-in the test names.
+//! ServiceAccount tokens asked of the API server with the volume's audience and lifetime),
+//! expand `$(VAR)` in arguments from the container's env (fieldRefs read from the pod), run its
+//! init containers to completion, then its containers in order, each one's postStart exec hook
+//! to its end before the next (the `weft:test` image runs the `weft` under test, as the
+//! container's `runAsUser`), and report it Running and, once its readiness probes answer,
+//! Ready. Images other than Weft's are replaced by the stand-in the test names.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,6 +22,8 @@ pub const IMAGE: &str = "weft:test";
 pub struct Kubelet {
     pub node: String,
     next_host: u8,
+    /// The postStart hooks run: (pod/container, their output).
+    pub hooks: Vec<(String, String)>,
 }
 
 /// A container's process: what to run and as whom.
@@ -39,6 +42,7 @@ impl Kubelet {
         Kubelet {
             node: node.to_string(),
             next_host: first_host,
+            hooks: Vec::new(),
         }
     }
 
@@ -81,6 +85,26 @@ impl Kubelet {
             let p = process(c, pod, &ip, &volumes, stand_in);
             let argv: Vec<&str> = p.argv.iter().map(String::as_str).collect();
             mesh.spawn_user(&name, &p.name, p.uid, &argv, &p.env);
+            // A postStart exec hook runs to its end before the next container starts.
+            let hook = &c["lifecycle"]["postStart"]["exec"]["command"];
+            if let Some(cmd) = hook.as_array() {
+                let mut argv: Vec<&str> = cmd.iter().filter_map(Value::as_str).collect();
+                if argv.first() == Some(&"weft") && c["image"] == IMAGE {
+                    argv[0] = WEFT;
+                }
+                let out = ns_exec(mesh.ns(&name), &argv);
+                assert!(
+                    out.status.success(),
+                    "postStart hook {argv:?} of {ns}/{name} container {} failed: {}{}",
+                    p.name,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                self.hooks.push((
+                    format!("{name}/{}", p.name),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                ));
+            }
         }
         // Readiness: each container's HTTP probe, from the node as a kubelet probes.
         for c in spec["containers"].as_array().into_iter().flatten() {

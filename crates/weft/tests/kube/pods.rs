@@ -407,4 +407,144 @@ fn bookinfo_runs_injected_over_mtls_and_follows_the_cluster() {
         |e| e == [format!("{added_ip}:9080")],
     );
     wait_for_stars(&mesh, &sleep, "red", 5);
+
+    // A pod whose proxy config comes from a ProxyConfig resource and its annotation, with
+    // probes on its app, under STRICT mTLS.
+    cluster.kubectl_in(&["-n", NS, "apply", "-f", "-"], WEB_CONFIG);
+    // Read at injection: the control plane holds it before the pod is created.
+    control.wait(
+        "/debug/configz",
+        "the web ProxyConfig",
+        Duration::from_secs(10),
+        |c| {
+            c["resources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["kind"] == "ProxyConfig" && r["metadata"]["name"] == "web")
+        },
+    );
+    cluster.kubectl_in(&["-n", NS, "apply", "-f", "-"], WEB_POD);
+    let mut web = Value::Null;
+    wait_for("the web pod", Duration::from_secs(30), || {
+        web = cluster.json(&["-n", NS, "get", "pod", "web"]);
+        if web["spec"]["containers"].as_array().map(Vec::len) == Some(2) {
+            Ok(())
+        } else {
+            Err(web.to_string())
+        }
+    });
+    let containers = &web["spec"]["containers"];
+    assert_eq!(
+        containers[0]["name"], "istio-proxy",
+        "hold: the sidecar first"
+    );
+    let args = containers[0]["args"].to_string();
+    assert!(args.contains(r#""--concurrency","1""#), "{args}");
+    assert_eq!(
+        containers[1]["readinessProbe"]["httpGet"],
+        serde_json::json!({"path": "/app-health/web/readyz", "port": 15020, "scheme": "HTTP"})
+    );
+    assert_eq!(
+        containers[1]["livenessProbe"]["httpGet"]["path"],
+        "/app-health/web/livez"
+    );
+    // The kubelet runs the sidecar, its postStart `weft proxy-wait`, then the app, and calls
+    // the pod ready once the app's probe passes through the sidecar.
+    let web_name = kubelet.run(&cluster, &mut mesh, NS, &web, &stand_in);
+    let hook = kubelet
+        .hooks
+        .iter()
+        .find(|(who, _)| who == "web/istio-proxy")
+        .map(|(_, out)| out.clone());
+    assert!(
+        hook.as_deref()
+            .is_some_and(|o| o.contains("the sidecar is ready")),
+        "{hook:?}"
+    );
+    let web_ip = mesh.ip_of(&web_name);
+    let from_node = |url: &str| {
+        let out = ns_exec(
+            &mesh.bridge_ns,
+            &[
+                "curl",
+                "-s",
+                "-m",
+                "3",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                url,
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Plaintext to the app's port is refused under STRICT; its probes pass at the status port.
+    assert_eq!(
+        from_node(&format!("http://{web_ip}:8080/status/200")),
+        "000"
+    );
+    assert_eq!(
+        from_node(&format!("http://{web_ip}:15020/app-health/web/readyz")),
+        "200"
+    );
+    assert_eq!(
+        from_node(&format!("http://{web_ip}:15020/app-health/web/livez")),
+        "200"
+    );
+    assert_eq!(
+        from_node(&format!("http://{web_ip}:15020/app-health/other/readyz")),
+        "404"
+    );
+    // A pod whose annotation cannot be read is refused at creation, with the field named.
+    let refused = cluster
+        .try_kubectl(
+            &["-n", NS, "apply", "-f", "-"],
+            "apiVersion: v1
+kind: Pod
+metadata:
+  name: odd
+  annotations: {proxy.istio.io/config: 'concurrency: lots'}
+spec: {containers: [{name: app, image: weft:test}]}
+",
+        )
+        .expect_err("refused");
+    assert!(
+        refused.contains("proxy.istio.io/config") && refused.contains("concurrency"),
+        "{refused}"
+    );
 }
+
+/// A workload of our own: its ProxyConfig and STRICT mTLS, ...
+const WEB_CONFIG: &str = "apiVersion: networking.istio.io/v1beta1
+kind: ProxyConfig
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  concurrency: 1
+---
+apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  mtls: {mode: STRICT}
+";
+
+/// ... and a pod with probes that asks for the sidecar to start first.
+const WEB_POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web}
+  annotations: {proxy.istio.io/config: '{holdApplicationUntilProxyStarts: true}'}
+spec:
+  containers:
+  - name: web
+    image: weft:test
+    args: [sample, echo, --http-port, '8080']
+    ports: [{name: http, containerPort: 8080}]
+    readinessProbe: {httpGet: {path: /status/200, port: http}, periodSeconds: 1}
+    livenessProbe: {tcpSocket: {port: 8080}}
+";

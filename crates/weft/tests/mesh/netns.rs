@@ -533,6 +533,12 @@ impl Mesh {
         child.try_wait().ok().flatten().is_some()
     }
 
+    /// A pod's address.
+    #[allow(dead_code)]
+    pub fn ip_of(&self, pod: &str) -> String {
+        self.pods[pod].ip.clone()
+    }
+
     pub fn ns(&self, pod: &str) -> &str {
         &self.pods[pod].ns
     }
