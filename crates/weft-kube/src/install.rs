@@ -122,6 +122,31 @@ roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: weft-co
 subjects:
 - {{kind: ServiceAccount, name: weft-control, namespace: {ns}}}
 ---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: weft-control
+  namespace: {ns}
+  labels: {{app.kubernetes.io/part-of: weft}}
+rules:
+- apiGroups: [\"\"]
+  resources: [secrets]
+  resourceNames: [cacerts, istio-ca-secret]
+  verbs: [get]
+- apiGroups: [\"\"]
+  resources: [secrets]
+  verbs: [create]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: weft-control
+  namespace: {ns}
+  labels: {{app.kubernetes.io/part-of: weft}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: weft-control}}
+subjects:
+- {{kind: ServiceAccount, name: weft-control, namespace: {ns}}}
+---
 apiVersion: v1
 kind: ConfigMap
 metadata:

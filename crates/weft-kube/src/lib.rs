@@ -3,6 +3,7 @@
 //! and the registry from Services, EndpointSlices, Pods and Nodes, watched through the API
 //! server ([`KubeSource`], fed to `weft_control::run_with`).
 
+pub mod cacerts;
 pub mod config;
 pub mod inject;
 pub mod install;
@@ -43,6 +44,14 @@ pub enum KubeError {
     WatchEnded,
     #[error("cannot delete {what}: {source}")]
     Delete { what: String, source: kube::Error },
+    #[error(
+        "cannot {what}: {source}; the control plane's service account needs get on Secrets cacerts and istio-ca-secret and create on Secrets in its namespace (weft install grants them)"
+    )]
+    Secret { what: String, source: kube::Error },
+    #[error("Secret {secret} {reason}")]
+    CaSecret { secret: String, reason: String },
+    #[error("CA material at {path}: {reason}")]
+    CaFile { path: String, reason: String },
 }
 
 /// A client for the cluster of `kubeconfig` (its current context), or, without one, the

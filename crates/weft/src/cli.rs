@@ -575,7 +575,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let source: Option<Arc<dyn weft_control::source::Source>> = if on_kube {
                     let client = weft_kube::client(a.kubeconfig.as_deref()).await?;
                     let mut source =
-                        weft_kube::KubeSource::start(client, &a.kube_namespace).await?;
+                        weft_kube::KubeSource::start(client.clone(), &a.kube_namespace).await?;
+                    // The CA from the cluster's Secrets (cacerts, else istio-ca-secret), as
+                    // istiod keeps it, unless --ca-dir names one.
+                    if opts.plugin_ca_dir.is_none() {
+                        use weft_control::source::Source as _;
+                        let td = source.snapshot().mesh.map_or_else(
+                            || "cluster.local".to_string(),
+                            |m| m.trust_domain.clone(),
+                        );
+                        let material = weft_kube::cacerts::prepare(
+                            &client,
+                            &a.kube_namespace,
+                            &opts.state_dir,
+                            &td,
+                        )
+                        .await?;
+                        if let weft_kube::cacerts::CaMaterial::Plugin(dir) = material {
+                            opts.plugin_ca_dir = Some(dir);
+                        }
+                    }
                     if !a.webhook_addr.is_empty() {
                         let ns = &a.kube_namespace;
                         source = source.with_webhook(weft_kube::webhook::WebhookOptions {

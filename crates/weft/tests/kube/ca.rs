@@ -1,7 +1,9 @@
 //! The CA on Kubernetes: a pod's ServiceAccount token for the audience `istio-ca`, reviewed by
 //! the API server (TokenReview), gets `spiffe://TRUST_DOMAIN/ns/NS/sa/SA` (the trust domain of
 //! the MeshConfig in ConfigMap `istio-system/istio`); a token for another audience, or of a
-//! ServiceAccount deleted since, is refused.
+//! ServiceAccount deleted since, is refused. The self-signed root is kept in Secret
+//! `istio-ca-secret` (a new replica signs with it); Istio's plug-in Secret `cacerts` takes its
+//! place for the replicas started after it is created.
 
 use std::time::Duration;
 
@@ -114,8 +116,8 @@ data:
 
     // The CA root in every namespace, as istiod publishes it; the chain ends with it.
     let root = wait_root(&cluster, "demo");
-    let chain_root = chain_root(&control, &good).await;
-    assert_eq!(root.trim(), chain_root.trim());
+    let first_root = chain_root(&control, &good).await;
+    assert_eq!(root.trim(), first_root.trim());
     cluster.kubectl(&["create", "namespace", "later"]);
     assert_eq!(wait_root(&cluster, "later"), root);
 
@@ -135,6 +137,81 @@ data:
     // Not a token at all.
     let refused = certificate(&control, "garbage").await.expect_err("garbage");
     assert!(refused.contains("did not authenticate"), "{refused}");
+
+    // The root is kept in the cluster: a new replica (its own empty state directory) signs
+    // with it.
+    let kept = cluster.kubectl(&[
+        "-n",
+        "istio-system",
+        "get",
+        "secret",
+        "istio-ca-secret",
+        "-o",
+        r#"go-template={{index .data "ca-cert.pem" | base64decode}}"#,
+    ]);
+    assert_eq!(kept.trim(), root.trim());
+    let replica = Control::start_in(&cluster, "replica", &["--webhook-addr", ""]);
+    replica.wait(
+        "/debug/registryz",
+        "the replica",
+        Duration::from_secs(60),
+        |_| true,
+    );
+    assert_eq!(chain_root(&replica, &good).await.trim(), root.trim());
+    drop(replica);
+
+    // Istio's plug-in CA: root → intermediate in Secret cacerts; replicas started after it
+    // issue through the intermediate, and publish its root.
+    let pki = tempfile::tempdir().expect("dir");
+    crate::pki::ca(pki.path(), "Plug-in Root");
+    crate::pki::leaf(
+        pki.path(),
+        "intermediate",
+        "Plug-in Intermediate",
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    );
+    let file = |n: &str| pki.path().join(n).to_string_lossy().into_owned();
+    let chain = format!(
+        "{}{}",
+        std::fs::read_to_string(file("intermediate.pem")).expect("pem"),
+        std::fs::read_to_string(file("ca.pem")).expect("pem")
+    );
+    std::fs::write(file("cert-chain.pem"), chain).expect("chain");
+    cluster.kubectl(&[
+        "-n",
+        "istio-system",
+        "create",
+        "secret",
+        "generic",
+        "cacerts",
+        &format!("--from-file=ca-cert.pem={}", file("intermediate.pem")),
+        &format!("--from-file=ca-key.pem={}", file("intermediate.key")),
+        &format!("--from-file=root-cert.pem={}", file("ca.pem")),
+        &format!("--from-file=cert-chain.pem={}", file("cert-chain.pem")),
+    ]);
+    drop(control);
+    let plugged = Control::start_in(&cluster, "plugged", &["--webhook-addr", ""]);
+    plugged.wait(
+        "/debug/registryz",
+        "the plugged-in replica",
+        Duration::from_secs(60),
+        |_| true,
+    );
+    let plugin_root = std::fs::read_to_string(file("ca.pem")).expect("root");
+    assert_eq!(chain_root(&plugged, &good).await.trim(), plugin_root.trim());
+    wait_for(
+        "the plug-in root published",
+        Duration::from_secs(30),
+        || {
+            let r = wait_root(&cluster, "demo");
+            if r.trim() == plugin_root.trim() {
+                Ok(())
+            } else {
+                Err(r)
+            }
+        },
+    );
+    let control = plugged;
 
     // The ServiceAccount is deleted: its tokens no longer authenticate.
     cluster.kubectl(&["-n", "demo", "delete", "serviceaccount", "app"]);

@@ -283,8 +283,13 @@ impl Control {
 
     /// With more flags.
     pub fn start_with(cluster: &Cluster, extra: &[&str]) -> Control {
-        let state = cluster.dir().join("weft-control");
-        let log = cluster.dir().join("weft-control.log");
+        Control::start_in(cluster, "weft-control", extra)
+    }
+
+    /// With its state in directory `state` of the cluster's (a fresh one: a new replica).
+    pub fn start_in(cluster: &Cluster, state: &str, extra: &[&str]) -> Control {
+        let state = cluster.dir().join(state);
+        let log = state.with_extension("log");
         let (ip, monitoring, xds, tls) = match cluster.netns {
             Some(_) => ("0.0.0.0", 15014, 15010, 15012),
             None => ("127.0.0.1", free_port(), free_port(), free_port()),

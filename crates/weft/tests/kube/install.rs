@@ -58,6 +58,29 @@ fn install_runs_with_least_privilege_and_uninstall_removes_it() {
     ] {
         assert!(can(verb, what, "default"), "{sa} may not {verb} {what}");
     }
+    // The CA's Secrets in its own namespace, by name, and no other Secret.
+    let can_named = |verb: &str, what: &str| {
+        cluster
+            .try_kubectl(
+                &[
+                    "auth",
+                    "can-i",
+                    verb,
+                    what,
+                    "-n",
+                    "istio-system",
+                    "--as",
+                    sa,
+                ],
+                "",
+            )
+            .is_ok_and(|o| o.trim() == "yes")
+    };
+    assert!(can_named("get", "secrets/cacerts"));
+    assert!(can_named("get", "secrets/istio-ca-secret"));
+    assert!(can_named("create", "secrets"));
+    assert!(!can_named("get", "secrets/other"));
+    assert!(!can_named("list", "secrets"));
     for (verb, what) in [
         ("delete", "pods"),
         ("create", "virtualservices.networking.istio.io"),

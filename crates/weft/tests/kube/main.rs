@@ -12,6 +12,10 @@ mod kubelet;
 #[allow(dead_code)]
 #[path = "../mesh/netns.rs"]
 mod netns;
+// Test certificates made with openssl, shared with the mesh tests.
+#[allow(dead_code)]
+#[path = "../mesh/pki.rs"]
+mod pki;
 mod pods;
 mod registry;
 mod webhook;
