@@ -9,6 +9,7 @@ use crate::fleet::{
     FILE_PREFIX, FleetLayout, HTTP_PORT, namespace_name, outbound_cluster, service_entry_yaml,
     workload_entry_yaml,
 };
+use crate::kube::PodSpec;
 use crate::proxy::{CDS, EDS, ProxyRecord, Watches};
 
 /// Addresses of WorkloadEntries added by changes: 10.80.0.0/16.
@@ -60,13 +61,46 @@ impl Probe {
     }
 }
 
-/// One timed change: write `content` to `file`, then wait for `probe` at every proxy.
+/// One timed change: write `content` to `file` (or, on Kubernetes, make `kube`), then wait for
+/// `probe` at every proxy.
 #[derive(Debug, Clone)]
 pub(crate) struct PlannedChange {
     pub description: String,
     pub file: PathBuf,
     pub content: String,
+    pub kube: KubeChange,
     pub probe: Probe,
+}
+
+/// The same change in a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KubeChange {
+    /// A pod written (created, or relabelled when it exists).
+    Pod(PodSpec),
+    /// A Service (and its ServiceAccount) with one pod.
+    Service {
+        name: String,
+        namespace: String,
+        pod: PodSpec,
+    },
+}
+
+fn pod_spec(
+    name: &str,
+    namespace: &str,
+    address: Ipv4Addr,
+    app: &str,
+    version: &str,
+    sa: &str,
+) -> PodSpec {
+    PodSpec {
+        name: name.into(),
+        namespace: namespace.into(),
+        address: address.to_string(),
+        app: app.into(),
+        version: version.into(),
+        service_account: sa.into(),
+    }
 }
 
 /// The service an added WorkloadEntry joins.
@@ -109,6 +143,14 @@ pub(crate) fn plan(
                         "extra",
                         &svc.name,
                     ),
+                    kube: KubeChange::Pod(pod_spec(
+                        &name,
+                        &svc.namespace,
+                        address,
+                        &svc.name,
+                        "extra",
+                        &svc.name,
+                    )),
                     probe: Probe::EdsHas {
                         cluster: watches.eds(svc.cluster_name(HTTP_PORT)),
                         address: address.to_string(),
@@ -127,6 +169,14 @@ pub(crate) fn plan(
                     "v0",
                     &name,
                 );
+                let pod = pod_spec(
+                    &format!("{name}-0"),
+                    &namespace,
+                    addr(NEW_WORKLOAD_BASE, k),
+                    &name,
+                    "v0",
+                    &name,
+                );
                 PlannedChange {
                     description: format!("add ServiceEntry {namespace}/{name} with one workload"),
                     file: change_file(layout, k),
@@ -134,6 +184,11 @@ pub(crate) fn plan(
                         "{}---\n{workload}",
                         service_entry_yaml(&name, &namespace, &host, addr(NEW_VIP_BASE, k))
                     ),
+                    kube: KubeChange::Service {
+                        name: name.clone(),
+                        namespace: namespace.clone(),
+                        pod,
+                    },
                     probe: Probe::CdsHas {
                         cluster: watches.cds(outbound_cluster(HTTP_PORT, &host)),
                     },
@@ -181,6 +236,14 @@ pub(crate) fn plan(
                         "extra",
                         &svc.name,
                     ),
+                    kube: KubeChange::Pod(pod_spec(
+                        &name,
+                        &svc.namespace,
+                        address,
+                        &app,
+                        "extra",
+                        &svc.name,
+                    )),
                     probe,
                 }
             }
@@ -227,6 +290,24 @@ impl Churn {
     /// The newest write among the addresses of the churn cluster.
     pub(crate) fn newest(addresses: &[String]) -> Option<usize> {
         addresses.iter().filter_map(|a| Self::seq_of(a)).max()
+    }
+
+    /// The churned workload's pod for write `seq` (a new pod each time: a pod's address is
+    /// fixed), and the one it replaces.
+    pub(crate) fn pod(&self, seq: usize) -> (PodSpec, Option<String>) {
+        let pod = pod_spec(
+            &format!("bench-churn-{seq}"),
+            &self.namespace,
+            addr(CHURN_BASE, seq),
+            &self.app,
+            "churn",
+            &self.app,
+        );
+        (pod, seq.checked_sub(1).map(|p| format!("bench-churn-{p}")))
+    }
+
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
     }
 
     /// The file content for write `seq`.

@@ -72,6 +72,18 @@ pub enum BenchError {
         #[source]
         source: std::io::Error,
     },
+    /// An API server request of the Kubernetes fleet failed.
+    #[error(
+        "cannot {what}: {source}; check that --kubeconfig names a running cluster whose user may \
+         create namespaces, nodes, services, service accounts and pods (and their status)"
+    )]
+    Kube {
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
     /// The report could not be rendered as JSON.
     #[error("cannot render the report as JSON: {0}")]
     Json(#[from] serde_json::Error),

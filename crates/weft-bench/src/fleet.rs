@@ -207,6 +207,33 @@ pub fn write_fleet(
     endpoints_per_service: usize,
     namespaces: usize,
 ) -> Result<FleetLayout, BenchError> {
+    let (layout, docs) = plan_fleet(dir, services, endpoints_per_service, namespaces)?;
+    std::fs::create_dir_all(dir).map_err(|source| BenchError::Io {
+        action: "create",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    remove_stale(dir, &layout.files)?;
+    for (path, chunk) in layout.files.iter().zip(docs.chunks(RESOURCES_PER_FILE)) {
+        write_atomic(path, &join_documents(chunk))?;
+    }
+    tracing::info!(
+        dir = %dir.display(),
+        services,
+        workloads = layout.workloads.len(),
+        files = layout.files.len(),
+        "fleet written"
+    );
+    Ok(layout)
+}
+
+/// The fleet [`write_fleet`] writes (its files named, not written) and its YAML documents.
+pub(crate) fn plan_fleet(
+    dir: &Path,
+    services: usize,
+    endpoints_per_service: usize,
+    namespaces: usize,
+) -> Result<(FleetLayout, Vec<String>), BenchError> {
     if services == 0 || endpoints_per_service == 0 || namespaces == 0 {
         return Err(BenchError::InvalidArgs(
             "--services, --endpoints-per-service and --namespaces must be at least 1".into(),
@@ -226,12 +253,6 @@ pub fn write_fleet(
             WORKLOAD_SPACE - 1
         )));
     }
-    std::fs::create_dir_all(dir).map_err(|source| BenchError::Io {
-        action: "create",
-        path: dir.to_path_buf(),
-        source,
-    })?;
-
     let mut layout = FleetLayout {
         dir: dir.to_path_buf(),
         files: Vec::new(),
@@ -273,18 +294,7 @@ pub fn write_fleet(
     layout.files = (0..docs.len().div_ceil(RESOURCES_PER_FILE))
         .map(|n| dir.join(format!("{FILE_PREFIX}fleet-{n:04}.yaml")))
         .collect();
-    remove_stale(dir, &layout.files)?;
-    for (path, chunk) in layout.files.iter().zip(docs.chunks(RESOURCES_PER_FILE)) {
-        write_atomic(path, &join_documents(chunk))?;
-    }
-    tracing::info!(
-        dir = %dir.display(),
-        services,
-        workloads = layout.workloads.len(),
-        files = layout.files.len(),
-        "fleet written"
-    );
-    Ok(layout)
+    Ok((layout, docs))
 }
 
 #[cfg(test)]

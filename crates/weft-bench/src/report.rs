@@ -177,6 +177,9 @@ pub struct ProcessUsage {
 pub struct XdsLoadReport {
     /// The control plane address.
     pub control_plane: String,
+    /// Where the fleet lived: `directory` (ServiceEntries and WorkloadEntries in the config
+    /// directory) or `kubernetes` (Services and Pods in a cluster).
+    pub source: String,
     /// Simulated proxies.
     pub proxies: usize,
     /// The proxies used incremental (delta) xDS.
@@ -293,7 +296,7 @@ impl fmt::Display for XdsLoadReport {
         writeln!(f, "| | |\n|---|---|")?;
         writeln!(
             f,
-            "| fleet | {} proxies ({} xDS); {} services × {} endpoints in {} namespaces ({} resources) |",
+            "| fleet | {} proxies ({} xDS); {} services × {} endpoints in {} namespaces ({} resources, {}) |",
             self.proxies,
             if self.delta {
                 "delta"
@@ -303,11 +306,12 @@ impl fmt::Display for XdsLoadReport {
             self.services,
             self.endpoints_per_service,
             self.namespaces,
-            self.resources_written
+            self.resources_written,
+            self.source
         )?;
         writeln!(
             f,
-            "| config load (files written → served) | {:.2} s |",
+            "| config load (fleet written → served) | {:.2} s |",
             self.config_load_s
         )?;
         writeln!(
@@ -430,6 +434,7 @@ mod tests {
         };
         let r = XdsLoadReport {
             control_plane: "127.0.0.1:15010".into(),
+            source: "directory".into(),
             proxies: 2,
             delta: true,
             services: 1,

@@ -4,7 +4,7 @@
 //! while sampling the control plane's CPU and memory from /proc.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use weft_xds::pb::envoy::config::core::v3::Node;
 use weft_xds::pb::google::protobuf::{Struct, Value, value::Kind};
 use weft_xds::{AdsClientConfig, ClientState};
 
-use crate::change::{self, Churn, MAX_WRITES, PlannedChange};
+use crate::change::{self, Churn, KubeChange, MAX_WRITES, PlannedChange};
 use crate::error::BenchError;
 use crate::fleet::{self, FleetLayout, FleetWorkload, write_atomic};
 use crate::procstat::{self, ProcSample};
@@ -43,8 +43,18 @@ pub struct XdsLoadArgs {
     #[arg(long, default_value_t = 10)]
     pub namespaces: usize,
     /// The control plane's --config-dir: the fleet is written there (bench-*.yaml), then changed.
+    #[arg(
+        long,
+        required_unless_present = "kubeconfig",
+        conflicts_with = "kubeconfig"
+    )]
+    pub config_dir: Option<PathBuf>,
+    /// Instead of a directory, the cluster the control plane reads (`weft control
+    /// --kubeconfig`): the fleet is made there as Services and Pods (Running and Ready at
+    /// their addresses, bound to one Node; the controller manager makes the EndpointSlices),
+    /// and changed through the API server.
     #[arg(long)]
-    pub config_dir: PathBuf,
+    pub kubeconfig: Option<PathBuf>,
     /// Config changes to time.
     #[arg(long, default_value_t = 10)]
     pub changes: usize,
@@ -352,7 +362,10 @@ async fn wait_served(
                 .unwrap_or_else(|| "none".into());
             return Err(BenchError::ConfigNotServed {
                 addr: args.control_plane.clone(),
-                dir: args.config_dir.clone(),
+                dir: args
+                    .config_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("the cluster of --kubeconfig")),
                 seconds: args.timeout_seconds,
                 last_error,
             });
@@ -361,8 +374,49 @@ async fn wait_served(
     }
 }
 
+/// Where the fleet lives: the control plane's config directory, or a cluster.
+enum Target {
+    Dir,
+    Kube(crate::kube::KubeFleet),
+}
+
+impl Target {
+    async fn change(&self, c: &PlannedChange) -> Result<(), BenchError> {
+        match self {
+            Target::Dir => write_atomic(&c.file, &c.content).map(|_| ()),
+            Target::Kube(k) => match &c.kube {
+                KubeChange::Pod(p) => k.pod(p).await,
+                KubeChange::Service {
+                    name,
+                    namespace,
+                    pod,
+                } => {
+                    k.service(name, namespace).await?;
+                    k.pod(pod).await
+                }
+            },
+        }
+    }
+
+    /// Write `seq` of the churned workload.
+    async fn churn(&self, churn: &Churn, seq: usize) -> Result<(), BenchError> {
+        match self {
+            Target::Dir => write_atomic(&churn.file, &churn.content(seq)).map(|_| ()),
+            Target::Kube(k) => {
+                let (pod, previous) = churn.pod(seq);
+                k.pod(&pod).await?;
+                if let Some(prev) = previous {
+                    k.delete_pod(churn.namespace(), &prev).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Runs one timed change and measures its convergence.
 async fn timed_change(
+    target: &Target,
     c: &PlannedChange,
     clients: &[Client],
     shared: &Shared,
@@ -371,7 +425,7 @@ async fn timed_change(
     let bytes0 = shared.bytes();
     let counts0 = shared.response_counts();
     let t = shared.now();
-    write_atomic(&c.file, &c.content)?;
+    target.change(c).await?;
     let seen = wait_all(clients, timeout, |r| c.probe.seen(r, t)).await;
     let lat: Vec<Duration> = seen.iter().flatten().map(|s| s.saturating_sub(t)).collect();
     wait_quiet(shared, QUIET, timeout).await;
@@ -395,6 +449,7 @@ async fn timed_change(
 
 /// The churn phase: one address change of the churned workload every 100 ms for `seconds`.
 async fn churn_phase(
+    target: &Target,
     seconds: u64,
     churn: &Churn,
     clients: &[Client],
@@ -414,7 +469,7 @@ async fn churn_phase(
     for seq in 1..=writes {
         tick.tick().await;
         times.push(shared.now());
-        write_atomic(&churn.file, &churn.content(seq))?;
+        target.churn(churn, seq).await?;
     }
     let last = Churn::address(writes);
     let cluster = churn.cluster;
@@ -481,16 +536,45 @@ pub async fn run_xds_load(args: XdsLoadArgs) -> Result<XdsLoadReport, BenchError
 
     // Load: write the fleet, wait until a probe proxy is served it.
     let started = Instant::now();
-    let layout = fleet::write_fleet(
-        &args.config_dir,
-        args.services,
-        args.endpoints_per_service,
-        args.namespaces,
-    )?;
+    let (target, layout) = match (&args.config_dir, &args.kubeconfig) {
+        (Some(dir), None) => (
+            Target::Dir,
+            fleet::write_fleet(
+                dir,
+                args.services,
+                args.endpoints_per_service,
+                args.namespaces,
+            )?,
+        ),
+        (None, Some(kubeconfig)) => {
+            let kube = crate::kube::KubeFleet::connect(kubeconfig).await?;
+            let (layout, _) = fleet::plan_fleet(
+                Path::new(""),
+                args.services,
+                args.endpoints_per_service,
+                args.namespaces,
+            )?;
+            kube.create_fleet(&layout).await?;
+            (Target::Kube(kube), layout)
+        }
+        _ => {
+            return Err(BenchError::InvalidArgs(
+                "give exactly one of --config-dir and --kubeconfig".into(),
+            ));
+        }
+    };
     let mut watches = Watches::default();
     let churn = Churn::new(&layout, &mut watches);
-    let plan = change::plan(&layout, args.namespaces, args.changes, &mut watches);
-    write_atomic(&churn.file, &churn.content(0))?;
+    let mut plan = change::plan(&layout, args.namespaces, args.changes, &mut watches);
+    if let Target::Kube(_) = target {
+        for c in &mut plan {
+            c.description = c
+                .description
+                .replace("WorkloadEntry", "Pod")
+                .replace("ServiceEntry", "Service");
+        }
+    }
+    target.churn(&churn, 0).await?;
     let shared = Arc::new(Shared::new(&watches));
     let offset = shared.start.duration_since(started);
     let seen = wait_served(&endpoint, &args, &layout, &churn, &shared, started).await?;
@@ -558,7 +642,7 @@ pub async fn run_xds_load(args: XdsLoadArgs) -> Result<XdsLoadReport, BenchError
     let mut changes = Vec::with_capacity(plan.len());
     let mut all_lat = Vec::new();
     for c in &plan {
-        let (result, lat) = timed_change(c, &clients, &shared, timeout).await?;
+        let (result, lat) = timed_change(&target, c, &clients, &shared, timeout).await?;
         changes.push(result);
         all_lat.extend(lat);
     }
@@ -566,7 +650,17 @@ pub async fn run_xds_load(args: XdsLoadArgs) -> Result<XdsLoadReport, BenchError
 
     // Endpoint churn.
     let churn_result = if args.churn_seconds > 0 {
-        Some(churn_phase(args.churn_seconds, &churn, &clients, &shared, timeout).await?)
+        Some(
+            churn_phase(
+                &target,
+                args.churn_seconds,
+                &churn,
+                &clients,
+                &shared,
+                timeout,
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -601,6 +695,10 @@ pub async fn run_xds_load(args: XdsLoadArgs) -> Result<XdsLoadReport, BenchError
     drop(clients);
     Ok(XdsLoadReport {
         control_plane: args.control_plane.clone(),
+        source: match target {
+            Target::Dir => "directory".into(),
+            Target::Kube(_) => "kubernetes".into(),
+        },
         proxies: args.proxies,
         delta: args.delta,
         services: args.services,
@@ -639,7 +737,8 @@ mod tests {
             services: 20,
             endpoints_per_service: 2,
             namespaces: 3,
-            config_dir,
+            config_dir: Some(config_dir),
+            kubeconfig: None,
             changes: 3,
             churn_seconds: 1,
             control_pid: Some(std::process::id()),

@@ -4,7 +4,9 @@
 //! otherwise the self-signed root in Secret `istio-ca-secret` (`ca-cert.pem`, `ca-key.pem`),
 //! created on the first start, so that a restarted or second control plane signs with the same
 //! root and the workloads' certificates stay trusted. The material is written into the state
-//! directory in the layout `weft_identity::CertificateAuthority` loads.
+//! directory in the layout `weft_identity::CertificateAuthority` loads. When the namespace does
+//! not exist (a control plane run from outside the cluster) the root stays in the state
+//! directory, with a warning.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -123,6 +125,16 @@ pub async fn prepare(
                 return Ok(CaMaterial::SelfSigned);
             }
             Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                // A control plane run from outside the cluster, for a namespace that does not
+                // exist there: the root stays in the state directory only.
+                tracing::warn!(
+                    namespace,
+                    dir = %state_dir.display(),
+                    "CA: namespace {namespace} does not exist, so the self-signed root is kept only in the state directory (create the namespace, or run `weft install`, to keep it in Secret {SELF_SIGNED_SECRET})"
+                );
+                return Ok(CaMaterial::SelfSigned);
+            }
             Err(source) => {
                 return Err(KubeError::Secret {
                     what: format!("create Secret {namespace}/{SELF_SIGNED_SECRET}"),
