@@ -111,4 +111,24 @@ mod tests {
             "{problems:?}"
         );
     }
+
+    #[test]
+    fn an_unknown_version_or_field_is_named() {
+        let vs = object(serde_json::json!({
+            "apiVersion": "networking.istio.io/v2",
+            "kind": "VirtualService",
+            "metadata": {"name": "next", "namespace": "default"},
+            "spec": {"hosts": ["reviews"], "hostz": ["x"]}
+        }));
+        let o = origin("virtualservices", "networking.istio.io", &vs);
+        let problems = outcome(&parse("networking.istio.io/v2", "VirtualService", &o, &vs))
+            .expect_err("unknown version");
+        assert!(
+            problems.iter().any(|p| p.contains("networking.istio.io/v2")),
+            "{problems:?}"
+        );
+        let problems = outcome(&parse("networking.istio.io/v1", "VirtualService", &o, &vs))
+            .expect_err("unknown field");
+        assert!(problems.iter().any(|p| p.contains("hostz")), "{problems:?}");
+    }
 }

@@ -321,22 +321,45 @@ impl Source for KubeSource {
     }
 }
 
-/// The version a kind is read at: the group's preferred version when it serves the kind there,
-/// else the first version that does (ProxyConfig is served at v1beta1 only, while its group
-/// prefers v1).
+/// The version a kind is read at: the group's preferred version when Weft reads it there, else
+/// the first served version Weft reads (ProxyConfig is served at v1beta1 only, while its group
+/// prefers v1); when the API server serves the kind only at versions Weft does not know, the
+/// preferred one, whose objects then each get a problem naming their apiVersion (status and
+/// log).
 fn served_kind(
     group: &kube::discovery::ApiGroup,
     kind: &str,
-) -> Option<(
-    kube::discovery::ApiResource,
-    kube::discovery::ApiCapabilities,
-)> {
-    group.recommended_kind(kind).or_else(|| {
-        group.versions().find_map(|v| {
-            group
-                .versioned_resources(v)
-                .into_iter()
-                .find(|(ar, _)| ar.kind == kind)
+) -> Option<(kube::discovery::ApiResource, kube::discovery::ApiCapabilities)> {
+    let known = |version: &str| {
+        weft_api::Kind::from_name(kind).is_some_and(|k| {
+            k.api_versions()
+                .contains(&format!("{}/{version}", group.name()).as_str())
         })
-    })
+    };
+    let serving = |version: &str| {
+        group
+            .versioned_resources(version)
+            .into_iter()
+            .find(|(ar, _)| ar.kind == kind)
+    };
+    let preferred = group.preferred_version_or_latest();
+    if known(preferred)
+        && let Some(found) = serving(preferred)
+    {
+        return Some(found);
+    }
+    group
+        .versions()
+        .filter(|v| known(v))
+        .find_map(serving)
+        .or_else(|| {
+            let found = serving(preferred)
+                .or_else(|| group.versions().find_map(serving))?;
+            tracing::warn!(
+                kind = %format!("{kind}.{}", group.name()),
+                version = %found.0.version,
+                "the API server serves this Istio kind only at versions Weft does not read; each object gets a problem in its status"
+            );
+            Some(found)
+        })
 }
