@@ -427,6 +427,27 @@ pub struct LabelSelector {
     pub match_expressions: Vec<LabelSelectorRequirement>,
 }
 
+impl LabelSelector {
+    /// Whether `labels` satisfy the selector, as Kubernetes reads one: every `matchLabels`
+    /// entry and every expression (`In`, `NotIn`, `Exists`, `DoesNotExist`; any other operator
+    /// matches nothing). An empty selector selects everything.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|e| {
+                let value = labels.get(&e.key);
+                match e.operator.as_str() {
+                    "In" => value.is_some_and(|v| e.values.contains(v)),
+                    "NotIn" => value.is_none_or(|v| !e.values.contains(v)),
+                    "Exists" => value.is_some(),
+                    "DoesNotExist" => value.is_none(),
+                    _ => false,
+                }
+            })
+    }
+}
+
 /// A set-based label requirement.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -462,4 +483,45 @@ pub enum NormalizationType {
     MergeSlashes,
     /// MERGE_SLASHES plus decoding `%2F` / `%5C`.
     DecodeAndMergeSlashes,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_selectors_read_as_kubernetes_does() {
+        let sel: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchLabels": {"mesh": "weft"},
+            "matchExpressions": [
+                {"key": "env", "operator": "In", "values": ["prod", "staging"]},
+                {"key": "legacy", "operator": "DoesNotExist"},
+            ],
+        }))
+        .expect("selector");
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(sel.matches(&labels(&[("mesh", "weft"), ("env", "prod")])));
+        assert!(!sel.matches(&labels(&[("mesh", "weft"), ("env", "dev")])));
+        assert!(!sel.matches(&labels(&[("mesh", "weft")])));
+        assert!(!sel.matches(&labels(&[
+            ("mesh", "weft"),
+            ("env", "prod"),
+            ("legacy", "1")
+        ])));
+        assert!(!sel.matches(&labels(&[("env", "prod")])));
+        let not_in: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]},
+                                 {"key": "team", "operator": "Exists"}],
+        }))
+        .expect("selector");
+        assert!(not_in.matches(&labels(&[("team", "a")])));
+        assert!(!not_in.matches(&labels(&[("team", "a"), ("tier", "db")])));
+        assert!(!not_in.matches(&labels(&[("tier", "web")])));
+        assert!(LabelSelector::default().matches(&labels(&[])));
+    }
 }

@@ -234,12 +234,24 @@ pub async fn run_with(
     }
     let _watcher = watch(&opts, tx)?;
     let push_loop = async {
-        while rx.recv().await.is_some() {
+        // When the config was last read: a change already queued when the loop comes back
+        // came after it, while that push was being made, and has waited since.
+        let mut last_read = tokio::time::Instant::now();
+        loop {
+            let first = match rx.try_recv() {
+                Ok(()) => last_read,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => match rx.recv().await {
+                    Some(()) => tokio::time::Instant::now(),
+                    None => break,
+                },
+            };
             // Debounce (debounce.rs): at most `max_endpoints` for endpoint changes, else quiet
-            // or `max`.
+            // or `max`, counted from the first change.
             let peeked = opts
                 .debounce
-                .settle(&mut rx, || {
+                .settle_since(first, &mut rx, || {
+                    last_read = tokio::time::Instant::now();
                     let snap = store.load().ok()?;
                     let current = push.load();
                     (*current.mesh == *snap.mesh
@@ -250,7 +262,10 @@ pub async fn run_with(
                 .await;
             let snap: Snapshot = match peeked {
                 Settled::Peeked(snap) => snap,
-                Settled::Push => match store.load() {
+                Settled::Push => match {
+                    last_read = tokio::time::Instant::now();
+                    store.load()
+                } {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::error!(error = %e, "reload failed; serving the last good config");

@@ -124,7 +124,9 @@ mod tests {
         let problems = outcome(&parse("networking.istio.io/v2", "VirtualService", &o, &vs))
             .expect_err("unknown version");
         assert!(
-            problems.iter().any(|p| p.contains("networking.istio.io/v2")),
+            problems
+                .iter()
+                .any(|p| p.contains("networking.istio.io/v2")),
             "{problems:?}"
         );
         let problems = outcome(&parse("networking.istio.io/v1", "VirtualService", &o, &vs))

@@ -1,12 +1,13 @@
 //! The Kubernetes config source: list+watch (kube-runtime's watcher: resumes from the last
 //! resource version, lists again on 410 Gone, backs off on errors) of Services,
-//! EndpointSlices, Pods and Nodes for the registry, and of the Istio kinds the API server
-//! serves, each into a reflector store; the control plane reads the stores at each load.
+//! EndpointSlices, Pods, Nodes and Namespaces for the registry (MeshConfig `discoverySelectors`
+//! pick the namespaces it is made from), and of the Istio kinds the API server serves, each
+//! into a reflector store; the control plane reads the stores at each load.
 
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, Store};
@@ -40,6 +41,8 @@ pub struct KubeSource {
     slices: Store<EndpointSlice>,
     pods: Store<Pod>,
     nodes: Store<Node>,
+    /// For MeshConfig `discoverySelectors` (namespaces by their labels).
+    namespaces: Store<Namespace>,
     istio: Vec<IstioKind>,
     /// The ConfigMap `istio` of the control plane's namespace (key `mesh`: the MeshConfig).
     mesh: Store<ConfigMap>,
@@ -137,6 +140,14 @@ impl KubeSource {
             n.clone(),
         );
 
+        let (namespaces, w) = reflector::store();
+        reflect(
+            Api::<Namespace>::all(client.clone()),
+            w,
+            "namespaces".into(),
+            n.clone(),
+        );
+
         let discovery = kube::Discovery::new(client.clone())
             .filter(&config::GROUPS)
             .run()
@@ -168,6 +179,7 @@ impl KubeSource {
             slices.wait_until_ready().await?;
             pods.wait_until_ready().await?;
             nodes.wait_until_ready().await?;
+            namespaces.wait_until_ready().await?;
             mesh.wait_until_ready().await?;
             for k in &istio {
                 k.store.wait_until_ready().await?;
@@ -186,6 +198,7 @@ impl KubeSource {
             slices,
             pods,
             nodes,
+            namespaces,
             istio,
             mesh,
             mesh_origin: format!("kubernetes:configmaps/{namespace}/{MESH_CONFIGMAP}"),
@@ -230,12 +243,32 @@ impl KubeSource {
 
 impl Source for KubeSource {
     fn snapshot(&self) -> SourceSnapshot {
-        let (services, slices, pods, nodes) = (
+        let mut problems = Vec::new();
+        let mesh = self.mesh_config(&mut problems);
+        let (mut services, mut slices, mut pods, nodes) = (
             self.services.state(),
             self.slices.state(),
             self.pods.state(),
             self.nodes.state(),
         );
+        // MeshConfig discoverySelectors: only the selected namespaces' Services, EndpointSlices
+        // and Pods make the registry (Istio's discovery scope); none: every namespace.
+        if let Some(m) = mesh.as_ref().filter(|m| !m.discovery_selectors.is_empty()) {
+            let selected: std::collections::HashSet<String> = self
+                .namespaces
+                .state()
+                .iter()
+                .filter(|ns| {
+                    let labels = ns.metadata.labels.clone().unwrap_or_default();
+                    m.discovery_selectors.iter().any(|sel| sel.matches(&labels))
+                })
+                .filter_map(|ns| ns.metadata.name.clone())
+                .collect();
+            let keep = |ns: &Option<String>| ns.as_ref().is_some_and(|n| selected.contains(n));
+            services.retain(|o| keep(&o.metadata.namespace));
+            slices.retain(|o| keep(&o.metadata.namespace));
+            pods.retain(|o| keep(&o.metadata.namespace));
+        }
         let platform = registry::build(
             &Objects {
                 services: &services,
@@ -246,7 +279,6 @@ impl Source for KubeSource {
             weft_control::push::DOMAIN_SUFFIX,
         );
         let mut resources = Vec::new();
-        let mut problems = Vec::new();
         for k in &self.istio {
             let mut objects = k.store.state();
             objects.sort_by(|a, b| {
@@ -285,7 +317,7 @@ impl Source for KubeSource {
         }
         SourceSnapshot {
             resources,
-            mesh: self.mesh_config(&mut problems),
+            mesh,
             problems,
             platform: Arc::new(platform),
         }
@@ -329,7 +361,10 @@ impl Source for KubeSource {
 fn served_kind(
     group: &kube::discovery::ApiGroup,
     kind: &str,
-) -> Option<(kube::discovery::ApiResource, kube::discovery::ApiCapabilities)> {
+) -> Option<(
+    kube::discovery::ApiResource,
+    kube::discovery::ApiCapabilities,
+)> {
     let known = |version: &str| {
         weft_api::Kind::from_name(kind).is_some_and(|k| {
             k.api_versions()

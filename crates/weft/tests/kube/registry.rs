@@ -226,4 +226,34 @@ spec:
         |r| !endpoint_ips(r, reviews).contains(v2_ip),
     );
     eprintln!("after the API server's restart, a change arrived in {took:?}");
+
+    // MeshConfig discoverySelectors: only the namespaces they select make the registry.
+    cluster.kubectl_in(
+        &["apply", "-f", "-"],
+        "apiVersion: v1
+kind: Namespace
+metadata: {name: istio-system}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    discoverySelectors:
+    - matchLabels: {mesh: weft}
+",
+    );
+    control.wait(
+        "/debug/registryz",
+        "default's services out of the discovery scope",
+        Duration::from_secs(30),
+        |r| service(r, reviews).is_none(),
+    );
+    cluster.kubectl(&["label", "namespace", "default", "mesh=weft"]);
+    control.wait(
+        "/debug/registryz",
+        "default's services back once it is labelled",
+        Duration::from_secs(30),
+        |r| endpoint_ips(r, reviews).len() == 2,
+    );
 }
