@@ -262,16 +262,16 @@ pub async fn run_with(
                 .await;
             let snap: Snapshot = match peeked {
                 Settled::Peeked(snap) => snap,
-                Settled::Push => match {
+                Settled::Push => {
                     last_read = tokio::time::Instant::now();
-                    store.load()
-                } {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(error = %e, "reload failed; serving the last good config");
-                        continue;
+                    match store.load() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!(error = %e, "reload failed; serving the last good config");
+                            continue;
+                        }
                     }
-                },
+                }
             };
             let current = push.load();
             state
