@@ -49,21 +49,9 @@ impl Debounce {
     pub async fn settle<T>(
         &self,
         rx: &mut mpsc::UnboundedReceiver<()>,
-        peek: impl FnMut() -> Option<T>,
-    ) -> Settled<T> {
-        self.settle_since(Instant::now(), rx, peek).await
-    }
-
-    /// [`Debounce::settle`] for a first change that came at `first` (as Istio's debounce counts
-    /// from the event's time): a change that came while the last push was being made has
-    /// already waited that long.
-    pub async fn settle_since<T>(
-        &self,
-        first: Instant,
-        rx: &mut mpsc::UnboundedReceiver<()>,
         mut peek: impl FnMut() -> Option<T>,
     ) -> Settled<T> {
-        let started = first;
+        let started = Instant::now();
         let endpoints_due = started + self.max_endpoints.min(self.max);
         let mut peeked = false;
         let mut last = started;
@@ -266,28 +254,6 @@ spec:
             waited >= Duration::from_secs(10) && waited < Duration::from_millis(10_100),
             "{waited:?}"
         );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_change_that_waited_through_a_push_goes_sooner() {
-        let mut rx = churn(Duration::from_millis(90), Duration::from_secs(60));
-        // The change came 200 ms ago, while the last push was being made.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let first = Instant::now() - Duration::from_millis(200);
-        let start = Instant::now();
-        let out = debounce()
-            .settle_since(first, &mut rx, || Some("endpoints"))
-            .await;
-        assert_eq!(out, Settled::Peeked("endpoints"));
-        assert_eq!(start.elapsed(), Duration::from_millis(50));
-        // Longer ago than the maximum: at once.
-        let first = Instant::now() - Duration::from_secs(1);
-        let start = Instant::now();
-        let out = debounce()
-            .settle_since(first, &mut rx, || Some("endpoints"))
-            .await;
-        assert_eq!(out, Settled::Peeked("endpoints"));
-        assert_eq!(start.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]

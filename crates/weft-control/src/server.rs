@@ -48,6 +48,8 @@ pub struct ControlOptions {
     pub jwks_ca: Option<PathBuf>,
     /// istiod's feature flags (`ENABLE_AUTO_SNI`, `VERIFY_CERTIFICATE_AT_CLIENT`).
     pub features: crate::push::Features,
+    /// More names for the TLS port's certificate (on Kubernetes `istiod.<namespace>.svc`).
+    pub tls_names: Vec<String>,
 }
 
 impl ControlOptions {
@@ -67,6 +69,7 @@ impl ControlOptions {
             push_throttle: weft_xds::server::DEFAULT_PUSH_CONCURRENCY,
             jwks_ca: None,
             features: crate::push::Features::default(),
+            tls_names: Vec::new(),
         }
     }
 }
@@ -204,12 +207,17 @@ pub async fn run_with(
             addr: opts.xds_tls_addr,
             source,
         })?;
-    let names = vec![
+    let mut names = vec![
         "istiod.istio-system.svc".to_string(),
         "weft-control".to_string(),
         "localhost".to_string(),
         "127.0.0.1".to_string(),
     ];
+    for n in &opts.tls_names {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
     let tls_config = crate::tls::server_config(&ca, &names, Duration::from_secs(365 * 24 * 3600))?;
     tracing::info!(addr = %opts.xds_tls_addr, "serving xDS and the CA (TLS)");
     let tls_server = tonic::transport::Server::builder()
@@ -234,24 +242,12 @@ pub async fn run_with(
     }
     let _watcher = watch(&opts, tx)?;
     let push_loop = async {
-        // When the config was last read: a change already queued when the loop comes back
-        // came after it, while that push was being made, and has waited since.
-        let mut last_read = tokio::time::Instant::now();
-        loop {
-            let first = match rx.try_recv() {
-                Ok(()) => last_read,
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => match rx.recv().await {
-                    Some(()) => tokio::time::Instant::now(),
-                    None => break,
-                },
-            };
+        while rx.recv().await.is_some() {
             // Debounce (debounce.rs): at most `max_endpoints` for endpoint changes, else quiet
-            // or `max`, counted from the first change.
+            // or `max`.
             let peeked = opts
                 .debounce
-                .settle_since(first, &mut rx, || {
-                    last_read = tokio::time::Instant::now();
+                .settle(&mut rx, || {
                     let snap = store.load().ok()?;
                     let current = push.load();
                     (*current.mesh == *snap.mesh
@@ -262,16 +258,13 @@ pub async fn run_with(
                 .await;
             let snap: Snapshot = match peeked {
                 Settled::Peeked(snap) => snap,
-                Settled::Push => {
-                    last_read = tokio::time::Instant::now();
-                    match store.load() {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::error!(error = %e, "reload failed; serving the last good config");
-                            continue;
-                        }
+                Settled::Push => match store.load() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload failed; serving the last good config");
+                        continue;
                     }
-                }
+                },
             };
             let current = push.load();
             state

@@ -26,9 +26,15 @@ pub const STATUS: &str = "sidecar.istio.io/status";
 pub struct InjectOptions {
     /// The image with the `weft` binary.
     pub image: String,
-    /// The control plane's xDS and CA address (`istiod.istio-system.svc:15010`).
+    /// The control plane's TLS xDS and CA address (`istiod.istio-system.svc:15012`).
     pub control_plane: String,
+    /// The name its certificate is verified for (`istiod.istio-system.svc`).
+    pub control_plane_name: String,
 }
+
+/// Where the CA root is mounted in the sidecar (Istio's path), from ConfigMap
+/// `istio-ca-root-cert`.
+const ROOT_CERT_DIR: &str = "/var/run/secrets/istio";
 
 /// Namespaces Istio never injects into.
 const IGNORED_NAMESPACES: [&str; 2] = ["kube-system", "kube-public"];
@@ -167,9 +173,15 @@ pub fn patch(pod: &Pod, o: &InjectOptions, pc: &MeshProxyConfig) -> Vec<Value> {
         "$(INSTANCE_IP)",
         "--service-account",
         "$(SERVICE_ACCOUNT)",
+        "--control-plane-name",
+        o.control_plane_name.as_str(),
     ]
     .map(String::from)
     .to_vec();
+    args.extend([
+        "--control-plane-root".into(),
+        format!("{ROOT_CERT_DIR}/root-cert.pem"),
+    ]);
     if let Some(c) = pc.concurrency {
         args.extend(["--concurrency".into(), c.max(0).to_string()]);
     }
@@ -209,12 +221,14 @@ pub fn patch(pod: &Pod, o: &InjectOptions, pc: &MeshProxyConfig) -> Vec<Value> {
         "volumeMounts": [
             {"name": "istio-token", "mountPath": "/var/run/secrets/tokens"},
             {"name": "istio-envoy", "mountPath": "/etc/istio/proxy"},
+            {"name": "istiod-ca-cert", "mountPath": ROOT_CERT_DIR},
         ],
     });
     let volumes = [
         json!({"name": "istio-envoy", "emptyDir": {"medium": "Memory"}}),
         json!({"name": "istio-token", "projected": {"sources": [{"serviceAccountToken": {
             "audience": "istio-ca", "expirationSeconds": 43200, "path": "istio-token"}}]}}),
+        json!({"name": "istiod-ca-cert", "configMap": {"name": crate::rootcert::CONFIGMAP}}),
     ];
     let spec = pod.spec.as_ref();
     // The probes first: their paths count the containers as the pod has them.
@@ -258,7 +272,7 @@ pub fn patch(pod: &Pod, o: &InjectOptions, pc: &MeshProxyConfig) -> Vec<Value> {
     let status = json!({
         "initContainers": ["istio-init"],
         "containers": ["istio-proxy"],
-        "volumes": ["istio-envoy", "istio-token"],
+        "volumes": ["istio-envoy", "istio-token", "istiod-ca-cert"],
     })
     .to_string();
     let annotations = [
@@ -349,7 +363,8 @@ mod tests {
         );
         let o = InjectOptions {
             image: "weft:test".into(),
-            control_plane: "istiod.istio-system.svc:15010".into(),
+            control_plane: "istiod.istio-system.svc:15012".into(),
+            control_plane_name: "istiod.istio-system.svc".into(),
         };
         let ops = patch(&p, &o, &MeshProxyConfig::default());
         // Applied to the pod, the patch gives what the API server would store.
@@ -368,7 +383,7 @@ mod tests {
             proxy["args"]
                 .as_array()
                 .expect("args")
-                .contains(&json!("istiod.istio-system.svc:15010"))
+                .contains(&json!("istiod.istio-system.svc:15012"))
         );
         assert_eq!(
             spec["volumes"][1]["projected"]["sources"][0]["serviceAccountToken"]["audience"],
@@ -396,7 +411,8 @@ mod tests {
         );
         let o = InjectOptions {
             image: "weft:test".into(),
-            control_plane: "istiod.istio-system.svc:15010".into(),
+            control_plane: "istiod.istio-system.svc:15012".into(),
+            control_plane_name: "istiod.istio-system.svc".into(),
         };
         let mut pc = MeshProxyConfig {
             concurrency: Some(0),

@@ -21,6 +21,13 @@ pub enum ProxyError {
     },
     #[error("control plane address {0:?} is not valid; use host:port or http://host:port")]
     ControlPlane(String),
+    #[error(
+        "cannot use {path} as the control plane's root ({reason}); pass the PEM of the control plane's CA root with --control-plane-root (on Kubernetes: root-cert.pem of ConfigMap istio-ca-root-cert)"
+    )]
+    ControlPlaneRoot {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     #[error("identity: {0}")]
     Identity(#[from] weft_identity::IdentityError),
     #[error("xds: {0}")]

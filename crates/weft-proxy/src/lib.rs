@@ -130,9 +130,12 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
         options.trust_domain, options.namespace, options.service_account
     );
 
+    // xDS and the CA over TLS when the control plane's root is given (istiod's 15012).
+    let control_tls = options.control_plane_tls()?;
     // Control runtime.
     let (ctl_tx, ctl_rx) = std::sync::mpsc::channel();
     let ctl_options = options.clone();
+    let ctl_tls = control_tls.clone();
     let sds_node = envoy_types::pb::envoy::config::core::v3::Node {
         id: node.id.clone(),
         cluster: node.cluster.clone(),
@@ -168,8 +171,20 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
                     return;
                 }
                 let ca_address = ctl_options.ca_address();
+                let tls = match ctl_tls.map(|c| {
+                    weft_xds::transport::tls_connector(c, ctl_options.control_plane_name.as_deref())
+                }) {
+                    Some(Err(e)) => {
+                        let _ = ctl_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                    other => other.and_then(Result::ok),
+                };
                 let channel = match weft_xds::transport::endpoint(&ca_address) {
-                    Ok(ep) => ep.connect_lazy(),
+                    Ok(ep) => match tls {
+                        Some(tls) => ep.connect_with_connector_lazy(tls),
+                        None => ep.connect_lazy(),
+                    },
                     Err(e) => {
                         let _ = ctl_tx.send(Err(e.to_string()));
                         return;
@@ -241,6 +256,8 @@ pub async fn run(options: ProxyOptions) -> Result<(), ProxyError> {
     }
     let mut cfg = weft_xds::AdsClientConfig::new(options.xds_address(), node);
     cfg.auth_token = Some(token);
+    cfg.tls = control_tls;
+    cfg.tls_server_name = options.control_plane_name.clone();
     cfg.delta = options.delta_xds;
     std::thread::Builder::new()
         .name("weft-xds".into())

@@ -44,6 +44,13 @@ pub struct ProxyOptions {
     pub http_limits: crate::HttpLimits,
     /// The app's own probes the status port runs (`ISTIO_KUBE_APP_PROBERS`, from the injector).
     pub app_probers: crate::probe::AppProbers,
+    /// The root the control plane's TLS port is verified with (Istio's
+    /// `/var/run/secrets/istio/root-cert.pem`, from ConfigMap `istio-ca-root-cert`): xDS and the
+    /// CA then go over TLS (istiod's 15012) instead of plaintext.
+    pub control_plane_root: Option<PathBuf>,
+    /// The name the control plane's certificate is verified for (default: the host of
+    /// `control_plane`; istiod's is `istiod.<namespace>.svc`).
+    pub control_plane_name: Option<String>,
 }
 
 impl ProxyOptions {
@@ -73,6 +80,8 @@ impl ProxyOptions {
             dns_auto_allocate: false,
             http_limits: crate::HttpLimits::default(),
             app_probers: Default::default(),
+            control_plane_root: None,
+            control_plane_name: None,
         }
     }
 
@@ -97,9 +106,44 @@ impl ProxyOptions {
     fn url(&self) -> String {
         if self.control_plane.contains("://") {
             self.control_plane.clone()
+        } else if self.control_plane_root.is_some() {
+            format!("https://{}", self.control_plane)
         } else {
             format!("http://{}", self.control_plane)
         }
+    }
+
+    /// The TLS client config for the control plane, when `control_plane_root` is set.
+    pub fn control_plane_tls(
+        &self,
+    ) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, crate::error::ProxyError> {
+        let Some(path) = &self.control_plane_root else {
+            return Ok(None);
+        };
+        let pem =
+            std::fs::read(path).map_err(|source| crate::error::ProxyError::ControlPlaneRoot {
+                path: path.clone(),
+                reason: source.to_string(),
+            })?;
+        let roots: Vec<rustls_pki_types::CertificateDer<'static>> =
+            rustls_pki_types::pem::PemObject::pem_slice_iter(&pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| crate::error::ProxyError::ControlPlaneRoot {
+                    path: path.clone(),
+                    reason: format!("not PEM certificates: {e:?}"),
+                })?;
+        if roots.is_empty() {
+            return Err(crate::error::ProxyError::ControlPlaneRoot {
+                path: path.clone(),
+                reason: "holds no certificate".into(),
+            });
+        }
+        weft_identity::root_client_config(&roots)
+            .map(Some)
+            .map_err(|e| crate::error::ProxyError::ControlPlaneRoot {
+                path: path.clone(),
+                reason: e.to_string(),
+            })
     }
 
     pub fn xds_address(&self) -> String {

@@ -189,8 +189,9 @@ struct ControlArgs {
     /// The image the injected istio-init and istio-proxy containers run.
     #[arg(long, default_value = concat!("weft:", env!("CARGO_PKG_VERSION")))]
     proxy_image: String,
-    /// The address injected proxies reach the control plane at (default:
-    /// istiod.<--kube-namespace>.svc:15010).
+    /// The address injected proxies reach the control plane's TLS port at (default:
+    /// istiod.<--kube-namespace>.svc:15012; its certificate is verified for
+    /// istiod.<--kube-namespace>.svc with the CA root of ConfigMap istio-ca-root-cert).
     #[arg(long)]
     injected_control_plane: Option<String>,
     /// Another directory of Istio YAML read and watched with --config-dir (repeatable);
@@ -347,6 +348,15 @@ struct ProxyArgs {
     /// for this long gets 408 (0s disables).
     #[arg(long, default_value = "5m")]
     stream_idle_timeout: weft_api::Duration,
+    /// The control plane's CA root (PEM file): xDS and the CA then go over TLS, the control
+    /// plane's certificate verified with it (Istio's 15012 with
+    /// /var/run/secrets/istio/root-cert.pem, from ConfigMap istio-ca-root-cert).
+    #[arg(long)]
+    control_plane_root: Option<PathBuf>,
+    /// The name the control plane's certificate is verified for (default: the host of
+    /// --control-plane; istiod's is istiod.<namespace>.svc).
+    #[arg(long)]
+    control_plane_name: Option<String>,
     /// The app's own HTTP and TCP probes, run on the status port at
     /// `/app-health/<container>/<readyz|livez|startupz>`: the JSON Istio's injector writes
     /// into `ISTIO_KUBE_APP_PROBERS` when it rewrites a pod's probes.
@@ -563,6 +573,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max: a.debounce_max.get(),
                 max_endpoints: a.debounce_max_endpoints.get(),
             };
+            if on_kube {
+                let ns = &a.kube_namespace;
+                opts.tls_names = vec![
+                    format!("istiod.{ns}.svc"),
+                    format!("istiod.{ns}.svc.cluster.local"),
+                ];
+            }
             opts.features = weft_control::push::Features {
                 enable_auto_sni: a.enable_auto_sni,
                 verify_certificate_at_client: a.verify_certificate_at_client,
@@ -613,7 +630,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                                 control_plane: a
                                     .injected_control_plane
                                     .clone()
-                                    .unwrap_or_else(|| format!("istiod.{ns}.svc:15010")),
+                                    .unwrap_or_else(|| format!("istiod.{ns}.svc:15012")),
+                                control_plane_name: format!("istiod.{ns}.svc"),
                             },
                         });
                     }
@@ -646,6 +664,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.dns_capture = a.dns_capture;
             opts.dns_auto_allocate = a.dns_auto_allocate;
             opts.app_probers = weft_proxy::probe::parse(&a.app_probers)?;
+            opts.control_plane_root = a.control_plane_root;
+            opts.control_plane_name = a.control_plane_name;
             let nonzero = |d: std::time::Duration| (!d.is_zero()).then_some(d);
             opts.http_limits = weft_proxy::HttpLimits {
                 max_request_headers_kb: a.max_request_headers_kb,

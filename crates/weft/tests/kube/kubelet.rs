@@ -202,10 +202,22 @@ fn mount_volumes(
     dirs
 }
 
-/// Writes a ConfigMap's keys (its `items` when listed) into `dir`.
+/// Writes a ConfigMap's keys (its `items` when listed) into `dir`; as a kubelet, waits for a
+/// ConfigMap that is not there yet (the CA root is published into a new namespace a moment
+/// after it appears).
 fn config_map(cluster: &Cluster, ns: &str, source: &Value, dir: &std::path::Path) {
     let name = source["name"].as_str().expect("ConfigMap name");
-    let cm = cluster.json(&["-n", ns, "get", "configmap", name]);
+    let mut cm = Value::Null;
+    wait_for(
+        &format!("ConfigMap {ns}/{name}"),
+        Duration::from_secs(30),
+        || {
+            let out =
+                cluster.try_kubectl(&["-n", ns, "get", "configmap", name, "-o", "json"], "")?;
+            cm = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+            Ok(())
+        },
+    );
     let data = cm["data"].as_object().cloned().unwrap_or_default();
     let items: Vec<(String, String)> = match source["items"].as_array() {
         Some(items) => items

@@ -183,7 +183,7 @@ fn bookinfo_runs_injected_over_mtls_and_follows_the_cluster() {
     let mut mesh = Mesh::bridge(id, "");
     let cluster = Cluster::up_in(Some(&mesh.bridge_ns));
     cluster.install_crds();
-    let control_plane = format!("{}:15010", mesh.ip(1));
+    let control_plane = format!("{}:15012", mesh.ip(1));
     let control = Control::start_with(
         &cluster,
         &[
@@ -248,7 +248,26 @@ fn bookinfo_runs_injected_over_mtls_and_follows_the_cluster() {
             Some("istio-proxy".into()),
             "{p}"
         );
-        names.push(kubelet.run(&cluster, &mut mesh, NS, p, &stand_in));
+        // The sidecar reaches the control plane's TLS port, verifying it with the CA root
+        // from ConfigMap istio-ca-root-cert.
+        let proxy_args = p["spec"]["containers"]
+            .as_array()
+            .and_then(|c| c.last())
+            .map(|c| c["args"].to_string())
+            .unwrap_or_default();
+        assert!(
+            proxy_args.contains(&format!("\"{control_plane}\""))
+                && proxy_args
+                    .contains("\"--control-plane-root\",\"/var/run/secrets/istio/root-cert.pem\""),
+            "{proxy_args}"
+        );
+        let name = kubelet.run(&cluster, &mut mesh, NS, p, &stand_in);
+        let log = mesh.log(&format!("istio-proxy-{name}.log"));
+        assert!(
+            log.contains(&format!("https://{control_plane}")),
+            "{name}'s sidecar: {log}"
+        );
+        names.push(name);
     }
     let sleep = names
         .iter()

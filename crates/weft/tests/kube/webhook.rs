@@ -128,7 +128,7 @@ fn pods_get_sidecars_and_bad_resources_are_refused_at_apply() {
             .filter_map(|a| a.as_str())
             .collect();
         assert!(
-            args.contains(&"istiod.istio-system.svc:15010"),
+            args.contains(&"istiod.istio-system.svc:15012"),
             "{name}: {args:?}"
         );
         assert_eq!(proxy["securityContext"]["runAsUser"], 1337, "{name}");
