@@ -73,8 +73,21 @@ impl KubeFleet {
         Ok(KubeFleet { client })
     }
 
-    /// Creates the namespaces, the Node, and every service and workload of `layout`.
+    /// Creates the namespaces, the Node, and every service and workload of `layout`, in a
+    /// cluster that holds no fleet yet (a leftover churned pod or workload would be taken for
+    /// this run's).
     pub(crate) async fn create_fleet(&self, layout: &FleetLayout) -> Result<(), BenchError> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        if nodes
+            .get_opt(NODE)
+            .await
+            .map_err(api_err(format!("read Node {NODE}")))?
+            .is_some()
+        {
+            return Err(BenchError::InvalidArgs(format!(
+                "the cluster already holds a bench fleet (Node {NODE}); run each --kubeconfig bench on a fresh cluster (scripts/kube-cluster down, then up)"
+            )));
+        }
         let namespaces: std::collections::BTreeSet<&str> = layout
             .services
             .iter()
@@ -89,7 +102,6 @@ impl KubeFleet {
             )
             .await?;
         }
-        let nodes: Api<Node> = Api::all(self.client.clone());
         create(
             &nodes,
             &from_json(json!({"metadata": {"name": NODE, "labels": {
@@ -159,17 +171,6 @@ impl KubeFleet {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &p.namespace);
         let what = format!("write Pod {}/{}", p.namespace, p.name);
         let labels = BTreeMap::from([("app", p.app.as_str()), ("version", p.version.as_str())]);
-        let existing = pods.get_opt(&p.name).await.map_err(api_err(what.clone()))?;
-        if existing.is_some() {
-            pods.patch(
-                &p.name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"labels": labels}})),
-            )
-            .await
-            .map_err(api_err(what))?;
-            return Ok(());
-        }
         let pod: Pod = from_json(json!({
             "metadata": {"name": p.name, "labels": labels},
             "spec": {
@@ -179,7 +180,21 @@ impl KubeFleet {
                 "containers": [{"name": "app", "image": "bench"}],
             },
         }))?;
-        create(&pods, &pod, what.clone()).await?;
+        match pods.create(&PostParams::default(), &pod).await {
+            Ok(_) => {}
+            // It exists (a relabel): new labels, same address.
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                pods.patch(
+                    &p.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": labels}})),
+                )
+                .await
+                .map_err(api_err(what))?;
+                return Ok(());
+            }
+            Err(e) => return Err(api_err(what)(e)),
+        }
         let status = json!({"status": {
             "phase": "Running",
             "podIP": p.address,

@@ -74,7 +74,9 @@ pub async fn prepare(
         tracing::info!(secret = %format!("{namespace}/{PLUGIN_SECRET}"), "CA: plug-in certificates");
         return Ok(CaMaterial::Plugin(dir));
     }
-    loop {
+    // A create that loses a race to another replica reads the winner's root; bounded, should
+    // the API server keep answering "exists" to the create and "absent" to the read.
+    for _attempt in 0..5 {
         if let Some(s) = read(SELF_SIGNED_SECRET).await? {
             let data = data(&s);
             let secret = format!("{namespace}/{SELF_SIGNED_SECRET}");
@@ -124,7 +126,10 @@ pub async fn prepare(
                 tracing::info!(secret = %format!("{namespace}/{SELF_SIGNED_SECRET}"), "CA: self-signed root stored in the cluster");
                 return Ok(CaMaterial::SelfSigned);
             }
-            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                continue;
+            }
             Err(kube::Error::Api(e)) if e.code == 404 => {
                 // A control plane run from outside the cluster, for a namespace that does not
                 // exist there: the root stays in the state directory only.
@@ -143,6 +148,10 @@ pub async fn prepare(
             }
         }
     }
+    Err(KubeError::CaSecret {
+        secret: format!("{namespace}/{SELF_SIGNED_SECRET}"),
+        reason: "could not be created (it exists) nor read (it does not) after 5 attempts; check the API server".into(),
+    })
 }
 
 fn data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
@@ -154,15 +163,16 @@ fn data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-/// Writes a file readable by its owner only (keys among them).
+/// Writes a file readable by its owner only (keys among them), an existing one included.
 fn write(path: &Path, value: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     f.write_all(value)
 }

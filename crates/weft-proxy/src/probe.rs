@@ -5,6 +5,9 @@
 //! status port runs the original probe against the app at the pod's IP, from 127.0.0.6 (the
 //! source the capture rules let through to the app unredirected), and answers with the app's
 //! HTTP status, or 200 when a TCP probe connects; 500 when the app cannot be reached in time.
+//! As Istio's agent, it dials the pod IP whatever the probe's `host` says, sends the probe's
+//! `Host` header when it has one, and does not verify an HTTPS app's certificate (neither does
+//! the kubelet).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -38,8 +41,9 @@ pub struct HttpGet {
     #[serde(default)]
     pub path: String,
     pub port: Port,
+    /// Not dialled (the pod IP is, as by Istio's agent).
     pub host: Option<String>,
-    /// HTTP only: the injector leaves HTTPS probes as they are.
+    /// HTTP (default) or HTTPS.
     pub scheme: Option<String>,
     #[serde(default)]
     pub http_headers: Vec<Header>,
@@ -55,6 +59,7 @@ pub struct Header {
 #[serde(rename_all = "camelCase")]
 pub struct TcpSocket {
     pub port: Port,
+    /// Not dialled (the pod IP is, as by Istio's agent).
     pub host: Option<String>,
 }
 
@@ -104,12 +109,12 @@ pub fn parse(json: &str) -> Result<AppProbers, ProxyError> {
             )));
         }
         if let Some(h) = &p.http_get
-            && h.scheme
-                .as_deref()
-                .is_some_and(|s| !s.eq_ignore_ascii_case("http"))
+            && h.scheme.as_deref().is_some_and(|s| {
+                !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https")
+            })
         {
             return Err(ProxyError::Config(format!(
-                "ISTIO_KUBE_APP_PROBERS: probe {path} has scheme {:?}; only HTTP probes are run by the proxy",
+                "ISTIO_KUBE_APP_PROBERS: probe {path} has scheme {:?}; HTTP or HTTPS",
                 h.scheme.as_deref().unwrap_or_default()
             )));
         }
@@ -120,29 +125,20 @@ pub fn parse(json: &str) -> Result<AppProbers, ProxyError> {
 /// Runs `probe` against the app at `pod_ip`: the HTTP status to answer, and why it failed.
 pub async fn run(probe: &AppProbe, pod_ip: IpAddr) -> (u16, String) {
     let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1));
-    let target = |host: &Option<String>, port: Port| -> Result<SocketAddr, String> {
-        let ip = match host.as_deref() {
-            None | Some("") => pod_ip,
-            Some(h) => h
-                .parse()
-                .map_err(|_| format!("probe host {h:?} is not an IP address"))?,
-        };
-        Ok(SocketAddr::new(ip, port.0))
-    };
     let result = match (&probe.http_get, &probe.tcp_socket) {
-        (Some(h), _) => match target(&h.host, h.port) {
-            Ok(addr) => tokio::time::timeout(timeout, http_get(h, addr))
+        (Some(h), _) => {
+            let addr = SocketAddr::new(pod_ip, h.port.0);
+            tokio::time::timeout(timeout, http_get(h, addr))
                 .await
-                .unwrap_or_else(|_| Err(format!("no answer from {addr} within {timeout:?}"))),
-            Err(e) => Err(e),
-        },
-        (None, Some(t)) => match target(&t.host, t.port) {
-            Ok(addr) => crate::socket::connect(addr, Some(PROBE_SOURCE), timeout, None)
+                .unwrap_or_else(|_| Err(format!("no answer from {addr} within {timeout:?}")))
+        }
+        (None, Some(t)) => {
+            let addr = SocketAddr::new(pod_ip, t.port.0);
+            crate::socket::connect(addr, Some(PROBE_SOURCE), timeout, None)
                 .await
                 .map(|_| 200)
-                .map_err(|e| format!("cannot connect to {addr}: {e}")),
-            Err(e) => Err(e),
-        },
+                .map_err(|e| format!("cannot connect to {addr}: {e}"))
+        }
         (None, None) => Err("the probe has no handler".into()),
     };
     match result {
@@ -152,13 +148,40 @@ pub async fn run(probe: &AppProbe, pod_ip: IpAddr) -> (u16, String) {
 }
 
 async fn http_get(h: &HttpGet, addr: SocketAddr) -> Result<u16, String> {
-    let stream = crate::socket::connect(addr, Some(PROBE_SOURCE), Duration::from_secs(60), None)
+    let tcp = crate::socket::connect(addr, Some(PROBE_SOURCE), Duration::from_secs(60), None)
         .await
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("{addr}: {e}"))?;
+    let https = h
+        .scheme
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("https"));
+    if !https {
+        return request(h, addr, tcp).await;
+    }
+    // The app's certificate is not verified, as by the kubelet and Istio's agent.
+    let config = weft_identity::origination_client_config(&weft_identity::OriginationOptions {
+        alpn: vec![b"http/1.1".to_vec()],
+        ..Default::default()
+    })
+    .map_err(|e| format!("TLS to {addr}: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(
+            rustls_pki_types::ServerName::IpAddress(addr.ip().into()),
+            tcp,
+        )
+        .await
+        .map_err(|e| format!("TLS to {addr}: {e}"))?;
+    request(h, addr, tls).await
+}
+
+/// Sends the probe's GET over `io`; the app's status.
+async fn request<S>(h: &HttpGet, addr: SocketAddr, io: S) -> Result<u16, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
     tokio::spawn(conn);
     let path = if h.path.starts_with('/') {
         h.path.clone()
@@ -166,14 +189,25 @@ async fn http_get(h: &HttpGet, addr: SocketAddr) -> Result<u16, String> {
         format!("/{}", h.path)
     };
     let mut req = hyper::Request::get(path)
-        .header(hyper::header::USER_AGENT, "kube-probe/1.36")
-        .header(hyper::header::HOST, addr.to_string());
-    for header in &h.http_headers {
-        req = req.header(header.name.as_str(), header.value.as_str());
-    }
-    let req = req
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("probe request: {e}"))?;
+    let headers = req.headers_mut();
+    headers.insert(
+        hyper::header::USER_AGENT,
+        hyper::header::HeaderValue::from_static("kube-probe/1.36"),
+    );
+    let host = addr.to_string();
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&host) {
+        headers.insert(hyper::header::HOST, v);
+    }
+    // The probe's headers replace the defaults (its Host among them).
+    for header in &h.http_headers {
+        let name = hyper::header::HeaderName::from_bytes(header.name.as_bytes())
+            .map_err(|e| format!("probe header {:?}: {e}", header.name))?;
+        let value = hyper::header::HeaderValue::from_str(&header.value)
+            .map_err(|e| format!("probe header {}: {e}", header.name))?;
+        headers.insert(name, value);
+    }
     let resp = send
         .send_request(req)
         .await
@@ -183,6 +217,8 @@ async fn http_get(h: &HttpGet, addr: SocketAddr) -> Result<u16, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -212,8 +248,8 @@ mod tests {
                 "named ports",
             ),
             (
-                r#"{"/app-health/a/readyz": {"httpGet": {"port": 1, "scheme": "HTTPS"}}}"#,
-                "only HTTP",
+                r#"{"/app-health/a/readyz": {"httpGet": {"port": 1, "scheme": "FTP"}}}"#,
+                "HTTP or HTTPS",
             ),
         ] {
             let e = parse(bad).expect_err(bad).to_string();
@@ -233,7 +269,13 @@ mod tests {
                 let mut buf = [0u8; 1024];
                 let n = s.read(&mut buf).await.unwrap_or(0);
                 let req = String::from_utf8_lossy(&buf[..n]).to_string();
-                let code = if req.starts_with("GET /ok ") && req.contains("x-probe: yes") {
+                // One Host header, the probe's.
+                let hosts = req.to_ascii_lowercase().matches("\r\nhost:").count();
+                let code = if req.starts_with("GET /ok ")
+                    && req.contains("x-probe: yes")
+                    && hosts == 1
+                    && req.contains("web.example")
+                {
                     "200 OK"
                 } else {
                     "503 Service Unavailable"
@@ -250,10 +292,16 @@ mod tests {
                 port: Port(port),
                 host: None,
                 scheme: None,
-                http_headers: vec![Header {
-                    name: "x-probe".into(),
-                    value: "yes".into(),
-                }],
+                http_headers: vec![
+                    Header {
+                        name: "x-probe".into(),
+                        value: "yes".into(),
+                    },
+                    Header {
+                        name: "Host".into(),
+                        value: "web.example".into(),
+                    },
+                ],
             }),
             tcp_socket: None,
             timeout_seconds: None,
@@ -277,5 +325,71 @@ mod tests {
         let (code, why) = run(&tcp(closed), ip).await;
         assert_eq!(code, 500, "{why}");
         assert!(why.contains("cannot connect"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn https_probes_do_not_verify_the_apps_certificate() {
+        use rustls_pki_types::pem::PemObject;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A certificate from a CA the prober has never heard of.
+        let dir = tempfile::tempdir().expect("dir");
+        let ca = weft_identity::CertificateAuthority::load_or_create(dir.path(), "cluster.local")
+            .expect("CA");
+        let (chain, key) = weft_identity::serving_cert_for_control_plane(
+            &ca,
+            &["app.example".to_string()],
+            Duration::from_secs(3600),
+        )
+        .expect("cert");
+        let certs = chain
+            .iter()
+            .map(|p| rustls_pki_types::CertificateDer::from_pem_slice(p.as_bytes()).expect("pem"))
+            .collect();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    continue;
+                };
+                let mut buf = [0u8; 1024];
+                let n = tls.read(&mut buf).await.unwrap_or(0);
+                let ok = String::from_utf8_lossy(&buf[..n]).starts_with("GET /healthz ");
+                let code = if ok {
+                    "204 No Content"
+                } else {
+                    "404 Not Found"
+                };
+                let _ = tls
+                    .write_all(format!("HTTP/1.1 {code}\r\ncontent-length: 0\r\n\r\n").as_bytes())
+                    .await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        let probe = AppProbe {
+            http_get: Some(HttpGet {
+                path: "/healthz".into(),
+                port: Port(port),
+                host: Some("ignored.example".into()),
+                scheme: Some("HTTPS".into()),
+                http_headers: Vec::new(),
+            }),
+            tcp_socket: None,
+            timeout_seconds: Some(2),
+        };
+        let (code, why) = run(&probe, IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
+        assert_eq!(code, 204, "{why}");
     }
 }

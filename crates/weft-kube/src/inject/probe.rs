@@ -1,10 +1,11 @@
-//! The app probe rewrite of Istio's injector: each HTTP (scheme HTTP) and TCP readiness,
+//! The app probe rewrite of Istio's injector: each HTTP (HTTP or HTTPS) and TCP readiness,
 //! liveness and startup probe of the pod's containers is pointed at the sidecar's status port,
 //! `GET :15020/app-health/<container>/<readyz|livez|startupz>`, and the original goes to the
 //! proxy in `ISTIO_KUBE_APP_PROBERS`, which runs it against the app (weft-proxy's probe.rs).
 //! Under STRICT mTLS the kubelet's plaintext probe would otherwise be refused by the sidecar.
-//! Off with the pod annotation `sidecar.istio.io/rewriteAppHTTPProbers: "false"`. Exec probes
-//! need no rewrite; HTTPS and gRPC probes are left as they are (the proxy does not run them).
+//! Off with the pod annotation `sidecar.istio.io/rewriteAppHTTPProbers` set to a false value as Go
+//! reads one (`false`, `0`, `f`, …). Exec probes need no rewrite; gRPC probes are left as they are
+//! (the proxy does not run them).
 
 use std::collections::BTreeMap;
 
@@ -28,7 +29,7 @@ pub fn rewrite(pod: &Pod) -> (Vec<Value>, BTreeMap<String, Value>) {
         .annotations
         .as_ref()
         .and_then(|a| a.get(ANNOTATION))
-        .is_some_and(|v| v.eq_ignore_ascii_case("false"));
+        .is_some_and(|v| matches!(v.as_str(), "0" | "f" | "F" | "false" | "FALSE" | "False"));
     let Some(spec) = pod.spec.as_ref().filter(|_| !off) else {
         return (ops, probers);
     };
@@ -75,15 +76,17 @@ fn original(c: &Container, probe: &Probe) -> Option<Value> {
     };
     let timeout = probe.timeout_seconds.unwrap_or(1);
     if let Some(h) = &probe.http_get {
-        let scheme_http = h
-            .scheme
-            .as_deref()
-            .is_none_or(|s| s.eq_ignore_ascii_case("http"));
+        let scheme = match h.scheme.as_deref() {
+            None => "HTTP",
+            Some(s) if s.eq_ignore_ascii_case("http") => "HTTP",
+            Some(s) if s.eq_ignore_ascii_case("https") => "HTTPS",
+            Some(_) => return None,
+        };
         let port = port(&h.port)?;
-        if !scheme_http || port == STATUS_PORT {
+        if port == STATUS_PORT {
             return None;
         }
-        let mut get = json!({"path": h.path.clone().unwrap_or_else(|| "/".into()), "port": port, "scheme": "HTTP"});
+        let mut get = json!({"path": h.path.clone().unwrap_or_else(|| "/".into()), "port": port, "scheme": scheme});
         if let Some(host) = &h.host {
             get["host"] = json!(host);
         }
@@ -121,7 +124,7 @@ mod tests {
         }))
         .expect("pod");
         let (ops, probers) = rewrite(&pod);
-        assert_eq!(ops.len(), 2, "{ops:?}");
+        assert_eq!(ops.len(), 3, "{ops:?}");
         assert_eq!(ops[0]["path"], "/spec/containers/0/readinessProbe");
         assert_eq!(
             ops[0]["value"],
@@ -139,9 +142,20 @@ mod tests {
             probers["/app-health/web/livez"],
             json!({"tcpSocket": {"port": 8080}, "timeoutSeconds": 2})
         );
-        // Off by annotation.
-        let mut off = pod.clone();
-        off.metadata.annotations = Some([(ANNOTATION.to_string(), "false".to_string())].into());
-        assert!(rewrite(&off).0.is_empty());
+        // HTTPS: through the sidecar too, which probes the app over TLS.
+        assert_eq!(ops[2]["path"], "/spec/containers/1/readinessProbe");
+        assert_eq!(
+            probers["/app-health/tls/readyz"]["httpGet"]["scheme"],
+            "HTTPS"
+        );
+        // Off by annotation, with Go's false values.
+        for no in ["false", "0", "f", "False"] {
+            let mut off = pod.clone();
+            off.metadata.annotations = Some([(ANNOTATION.to_string(), no.to_string())].into());
+            assert!(rewrite(&off).0.is_empty(), "{no}");
+        }
+        let mut on = pod.clone();
+        on.metadata.annotations = Some([(ANNOTATION.to_string(), "true".to_string())].into());
+        assert_eq!(rewrite(&on).0.len(), 3);
     }
 }

@@ -1,8 +1,8 @@
 //! The proxy config an injected pod runs with, worked out as Istio's injector does
 //! (`EffectiveProxyConfig`): the mesh's `defaultConfig`, then the ProxyConfig resources of the
-//! root namespace, of the pod's namespace, and of those whose selector matches the pod's labels
-//! (each overriding what it sets), then the pod's `proxy.istio.io/config` annotation (a
-//! ProxyConfig in YAML or JSON, merged field by field). ProxyConfig settings are read at
+//! root namespace and of the pod's namespace, then the pod's `proxy.istio.io/config`
+//! annotation (a ProxyConfig in YAML or JSON, merged field by field), then the ProxyConfig
+//! resources whose selector matches the pod's labels (each overriding what it sets). ProxyConfig settings are read at
 //! injection: a change applies to pods created after it, as in Istio.
 
 use std::collections::BTreeMap;
@@ -22,7 +22,7 @@ pub fn effective(
     annotation: Option<&str>,
 ) -> Result<MeshProxyConfig, String> {
     let mut pc = mesh.default_config.clone();
-    // Root namespace, then namespace, then workload: later scopes override earlier ones.
+    // Scopes: 0 the root namespace's, 1 the pod's namespace's, 2 those selecting the pod.
     let mut scoped: Vec<(u8, &Resource, &weft_api::ProxyConfig)> = resources
         .iter()
         .filter_map(|r| match &r.spec {
@@ -46,7 +46,7 @@ pub fn effective(
         })
         .collect();
     scoped.sort_by(|a, b| (a.0, &a.1.meta.name).cmp(&(b.0, &b.1.meta.name)));
-    for (_, _, p) in scoped {
+    let apply = |pc: &mut MeshProxyConfig, p: &weft_api::ProxyConfig| {
         if let Some(c) = p.concurrency {
             pc.concurrency = Some(c);
         }
@@ -54,10 +54,24 @@ pub fn effective(
         if p.image.is_some() {
             pc.image = p.image.clone();
         }
-    }
-    let Some(text) = annotation.filter(|t| !t.trim().is_empty()) else {
-        return Ok(pc);
     };
+    // Root namespace, then namespace.
+    for (_, _, p) in scoped.iter().filter(|s| s.0 < 2) {
+        apply(&mut pc, p);
+    }
+    // The annotation, then the workload's resources over it (Istio merges the annotation
+    // "with lower priority than the workload-matching ProxyConfig CRs").
+    if let Some(text) = annotation.filter(|t| !t.trim().is_empty()) {
+        pc = annotated(pc, text)?;
+    }
+    for (_, _, p) in scoped.iter().filter(|s| s.0 == 2) {
+        apply(&mut pc, p);
+    }
+    Ok(pc)
+}
+
+/// `pc` with the annotation's fields merged over it.
+fn annotated(pc: MeshProxyConfig, text: &str) -> Result<MeshProxyConfig, String> {
     let overlay: Value = serde_saphyr::from_str(text)
         .map_err(|e| format!("annotation {ANNOTATION}: not YAML or JSON: {e}"))?;
     if !overlay.is_object() {
@@ -105,7 +119,7 @@ mod tests {
     }
 
     #[test]
-    fn mesh_then_root_namespace_then_namespace_then_workload_then_annotation() {
+    fn mesh_then_root_namespace_then_namespace_then_annotation_then_workload() {
         let mut mesh = MeshConfig::default();
         mesh.default_config.concurrency = Some(2);
         mesh.default_config
@@ -146,6 +160,23 @@ mod tests {
         assert!(pc.hold_application());
         assert_eq!(pc.proxy_metadata["A"], "root");
         assert_eq!(pc.proxy_metadata["C"], "pod");
+        // A workload's resource beats the annotation where both set a field.
+        let mut with_workload = resources.clone();
+        with_workload.push(proxy_config(
+            "bookinfo",
+            "reviews-threads",
+            "  selector: {matchLabels: {app: reviews}}\n  concurrency: 6\n",
+        ));
+        let over = effective(
+            &mesh,
+            &with_workload,
+            "bookinfo",
+            &labels,
+            Some("concurrency: 1\nproxyMetadata: {B: pod}\n"),
+        )
+        .expect("annotated");
+        assert_eq!(over.concurrency, Some(6));
+        assert_eq!(over.proxy_metadata["B"], "workload");
         assert_eq!(pc.termination_drain_duration.to_string(), "7s");
         // JSON as well.
         let pc = effective(

@@ -482,7 +482,7 @@ fn bookinfo_runs_injected_over_mtls_and_follows_the_cluster() {
         "{hook:?}"
     );
     let web_ip = mesh.ip_of(&web_name);
-    let from_node = |url: &str| {
+    let curl_node = |url: &str| {
         let out = ns_exec(
             &mesh.bridge_ns,
             &[
@@ -497,12 +497,18 @@ fn bookinfo_runs_injected_over_mtls_and_follows_the_cluster() {
                 url,
             ],
         );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            out.status.code(),
+        )
     };
-    // Plaintext to the app's port is refused under STRICT; its probes pass at the status port.
-    assert_eq!(
-        from_node(&format!("http://{web_ip}:8080/status/200")),
-        "000"
+    let from_node = |url: &str| curl_node(url).0;
+    // Plaintext to the app's port is refused under STRICT (the sidecar closes the connection,
+    // not a timeout); its probes pass at the status port.
+    let (code, exit) = curl_node(&format!("http://{web_ip}:8080/status/200"));
+    assert!(
+        code == "000" && exit.is_some_and(|e| e != 0 && e != 28),
+        "plaintext under STRICT: {code} exit {exit:?}"
     );
     assert_eq!(
         from_node(&format!("http://{web_ip}:15020/app-health/web/readyz")),
@@ -515,6 +521,11 @@ fn bookinfo_runs_injected_over_mtls_and_follows_the_cluster() {
     assert_eq!(
         from_node(&format!("http://{web_ip}:15020/app-health/other/readyz")),
         "404"
+    );
+    // A failing probe's answer comes back through the sidecar.
+    assert_eq!(
+        from_node(&format!("http://{web_ip}:15020/app-health/web/startupz")),
+        "503"
     );
     // A pod whose annotation cannot be read is refused at creation, with the field named.
     let refused = cluster
@@ -564,6 +575,9 @@ spec:
     image: weft:test
     args: [sample, echo, --http-port, '8080']
     ports: [{name: http, containerPort: 8080}]
-    readinessProbe: {httpGet: {path: /status/200, port: http}, periodSeconds: 1}
+    readinessProbe: {httpGet: {path: /status/200, port: http, httpHeaders: [{name: Host, value: web.example}]}, periodSeconds: 1}
     livenessProbe: {tcpSocket: {port: 8080}}
+    # Fails, to see a failure come back through the sidecar (the test's kubelet runs the
+    # readiness probes only).
+    startupProbe: {httpGet: {path: /status/503, port: 8080}}
 ";
