@@ -164,11 +164,11 @@ impl Subscription {
             Subscription::Wildcard => wildcard,
             Subscription::Names(_) if wildcard => false,
             Subscription::Names(set) => {
-                if names.windows(2).all(|w| w[0] < w[1]) {
-                    names.len() == set.len() && names.iter().zip(set.iter()).all(|(a, b)| a == b)
-                } else {
-                    *self == Subscription::from_names(type_url, names)
-                }
+                // The usual ACK repeats the held names in order: equal to the sorted set
+                // element by element means the same set (one pass; no separate sortedness
+                // check, whose comparisons of long, prefix-sharing names cost as much again).
+                (names.len() == set.len() && names.iter().zip(set.iter()).all(|(a, b)| a == b))
+                    || *self == Subscription::from_names(type_url, names)
             }
         }
     }

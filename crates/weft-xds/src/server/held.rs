@@ -91,20 +91,40 @@ pub(super) fn regenerate(
     if updates.is_empty() && removed.is_empty() {
         return None;
     }
-    // Both sorted by name: merged in one pass (no sort of the thousands of assignments a
-    // proxy holds on every push).
-    let mut merged: Vec<NamedResource> = Vec::with_capacity(held.len() + out.len());
-    let mut o = out.iter().peekable();
-    for h in held {
-        while let Some(x) = o.next_if(|x| x.name() < h.name()) {
-            merged.push(x.clone());
+    let held = if names.len().saturating_mul(8) < held.len() {
+        // A few names regenerated (an endpoint push) among the thousands held: each put in
+        // place by binary search, without comparing every held name.
+        let mut merged = held.to_vec();
+        for n in names {
+            if out.binary_search_by(|x| x.name().cmp(n)).is_err()
+                && let Ok(i) = merged.binary_search_by(|h| h.name().cmp(n))
+            {
+                merged.remove(i);
+            }
         }
-        if !names.contains(h.name()) {
-            merged.push(h.clone());
+        for x in out {
+            match merged.binary_search_by(|h| h.name().cmp(x.name())) {
+                Ok(i) => merged[i] = x.clone(),
+                Err(i) => merged.insert(i, x.clone()),
+            }
         }
-    }
-    merged.extend(o.cloned());
-    let held = merged;
+        merged
+    } else {
+        // Both sorted by name: merged in one pass (no sort of the thousands of assignments a
+        // proxy holds on every push).
+        let mut merged: Vec<NamedResource> = Vec::with_capacity(held.len() + out.len());
+        let mut o = out.iter().peekable();
+        for h in held {
+            while let Some(x) = o.next_if(|x| x.name() < h.name()) {
+                merged.push(x.clone());
+            }
+            if !names.contains(h.name()) {
+                merged.push(h.clone());
+            }
+        }
+        merged.extend(o.cloned());
+        merged
+    };
     debug_assert!(held.windows(2).all(|w| w[0].name() <= w[1].name()));
     Some(Regenerated {
         updates,
@@ -177,5 +197,42 @@ mod tests {
         assert_eq!(redefined(&out, &held), ["b"]);
         let w = watched(&set(&["a", "x"]), Some(&set(&["b"])), |n| n != "x");
         assert_eq!(w, set(&["a", "b"]));
+    }
+
+    #[test]
+    fn a_few_names_among_many_are_put_in_place() {
+        // 60 held (every other number), a few regenerated: changed, removed, added before,
+        // between and after; the same as the whole merge would give.
+        let key = |i: usize| format!("outbound|8080||svc-{i:03}.bench.svc.cluster.local");
+        let held: Vec<NamedResource> = (0..120).step_by(2).map(|i| r(&key(i), "1")).collect();
+        let set = |n: &[String]| n.iter().cloned().collect::<BTreeSet<_>>();
+        let cases: Vec<(Vec<String>, Vec<NamedResource>)> = vec![
+            (vec![key(10)], vec![r(&key(10), "2")]),
+            (vec![key(10)], vec![]),
+            (vec![key(11)], vec![r(&key(11), "1")]),
+            (
+                vec![key(0), key(119), key(200)],
+                vec![r(&key(119), "1"), r(&key(200), "1")],
+            ),
+            (
+                vec![key(4), key(5), key(6)],
+                vec![r(&key(5), "1"), r(&key(6), "3")],
+            ),
+        ];
+        for (names, out) in cases {
+            let g = regenerate(&held, &set(&names), &out, None).expect("a change");
+            let mut expected: Vec<NamedResource> = held
+                .iter()
+                .filter(|h| !names.iter().any(|n| n == h.name()))
+                .chain(out.iter())
+                .cloned()
+                .collect();
+            expected.sort_by(|a, b| a.name().cmp(b.name()));
+            let got: Vec<(&str, &envoy_types::pb::google::protobuf::Any)> =
+                g.held.iter().map(|h| (h.name(), h.resource())).collect();
+            let want: Vec<(&str, &envoy_types::pb::google::protobuf::Any)> =
+                expected.iter().map(|h| (h.name(), h.resource())).collect();
+            assert_eq!(got, want, "{names:?}");
+        }
     }
 }
