@@ -103,6 +103,21 @@ fn pod_spec(
     }
 }
 
+/// A workload as a WorkloadEntry (YAML for the directory) and as a pod (for a cluster).
+fn workload(
+    name: &str,
+    namespace: &str,
+    address: Ipv4Addr,
+    app: &str,
+    version: &str,
+    sa: &str,
+) -> (String, PodSpec) {
+    (
+        workload_entry_yaml(name, namespace, address, app, version, sa),
+        pod_spec(name, namespace, address, app, version, sa),
+    )
+}
+
 /// The service an added WorkloadEntry joins.
 fn extra_service(k: usize, services: usize) -> usize {
     (k.wrapping_mul(7919) + 1) % services
@@ -129,28 +144,22 @@ pub(crate) fn plan(
                 let svc = &layout.services[extra_service(k, m)];
                 let name = format!("bench-extra-{k}");
                 let address = addr(EXTRA_BASE, k);
+                let (content, pod) = workload(
+                    &name,
+                    &svc.namespace,
+                    address,
+                    &svc.name,
+                    "extra",
+                    &svc.name,
+                );
                 PlannedChange {
                     description: format!(
                         "add WorkloadEntry {}/{name} to {}",
                         svc.namespace, svc.name
                     ),
                     file: change_file(layout, k),
-                    content: workload_entry_yaml(
-                        &name,
-                        &svc.namespace,
-                        address,
-                        &svc.name,
-                        "extra",
-                        &svc.name,
-                    ),
-                    kube: KubeChange::Pod(pod_spec(
-                        &name,
-                        &svc.namespace,
-                        address,
-                        &svc.name,
-                        "extra",
-                        &svc.name,
-                    )),
+                    content,
+                    kube: KubeChange::Pod(pod),
                     probe: Probe::EdsHas {
                         cluster: watches.eds(svc.cluster_name(HTTP_PORT)),
                         address: address.to_string(),
@@ -161,15 +170,7 @@ pub(crate) fn plan(
                 let namespace = namespace_name(k % namespaces);
                 let name = format!("bench-new-{k}");
                 let host = format!("{name}.{namespace}.svc.cluster.local");
-                let workload = workload_entry_yaml(
-                    &format!("{name}-0"),
-                    &namespace,
-                    addr(NEW_WORKLOAD_BASE, k),
-                    &name,
-                    "v0",
-                    &name,
-                );
-                let pod = pod_spec(
+                let (workload, pod) = workload(
                     &format!("{name}-0"),
                     &namespace,
                     addr(NEW_WORKLOAD_BASE, k),
@@ -222,28 +223,16 @@ pub(crate) fn plan(
                         "no service".to_string(),
                     )
                 };
+                let (content, pod) =
+                    workload(&name, &svc.namespace, address, &app, "extra", &svc.name);
                 PlannedChange {
                     description: format!(
                         "relabel {}/{name}: app {} → {what}",
                         svc.namespace, svc.name
                     ),
                     file: change_file(layout, j),
-                    content: workload_entry_yaml(
-                        &name,
-                        &svc.namespace,
-                        address,
-                        &app,
-                        "extra",
-                        &svc.name,
-                    ),
-                    kube: KubeChange::Pod(pod_spec(
-                        &name,
-                        &svc.namespace,
-                        address,
-                        &app,
-                        "extra",
-                        &svc.name,
-                    )),
+                    content,
+                    kube: KubeChange::Pod(pod),
                     probe,
                 }
             }

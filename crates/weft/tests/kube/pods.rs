@@ -193,33 +193,7 @@ fn bookinfo_runs_injected_over_mtls_and_follows_the_cluster() {
             IMAGE,
         ],
     );
-    wait_for("the webhooks", Duration::from_secs(60), || {
-        let log = control.log();
-        if log.contains("serving the admission webhooks") {
-            Ok(())
-        } else {
-            Err(log)
-        }
-    });
-    cluster.kubectl_in(
-        &["apply", "-f", "-"],
-        &crate::webhook::configurations(15017),
-    );
-    wait_for("the injector's caBundle", Duration::from_secs(60), || {
-        let c = cluster.json(&[
-            "get",
-            "mutatingwebhookconfiguration",
-            "istio-sidecar-injector",
-        ]);
-        if c["webhooks"][0]["clientConfig"]["caBundle"]
-            .as_str()
-            .is_some_and(|b| !b.is_empty())
-        {
-            Ok(())
-        } else {
-            Err(c.to_string())
-        }
-    });
+    crate::webhook::register(&cluster, &control, 15017);
     let mut kubelet = Kubelet::new(&cluster, "node-1", 10);
     cluster.kubectl(&["create", "namespace", NS]);
     cluster.kubectl(&["label", "namespace", NS, "istio-injection=enabled"]);

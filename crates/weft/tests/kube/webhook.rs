@@ -36,22 +36,9 @@ webhooks:
     )
 }
 
-#[test]
-fn pods_get_sidecars_and_bad_resources_are_refused_at_apply() {
-    let cluster = Cluster::up();
-    cluster.install_crds();
-    let port = free_port();
-    let control = Control::start_with(
-        &cluster,
-        &[
-            "--webhook-addr",
-            &format!("127.0.0.1:{port}"),
-            "--proxy-image",
-            "weft:test",
-        ],
-    );
-    // Configurations created after the webhooks started (their first CA bundle check is
-    // done once they log that they serve): the control plane trusts itself into them.
+/// Registers `control`'s webhooks on `port` (by URL on loopback) once they serve, created after
+/// they started: the control plane trusts itself into the configurations' caBundle.
+pub(crate) fn register(cluster: &Cluster, control: &Control, port: u16) {
     wait_for("the webhooks", Duration::from_secs(60), || {
         let log = control.log();
         if log.contains("serving the admission webhooks") {
@@ -82,6 +69,23 @@ fn pods_get_sidecars_and_bad_resources_are_refused_at_apply() {
             },
         );
     }
+}
+
+#[test]
+fn pods_get_sidecars_and_bad_resources_are_refused_at_apply() {
+    let cluster = Cluster::up();
+    cluster.install_crds();
+    let port = free_port();
+    let control = Control::start_with(
+        &cluster,
+        &[
+            "--webhook-addr",
+            &format!("127.0.0.1:{port}"),
+            "--proxy-image",
+            "weft:test",
+        ],
+    );
+    register(&cluster, &control, port);
 
     cluster.kubectl(&["create", "namespace", "bookinfo"]);
     cluster.kubectl(&["label", "namespace", "bookinfo", "istio-injection=enabled"]);
