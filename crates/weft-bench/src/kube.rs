@@ -60,16 +60,9 @@ fn from_json<K: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<K, 
 
 impl KubeFleet {
     pub(crate) async fn connect(kubeconfig: &std::path::Path) -> Result<Self, BenchError> {
-        let kc = kube::config::Kubeconfig::read_from(kubeconfig).map_err(|e| {
+        let client = weft_kube::client(Some(kubeconfig)).await.map_err(|e| {
             BenchError::InvalidArgs(format!("--kubeconfig {}: {e}", kubeconfig.display()))
         })?;
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .map_err(|e| {
-                BenchError::InvalidArgs(format!("--kubeconfig {}: {e}", kubeconfig.display()))
-            })?;
-        let client = kube::Client::try_from(config)
-            .map_err(api_err("make a client for the API server".into()))?;
         Ok(KubeFleet { client })
     }
 

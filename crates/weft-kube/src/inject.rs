@@ -112,34 +112,27 @@ pub fn iptables_args(pod: &Pod) -> Vec<String> {
     args
 }
 
-/// The canonical service name and revision Istio labels a pod with.
+/// The canonical service name and revision Istio labels a pod with (telemetry's rules; the
+/// workload's name is the Deployment's, from the pod's generated name, else the pod's).
 fn canonical(pod: &Pod) -> (String, String) {
     let labels = pod.metadata.labels.clone().unwrap_or_default();
-    let name = [
-        "service.istio.io/canonical-name",
-        "app.kubernetes.io/name",
-        "app",
-    ]
-    .iter()
-    .find_map(|k| labels.get(*k).cloned())
-    .or_else(|| {
-        pod.metadata.generate_name.clone().map(|g| {
+    let workload = pod
+        .metadata
+        .generate_name
+        .as_deref()
+        .map(|g| {
             // `reviews-v1-54778d4dc4-` → `reviews-v1`: the Deployment's name.
-            let parts: Vec<&str> = g.trim_end_matches('-').rsplitn(2, '-').collect();
-            parts.last().copied().unwrap_or_default().to_string()
+            let g = g.trim_end_matches('-');
+            g.rsplit_once('-')
+                .map_or(g, |(deployment, _)| deployment)
+                .to_string()
         })
-    })
-    .or_else(|| pod.metadata.name.clone())
-    .unwrap_or_default();
-    let revision = [
-        "service.istio.io/canonical-revision",
-        "app.kubernetes.io/version",
-        "version",
-    ]
-    .iter()
-    .find_map(|k| labels.get(*k).cloned())
-    .unwrap_or_else(|| "latest".into());
-    (name, revision)
+        .or_else(|| pod.metadata.name.clone())
+        .unwrap_or_default();
+    (
+        weft_telemetry::labels::canonical_service(&labels, &workload),
+        weft_telemetry::labels::canonical_revision(&labels),
+    )
 }
 
 /// JSON Pointer escaping of a map key.

@@ -573,12 +573,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max: a.debounce_max.get(),
                 max_endpoints: a.debounce_max_endpoints.get(),
             };
+            // The names istiod's certificates carry on Kubernetes (its Service's).
+            let istiod = format!("istiod.{}.svc", a.kube_namespace);
+            let istiod_names = vec![istiod.clone(), format!("{istiod}.cluster.local")];
             if on_kube {
-                let ns = &a.kube_namespace;
-                opts.tls_names = vec![
-                    format!("istiod.{ns}.svc"),
-                    format!("istiod.{ns}.svc.cluster.local"),
-                ];
+                opts.tls_names = istiod_names.clone();
             }
             opts.features = weft_control::push::Features {
                 enable_auto_sni: a.enable_auto_sni,
@@ -618,20 +617,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             addr: a.webhook_addr.parse().with_context(|| {
                                 format!("--webhook-addr {:?} is not HOST:PORT", a.webhook_addr)
                             })?,
-                            names: vec![
-                                format!("istiod.{ns}.svc"),
-                                format!("istiod.{ns}.svc.cluster.local"),
-                                "localhost".into(),
-                                "127.0.0.1".into(),
-                            ],
+                            names: istiod_names
+                                .iter()
+                                .cloned()
+                                .chain(["localhost".into(), "127.0.0.1".into()])
+                                .collect(),
                             namespace: ns.clone(),
                             inject: weft_kube::inject::InjectOptions {
                                 image: a.proxy_image.clone(),
                                 control_plane: a
                                     .injected_control_plane
                                     .clone()
-                                    .unwrap_or_else(|| format!("istiod.{ns}.svc:15012")),
-                                control_plane_name: format!("istiod.{ns}.svc"),
+                                    .unwrap_or_else(|| format!("{istiod}:15012")),
+                                control_plane_name: istiod.clone(),
                             },
                         });
                     }
