@@ -53,7 +53,7 @@ impl Shared {
             .entry(format!(
                 "{}|{}",
                 view.destination_scope.key(),
-                view.sidecar_key()
+                view.visibility_key()
             ))
             .or_insert_with(|| {
                 Arc::new(
@@ -375,9 +375,10 @@ impl MeshGenerator {
                             Arc::new(sidecar::client_dependent_listeners(view.push))
                         })
                         .clone();
-                    // Proxies under different Sidecar resources see different services.
+                    // Proxies under different Sidecar resources or service exports see different
+                    // services.
                     let telemetry =
-                        format!("{}|{}", sidecar::telemetry_key(view), view.sidecar_key());
+                        format!("{}|{}", sidecar::telemetry_key(view), view.visibility_key());
                     let none = HashMap::new();
                     let previous = c.previous.listeners.get(&telemetry).unwrap_or(&none);
                     let shared = c
@@ -431,7 +432,7 @@ impl MeshGenerator {
                     view.node.namespace,
                     sidecar::http_route::source_key(view),
                     view.destination_scope.key(),
-                    view.sidecar_key()
+                    view.visibility_key()
                 );
                 let ns = key.as_str();
                 self.with_shared(version, |c| {

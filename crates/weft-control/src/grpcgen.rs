@@ -15,7 +15,8 @@ use crate::push::PushContext;
 use crate::registry::Service;
 use crate::sidecar::{ProxyView, cluster_name, parse_cluster_name};
 
-/// Resolves a gRPC target `host:port` (FQDN, `name.ns`, or short name in `proxy_ns`).
+/// Resolves a gRPC target `host:port` (FQDN, `name.ns`, or short name in `proxy_ns`) to a
+/// service exported to `proxy_ns`.
 fn lookup<'a>(push: &'a PushContext, target: &str, proxy_ns: &str) -> Option<(&'a Service, u16)> {
     let (host, port) = target.rsplit_once(':')?;
     let port: u16 = port.parse().ok()?;
@@ -24,7 +25,10 @@ fn lookup<'a>(push: &'a PushContext, target: &str, proxy_ns: &str) -> Option<(&'
     } else {
         weft_api::resolve_host(host, proxy_ns, crate::push::DOMAIN_SUFFIX)
     };
-    let svc = push.registry.service(&fqdn)?;
+    let svc = push
+        .registry
+        .service(&fqdn)
+        .filter(|s| push.service_exports.visible(s, proxy_ns))?;
     svc.port(port)?;
     Some((svc.as_ref(), port))
 }
@@ -92,7 +96,12 @@ pub fn routes(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
         let Some(("outbound", port, _, host)) = parse_cluster_name(name) else {
             continue;
         };
-        let Some(svc) = view.push.registry.service(host) else {
+        let Some(svc) = view
+            .push
+            .registry
+            .service(host)
+            .filter(|s| view.push.service_exports.visible(s, &view.node.namespace))
+        else {
             continue;
         };
         let mut domains = vec![svc.hostname.clone(), format!("{}:{port}", svc.hostname)];
@@ -124,7 +133,7 @@ pub fn routes(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
 pub fn clusters(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
     let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
     let mut out = Vec::new();
-    for svc in &view.push.registry.services {
+    for svc in view.visible_services() {
         let subsets = crate::destination::subsets_for(view, svc);
         for sp in &svc.ports {
             let subset_names = std::iter::once("").chain(subsets.iter().map(|s| s.name.as_str()));

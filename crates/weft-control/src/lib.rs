@@ -11,6 +11,7 @@ pub mod debug;
 pub mod destination;
 pub mod envoy;
 pub mod error;
+pub mod export;
 pub mod generator;
 pub mod grpcgen;
 pub mod jwks;

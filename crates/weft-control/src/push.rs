@@ -21,6 +21,8 @@ pub struct PushContext {
     /// The platform registry's part (Kubernetes Services, EndpointSlices, Pods), if any.
     pub platform: Arc<Platform>,
     pub registry: Registry,
+    /// Which namespaces see which services (`exportTo`).
+    pub service_exports: crate::export::ServiceExports,
     /// The DestinationRules, indexed as istiod indexes them for per-proxy lookups.
     pub destination_rules: destination::Index,
     /// The AuthorizationPolicies and ext-authz providers, with the filters built per workload.
@@ -63,12 +65,17 @@ impl PushContext {
         let destination_rules = destination::Index::build(&resources, &mesh, &registry);
         let authz = authz::Index::build(&resources, &mesh, &registry);
         let telemetry = crate::telemetry::Index::build(&resources, &mesh, &registry);
+        let service_exports = crate::export::ServiceExports::build(
+            &registry.services,
+            &mesh.default_service_export_to,
+        );
         PushContext {
             version,
             mesh,
             resources,
             platform,
             registry,
+            service_exports,
             destination_rules,
             authz,
             telemetry,
@@ -214,6 +221,7 @@ spec: {{address: {addr}, labels: {{app: s}}, serviceAccount: {sa}}}
             unready_endpoints: vec![],
             resolution: weft_api::networking::Resolution::Static,
             dns_endpoints: vec![],
+            export_to: vec![],
         }
     }
 

@@ -51,6 +51,11 @@ pub struct Service {
     /// With `resolution: DNS`/`DNS_ROUND_ROBIN`: the endpoints named by host (the proxy
     /// resolves them), or the service's own host when the ServiceEntry lists no endpoints.
     pub dns_endpoints: Vec<DnsEndpoint>,
+    /// The namespaces the service is exported to (the ServiceEntry's `exportTo`, a Kubernetes
+    /// Service's `networking.istio.io/exportTo` annotation); empty: the mesh's
+    /// `defaultServiceExportTo` (see [`crate::export`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub export_to: Vec<String>,
 }
 
 /// An endpoint the proxy resolves by DNS (Envoy's STRICT_DNS/LOGICAL_DNS clusters).
@@ -229,6 +234,7 @@ impl Platform {
                     && a.resolution == b.resolution
                     && a.dns_endpoints == b.dns_endpoints
                     && a.mesh_internal == b.mesh_internal
+                    && a.export_to == b.export_to
             })
     }
 }
@@ -454,6 +460,7 @@ impl Registry {
                     unready_endpoints: Vec::new(),
                     resolution: se.resolution,
                     dns_endpoints,
+                    export_to: se.export_to.clone(),
                 });
             }
         }

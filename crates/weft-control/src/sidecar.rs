@@ -103,9 +103,11 @@ impl<'a> ProxyView<'a> {
     /// The services the proxy imports (its Sidecar's `egress.hosts`; all without one).
     pub fn visible_services(&self) -> impl Iterator<Item = &'a Arc<Service>> + '_ {
         self.push.registry.services.iter().filter(|s| {
-            self.sidecar
-                .as_ref()
-                .is_none_or(|sc| sc.imports(s, &self.node.namespace))
+            self.push.service_exports.visible(s, &self.node.namespace)
+                && self
+                    .sidecar
+                    .as_ref()
+                    .is_none_or(|sc| sc.imports(s, &self.node.namespace))
         })
     }
 
@@ -125,6 +127,16 @@ impl<'a> ProxyView<'a> {
     /// What generated resources depend on through the Sidecar resource.
     pub fn sidecar_key(&self) -> &str {
         self.sidecar.as_ref().map_or("", |s| s.key.as_str())
+    }
+
+    /// What the set of [`visible_services`](Self::visible_services) depends on: the Sidecar
+    /// resource and the namespace when a service is exported to it alone.
+    pub fn visibility_key(&self) -> String {
+        format!(
+            "{}|{}",
+            self.sidecar_key(),
+            self.push.service_exports.key(&self.node.namespace)
+        )
     }
 
     /// The proxy's workload labels (none without a WorkloadEntry).

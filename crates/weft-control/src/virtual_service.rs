@@ -6,21 +6,8 @@
 use weft_api::networking::{HttpMatchRequest, HttpRoute, VirtualService};
 use weft_api::{Resource, Spec};
 
+use crate::export::exported_to;
 use crate::push::DOMAIN_SUFFIX;
-
-/// Istio's `exportTo` visibility: `*` everyone, `.` the resource's own namespace, `~` no one,
-/// else the named namespaces; empty means the mesh default (`*`).
-pub fn exported_to(export_to: &[String], resource_ns: &str, proxy_ns: &str) -> bool {
-    if export_to.is_empty() {
-        return true;
-    }
-    export_to.iter().any(|e| match e.as_str() {
-        "*" => true,
-        "." => resource_ns == proxy_ns,
-        "~" => false,
-        ns => ns == proxy_ns,
-    })
-}
 
 /// True when the VirtualService applies to sidecars (its gateways are unset or name `mesh`).
 fn bound_to_mesh(vs: &VirtualService) -> bool {
@@ -45,10 +32,12 @@ impl Bound<'_> {
     }
 }
 
-/// The VirtualService that routes `hostname` for proxies in `proxy_ns`: an exact host match
+/// The VirtualService that routes `hostname` for proxies in `proxy_ns` (among those exported
+/// to it, `default_export` the mesh's `defaultVirtualServiceExportTo`): an exact host match
 /// first, then the longest wildcard that covers it; the first in config order on a tie.
 pub fn for_host<'a>(
     resources: &'a [Resource],
+    default_export: &[String],
     hostname: &str,
     proxy_ns: &str,
 ) -> Option<Bound<'a>> {
@@ -59,7 +48,7 @@ pub fn for_host<'a>(
         };
         if vs.hosts.is_empty()
             || !bound_to_mesh(vs)
-            || !exported_to(&vs.export_to, &r.meta.namespace, proxy_ns)
+            || !exported_to(&vs.export_to, default_export, &r.meta.namespace, proxy_ns)
         {
             continue;
         }
@@ -201,15 +190,6 @@ mod tests {
     }
 
     #[test]
-    fn export_to_follows_istio() {
-        assert!(exported_to(&[], "a", "b"));
-        assert!(exported_to(&[".".into()], "a", "a"));
-        assert!(!exported_to(&[".".into()], "a", "b"));
-        assert!(exported_to(&["b".into()], "a", "b"));
-        assert!(!exported_to(&["~".into()], "a", "a"));
-    }
-
-    #[test]
     fn exact_host_beats_wildcard_and_first_wins() {
         let rs = load(
             r#"
@@ -243,13 +223,13 @@ spec:
   http: [{route: [{destination: {host: ratings.default.svc.cluster.local}}]}]
 "#,
         );
-        let b = for_host(&rs, "reviews.default.svc.cluster.local", "default").unwrap();
+        let b = for_host(&rs, &[], "reviews.default.svc.cluster.local", "default").unwrap();
         assert_eq!(b.resource.meta.name, "first");
-        let b = for_host(&rs, "details.default.svc.cluster.local", "default").unwrap();
+        let b = for_host(&rs, &[], "details.default.svc.cluster.local", "default").unwrap();
         assert_eq!(b.resource.meta.name, "wild");
         // `private` is exported to its own namespace only: elsewhere the wildcard applies.
         let name = |ns| {
-            for_host(&rs, "ratings.default.svc.cluster.local", ns)
+            for_host(&rs, &[], "ratings.default.svc.cluster.local", ns)
                 .unwrap()
                 .resource
                 .meta
@@ -258,7 +238,7 @@ spec:
         };
         assert_eq!(name("default"), "wild");
         assert_eq!(name("other"), "private");
-        assert!(for_host(&rs, "ratings.other.svc.cluster.local", "default").is_none());
+        assert!(for_host(&rs, &[], "ratings.other.svc.cluster.local", "default").is_none());
     }
 
     #[test]
@@ -284,7 +264,7 @@ spec:
     route: [{destination: {host: reviews, subset: v2}}]
 "#,
         );
-        let b = for_host(&rs, "reviews.default.svc.cluster.local", "default").unwrap();
+        let b = for_host(&rs, &[], "reviews.default.svc.cluster.local", "default").unwrap();
         assert_eq!(b.http.len(), 2);
         let m = &b.http[0].match_;
         assert_eq!(

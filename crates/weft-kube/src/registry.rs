@@ -46,6 +46,26 @@ fn locality(node: Option<&Node>) -> String {
     parts[..used].join("/")
 }
 
+/// The annotation a Service is exported by (Istio's `networking.istio.io/exportTo`).
+const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
+
+/// The namespaces the Service's `networking.istio.io/exportTo` annotation exports it to
+/// (comma-separated, as Istio reads it); none without the annotation (the mesh default).
+fn export_to(svc: &KubeService) -> Vec<String> {
+    svc.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(EXPORT_TO_ANNOTATION))
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn key(ns: Option<&String>, name: Option<&String>) -> (String, String) {
     (
         ns.cloned().unwrap_or_default(),
@@ -162,6 +182,7 @@ pub fn build(objects: &Objects<'_>, domain_suffix: &str) -> Platform {
             unready_endpoints: Vec::new(),
             resolution: Resolution::Static,
             dns_endpoints: Vec::new(),
+            export_to: export_to(svc),
         };
         if spec.type_.as_deref() == Some("ExternalName") {
             // Outside the mesh, resolved by DNS (istiod's ExternalName services).
@@ -308,7 +329,7 @@ mod tests {
                                    {"name": "dns", "port": 53, "protocol": "UDP"}]}
             })),
             obj(serde_json::json!({
-                "metadata": {"name": "db", "namespace": "default"},
+                "metadata": {"name": "db", "namespace": "default", "annotations": {"networking.istio.io/exportTo": " ., shop ,"}},
                 "spec": {"clusterIP": "None", "ports": [{"name": "tcp-db", "port": 5432}]}
             })),
             obj(serde_json::json!({
@@ -396,6 +417,9 @@ mod tests {
             Some("default")
         );
         assert_eq!(p.services[0].resolution, Resolution::None);
+        // The exportTo annotation, comma-separated; none: the mesh default.
+        assert_eq!(p.services[0].export_to, [".", "shop"]);
+        assert!(reviews.export_to.is_empty());
         assert!(p.services[0].vips.is_empty());
         assert_eq!(p.services[1].resolution, Resolution::Dns);
         assert_eq!(p.services[1].dns_endpoints[0].host, "example.com");

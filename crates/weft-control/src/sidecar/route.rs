@@ -60,8 +60,12 @@ fn route_to(cluster: String, name: &str) -> route::Route {
 /// The routes of a service's virtual host: its VirtualService's, else Istio's default route
 /// to the whole service (also when the VirtualService has no HTTP route for this port).
 pub fn service_routes(view: &ProxyView, svc: &Service, port: u16, grpc: bool) -> Vec<route::Route> {
-    let bound =
-        crate::virtual_service::for_host(&view.push.resources, &svc.hostname, &view.node.namespace);
+    let bound = crate::virtual_service::for_host(
+        &view.push.resources,
+        &view.push.mesh.default_virtual_service_export_to,
+        &svc.hostname,
+        &view.node.namespace,
+    );
     if let Some(bound) = &bound {
         let routes = super::http_route::routes(&super::http_route::Ctx {
             view,

@@ -401,6 +401,34 @@ fn bookinfo_runs_injected_over_mtls_and_follows_the_cluster() {
     );
     wait_for_stars(&mesh, &sleep, "red", 5);
 
+    // Service exportTo: details exported to another namespace alone leaves productpage's
+    // sidecar; exported to its own (`.`) it comes back.
+    let details = "outbound|9080||details.bookinfo.svc.cluster.local";
+    assert!(!sidecar_endpoints(&mesh, &productpage, details).is_empty());
+    let export = |to: &str| {
+        cluster.kubectl(&[
+            "-n",
+            NS,
+            "annotate",
+            "--overwrite",
+            "service",
+            "details",
+            &format!("networking.istio.io/exportTo={to}"),
+        ]);
+    };
+    export("elsewhere");
+    time_until(
+        &mesh,
+        &productpage,
+        details,
+        "details exported elsewhere",
+        |e| e.is_empty(),
+    );
+    export(".");
+    time_until(&mesh, &productpage, details, "details exported to .", |e| {
+        !e.is_empty()
+    });
+
     // A pod whose proxy config comes from a ProxyConfig resource and its annotation, with
     // probes on its app, under STRICT mTLS.
     cluster.kubectl_in(&["-n", NS, "apply", "-f", "-"], WEB_CONFIG);

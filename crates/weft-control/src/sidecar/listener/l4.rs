@@ -13,9 +13,10 @@ use weft_api::{Resource, Spec};
 use super::super::ProxyView;
 use super::{listener_filter, tcp_filters_to};
 use crate::envoy;
+use crate::export::exported_to;
 use crate::push::{DOMAIN_SUFFIX, PushContext};
 use crate::registry::ServicePort;
-use crate::virtual_service::{Bound, exported_to};
+use crate::virtual_service::Bound;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
 
 /// True when the VirtualService applies to sidecars (its gateways are unset or name `mesh`).
@@ -46,7 +47,12 @@ pub fn client_dependent(push: &PushContext) -> BTreeSet<String> {
         if (vs.tcp.is_empty() && vs.tls.is_empty()) || !vs_bound_to_mesh(vs) {
             continue;
         }
-        let restricted = !vs.export_to.is_empty() && !vs.export_to.iter().any(|e| e == "*");
+        let export = if vs.export_to.is_empty() {
+            &push.mesh.default_virtual_service_export_to
+        } else {
+            &vs.export_to
+        };
+        let restricted = !export.is_empty() && !export.iter().any(|e| e == "*");
         let by_source = vs
             .tcp
             .iter()
@@ -110,7 +116,12 @@ fn l4_virtual_services<'a>(view: &ProxyView<'a>, hostname: &str) -> Vec<Bound<'a
                 return None;
             };
             let visible = vs_bound_to_mesh(vs)
-                && exported_to(&vs.export_to, &r.meta.namespace, &view.node.namespace)
+                && exported_to(
+                    &vs.export_to,
+                    &view.push.mesh.default_virtual_service_export_to,
+                    &r.meta.namespace,
+                    &view.node.namespace,
+                )
                 && vs_claims(r, vs, hostname);
             visible.then(|| Bound {
                 resource: r,
