@@ -8,6 +8,7 @@
 
 mod delta;
 mod held;
+mod request;
 mod sotw;
 mod wire;
 
@@ -26,7 +27,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Status};
 
 use crate::pb::envoy::config::core::v3::Node;
-use crate::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use crate::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use crate::pb::google::protobuf::{Struct, Value, value::Kind};
 use crate::types::{self, NamedResource, Subscription};
 use wire::{DeltaResponse, SotwResponse};
@@ -532,7 +533,7 @@ impl wire::AdsHandler for AdsServer {
     type SotwStream = ReceiverStream<Result<SotwResponse, Status>>;
     type DeltaStream = ReceiverStream<Result<DeltaResponse, Status>>;
 
-    fn sotw(&self, request: Request<wire::Requests<DiscoveryRequest>>) -> Self::SotwStream {
+    fn sotw(&self, request: Request<wire::Requests<request::SotwRequest>>) -> Self::SotwStream {
         let peer = request.remote_addr();
         let (tx, rx) = mpsc::channel(RESPONSE_QUEUE);
         tokio::spawn(sotw::run(

@@ -155,11 +155,12 @@ impl Subscription {
         }
     }
 
-    /// Whether a state-of-the-world `resource_names` list asks for exactly this subscription;
-    /// cheap (no allocation) for the usual request that repeats the names already held.
-    pub fn same_as_names(&self, type_url: &str, names: &[String]) -> bool {
-        let wildcard =
-            names.iter().any(|n| n == "*") || (names.is_empty() && is_wildcard_type(type_url));
+    /// Whether a state-of-the-world `resource_names` list (as strings, or as the bytes
+    /// received) asks for exactly this subscription; cheap (no allocation) for the usual request
+    /// that repeats the names already held.
+    pub fn same_as_names<N: AsRef<[u8]>>(&self, type_url: &str, names: &[N]) -> bool {
+        let wildcard = names.iter().any(|n| n.as_ref() == b"*")
+            || (names.is_empty() && is_wildcard_type(type_url));
         match self {
             Subscription::Wildcard => wildcard,
             Subscription::Names(_) if wildcard => false,
@@ -167,8 +168,23 @@ impl Subscription {
                 // The usual ACK repeats the held names in order: equal to the sorted set
                 // element by element means the same set (one pass; no separate sortedness
                 // check, whose comparisons of long, prefix-sharing names cost as much again).
-                (names.len() == set.len() && names.iter().zip(set.iter()).all(|(a, b)| a == b))
-                    || *self == Subscription::from_names(type_url, names)
+                if names.len() == set.len()
+                    && names
+                        .iter()
+                        .zip(set.iter())
+                        .all(|(a, b)| a.as_ref() == b.as_bytes())
+                {
+                    return true;
+                }
+                // Else the same set in another order or with repeats.
+                let mut sorted: Vec<&[u8]> = names.iter().map(AsRef::as_ref).collect();
+                sorted.sort_unstable();
+                sorted.dedup();
+                sorted.len() == set.len()
+                    && sorted
+                        .iter()
+                        .zip(set.iter())
+                        .all(|(a, b)| *a == b.as_bytes())
             }
         }
     }
@@ -244,8 +260,19 @@ mod tests {
         assert!(!ab.same_as_names(ENDPOINT, &names(&["a"])));
         assert!(!ab.same_as_names(ENDPOINT, &names(&["a", "c"])));
         assert!(!ab.same_as_names(ENDPOINT, &names(&["a", "b", "*"])));
-        assert!(Subscription::Wildcard.same_as_names(CLUSTER, &[]));
-        assert!(!Subscription::Wildcard.same_as_names(ENDPOINT, &[]));
+        let none: &[String] = &[];
+        assert!(Subscription::Wildcard.same_as_names(CLUSTER, none));
+        assert!(!Subscription::Wildcard.same_as_names(ENDPOINT, none));
+        // The same, as the bytes a request carries.
+        let raw = |v: &[&'static str]| -> Vec<bytes::Bytes> {
+            v.iter()
+                .map(|n| bytes::Bytes::from_static(n.as_bytes()))
+                .collect()
+        };
+        assert!(ab.same_as_names(ENDPOINT, &raw(&["a", "b"])));
+        assert!(ab.same_as_names(ENDPOINT, &raw(&["b", "a"])));
+        assert!(!ab.same_as_names(ENDPOINT, &raw(&["a", "c"])));
+        assert!(!ab.same_as_names(ENDPOINT, &raw(&["*"])));
         assert!(s.contains("a") && !s.contains("b"));
         assert_eq!(short_name(ENDPOINT), "EDS");
         assert_eq!(short_name("x"), "x");

@@ -15,9 +15,9 @@ use tonic::Status;
 use super::wire::Requests;
 
 use super::held::{self, changed, same_set};
+use super::request::SotwRequest;
 use super::wire::{SotwResponse, Wire};
 use super::{Conn, Pending, PushSlot, PushWatch, ResumeType, Shared, Stop, new_nonce};
-use crate::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use crate::types::{self, NamedResource, Subscription};
 
 type Tx = mpsc::Sender<Result<SotwResponse, Status>>;
@@ -47,7 +47,7 @@ struct Sotw {
 }
 
 enum Event {
-    Request(Box<Result<Option<DiscoveryRequest>, Status>>),
+    Request(Box<Result<Option<SotwRequest>, Status>>),
     Push(Option<Pending>),
     SlotExpired,
     Closed,
@@ -57,7 +57,7 @@ enum Event {
 pub(super) async fn run(
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
-    mut inbound: Requests<DiscoveryRequest>,
+    mut inbound: Requests<SotwRequest>,
     tx: Tx,
 ) {
     let mut push = PushWatch::new(&shared);
@@ -129,12 +129,15 @@ impl Drop for Sotw {
 impl Sotw {
     async fn on_request(
         &mut self,
-        req: DiscoveryRequest,
+        req: SotwRequest,
         shared: &Arc<Shared>,
         peer: Option<SocketAddr>,
     ) -> Result<(), Stop> {
         if self.conn.is_none() {
-            let conn = Conn::register(shared, req.node.as_ref(), peer, false)?;
+            let node = req.node().map_err(|e| {
+                Status::invalid_argument(format!("the request's node cannot be decoded: {e}"))
+            })?;
+            let conn = Conn::register(shared, node.as_ref(), peer, false)?;
             self.resume = conn.take_resume();
             self.conn = Some(conn);
         }
@@ -147,8 +150,16 @@ impl Sotw {
             return Ok(());
         }
         let sub = match self.watched.get(&type_url) {
-            Some(w) if w.sub.same_as_names(&type_url, &req.resource_names) => w.sub.clone(),
-            _ => shared.intern(Subscription::from_names(&type_url, &req.resource_names)),
+            Some(w) if w.sub.same_as_names(&type_url, req.raw_names()) => w.sub.clone(),
+            _ => {
+                let names = req.names().map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "{} request refused: {e}",
+                        types::short_name(&type_url)
+                    ))
+                })?;
+                shared.intern(Subscription::from_names(&type_url, &names))
+            }
         };
         let Some(w) = self.watched.get_mut(&type_url) else {
             return self.subscribe(&type_url, sub, &req.version_info).await;
@@ -402,6 +413,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::pb::envoy::service::discovery::v3::DiscoveryRequest;
     use crate::pb::google::rpc;
     use crate::server::{AdsServer, PushEvent};
     use crate::testutil::{

@@ -22,7 +22,8 @@ use tonic::codegen::{Body, BoxFuture, StdError, http};
 use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
 
-use crate::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use super::request::SotwRequest;
+use crate::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use crate::pb::google::protobuf::Any;
 use crate::types::NamedResource;
 
@@ -415,7 +416,7 @@ pub(crate) trait AdsHandler: Send + Sync + 'static {
     type SotwStream: Stream<Item = Result<SotwResponse, Status>> + Unpin + Send + 'static;
     type DeltaStream: Stream<Item = Result<DeltaResponse, Status>> + Unpin + Send + 'static;
 
-    fn sotw(&self, request: tonic::Request<Requests<DiscoveryRequest>>) -> Self::SotwStream;
+    fn sotw(&self, request: tonic::Request<Requests<SotwRequest>>) -> Self::SotwStream;
     fn delta(&self, request: tonic::Request<Requests<DeltaDiscoveryRequest>>) -> Self::DeltaStream;
 }
 
