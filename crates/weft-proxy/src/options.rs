@@ -113,37 +113,33 @@ impl ProxyOptions {
         }
     }
 
-    /// The TLS client config for the control plane, when `control_plane_root` is set.
+    /// The TLS client config for the control plane, when `control_plane_root` is set: the root
+    /// file is read now (a missing or bad one stops the start) and again at each dial, as
+    /// pilot-agent reads it, so a root the platform replaced (Kubernetes updates the mounted
+    /// ConfigMap `istio-ca-root-cert` when the CA changes) is trusted from the next connection;
+    /// a file that cannot be read then keeps the last good root, with a warning.
     pub fn control_plane_tls(
         &self,
-    ) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, crate::error::ProxyError> {
-        let Some(path) = &self.control_plane_root else {
+    ) -> Result<Option<weft_xds::transport::TlsConfig>, crate::error::ProxyError> {
+        let Some(path) = self.control_plane_root.clone() else {
             return Ok(None);
         };
-        let pem =
-            std::fs::read(path).map_err(|source| crate::error::ProxyError::ControlPlaneRoot {
-                path: path.clone(),
-                reason: source.to_string(),
-            })?;
-        let roots: Vec<rustls_pki_types::CertificateDer<'static>> =
-            rustls_pki_types::pem::PemObject::pem_slice_iter(&pem)
-                .collect::<Result<_, _>>()
-                .map_err(|e| crate::error::ProxyError::ControlPlaneRoot {
-                    path: path.clone(),
-                    reason: format!("not PEM certificates: {e:?}"),
-                })?;
-        if roots.is_empty() {
-            return Err(crate::error::ProxyError::ControlPlaneRoot {
-                path: path.clone(),
-                reason: "holds no certificate".into(),
-            });
-        }
-        weft_identity::root_client_config(&roots)
-            .map(Some)
-            .map_err(|e| crate::error::ProxyError::ControlPlaneRoot {
-                path: path.clone(),
-                reason: e.to_string(),
-            })
+        let last = std::sync::Arc::new(std::sync::Mutex::new(root_client_config(&path)?));
+        let read = move || -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
+            let mut last = last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match root_client_config(&path) {
+                Ok(config) => *last = config,
+                Err(e) => {
+                    tracing::warn!(error = %e, "dialling the control plane with the root read before")
+                }
+            }
+            Ok(last.clone())
+        };
+        Ok(Some(weft_xds::transport::TlsConfig::PerDial(
+            std::sync::Arc::new(read),
+        )))
     }
 
     pub fn xds_address(&self) -> String {
@@ -218,4 +214,67 @@ fn to_envoy_struct(s: &prost_types::Struct) -> envoy_types::pb::google::protobuf
     use prost::Message;
     envoy_types::pb::google::protobuf::Struct::decode(s.encode_to_vec().as_slice())
         .unwrap_or_default()
+}
+
+/// A client config trusting the PEM certificates of `path` (the control plane's root).
+fn root_client_config(
+    path: &std::path::Path,
+) -> Result<std::sync::Arc<rustls::ClientConfig>, crate::error::ProxyError> {
+    let bad = |reason: String| crate::error::ProxyError::ControlPlaneRoot {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let roots: Vec<rustls_pki_types::CertificateDer<'static>> =
+        rustls_pki_types::pem::PemObject::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(format!("not PEM certificates: {e:?}")))?;
+    if roots.is_empty() {
+        return Err(bad("holds no certificate".into()));
+    }
+    weft_identity::root_client_config(&roots).map_err(|e| bad(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_control_plane_root_is_needed_at_start_and_kept_when_it_goes_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root-cert.pem");
+        let mut o = ProxyOptions::new("istiod:15012".into(), "ns".into(), "w".into());
+        o.control_plane_root = Some(path.clone());
+        let err = o.control_plane_tls().unwrap_err().to_string();
+        assert!(err.contains("root-cert.pem"), "{err}");
+        std::fs::write(&path, "not a certificate").unwrap();
+        assert!(o.control_plane_tls().is_err());
+
+        let ca = weft_identity::CertificateAuthority::load_or_create(
+            &dir.path().join("ca"),
+            "cluster.local",
+        )
+        .unwrap();
+        std::fs::write(&path, ca.root_pem()).unwrap();
+        let Some(weft_xds::transport::TlsConfig::PerDial(read)) = o.control_plane_tls().unwrap()
+        else {
+            panic!("a root file gives a config read at each dial");
+        };
+        let first = read().unwrap();
+        // A new root (the CA changed): the next dial trusts it.
+        let other = weft_identity::CertificateAuthority::load_or_create(
+            &dir.path().join("other-ca"),
+            "cluster.local",
+        )
+        .unwrap();
+        std::fs::write(&path, other.root_pem()).unwrap();
+        let second = read().unwrap();
+        assert!(!std::sync::Arc::ptr_eq(&first, &second));
+        // Replaced by something unreadable, or gone: the last good root stays.
+        std::fs::write(&path, "-----BEGIN CERTIFICATE-----\ngarbage").unwrap();
+        assert!(std::sync::Arc::ptr_eq(&read().unwrap(), &second));
+        std::fs::remove_file(&path).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&read().unwrap(), &second));
+        assert_eq!(o.xds_address(), "https://istiod:15012");
+    }
 }

@@ -16,7 +16,6 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -114,8 +113,9 @@ pub struct AdsClientConfig {
     pub endpoint: String,
     /// Node sent on the first request of each stream.
     pub node: Node,
-    /// TLS client config (aws-lc-rs provider); `None` for plaintext.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// TLS client config (aws-lc-rs provider), fixed or read at each dial; `None` for
+    /// plaintext.
+    pub tls: Option<transport::TlsConfig>,
     /// Name verified in the server certificate (and sent as SNI); default: the endpoint's host.
     pub tls_server_name: Option<String>,
     /// Bearer token sent as `authorization: Bearer <token>`.

@@ -25,14 +25,13 @@ pub enum XdsError {
     InvalidToken,
     /// Connecting to the control plane failed.
     #[error(
-        "cannot connect to the control plane at {endpoint}: {source}; check that it is running and reachable"
+        "cannot connect to the control plane at {endpoint}: {reason}; check that it is running and reachable"
     )]
     Connect {
         /// The endpoint dialled.
         endpoint: String,
-        /// The transport error.
-        #[source]
-        source: tonic::transport::Error,
+        /// The transport error and its causes, outermost first.
+        reason: String,
     },
     /// The control plane answered the stream with a gRPC error.
     #[error("the control plane rejected or ended the ADS stream: {0}")]

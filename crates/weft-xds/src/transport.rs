@@ -29,36 +29,75 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long to wait for a keep-alive ping answer.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Reads a rustls client config for one dial.
+pub type ReadTlsConfig = dyn Fn() -> Result<Arc<rustls::ClientConfig>, String> + Send + Sync;
+
+/// The rustls client config a [`TlsConnector`] dials with: the same every time, or read again
+/// for every connection (as pilot-agent reads istiod's root certificate file, which the
+/// platform may replace, each time it dials).
+#[derive(Clone)]
+pub enum TlsConfig {
+    /// One config for every dial.
+    Fixed(Arc<rustls::ClientConfig>),
+    /// A config read at each dial; an error fails that dial (and is retried with the next).
+    PerDial(Arc<ReadTlsConfig>),
+}
+
+impl From<Arc<rustls::ClientConfig>> for TlsConfig {
+    fn from(config: Arc<rustls::ClientConfig>) -> Self {
+        TlsConfig::Fixed(config)
+    }
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsConfig::Fixed(_) => "TlsConfig::Fixed",
+            TlsConfig::PerDial(_) => "TlsConfig::PerDial",
+        })
+    }
+}
+
+/// The config with ALPN `h2`, unless it already offers it.
+fn with_h2(config: Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+    if config.alpn_protocols.iter().any(|p| p == b"h2") {
+        config
+    } else {
+        let mut c = (*config).clone();
+        c.alpn_protocols = vec![b"h2".to_vec()];
+        Arc::new(c)
+    }
+}
+
 /// A tower service that dials TCP to the URI's host and port and runs a rustls handshake with
 /// ALPN `h2`. Use it with [`Endpoint::connect_with_connector`] or [`connect_channel`].
 #[derive(Clone)]
 pub struct TlsConnector {
-    connector: tokio_rustls::TlsConnector,
+    config: TlsConfig,
     server_name: Option<ServerName<'static>>,
 }
 
 impl std::fmt::Debug for TlsConnector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsConnector")
+            .field("config", &self.config)
             .field("server_name", &self.server_name)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
-/// Builds a [`TlsConnector`] from a rustls client config (built with the aws-lc-rs provider).
-/// ALPN is set to `h2` unless the config already offers it. `server_name` overrides the name
-/// that is verified and sent as SNI (istiod's certificate names `istiod.istio-system.svc`, which
-/// may differ from the address dialled); by default the URI's host is used.
+/// Builds a [`TlsConnector`] from a rustls client config (built with the aws-lc-rs provider),
+/// fixed or read at each dial. ALPN is set to `h2` unless the config already offers it.
+/// `server_name` overrides the name that is verified and sent as SNI (istiod's certificate
+/// names `istiod.istio-system.svc`, which may differ from the address dialled); by default the
+/// URI's host is used.
 pub fn tls_connector(
-    config: Arc<rustls::ClientConfig>,
+    config: impl Into<TlsConfig>,
     server_name: Option<&str>,
 ) -> Result<TlsConnector, XdsError> {
-    let config = if config.alpn_protocols.iter().any(|p| p == b"h2") {
-        config
-    } else {
-        let mut c = (*config).clone();
-        c.alpn_protocols = vec![b"h2".to_vec()];
-        Arc::new(c)
+    let config = match config.into() {
+        TlsConfig::Fixed(c) => TlsConfig::Fixed(with_h2(c)),
+        per_dial => per_dial,
     };
     let server_name = server_name
         .map(|n| {
@@ -66,7 +105,7 @@ pub fn tls_connector(
         })
         .transpose()?;
     Ok(TlsConnector {
-        connector: tokio_rustls::TlsConnector::from(config),
+        config,
         server_name,
     })
 }
@@ -84,9 +123,13 @@ impl tonic::codegen::Service<Uri> for TlsConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let connector = self.connector.clone();
+        let config = match &self.config {
+            TlsConfig::Fixed(c) => Ok(c.clone()),
+            TlsConfig::PerDial(read) => read().map(with_h2),
+        };
         let fixed_name = self.server_name.clone();
         Box::pin(async move {
+            let connector = tokio_rustls::TlsConnector::from(config.map_err(io::Error::other)?);
             let host = uri
                 .host()
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "URI has no host"))?
@@ -157,8 +200,24 @@ pub async fn connect_channel(
     };
     res.map_err(|source| XdsError::Connect {
         endpoint: endpoint_uri.to_string(),
-        source,
+        reason: causes(&source),
     })
+}
+
+/// An error and its sources, joined with `: ` (tonic's transport error says only "transport
+/// error"; the cause, such as a refused certificate, is in its sources).
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = e.source();
+    }
+    out
 }
 
 /// A tower service that dials one unix socket whatever the URI (gRPC over a unix domain

@@ -318,7 +318,7 @@ async fn client_over_tls_with_token() {
     // Wrong token: the server refuses; the client keeps retrying and reports why.
     let handler = TestHandler::default();
     let bad = AdsClientConfig {
-        tls: Some(tls.clone()),
+        tls: Some(tls.clone().into()),
         tls_server_name: Some("istiod.istio-system.svc".into()),
         auth_token: Some("wrong".into()),
         ..config(format!("https://{addr}"))
@@ -335,13 +335,67 @@ async fn client_over_tls_with_token() {
     task.abort();
 
     let good = AdsClientConfig {
-        tls: Some(tls),
+        tls: Some(tls.into()),
         tls_server_name: Some("istiod.istio-system.svc".into()),
         auth_token: Some("s3cret".into()),
         ..config(format!("https://{addr}"))
     };
     let (state, task) = start_client(good, &handler);
     wait_until("synced over TLS", || all_acked(&state, "v1")).await;
+    task.abort();
+}
+
+/// A config read at each dial: the first dials fail on what it says (no root yet), a later one
+/// takes the root that has appeared since, without restarting the client.
+#[tokio::test]
+async fn tls_config_is_read_again_at_each_dial() {
+    let fake = FakeGen::new(World::v1());
+    let ads = AdsServer::new(Arc::new(fake));
+    let (addr, cert) = spawn_tls_server(&ads, "istiod.istio-system.svc", "s3cret").await;
+    let root = Arc::new(std::sync::Mutex::new(None));
+    let read = {
+        let root = root.clone();
+        move || -> Result<Arc<rustls::ClientConfig>, String> {
+            let Some(cert) = root.lock().unwrap().clone() else {
+                return Err("root-cert.pem holds no certificate yet".into());
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(cert).map_err(|e| e.to_string())?;
+            Ok(Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::aws_lc_rs::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+            ))
+        }
+    };
+    let handler = TestHandler::default();
+    let cfg = AdsClientConfig {
+        tls: Some(crate::transport::TlsConfig::PerDial(Arc::new(read))),
+        tls_server_name: Some("istiod.istio-system.svc".into()),
+        auth_token: Some("s3cret".into()),
+        backoff_initial: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(100),
+        ..config(format!("https://{addr}"))
+    };
+    let (state, task) = start_client(cfg, &handler);
+    wait_until("the dial refused for want of a root", || {
+        state
+            .borrow()
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("holds no certificate yet"))
+    })
+    .await;
+    assert!(!state.borrow().connected);
+    *root.lock().unwrap() = Some(cert);
+    wait_until("synced with the root read at a later dial", || {
+        all_acked(&state, "v1")
+    })
+    .await;
     task.abort();
 }
 
