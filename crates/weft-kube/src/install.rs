@@ -59,6 +59,7 @@ pub struct InstallOptions {
 pub fn manifests(o: &InstallOptions) -> String {
     let ns = &o.namespace;
     let image = &o.image;
+    let injectors = injector_webhooks(ns);
     let mut out = format!(
         "apiVersion: v1
 kind: Namespace
@@ -218,38 +219,7 @@ kind: MutatingWebhookConfiguration
 metadata:
   name: istio-sidecar-injector
   labels: {{app.kubernetes.io/part-of: weft}}
-webhooks:
-- name: namespace.sidecar-injector.istio.io
-  admissionReviewVersions: [v1]
-  sideEffects: None
-  failurePolicy: Fail
-  reinvocationPolicy: Never
-  clientConfig:
-    service: {{name: istiod, namespace: {ns}, path: /inject, port: 443}}
-  rules:
-  - {{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [pods]}}
-  namespaceSelector:
-    matchExpressions:
-    - {{key: istio-injection, operator: In, values: [enabled]}}
-  objectSelector:
-    matchExpressions:
-    - {{key: sidecar.istio.io/inject, operator: NotIn, values: [\"false\"]}}
-- name: object.sidecar-injector.istio.io
-  admissionReviewVersions: [v1]
-  sideEffects: None
-  failurePolicy: Fail
-  reinvocationPolicy: Never
-  clientConfig:
-    service: {{name: istiod, namespace: {ns}, path: /inject, port: 443}}
-  rules:
-  - {{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [pods]}}
-  namespaceSelector:
-    matchExpressions:
-    - {{key: istio-injection, operator: DoesNotExist}}
-  objectSelector:
-    matchExpressions:
-    - {{key: sidecar.istio.io/inject, operator: In, values: [\"true\"]}}
----
+{injectors}---
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingWebhookConfiguration
 metadata:
@@ -270,6 +240,66 @@ webhooks:
 ---
 "
     ));
+    out
+}
+
+/// The sidecar injector's webhooks as Istio installs them for its default revision, so a
+/// namespace or pod is selected by the labels Istio's users set: the namespace's
+/// `istio-injection=enabled` or `istio.io/rev=default`, or the pod's `sidecar.istio.io/inject:
+/// "true"` or `istio.io/rev: default` in a namespace with neither label; a pod labelled
+/// `sidecar.istio.io/inject: "false"` is never sent. The injector then decides as
+/// [`crate::inject::should_inject`] says.
+fn injector_webhooks(ns: &str) -> String {
+    const NO_OPT_OUT: &str = "{key: sidecar.istio.io/inject, operator: NotIn, values: [\"false\"]}";
+    const DEFAULT_REV: &str = "{key: istio.io/rev, operator: In, values: [default]}";
+    const NO_REV: &str = "{key: istio.io/rev, operator: DoesNotExist}";
+    const NO_INJECTION_LABEL: &str = "{key: istio-injection, operator: DoesNotExist}";
+    let webhooks: [(&str, &[&str], &[&str]); 4] = [
+        (
+            "rev.namespace.",
+            &[DEFAULT_REV, NO_INJECTION_LABEL],
+            &[NO_OPT_OUT],
+        ),
+        (
+            "rev.object.",
+            &[NO_REV, NO_INJECTION_LABEL],
+            &[NO_OPT_OUT, DEFAULT_REV],
+        ),
+        (
+            "namespace.",
+            &["{key: istio-injection, operator: In, values: [enabled]}"],
+            &[NO_OPT_OUT],
+        ),
+        (
+            "object.",
+            &[NO_INJECTION_LABEL, NO_REV],
+            &[
+                "{key: sidecar.istio.io/inject, operator: In, values: [\"true\"]}",
+                NO_REV,
+            ],
+        ),
+    ];
+    let mut out = String::from("webhooks:\n");
+    for (prefix, namespaces, objects) in webhooks {
+        out.push_str(&format!(
+            "- name: {prefix}sidecar-injector.istio.io
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  failurePolicy: Fail
+  reinvocationPolicy: Never
+  clientConfig:
+    service: {{name: istiod, namespace: {ns}, path: /inject, port: 443}}
+  rules:
+  - {{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [pods]}}
+  namespaceSelector:
+    matchExpressions: [{}]
+  objectSelector:
+    matchExpressions: [{}]
+",
+            namespaces.join(", "),
+            objects.join(", ")
+        ));
+    }
     out
 }
 

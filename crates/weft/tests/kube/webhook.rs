@@ -1,6 +1,8 @@
 //! The admission webhooks of `weft control` against a real API server: Istio's bookinfo
 //! Deployments applied unchanged in a namespace labelled `istio-injection=enabled` get pods with
-//! the injected `istio-init` and `istio-proxy` containers; a pod that opts out does not; an
+//! the injected `istio-init` and `istio-proxy` containers; a pod that opts out does not; a
+//! namespace labelled `istio.io/rev=default` and pods that opt in by label elsewhere are
+//! injected, through the webhook configurations `weft install` writes; an
 //! invalid VirtualService is refused at `kubectl apply` with Weft's message. The control plane
 //! writes its CA root into the webhook configurations' `caBundle` itself.
 
@@ -8,32 +10,33 @@ use std::time::Duration;
 
 use crate::cluster::{Cluster, Control, SAMPLES, free_port, wait_for};
 
+/// The webhook configurations of `weft install` (Istio's selectors), each webhook sent by URL
+/// to `port` on loopback instead of to the `istiod` Service (there is no kube-proxy here).
 pub(crate) fn configurations(port: u16) -> String {
-    format!(
-        "apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingWebhookConfiguration
-metadata: {{name: istio-sidecar-injector}}
-webhooks:
-- name: namespace.sidecar-injector.istio.io
-  admissionReviewVersions: [v1]
-  sideEffects: None
-  failurePolicy: Fail
-  clientConfig: {{url: \"https://127.0.0.1:{port}/inject\"}}
-  rules: [{{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [pods]}}]
-  namespaceSelector: {{matchExpressions: [{{key: istio-injection, operator: In, values: [enabled]}}]}}
----
-apiVersion: admissionregistration.k8s.io/v1
-kind: ValidatingWebhookConfiguration
-metadata: {{name: istio-validator-istio-system}}
-webhooks:
-- name: validation.istio.io
-  admissionReviewVersions: [v1]
-  sideEffects: None
-  failurePolicy: Fail
-  clientConfig: {{url: \"https://127.0.0.1:{port}/validate\"}}
-  rules: [{{operations: [CREATE, UPDATE], apiGroups: [networking.istio.io, security.istio.io, telemetry.istio.io], apiVersions: [\"*\"], resources: [\"*\"]}}]
-"
-    )
+    let install = weft_kube::install::InstallOptions {
+        namespace: "istio-system".into(),
+        image: "weft:test".into(),
+    };
+    let mut items: Vec<serde_json::Value> = weft_kube::install::objects(&install)
+        .into_iter()
+        .filter(|o| {
+            o["kind"] == "MutatingWebhookConfiguration"
+                || o["kind"] == "ValidatingWebhookConfiguration"
+        })
+        .collect();
+    assert_eq!(items.len(), 2, "weft install's webhook configurations");
+    for item in &mut items {
+        let path = if item["kind"] == "MutatingWebhookConfiguration" {
+            "inject"
+        } else {
+            "validate"
+        };
+        for hook in item["webhooks"].as_array_mut().expect("webhooks") {
+            hook["clientConfig"] =
+                serde_json::json!({"url": format!("https://127.0.0.1:{port}/{path}")});
+        }
+    }
+    serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}).to_string()
 }
 
 /// Registers `control`'s webhooks on `port` (by URL on loopback) once they serve, created after
@@ -60,8 +63,14 @@ pub(crate) fn register(cluster: &Cluster, control: &Control, port: u16) {
             Duration::from_secs(60),
             || {
                 let c = cluster.json(&["get", kind, name]);
-                let bundle = &c["webhooks"][0]["clientConfig"]["caBundle"];
-                if bundle.as_str().is_some_and(|b| !b.is_empty()) {
+                let hooks = c["webhooks"].as_array().cloned().unwrap_or_default();
+                if !hooks.is_empty()
+                    && hooks.iter().all(|h| {
+                        h["clientConfig"]["caBundle"]
+                            .as_str()
+                            .is_some_and(|b| !b.is_empty())
+                    })
+                {
                     Ok(())
                 } else {
                     Err(c.to_string())
@@ -89,6 +98,10 @@ fn pods_get_sidecars_and_bad_resources_are_refused_at_apply() {
 
     cluster.kubectl(&["create", "namespace", "bookinfo"]);
     cluster.kubectl(&["label", "namespace", "bookinfo", "istio-injection=enabled"]);
+    // For the other selections below (made now: their default ServiceAccounts take a moment).
+    cluster.kubectl(&["create", "namespace", "revved"]);
+    cluster.kubectl(&["label", "namespace", "revved", "istio.io/rev=default"]);
+    cluster.kubectl(&["create", "namespace", "unlabelled"]);
     cluster.kubectl(&[
         "-n",
         "bookinfo",
@@ -161,6 +174,51 @@ spec: {containers: [{name: app, image: busybox}]}
         plain["spec"]["containers"].as_array().map(Vec::len),
         Some(1)
     );
+
+    // Istio's other selections: a namespace of the default revision (`istio.io/rev=default`),
+    // and pods that opt in by label in a namespace with neither label.
+    let injected = |ns: &str, name: &str, labels: &str| -> bool {
+        cluster.kubectl_in(
+            &["-n", ns, "apply", "-f", "-"],
+            &format!(
+                "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, labels: {{{labels}}}}}
+spec: {{containers: [{{name: app, image: busybox}}]}}
+"
+            ),
+        );
+        let pod = cluster.json(&["-n", ns, "get", "pod", name]);
+        let names: Vec<&str> = pod["spec"]["containers"]
+            .as_array()
+            .expect("containers")
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        names.contains(&"istio-proxy")
+    };
+    assert!(injected("revved", "in-revision", ""));
+    assert!(!injected(
+        "revved",
+        "opted-out",
+        "sidecar.istio.io/inject: \"false\""
+    ));
+    assert!(injected(
+        "unlabelled",
+        "by-revision",
+        "istio.io/rev: default"
+    ));
+    assert!(injected(
+        "unlabelled",
+        "by-label",
+        "sidecar.istio.io/inject: \"true\""
+    ));
+    assert!(!injected("unlabelled", "unasked", "app: x"));
+    assert!(!injected(
+        "unlabelled",
+        "other-revision",
+        "istio.io/rev: canary"
+    ));
 
     // Validation at apply: Weft's message, naming the object and field.
     let refused = cluster
