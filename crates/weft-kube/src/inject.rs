@@ -9,6 +9,7 @@
 //! environment, and with `holdApplicationUntilProxyStarts` puts the sidecar first with a
 //! postStart hook that waits for it; the app's probes go through the sidecar (probe.rs).
 
+pub mod metrics;
 pub mod probe;
 pub mod proxy_config;
 
@@ -142,7 +143,12 @@ fn escape(key: &str) -> String {
 
 /// The JSON patch (RFC 6902) that injects the sidecar into `pod`, which runs with the proxy
 /// config `pc`.
-pub fn patch(pod: &Pod, o: &InjectOptions, pc: &MeshProxyConfig) -> Vec<Value> {
+pub fn patch(
+    pod: &Pod,
+    o: &InjectOptions,
+    pc: &MeshProxyConfig,
+    merge_metrics: bool,
+) -> Vec<Value> {
     let init = json!({
         "name": "istio-init",
         "image": o.image,
@@ -191,6 +197,10 @@ pub fn patch(pod: &Pod, o: &InjectOptions, pc: &MeshProxyConfig) -> Vec<Value> {
     // proxyMetadata: the agent's environment (ISTIO_META_DNS_CAPTURE, ISTIO_DELTA_XDS, …).
     for (k, v) in &pc.proxy_metadata {
         env.push(json!({"name": k, "value": v}));
+    }
+    let metrics = metrics::merge(pod, merge_metrics);
+    if let Some(app) = metrics.as_ref().and_then(|m| m.env.clone()) {
+        env.push(json!({"name": metrics::ENV, "value": app}));
     }
     let (probe_ops, probers) = probe::rewrite(pod);
     if !probers.is_empty() {
@@ -268,12 +278,10 @@ pub fn patch(pod: &Pod, o: &InjectOptions, pc: &MeshProxyConfig) -> Vec<Value> {
         "volumes": ["istio-envoy", "istio-token", "istiod-ca-cert"],
     })
     .to_string();
-    let annotations = [
-        (STATUS, status),
-        ("prometheus.io/scrape", "true".to_string()),
-        ("prometheus.io/port", "15020".to_string()),
-        ("prometheus.io/path", "/stats/prometheus".to_string()),
-    ];
+    let mut annotations = vec![(STATUS, status)];
+    if let Some(m) = metrics {
+        annotations.extend(m.annotations);
+    }
     for (map, entries, present) in [
         ("labels", &labels[..], pod.metadata.labels.is_some()),
         (
@@ -359,7 +367,7 @@ mod tests {
             control_plane: "istiod.istio-system.svc:15012".into(),
             control_plane_name: "istiod.istio-system.svc".into(),
         };
-        let ops = patch(&p, &o, &MeshProxyConfig::default());
+        let ops = patch(&p, &o, &MeshProxyConfig::default(), true);
         // Applied to the pod, the patch gives what the API server would store.
         let mut doc = serde_json::to_value(&p).expect("json");
         for op in &ops {
@@ -391,9 +399,61 @@ mod tests {
                 .as_str()
                 .is_some_and(|s| s.contains("istio-proxy"))
         );
+        // Prometheus is pointed at the sidecar (no app annotations: nothing of the app's).
+        assert_eq!(
+            doc["metadata"]["annotations"]["prometheus.io/port"],
+            "15020"
+        );
+        assert_eq!(
+            doc["metadata"]["annotations"]["prometheus.io/path"],
+            "/stats/prometheus"
+        );
+        assert!(
+            !proxy["env"]
+                .as_array()
+                .expect("env")
+                .iter()
+                .any(|e| e["name"] == metrics::ENV)
+        );
         // Injected once: not again.
         let injected: Pod = serde_json::from_value(doc).expect("pod");
         assert!(!should_inject("default", &injected));
+
+        // An app with its own metrics: the sidecar gets them to merge; with merging off the
+        // pod's annotations stay as written.
+        let mut p = p;
+        p.metadata.annotations = Some(
+            [
+                ("prometheus.io/scrape", "true"),
+                ("prometheus.io/port", "9080"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+        );
+        for (enabled, port, env) in [
+            (
+                true,
+                "15020",
+                Some(json!({"scrape": "true", "port": "9080", "path": ""})),
+            ),
+            (false, "9080", None),
+        ] {
+            let mut doc = serde_json::to_value(&p).expect("json");
+            for op in &patch(&p, &o, &MeshProxyConfig::default(), enabled) {
+                apply(&mut doc, op);
+            }
+            assert_eq!(doc["metadata"]["annotations"]["prometheus.io/port"], port);
+            let got = doc["spec"]["containers"][1]["env"]
+                .as_array()
+                .expect("env")
+                .iter()
+                .find(|e| e["name"] == metrics::ENV)
+                .map(|e| {
+                    serde_json::from_str::<Value>(e["value"].as_str().unwrap_or_default())
+                        .expect("JSON")
+                });
+            assert_eq!(got, env);
+        }
     }
 
     #[test]
@@ -415,7 +475,7 @@ mod tests {
         pc.proxy_metadata
             .insert("ISTIO_META_DNS_CAPTURE".into(), "true".into());
         let mut doc = serde_json::to_value(&p).expect("json");
-        for op in &patch(&p, &o, &pc) {
+        for op in &patch(&p, &o, &pc, true) {
             apply(&mut doc, op);
         }
         let containers = &doc["spec"]["containers"];

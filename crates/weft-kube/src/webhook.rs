@@ -100,7 +100,12 @@ impl Hooks {
                 }});
             }
         };
-        let ops = inject::patch(&pod, &self.inject, &pc);
+        let ops = inject::patch(
+            &pod,
+            &self.inject,
+            &pc,
+            push.mesh.prometheus_merge_enabled(),
+        );
         let patch = base64::engine::general_purpose::STANDARD.encode(Value::Array(ops).to_string());
         tracing::info!(
             namespace = ns,

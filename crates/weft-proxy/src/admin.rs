@@ -419,6 +419,9 @@ async fn handle(
         (Port::Health | Port::Agent | Port::Admin, "/healthz/ready") | (Port::Admin, "/ready") => {
             ready(&proxy)
         }
+        (Port::Agent, "/stats/prometheus") if proxy.options.app_metrics.is_some() => {
+            merged_metrics(&proxy, req.headers()).await
+        }
         (Port::Agent | Port::Prometheus | Port::Admin, "/stats/prometheus") => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -494,6 +497,26 @@ async fn handle(
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     };
     Ok(resp)
+}
+
+/// The status port's `/stats/prometheus` with the app's metrics after the proxy's
+/// (app_metrics.rs); the proxy's alone when the app cannot be scraped.
+async fn merged_metrics(proxy: &Proxy, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
+    let mut out = prometheus_text(proxy).into_bytes();
+    if let Some(m) = &proxy.options.app_metrics {
+        match crate::app_metrics::scrape(m, crate::app_metrics::timeout(headers)).await {
+            Ok(app) => {
+                if !out.is_empty() && !out.ends_with(b"\n") {
+                    out.push(b'\n');
+                }
+                out.extend_from_slice(&app);
+            }
+            Err(why) => {
+                tracing::warn!(error = %why, "serving the proxy's metrics without the app's")
+            }
+        }
+    }
+    reply(StatusCode::OK, "text/plain; version=0.0.4", out)
 }
 
 /// `/app-health/<container>/<probe>`: the app's own probe, run now (probe.rs).

@@ -6,6 +6,7 @@
 
 mod accesslog;
 pub mod admin;
+pub mod app_metrics;
 pub mod authn;
 mod batch;
 mod body;

@@ -44,6 +44,9 @@ pub struct ProxyOptions {
     pub http_limits: crate::HttpLimits,
     /// The app's own probes the status port runs (`ISTIO_KUBE_APP_PROBERS`, from the injector).
     pub app_probers: crate::probe::AppProbers,
+    /// The app's metrics the status port's `/stats/prometheus` adds to the proxy's
+    /// (`ISTIO_PROMETHEUS_ANNOTATIONS`, from the injector).
+    pub app_metrics: Option<crate::app_metrics::AppMetrics>,
     /// The root the control plane's TLS port is verified with (Istio's
     /// `/var/run/secrets/istio/root-cert.pem`, from ConfigMap `istio-ca-root-cert`): xDS and the
     /// CA then go over TLS (istiod's 15012) instead of plaintext.
@@ -80,6 +83,7 @@ impl ProxyOptions {
             dns_auto_allocate: false,
             http_limits: crate::HttpLimits::default(),
             app_probers: Default::default(),
+            app_metrics: None,
             control_plane_root: None,
             control_plane_name: None,
         }

@@ -362,6 +362,12 @@ struct ProxyArgs {
     /// into `ISTIO_KUBE_APP_PROBERS` when it rewrites a pod's probes.
     #[arg(long, env = "ISTIO_KUBE_APP_PROBERS", default_value = "")]
     app_probers: String,
+    /// The app's own Prometheus annotations (`{"scrape": …, "port": …, "path": …}`), as Istio's
+    /// injector writes them into `ISTIO_PROMETHEUS_ANNOTATIONS` when it points the pod's
+    /// annotations at the status port: `/stats/prometheus` there then adds the app's metrics,
+    /// scraped from localhost, after the proxy's.
+    #[arg(long, env = "ISTIO_PROMETHEUS_ANNOTATIONS", default_value = "")]
+    prometheus_annotations: String,
 }
 
 #[derive(Args, Debug)]
@@ -662,6 +668,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.dns_capture = a.dns_capture;
             opts.dns_auto_allocate = a.dns_auto_allocate;
             opts.app_probers = weft_proxy::probe::parse(&a.app_probers)?;
+            opts.app_metrics =
+                weft_proxy::app_metrics::parse(&a.prometheus_annotations, opts.status_port)?;
             opts.control_plane_root = a.control_plane_root;
             opts.control_plane_name = a.control_plane_name;
             let nonzero = |d: std::time::Duration| (!d.is_zero()).then_some(d);

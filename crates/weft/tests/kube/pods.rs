@@ -529,6 +529,48 @@ fn bookinfo_runs_injected_over_mtls_and_follows_the_cluster() {
         from_node(&format!("http://{web_ip}:15020/app-health/web/startupz")),
         "503"
     );
+    // Prometheus metrics merge: the pod's annotations point at the sidecar, which serves its
+    // own metrics and then the app's, scraped from localhost:8080/headers as it answers.
+    let annotations = &web["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/port"], "15020");
+    assert_eq!(annotations["prometheus.io/path"], "/stats/prometheus");
+    let merged = ns_exec(
+        &mesh.bridge_ns,
+        &[
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            &format!("http://{web_ip}:15020/stats/prometheus"),
+        ],
+    );
+    let merged = String::from_utf8_lossy(&merged.stdout).into_owned();
+    // (The echo app answers /headers with the request's headers, as pretty JSON.)
+    let app = merged.find(r#""host": "127.0.0.1:8080""#);
+    let proxy = merged.find("# TYPE envoy_cluster_");
+    assert!(
+        proxy.is_some() && app.is_some() && proxy < app,
+        "the proxy's metrics, then the app's: …{}\nsidecar: {}",
+        &merged[merged.len().saturating_sub(400)..],
+        mesh.log(&format!("istio-proxy-{web_name}.log"))
+            .lines()
+            .filter(|l| l.contains("metrics") || l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // Envoy's own port stays the proxy's alone.
+    let own = ns_exec(
+        &mesh.bridge_ns,
+        &[
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            &format!("http://{web_ip}:15090/stats/prometheus"),
+        ],
+    );
+    let own = String::from_utf8_lossy(&own.stdout);
+    assert!(own.contains("# TYPE envoy_cluster_") && !own.contains("127.0.0.1:8080"));
     // A pod whose annotation cannot be read is refused at creation, with the field named.
     let refused = cluster
         .try_kubectl(
@@ -570,7 +612,13 @@ kind: Pod
 metadata:
   name: web
   labels: {app: web}
-  annotations: {proxy.istio.io/config: '{holdApplicationUntilProxyStarts: true}'}
+  annotations:
+    proxy.istio.io/config: '{holdApplicationUntilProxyStarts: true}'
+    # The app's metrics (the echo app's /headers stands in for an exposition): merged by the
+    # sidecar into what Prometheus scrapes.
+    prometheus.io/scrape: 'true'
+    prometheus.io/port: '8080'
+    prometheus.io/path: /headers
 spec:
   containers:
   - name: web
