@@ -14,10 +14,13 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
+# The release profile keeps debug info for profiling; the image's copy is stripped (300 → 53 MB).
+# ldd says "statically linked" (exit 0) for a static PIE: the check is that it lists no library.
 RUN RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked -p weft --target x86_64-unknown-linux-gnu \
  && cp target/x86_64-unknown-linux-gnu/release/weft /weft \
- && ! ldd /weft
+ && strip /weft \
+ && if ldd /weft 2>&1 | grep -q '=>'; then echo "weft is not statically linked" >&2; exit 1; fi
 
 FROM docker.io/library/debian:bookworm-slim
 RUN apt-get update \

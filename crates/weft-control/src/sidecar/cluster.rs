@@ -370,25 +370,14 @@ fn lb_endpoint(ep: &Endpoint, port: u16, canonical: (&str, &str)) -> endpoint::L
     }
 }
 
+/// The endpoint's canonical service and revision, by telemetry's rules (the workload's name
+/// when no label names the service).
 fn canonical(ep: &Endpoint) -> (String, String) {
-    let name = [
-        "service.istio.io/canonical-name",
-        "app.kubernetes.io/name",
-        "app",
-    ]
-    .iter()
-    .find_map(|k| ep.labels.get(*k).cloned())
-    .or_else(|| ep.workload.clone())
-    .unwrap_or_default();
-    let rev = [
-        "service.istio.io/canonical-revision",
-        "app.kubernetes.io/version",
-        "version",
-    ]
-    .iter()
-    .find_map(|k| ep.labels.get(*k).cloned())
-    .unwrap_or_else(|| "latest".into());
-    (name, rev)
+    use weft_telemetry::labels::{canonical_revision, canonical_service};
+    (
+        canonical_service(&ep.labels, ep.workload.as_deref().unwrap_or_default()),
+        canonical_revision(&ep.labels),
+    )
 }
 
 /// ClusterLoadAssignments for the requested `outbound|…` clusters (EDS; DNS-resolved services
