@@ -80,28 +80,34 @@ pub fn subset_labels(
         .map(|s| s.labels.clone())
 }
 
-/// What the ClusterLoadAssignment of `cluster` depends on for this proxy: the cluster name,
-/// and for a subset cluster the subset's labels (`!` when the proxy's rule has no such
-/// subset). Proxies with the same key get the same assignment.
+/// What the ClusterLoadAssignment of `cluster` depends on for this proxy: the cluster name;
+/// `~` when the proxy does not see the service; the namespace of the service it uses when
+/// several define the host; and for a subset cluster the subset's labels (`!` when the proxy's
+/// rule has no such subset). Proxies with the same key get the same assignment.
 pub fn endpoints_key(view: &ProxyView, cluster: &str) -> String {
     let Some((_, _, subset, host)) = crate::sidecar::parse_cluster_name(cluster) else {
         return cluster.to_string();
     };
-    if subset.is_empty() {
-        return cluster.to_string();
+    let Some(svc) = view.service(host) else {
+        return format!("{cluster}~");
+    };
+    let mut key = cluster.to_string();
+    if view.push.registry.shared_host(host) {
+        key.push('@');
+        key.push_str(&svc.namespace);
     }
-    let labels = view
-        .push
-        .registry
-        .service(host)
-        .and_then(|svc| subset_labels(view, svc, subset));
-    match labels {
-        None => format!("{cluster}!"),
+    if subset.is_empty() {
+        return key;
+    }
+    match subset_labels(view, svc, subset) {
+        None => key.push('!'),
         Some(labels) => {
             let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            format!("{cluster}#{}", labels.join(","))
+            key.push('#');
+            key.push_str(&labels.join(","));
         }
     }
+    key
 }
 
 /// The traffic policy in force for one port and subset of a service.

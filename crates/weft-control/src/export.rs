@@ -16,11 +16,7 @@ pub fn exported_to(
     resource_ns: &str,
     proxy_ns: &str,
 ) -> bool {
-    let list = if export_to.is_empty() {
-        default
-    } else {
-        export_to
-    };
+    let list = effective(export_to, default);
     if list.is_empty() || list.iter().any(|e| e == "*") {
         return true;
     }
@@ -29,6 +25,33 @@ pub fn exported_to(
     }
     list.iter()
         .any(|e| (e == "." && resource_ns == proxy_ns) || e == proxy_ns)
+}
+
+/// A resource's `exportTo`, else the mesh's default for its kind.
+pub fn effective<'a>(export_to: &'a [String], default: &'a [String]) -> &'a [String] {
+    if export_to.is_empty() {
+        default
+    } else {
+        export_to
+    }
+}
+
+/// Where a resource of `namespace` is visible, as scopes: `["*"]` for everyone, else the
+/// namespaces (`.` read as its own; `~`, no one, stays as written and matches no namespace).
+pub fn scopes(export_to: &[String], default: &[String], namespace: &str) -> Vec<String> {
+    let list = effective(export_to, default);
+    if list.is_empty() || list.iter().any(|e| e == "*") {
+        return vec!["*".into()];
+    }
+    list.iter()
+        .map(|e| {
+            if e == "." {
+                namespace.to_string()
+            } else {
+                e.clone()
+            }
+        })
+        .collect()
 }
 
 /// The services' visibility for one push: which namespaces see a set of services of their own
@@ -40,17 +63,24 @@ pub struct ServiceExports {
     default: Vec<String>,
     /// The namespaces a non-public service is exported to.
     distinct: BTreeSet<String>,
+    /// The namespaces that define a host another namespace defines too: their proxies use
+    /// their own namespace's service of that host, others the first visible one.
+    shared: BTreeSet<String>,
 }
 
 impl ServiceExports {
     pub fn build(services: &[Arc<Service>], default: &[String]) -> ServiceExports {
         let mut distinct = BTreeSet::new();
+        let mut shared = BTreeSet::new();
+        for pair in services.windows(2) {
+            // The registry keeps services in host-name order.
+            if pair[0].hostname == pair[1].hostname {
+                shared.insert(pair[0].namespace.clone());
+                shared.insert(pair[1].namespace.clone());
+            }
+        }
         for svc in services {
-            let list = if svc.export_to.is_empty() {
-                default
-            } else {
-                &svc.export_to
-            };
+            let list = effective(&svc.export_to, default);
             if list.is_empty() || list.iter().any(|e| e == "*" || e == "~") {
                 continue;
             }
@@ -65,6 +95,7 @@ impl ServiceExports {
         ServiceExports {
             default: default.to_vec(),
             distinct,
+            shared,
         }
     }
 
@@ -74,9 +105,10 @@ impl ServiceExports {
     }
 
     /// What the services visible in `namespace` depend on: the namespace when a non-public
-    /// service is exported to it, else nothing (it sees the public services alone).
+    /// service is exported to it or it defines a host another namespace defines too, else
+    /// nothing (it sees the public services alone, the same as every such namespace).
     pub fn key<'a>(&self, namespace: &'a str) -> &'a str {
-        if self.distinct.contains(namespace) {
+        if self.distinct.contains(namespace) || self.shared.contains(namespace) {
             namespace
         } else {
             ""
@@ -267,5 +299,91 @@ mod tests {
         );
         assert!(clusters("b").is_empty(), "{:?}", clusters("b"));
         assert_eq!(clusters("c"), ["outbound|80||to-c.b.svc.cluster.local"]);
+    }
+
+    /// Two namespaces define the same host: each proxy gets one cluster for it, with its own
+    /// namespace's endpoints, or the first visible namespace's (also from shared caches).
+    #[test]
+    fn a_host_defined_in_two_namespaces_is_each_proxys_own() {
+        use arc_swap::ArcSwap;
+        use weft_xds::{Generator, ProxyInfo, Subscription};
+
+        const CLUSTER: &str = "outbound|80||api.example.com";
+        let entry = |ns: &str, ip: &str, export: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: api, namespace: {ns}}}\nspec:\n  hosts: [api.example.com]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: http}}]\n  endpoints: [{{address: {ip}}}]\n{export}---\n"
+            )
+        };
+        let generator = |yaml: &str| {
+            let (resources, problems) =
+                weft_api::parse_documents(yaml, std::path::Path::new("t.yaml"));
+            assert!(problems.is_empty(), "{problems:?}");
+            crate::generator::MeshGenerator::new(Arc::new(ArcSwap::from_pointee(
+                crate::push::PushContext::new(
+                    "1".into(),
+                    Arc::new(weft_api::MeshConfig::default()),
+                    Arc::new(resources),
+                ),
+            )))
+        };
+        let proxy = |ns: &str| ProxyInfo {
+            id: format!("sidecar~10.0.0.9~p.{ns}~{ns}.svc.cluster.local"),
+            cluster: String::new(),
+            metadata: serde_json::json!({}),
+            peer_addr: None,
+            conn_id: 1,
+        };
+        // The clusters of the host, and the addresses in its assignment.
+        let seen = |g: &crate::generator::MeshGenerator, ns: &str| -> (usize, Vec<&str>) {
+            let clusters = g
+                .generate(
+                    &proxy(ns),
+                    weft_xds::types::CLUSTER,
+                    &Subscription::Wildcard,
+                )
+                .unwrap()
+                .resources
+                .iter()
+                .filter(|r| r.name() == CLUSTER)
+                .count();
+            let eds = g
+                .generate(
+                    &proxy(ns),
+                    weft_xds::types::ENDPOINT,
+                    &Subscription::names([CLUSTER]),
+                )
+                .unwrap();
+            let ips = ["10.1.0.1", "10.2.0.2"]
+                .into_iter()
+                .filter(|ip| {
+                    eds.resources.iter().any(|r| {
+                        r.resource()
+                            .value
+                            .windows(ip.len())
+                            .any(|w| w == ip.as_bytes())
+                    })
+                })
+                .collect();
+            (clusters, ips)
+        };
+        let g = generator(&[entry("a", "10.1.0.1", ""), entry("b", "10.2.0.2", "")].concat());
+        for _ in 0..2 {
+            assert_eq!(seen(&g, "b"), (1, vec!["10.2.0.2"]));
+            assert_eq!(seen(&g, "a"), (1, vec!["10.1.0.1"]));
+            assert_eq!(seen(&g, "c"), (1, vec!["10.1.0.1"]));
+        }
+        // a's kept to itself: elsewhere b's is the one seen.
+        let g = generator(
+            &[
+                entry("a", "10.1.0.1", "  exportTo: [\".\"]\n"),
+                entry("b", "10.2.0.2", ""),
+            ]
+            .concat(),
+        );
+        for _ in 0..2 {
+            assert_eq!(seen(&g, "a"), (1, vec!["10.1.0.1"]));
+            assert_eq!(seen(&g, "c"), (1, vec!["10.2.0.2"]));
+            assert_eq!(seen(&g, "b"), (1, vec!["10.2.0.2"]));
+        }
     }
 }

@@ -190,8 +190,10 @@ impl Workload {
 pub struct Registry {
     #[serde(serialize_with = "ser_services")]
     pub services: Vec<Arc<Service>>,
+    /// Host name → indexes of the services of that name (one per namespace that defines it),
+    /// in namespace order.
     #[serde(skip)]
-    by_host: HashMap<String, usize>,
+    by_host: HashMap<String, Vec<usize>>,
     #[serde(serialize_with = "ser_workloads")]
     pub workloads: BTreeMap<(String, String), Arc<Workload>>,
     /// (namespace, workload name) → indexes of the services it is an endpoint of.
@@ -465,12 +467,14 @@ impl Registry {
             }
         }
         allocate_vips(&mut services);
-        services.sort_by(|a, b| a.hostname.cmp(&b.hostname));
-        let by_host = services
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.hostname.clone(), i))
-            .collect();
+        services.sort_by(|a, b| {
+            (a.hostname.as_str(), a.namespace.as_str())
+                .cmp(&(b.hostname.as_str(), b.namespace.as_str()))
+        });
+        let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, s) in services.iter().enumerate() {
+            by_host.entry(s.hostname.clone()).or_default().push(i);
+        }
         let mut by_workload: HashMap<(String, String), Vec<usize>> = HashMap::new();
         for (i, svc) in services.iter().enumerate() {
             for e in svc.endpoints.iter().chain(&svc.unready_endpoints) {
@@ -492,8 +496,42 @@ impl Registry {
         }
     }
 
+    /// The service of `hostname` (the first namespace's when several define it); a proxy's
+    /// lookups go through [`Registry::service_for`].
     pub fn service(&self, hostname: &str) -> Option<&Arc<Service>> {
-        self.by_host.get(hostname).map(|&i| &self.services[i])
+        self.by_host
+            .get(hostname)
+            .and_then(|idx| idx.first())
+            .map(|&i| &self.services[i])
+    }
+
+    /// The service of `hostname` a proxy in `namespace` uses among those `visible` to it, as
+    /// istiod picks one when several namespaces define the same host: its own namespace's,
+    /// else the first (Istio takes the oldest; Weft, having no creation times for files, the
+    /// first namespace by name).
+    pub fn service_for(
+        &self,
+        hostname: &str,
+        namespace: &str,
+        visible: impl Fn(&Service) -> bool,
+    ) -> Option<&Arc<Service>> {
+        let mut first = None;
+        for &i in self.by_host.get(hostname)? {
+            let s = &self.services[i];
+            if !visible(s) {
+                continue;
+            }
+            if s.namespace == namespace {
+                return Some(s);
+            }
+            first.get_or_insert(s);
+        }
+        first
+    }
+
+    /// Whether several namespaces define `hostname`.
+    pub fn shared_host(&self, hostname: &str) -> bool {
+        self.by_host.get(hostname).is_some_and(|idx| idx.len() > 1)
     }
 
     pub fn workload(&self, namespace: &str, name: &str) -> Option<&Arc<Workload>> {

@@ -100,15 +100,35 @@ impl<'a> ProxyView<'a> {
         }
     }
 
-    /// The services the proxy imports (its Sidecar's `egress.hosts`; all without one).
+    /// The services the proxy imports (exported to its namespace; its Sidecar's
+    /// `egress.hosts`, all without one), one per host name (see [`ProxyView::service`]).
     pub fn visible_services(&self) -> impl Iterator<Item = &'a Arc<Service>> + '_ {
-        self.push.registry.services.iter().filter(|s| {
-            self.push.service_exports.visible(s, &self.node.namespace)
-                && self
-                    .sidecar
-                    .as_ref()
-                    .is_none_or(|sc| sc.imports(s, &self.node.namespace))
+        let registry = &self.push.registry;
+        registry.services.iter().filter(move |s| {
+            self.sees(s)
+                && (!registry.shared_host(&s.hostname)
+                    || self
+                        .service(&s.hostname)
+                        .is_some_and(|chosen| Arc::ptr_eq(chosen, s)))
         })
+    }
+
+    /// Whether the service is exported to the proxy's namespace and imported by its Sidecar.
+    fn sees(&self, s: &Service) -> bool {
+        self.push.service_exports.visible(s, &self.node.namespace)
+            && self
+                .sidecar
+                .as_ref()
+                .is_none_or(|sc| sc.imports(s, &self.node.namespace))
+    }
+
+    /// The service of `hostname` the proxy sees: when several namespaces define the host, its
+    /// own namespace's, else the first visible one
+    /// ([`Registry::service_for`](crate::registry::Registry::service_for)).
+    pub fn service(&self, hostname: &str) -> Option<&'a Arc<Service>> {
+        self.push
+            .registry
+            .service_for(hostname, &self.node.namespace, |s| self.sees(s))
     }
 
     /// The outbound traffic policy in force: the Sidecar's, else the mesh's.

@@ -458,6 +458,89 @@ mod tests {
     }
 
     #[test]
+    fn the_injector_selects_as_istios_default_revision() {
+        let o = InstallOptions {
+            namespace: "istio-system".into(),
+            image: "weft:test".into(),
+        };
+        let objs = objects(&o);
+        let injector = objs
+            .iter()
+            .find(|v| v["kind"] == "MutatingWebhookConfiguration")
+            .expect("injector");
+        let expr = |e: &serde_json::Value| {
+            let values: Vec<&str> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str())
+                .collect();
+            format!(
+                "{} {} {}",
+                e["key"].as_str().unwrap_or_default(),
+                e["operator"].as_str().unwrap_or_default(),
+                values.join(",")
+            )
+            .trim()
+            .to_string()
+        };
+        let hooks: Vec<(String, Vec<String>, Vec<String>)> = injector["webhooks"]
+            .as_array()
+            .expect("webhooks")
+            .iter()
+            .map(|w| {
+                let of = |sel: &str| -> Vec<String> {
+                    w[sel]["matchExpressions"]
+                        .as_array()
+                        .expect("expressions")
+                        .iter()
+                        .map(expr)
+                        .collect()
+                };
+                assert_eq!(w["clientConfig"]["service"]["path"], "/inject");
+                assert_eq!(w["failurePolicy"], "Fail");
+                (
+                    w["name"].as_str().unwrap_or_default().to_string(),
+                    of("namespaceSelector"),
+                    of("objectSelector"),
+                )
+            })
+            .collect();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            hooks,
+            [
+                (
+                    "rev.namespace.sidecar-injector.istio.io".to_string(),
+                    s(&["istio.io/rev In default", "istio-injection DoesNotExist"]),
+                    s(&["sidecar.istio.io/inject NotIn false"]),
+                ),
+                (
+                    "rev.object.sidecar-injector.istio.io".to_string(),
+                    s(&["istio.io/rev DoesNotExist", "istio-injection DoesNotExist"]),
+                    s(&[
+                        "sidecar.istio.io/inject NotIn false",
+                        "istio.io/rev In default"
+                    ]),
+                ),
+                (
+                    "namespace.sidecar-injector.istio.io".to_string(),
+                    s(&["istio-injection In enabled"]),
+                    s(&["sidecar.istio.io/inject NotIn false"]),
+                ),
+                (
+                    "object.sidecar-injector.istio.io".to_string(),
+                    s(&["istio-injection DoesNotExist", "istio.io/rev DoesNotExist"]),
+                    s(&[
+                        "sidecar.istio.io/inject In true",
+                        "istio.io/rev DoesNotExist"
+                    ]),
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn one_crd_per_kind_with_one_storage_version() {
         let yaml = crds();
         let docs: Vec<&str> = yaml.split("---\n").filter(|d| !d.is_empty()).collect();

@@ -6,7 +6,7 @@
 //! scraping by the annotations gets both. An app that cannot be scraped leaves its part out (the
 //! proxy's metrics are still served), with a warning.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,8 +38,10 @@ struct Annotations {
 }
 
 /// Parses `ISTIO_PROMETHEUS_ANNOTATIONS` as pilot-agent does (path `/metrics` and port 80 when
-/// unset); an empty value means no app metrics to merge. A port equal to the status port would
-/// scrape itself and is refused.
+/// unset); an empty value means no app metrics to merge. JSON that is not the injector's, or a
+/// port equal to the status port (it would scrape itself), is refused, as by pilot-agent; a port
+/// that is not a number (the pod's own annotation) only leaves the app's metrics out, with a
+/// warning, where pilot-agent's scrapes of it would fail.
 pub fn parse(json: &str, status_port: u16) -> Result<Option<AppMetrics>, ProxyError> {
     if json.trim().is_empty() {
         return Ok(None);
@@ -55,9 +57,13 @@ pub fn parse(json: &str, status_port: u16) -> Result<Option<AppMetrics>, ProxyEr
         ))
     })?;
     let port = if a.port.is_empty() { "80" } else { &a.port };
-    let port: u16 = port
-        .parse()
-        .map_err(|_| bad(format!("port {port:?} is not a port number")))?;
+    let Ok(port) = port.parse::<u16>() else {
+        tracing::warn!(
+            port,
+            "the pod's prometheus.io/port is not a port number: its metrics are not merged"
+        );
+        return Ok(None);
+    };
     if port == status_port {
         return Err(bad(format!(
             "the app's metrics port {port} is the status port, which would scrape itself; check \
@@ -86,18 +92,27 @@ pub fn timeout(headers: &http::HeaderMap) -> Duration {
 
 /// Scrapes the app's metrics now: its exposition, or why it could not be had.
 pub async fn scrape(m: &AppMetrics, timeout: Duration) -> Result<Bytes, String> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, m.port));
-    let url = format!("http://{addr}{}", m.path);
-    tokio::time::timeout(timeout, get(addr, &m.path))
+    let url = format!("http://localhost:{}{}", m.port, m.path);
+    tokio::time::timeout(timeout, get(m.port, &m.path))
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
         .map_err(|why| format!("scraping the app's metrics at {url}: {why}"))
 }
 
-async fn get(addr: SocketAddr, path: &str) -> Result<Bytes, String> {
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+/// GET `path` from the app on localhost: 127.0.0.1, else ::1 (as `localhost` resolves in a
+/// pod, without a resolver call).
+async fn get(port: u16, path: &str) -> Result<Bytes, String> {
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let (tcp, addr) = match tokio::net::TcpStream::connect(v4).await {
+        Ok(tcp) => (tcp, v4),
+        Err(e4) => {
+            let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+            let tcp = tokio::net::TcpStream::connect(v6)
+                .await
+                .map_err(|e6| format!("cannot connect: {e4} (IPv4), {e6} (IPv6)"))?;
+            (tcp, v6)
+        }
+    };
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
         .await
         .map_err(|e| e.to_string())?;
@@ -141,8 +156,7 @@ mod tests {
         );
         let err = parse(r#"{"port":"15020"}"#, 15020).unwrap_err().to_string();
         assert!(err.contains("status port"), "{err}");
-        let err = parse(r#"{"port":"http"}"#, 15020).unwrap_err().to_string();
-        assert!(err.contains("\"http\" is not a port number"), "{err}");
+        assert_eq!(parse(r#"{"port":"http"}"#, 15020).unwrap(), None);
         assert!(parse("{", 15020).is_err());
     }
 

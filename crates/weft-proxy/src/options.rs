@@ -128,18 +128,37 @@ impl ProxyOptions {
         let Some(path) = self.control_plane_root.clone() else {
             return Ok(None);
         };
-        let last = std::sync::Arc::new(std::sync::Mutex::new(root_client_config(&path)?));
+        let read_pem = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| crate::error::ProxyError::ControlPlaneRoot {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+        };
+        let pem = read_pem(&path)?;
+        let config = root_client_config(&path, &pem)?;
+        // The last good root and the config made of it, kept while the file is unchanged (the
+        // same config keeps its TLS session cache). The file is read outside the lock.
+        let last = std::sync::Arc::new(std::sync::Mutex::new((pem, config)));
         let read = move || -> Result<std::sync::Arc<rustls::ClientConfig>, String> {
-            let mut last = last
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match root_client_config(&path) {
-                Ok(config) => *last = config,
+            let lock = || {
+                last.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            };
+            let fresh = read_pem(&path).and_then(|pem| {
+                if lock().0 == pem {
+                    return Ok(None);
+                }
+                Ok(Some((root_client_config(&path, &pem)?, pem)))
+            });
+            let mut last = lock();
+            match fresh {
+                Ok(Some((config, pem))) => *last = (pem, config),
+                Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "dialling the control plane with the root read before")
                 }
             }
-            Ok(last.clone())
+            Ok(last.1.clone())
         };
         Ok(Some(weft_xds::transport::TlsConfig::PerDial(
             std::sync::Arc::new(read),
@@ -220,23 +239,27 @@ fn to_envoy_struct(s: &prost_types::Struct) -> envoy_types::pb::google::protobuf
         .unwrap_or_default()
 }
 
-/// A client config trusting the PEM certificates of `path` (the control plane's root).
+/// A client config trusting the PEM certificates `pem` read from `path` (the control plane's
+/// root), offering ALPN `h2` (gRPC), so that the transport uses it as it is.
 fn root_client_config(
     path: &std::path::Path,
+    pem: &[u8],
 ) -> Result<std::sync::Arc<rustls::ClientConfig>, crate::error::ProxyError> {
     let bad = |reason: String| crate::error::ProxyError::ControlPlaneRoot {
         path: path.to_path_buf(),
         reason,
     };
-    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     let roots: Vec<rustls_pki_types::CertificateDer<'static>> =
-        rustls_pki_types::pem::PemObject::pem_slice_iter(&pem)
+        rustls_pki_types::pem::PemObject::pem_slice_iter(pem)
             .collect::<Result<_, _>>()
             .map_err(|e| bad(format!("not PEM certificates: {e:?}")))?;
     if roots.is_empty() {
         return Err(bad("holds no certificate".into()));
     }
-    weft_identity::root_client_config(&roots).map_err(|e| bad(e.to_string()))
+    let config = weft_identity::root_client_config(&roots).map_err(|e| bad(e.to_string()))?;
+    let mut config = std::sync::Arc::unwrap_or_clone(config);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(std::sync::Arc::new(config))
 }
 
 #[cfg(test)]
@@ -265,6 +288,9 @@ mod tests {
             panic!("a root file gives a config read at each dial");
         };
         let first = read().unwrap();
+        // Unchanged: the same config (and its TLS session cache).
+        assert!(std::sync::Arc::ptr_eq(&first, &read().unwrap()));
+        assert_eq!(first.alpn_protocols, [b"h2".to_vec()]);
         // A new root (the CA changed): the next dial trusts it.
         let other = weft_identity::CertificateAuthority::load_or_create(
             &dir.path().join("other-ca"),

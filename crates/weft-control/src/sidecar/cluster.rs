@@ -388,7 +388,7 @@ pub fn endpoints(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
         let Some(("outbound", port, subset, host)) = parse_cluster_name(name) else {
             continue;
         };
-        let Some(svc) = view.push.registry.service(host) else {
+        let Some(svc) = view.service(host) else {
             continue;
         };
         let Some(sp) = svc.port(port) else { continue };

@@ -179,7 +179,7 @@ pub fn destination_cluster(ctx: &Ctx, d: &Destination) -> String {
     let host = weft_api::resolve_host(&d.host, ctx.vs_namespace(), DOMAIN_SUFFIX);
     let port = match &d.port {
         Some(p) if p.number != 0 => p.number as u16,
-        _ => match ctx.view.push.registry.service(&host) {
+        _ => match ctx.view.service(&host) {
             Some(svc) if svc.ports.len() == 1 => svc.ports[0].number,
             _ => ctx.port,
         },
@@ -355,7 +355,7 @@ fn hash_policy(ctx: &Ctx, cluster: &str) -> Vec<route::route_action::HashPolicy>
     let Some((_, port, subset, host)) = super::parse_cluster_name(cluster) else {
         return Vec::new();
     };
-    let Some(svc) = ctx.view.push.registry.service(host) else {
+    let Some(svc) = ctx.view.service(host) else {
         return Vec::new();
     };
     let policy = crate::destination::policy_for(ctx.view, svc, port, subset);

@@ -24,21 +24,11 @@ impl Services {
             let Spec::ServiceEntry(se) = &r.spec else {
                 continue;
             };
-            let scopes: Vec<String> =
-                if se.export_to.is_empty() || se.export_to.iter().any(|e| e == "*") {
-                    vec!["*".into()]
-                } else {
-                    se.export_to
-                        .iter()
-                        .map(|e| {
-                            if e == "." {
-                                r.meta.namespace.clone()
-                            } else {
-                                e.clone()
-                            }
-                        })
-                        .collect()
-                };
+            let scopes = weft_control::export::scopes(
+                &se.export_to,
+                &input.mesh.default_service_export_to,
+                &r.meta.namespace,
+            );
             let ports: BTreeSet<u32> = se.ports.iter().map(|p| p.number).collect();
             for h in &se.hosts {
                 let fqdn = weft_api::resolve_host(h, &r.meta.namespace, SUFFIX);

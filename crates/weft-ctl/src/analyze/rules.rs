@@ -41,21 +41,11 @@ fn conflicting_mesh_hosts(input: &Input, out: &mut Vec<Message>) {
     let mut by_key: BTreeMap<String, Vec<(&Resource, usize)>> = BTreeMap::new();
     let mut public: Vec<(String, &Resource, usize)> = Vec::new();
     for (r, vs) in &mesh_bound {
-        let scopes: Vec<String> =
-            if vs.export_to.is_empty() || vs.export_to.iter().any(|e| e == "*") {
-                vec!["*".into()]
-            } else {
-                vs.export_to
-                    .iter()
-                    .map(|e| {
-                        if e == "." {
-                            r.meta.namespace.clone()
-                        } else {
-                            e.clone()
-                        }
-                    })
-                    .collect()
-            };
+        let scopes = weft_control::export::scopes(
+            &vs.export_to,
+            &input.mesh.default_virtual_service_export_to,
+            &r.meta.namespace,
+        );
         for (i, h) in vs.hosts.iter().enumerate() {
             let fqdn = weft_api::resolve_host(h, &r.meta.namespace, "cluster.local");
             for s in &scopes {

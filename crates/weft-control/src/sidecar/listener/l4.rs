@@ -47,11 +47,8 @@ pub fn client_dependent(push: &PushContext) -> BTreeSet<String> {
         if (vs.tcp.is_empty() && vs.tls.is_empty()) || !vs_bound_to_mesh(vs) {
             continue;
         }
-        let export = if vs.export_to.is_empty() {
-            &push.mesh.default_virtual_service_export_to
-        } else {
-            &vs.export_to
-        };
+        let export =
+            crate::export::effective(&vs.export_to, &push.mesh.default_virtual_service_export_to);
         let restricted = !export.is_empty() && !export.iter().any(|e| e == "*");
         let by_source = vs
             .tcp
