@@ -124,6 +124,26 @@ mod tests {
         v.iter().map(|x| x.to_string()).collect()
     }
 
+    /// A generator serving `yaml` (which must parse cleanly) under `mesh`.
+    fn generator(yaml: &str, mesh: weft_api::MeshConfig) -> crate::generator::MeshGenerator {
+        let (resources, problems) = weft_api::parse_documents(yaml, std::path::Path::new("t.yaml"));
+        assert!(problems.is_empty(), "{problems:?}");
+        crate::generator::MeshGenerator::new(Arc::new(arc_swap::ArcSwap::from_pointee(
+            crate::push::PushContext::new("1".into(), Arc::new(mesh), Arc::new(resources)),
+        )))
+    }
+
+    /// A sidecar in namespace `ns`.
+    fn proxy_in(ns: &str) -> weft_xds::ProxyInfo {
+        weft_xds::ProxyInfo {
+            id: format!("sidecar~10.0.0.9~p.{ns}~{ns}.svc.cluster.local"),
+            cluster: String::new(),
+            metadata: serde_json::json!({}),
+            peer_addr: None,
+            conn_id: 1,
+        }
+    }
+
     #[test]
     fn export_to_follows_istio() {
         assert!(exported_to(&[], &[], "a", "b"));
@@ -197,8 +217,7 @@ mod tests {
     /// the generator's shared resources (a private service must not leak through the cache).
     #[test]
     fn the_generator_gives_each_namespace_its_services() {
-        use arc_swap::ArcSwap;
-        use weft_xds::{Generator, ProxyInfo, Subscription};
+        use weft_xds::{Generator, Subscription};
 
         let entry = |name: &str, ns: &str, export: &str| {
             format!(
@@ -212,24 +231,9 @@ mod tests {
             entry("hidden", "b", "  exportTo: [\"~\"]\n"),
         ]
         .concat();
-        let (resources, problems) =
-            weft_api::parse_documents(&yaml, std::path::Path::new("t.yaml"));
-        assert!(problems.is_empty(), "{problems:?}");
-        let g = crate::generator::MeshGenerator::new(Arc::new(ArcSwap::from_pointee(
-            crate::push::PushContext::new(
-                "1".into(),
-                Arc::new(weft_api::MeshConfig::default()),
-                Arc::new(resources),
-            ),
-        )));
+        let g = generator(&yaml, weft_api::MeshConfig::default());
         let seen = |ns: &str, type_url: &str| -> Vec<String> {
-            let proxy = ProxyInfo {
-                id: format!("sidecar~10.0.0.9~p.{ns}~{ns}.svc.cluster.local"),
-                cluster: String::new(),
-                metadata: serde_json::json!({}),
-                peer_addr: None,
-                conn_id: 1,
-            };
+            let proxy = proxy_in(ns);
             let sub = if type_url == weft_xds::types::ROUTE {
                 Subscription::names(["80"])
             } else {
@@ -266,20 +270,10 @@ mod tests {
             default_service_export_to: vec![".".into()],
             ..Default::default()
         };
-        let (resources, _) = weft_api::parse_documents(&yaml, std::path::Path::new("t.yaml"));
-        let g2 = crate::generator::MeshGenerator::new(Arc::new(ArcSwap::from_pointee(
-            crate::push::PushContext::new("1".into(), Arc::new(mesh), Arc::new(resources)),
-        )));
-        let proxy = |ns: &str| ProxyInfo {
-            id: format!("sidecar~10.0.0.9~p.{ns}~{ns}.svc.cluster.local"),
-            cluster: String::new(),
-            metadata: serde_json::json!({}),
-            peer_addr: None,
-            conn_id: 1,
-        };
+        let g2 = generator(&yaml, mesh);
         let clusters = |ns: &str| -> Vec<String> {
             g2.generate(
-                &proxy(ns),
+                &proxy_in(ns),
                 weft_xds::types::CLUSTER,
                 &Subscription::Wildcard,
             )
@@ -305,8 +299,7 @@ mod tests {
     /// namespace's endpoints, or the first visible namespace's (also from shared caches).
     #[test]
     fn a_host_defined_in_two_namespaces_is_each_proxys_own() {
-        use arc_swap::ArcSwap;
-        use weft_xds::{Generator, ProxyInfo, Subscription};
+        use weft_xds::{Generator, Subscription};
 
         const CLUSTER: &str = "outbound|80||api.example.com";
         let entry = |ns: &str, ip: &str, export: &str| {
@@ -314,30 +307,11 @@ mod tests {
                 "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: api, namespace: {ns}}}\nspec:\n  hosts: [api.example.com]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: http}}]\n  endpoints: [{{address: {ip}}}]\n{export}---\n"
             )
         };
-        let generator = |yaml: &str| {
-            let (resources, problems) =
-                weft_api::parse_documents(yaml, std::path::Path::new("t.yaml"));
-            assert!(problems.is_empty(), "{problems:?}");
-            crate::generator::MeshGenerator::new(Arc::new(ArcSwap::from_pointee(
-                crate::push::PushContext::new(
-                    "1".into(),
-                    Arc::new(weft_api::MeshConfig::default()),
-                    Arc::new(resources),
-                ),
-            )))
-        };
-        let proxy = |ns: &str| ProxyInfo {
-            id: format!("sidecar~10.0.0.9~p.{ns}~{ns}.svc.cluster.local"),
-            cluster: String::new(),
-            metadata: serde_json::json!({}),
-            peer_addr: None,
-            conn_id: 1,
-        };
         // The clusters of the host, and the addresses in its assignment.
         let seen = |g: &crate::generator::MeshGenerator, ns: &str| -> (usize, Vec<&str>) {
             let clusters = g
                 .generate(
-                    &proxy(ns),
+                    &proxy_in(ns),
                     weft_xds::types::CLUSTER,
                     &Subscription::Wildcard,
                 )
@@ -348,7 +322,7 @@ mod tests {
                 .count();
             let eds = g
                 .generate(
-                    &proxy(ns),
+                    &proxy_in(ns),
                     weft_xds::types::ENDPOINT,
                     &Subscription::names([CLUSTER]),
                 )
@@ -366,7 +340,10 @@ mod tests {
                 .collect();
             (clusters, ips)
         };
-        let g = generator(&[entry("a", "10.1.0.1", ""), entry("b", "10.2.0.2", "")].concat());
+        let g = generator(
+            &[entry("a", "10.1.0.1", ""), entry("b", "10.2.0.2", "")].concat(),
+            weft_api::MeshConfig::default(),
+        );
         for _ in 0..2 {
             assert_eq!(seen(&g, "b"), (1, vec!["10.2.0.2"]));
             assert_eq!(seen(&g, "a"), (1, vec!["10.1.0.1"]));
@@ -379,6 +356,7 @@ mod tests {
                 entry("b", "10.2.0.2", ""),
             ]
             .concat(),
+            weft_api::MeshConfig::default(),
         );
         for _ in 0..2 {
             assert_eq!(seen(&g, "a"), (1, vec!["10.1.0.1"]));
