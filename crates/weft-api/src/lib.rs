@@ -35,7 +35,7 @@ pub use load::{
     parse_documents_with_notes, parse_mesh_config,
 };
 pub use mesh::{MeshConfig, MeshProxyConfig};
-pub use meta::{Kind, ObjectMeta, Resource, Source, Spec};
+pub use meta::{Kind, ObjectMeta, Resource, Source, Spec, go_bool};
 pub use networking::{
     DestinationRule, Gateway, ProxyConfig, ServiceEntry, Sidecar, VirtualService, WorkloadEntry,
 };

@@ -113,15 +113,6 @@ pub struct Index {
     built: Mutex<HashMap<CacheKey, Arc<AuthzFilters>>>,
 }
 
-/// Go's `strconv.ParseBool`.
-fn parse_bool(v: &str) -> Option<bool> {
-    match v {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
 fn problem(r: &Resource, field: &str, message: String) -> Problem {
     r.problem(field, message)
 }
@@ -141,7 +132,7 @@ impl Index {
             };
             let dry_run = match r.meta.annotations.get(DRY_RUN_ANNOTATION) {
                 None => false,
-                Some(v) => parse_bool(v).unwrap_or_else(|| {
+                Some(v) => weft_api::go_bool(v).unwrap_or_else(|| {
                     problems.push(problem(
                         r,
                         &format!("metadata.annotations[{DRY_RUN_ANNOTATION}]"),

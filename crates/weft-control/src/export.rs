@@ -3,9 +3,8 @@
 //! with MeshConfig's `default*ExportTo` when the resource names none.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
-use crate::registry::Service;
+use crate::registry::{Registry, Service};
 
 /// Whether a resource of `resource_ns` exported to `export_to` (empty: to `default`, the mesh's
 /// default for its kind; both empty: everyone) is visible in `proxy_ns`: `*` everyone (whatever
@@ -17,7 +16,7 @@ pub fn exported_to(
     proxy_ns: &str,
 ) -> bool {
     let list = effective(export_to, default);
-    if list.is_empty() || list.iter().any(|e| e == "*") {
+    if public(list) {
         return true;
     }
     if list.iter().any(|e| e == "~") {
@@ -36,11 +35,17 @@ pub fn effective<'a>(export_to: &'a [String], default: &'a [String]) -> &'a [Str
     }
 }
 
+/// Whether an `exportTo` list (as in force: [`effective`]) exports to every namespace: it is
+/// empty or names `*`.
+pub fn public(list: &[String]) -> bool {
+    list.is_empty() || list.iter().any(|e| e == "*")
+}
+
 /// Where a resource of `namespace` is visible, as scopes: `["*"]` for everyone, else the
 /// namespaces (`.` read as its own; `~`, no one, stays as written and matches no namespace).
 pub fn scopes(export_to: &[String], default: &[String], namespace: &str) -> Vec<String> {
     let list = effective(export_to, default);
-    if list.is_empty() || list.iter().any(|e| e == "*") {
+    if public(list) {
         return vec!["*".into()];
     }
     list.iter()
@@ -69,33 +74,19 @@ pub struct ServiceExports {
 }
 
 impl ServiceExports {
-    pub fn build(services: &[Arc<Service>], default: &[String]) -> ServiceExports {
+    pub fn build(registry: &Registry, default: &[String]) -> ServiceExports {
         let mut distinct = BTreeSet::new();
-        let mut shared = BTreeSet::new();
-        for pair in services.windows(2) {
-            // The registry keeps services in host-name order.
-            if pair[0].hostname == pair[1].hostname {
-                shared.insert(pair[0].namespace.clone());
-                shared.insert(pair[1].namespace.clone());
-            }
-        }
-        for svc in services {
-            let list = effective(&svc.export_to, default);
-            if list.is_empty() || list.iter().any(|e| e == "*" || e == "~") {
-                continue;
-            }
-            for e in list {
-                distinct.insert(if e == "." {
-                    svc.namespace.clone()
-                } else {
-                    e.clone()
-                });
+        for svc in &registry.services {
+            let scopes = scopes(&svc.export_to, default, &svc.namespace);
+            // Public services, and those exported to no one, are the same for every namespace.
+            if scopes != ["*"] && !scopes.iter().any(|e| e == "~") {
+                distinct.extend(scopes);
             }
         }
         ServiceExports {
             default: default.to_vec(),
             distinct,
-            shared,
+            shared: registry.namespaces_sharing_hosts(),
         }
     }
 
@@ -118,6 +109,8 @@ impl ServiceExports {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn s(v: &[&str]) -> Vec<String> {
@@ -131,6 +124,16 @@ mod tests {
         crate::generator::MeshGenerator::new(Arc::new(arc_swap::ArcSwap::from_pointee(
             crate::push::PushContext::new("1".into(), Arc::new(mesh), Arc::new(resources)),
         )))
+    }
+
+    /// Whether any of the generated resources mentions `text` in its encoding.
+    fn mentions(generated: &weft_xds::Generated, text: &str) -> bool {
+        generated.resources.iter().any(|r| {
+            r.resource()
+                .value
+                .windows(text.len())
+                .any(|w| w == text.as_bytes())
+        })
     }
 
     /// A sidecar in namespace `ns`.
@@ -180,13 +183,21 @@ mod tests {
 
     #[test]
     fn namespaces_with_a_private_view_have_their_own_key() {
-        let services = vec![
+        let services = [
             svc("pub", "a", &[]),
             svc("private", "a", &["."]),
             svc("to-c", "b", &["c"]),
             svc("none", "d", &["~"]),
         ];
-        let e = ServiceExports::build(&services, &s(&["*"]));
+        let registry = Registry::build_with(
+            &[],
+            &crate::registry::Platform {
+                services: services.iter().map(|x| (**x).clone()).collect(),
+                workloads: Vec::new(),
+            },
+            crate::push::DOMAIN_SUFFIX,
+        );
+        let e = ServiceExports::build(&registry, &s(&["*"]));
         assert_eq!(e.key("a"), "a");
         assert_eq!(e.key("b"), "");
         assert_eq!(e.key("c"), "c");
@@ -206,7 +217,7 @@ mod tests {
         assert_eq!(seen("z"), ["pub"]);
 
         // With the mesh default `.`, each namespace sees its own services and the public ones.
-        let e = ServiceExports::build(&services, &s(&["."]));
+        let e = ServiceExports::build(&registry, &s(&["."]));
         assert_eq!(e.key("a"), "a");
         assert_eq!(e.key("b"), "");
         assert!(!e.visible(&services[0], "b"));
@@ -242,15 +253,7 @@ mod tests {
             let generated = g.generate(&proxy, type_url, &sub).unwrap();
             let mut hosts: Vec<String> = ["public", "private", "to-c", "hidden"]
                 .iter()
-                .filter(|h| {
-                    let host = format!("{h}.");
-                    generated.resources.iter().any(|r| {
-                        r.resource()
-                            .value
-                            .windows(host.len())
-                            .any(|w| w == host.as_bytes())
-                    })
-                })
+                .filter(|h| mentions(&generated, &format!("{h}.")))
                 .map(|h| h.to_string())
                 .collect();
             hosts.sort();
@@ -329,14 +332,7 @@ mod tests {
                 .unwrap();
             let ips = ["10.1.0.1", "10.2.0.2"]
                 .into_iter()
-                .filter(|ip| {
-                    eds.resources.iter().any(|r| {
-                        r.resource()
-                            .value
-                            .windows(ip.len())
-                            .any(|w| w == ip.as_bytes())
-                    })
-                })
+                .filter(|ip| mentions(&eds, ip))
                 .collect();
             (clusters, ips)
         };

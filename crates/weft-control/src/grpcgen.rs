@@ -25,9 +25,7 @@ fn lookup<'a>(push: &'a PushContext, target: &str, proxy_ns: &str) -> Option<(&'
     } else {
         weft_api::resolve_host(host, proxy_ns, crate::push::DOMAIN_SUFFIX)
     };
-    let svc = push.registry.service_for(&fqdn, proxy_ns, |s| {
-        push.service_exports.visible(s, proxy_ns)
-    })?;
+    let svc = push.exported_service(&fqdn, proxy_ns)?;
     svc.port(port)?;
     Some((svc.as_ref(), port))
 }
@@ -95,12 +93,7 @@ pub fn routes(view: &ProxyView, names: &[String]) -> Vec<NamedResource> {
         let Some(("outbound", port, _, host)) = parse_cluster_name(name) else {
             continue;
         };
-        let ns = &view.node.namespace;
-        let Some(svc) = view
-            .push
-            .registry
-            .service_for(host, ns, |s| view.push.service_exports.visible(s, ns))
-        else {
+        let Some(svc) = view.push.exported_service(host, &view.node.namespace) else {
             continue;
         };
         let mut domains = vec![svc.hostname.clone(), format!("{}:{port}", svc.hostname)];

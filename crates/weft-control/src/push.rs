@@ -65,10 +65,8 @@ impl PushContext {
         let destination_rules = destination::Index::build(&resources, &mesh, &registry);
         let authz = authz::Index::build(&resources, &mesh, &registry);
         let telemetry = crate::telemetry::Index::build(&resources, &mesh, &registry);
-        let service_exports = crate::export::ServiceExports::build(
-            &registry.services,
-            &mesh.default_service_export_to,
-        );
+        let service_exports =
+            crate::export::ServiceExports::build(&registry, &mesh.default_service_export_to);
         PushContext {
             version,
             mesh,
@@ -104,6 +102,18 @@ impl PushContext {
 
     pub fn root_namespace(&self) -> &str {
         &self.mesh.root_namespace
+    }
+
+    /// The service of `hostname` that a client in `namespace` without a Sidecar scope
+    /// (proxyless gRPC) uses: among those exported to it, its own namespace's, else the first.
+    pub fn exported_service(
+        &self,
+        hostname: &str,
+        namespace: &str,
+    ) -> Option<&Arc<crate::registry::Service>> {
+        self.registry.service_for(hostname, namespace, |s| {
+            self.service_exports.visible(s, namespace)
+        })
     }
 
     /// When this push differs from `old` in endpoints alone, as far as proxies can tell — the

@@ -529,6 +529,16 @@ impl Registry {
         first
     }
 
+    /// The namespaces that define a host another namespace defines too.
+    pub fn namespaces_sharing_hosts(&self) -> std::collections::BTreeSet<String> {
+        self.by_host
+            .values()
+            .filter(|idx| idx.len() > 1)
+            .flatten()
+            .map(|&i| self.services[i].namespace.clone())
+            .collect()
+    }
+
     /// Whether several namespaces define `hostname`.
     pub fn shared_host(&self, hostname: &str) -> bool {
         self.by_host.get(hostname).is_some_and(|idx| idx.len() > 1)

@@ -419,14 +419,14 @@ async fn handle(
         (Port::Health | Port::Agent | Port::Admin, "/healthz/ready") | (Port::Admin, "/ready") => {
             ready(&proxy)
         }
-        (Port::Agent, "/stats/prometheus") if proxy.options.app_metrics.is_some() => {
-            merged_metrics(&proxy, req.headers()).await
+        (Port::Agent | Port::Prometheus | Port::Admin, "/stats/prometheus") => {
+            let mut out = prometheus_text(&proxy).into_bytes();
+            // The status port adds the app's metrics (Istio's metrics merge).
+            if let (Port::Agent, Some(app)) = (port, &proxy.options.app_metrics) {
+                append_app_metrics(&mut out, app, req.headers()).await;
+            }
+            reply(StatusCode::OK, "text/plain; version=0.0.4", out)
         }
-        (Port::Agent | Port::Prometheus | Port::Admin, "/stats/prometheus") => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            prometheus_text(&proxy),
-        ),
         (Port::Admin, "/stats") => reply(StatusCode::OK, "text/plain", stats_text(&proxy)),
         (Port::Admin, "/config_dump")
             if req
@@ -499,24 +499,22 @@ async fn handle(
     Ok(resp)
 }
 
-/// The status port's `/stats/prometheus` with the app's metrics after the proxy's
-/// (app_metrics.rs); the proxy's alone when the app cannot be scraped.
-async fn merged_metrics(proxy: &Proxy, headers: &http::HeaderMap) -> Response<Full<Bytes>> {
-    let mut out = prometheus_text(proxy).into_bytes();
-    if let Some(m) = &proxy.options.app_metrics {
-        match crate::app_metrics::scrape(m, crate::app_metrics::timeout(headers)).await {
-            Ok(app) => {
-                if !out.is_empty() && !out.ends_with(b"\n") {
-                    out.push(b'\n');
-                }
-                out.extend_from_slice(&app);
+/// Appends the app's metrics, scraped now (app_metrics.rs), to the proxy's; leaves them out,
+/// with a warning, when the app cannot be scraped.
+async fn append_app_metrics(
+    out: &mut Vec<u8>,
+    app: &crate::app_metrics::AppMetrics,
+    headers: &http::HeaderMap,
+) {
+    match crate::app_metrics::scrape(app, crate::app_metrics::timeout(headers)).await {
+        Ok(metrics) => {
+            if !out.is_empty() && !out.ends_with(b"\n") {
+                out.push(b'\n');
             }
-            Err(why) => {
-                tracing::warn!(error = %why, "serving the proxy's metrics without the app's")
-            }
+            out.extend_from_slice(&metrics);
         }
+        Err(why) => tracing::warn!(error = %why, "serving the proxy's metrics without the app's"),
     }
-    reply(StatusCode::OK, "text/plain; version=0.0.4", out)
 }
 
 /// `/app-health/<container>/<probe>`: the app's own probe, run now (probe.rs).

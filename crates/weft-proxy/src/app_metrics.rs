@@ -113,16 +113,14 @@ async fn get(port: u16, path: &str) -> Result<Bytes, String> {
             (tcp, v6)
         }
     };
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
     let req = hyper::Request::get(path)
         .header(hyper::header::HOST, addr.to_string())
         .header(hyper::header::ACCEPT, "text/plain;version=0.0.4")
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    let resp = crate::probe::send_one(tcp, req)
+        .await
+        .map_err(|e| e.to_string())?;
     if resp.status() != http::StatusCode::OK {
         return Err(format!("status {}", resp.status()));
     }

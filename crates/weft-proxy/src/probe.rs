@@ -179,10 +179,6 @@ async fn request<S>(h: &HttpGet, addr: SocketAddr, io: S) -> Result<u16, String>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
-        .await
-        .map_err(|e| format!("{addr}: {e}"))?;
-    tokio::spawn(conn);
     let path = if h.path.starts_with('/') {
         h.path.clone()
     } else {
@@ -208,11 +204,25 @@ where
             .map_err(|e| format!("probe header {}: {e}", header.name))?;
         headers.insert(name, value);
     }
-    let resp = send
-        .send_request(req)
+    let resp = send_one(io, req)
         .await
         .map_err(|e| format!("{addr}: {e}"))?;
     Ok(resp.status().as_u16())
+}
+
+/// Sends `req` as the one request of a new HTTP/1.1 connection over `io` (driven by a task of
+/// its own, closed when the response is done with): the status port's calls to the app.
+pub(crate) async fn send_one<S>(
+    io: S,
+    req: hyper::Request<Empty<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+    tokio::spawn(conn);
+    send.send_request(req).await
 }
 
 #[cfg(test)]

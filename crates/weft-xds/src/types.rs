@@ -148,10 +148,16 @@ impl Subscription {
     /// Interprets a state-of-the-world `resource_names` list: `*` or (for wildcard types) an empty
     /// list means all resources.
     pub fn from_names(type_url: &str, names: &[String]) -> Self {
+        Subscription::from_owned_names(type_url, names.to_vec())
+    }
+
+    /// [`Subscription::from_names`] taking the list (a decoded request's names, kept as they
+    /// are rather than copied).
+    pub fn from_owned_names(type_url: &str, names: Vec<String>) -> Self {
         if names.iter().any(|n| n == "*") || (names.is_empty() && is_wildcard_type(type_url)) {
             Subscription::Wildcard
         } else {
-            Subscription::Names(Arc::new(names.iter().cloned().collect()))
+            Subscription::Names(Arc::new(names.into_iter().collect()))
         }
     }
 

@@ -373,9 +373,9 @@ fn dry_run_annotation_is_parsed_as_go_parse_bool() {
         ("False", false),
         ("0", false),
     ] {
-        assert_eq!(parse_bool(v), Some(dry), "{v}");
+        assert_eq!(weft_api::go_bool(v), Some(dry), "{v}");
     }
-    assert_eq!(parse_bool("yes"), None);
+    assert_eq!(weft_api::go_bool("yes"), None);
     let yaml = "apiVersion: security.istio.io/v1beta1\nkind: AuthorizationPolicy\nmetadata:\n  name: deny-path-headers\n  namespace: foo\n  annotations: {\"istio.io/dry-run\": \"yes\"}\nspec:\n  action: DENY\n  rules: [{to: [{operation: {paths: [/headers]}}]}]\n";
     let rs = resources(yaml);
     let index = Index::build(&rs, &MeshConfig::default(), &Registry::default());

@@ -7,6 +7,7 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
+use weft_api::go_bool;
 
 use super::probe::STATUS_PORT;
 
@@ -18,15 +19,6 @@ pub const ENV: &str = "ISTIO_PROMETHEUS_ANNOTATIONS";
 const SCRAPE: &str = "prometheus.io/scrape";
 const PORT: &str = "prometheus.io/port";
 const PATH: &str = "prometheus.io/path";
-
-/// A boolean as Go's `strconv.ParseBool` reads it (Istio's annotations are read so).
-pub fn go_bool(v: &str) -> Option<bool> {
-    match v {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
-    }
-}
 
 /// What the merge does to a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,7 +29,7 @@ pub fn rewrite(pod: &Pod) -> (Vec<Value>, BTreeMap<String, Value>) {
         .annotations
         .as_ref()
         .and_then(|a| a.get(ANNOTATION))
-        .is_some_and(|v| super::metrics::go_bool(v) == Some(false));
+        .is_some_and(|v| weft_api::go_bool(v) == Some(false));
     let Some(spec) = pod.spec.as_ref().filter(|_| !off) else {
         return (ops, probers);
     };

@@ -158,7 +158,7 @@ impl Sotw {
                         types::short_name(&type_url)
                     ))
                 })?;
-                shared.intern(Subscription::from_names(&type_url, &names))
+                shared.intern(Subscription::from_owned_names(&type_url, names))
             }
         };
         let Some(w) = self.watched.get_mut(&type_url) else {

@@ -80,6 +80,16 @@ pub(crate) fn register(cluster: &Cluster, control: &Control, port: u16) {
     }
 }
 
+/// The names of a pod's containers, in order.
+fn container_names(pod: &serde_json::Value) -> Vec<&str> {
+    pod["spec"]["containers"]
+        .as_array()
+        .expect("containers")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect()
+}
+
 #[test]
 fn pods_get_sidecars_and_bad_resources_are_refused_at_apply() {
     let cluster = Cluster::up();
@@ -121,12 +131,7 @@ fn pods_get_sidecars_and_bad_resources_are_refused_at_apply() {
     });
     for p in pods["items"].as_array().expect("pods") {
         let name = p["metadata"]["name"].as_str().unwrap_or_default();
-        let containers: Vec<&str> = p["spec"]["containers"]
-            .as_array()
-            .expect("containers")
-            .iter()
-            .filter_map(|c| c["name"].as_str())
-            .collect();
+        let containers = container_names(p);
         assert_eq!(containers.len(), 2, "{name}: {containers:?}");
         assert_eq!(containers[1], "istio-proxy", "{name}");
         assert_eq!(
@@ -189,13 +194,7 @@ spec: {{containers: [{{name: app, image: busybox}}]}}
             ),
         );
         let pod = cluster.json(&["-n", ns, "get", "pod", name]);
-        let names: Vec<&str> = pod["spec"]["containers"]
-            .as_array()
-            .expect("containers")
-            .iter()
-            .filter_map(|c| c["name"].as_str())
-            .collect();
-        names.contains(&"istio-proxy")
+        container_names(&pod).contains(&"istio-proxy")
     };
     assert!(injected("revved", "in-revision", ""));
     assert!(!injected(

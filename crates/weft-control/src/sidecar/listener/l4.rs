@@ -47,9 +47,10 @@ pub fn client_dependent(push: &PushContext) -> BTreeSet<String> {
         if (vs.tcp.is_empty() && vs.tls.is_empty()) || !vs_bound_to_mesh(vs) {
             continue;
         }
-        let export =
-            crate::export::effective(&vs.export_to, &push.mesh.default_virtual_service_export_to);
-        let restricted = !export.is_empty() && !export.iter().any(|e| e == "*");
+        let restricted = !crate::export::public(crate::export::effective(
+            &vs.export_to,
+            &push.mesh.default_virtual_service_export_to,
+        ));
         let by_source = vs
             .tcp
             .iter()
