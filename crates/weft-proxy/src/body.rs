@@ -59,8 +59,11 @@ impl<B: Body<Data = Bytes>> Body for Counted<B> {
 pub struct Tee {
     capture: std::sync::Mutex<Capture>,
     limit: usize,
-    /// Flips to true once the capture is over (complete or given up).
-    over: tokio::sync::watch::Sender<bool>,
+    /// True once the capture is over (complete or given up); `ended` wakes who waits for it.
+    /// (Not a `watch` channel: that allocates eight `Notify`s for every request with a retry
+    /// policy, which is Istio's default.)
+    over: std::sync::atomic::AtomicBool,
+    ended: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -77,7 +80,8 @@ impl Tee {
         Arc::new(Tee {
             capture: std::sync::Mutex::default(),
             limit,
-            over: tokio::sync::watch::channel(false).0,
+            over: std::sync::atomic::AtomicBool::new(false),
+            ended: tokio::sync::Notify::new(),
         })
     }
 
@@ -103,7 +107,7 @@ impl Tee {
             }
         });
         if self.with(|c| c.overflow) {
-            self.over.send_replace(true);
+            self.signal_over();
         }
     }
 
@@ -120,7 +124,13 @@ impl Tee {
                 c.overflow = true;
             }
         });
-        self.over.send_replace(true);
+        self.signal_over();
+    }
+
+    fn signal_over(&self) {
+        if !self.over.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            self.ended.notify_waiters();
+        }
     }
 
     /// The whole body again, when it was captured complete.
@@ -142,8 +152,13 @@ impl Tee {
 
     /// Waits until the capture is over; then [`Tee::replay`].
     pub async fn finished(&self) -> Option<RequestBody> {
-        let mut rx = self.over.subscribe();
-        let _ = rx.wait_for(|over| *over).await;
+        let ended = self.ended.notified();
+        tokio::pin!(ended);
+        // Registered before the flag is read, so a signal in between is not missed.
+        ended.as_mut().enable();
+        if !self.over.load(std::sync::atomic::Ordering::Acquire) {
+            ended.await;
+        }
         self.replay()
     }
 }

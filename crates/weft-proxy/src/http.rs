@@ -62,11 +62,13 @@ where
             (conn.clone(), hcm.clone(), proxy.clone(), handles.clone());
         // Made now, not when the handler first runs: a stream reset at once counts too.
         let mut stream = streams.stream();
-        async move {
+        // Boxed: hyper moves the request's future into place after `call` returns, and a
+        // future this deep (router, attempts, pool) is kilobytes; a box moves as a pointer.
+        Box::pin(async move {
             let resp = handle(req, &conn, &hcm, &proxy, handles, &limits).await;
             stream.answered();
             Ok::<_, std::convert::Infallible>(resp)
-        }
+        })
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -479,7 +481,9 @@ async fn handle(
     }
 
     let request_bytes = Arc::new(AtomicU64::new(0));
-    let mut done = Done {
+    // Boxed now, not when the response takes it: this future (copied as hyper moves it) stays
+    // small, and the response's completion is this allocation without another copy.
+    let mut done = Box::new(Done {
         handles,
         proxy: proxy.clone(),
         hcm: hcm.clone(),
@@ -497,7 +501,7 @@ async fn handle(
         resp_headers: http::HeaderMap::new(),
         lease: None,
         span,
-    };
+    });
     if keep_headers {
         done.req_headers = req.headers().clone();
     }
@@ -579,7 +583,7 @@ async fn handle(
             }
             done.lease = lease;
             let (parts, body) = resp.into_parts();
-            Response::from_parts(parts, ResponseBody::upstream(body, Some(Box::new(done))))
+            Response::from_parts(parts, ResponseBody::upstream(body, Some(done)))
         }
         Err(local) => {
             done.destination = if inbound {
@@ -631,7 +635,7 @@ async fn handle(
                 resp.headers_mut()
                     .insert(PEER_MD_ID, proxy.telemetry.peer_id_header.clone());
             }
-            resp.body_mut().set_completion(Box::new(done));
+            resp.body_mut().set_completion(done);
             resp
         }
     }

@@ -162,11 +162,21 @@ pub fn passthrough_service(name: &str, authority: Option<&str>) -> ServiceInfo {
 
 pub fn service_info(meta: Option<&ServiceMeta>, fallback_host: &str) -> ServiceInfo {
     match meta {
-        Some(m) if !m.host.is_empty() => ServiceInfo {
-            fqdn: m.host.clone().into(),
-            name: weft_telemetry::Label::or_unknown(&m.name),
-            namespace: weft_telemetry::Label::or_unknown(&m.namespace),
-        },
+        // The snapshot's own strings, shared: this runs for every request.
+        Some(m) if !m.host.is_empty() => {
+            let label = |v: &Arc<str>| {
+                if v.is_empty() {
+                    weft_telemetry::Label::unknown()
+                } else {
+                    v.clone().into()
+                }
+            };
+            ServiceInfo {
+                fqdn: m.host.clone().into(),
+                name: label(&m.name),
+                namespace: label(&m.namespace),
+            }
+        }
         _ if !fallback_host.is_empty() => ServiceInfo::from_host(fallback_host),
         _ => ServiceInfo::unknown(),
     }

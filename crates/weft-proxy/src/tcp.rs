@@ -68,12 +68,16 @@ pub(crate) async fn security_verdict(
         }
     }
     let e = chain.ext_authz.as_ref()?;
-    crate::http::extauthz::check_connection(e, conn, &sec, proxy)
-        .await
-        .map(|details| Denied {
-            details: details.into(),
-            flags: "UAEX",
-        })
+    // Boxed: the check's future (a gRPC call) is ~17 KB, and inline it would make every
+    // connection's future that large, authorizer or not.
+    Box::pin(crate::http::extauthz::check_connection(
+        e, conn, &sec, proxy,
+    ))
+    .await
+    .map(|details| Denied {
+        details: details.into(),
+        flags: "UAEX",
+    })
 }
 
 /// Proxies one connection. `denied` (by network RBAC or the external authorizer) closes it

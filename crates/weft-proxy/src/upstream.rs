@@ -428,6 +428,25 @@ impl Pools {
             // Woken when a connection closes or goes idle; re-checked at least every 100 ms.
             let _ = tokio::time::timeout(Duration::from_millis(100), freed).await;
         }
+        // Boxed: a new connection's future (connect, TLS handshake, HTTP handshake) is
+        // kilobytes, and inline it would make every request's future that much larger (and
+        // copied as it moves) though nearly all requests take a pooled connection.
+        let (sender, local, peer, stream) =
+            Box::pin(self.open(cluster, addr, tls, h2, &key)).await?;
+        Ok(lease(sender, local, peer, 1, stream, active))
+    }
+
+    /// Opens a new upstream connection for `key` (its connection slot taken): the sender,
+    /// the local address, the peer's identity and, for HTTP/2, the first stream's count.
+    async fn open(
+        &self,
+        cluster: &Cluster,
+        addr: SocketAddr,
+        tls: Option<&Arc<UpstreamTls>>,
+        h2: bool,
+        key: &PoolKey,
+    ) -> Result<(Sender, Option<SocketAddr>, Option<Arc<str>>, Option<Stream>), UpstreamError> {
+        let state = &cluster.state;
         // A connection slot is ours: give it back if the connection never comes up.
         let slot = ConnSlot(state.clone());
         state
@@ -479,7 +498,7 @@ impl Pools {
             });
             Sender::H1(s)
         };
-        Ok(lease(sender, conn.local, conn.peer, 1, stream, active))
+        Ok((sender, conn.local, conn.peer, stream))
     }
 
     /// Starts the task that closes idle connections (once per set of pools; it ends with them).

@@ -37,8 +37,8 @@ pub(crate) async fn call(
     let path = parts
         .uri
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     let exchange = Exchange {
         proxy,
         conn,

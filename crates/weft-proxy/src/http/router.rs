@@ -247,7 +247,9 @@ async fn filters(
             HttpFilter::Rbac(r) => cx.rbac(r, parts)?,
             HttpFilter::JwtAuthn(j) => cx.jwt_authn(j, parts)?,
             HttpFilter::IstioAuthn(a) => super::jwt::istio_authn(a, &mut cx.sec),
-            HttpFilter::ExtAuthz(e) => cx.ext_authz(e, parts, deco).await?,
+            // Boxed: inline, the check's future (a gRPC or HTTP call, ~17 KB) would make every
+            // request's future that large and copied as it is moved, authorizer or not.
+            HttpFilter::ExtAuthz(e) => Box::pin(cx.ext_authz(e, parts, deco)).await?,
             // Applied where the request's metrics are recorded.
             HttpFilter::Stats(_) => {}
             HttpFilter::Router => break,
@@ -323,14 +325,16 @@ pub(super) async fn route_and_forward(
             .rsplit_once(':')
             .map(|(h, _)| h)
             .unwrap_or(&authority);
-        // The server side reports the service the client addressed (its SNI), else the Host.
-        done.service = if conn.direction == Direction::Inbound {
+        // Without the cluster's service, the server side reports the service the client
+        // addressed (its SNI), else the Host.
+        let meta = cluster.service.as_ref().filter(|m| !m.host.is_empty());
+        done.service = if meta.is_none() && conn.direction == Direction::Inbound {
             stats::service_info(
-                cluster.service.as_ref(),
+                None,
                 &sni_host(conn.sni.as_deref()).unwrap_or_else(|| host.to_string()),
             )
         } else {
-            stats::service_info(cluster.service.as_ref(), host)
+            stats::service_info(meta, host)
         };
     }
     filters(hcm, Some(route), &mut parts, &mut cx, done, &mut deco).await?;
@@ -359,36 +363,49 @@ pub(super) async fn route_and_forward(
         ));
     };
 
-    // The upstream request: rewrites and header operations.
+    // The upstream request: rewrites and header operations. The path stays the request's
+    // own (shared bytes, not copied or parsed again) unless rewritten.
     let mut path = parts
         .uri
         .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    if let (Some(rewrite), crate::snapshot::PathMatch::Prefix(prefix)) =
-        (&route.prefix_rewrite, &route.path)
-        && path.len() >= prefix.len()
-        && path.is_char_boundary(prefix.len())
-    {
-        path = format!("{rewrite}{}", &path[prefix.len()..]);
-    } else if let (Some(rewrite), crate::snapshot::PathMatch::Exact(_)) =
-        (&route.prefix_rewrite, &route.path)
-    {
-        let query = path.split_once('?').map(|(_, q)| q.to_string());
-        path = match query {
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let rewritten = match (&route.prefix_rewrite, &route.path) {
+        (Some(rewrite), crate::snapshot::PathMatch::Prefix(prefix))
+            if path.as_str().len() >= prefix.len()
+                && path.as_str().is_char_boundary(prefix.len()) =>
+        {
+            Some(format!("{rewrite}{}", &path.as_str()[prefix.len()..]))
+        }
+        (Some(rewrite), crate::snapshot::PathMatch::Exact(_)) => Some(match path.query() {
             Some(q) => format!("{rewrite}?{q}"),
             None => rewrite.clone(),
-        };
+        }),
+        _ => None,
+    };
+    if let Some(new) = rewritten {
+        path = http::uri::PathAndQuery::try_from(new).map_err(|_| {
+            local(
+                StatusCode::BAD_REQUEST,
+                "-",
+                "invalid_rewritten_path",
+                "Bad Request",
+            )
+        })?;
     }
     let authority = route.host_rewrite.clone().unwrap_or(authority);
     if route.host_rewrite.is_some() {
         parts.headers.remove(HOST);
     }
     route.request_headers.apply(&mut parts.headers);
-    deco.headers.push(route.response_headers.clone());
+    if !route.response_headers.is_empty() {
+        deco.headers.push(route.response_headers.clone());
+    }
     if let Some(w) = weighted {
         w.request_headers.apply(&mut parts.headers);
-        deco.headers.push(w.response_headers.clone());
+        if !w.response_headers.is_empty() {
+            deco.headers.push(w.response_headers.clone());
+        }
     }
     strip_hop_by_hop(&mut parts.headers);
 
@@ -461,7 +478,7 @@ fn mirror_request(
     cluster: &str,
     parts: &http::request::Parts,
     authority: &str,
-    path: &str,
+    path: &http::uri::PathAndQuery,
     tee: Arc<Tee>,
 ) {
     let Some(cluster) = snap.clusters.get(cluster).cloned() else {
@@ -477,7 +494,7 @@ fn mirror_request(
     req.headers_mut().remove(HOST);
     *req.version_mut() = parts.version;
     let (parts, ()) = req.into_parts();
-    let (proxy, conn, path) = (proxy.clone(), conn.clone(), path.to_string());
+    let (proxy, conn, path) = (proxy.clone(), conn.clone(), path.clone());
     tokio::spawn(async move {
         // The copy goes once the original's body is complete (never larger than the buffer).
         let Some(body) = tee.finished().await else {
@@ -529,7 +546,7 @@ pub(super) struct Exchange<'a> {
     pub cluster: &'a Arc<Cluster>,
     pub h2: bool,
     pub authority: &'a str,
-    pub path: &'a str,
+    pub path: &'a http::uri::PathAndQuery,
     /// The request's hash for a ring-hash cluster.
     pub hash: Option<u64>,
 }
@@ -575,10 +592,7 @@ impl Exchange<'_> {
             parts.headers.remove(HOST);
         } else {
             parts.version = Version::HTTP_11;
-            parts.uri = self
-                .path
-                .parse()
-                .unwrap_or_else(|_| http::Uri::from_static("/"));
+            parts.uri = http::Uri::from(self.path.clone());
             if !parts.headers.contains_key(HOST)
                 && let Ok(v) = HeaderValue::from_str(self.authority)
             {
