@@ -94,19 +94,22 @@ impl Tee {
     }
 
     fn data(&self, d: &Bytes) {
-        self.with(|c| {
+        // Over the limit with this frame: the capture is given up (signalled once).
+        let overflowed = self.with(|c| {
             if c.overflow {
-                return;
+                return false;
             }
             c.size += d.len();
             if c.size > self.limit {
                 c.overflow = true;
                 c.frames = Vec::new();
+                true
             } else {
                 c.frames.push(d.clone());
+                false
             }
         });
-        if self.with(|c| c.overflow) {
+        if overflowed {
             self.signal_over();
         }
     }

@@ -25,7 +25,7 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 
 pub use accesslog::{AccessLogConfig, AccessLogFormat, LogSink};
 pub use cluster::{
-    Cluster, ClusterKind, ClusterState, ClusterStats, DnsAnswers, Endpoint, Limits, ServiceMeta,
+    Cluster, ClusterKind, ClusterState, ClusterStats, DnsAnswers, Endpoint, Limits,
     UpstreamProtocol, UpstreamTls, compile as compile_cluster, dns_endpoint, fallthrough_cluster,
 };
 pub use listener::{

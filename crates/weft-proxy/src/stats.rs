@@ -10,8 +10,6 @@ use weft_telemetry::{
     SecurityPolicy, ServiceInfo, TcpLabels,
 };
 
-use crate::snapshot::ServiceMeta;
-
 pub struct Telemetry {
     pub metrics: Metrics,
     node: NodeMetadata,
@@ -160,25 +158,11 @@ pub fn passthrough_service(name: &str, authority: Option<&str>) -> ServiceInfo {
     }
 }
 
-pub fn service_info(meta: Option<&ServiceMeta>, fallback_host: &str) -> ServiceInfo {
+pub fn service_info(meta: Option<&ServiceInfo>, fallback_host: &str) -> ServiceInfo {
     match meta {
-        // The snapshot's own strings, shared: this runs for every request.
-        Some(m) if !m.host.is_empty() => {
-            let label = |v: &Arc<str>| {
-                if v.is_empty() {
-                    weft_telemetry::Label::unknown()
-                } else {
-                    v.clone().into()
-                }
-            };
-            ServiceInfo {
-                fqdn: m.host.clone().into(),
-                name: label(&m.name),
-                namespace: label(&m.namespace),
-            }
-        }
-        _ if !fallback_host.is_empty() => ServiceInfo::from_host(fallback_host),
-        _ => ServiceInfo::unknown(),
+        Some(m) => m.clone(),
+        None if !fallback_host.is_empty() => ServiceInfo::from_host(fallback_host),
+        None => ServiceInfo::unknown(),
     }
 }
 

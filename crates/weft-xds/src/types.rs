@@ -144,17 +144,27 @@ pub enum Subscription {
     Names(Arc<BTreeSet<String>>),
 }
 
+/// Whether a state-of-the-world `resource_names` list (strings, or the bytes received) asks
+/// for every resource: it names `*`, or is empty for a wildcard type.
+fn names_mean_all<N: AsRef<[u8]>>(type_url: &str, names: &[N]) -> bool {
+    names.iter().any(|n| n.as_ref() == b"*") || (names.is_empty() && is_wildcard_type(type_url))
+}
+
 impl Subscription {
     /// Interprets a state-of-the-world `resource_names` list: `*` or (for wildcard types) an empty
     /// list means all resources.
     pub fn from_names(type_url: &str, names: &[String]) -> Self {
-        Subscription::from_owned_names(type_url, names.to_vec())
+        if names_mean_all(type_url, names) {
+            Subscription::Wildcard
+        } else {
+            Subscription::Names(Arc::new(names.iter().cloned().collect()))
+        }
     }
 
     /// [`Subscription::from_names`] taking the list (a decoded request's names, kept as they
     /// are rather than copied).
     pub fn from_owned_names(type_url: &str, names: Vec<String>) -> Self {
-        if names.iter().any(|n| n == "*") || (names.is_empty() && is_wildcard_type(type_url)) {
+        if names_mean_all(type_url, &names) {
             Subscription::Wildcard
         } else {
             Subscription::Names(Arc::new(names.into_iter().collect()))
@@ -165,8 +175,7 @@ impl Subscription {
     /// received) asks for exactly this subscription; cheap (no allocation) for the usual request
     /// that repeats the names already held.
     pub fn same_as_names<N: AsRef<[u8]>>(&self, type_url: &str, names: &[N]) -> bool {
-        let wildcard = names.iter().any(|n| n.as_ref() == b"*")
-            || (names.is_empty() && is_wildcard_type(type_url));
+        let wildcard = names_mean_all(type_url, names);
         match self {
             Subscription::Wildcard => wildcard,
             Subscription::Names(_) if wildcard => false,

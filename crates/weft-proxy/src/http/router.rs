@@ -327,7 +327,7 @@ pub(super) async fn route_and_forward(
             .unwrap_or(&authority);
         // Without the cluster's service, the server side reports the service the client
         // addressed (its SNI), else the Host.
-        let meta = cluster.service.as_ref().filter(|m| !m.host.is_empty());
+        let meta = cluster.service.as_ref();
         done.service = if meta.is_none() && conn.direction == Direction::Inbound {
             stats::service_info(
                 None,

@@ -27,14 +27,6 @@ pub enum ClusterKind {
     OriginalDst,
 }
 
-/// Istio's `istio.services[0]` cluster metadata.
-#[derive(Debug, Clone, Default)]
-pub struct ServiceMeta {
-    pub host: Arc<str>,
-    pub name: Arc<str>,
-    pub namespace: Arc<str>,
-}
-
 /// An upstream TLS context with its client configs (one per ALPN form).
 #[derive(Debug)]
 pub struct UpstreamTls {
@@ -170,7 +162,8 @@ pub struct Cluster {
     pub idle_timeout: Option<Duration>,
     /// TCP keepalive on upstream connections (`upstream_connection_options.tcp_keepalive`).
     pub keepalive: Option<crate::socket::Keepalive>,
-    pub service: Option<ServiceMeta>,
+    /// The destination service labels of Istio's cluster metadata.
+    pub service: Option<weft_telemetry::ServiceInfo>,
     pub rr: Arc<AtomicUsize>,
     pub limits: Limits,
     pub lb: Lb,
@@ -208,7 +201,10 @@ fn struct_str(s: &protobuf::Struct, key: &str) -> Option<String> {
     }
 }
 
-fn service_meta(c: &XCluster) -> Option<ServiceMeta> {
+/// The `destination_service*` labels from Istio's `istio.services[0]` cluster metadata (name
+/// and namespace `unknown` when missing), made once here rather than for each request; None
+/// without a host.
+fn service_meta(c: &XCluster) -> Option<weft_telemetry::ServiceInfo> {
     let istio = c.metadata.as_ref()?.filter_metadata.get("istio")?;
     let protobuf::value::Kind::ListValue(list) = istio.fields.get("services")?.kind.as_ref()?
     else {
@@ -217,10 +213,12 @@ fn service_meta(c: &XCluster) -> Option<ServiceMeta> {
     let protobuf::value::Kind::StructValue(svc) = list.values.first()?.kind.as_ref()? else {
         return None;
     };
-    Some(ServiceMeta {
-        host: struct_str(svc, "host").unwrap_or_default().into(),
-        name: struct_str(svc, "name").unwrap_or_default().into(),
-        namespace: struct_str(svc, "namespace").unwrap_or_default().into(),
+    let host = struct_str(svc, "host").filter(|h| !h.is_empty())?;
+    let label = |key| weft_telemetry::Label::or_unknown(&struct_str(svc, key).unwrap_or_default());
+    Some(weft_telemetry::ServiceInfo {
+        fqdn: host.into(),
+        name: label("name"),
+        namespace: label("namespace"),
     })
 }
 
