@@ -71,13 +71,20 @@ def read_stat(pid):
 
 def cpu_seconds(procs):
     """utime + stime (all threads) of the processes' sessions, in seconds."""
-    ticks = 0
+    return sum(cpu_split(procs))
+
+
+def cpu_split(procs):
+    """(utime, stime) (all threads) of the processes' sessions, in seconds."""
+    user = system = 0
     for p in procs:
         for pid in p.pids():
             st = read_stat(pid)
             if st is not None:
-                ticks += st[4] + st[5]
-    return ticks / os.sysconf("SC_CLK_TCK")
+                user += st[4]
+                system += st[5]
+    hz = os.sysconf("SC_CLK_TCK")
+    return user / hz, system / hz
 
 
 def rss_mb(proc):

@@ -330,13 +330,13 @@ def precheck(lab, http):
             raise RuntimeError(f"{system} {topo}: {url} does not answer 200\n{logs}") from None
 
 
-def profile(runner, target, out_dir, name):
+def profile(runner, target, out_dir, name, freq=499):
     """perf record (DWARF call graphs) of the path's proxies during a saturation run: flat
     self time by symbol and by object, and inclusive time by symbol."""
     pids = [str(pid) for p in target["proxies"] for pid in p.pids()]
     data = os.path.join(out_dir, f"perf-{name}.data")
     secs = max(1, round(runner.duration))
-    perf = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384",
+    perf = subprocess.Popen(["perf", "record", "-F", str(freq), "--call-graph", "dwarf,16384",
                              "-o", data, "-p", ",".join(pids), "--", "sleep", str(secs)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -391,6 +391,8 @@ def parse_args(argv):
     p.add_argument("--profile", default="",
                    help="instead of the repetitions: `perf record` the proxies during a "
                         "saturation run of each SYSTEM:TOPOLOGY given (e.g. weft:mtls,haproxy:mtls)")
+    p.add_argument("--perf-freq", type=int, default=499,
+                   help="samples per second for --profile (default 499)")
     p.add_argument("--write-docs", action="store_true",
                    help="write the figures into docs/benchmarks.md")
     a = p.parse_args(argv)
@@ -495,7 +497,8 @@ def main(argv):
                 if (system, topo) not in http:
                     raise RuntimeError(f"--profile {spec}: no such unit")
                 log(f"profiling {system} {topo}")
-                profile(runner, http[(system, topo)], out_dir, f"{system}-{topo}")
+                profile(runner, http[(system, topo)], out_dir, f"{system}-{topo}",
+                        args.perf_freq)
             return 0
         units = ([("http", k) for k in http] + [("tcp", k) for k in tcp]
                  + [("tls", (s, "mtls")) for s in tls])

@@ -9,7 +9,7 @@ switched to SCHED_RR for their duration too, with rt="none" nothing is.
 import json
 import os
 
-from .lab import cpu_seconds, rss_mb, sh
+from .lab import cpu_seconds, cpu_split, rss_mb, sh
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WRK_SCRIPT = os.path.join(HERE, "wrk_report.lua")
@@ -67,13 +67,17 @@ class Runner:
             raise RuntimeError(f"loadgen failed: {out.stderr.strip()}")
         return _last_json(out.stdout)
 
-    def _active_opens(self, pod):
-        """TCP connections opened in a pod's namespace so far (/proc/net/snmp ActiveOpens)."""
+    def _tcp_counters(self, pod):
+        """A pod namespace's TCP counters so far (/proc/net/snmp `Tcp:` rows)."""
         out = self.lab.exec(pod, ["cat", "/proc/net/snmp"])
         rows = [line.split() for line in out.stdout.splitlines() if line.startswith("Tcp:")]
         if len(rows) < 2:
-            return 0
-        return int(dict(zip(rows[0], rows[1])).get("ActiveOpens", 0))
+            return {}
+        return {k: int(v) for k, v in zip(rows[0][1:], rows[1][1:]) if v.lstrip("-").isdigit()}
+
+    def _segments_out(self):
+        """TCP segments sent so far in all the lab's pods (loopback and bridge alike)."""
+        return sum(self._tcp_counters(p).get("OutSegs", 0) for p in self.lab.pods.values())
 
     # -- units -----------------------------------------------------------------------------
     def http_saturation(self, target):
@@ -81,11 +85,14 @@ class Runner:
         proxies = target["proxies"]
         r = {}
         self._wrk(target, self.warmup, script=False)
-        c0 = cpu_seconds(proxies)
-        o0 = self._active_opens(target["pod"])
+        s0 = self._segments_out()
+        u0, k0 = cpu_split(proxies)
+        o0 = self._tcp_counters(target["pod"]).get("ActiveOpens", 0)
         w = self._wrk(target, self.duration, script=True)
-        o1 = self._active_opens(target["pod"])
-        c1 = cpu_seconds(proxies)
+        o1 = self._tcp_counters(target["pod"]).get("ActiveOpens", 0)
+        u1, k1 = cpu_split(proxies)
+        s1 = self._segments_out()
+        c0, c1 = u0 + k0, u1 + k1
         secs = w["duration_us"] / 1e6
         errors = (w["connect_errors"] + w["read_errors"] + w["write_errors"]
                   + w["status_errors"] + w["timeouts"])
@@ -96,9 +103,14 @@ class Runner:
         r["sat_p99_us"] = w["p99_us"]
         # Beyond wrk's own 64: the client-side proxy's new upstream connections.
         r["sat_upstream_conns_opened"] = max(0, o1 - o0 - 64)
+        # Every hop's segments (requests, responses, bare ACKs) per request, client included.
+        if w["requests"]:
+            r["sat_tcp_segments_per_req"] = (s1 - s0) / w["requests"]
         if proxies and w["requests"]:
             r["sat_cpu_us_per_req"] = (c1 - c0) * 1e6 / w["requests"]
             r["sat_cpu_util"] = (c1 - c0) / secs if secs else 0.0
+            # The kernel's share (stime), from the scheduler's tick accounting.
+            r["sat_cpu_sys_us_per_req"] = (k1 - k0) * 1e6 / w["requests"]
         for p in proxies:
             self.rss_after[p.name] = max(self.rss_after.get(p.name, 0.0), rss_mb(p))
         return r

@@ -151,14 +151,16 @@ def markdown(res):
 
     lines.append("#### Throughput and proxy CPU (sum of the proxies on the path)\n")
     lines.append("| topology | system | req/s (wrk -t1 -c64) | CPU µs/req at saturation "
-                 "| CPU µs/req at 1000 req/s | CPU µs/req at 4000 req/s |")
-    lines.append("|---|---|---:|---:|---:|---:|")
+                 "| CPU µs/req at 1000 req/s | CPU µs/req at 4000 req/s "
+                 "| TCP segments/req at saturation |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|")
     for s, t in http_rows:
         g = lambda k: _get(med, "http", s, t, k)  # noqa: E731
         lines.append(f"| {TOPOS[t]} | {NAMES[s]} | {_fmt(g('sat_rps'))} | "
                      f"{_fmt(g('sat_cpu_us_per_req'), 1)} | "
                      f"{_fmt(g('r1000_cpu_us_per_req'), 1)} | "
-                     f"{_fmt(g('r4000_cpu_us_per_req'), 1)} |")
+                     f"{_fmt(g('r4000_cpu_us_per_req'), 1)} | "
+                     f"{_fmt(g('sat_tcp_segments_per_req'), 1)} |")
 
     lines.append("\n#### Latency (µs; open loop with latency correction at fixed rates)\n")
     lines.append("A system that cannot hold a rate is marked; its latency then mostly measures "

@@ -198,7 +198,7 @@ fn config_dump(proxy: &Proxy) -> serde_json::Value {
                     "name": v.name,
                     "domains": v.domains,
                     "routes": v.routes.iter().map(|r| json!({
-                        "name": r.name,
+                        "name": &*r.name,
                         "action": format!("{:?}", r.action),
                         "timeout_ms": r.timeout.as_millis() as u64,
                         "retry": r.retry.as_ref().map(|p| format!("{p:?}")),

@@ -166,6 +166,29 @@ impl Tee {
     }
 }
 
+/// Where a retry's body comes from: nothing to send (the request had no body, so no copy is
+/// taken), the [`Tee`] that copies the body as it streams, or nowhere (no retry can go).
+#[derive(Clone, Copy)]
+pub enum Replay<'a> {
+    Empty,
+    Tee(&'a Tee),
+    Never,
+}
+
+impl Replay<'_> {
+    /// The body for another attempt, when there can be one.
+    pub fn body(self) -> Option<RequestBody> {
+        match self {
+            Replay::Empty => Some(RequestBody::Held {
+                data: None,
+                trailers: None,
+            }),
+            Replay::Tee(t) => t.replay(),
+            Replay::Never => None,
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A request body on its way upstream: the downstream's, streamed (and copied into a
     /// [`Tee`] when it may be sent again), or a captured copy being sent again.

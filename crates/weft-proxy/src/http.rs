@@ -43,6 +43,7 @@ const PEER_MD_ID: HeaderName =
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const UPSTREAM_SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// Serves HTTP on one downstream connection until it closes.
 pub async fn serve<IO>(io: IO, conn: ConnInfo, hcm: Arc<Hcm>, proxy: Arc<Proxy>)
@@ -115,9 +116,17 @@ where
 /// 25 labels into four metric families.
 #[derive(Default)]
 struct HandleCache {
-    last: std::sync::Mutex<Option<(HandleKey, weft_telemetry::RequestHandle)>>,
+    last: std::sync::Mutex<Option<CachedHandle>>,
     /// The peer metadata header last seen on the connection, decoded.
-    peer: std::sync::Mutex<Option<(HeaderValue, PeerInfo)>>,
+    peer: std::sync::Mutex<Option<(HeaderValue, Arc<PeerInfo>)>>,
+    /// An upstream peer whose metadata names no principal, with the one its certificate
+    /// proved: the peer and principal it was made from, and the result.
+    proved: std::sync::Mutex<Option<ProvedPeer>>,
+    /// The client as its certificate's principal describes it, when it sends no metadata.
+    principal_peer: std::sync::OnceLock<Arc<PeerInfo>>,
+    /// The destination service the connection's SNI names (Istio's
+    /// `outbound_.<port>_.<subset>_.<host>`), for an inbound cluster that names none.
+    sni_service: std::sync::OnceLock<Option<Arc<ServiceInfo>>>,
     /// This hop's `x-forwarded-client-cert` element and the setting it was built for: it
     /// depends only on the connection's peer certificate and this proxy's identity.
     xfcc: std::sync::Mutex<Option<(crate::snapshot::Xfcc, Option<HeaderValue>)>>,
@@ -126,12 +135,60 @@ struct HandleCache {
     current: std::sync::Mutex<Option<SeenHcm>>,
 }
 
-/// What a request's metric handles depend on: its standard labels and, under Telemetry metric
-/// overrides, those overrides (held, so the pointer stays theirs) and the computed tag values.
-type HandleKey = (
-    weft_telemetry::RequestLabels,
-    Option<(Arc<MetricOverrides>, TagValues)>,
-);
+/// `(peer, principal, peer with that principal)`.
+type ProvedPeer = (Arc<PeerInfo>, Arc<str>, Arc<PeerInfo>);
+
+/// What a request's standard labels are made of: the shared peers and service (held, so
+/// their addresses are not reused while cached) and the request's own values. The same
+/// parties by identity make the same labels, so a request on a connection whose last request
+/// had them takes the cached handle without building its 25 labels.
+struct Parties {
+    reporter: Reporter,
+    source: Arc<PeerInfo>,
+    destination: Arc<PeerInfo>,
+    service: Arc<ServiceInfo>,
+    security: SecurityPolicy,
+    grpc: bool,
+    code: u16,
+    grpc_status: Option<u32>,
+}
+
+impl Parties {
+    fn same(&self, o: &Parties) -> bool {
+        self.reporter == o.reporter
+            && Arc::ptr_eq(&self.source, &o.source)
+            && Arc::ptr_eq(&self.destination, &o.destination)
+            && Arc::ptr_eq(&self.service, &o.service)
+            && self.security == o.security
+            && self.grpc == o.grpc
+            && self.code == o.code
+            && self.grpc_status == o.grpc_status
+    }
+
+    fn labels(&self, flags: &str) -> weft_telemetry::RequestLabels {
+        stats::request_labels(
+            self.reporter,
+            &self.source,
+            &self.destination,
+            &self.service,
+            self.security,
+            self.grpc,
+            self.code,
+            self.grpc_status,
+            flags,
+        )
+    }
+}
+
+/// The metric handles of the label set last seen on a connection, with what it was made of
+/// and, under Telemetry metric overrides, those overrides (held, so the pointer stays theirs)
+/// and the computed tag values.
+struct CachedHandle {
+    parties: Parties,
+    labels: weft_telemetry::RequestLabels,
+    overrides: Option<(Arc<MetricOverrides>, TagValues)>,
+    handle: weft_telemetry::RequestHandle,
+}
 
 /// A snapshot (held weakly, so its address is not reused while cached) and the HCM found in it.
 type SeenHcm = (Weak<Snapshot>, Option<Arc<Hcm>>);
@@ -174,29 +231,67 @@ impl HandleCache {
         el
     }
 
+    /// The metric handles of a request made of `parties`, with response flags `flags`.
     fn handle(
         &self,
         metrics: &weft_telemetry::Metrics,
-        labels: weft_telemetry::RequestLabels,
+        parties: Parties,
+        flags: &str,
         ov: Option<(Arc<MetricOverrides>, TagValues)>,
     ) -> weft_telemetry::RequestHandle {
         let mut slot = match self.last.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if let Some(((l, o), h)) = slot.as_ref()
-            && *l == labels
-            && match (o, &ov) {
-                (None, None) => true,
-                (Some((a, x)), Some((b, y))) => Arc::ptr_eq(a, b) && x == y,
-                _ => false,
-            }
+        let same_overrides = |o: &Option<(Arc<MetricOverrides>, TagValues)>| match (o, &ov) {
+            (None, None) => true,
+            (Some((a, x)), Some((b, y))) => Arc::ptr_eq(a, b) && x == y,
+            _ => false,
+        };
+        let flags_label = if flags.is_empty() { "-" } else { flags };
+        if let Some(c) = slot.as_ref()
+            && c.parties.same(&parties)
+            && *c.labels.response_flags == *flags_label
+            && same_overrides(&c.overrides)
         {
-            return h.clone();
+            return c.handle.clone();
         }
-        let h = metrics.request_handle(&labels, ov.as_ref().map(|(o, t)| (&**o, t)));
-        *slot = Some(((labels, ov), h.clone()));
-        h
+        let labels = parties.labels(flags);
+        // Equal labels from other values (a new snapshot's peer, say): the same handles.
+        if let Some(c) = slot.as_mut()
+            && c.labels == labels
+            && same_overrides(&c.overrides)
+        {
+            c.parties = parties;
+            return c.handle.clone();
+        }
+        let handle = metrics.request_handle(&labels, ov.as_ref().map(|(o, t)| (&**o, t)));
+        *slot = Some(CachedHandle {
+            parties,
+            labels,
+            overrides: ov,
+            handle: handle.clone(),
+        });
+        handle
+    }
+
+    /// `peer` with the principal its certificate proved, made once per peer and principal.
+    fn proved(&self, peer: Arc<PeerInfo>, principal: &Arc<str>) -> Arc<PeerInfo> {
+        let mut slot = match self.proved.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some((base, p, result)) = slot.as_ref()
+            && Arc::ptr_eq(base, &peer)
+            && p == principal
+        {
+            return result.clone();
+        }
+        let mut with = (*peer).clone();
+        with.principal = weft_telemetry::Label::new(principal);
+        let result = Arc::new(with);
+        *slot = Some((peer, principal.clone(), result.clone()));
+        result
     }
 }
 
@@ -209,9 +304,9 @@ struct Done {
     started: Instant,
     request_bytes: Arc<AtomicU64>,
     reporter: Reporter,
-    source: PeerInfo,
-    destination: PeerInfo,
-    service: ServiceInfo,
+    source: Arc<PeerInfo>,
+    destination: Arc<PeerInfo>,
+    service: Arc<ServiceInfo>,
     security: SecurityPolicy,
     grpc: bool,
     grpc_status: Option<u32>,
@@ -246,17 +341,16 @@ impl Completion for Done {
         }
         let elapsed = d.started.elapsed();
         let request_bytes = d.request_bytes.load(Ordering::Relaxed);
-        let labels = stats::request_labels(
-            d.reporter,
-            &d.source,
-            &d.destination,
-            &d.service,
-            d.security,
-            d.grpc,
-            d.entry.response_code,
-            d.grpc_status,
-            &d.entry.response_flags,
-        );
+        let parties = Parties {
+            reporter: d.reporter,
+            source: d.source,
+            destination: d.destination,
+            service: d.service,
+            security: d.security,
+            grpc: d.grpc,
+            code: d.entry.response_code,
+            grpc_status: d.grpc_status,
+        };
         d.entry.bytes_received = request_bytes;
         d.entry.bytes_sent = response_bytes;
         d.entry.duration_ms = elapsed.as_millis() as u64;
@@ -271,7 +365,12 @@ impl Completion for Done {
             (o, tags)
         });
         d.handles
-            .handle(&d.proxy.telemetry.metrics, labels, ov)
+            .handle(
+                &d.proxy.telemetry.metrics,
+                parties,
+                &d.entry.response_flags,
+                ov,
+            )
             .record(elapsed, request_bytes, response_bytes);
         if !d.hcm.access_log.is_empty() {
             let req = |name: &str| {
@@ -328,7 +427,7 @@ fn peer_from_headers(
     h: &http::HeaderMap,
     principal: Option<&str>,
     cache: &HandleCache,
-) -> Option<PeerInfo> {
+) -> Option<Arc<PeerInfo>> {
     let value = h.get(&PEER_MD)?;
     let mut slot = match cache.peer.lock() {
         Ok(g) => g,
@@ -340,7 +439,7 @@ fn peer_from_headers(
         return Some(p.clone());
     }
     let node = weft_telemetry::decode_peer_header(value.to_str().ok()?).ok()?;
-    let peer = PeerInfo::from_metadata(&node, principal.unwrap_or(""));
+    let peer = Arc::new(PeerInfo::from_metadata(&node, principal.unwrap_or("")));
     *slot = Some((value.clone(), peer.clone()));
     Some(peer)
 }
@@ -427,8 +526,12 @@ async fn handle(
     // Peers: on the server side the client is known from its peer metadata and certificate.
     let (source, mut destination, security) = if inbound {
         let principal = conn.peer_principal.as_deref();
-        let src = peer_from_headers(req.headers(), principal, &handles)
-            .unwrap_or_else(|| stats::peer_from_principal(principal.unwrap_or("")));
+        let src = peer_from_headers(req.headers(), principal, &handles).unwrap_or_else(|| {
+            handles
+                .principal_peer
+                .get_or_init(|| Arc::new(stats::peer_from_principal(principal.unwrap_or(""))))
+                .clone()
+        });
         let sec = if conn.mtls() {
             SecurityPolicy::MutualTls
         } else {
@@ -438,7 +541,7 @@ async fn handle(
     } else {
         (
             proxy.telemetry.me(),
-            PeerInfo::unknown(),
+            PeerInfo::unknown_shared(),
             SecurityPolicy::Unknown,
         )
     };
@@ -492,8 +595,8 @@ async fn handle(
         request_bytes: request_bytes.clone(),
         reporter,
         source,
-        destination: PeerInfo::unknown(),
-        service: ServiceInfo::unknown(),
+        destination: PeerInfo::unknown_shared(),
+        service: ServiceInfo::unknown_shared(),
         security,
         grpc,
         grpc_status: None,
@@ -549,33 +652,34 @@ async fn handle(
                     resp.headers_mut()
                         .insert(PEER_MD_ID, proxy.telemetry.peer_id_header.clone());
                 }
-                destination = proxy.telemetry.me();
             } else {
                 if let Some(p) = peer_from_headers(resp.headers(), None, &done.handles) {
                     destination = p;
                 }
                 resp.headers_mut().remove(&PEER_MD);
                 resp.headers_mut().remove(&PEER_MD_ID);
-                if let Ok(v) = HeaderValue::from_str(&started.elapsed().as_millis().to_string()) {
-                    resp.headers_mut().insert(UPSTREAM_SERVICE_TIME, v);
-                }
             }
-            if destination.principal.as_str() == "unknown"
-                && let Some(p) = lease.as_ref().and_then(|l| l.peer.as_deref())
+            let service_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            if !inbound {
+                resp.headers_mut()
+                    .insert(UPSTREAM_SERVICE_TIME, HeaderValue::from(service_ms));
+            }
+            let upstream_peer = lease.as_ref().and_then(|l| l.peer.as_ref());
+            if let Some(p) = upstream_peer
+                && destination.principal.as_str() == "unknown"
             {
-                destination.principal = weft_telemetry::Label::new(p);
+                destination = done.handles.proved(destination, p);
             }
-            done.entry.upstream_peer_uri_san = lease
-                .as_ref()
-                .and_then(|l| l.peer.as_deref())
-                .map(str::to_owned);
+            if attributes {
+                done.entry.upstream_peer_uri_san = upstream_peer.map(|p| p.to_string());
+            }
             done.destination = destination;
             done.entry.response_code = resp.status().as_u16();
             done.entry.response_code_details = Some("via_upstream".into());
-            done.entry.upstream_service_time = Some(started.elapsed().as_millis() as u64);
+            done.entry.upstream_service_time = Some(service_ms);
             done.grpc_status = resp
                 .headers()
-                .get("grpc-status")
+                .get(GRPC_STATUS)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|s| s.parse().ok());
             if keep_headers {
@@ -586,11 +690,7 @@ async fn handle(
             Response::from_parts(parts, ResponseBody::upstream(body, Some(done)))
         }
         Err(local) => {
-            done.destination = if inbound {
-                proxy.telemetry.me()
-            } else {
-                destination
-            };
+            done.destination = destination;
             done.add_flag(local.flags);
             done.entry.response_code_details = Some(local.details.clone());
             let mut resp = if done.grpc {
@@ -715,20 +815,67 @@ pub(crate) fn sni_host(sni: Option<&str>) -> Option<String> {
 }
 
 fn strip_hop_by_hop(h: &mut http::HeaderMap) {
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        h.remove(name);
+    const HOP_BY_HOP: [HeaderName; 5] = [
+        http::header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        http::header::TRANSFER_ENCODING,
+        http::header::UPGRADE,
+    ];
+    // One look over the few headers a request has, instead of five lookups in the map;
+    // requests rarely carry any of them.
+    if h.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        for name in &HOP_BY_HOP {
+            h.remove(name);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_of_the_same_parties_share_handles_and_others_get_their_own() {
+        let metrics = weft_telemetry::Metrics::new();
+        let cache = HandleCache::default();
+        let me = Arc::new(PeerInfo::unknown());
+        let parties = |source: &Arc<PeerInfo>, code| Parties {
+            reporter: Reporter::Source,
+            source: source.clone(),
+            destination: PeerInfo::unknown_shared(),
+            service: ServiceInfo::unknown_shared(),
+            security: SecurityPolicy::Unknown,
+            grpc: false,
+            code,
+            grpc_status: None,
+        };
+        let record = |p, flags| {
+            cache
+                .handle(&metrics, p, flags, None)
+                .record(std::time::Duration::from_millis(1), 0, 0)
+        };
+        record(parties(&me, 200), "");
+        record(parties(&me, 200), "-");
+        // Equal by value, not by identity (a new snapshot's peer): the same series.
+        record(parties(&Arc::new(PeerInfo::unknown()), 200), "");
+        record(parties(&me, 503), "UF");
+        record(parties(&me, 503), "URX");
+        let text = metrics.encode_prometheus();
+        let count = |code: &str, flags: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("istio_requests_total{")
+                        && l.contains(&format!("response_code=\"{code}\""))
+                        && l.contains(&format!("response_flags=\"{flags}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_owned)
+        };
+        assert_eq!(count("200", "-").as_deref(), Some("3"), "{text}");
+        assert_eq!(count("503", "UF").as_deref(), Some("1"), "{text}");
+        assert_eq!(count("503", "URX").as_deref(), Some("1"), "{text}");
+    }
 
     #[test]
     fn sni_host_parses_istio_sni() {

@@ -52,9 +52,9 @@ impl Telemetry {
         }
     }
 
-    /// This workload as a peer.
-    pub fn me(&self) -> PeerInfo {
-        (**self.me.load()).clone()
+    /// This workload as a peer (shared: one reference count per request, not one per label).
+    pub fn me(&self) -> Arc<PeerInfo> {
+        self.me.load_full()
     }
 
     /// Records the principal of a newly issued certificate.
@@ -158,11 +158,11 @@ pub fn passthrough_service(name: &str, authority: Option<&str>) -> ServiceInfo {
     }
 }
 
-pub fn service_info(meta: Option<&ServiceInfo>, fallback_host: &str) -> ServiceInfo {
+pub fn service_info(meta: Option<&Arc<ServiceInfo>>, fallback_host: &str) -> Arc<ServiceInfo> {
     match meta {
         Some(m) => m.clone(),
-        None if !fallback_host.is_empty() => ServiceInfo::from_host(fallback_host),
-        None => ServiceInfo::unknown(),
+        None if !fallback_host.is_empty() => Arc::new(ServiceInfo::from_host(fallback_host)),
+        None => ServiceInfo::unknown_shared(),
     }
 }
 

@@ -103,7 +103,7 @@ pub async fn proxy<IO>(
     let principal = conn.peer_principal.as_deref().unwrap_or("");
     let (source, mut destination, security, reporter) = if inbound {
         (
-            stats::peer_from_principal(principal),
+            Arc::new(stats::peer_from_principal(principal)),
             proxy.telemetry.me(),
             if conn.mtls() {
                 SecurityPolicy::MutualTls
@@ -115,7 +115,7 @@ pub async fn proxy<IO>(
     } else {
         (
             proxy.telemetry.me(),
-            PeerInfo::unknown(),
+            PeerInfo::unknown_shared(),
             SecurityPolicy::Unknown,
             Reporter::Source,
         )
@@ -127,7 +127,7 @@ pub async fn proxy<IO>(
         String::new()
     };
     let service = match crate::snapshot::fallthrough_cluster(&cluster_name) {
-        Some(name) => stats::passthrough_service(name, None),
+        Some(name) => Arc::new(stats::passthrough_service(name, None)),
         None => stats::service_info(
             cluster.as_ref().and_then(|c| c.service.as_ref()),
             &sni_service,
@@ -150,7 +150,8 @@ pub async fn proxy<IO>(
                         Ok(u) => {
                             entry.upstream_local_address = u.local;
                             if let Some(p) = &u.peer {
-                                destination.principal = weft_telemetry::Label::new(p);
+                                Arc::make_mut(&mut destination).principal =
+                                    weft_telemetry::Label::new(p);
                                 entry.upstream_peer_uri_san = Some(p.to_string());
                             }
                             up = Some(u.io);

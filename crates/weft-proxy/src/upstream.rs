@@ -503,7 +503,10 @@ impl Pools {
 
     /// Starts the task that closes idle connections (once per set of pools; it ends with them).
     fn start_sweeper(&self) {
-        if self.inner.sweeping.swap(true, Ordering::AcqRel) {
+        // A plain load first: every request comes here, and the sweeper runs after the first.
+        if self.inner.sweeping.load(Ordering::Acquire)
+            || self.inner.sweeping.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         let weak: Weak<PoolsInner> = Arc::downgrade(&self.inner);

@@ -254,6 +254,12 @@ impl PeerInfo {
         }
     }
 
+    /// [`PeerInfo::unknown`], shared: requests that know nothing of a peer hold one value.
+    pub fn unknown_shared() -> Arc<PeerInfo> {
+        static VALUE: LazyLock<Arc<PeerInfo>> = LazyLock::new(|| Arc::new(PeerInfo::unknown()));
+        VALUE.clone()
+    }
+
     /// Builds the peer identity from exchanged (or local) node metadata and the principal
     /// authenticated by mTLS (empty when none). Empty values become `"unknown"`.
     pub fn from_metadata(metadata: &NodeMetadata, principal: &str) -> Self {
@@ -294,6 +300,13 @@ impl ServiceInfo {
             name: Label::unknown(),
             namespace: Label::unknown(),
         }
+    }
+
+    /// [`ServiceInfo::unknown`], shared.
+    pub fn unknown_shared() -> Arc<ServiceInfo> {
+        static VALUE: LazyLock<Arc<ServiceInfo>> =
+            LazyLock::new(|| Arc::new(ServiceInfo::unknown()));
+        VALUE.clone()
     }
 
     /// Builds the labels from a host name. For `<name>.<ns>.svc.<domain>` the name and

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use super::authz::FilterCtx;
 use super::{Done, Local, PEER_MD, PEER_MD_ID, local, sni_host, strip_hop_by_hop};
 use crate::Proxy;
-use crate::body::{Counted, RequestBody, Tee};
+use crate::body::{Counted, Replay, RequestBody, Tee};
 use crate::conn::ConnInfo;
 use crate::snapshot::filter::{AbortWith, Cors, HeaderOps, HttpFilter, RetryPolicy};
 use crate::snapshot::{
@@ -302,7 +302,7 @@ pub(super) async fn route_and_forward(
         filters(hcm, None, &mut parts, &mut cx, done, &mut deco).await?;
         return Err(local(StatusCode::NOT_FOUND, "NR", "route_not_found", ""));
     };
-    done.entry.route_name = Some(route.name.as_str().into());
+    done.entry.route_name = Some(route.name.clone());
     // The destination is resolved before the filters run, as Envoy does: a request a filter
     // answers (a fault abort) is still logged and counted against its upstream cluster and
     // destination service.
@@ -319,20 +319,23 @@ pub(super) async fn route_and_forward(
         .fallthrough
         .or_else(|| cluster.as_ref().and_then(|c| c.fallthrough));
     if let Some(name) = fallthrough {
-        done.service = stats::passthrough_service(name, Some(&authority));
+        done.service = Arc::new(stats::passthrough_service(name, Some(&authority)));
     } else if let Some(cluster) = &cluster {
         let host = authority
             .rsplit_once(':')
             .map(|(h, _)| h)
             .unwrap_or(&authority);
         // Without the cluster's service, the server side reports the service the client
-        // addressed (its SNI), else the Host.
+        // addressed (its SNI, the same for the whole connection), else the Host.
         let meta = cluster.service.as_ref();
         done.service = if meta.is_none() && conn.direction == Direction::Inbound {
-            stats::service_info(
-                None,
-                &sni_host(conn.sni.as_deref()).unwrap_or_else(|| host.to_string()),
-            )
+            let sni = done.handles.sni_service.get_or_init(|| {
+                sni_host(conn.sni.as_deref()).map(|h| stats::service_info(None, &h))
+            });
+            match sni {
+                Some(s) => s.clone(),
+                None => stats::service_info(None, host),
+            }
         } else {
             stats::service_info(meta, host)
         };
@@ -409,11 +412,19 @@ pub(super) async fn route_and_forward(
     }
     strip_hop_by_hop(&mut parts.headers);
 
-    // Copy the body as it streams when it may be sent again (retries, mirrors).
-    let tee = (route.retry.is_some() || !route.mirrors.is_empty()).then(|| Tee::new(BUFFER_LIMIT));
+    // Copy the body as it streams when it may be sent again (retries, mirrors); a request
+    // without a body (most GETs) needs no copy for a retry.
+    let bodiless = http_body::Body::is_end_stream(&body);
+    let tee = (!route.mirrors.is_empty() || (route.retry.is_some() && !bodiless))
+        .then(|| Tee::new(BUFFER_LIMIT));
     let body = match &tee {
         Some(t) => RequestBody::teed(body, t.clone()),
         None => RequestBody::Stream { body },
+    };
+    let replay = match (&tee, bodiless) {
+        (Some(t), _) => Replay::Tee(t),
+        (None, true) => Replay::Empty,
+        (None, false) => Replay::Never,
     };
     for (mirror, share) in &route.mirrors {
         if share.hit()
@@ -446,7 +457,7 @@ pub(super) async fn route_and_forward(
         route.retry.as_deref(),
         parts,
         body,
-        tee.as_deref(),
+        replay,
         request_bytes,
         done,
     );
@@ -716,11 +727,12 @@ impl Exchange<'_> {
         retry: Option<&RetryPolicy>,
         parts: http::request::Parts,
         body: RequestBody,
-        tee: Option<&Tee>,
+        replay: Replay<'_>,
         request_bytes: Arc<AtomicU64>,
         done: &mut Done,
     ) -> Result<(Response<Incoming>, Lease), Local> {
-        let mut tried: Vec<SocketAddr> = Vec::new();
+        // Inline for the usual one or two attempts: no allocation per request.
+        let mut tried: smallvec::SmallVec<[SocketAddr; 2]> = smallvec::SmallVec::new();
         let mut body = Some(body);
         let mut n = 0u32;
         // The retry in flight, if any (the cluster's max_retries gauge).
@@ -770,7 +782,7 @@ impl Exchange<'_> {
             self.outlier(addr, &result);
             // A retry needs the whole body again: only one captured complete can go.
             let spare = match retry {
-                Some(r) if n < r.num_retries => tee.and_then(Tee::replay),
+                Some(r) if n < r.num_retries => replay.body(),
                 _ => None,
             };
             let left = spare.is_some();
@@ -779,7 +791,7 @@ impl Exchange<'_> {
                 (Ok((resp, _)), Some(r)) => {
                     let grpc = resp
                         .headers()
-                        .get("grpc-status")
+                        .get(super::GRPC_STATUS)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|s| s.parse().ok());
                     let retriable = r.retry_response(resp.status().as_u16(), grpc);

@@ -163,7 +163,7 @@ pub struct Cluster {
     /// TCP keepalive on upstream connections (`upstream_connection_options.tcp_keepalive`).
     pub keepalive: Option<crate::socket::Keepalive>,
     /// The destination service labels of Istio's cluster metadata.
-    pub service: Option<weft_telemetry::ServiceInfo>,
+    pub service: Option<Arc<weft_telemetry::ServiceInfo>>,
     pub rr: Arc<AtomicUsize>,
     pub limits: Limits,
     pub lb: Lb,
@@ -204,7 +204,7 @@ fn struct_str(s: &protobuf::Struct, key: &str) -> Option<String> {
 /// The `destination_service*` labels from Istio's `istio.services[0]` cluster metadata (name
 /// and namespace `unknown` when missing), made once here rather than for each request; None
 /// without a host.
-fn service_meta(c: &XCluster) -> Option<weft_telemetry::ServiceInfo> {
+fn service_meta(c: &XCluster) -> Option<Arc<weft_telemetry::ServiceInfo>> {
     let istio = c.metadata.as_ref()?.filter_metadata.get("istio")?;
     let protobuf::value::Kind::ListValue(list) = istio.fields.get("services")?.kind.as_ref()?
     else {
@@ -215,11 +215,11 @@ fn service_meta(c: &XCluster) -> Option<weft_telemetry::ServiceInfo> {
     };
     let host = struct_str(svc, "host").filter(|h| !h.is_empty())?;
     let label = |key| weft_telemetry::Label::or_unknown(&struct_str(svc, key).unwrap_or_default());
-    Some(weft_telemetry::ServiceInfo {
+    Some(Arc::new(weft_telemetry::ServiceInfo {
         fqdn: host.into(),
         name: label("name"),
         namespace: label("namespace"),
-    })
+    }))
 }
 
 fn upstream_tls(

@@ -2,6 +2,7 @@
 //! wildcards, then `*`), routes in order (first match wins) by path prefix / exact path /
 //! regex and headers, and their actions.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -213,7 +214,8 @@ pub enum HashOn {
 
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub name: String,
+    /// Shared: every request's access log entry names its route.
+    pub name: Arc<str>,
     pub path: PathMatch,
     pub case_sensitive: bool,
     pub headers: Vec<HeaderMatcher>,
@@ -244,6 +246,11 @@ pub struct VirtualHost {
 pub struct RouteTable {
     pub name: String,
     pub vhosts: Vec<VirtualHost>,
+    /// Exact domains to their virtual host (the first that names one), so a request's
+    /// lookup does not walk every domain of every service on the port.
+    exact: HashMap<String, usize>,
+    /// The wildcard domains (`*.foo.com`, `foo.*`, `*`) and their virtual hosts, in order.
+    wildcards: Vec<(String, usize)>,
 }
 
 /// The parts of a request routes match on.
@@ -466,7 +473,7 @@ fn compile_route(r: &route::Route, what: &str) -> Result<Route, ProxyError> {
             "allow_any" => Some("PassthroughCluster"),
             _ => None,
         },
-        name: r.name.clone(),
+        name: r.name.as_str().into(),
         path,
         case_sensitive: m.case_sensitive.as_ref().is_none_or(|b| b.value),
         headers: m
@@ -544,9 +551,22 @@ pub fn compile(rc: &route::RouteConfiguration) -> Result<RouteTable, ProxyError>
             routes,
         });
     }
+    let mut exact = HashMap::new();
+    let mut wildcards = Vec::new();
+    for (i, vh) in vhosts.iter().enumerate() {
+        for d in &vh.domains {
+            if d.starts_with('*') || d.ends_with('*') {
+                wildcards.push((d.clone(), i));
+            } else {
+                exact.entry(d.clone()).or_insert(i);
+            }
+        }
+    }
     Ok(RouteTable {
         name: rc.name.clone(),
         vhosts,
+        exact,
+        wildcards,
     })
 }
 
@@ -554,29 +574,33 @@ impl RouteTable {
     /// Envoy's virtual host selection: exact domain, then the longest suffix wildcard
     /// (`*.foo.com`), then the longest prefix wildcard (`foo.*`), then `*`.
     pub fn vhost(&self, authority: &str) -> Option<&VirtualHost> {
-        let host = authority.to_ascii_lowercase();
-        let mut best: Option<(u8, usize, &VirtualHost)> = None;
-        for vh in &self.vhosts {
-            for d in &vh.domains {
-                let score = if *d == host {
-                    Some((3u8, d.len()))
-                } else if d == "*" {
-                    Some((0, 0))
-                } else if let Some(suffix) = d.strip_prefix('*') {
-                    host.ends_with(suffix).then_some((2, d.len()))
-                } else if let Some(prefix) = d.strip_suffix('*') {
-                    host.starts_with(prefix).then_some((1, d.len()))
-                } else {
-                    None
-                };
-                if let Some((k, len)) = score
-                    && best.is_none_or(|(bk, bl, _)| (k, len) > (bk, bl))
-                {
-                    best = Some((k, len, vh));
-                }
+        // Domains are compiled in lower case.
+        let host = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(authority.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(authority)
+        };
+        if let Some(&i) = self.exact.get(&*host) {
+            return self.vhosts.get(i);
+        }
+        let mut best: Option<(u8, usize, usize)> = None;
+        for (d, i) in &self.wildcards {
+            let score = if d == "*" {
+                Some((0u8, 0))
+            } else if let Some(suffix) = d.strip_prefix('*') {
+                host.ends_with(suffix).then_some((2, d.len()))
+            } else if let Some(prefix) = d.strip_suffix('*') {
+                host.starts_with(prefix).then_some((1, d.len()))
+            } else {
+                None
+            };
+            if let Some((k, len)) = score
+                && best.is_none_or(|(bk, bl, _)| (k, len) > (bk, bl))
+            {
+                best = Some((k, len, *i));
             }
         }
-        best.map(|(_, _, vh)| vh)
+        best.and_then(|(_, _, i)| self.vhosts.get(i))
     }
 }
 
@@ -734,6 +758,8 @@ mod tests {
                 vh("suffix", &["*.example.com"]),
                 vh("prefix", &["api.*"]),
                 vh("any", &["*"]),
+                // A domain already named: the first virtual host keeps it.
+                vh("again", &["server", "b.example.com"]),
             ],
             ..Default::default()
         };
@@ -748,6 +774,8 @@ mod tests {
         assert_eq!(t.vhost("a.example.com").unwrap().name, "suffix");
         assert_eq!(t.vhost("api.other").unwrap().name, "prefix");
         assert_eq!(t.vhost("unknown").unwrap().name, "any");
+        // An exact domain beats a wildcard, whichever comes first.
+        assert_eq!(t.vhost("b.example.com").unwrap().name, "again");
     }
 
     fn req<'a>(path: &'a str, headers: &'a http::HeaderMap) -> RequestInfo<'a> {
@@ -828,7 +856,7 @@ mod tests {
             .iter()
             .find(|r| r.matches(&req("/productpage", &h)))
             .unwrap();
-        assert_eq!(r.name, "jason");
+        assert_eq!(&*r.name, "jason");
         assert_eq!(r.cluster().as_deref(), Some("v2"));
         let retry = r.retry.as_ref().unwrap();
         assert_eq!(retry.num_retries, 2);
@@ -854,7 +882,7 @@ mod tests {
             .iter()
             .find(|r| r.matches(&req("/productpage?x=1", &http::HeaderMap::new())))
             .unwrap();
-        assert_eq!(r.name, "default");
+        assert_eq!(&*r.name, "default");
         assert!(r.retry.is_none());
         assert_eq!(
             r.timeout,
