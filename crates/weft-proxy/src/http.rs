@@ -303,13 +303,8 @@ struct Done {
     entry: AccessLogEntry,
     started: Instant,
     request_bytes: Arc<AtomicU64>,
-    reporter: Reporter,
-    source: Arc<PeerInfo>,
-    destination: Arc<PeerInfo>,
-    service: Arc<ServiceInfo>,
-    security: SecurityPolicy,
-    grpc: bool,
-    grpc_status: Option<u32>,
+    /// Who and what the request's metrics are labelled with (the code is set at the end).
+    parties: Parties,
     req_headers: http::HeaderMap,
     resp_headers: http::HeaderMap,
     /// The request's span on this hop, when traced and sampled.
@@ -337,28 +332,19 @@ impl Completion for Done {
         let mut d = *self;
         let response_bytes = ending.bytes;
         if ending.grpc_status.is_some() {
-            d.grpc_status = ending.grpc_status;
+            d.parties.grpc_status = ending.grpc_status;
         }
+        d.parties.code = d.entry.response_code;
         let elapsed = d.started.elapsed();
         let request_bytes = d.request_bytes.load(Ordering::Relaxed);
-        let parties = Parties {
-            reporter: d.reporter,
-            source: d.source,
-            destination: d.destination,
-            service: d.service,
-            security: d.security,
-            grpc: d.grpc,
-            code: d.entry.response_code,
-            grpc_status: d.grpc_status,
-        };
         d.entry.bytes_received = request_bytes;
         d.entry.bytes_sent = response_bytes;
         d.entry.duration_ms = elapsed.as_millis() as u64;
         let cel = weft_telemetry::CelInput {
             request_headers: Some(&d.req_headers),
             response_headers: Some(&d.resp_headers),
-            mtls: d.security == SecurityPolicy::MutualTls,
-            grpc_status: d.grpc_status,
+            mtls: d.parties.security == SecurityPolicy::MutualTls,
+            grpc_status: d.parties.grpc_status,
         };
         let ov = d.hcm.stats.clone().map(|o| {
             let tags = o.evaluate(&d.entry, &cel);
@@ -367,7 +353,7 @@ impl Completion for Done {
         d.handles
             .handle(
                 &d.proxy.telemetry.metrics,
-                parties,
+                d.parties,
                 &d.entry.response_flags,
                 ov,
             )
@@ -593,13 +579,16 @@ async fn handle(
         entry,
         started,
         request_bytes: request_bytes.clone(),
-        reporter,
-        source,
-        destination: PeerInfo::unknown_shared(),
-        service: ServiceInfo::unknown_shared(),
-        security,
-        grpc,
-        grpc_status: None,
+        parties: Parties {
+            reporter,
+            source,
+            destination: PeerInfo::unknown_shared(),
+            service: ServiceInfo::unknown_shared(),
+            security,
+            grpc,
+            code: 0,
+            grpc_status: None,
+        },
         req_headers: http::HeaderMap::new(),
         resp_headers: http::HeaderMap::new(),
         lease: None,
@@ -673,11 +662,11 @@ async fn handle(
             if attributes {
                 done.entry.upstream_peer_uri_san = upstream_peer.map(|p| p.to_string());
             }
-            done.destination = destination;
+            done.parties.destination = destination;
             done.entry.response_code = resp.status().as_u16();
             done.entry.response_code_details = Some("via_upstream".into());
             done.entry.upstream_service_time = Some(service_ms);
-            done.grpc_status = resp
+            done.parties.grpc_status = resp
                 .headers()
                 .get(GRPC_STATUS)
                 .and_then(|v| v.to_str().ok())
@@ -690,16 +679,16 @@ async fn handle(
             Response::from_parts(parts, ResponseBody::upstream(body, Some(done)))
         }
         Err(local) => {
-            done.destination = destination;
+            done.parties.destination = destination;
             done.add_flag(local.flags);
             done.entry.response_code_details = Some(local.details.clone());
-            let mut resp = if done.grpc {
+            let mut resp = if done.parties.grpc {
                 // gRPC clients get Envoy's trailers-only form: HTTP 200 and the status in
                 // grpc-status (from the abort, else mapped from the HTTP status).
                 let code = local
                     .grpc_status
                     .unwrap_or_else(|| grpc_status_for(local.status));
-                done.grpc_status = Some(code);
+                done.parties.grpc_status = Some(code);
                 let mut resp = Response::new(ResponseBody::local(Bytes::new(), None));
                 let h = resp.headers_mut();
                 h.insert(

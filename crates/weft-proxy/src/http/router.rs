@@ -319,7 +319,7 @@ pub(super) async fn route_and_forward(
         .fallthrough
         .or_else(|| cluster.as_ref().and_then(|c| c.fallthrough));
     if let Some(name) = fallthrough {
-        done.service = Arc::new(stats::passthrough_service(name, Some(&authority)));
+        done.parties.service = Arc::new(stats::passthrough_service(name, Some(&authority)));
     } else if let Some(cluster) = &cluster {
         let host = authority
             .rsplit_once(':')
@@ -328,7 +328,7 @@ pub(super) async fn route_and_forward(
         // Without the cluster's service, the server side reports the service the client
         // addressed (its SNI, the same for the whole connection), else the Host.
         let meta = cluster.service.as_ref();
-        done.service = if meta.is_none() && conn.direction == Direction::Inbound {
+        done.parties.service = if meta.is_none() && conn.direction == Direction::Inbound {
             let sni = done.handles.sni_service.get_or_init(|| {
                 sni_host(conn.sni.as_deref()).map(|h| stats::service_info(None, &h))
             });
