@@ -111,9 +111,11 @@ where
     }
 }
 
-/// The metric handles of the label set last seen on a connection: requests on one connection
+/// What a connection's requests share, made once per connection (or per change of what it
+/// depends on): the metric handles of the label set last seen (requests on one connection
 /// mostly share their labels, so recording is then a few atomic adds instead of hashing the
-/// 25 labels into four metric families.
+/// 25 labels into four metric families), the peers and service they are labelled with, the
+/// XFCC element, and the HCM in force.
 #[derive(Default)]
 struct HandleCache {
     last: std::sync::Mutex<Option<CachedHandle>>,
@@ -166,16 +168,24 @@ impl Parties {
     }
 
     fn labels(&self, flags: &str) -> weft_telemetry::RequestLabels {
-        stats::request_labels(
-            self.reporter,
-            &self.source,
-            &self.destination,
-            &self.service,
-            self.security,
-            self.grpc,
+        let parties = weft_telemetry::Parties {
+            reporter: self.reporter,
+            source: &self.source,
+            destination: &self.destination,
+            service: &self.service,
+            security_policy: self.security,
+        };
+        let protocol = if self.grpc {
+            weft_telemetry::Protocol::Grpc
+        } else {
+            weft_telemetry::Protocol::Http
+        };
+        weft_telemetry::RequestLabels::new(
+            &parties,
+            protocol,
             self.code,
             self.grpc_status,
-            flags,
+            stats::flags_label(flags),
         )
     }
 }
@@ -248,10 +258,9 @@ impl HandleCache {
             (Some((a, x)), Some((b, y))) => Arc::ptr_eq(a, b) && x == y,
             _ => false,
         };
-        let flags_label = if flags.is_empty() { "-" } else { flags };
         if let Some(c) = slot.as_ref()
             && c.parties.same(&parties)
-            && *c.labels.response_flags == *flags_label
+            && *c.labels.response_flags == *stats::flags_text(flags)
             && same_overrides(&c.overrides)
         {
             return c.handle.clone();
@@ -329,7 +338,7 @@ impl Done {
 
 impl Completion for Done {
     fn complete(self: Box<Self>, ending: crate::body::Ending) {
-        let mut d = *self;
+        let mut d = self;
         let response_bytes = ending.bytes;
         if ending.grpc_status.is_some() {
             d.parties.grpc_status = ending.grpc_status;
@@ -795,12 +804,12 @@ fn local(
 }
 
 /// The service host from Istio's SNI `outbound_.<port>_.<subset>_.<host>`.
-pub(crate) fn sni_host(sni: Option<&str>) -> Option<String> {
+pub(crate) fn sni_host(sni: Option<&str>) -> Option<&str> {
     let rest = sni?.strip_prefix("outbound_.")?;
     let mut it = rest.splitn(3, "_.");
     it.next()?;
     it.next()?;
-    it.next().map(str::to_owned)
+    it.next()
 }
 
 fn strip_hop_by_hop(h: &mut http::HeaderMap) {
@@ -869,14 +878,13 @@ mod tests {
     #[test]
     fn sni_host_parses_istio_sni() {
         assert_eq!(
-            sni_host(Some("outbound_.8080_._.server.default.svc.cluster.local")).as_deref(),
+            sni_host(Some("outbound_.8080_._.server.default.svc.cluster.local")),
             Some("server.default.svc.cluster.local")
         );
         assert_eq!(
             sni_host(Some(
                 "outbound_.9080_.v1_.reviews.default.svc.cluster.local"
-            ))
-            .as_deref(),
+            )),
             Some("reviews.default.svc.cluster.local")
         );
         assert_eq!(sni_host(Some("example.com")), None);

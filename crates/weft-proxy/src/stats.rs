@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use http::HeaderValue;
 use weft_telemetry::{
-    AccessLogSink, Metrics, NodeMetadata, Parties, PeerInfo, Protocol, Reporter, RequestLabels,
-    SecurityPolicy, ServiceInfo, TcpLabels,
+    AccessLogSink, Metrics, NodeMetadata, Parties, PeerInfo, Reporter, SecurityPolicy, ServiceInfo,
+    TcpLabels,
 };
 
 pub struct Telemetry {
@@ -166,37 +166,23 @@ pub fn service_info(meta: Option<&Arc<ServiceInfo>>, fallback_host: &str) -> Arc
     }
 }
 
-/// The label set of one request.
-#[allow(clippy::too_many_arguments)]
-pub fn request_labels(
-    reporter: Reporter,
-    source: &PeerInfo,
-    destination: &PeerInfo,
-    service: &ServiceInfo,
-    security: SecurityPolicy,
-    grpc: bool,
-    code: u16,
-    grpc_status: Option<u32>,
-    flags: &str,
-) -> RequestLabels {
-    let parties = Parties {
-        reporter,
-        source,
-        destination,
-        service,
-        security_policy: security,
-    };
-    RequestLabels::new(
-        &parties,
-        if grpc { Protocol::Grpc } else { Protocol::Http },
-        code,
-        grpc_status,
-        if flags.is_empty() || flags == "-" {
-            weft_telemetry::Label::no_flags()
-        } else {
-            weft_telemetry::Label::new(flags)
-        },
-    )
+/// The service a connection's SNI names (Istio's `outbound_.<port>_.<subset>_.<host>`): what
+/// the server side reports when the cluster names none.
+pub fn sni_service(sni: Option<&str>) -> Option<Arc<ServiceInfo>> {
+    crate::http::sni_host(sni).map(|host| service_info(None, host))
+}
+
+/// Envoy's response flags as logged and labelled: `-` when there are none.
+pub fn flags_text(flags: &str) -> &str {
+    if flags.is_empty() { "-" } else { flags }
+}
+
+/// The `response_flags` label (the shared `-` when there are none).
+pub fn flags_label(flags: &str) -> weft_telemetry::Label {
+    match flags_text(flags) {
+        "-" => weft_telemetry::Label::no_flags(),
+        f => weft_telemetry::Label::new(f),
+    }
 }
 
 pub fn tcp_labels(
@@ -214,14 +200,7 @@ pub fn tcp_labels(
         service,
         security_policy: security,
     };
-    TcpLabels::new(
-        &parties,
-        if flags.is_empty() || flags == "-" {
-            weft_telemetry::Label::no_flags()
-        } else {
-            weft_telemetry::Label::new(flags)
-        },
-    )
+    TcpLabels::new(&parties, flags_label(flags))
 }
 
 /// What a peer's SPIFFE principal tells about it when no metadata was exchanged (TCP):

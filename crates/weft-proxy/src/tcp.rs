@@ -121,17 +121,18 @@ pub async fn proxy<IO>(
         )
     };
     let cluster = snap.clusters.get(&*cluster_name).cloned();
-    let sni_service = if inbound {
-        crate::http::sni_host(conn.sni.as_deref()).unwrap_or_default()
-    } else {
-        String::new()
-    };
+    // Without the cluster's service, the server side reports the one its SNI names.
     let service = match crate::snapshot::fallthrough_cluster(&cluster_name) {
         Some(name) => Arc::new(stats::passthrough_service(name, None)),
-        None => stats::service_info(
-            cluster.as_ref().and_then(|c| c.service.as_ref()),
-            &sni_service,
-        ),
+        None => cluster
+            .as_ref()
+            .and_then(|c| c.service.clone())
+            .or_else(|| {
+                inbound
+                    .then(|| stats::sni_service(conn.sni.as_deref()))
+                    .flatten()
+            })
+            .unwrap_or_else(weft_telemetry::ServiceInfo::unknown_shared),
     };
     let mut flags = "-";
     let mut up = None;

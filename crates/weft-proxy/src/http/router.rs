@@ -12,7 +12,7 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use super::authz::FilterCtx;
-use super::{Done, Local, PEER_MD, PEER_MD_ID, local, sni_host, strip_hop_by_hop};
+use super::{Done, Local, PEER_MD, PEER_MD_ID, local, strip_hop_by_hop};
 use crate::Proxy;
 use crate::body::{Counted, Replay, RequestBody, Tee};
 use crate::conn::ConnInfo;
@@ -329,9 +329,10 @@ pub(super) async fn route_and_forward(
         // addressed (its SNI, the same for the whole connection), else the Host.
         let meta = cluster.service.as_ref();
         done.parties.service = if meta.is_none() && conn.direction == Direction::Inbound {
-            let sni = done.handles.sni_service.get_or_init(|| {
-                sni_host(conn.sni.as_deref()).map(|h| stats::service_info(None, &h))
-            });
+            let sni = done
+                .handles
+                .sni_service
+                .get_or_init(|| stats::sni_service(conn.sni.as_deref()));
             match sni {
                 Some(s) => s.clone(),
                 None => stats::service_info(None, host),

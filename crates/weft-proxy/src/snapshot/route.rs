@@ -249,8 +249,49 @@ pub struct RouteTable {
     /// Exact domains to their virtual host (the first that names one), so a request's
     /// lookup does not walk every domain of every service on the port.
     exact: HashMap<String, usize>,
-    /// The wildcard domains (`*.foo.com`, `foo.*`, `*`) and their virtual hosts, in order.
-    wildcards: Vec<(String, usize)>,
+    /// The wildcard domains and their virtual hosts, in order.
+    wildcards: Vec<(Wildcard, usize)>,
+}
+
+/// A wildcard domain, compiled: what it matches, and its rank and length in Envoy's order of
+/// preference (suffix over prefix over `*`, longer over shorter).
+#[derive(Debug, Clone)]
+struct Wildcard {
+    kind: WildcardKind,
+    rank: (u8, usize),
+}
+
+#[derive(Debug, Clone)]
+enum WildcardKind {
+    /// `*.foo.com`: the rest ends the host.
+    Suffix(String),
+    /// `foo.*`: the rest starts the host.
+    Prefix(String),
+    /// `*`: any host.
+    Any,
+}
+
+impl Wildcard {
+    /// `domain` as a wildcard, when it is one.
+    fn parse(domain: &str) -> Option<Wildcard> {
+        let (kind, rank) = if domain == "*" {
+            (WildcardKind::Any, (0, 0))
+        } else if let Some(suffix) = domain.strip_prefix('*') {
+            (WildcardKind::Suffix(suffix.to_string()), (2, domain.len()))
+        } else {
+            let prefix = domain.strip_suffix('*')?;
+            (WildcardKind::Prefix(prefix.to_string()), (1, domain.len()))
+        };
+        Some(Wildcard { kind, rank })
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match &self.kind {
+            WildcardKind::Suffix(s) => host.ends_with(s.as_str()),
+            WildcardKind::Prefix(p) => host.starts_with(p.as_str()),
+            WildcardKind::Any => true,
+        }
+    }
 }
 
 /// The parts of a request routes match on.
@@ -555,10 +596,11 @@ pub fn compile(rc: &route::RouteConfiguration) -> Result<RouteTable, ProxyError>
     let mut wildcards = Vec::new();
     for (i, vh) in vhosts.iter().enumerate() {
         for d in &vh.domains {
-            if d.starts_with('*') || d.ends_with('*') {
-                wildcards.push((d.clone(), i));
-            } else {
-                exact.entry(d.clone()).or_insert(i);
+            match Wildcard::parse(d) {
+                Some(w) => wildcards.push((w, i)),
+                None => {
+                    exact.entry(d.clone()).or_insert(i);
+                }
             }
         }
     }
@@ -583,24 +625,14 @@ impl RouteTable {
         if let Some(&i) = self.exact.get(&*host) {
             return self.vhosts.get(i);
         }
-        let mut best: Option<(u8, usize, usize)> = None;
-        for (d, i) in &self.wildcards {
-            let score = if d == "*" {
-                Some((0u8, 0))
-            } else if let Some(suffix) = d.strip_prefix('*') {
-                host.ends_with(suffix).then_some((2, d.len()))
-            } else if let Some(prefix) = d.strip_suffix('*') {
-                host.starts_with(prefix).then_some((1, d.len()))
-            } else {
-                None
-            };
-            if let Some((k, len)) = score
-                && best.is_none_or(|(bk, bl, _)| (k, len) > (bk, bl))
-            {
-                best = Some((k, len, *i));
+        // The best-ranked match; the first of equals.
+        let mut best: Option<&(Wildcard, usize)> = None;
+        for w in self.wildcards.iter().filter(|(w, _)| w.matches(&host)) {
+            if best.is_none_or(|(b, _)| w.0.rank > b.rank) {
+                best = Some(w);
             }
         }
-        best.and_then(|(_, _, i)| self.vhosts.get(i))
+        best.and_then(|(_, i)| self.vhosts.get(*i))
     }
 }
 
