@@ -163,6 +163,23 @@ pub enum Sender {
     H2(http2::SendRequest<UpstreamBody>),
 }
 
+/// A lease that found no pooled connection ready: its pool key and its place in the
+/// cluster's `max_requests`, for [`Pools::finish_lease`].
+pub struct Waiting {
+    key: PoolKey,
+    active: Active,
+}
+
+/// A ready connection, from the pool or just opened.
+struct Pooled {
+    sender: Sender,
+    local: Option<SocketAddr>,
+    peer: Option<Arc<str>>,
+    /// Requests the connection has carried, this one included.
+    served: u32,
+    stream: Option<Stream>,
+}
+
 /// A checked-out connection and where it goes back.
 pub struct Lease {
     pub sender: Sender,
@@ -311,9 +328,9 @@ pub struct Pools {
 const MAX_IDLE_PER_ENDPOINT: usize = 64;
 
 impl Pools {
-    /// A connection for one HTTP request to `addr`, under the cluster's circuit breakers:
-    /// `max_requests` in flight, `max_connections` open (beyond it the request waits for a
-    /// connection, as one of at most `max_pending`); overflow is [`UpstreamError::Overflow`].
+    /// [`Pools::start_lease`] and, when it found no pooled connection, [`Pools::finish_lease`]
+    /// (the router runs them apart, the second boxed).
+    #[cfg(test)]
     pub async fn lease(
         &self,
         cluster: &Cluster,
@@ -322,6 +339,28 @@ impl Pools {
         h2: bool,
         sni: Option<Arc<str>>,
     ) -> Result<Lease, UpstreamError> {
+        match self.start_lease(cluster, addr, tls, h2, sni)? {
+            Ok(lease) => Ok(lease),
+            Err(waiting) => self.finish_lease(cluster, addr, tls, waiting).await,
+        }
+    }
+
+    /// A connection for one HTTP request to `addr`, under the cluster's circuit breakers:
+    /// `max_requests` in flight, `max_connections` open (beyond it the request waits for a
+    /// connection, as one of at most `max_pending`); overflow is [`UpstreamError::Overflow`].
+    ///
+    /// This is the first step, without waiting: the circuit breakers, then a pooled
+    /// connection if one is ready (nearly every request), else what [`Pools::finish_lease`]
+    /// needs to wait for one or open one. Apart so that the request's own future holds no
+    /// waiting or connecting state on the usual path.
+    pub fn start_lease(
+        &self,
+        cluster: &Cluster,
+        addr: SocketAddr,
+        tls: Option<&Arc<UpstreamTls>>,
+        h2: bool,
+        sni: Option<Arc<str>>,
+    ) -> Result<Result<Lease, Waiting>, UpstreamError> {
         let state = &cluster.state;
         let limits = cluster.limits;
         if !ClusterState::try_take(&state.active, limits.max_requests) {
@@ -351,57 +390,26 @@ impl Pools {
             sni,
         };
         self.start_sweeper();
-        let lease = |sender, local, peer, served, stream, active| Lease {
-            sender,
-            local,
-            peer,
-            served,
-            max_served: limits.max_requests_per_connection,
-            key: key.clone(),
-            pool: self.clone(),
-            idle_timeout: cluster.idle_timeout,
-            _stream: stream,
-            _active: active,
-        };
+        Ok(match self.pooled(&key) {
+            Some(conn) => Ok(self.leased(cluster, key, conn, active)),
+            None => Err(Waiting { key, active }),
+        })
+    }
+
+    /// The rest of a lease that found no pooled connection ready: waits for one (up to the
+    /// cluster's `max_connections`, as one of at most `max_pending` waiting), or opens one.
+    pub async fn finish_lease(
+        &self,
+        cluster: &Cluster,
+        addr: SocketAddr,
+        tls: Option<&Arc<UpstreamTls>>,
+        waiting: Waiting,
+    ) -> Result<Lease, UpstreamError> {
+        let Waiting { key, active } = waiting;
+        let state = &cluster.state;
+        let limits = cluster.limits;
         let mut pending = false;
         loop {
-            if h2 {
-                let existing = self.inner.h2.lock().ok().and_then(|m| m.get(&key).cloned());
-                if let Some(sh) = existing
-                    && !sh.sender.is_closed()
-                {
-                    self.unpend(state, pending);
-                    let stream = Some(Stream::new(&sh.usage));
-                    return Ok(lease(
-                        Sender::H2(sh.sender),
-                        sh.local,
-                        sh.peer,
-                        1,
-                        stream,
-                        active,
-                    ));
-                }
-            } else {
-                while let Some(idle) = self
-                    .inner
-                    .idle
-                    .lock()
-                    .ok()
-                    .and_then(|mut m| m.get_mut(&key).and_then(Vec::pop))
-                {
-                    if idle.sender.is_ready() && idle.expires.is_none_or(|t| t > Instant::now()) {
-                        self.unpend(state, pending);
-                        return Ok(lease(
-                            Sender::H1(idle.sender),
-                            idle.local,
-                            idle.peer,
-                            idle.served + 1,
-                            None,
-                            active,
-                        ));
-                    }
-                }
-            }
             let freed = state.freed.notified();
             if ClusterState::try_take(&state.connections, limits.max_connections) {
                 self.unpend(state, pending);
@@ -427,13 +435,84 @@ impl Pools {
             }
             // Woken when a connection closes or goes idle; re-checked at least every 100 ms.
             let _ = tokio::time::timeout(Duration::from_millis(100), freed).await;
+            if let Some(conn) = self.pooled(&key) {
+                self.unpend(state, pending);
+                return Ok(self.leased(cluster, key, conn, active));
+            }
         }
         // Boxed: a new connection's future (connect, TLS handshake, HTTP handshake) is
-        // kilobytes, and inline it would make every request's future that much larger (and
-        // copied as it moves) though nearly all requests take a pooled connection.
+        // kilobytes, and inline it would make every waiting request's future that much larger.
+        let h2 = key.h2;
         let (sender, local, peer, stream) =
             Box::pin(self.open(cluster, addr, tls, h2, &key)).await?;
-        Ok(lease(sender, local, peer, 1, stream, active))
+        Ok(self.leased(
+            cluster,
+            key,
+            Pooled {
+                sender,
+                local,
+                peer,
+                served: 1,
+                stream,
+            },
+            active,
+        ))
+    }
+
+    /// A ready connection from the pool: the shared HTTP/2 connection, else an idle
+    /// HTTP/1.1 one (closed or expired ones are dropped on the way).
+    fn pooled(&self, key: &PoolKey) -> Option<Pooled> {
+        if key.h2 {
+            let sh = self
+                .inner
+                .h2
+                .lock()
+                .ok()
+                .and_then(|m| m.get(key).cloned())?;
+            if sh.sender.is_closed() {
+                return None;
+            }
+            return Some(Pooled {
+                stream: Some(Stream::new(&sh.usage)),
+                sender: Sender::H2(sh.sender),
+                local: sh.local,
+                peer: sh.peer,
+                served: 1,
+            });
+        }
+        while let Some(idle) = self
+            .inner
+            .idle
+            .lock()
+            .ok()
+            .and_then(|mut m| m.get_mut(key).and_then(Vec::pop))
+        {
+            if idle.sender.is_ready() && idle.expires.is_none_or(|t| t > Instant::now()) {
+                return Some(Pooled {
+                    sender: Sender::H1(idle.sender),
+                    local: idle.local,
+                    peer: idle.peer,
+                    served: idle.served + 1,
+                    stream: None,
+                });
+            }
+        }
+        None
+    }
+
+    fn leased(&self, cluster: &Cluster, key: PoolKey, conn: Pooled, active: Active) -> Lease {
+        Lease {
+            sender: conn.sender,
+            local: conn.local,
+            peer: conn.peer,
+            served: conn.served,
+            max_served: cluster.limits.max_requests_per_connection,
+            key,
+            pool: self.clone(),
+            idle_timeout: cluster.idle_timeout,
+            _stream: conn.stream,
+            _active: active,
+        }
     }
 
     /// Opens a new upstream connection for `key` (its connection slot taken): the sender,

@@ -205,19 +205,29 @@ impl HcmLimits {
 
 /// Resolves once `progress` has not moved for `timeout`. Checked four times per timeout, so
 /// an idle stream is noticed within 1¼ timeouts; a request that ends sooner never wakes it.
-pub(crate) async fn stream_idle(timeout: Duration, progress: &AtomicU64) {
+/// `timer` is reset for each check: a connection's requests one after another reuse one timer,
+/// which a later deadline only moves (no timer registered and removed per request).
+pub(crate) async fn stream_idle(
+    timeout: Duration,
+    progress: &AtomicU64,
+    mut timer: Pin<&mut tokio::time::Sleep>,
+) {
     let tick = (timeout / 4).max(Duration::from_millis(10));
     let mut seen = progress.load(Ordering::Relaxed);
     let mut since = tokio::time::Instant::now();
+    let mut next = since + tick;
     loop {
-        tokio::time::sleep(tick).await;
-        let now = progress.load(Ordering::Relaxed);
-        if now != seen {
-            seen = now;
-            since = tokio::time::Instant::now();
-        } else if since.elapsed() >= timeout {
+        timer.as_mut().reset(next);
+        timer.as_mut().await;
+        let now = tokio::time::Instant::now();
+        let moved = progress.load(Ordering::Relaxed);
+        if moved != seen {
+            seen = moved;
+            since = now;
+        } else if now - since >= timeout {
             return;
         }
+        next = now + tick;
     }
 }
 
@@ -476,7 +486,8 @@ mod tests {
                 p.store(i, Ordering::Relaxed);
             }
         });
-        stream_idle(Duration::from_secs(2), &progress).await;
+        let timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        stream_idle(Duration::from_secs(2), &progress, timer).await;
         let waited = start.elapsed();
         // Moving every 0.5 s for 5 s, then quiet: fires 2 to 2.5 s after the last move.
         assert!(
@@ -484,6 +495,32 @@ mod tests {
             "{waited:?}"
         );
         mover.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_reused_by_a_connections_streams_times_each_from_its_own_start() {
+        let progress = AtomicU64::new(0);
+        let timeout = Duration::from_secs(2);
+        let mut timer = Box::pin(tokio::time::sleep(Duration::ZERO));
+        // A stream that ends early leaves the timer set for its next check (0.5 s).
+        let early = tokio::time::timeout(
+            Duration::from_millis(100),
+            stream_idle(timeout, &progress, timer.as_mut()),
+        )
+        .await;
+        assert!(early.is_err(), "a quiet stream is not idle after 0.1 s");
+        for idle_before in [Duration::ZERO, Duration::from_secs(10)] {
+            // The next stream at once (its checks later than the one set), then one after the
+            // connection idled past the timer's last deadline: each idle 2 s after its start.
+            tokio::time::sleep(idle_before).await;
+            let start = tokio::time::Instant::now();
+            stream_idle(timeout, &progress, timer.as_mut()).await;
+            let waited = start.elapsed();
+            assert!(
+                waited >= timeout && waited < timeout + Duration::from_millis(10),
+                "{waited:?} after an idle {idle_before:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

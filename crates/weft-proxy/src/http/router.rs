@@ -258,226 +258,251 @@ async fn filters(
     Ok(())
 }
 
-pub(super) async fn route_and_forward(
-    req: Request<Incoming>,
-    conn: &Arc<ConnInfo>,
-    hcm: &Arc<Hcm>,
-    proxy: &Arc<Proxy>,
-    snap: &Snapshot,
-    done: &mut Done,
+/// Routes the request, runs the filters and forwards it. An `async` block for the reason
+/// [`Exchange::once`] gives; route selection and the filters run in a block of their own, so
+/// that their state is not also kept while the upstream answers.
+#[allow(clippy::too_many_arguments)]
+#[allow(clippy::manual_async_fn)]
+pub(super) fn route_and_forward<'a>(
+    mut parts: Parts,
+    body: Incoming,
+    conn: &'a Arc<ConnInfo>,
+    hcm: &'a Arc<Hcm>,
+    proxy: &'a Arc<Proxy>,
+    snap: &'a Snapshot,
+    done: &'a mut Done,
     request_bytes: Arc<AtomicU64>,
-) -> Result<Forwarded, Local> {
-    let table = match &hcm.routes {
-        RouteRef::Inline(t) => Some(t.clone()),
-        RouteRef::Rds(name) => snap.routes.get(name).cloned(),
-    };
-    let authority = done.entry.authority.clone().unwrap_or_default();
-    let (mut parts, body) = req.into_parts();
-    let scheme = scheme(conn, &parts);
-    let info = RequestInfo {
-        method: parts.method.as_str(),
-        authority: &authority,
-        scheme,
-        path: parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/"),
-        headers: &parts.headers,
-    };
-    let route = table
-        .as_ref()
-        .and_then(|t| t.vhost(&authority))
-        .and_then(|vh| vh.routes.iter().find(|r| r.matches(&info)));
-    let mut deco = Decorations::default();
-    let mut cx = FilterCtx {
-        proxy,
-        snap,
-        conn,
-        authority: &authority,
-        scheme,
-        sec: Default::default(),
-    };
-    let Some(route) = route else {
-        filters(hcm, None, &mut parts, &mut cx, done, &mut deco).await?;
-        return Err(local(StatusCode::NOT_FOUND, "NR", "route_not_found", ""));
-    };
-    done.entry.route_name = Some(route.name.clone());
-    // The destination is resolved before the filters run, as Envoy does: a request a filter
-    // answers (a fault abort) is still logged and counted against its upstream cluster and
-    // destination service.
-    let target = route.target();
-    let cluster = target
-        .as_ref()
-        .and_then(|(name, _)| snap.clusters.get(&**name).cloned());
-    if let Some((name, _)) = &target {
-        done.entry.upstream_cluster = Some(name.clone());
-    }
-    // Istio's stats for traffic to the passthrough or blackhole: the cluster's name as the
-    // service name and the Host as the service (its `getDestinationService`).
-    let fallthrough = route
-        .fallthrough
-        .or_else(|| cluster.as_ref().and_then(|c| c.fallthrough));
-    if let Some(name) = fallthrough {
-        done.parties.service = Arc::new(stats::passthrough_service(name, Some(&authority)));
-    } else if let Some(cluster) = &cluster {
-        let host = authority
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(&authority);
-        // Without the cluster's service, the server side reports the service the client
-        // addressed (its SNI, the same for the whole connection), else the Host.
-        let meta = cluster.service.as_ref();
-        done.parties.service = if meta.is_none() && conn.direction == Direction::Inbound {
-            let sni = done
-                .handles
-                .sni_service
-                .get_or_init(|| stats::sni_service(conn.sni.as_deref()));
-            match sni {
-                Some(s) => s.clone(),
-                None => stats::service_info(None, host),
-            }
-        } else {
-            stats::service_info(meta, host)
+) -> impl Future<Output = Result<Forwarded, Local>> + 'a {
+    async move {
+        let table = match &hcm.routes {
+            RouteRef::Inline(t) => Some(t.clone()),
+            RouteRef::Rds(name) => snap.routes.get(name).cloned(),
         };
-    }
-    filters(hcm, Some(route), &mut parts, &mut cx, done, &mut deco).await?;
-    drop(cx);
-    match &route.action {
-        Action::Direct { status, body } => {
-            return Err(local(
-                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
-                "-",
-                "direct_response",
-                body.clone(),
-            ));
-        }
-        Action::Redirect(r) => return Err(redirect(r, &parts, &authority, scheme)),
-        Action::Cluster(_) | Action::Weighted(_) => {}
-    }
-    let Some((_, weighted)) = target else {
-        return Err(local(StatusCode::NOT_FOUND, "NR", "route_not_found", ""));
-    };
-    let Some(cluster) = cluster else {
-        return Err(local(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "NC",
-            "cluster_not_found",
-            "",
-        ));
-    };
-
-    // The upstream request: rewrites and header operations. The path stays the request's
-    // own (shared bytes, not copied or parsed again) unless rewritten.
-    let mut path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    let rewritten = match (&route.prefix_rewrite, &route.path) {
-        (Some(rewrite), crate::snapshot::PathMatch::Prefix(prefix))
-            if path.as_str().len() >= prefix.len()
-                && path.as_str().is_char_boundary(prefix.len()) =>
-        {
-            Some(format!("{rewrite}{}", &path.as_str()[prefix.len()..]))
-        }
-        (Some(rewrite), crate::snapshot::PathMatch::Exact(_)) => Some(match path.query() {
-            Some(q) => format!("{rewrite}?{q}"),
-            None => rewrite.clone(),
-        }),
-        _ => None,
-    };
-    if let Some(new) = rewritten {
-        path = http::uri::PathAndQuery::try_from(new).map_err(|_| {
-            local(
-                StatusCode::BAD_REQUEST,
-                "-",
-                "invalid_rewritten_path",
-                "Bad Request",
-            )
-        })?;
-    }
-    let authority = route.host_rewrite.clone().unwrap_or(authority);
-    if route.host_rewrite.is_some() {
-        parts.headers.remove(HOST);
-    }
-    route.request_headers.apply(&mut parts.headers);
-    if !route.response_headers.is_empty() {
-        deco.headers.push(route.response_headers.clone());
-    }
-    if let Some(w) = weighted {
-        w.request_headers.apply(&mut parts.headers);
-        if !w.response_headers.is_empty() {
-            deco.headers.push(w.response_headers.clone());
-        }
-    }
-    strip_hop_by_hop(&mut parts.headers);
-
-    // Copy the body as it streams when it may be sent again (retries, mirrors); a request
-    // without a body (most GETs) needs no copy for a retry.
-    let bodiless = http_body::Body::is_end_stream(&body);
-    let tee = (!route.mirrors.is_empty() || (route.retry.is_some() && !bodiless))
-        .then(|| Tee::new(BUFFER_LIMIT));
-    let body = match &tee {
-        Some(t) => RequestBody::teed(body, t.clone()),
-        None => RequestBody::Stream { body },
-    };
-    let replay = match (&tee, bodiless) {
-        (Some(t), _) => Replay::Tee(t),
-        (None, true) => Replay::Empty,
-        (None, false) => Replay::Never,
-    };
-    for (mirror, share) in &route.mirrors {
-        if share.hit()
-            && let Some(t) = &tee
-        {
-            mirror_request(
+        let authority = done.entry.authority.clone().unwrap_or_default();
+        let scheme = scheme(conn, &parts);
+        let mut deco = Decorations::default();
+        let (route, target, cluster) = {
+            let info = RequestInfo {
+                method: parts.method.as_str(),
+                authority: &authority,
+                scheme,
+                path: parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/"),
+                headers: &parts.headers,
+            };
+            let route = table
+                .as_ref()
+                .and_then(|t| t.vhost(&authority))
+                .and_then(|vh| vh.routes.iter().find(|r| r.matches(&info)));
+            let mut cx = FilterCtx {
                 proxy,
                 snap,
                 conn,
-                mirror,
-                &parts,
-                &authority,
-                &path,
-                t.clone(),
-            );
-        }
-    }
-
-    let hash = request_hash(route, &parts, conn, &mut deco);
-    let exchange = Exchange {
-        proxy,
-        conn,
-        cluster: &cluster,
-        h2: cluster.protocol.h2_for(parts.version),
-        authority: &authority,
-        path: &path,
-        hash,
-    };
-    let attempts = exchange.attempts(
-        route.retry.as_deref(),
-        parts,
-        body,
-        replay,
-        request_bytes,
-        done,
-    );
-    let result = if route.timeout.is_zero() {
-        attempts.await
-    } else {
-        match tokio::time::timeout(route.timeout, attempts).await {
-            Ok(r) => r,
-            Err(_) => {
+                authority: &authority,
+                scheme,
+                sec: Default::default(),
+            };
+            // Without a route the filters still run (an RBAC denial comes before a 404, as
+            // in Envoy), without per-route config.
+            let found = route.map(|route| {
+                done.entry.route_name = Some(route.name.clone());
+                // The destination is resolved before the filters run, as Envoy does: a
+                // request a filter answers (a fault abort) is still logged and counted against
+                // its upstream cluster and destination service.
+                let target = route.target();
+                let cluster = target
+                    .as_ref()
+                    .and_then(|(name, _)| snap.clusters.get(&**name).cloned());
+                if let Some((name, _)) = &target {
+                    done.entry.upstream_cluster = Some(name.clone());
+                }
+                // Istio's stats for traffic to the passthrough or blackhole: the cluster's name
+                // as the service name and the Host as the service (its
+                // `getDestinationService`).
+                let fallthrough = route
+                    .fallthrough
+                    .or_else(|| cluster.as_ref().and_then(|c| c.fallthrough));
+                if let Some(name) = fallthrough {
+                    done.parties.service =
+                        Arc::new(stats::passthrough_service(name, Some(&authority)));
+                } else if let Some(cluster) = &cluster {
+                    let host = authority
+                        .rsplit_once(':')
+                        .map(|(h, _)| h)
+                        .unwrap_or(&authority);
+                    // Without the cluster's service, the server side reports the service the
+                    // client addressed (its SNI, the same for the whole connection), else the
+                    // Host.
+                    let meta = cluster.service.as_ref();
+                    done.parties.service = if meta.is_none() && conn.direction == Direction::Inbound
+                    {
+                        let sni = done
+                            .handles
+                            .sni_service
+                            .get_or_init(|| stats::sni_service(conn.sni.as_deref()));
+                        match sni {
+                            Some(s) => s.clone(),
+                            None => stats::service_info(None, host),
+                        }
+                    } else {
+                        stats::service_info(meta, host)
+                    };
+                }
+                (route, target, cluster)
+            });
+            filters(
+                hcm,
+                found.as_ref().map(|f| f.0),
+                &mut parts,
+                &mut cx,
+                done,
+                &mut deco,
+            )
+            .await?;
+            let Some(found) = found else {
+                return Err(local(StatusCode::NOT_FOUND, "NR", "route_not_found", ""));
+            };
+            found
+        };
+        match &route.action {
+            Action::Direct { status, body } => {
                 return Err(local(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "UT",
-                    "response_timeout",
-                    "upstream request timeout",
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+                    "-",
+                    "direct_response",
+                    body.clone(),
                 ));
             }
+            Action::Redirect(r) => return Err(redirect(r, &parts, &authority, scheme)),
+            Action::Cluster(_) | Action::Weighted(_) => {}
         }
-    };
-    result.map(|(resp, lease)| (resp, Some(lease), deco))
+        let Some((_, weighted)) = target else {
+            return Err(local(StatusCode::NOT_FOUND, "NR", "route_not_found", ""));
+        };
+        let Some(cluster) = cluster else {
+            return Err(local(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "NC",
+                "cluster_not_found",
+                "",
+            ));
+        };
+
+        // The upstream request: rewrites and header operations. The path stays the request's
+        // own (shared bytes, not copied or parsed again) unless rewritten.
+        let mut path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        let rewritten = match (&route.prefix_rewrite, &route.path) {
+            (Some(rewrite), crate::snapshot::PathMatch::Prefix(prefix))
+                if path.as_str().len() >= prefix.len()
+                    && path.as_str().is_char_boundary(prefix.len()) =>
+            {
+                Some(format!("{rewrite}{}", &path.as_str()[prefix.len()..]))
+            }
+            (Some(rewrite), crate::snapshot::PathMatch::Exact(_)) => Some(match path.query() {
+                Some(q) => format!("{rewrite}?{q}"),
+                None => rewrite.clone(),
+            }),
+            _ => None,
+        };
+        if let Some(new) = rewritten {
+            path = http::uri::PathAndQuery::try_from(new).map_err(|_| {
+                local(
+                    StatusCode::BAD_REQUEST,
+                    "-",
+                    "invalid_rewritten_path",
+                    "Bad Request",
+                )
+            })?;
+        }
+        let authority = route.host_rewrite.clone().unwrap_or(authority);
+        if route.host_rewrite.is_some() {
+            parts.headers.remove(HOST);
+        }
+        route.request_headers.apply(&mut parts.headers);
+        if !route.response_headers.is_empty() {
+            deco.headers.push(route.response_headers.clone());
+        }
+        if let Some(w) = weighted {
+            w.request_headers.apply(&mut parts.headers);
+            if !w.response_headers.is_empty() {
+                deco.headers.push(w.response_headers.clone());
+            }
+        }
+        strip_hop_by_hop(&mut parts.headers);
+
+        // Copy the body as it streams when it may be sent again (retries, mirrors); a request
+        // without a body (most GETs) needs no copy for a retry.
+        let bodiless = http_body::Body::is_end_stream(&body);
+        let tee = (!route.mirrors.is_empty() || (route.retry.is_some() && !bodiless))
+            .then(|| Tee::new(BUFFER_LIMIT));
+        let body = match &tee {
+            Some(t) => RequestBody::teed(body, t.clone()),
+            None => RequestBody::Stream { body },
+        };
+        let replay = match (&tee, bodiless) {
+            (Some(t), _) => Replay::Tee(t),
+            (None, true) => Replay::Empty,
+            (None, false) => Replay::Never,
+        };
+        for (mirror, share) in &route.mirrors {
+            if share.hit()
+                && let Some(t) = &tee
+            {
+                mirror_request(
+                    proxy,
+                    snap,
+                    conn,
+                    mirror,
+                    &parts,
+                    &authority,
+                    &path,
+                    t.clone(),
+                );
+            }
+        }
+
+        let hash = request_hash(route, &parts, conn, &mut deco);
+        let exchange = Exchange {
+            proxy,
+            conn,
+            cluster: &cluster,
+            h2: cluster.protocol.h2_for(parts.version),
+            authority: &authority,
+            path: &path,
+            hash,
+        };
+        let attempts = std::pin::pin!(exchange.attempts(
+            route.retry.as_deref(),
+            &parts,
+            body,
+            replay,
+            request_bytes,
+            done,
+        ));
+        let result = if route.timeout.is_zero() {
+            attempts.await
+        } else {
+            match tokio::time::timeout(route.timeout, attempts).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(local(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "UT",
+                        "response_timeout",
+                        "upstream request timeout",
+                    ));
+                }
+            }
+        };
+        result.map(|(resp, lease)| (resp, Some(lease), deco))
+    }
 }
 
 /// Sends a copy of the request to a mirror cluster, fire and forget: its answer is dropped
@@ -587,8 +612,15 @@ enum AttemptError {
 // `Failed` carries the local reply it would give (a `Cow` of details since filters build them).
 #[allow(clippy::result_large_err)]
 impl Exchange<'_> {
-    /// The upstream request head for this exchange.
-    fn head(&self, mut parts: http::request::Parts, tls_istio: bool) -> http::request::Parts {
+    /// The upstream request for this exchange: its head made for the upstream, its body
+    /// counted into `bytes`.
+    fn request(
+        &self,
+        mut parts: http::request::Parts,
+        body: RequestBody,
+        bytes: Arc<AtomicU64>,
+        tls_istio: bool,
+    ) -> Request<Counted<RequestBody>> {
         if tls_istio && self.conn.direction == Direction::Outbound {
             parts
                 .headers
@@ -611,27 +643,38 @@ impl Exchange<'_> {
                 parts.headers.insert(HOST, v);
             }
         }
-        parts
+        Request::from_parts(parts, Counted::new(body, bytes))
     }
 
     /// One attempt against `addr`.
-    pub(super) async fn once(
+    ///
+    /// A plain function returning an `async` block rather than an `async fn`: an `async fn`
+    /// keeps its arguments twice in its future (as captured and as rebound locals), and this
+    /// future is part of every request's, which is copied as it is made and boxed.
+    #[allow(clippy::manual_async_fn)]
+    pub(super) fn once(
         &self,
         addr: SocketAddr,
         tls: Option<Arc<crate::snapshot::UpstreamTls>>,
         parts: http::request::Parts,
         body: RequestBody,
         bytes: Arc<AtomicU64>,
-    ) -> Result<(Response<Incoming>, Lease), Failed> {
-        // Envoy's auto SNI: TLS origination for the upstream request's host, port stripped.
-        let sni = (self.cluster.auto_sni && tls.as_ref().is_some_and(|t| !t.istio))
-            .then(|| Arc::from(host_of(self.authority)));
-        let mut lease = self
-            .proxy
-            .pools
-            .lease(self.cluster, addr, tls.as_ref(), self.h2, sni)
-            .await
-            .map_err(|e| {
+    ) -> impl Future<Output = Result<(Response<Incoming>, Lease), Failed>> + '_ {
+        async move {
+            // Envoy's auto SNI: TLS origination for the upstream request's host, port stripped.
+            let sni = (self.cluster.auto_sni && tls.as_ref().is_some_and(|t| !t.istio))
+                .then(|| Arc::from(host_of(self.authority)));
+            // A pooled connection without waiting; waiting for one or opening one is boxed,
+            // so that this future (every request's) does not hold that state.
+            let pools = &self.proxy.pools;
+            let leased = match pools.start_lease(self.cluster, addr, tls.as_ref(), self.h2, sni) {
+                Ok(Ok(lease)) => Ok(lease),
+                Ok(Err(waiting)) => {
+                    Box::pin(pools.finish_lease(self.cluster, addr, tls.as_ref(), waiting)).await
+                }
+                Err(e) => Err(e),
+            };
+            let mut lease = leased.map_err(|e| {
                 let reply = if matches!(e, UpstreamError::Overflow(_)) {
                     local(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -649,29 +692,37 @@ impl Exchange<'_> {
                 };
                 Failed(AttemptError::Connect(e), reply)
             })?;
-        let parts = self.head(parts, tls.as_ref().is_some_and(|t| t.istio));
-        let up_req = Request::from_parts(parts, Counted::new(body, bytes));
-        let sent = match &mut lease.sender {
-            Sender::H1(s) => match s.ready().await {
-                Ok(()) => s.send_request(up_req).await,
-                Err(e) => Err(e),
-            },
-            Sender::H2(s) => match s.ready().await {
-                Ok(()) => s.send_request(up_req).await,
-                Err(e) => Err(e),
-            },
-        };
-        match sent {
-            Ok(r) => Ok((r, lease)),
-            Err(e) => Err(Failed(
-                AttemptError::Reset(e),
-                local(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UC",
-                    "upstream_reset_before_response_started{connection_termination}",
-                    "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
-                ),
-            )),
+            // The upstream request is made once the connection is ready, so that it is not
+            // also kept in this future while waiting.
+            let istio = tls.as_ref().is_some_and(|t| t.istio);
+            let sent = match &mut lease.sender {
+                Sender::H1(s) => match s.ready().await {
+                    Ok(()) => {
+                        s.send_request(self.request(parts, body, bytes, istio))
+                            .await
+                    }
+                    Err(e) => Err(e),
+                },
+                Sender::H2(s) => match s.ready().await {
+                    Ok(()) => {
+                        s.send_request(self.request(parts, body, bytes, istio))
+                            .await
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            match sent {
+                Ok(r) => Ok((r, lease)),
+                Err(e) => Err(Failed(
+                    AttemptError::Reset(e),
+                    local(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "UC",
+                        "upstream_reset_before_response_started{connection_termination}",
+                        "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+                    ),
+                )),
+            }
         }
     }
 
@@ -722,137 +773,149 @@ impl Exchange<'_> {
         }
     }
 
-    /// The attempts of one request under its retry policy.
-    async fn attempts(
-        &self,
-        retry: Option<&RetryPolicy>,
-        parts: http::request::Parts,
+    /// The attempts of one request under its retry policy. (An `async` block for the reason
+    /// [`Exchange::once`] gives.)
+    #[allow(clippy::manual_async_fn)]
+    fn attempts<'a>(
+        &'a self,
+        retry: Option<&'a RetryPolicy>,
+        parts: &'a http::request::Parts,
         body: RequestBody,
-        replay: Replay<'_>,
+        replay: Replay<'a>,
         request_bytes: Arc<AtomicU64>,
-        done: &mut Done,
-    ) -> Result<(Response<Incoming>, Lease), Local> {
-        // Inline for the usual one or two attempts: no allocation per request.
-        let mut tried: smallvec::SmallVec<[SocketAddr; 2]> = smallvec::SmallVec::new();
-        let mut body = Some(body);
-        let mut n = 0u32;
-        // The retry in flight, if any (the cluster's max_retries gauge).
-        let mut in_retry: Option<RetryGauge> = None;
-        loop {
-            let Some((addr, tls)) = self.pick(&tried, retry.is_some_and(|r| r.other_hosts)) else {
-                return Err(local(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "UH",
-                    "no_healthy_upstream",
-                    "no healthy upstream",
-                ));
-            };
-            tried.push(addr);
-            done.entry.upstream_host = Some(addr);
-            // The first attempt streams the body (counted); later ones send its copy.
-            let Some(this_body) = body.take() else {
-                return Err(local(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "URX",
-                    "upstream_retry_limit_exceeded",
-                    "",
-                ));
-            };
-            let bytes = if n == 0 {
-                request_bytes.clone()
-            } else {
-                Arc::new(AtomicU64::new(0))
-            };
-            let attempt = self.once(addr, tls, clone_head(&parts), this_body, bytes);
-            let per_try = retry.and_then(|r| r.per_try_timeout);
-            let result = match per_try {
-                Some(t) => tokio::time::timeout(t, attempt).await.unwrap_or_else(|_| {
-                    Err(Failed(
-                        AttemptError::PerTryTimeout,
-                        local(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            "UT",
-                            "upstream_per_try_timeout",
-                            "upstream request timeout",
-                        ),
-                    ))
-                }),
-                None => attempt.await,
-            };
-            in_retry.take();
-            self.outlier(addr, &result);
-            // A retry needs the whole body again: only one captured complete can go.
-            let spare = match retry {
-                Some(r) if n < r.num_retries => replay.body(),
-                _ => None,
-            };
-            let left = spare.is_some();
-            let again = match (&result, retry) {
-                (_, None) => false,
-                (Ok((resp, _)), Some(r)) => {
-                    let grpc = resp
-                        .headers()
-                        .get(super::GRPC_STATUS)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|s| s.parse().ok());
-                    let retriable = r.retry_response(resp.status().as_u16(), grpc);
-                    if retriable && !left {
-                        done.add_flag("URX");
-                    }
-                    retriable
-                }
-                (Err(Failed(e, _)), Some(r)) => match e {
-                    AttemptError::Connect(UpstreamError::Overflow(_)) => false,
-                    AttemptError::Connect(_) => r.on.connect_failure,
-                    AttemptError::Reset(err) => r.on.reset || (r.on.refused_stream && refused(err)),
-                    AttemptError::PerTryTimeout => r.on.five_xx || r.on.gateway_error,
-                },
-            };
-            if let Err(Failed(AttemptError::Connect(e), _)) = &result {
-                tracing::debug!(cluster = %self.cluster.name, %addr, error = %e, "upstream connect failed");
-                done.entry.upstream_transport_failure_reason =
-                    e.transport_failure().map(Into::into);
-            }
-            if !(again && left) {
-                return match result {
-                    Ok((resp, lease)) => {
-                        done.entry.upstream_local_address = lease.local;
-                        Ok((resp, lease))
-                    }
-                    Err(Failed(_, mut reply)) => {
-                        if again && n > 0 {
-                            reply.flags = "URX";
+        done: &'a mut Done,
+    ) -> impl Future<Output = Result<(Response<Incoming>, Lease), Local>> + 'a {
+        async move {
+            // Inline for the usual one or two attempts: no allocation per request.
+            let mut tried: smallvec::SmallVec<[SocketAddr; 2]> = smallvec::SmallVec::new();
+            let mut body = Some(body);
+            let mut n = 0u32;
+            // The retry in flight, if any (the cluster's max_retries gauge).
+            let mut in_retry: Option<RetryGauge> = None;
+            loop {
+                // One attempt, and what follows from it: the response or the reply to give,
+                // else the body for the next attempt. In a block, so that the attempt's
+                // result is not also kept while the next one backs off.
+                let spare = {
+                    let Some((addr, tls)) = self.pick(&tried, retry.is_some_and(|r| r.other_hosts))
+                    else {
+                        return Err(local(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "UH",
+                            "no_healthy_upstream",
+                            "no healthy upstream",
+                        ));
+                    };
+                    tried.push(addr);
+                    done.entry.upstream_host = Some(addr);
+                    // The first attempt streams the body (counted); later ones send its copy.
+                    let Some(this_body) = body.take() else {
+                        return Err(local(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "URX",
+                            "upstream_retry_limit_exceeded",
+                            "",
+                        ));
+                    };
+                    let bytes = if n == 0 {
+                        request_bytes.clone()
+                    } else {
+                        Arc::new(AtomicU64::new(0))
+                    };
+                    let attempt =
+                        std::pin::pin!(self.once(addr, tls, clone_head(parts), this_body, bytes));
+                    let result = match retry.and_then(|r| r.per_try_timeout) {
+                        Some(t) => tokio::time::timeout(t, attempt).await.unwrap_or_else(|_| {
+                            Err(Failed(
+                                AttemptError::PerTryTimeout,
+                                local(
+                                    StatusCode::GATEWAY_TIMEOUT,
+                                    "UT",
+                                    "upstream_per_try_timeout",
+                                    "upstream request timeout",
+                                ),
+                            ))
+                        }),
+                        None => attempt.await,
+                    };
+                    in_retry.take();
+                    self.outlier(addr, &result);
+                    // A retry needs the whole body again: only one captured complete can go.
+                    let spare = match retry {
+                        Some(r) if n < r.num_retries => replay.body(),
+                        _ => None,
+                    };
+                    let left = spare.is_some();
+                    let again = match (&result, retry) {
+                        (_, None) => false,
+                        (Ok((resp, _)), Some(r)) => {
+                            let grpc = resp
+                                .headers()
+                                .get(super::GRPC_STATUS)
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|s| s.parse().ok());
+                            let retriable = r.retry_response(resp.status().as_u16(), grpc);
+                            if retriable && !left {
+                                done.add_flag("URX");
+                            }
+                            retriable
                         }
-                        Err(reply)
+                        (Err(Failed(e, _)), Some(r)) => match e {
+                            AttemptError::Connect(UpstreamError::Overflow(_)) => false,
+                            AttemptError::Connect(_) => r.on.connect_failure,
+                            AttemptError::Reset(err) => {
+                                r.on.reset || (r.on.refused_stream && refused(err))
+                            }
+                            AttemptError::PerTryTimeout => r.on.five_xx || r.on.gateway_error,
+                        },
+                    };
+                    if let Err(Failed(AttemptError::Connect(e), _)) = &result {
+                        tracing::debug!(cluster = %self.cluster.name, %addr, error = %e, "upstream connect failed");
+                        done.entry.upstream_transport_failure_reason =
+                            e.transport_failure().map(Into::into);
                     }
+                    if !(again && left) {
+                        return match result {
+                            Ok((resp, lease)) => {
+                                done.entry.upstream_local_address = lease.local;
+                                Ok((resp, lease))
+                            }
+                            Err(Failed(_, mut reply)) => {
+                                if again && n > 0 {
+                                    reply.flags = "URX";
+                                }
+                                Err(reply)
+                            }
+                        };
+                    }
+                    // The cluster's max_retries circuit breaker bounds retries in flight.
+                    if !crate::snapshot::ClusterState::try_take(
+                        &self.cluster.state.retries,
+                        self.cluster.limits.max_retries,
+                    ) {
+                        self.cluster
+                            .state
+                            .stats
+                            .upstream_rq_retry_overflow
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return match result {
+                            Ok((resp, lease)) => Ok((resp, lease)),
+                            Err(Failed(_, reply)) => Err(reply),
+                        };
+                    }
+                    self.cluster
+                        .state
+                        .stats
+                        .upstream_rq_retry
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    spare
                 };
-            }
-            // The cluster's max_retries circuit breaker bounds retries in flight.
-            if !crate::snapshot::ClusterState::try_take(
-                &self.cluster.state.retries,
-                self.cluster.limits.max_retries,
-            ) {
-                self.cluster
-                    .state
-                    .stats
-                    .upstream_rq_retry_overflow
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return match result {
-                    Ok((resp, lease)) => Ok((resp, lease)),
-                    Err(Failed(_, reply)) => Err(reply),
-                };
-            }
-            self.cluster
-                .state
-                .stats
-                .upstream_rq_retry
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            drop(result);
-            n += 1;
-            body = spare;
-            in_retry = Some(RetryGauge(&self.cluster.state));
-            if let Some(r) = retry {
-                tokio::time::sleep(r.backoff(n)).await;
+                n += 1;
+                body = spare;
+                in_retry = Some(RetryGauge(&self.cluster.state));
+                if let Some(r) = retry {
+                    tokio::time::sleep(r.backoff(n)).await;
+                }
             }
         }
     }
