@@ -328,23 +328,6 @@ pub struct Pools {
 const MAX_IDLE_PER_ENDPOINT: usize = 64;
 
 impl Pools {
-    /// [`Pools::start_lease`] and, when it found no pooled connection, [`Pools::finish_lease`]
-    /// (the router runs them apart, the second boxed).
-    #[cfg(test)]
-    pub async fn lease(
-        &self,
-        cluster: &Cluster,
-        addr: SocketAddr,
-        tls: Option<&Arc<UpstreamTls>>,
-        h2: bool,
-        sni: Option<Arc<str>>,
-    ) -> Result<Lease, UpstreamError> {
-        match self.start_lease(cluster, addr, tls, h2, sni)? {
-            Ok(lease) => Ok(lease),
-            Err(waiting) => self.finish_lease(cluster, addr, tls, waiting).await,
-        }
-    }
-
     /// A connection for one HTTP request to `addr`, under the cluster's circuit breakers:
     /// `max_requests` in flight, `max_connections` open (beyond it the request waits for a
     /// connection, as one of at most `max_pending`); overflow is [`UpstreamError::Overflow`].
@@ -672,6 +655,17 @@ mod tests {
     use crate::snapshot::UpstreamProtocol;
     use crate::tls::TlsFactory;
 
+    /// A lease as the router takes one: pooled if ready, else waited for or opened.
+    async fn lease(pools: &Pools, cluster: &Cluster, addr: SocketAddr) -> Lease {
+        match pools.start_lease(cluster, addr, None, false, None).unwrap() {
+            Ok(lease) => lease,
+            Err(waiting) => pools
+                .finish_lease(cluster, addr, None, waiting)
+                .await
+                .unwrap(),
+        }
+    }
+
     fn options(upstream: http_opts::http_protocol_options::UpstreamProtocolOptions) -> XCluster {
         let opts = http_opts::HttpProtocolOptions {
             upstream_protocol_options: Some(upstream),
@@ -822,10 +816,7 @@ mod tests {
             http::Request::get("/").body(body).unwrap()
         };
         for _ in 0..2 {
-            let mut lease = pools
-                .lease(&cluster, addr, None, false, None)
-                .await
-                .unwrap();
+            let mut lease = lease(&pools, &cluster, addr).await;
             let Sender::H1(s) = &mut lease.sender else {
                 panic!("HTTP/1.1 expected");
             };
@@ -855,11 +846,7 @@ mod tests {
             .unwrap();
         // The background sweeper does the same on its own: a connection idle for 200 ms is
         // gone within about a second and a half.
-        let lease = pools
-            .lease(&cluster, addr, None, false, None)
-            .await
-            .unwrap();
-        let mut lease = lease;
+        let mut lease = lease(&pools, &cluster, addr).await;
         let Sender::H1(s) = &mut lease.sender else {
             panic!("HTTP/1.1 expected");
         };
