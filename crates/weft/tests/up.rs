@@ -12,6 +12,9 @@ const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 mod dashboard;
 #[path = "up/operate.rs"]
 mod operate;
+// Free loopback ports, shared with the mesh and kube tests.
+#[path = "mesh/ports.rs"]
+mod ports;
 #[path = "up/why.rs"]
 mod why;
 

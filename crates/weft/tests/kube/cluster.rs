@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::ports::free_port;
+
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 /// Istio's own samples, beside the repository.
@@ -256,13 +258,6 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<(),
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// `weft control --kubeconfig` on loopback ports (in a cluster's own network namespace, on

@@ -17,5 +17,8 @@ mod netns;
 #[path = "../mesh/pki.rs"]
 mod pki;
 mod pods;
+// Free loopback ports, shared with the mesh and up tests.
+#[path = "../mesh/ports.rs"]
+mod ports;
 mod registry;
 mod webhook;

@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use crate::cluster::{Cluster, Control, SAMPLES, free_port, wait_for};
+use crate::cluster::{Cluster, Control, SAMPLES, wait_for};
+use crate::ports::free_port;
 
 /// The webhook configurations of `weft install` (Istio's selectors), each webhook sent by URL
 /// to `port` on loopback instead of to the `istiod` Service (there is no kube-proxy here).

@@ -12,6 +12,7 @@ mod jwks;
 mod mtls_migration;
 mod netns;
 mod pki;
+mod ports;
 mod prometheus;
 mod security;
 mod spire;

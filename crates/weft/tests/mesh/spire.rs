@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::netns::{Mesh, Sidecar, next_id, wait_for};
+use crate::ports::free_port;
 
 /// A SPIRE server and one agent for a trust domain.
 pub struct Spire {
@@ -29,13 +30,6 @@ fn binary(var: &str) -> String {
          (scripts/peers, tools/spire) and exports {var}"
     );
     path
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn spawn(argv: &[&str], log: &Path) -> Child {

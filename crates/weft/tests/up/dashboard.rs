@@ -5,7 +5,6 @@
 //! productpage → details edge red and leaves the others green; a broken file shows up as a
 //! validation error. A screenshot is kept in the test's target directory.
 
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +12,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 
 use super::{ONE_MESH, Up, WEFT, bookinfo_copy};
+use crate::ports::free_port;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -55,13 +55,6 @@ impl Drop for Group {
             .status();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// Polls `f` every 500 ms until it returns Some, or fails naming `what` and the last state.
