@@ -41,8 +41,9 @@ def log(msg):
 
 
 # -- preparation -----------------------------------------------------------------------------
-def install_tools():
-    missing = sorted({pkg for cmd, pkg in APT_PACKAGES.items() if not shutil.which(cmd)})
+def install_tools(callgrind=False):
+    wanted = dict(APT_PACKAGES, **({"callgrind_control": "valgrind"} if callgrind else {}))
+    missing = sorted({pkg for cmd, pkg in wanted.items() if not shutil.which(cmd)})
     if not os.path.exists(NGINX_STREAM):
         missing.append("libnginx-mod-stream")
     if not os.path.exists(SSL_HEADER):
@@ -224,7 +225,7 @@ def start_collector(lab, d, cpu):
     return proc
 
 
-def start_weft(lab, d, weft, plugin_ca, cpu, upstreams):
+def start_weft(lab, d, weft, plugin_ca, cpu, upstreams, callgrind_dir=None):
     cfg = os.path.join(d, "weft-config")
     os.makedirs(cfg, exist_ok=True)
     for name, text in configs.weft_config():
@@ -241,6 +242,10 @@ def start_weft(lab, d, weft, plugin_ca, cpu, upstreams):
     wait_for("weft control", 30, lambda: http_code(lab, cp, f"http://{cp.ip}:15014/ready")
              == "200")
     procs = {}
+    # Under --callgrind the sidecars run in Valgrind, uninstrumented until measured.
+    wrap = [] if callgrind_dir is None else [
+        "valgrind", "--tool=callgrind", "--instr-atstart=no", "--vgdb=yes",
+        f"--callgrind-out-file={callgrind_dir}/callgrind.%p"]
     for pod_name, workload, app, sa in WEFT_PODS:
         pod = lab.pods[pod_name]
         if pod_name in upstreams:
@@ -252,7 +257,7 @@ def start_weft(lab, d, weft, plugin_ca, cpu, upstreams):
         os.chown(token_file, 1337, 1337)
         procs[pod_name] = lab.spawn(
             f"weft-proxy-{pod_name}", pod,
-            [weft, "proxy", "--control-plane", f"{cp.ip}:15010", "--workload",
+            wrap + [weft, "proxy", "--control-plane", f"{cp.ip}:15010", "--workload",
              f"{configs.NAMESPACE}/{workload}", "--token-file", token_file, "--pod-ip", pod.ip,
              "--service-account", sa, "--label", f"app={app}", "--label", "version=v1",
              "--concurrency", "1", "--termination-drain", "1s"],
@@ -260,7 +265,7 @@ def start_weft(lab, d, weft, plugin_ca, cpu, upstreams):
     for pod_name, proc in procs.items():
         pod = lab.pods[pod_name]
         try:
-            wait_for(f"the Weft sidecar in {pod_name} to be ready", 30,
+            wait_for(f"the Weft sidecar in {pod_name} to be ready", 30 if not wrap else 180,
                      lambda: http_code(lab, pod, "http://127.0.0.1:15021/healthz/ready")
                      == "200")
         except RuntimeError:
@@ -365,6 +370,53 @@ def profile(runner, target, out_dir, name, freq=499):
     log(f"{name}: {json.dumps(r)}; reports in {out_dir}/profile-{name}-*.txt")
 
 
+def callgrind(runner, target, out_dir, name):
+    """Instructions per request of the path's proxies, counted by Callgrind: the same on a
+    noisy machine as on a quiet one, for comparing two builds. A closed loop of 16
+    connections (loadgen's: no request is cut off at its end, so the sidecars' upstream
+    connections stay pooled from one load to the next and the count holds no handshake):
+    once to warm up, once instrumented (Valgrind translates the code anew), then counters
+    zeroed, the measured load, and a dump; per function in the report."""
+    pids = [pid for p in target["proxies"] for pid in p.pids()]
+
+    def control(*args):
+        # As the sidecars' user: vgdb wakes a process blocked in a system call with ptrace,
+        # which across users needs CAP_SYS_PTRACE (not in every container).
+        sh(["setpriv", "--reuid", "1337", "--regid", "1337", "--clear-groups",
+            "callgrind_control", *args], timeout=120)
+    conns = 16
+    runner.http_closed(target, conns, max(1, round(runner.warmup)))
+    for pid in pids:
+        control("-i", "on", str(pid))
+    runner.http_closed(target, conns, max(1, round(runner.warmup)))
+    for pid in pids:
+        control("-z", str(pid))
+    w = runner.http_closed(target, conns, max(1, round(runner.duration)))
+    for pid in pids:
+        control("-d", name, str(pid))
+        control("-i", "off", str(pid))
+    total, reports = 0, []
+    for pid in pids:
+        dumps = sorted(f for f in os.listdir(out_dir) if f.startswith(f"callgrind.{pid}."))
+        if not dumps:
+            raise RuntimeError(f"--callgrind: no dump from process {pid}")
+        path = os.path.join(out_dir, dumps[-1])
+        with open(path) as f:
+            for line in f:
+                if line.startswith(("summary:", "totals:")):
+                    total += int(line.split()[1])
+                    break
+        for inclusive in ("no", "yes"):
+            reports.append(sh(["callgrind_annotate", f"--inclusive={inclusive}",
+                               "--auto=no", path], check=False).stdout)
+    requests = w["done_total"]
+    r = {"requests": requests, "ok": w["ok"], "errors": w["errors"], "connects": w["connects"],
+         "instructions": total, "instructions_per_req": total / max(1, requests)}
+    write(os.path.join(out_dir, f"callgrind-{name}.json"), json.dumps(r, indent=1))
+    write(os.path.join(out_dir, f"callgrind-{name}.txt"), "\n".join(reports))
+    log(f"{name}: {json.dumps(r)}; per function in {out_dir}/callgrind-{name}.txt")
+
+
 # -- main ------------------------------------------------------------------------------------
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="bench/run", description=__doc__)
@@ -391,6 +443,10 @@ def parse_args(argv):
     p.add_argument("--profile", default="",
                    help="instead of the repetitions: `perf record` the proxies during a "
                         "saturation run of each SYSTEM:TOPOLOGY given (e.g. weft:mtls,haproxy:mtls)")
+    p.add_argument("--callgrind", default="",
+                   help="instead of the repetitions: instructions per request of the Weft "
+                        "sidecars of each weft:TOPOLOGY given, counted by Valgrind's Callgrind "
+                        "(steady on a noisy machine; compares builds)")
     p.add_argument("--perf-freq", type=int, default=499,
                    help="samples per second for --profile (default 499)")
     p.add_argument("--write-docs", action="store_true",
@@ -421,7 +477,7 @@ def main(argv):
         signal.signal(s, on_signal)
 
     if not args.no_install:
-        install_tools()
+        install_tools(bool(args.callgrind))
     weft = ensure_weft(args) if "weft" in args.systems else None
     loadgen = ensure_loadgen()
     if args.wait_builds:
@@ -479,7 +535,12 @@ def main(argv):
             start_collector(lab, workdir, client_cpu)
             for pod in SERVER_PODS:
                 upstreams[pod] = None
-            procs["weft"] = start_weft(lab, workdir, weft, plugin_ca, server_cpu, upstreams)
+            cg_dir = None
+            if args.callgrind:
+                cg_dir = out_dir
+                os.chmod(out_dir, 0o777)
+            procs["weft"] = start_weft(lab, workdir, weft, plugin_ca, server_cpu, upstreams,
+                                       cg_dir)
         time.sleep(1.0)
         for s, ps in procs.items():
             for role, p in ps.items():
@@ -491,6 +552,14 @@ def main(argv):
         http, tcp, tls = make_targets(lab, procs, upstreams)
         precheck(lab, http)
         runner = Runner(lab, loadgen, client_cpu, args.duration, args.warmup, args.rt, certs)
+        if args.callgrind:
+            for spec in args.callgrind.split(","):
+                system, _, topo = spec.partition(":")
+                if system != "weft" or (system, topo) not in http:
+                    raise RuntimeError(f"--callgrind {spec}: no such Weft unit")
+                log(f"counting instructions of {system} {topo}")
+                callgrind(runner, http[(system, topo)], out_dir, f"{system}-{topo}")
+            return 0
         if args.profile:
             for spec in args.profile.split(","):
                 system, _, topo = spec.partition(":")

@@ -67,6 +67,17 @@ class Runner:
             raise RuntimeError(f"loadgen failed: {out.stderr.strip()}")
         return _last_json(out.stdout)
 
+    def http_closed(self, target, conns, seconds):
+        """loadgen's closed loop without a warm-up: each connection's last response is in
+        before it closes (no request cut off, unlike wrk's end); its JSON."""
+        argv = [self.loadgen, "http", "--connect", target["connect"], "--host",
+                target["connect"], "--rate", "0", "--conns", str(conns), "--duration",
+                str(seconds), "--warmup", "0"]
+        out = self.lab.exec(target["pod"], argv, cpu=self.cpu, timeout=seconds + 120)
+        if out.returncode != 0:
+            raise RuntimeError(f"loadgen failed: {out.stderr.strip()}")
+        return _last_json(out.stdout)
+
     def _tcp_counters(self, pod):
         """A pod namespace's TCP counters so far (/proc/net/snmp `Tcp:` rows)."""
         out = self.lab.exec(pod, ["cat", "/proc/net/snmp"])

@@ -176,6 +176,11 @@ pub enum Replay<'a> {
 }
 
 impl Replay<'_> {
+    /// Whether another attempt may have a body at all (a tee's is known only once it ends).
+    pub fn possible(&self) -> bool {
+        !matches!(self, Replay::Never)
+    }
+
     /// The body for another attempt, when there can be one.
     pub fn body(self) -> Option<RequestBody> {
         match self {

@@ -47,6 +47,12 @@ const UPSTREAM_SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstr
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// Serves HTTP on one downstream connection until it closes.
+/// What ends a connection other than its peer.
+enum Rare {
+    Drain,
+    Tripped,
+}
+
 pub async fn serve<IO>(io: IO, conn: ConnInfo, hcm: Arc<Hcm>, proxy: Arc<Proxy>)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
@@ -84,19 +90,36 @@ where
     let io = limits::WriteStall::new(io, limits.stream_idle_timeout);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
+    // The proxy's draining and the rapid-reset guard, rare events: in a FuturesUnordered,
+    // which polls them only when their own waker fired, not each time the connection's task
+    // wakes (a lock in Notify for each, several times a request).
+    let mut rare = futures::stream::FuturesUnordered::new();
+    rare.push(futures::future::Either::Left(async move {
+        // Its sender gone, the proxy is ending: drain too.
+        let _ = draining.wait_for(|d| *d).await;
+        Rare::Drain
+    }));
+    rare.push(futures::future::Either::Right(async move {
+        resets.tripped().await;
+        Rare::Tripped
+    }));
     let result = tokio::select! {
+        biased;
         r = conn.as_mut() => r,
-        _ = async { draining.wait_for(|d| *d).await.map(|_| ()) } => {
-            // Draining: HTTP/1.1 answers the request in flight with `connection: close`,
-            // HTTP/2 sends GOAWAY; then the connection ends.
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-        _ = resets.tripped() => {
-            counters.premature_resets.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%remote, "closing a connection on which the client reset most of its last {} streams within {:?} of opening them (HTTP/2 rapid reset)", limits::PREMATURE_RESET_STREAMS, limits::PREMATURE_RESET_LIFETIME);
-            return;
-        }
+        // Never None: both stay in it until one ends the connection.
+        Some(event) = futures::StreamExt::next(&mut rare) => match event {
+            Rare::Drain => {
+                // Draining: HTTP/1.1 answers the request in flight with `connection: close`,
+                // HTTP/2 sends GOAWAY; then the connection ends.
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+            Rare::Tripped => {
+                counters.premature_resets.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%remote, "closing a connection on which the client reset most of its last {} streams within {:?} of opening them (HTTP/2 rapid reset)", limits::PREMATURE_RESET_STREAMS, limits::PREMATURE_RESET_LIFETIME);
+                return;
+            }
+        },
     };
     if let Err(e) = result {
         // What the client did wrong, counted by Envoy's names; the detail at debug.
@@ -577,10 +600,9 @@ fn handle(
                     SecurityPolicy::Unknown,
                 )
             };
-            let had_peer_md =
-                req.headers().contains_key(&PEER_MD_ID) || req.headers().contains_key(&PEER_MD);
-            req.headers_mut().remove(&PEER_MD);
-            req.headers_mut().remove(&PEER_MD_ID);
+            // Removed either way; a lookup each (custom names are hashed byte by byte).
+            let had_peer_md = req.headers_mut().remove(&PEER_MD).is_some()
+                | req.headers_mut().remove(&PEER_MD_ID).is_some();
 
             let request_bytes = Arc::new(AtomicU64::new(0));
             // The log entry and the span go into the request's record; built in a block, so
@@ -691,6 +713,7 @@ fn handle(
                     });
                     match &mut idle {
                         Some((timeout, timer)) => tokio::select! {
+                            biased;
                             r = forward => r,
                             _ = limits::stream_idle(*timeout, &progress, timer.as_mut()) => {
                                 hcm.limits.counters.idle_timeout.fetch_add(1, Ordering::Relaxed);

@@ -47,6 +47,10 @@ pub use options::ProxyOptions;
 
 use crate::snapshot::{Direction, Snapshot};
 
+/// A hash map for what every request looks up (pools, routes, clusters): foldhash, seeded per
+/// map, instead of SipHash, whose hashing of a pool key cost more than the lookup itself.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
 pub const VIRTUAL_INBOUND: &str = "virtualInbound";
 /// Istio's TEXT access-log format, used when a file access log names no format.

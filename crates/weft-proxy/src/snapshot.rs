@@ -14,7 +14,9 @@ pub mod rbac;
 mod route;
 pub mod tracing;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::FastMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -57,9 +59,9 @@ pub struct Snapshot {
     pub listeners: BTreeMap<String, Arc<Listener>>,
     /// Listeners that don't bind (Istio's `bind_to_port: false` per-port listeners), by address,
     /// for the hand-off from virtualOutbound.
-    pub by_addr: HashMap<SocketAddr, Arc<Listener>>,
-    pub routes: HashMap<String, Arc<RouteTable>>,
-    pub clusters: HashMap<String, Arc<Cluster>>,
+    pub by_addr: FastMap<SocketAddr, Arc<Listener>>,
+    pub routes: FastMap<String, Arc<RouteTable>>,
+    pub clusters: FastMap<String, Arc<Cluster>>,
     pub raw: Arc<Raw>,
 }
 
@@ -83,7 +85,7 @@ impl Snapshot {
         tls: &TlsFactory,
         previous: &Snapshot,
     ) -> Result<Snapshot, ProxyError> {
-        let mut clusters = HashMap::new();
+        let mut clusters = FastMap::default();
         for (name, c) in &raw.clusters {
             let cla = raw.endpoints.get(
                 c.eds_cluster_config
@@ -95,12 +97,12 @@ impl Snapshot {
             let compiled = cluster::compile(c, cla, tls, previous.clusters.get(name), &raw.dns)?;
             clusters.insert(name.clone(), Arc::new(compiled));
         }
-        let mut routes = HashMap::new();
+        let mut routes = FastMap::default();
         for (name, rc) in &raw.routes {
             routes.insert(name.clone(), Arc::new(route::compile(rc)?));
         }
         let mut listeners = BTreeMap::new();
-        let mut by_addr = HashMap::new();
+        let mut by_addr = FastMap::default();
         for (name, l) in &raw.listeners {
             let compiled = Arc::new(listener::compile(l, tls)?);
             if !compiled.bind {

@@ -2,7 +2,7 @@
 //! keep-alive pools per cluster generation, endpoint, TLS form and protocol (HTTP/1.1 idle
 //! connections reused one request at a time, HTTP/2 connections multiplexed).
 
-use std::collections::HashMap;
+use crate::FastMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
@@ -309,8 +309,8 @@ impl Drop for ConnSlot {
 
 #[derive(Default)]
 struct PoolsInner {
-    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
-    h2: Mutex<HashMap<PoolKey, Shared>>,
+    idle: Mutex<FastMap<PoolKey, Vec<Idle>>>,
+    h2: Mutex<FastMap<PoolKey, Shared>>,
     /// Whether the idle sweeper runs.
     sweeping: AtomicBool,
 }

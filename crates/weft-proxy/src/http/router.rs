@@ -480,7 +480,7 @@ pub(super) fn route_and_forward<'a>(
         };
         let attempts = std::pin::pin!(exchange.attempts(
             route.retry.as_deref(),
-            &parts,
+            parts,
             body,
             replay,
             request_bytes,
@@ -779,7 +779,7 @@ impl Exchange<'_> {
     fn attempts<'a>(
         &'a self,
         retry: Option<&'a RetryPolicy>,
-        parts: &'a http::request::Parts,
+        parts: http::request::Parts,
         body: RequestBody,
         replay: Replay<'a>,
         request_bytes: Arc<AtomicU64>,
@@ -789,6 +789,9 @@ impl Exchange<'_> {
             // Inline for the usual one or two attempts: no allocation per request.
             let mut tried: smallvec::SmallVec<[SocketAddr; 2]> = smallvec::SmallVec::new();
             let mut body = Some(body);
+            // The request head, copied for each attempt that may be followed by another and
+            // moved into the last one (every attempt of a route without retries).
+            let mut head = Some(parts);
             let mut n = 0u32;
             // The retry in flight, if any (the cluster's max_retries gauge).
             let mut in_retry: Option<RetryGauge> = None;
@@ -822,8 +825,22 @@ impl Exchange<'_> {
                     } else {
                         Arc::new(AtomicU64::new(0))
                     };
-                    let attempt =
-                        std::pin::pin!(self.once(addr, tls, clone_head(parts), this_body, bytes));
+                    let may_retry = retry.is_some_and(|r| n < r.num_retries) && replay.possible();
+                    let this_head = match (may_retry, head.as_ref()) {
+                        (true, Some(h)) => clone_head(h),
+                        _ => match head.take() {
+                            Some(h) => h,
+                            None => {
+                                return Err(local(
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "URX",
+                                    "upstream_retry_limit_exceeded",
+                                    "",
+                                ));
+                            }
+                        },
+                    };
+                    let attempt = std::pin::pin!(self.once(addr, tls, this_head, this_body, bytes));
                     let result = match retry.and_then(|r| r.per_try_timeout) {
                         Some(t) => tokio::time::timeout(t, attempt).await.unwrap_or_else(|_| {
                             Err(Failed(

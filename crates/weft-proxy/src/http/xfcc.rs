@@ -4,6 +4,7 @@
 //! `APPEND_FORWARD`/`SANITIZE_SET` append/set this hop's element:
 //! `By=<own URI SAN>;Hash=<sha256 of the peer certificate>;Subject="…";URI=<peer URI SAN>;DNS=…`.
 
+use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::conn::ConnInfo;
@@ -67,27 +68,39 @@ pub fn apply_element(
             headers.remove(&XFCC);
         }
         XfccMode::AppendForward | XfccMode::SanitizeSet => {
-            let Some(el) = el() else {
-                // No certificate details kept: never pass on what the client sent.
-                headers.remove(&XFCC);
-                return;
-            };
-            let value = match headers.get(&XFCC).and_then(|v| v.to_str().ok()) {
-                Some(prev) if x.mode == XfccMode::AppendForward && !prev.is_empty() => {
-                    // Several headers are one comma-separated list.
-                    let mut all: Vec<&[u8]> = headers
-                        .get_all(&XFCC)
-                        .iter()
-                        .filter_map(|v| v.to_str().ok().map(str::as_bytes))
-                        .collect();
-                    all.push(el.as_bytes());
-                    HeaderValue::from_bytes(&all.join(&b","[..])).ok()
+            // One lookup of the header's name (a custom name is hashed byte by byte).
+            match (headers.entry(&XFCC), el()) {
+                (Entry::Vacant(v), Some(el)) => {
+                    v.insert(el);
                 }
-                _ => Some(el),
-            };
-            headers.remove(&XFCC);
-            if let Some(v) = value {
-                headers.insert(XFCC, v);
+                (Entry::Vacant(_), None) => {}
+                // No certificate details kept: never pass on what the client sent.
+                (Entry::Occupied(o), None) => {
+                    o.remove_entry_mult();
+                }
+                (Entry::Occupied(mut o), Some(el)) => {
+                    let prev = o.get().to_str().ok().filter(|p| !p.is_empty());
+                    let value = if x.mode == XfccMode::AppendForward && prev.is_some() {
+                        // Several headers are one comma-separated list.
+                        let mut all: Vec<&[u8]> = o
+                            .iter()
+                            .filter_map(|v| v.to_str().ok().map(str::as_bytes))
+                            .collect();
+                        all.push(el.as_bytes());
+                        HeaderValue::from_bytes(&all.join(&b","[..])).ok()
+                    } else {
+                        Some(el)
+                    };
+                    match value {
+                        // Replaces every value it had.
+                        Some(v) => {
+                            o.insert(v);
+                        }
+                        None => {
+                            o.remove_entry_mult();
+                        }
+                    }
+                }
             }
         }
     }
@@ -198,5 +211,38 @@ mod tests {
         let mut h = forged();
         apply(&Xfcc::default(), &conn(true), None, &mut h);
         assert!(h.get(XFCC).is_none(), "SANITIZE removes it over mTLS too");
+    }
+
+    #[test]
+    fn several_headers_are_one_list_and_set_replaces_them_all() {
+        let this_hop =
+            "Hash=ab01;Subject=\"\";URI=spiffe://cluster.local/ns/foo/sa/sleep;DNS=a.example";
+        let mut two = forged();
+        two.append(XFCC, HeaderValue::from_static("URI=spiffe://x/second"));
+
+        let mut h = two.clone();
+        apply(&istio(), &conn(true), None, &mut h);
+        assert_eq!(h.get_all(XFCC).iter().count(), 1);
+        assert_eq!(
+            h[XFCC],
+            format!("URI=spiffe://cluster.local/ns/admin/sa/root,URI=spiffe://x/second,{this_hop}")
+        );
+
+        let mut h = two.clone();
+        let set = Xfcc {
+            mode: XfccMode::SanitizeSet,
+            ..istio()
+        };
+        apply(&set, &conn(true), None, &mut h);
+        assert_eq!(h.get_all(XFCC).iter().count(), 1);
+        assert_eq!(h[XFCC], this_hop);
+
+        // No certificate details kept: what the client sent is never passed on.
+        let mut h = two;
+        apply_element(&istio(), &conn(true), || None, &mut h);
+        assert!(h.get(XFCC).is_none());
+        let mut h = HeaderMap::new();
+        apply_element(&istio(), &conn(true), || None, &mut h);
+        assert!(h.is_empty());
     }
 }

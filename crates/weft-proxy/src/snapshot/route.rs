@@ -2,7 +2,7 @@
 //! wildcards, then `*`), routes in order (first match wins) by path prefix / exact path /
 //! regex and headers, and their actions.
 
-use std::collections::HashMap;
+use crate::FastMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -248,9 +248,11 @@ pub struct RouteTable {
     pub vhosts: Vec<VirtualHost>,
     /// Exact domains to their virtual host (the first that names one), so a request's
     /// lookup does not walk every domain of every service on the port.
-    exact: HashMap<String, usize>,
-    /// The wildcard domains and their virtual hosts, in order.
+    exact: FastMap<String, usize>,
+    /// The wildcard domains and their virtual hosts, in order, but `*`.
     wildcards: Vec<(Wildcard, usize)>,
+    /// The virtual host of the first `*` (every inbound route table's only domain).
+    any: Option<usize>,
 }
 
 /// A wildcard domain, compiled: what it matches, and its rank and length in Envoy's order of
@@ -592,11 +594,18 @@ pub fn compile(rc: &route::RouteConfiguration) -> Result<RouteTable, ProxyError>
             routes,
         });
     }
-    let mut exact = HashMap::new();
+    let mut exact = FastMap::default();
     let mut wildcards = Vec::new();
+    let mut any = None;
     for (i, vh) in vhosts.iter().enumerate() {
         for d in &vh.domains {
             match Wildcard::parse(d) {
+                Some(Wildcard {
+                    kind: WildcardKind::Any,
+                    ..
+                }) => {
+                    any = any.or(Some(i));
+                }
                 Some(w) => wildcards.push((w, i)),
                 None => {
                     exact.entry(d.clone()).or_insert(i);
@@ -609,6 +618,7 @@ pub fn compile(rc: &route::RouteConfiguration) -> Result<RouteTable, ProxyError>
         vhosts,
         exact,
         wildcards,
+        any,
     })
 }
 
@@ -616,6 +626,9 @@ impl RouteTable {
     /// Envoy's virtual host selection: exact domain, then the longest suffix wildcard
     /// (`*.foo.com`), then the longest prefix wildcard (`foo.*`), then `*`.
     pub fn vhost(&self, authority: &str) -> Option<&VirtualHost> {
+        if self.exact.is_empty() && self.wildcards.is_empty() {
+            return self.any.and_then(|i| self.vhosts.get(i));
+        }
         // Domains are compiled in lower case.
         let host = if authority.bytes().any(|b| b.is_ascii_uppercase()) {
             std::borrow::Cow::Owned(authority.to_ascii_lowercase())
@@ -632,7 +645,9 @@ impl RouteTable {
                 best = Some(w);
             }
         }
-        best.and_then(|(_, i)| self.vhosts.get(*i))
+        best.map(|(_, i)| *i)
+            .or(self.any)
+            .and_then(|i| self.vhosts.get(i))
     }
 }
 
@@ -808,6 +823,20 @@ mod tests {
         assert_eq!(t.vhost("unknown").unwrap().name, "any");
         // An exact domain beats a wildcard, whichever comes first.
         assert_eq!(t.vhost("b.example.com").unwrap().name, "again");
+
+        // Only `*` (an inbound table), twice: the first; without one, no virtual host.
+        let rc = route::RouteConfiguration {
+            name: "inbound".into(),
+            virtual_hosts: vec![vh("first", &["*"]), vh("second", &["*"])],
+            ..Default::default()
+        };
+        assert_eq!(compile(&rc).unwrap().vhost("Any:80").unwrap().name, "first");
+        let rc = route::RouteConfiguration {
+            name: "none".into(),
+            virtual_hosts: vec![vh("suffix", &["*.example.com"])],
+            ..Default::default()
+        };
+        assert!(compile(&rc).unwrap().vhost("other").is_none());
     }
 
     fn req<'a>(path: &'a str, headers: &'a http::HeaderMap) -> RequestInfo<'a> {
