@@ -813,12 +813,7 @@ impl Exchange<'_> {
                     done.entry.upstream_host = Some(addr);
                     // The first attempt streams the body (counted); later ones send its copy.
                     let Some(this_body) = body.take() else {
-                        return Err(local(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "URX",
-                            "upstream_retry_limit_exceeded",
-                            "",
-                        ));
+                        return Err(retry_limit());
                     };
                     let bytes = if n == 0 {
                         request_bytes.clone()
@@ -826,18 +821,13 @@ impl Exchange<'_> {
                         Arc::new(AtomicU64::new(0))
                     };
                     let may_retry = retry.is_some_and(|r| n < r.num_retries) && replay.possible();
+                    // Never None here: only an attempt followed by another keeps a copy, and
+                    // only such an attempt loops.
                     let this_head = match (may_retry, head.as_ref()) {
                         (true, Some(h)) => clone_head(h),
                         _ => match head.take() {
                             Some(h) => h,
-                            None => {
-                                return Err(local(
-                                    StatusCode::SERVICE_UNAVAILABLE,
-                                    "URX",
-                                    "upstream_retry_limit_exceeded",
-                                    "",
-                                ));
-                            }
+                            None => return Err(retry_limit()),
                         },
                     };
                     let attempt = std::pin::pin!(self.once(addr, tls, this_head, this_body, bytes));
@@ -858,10 +848,7 @@ impl Exchange<'_> {
                     in_retry.take();
                     self.outlier(addr, &result);
                     // A retry needs the whole body again: only one captured complete can go.
-                    let spare = match retry {
-                        Some(r) if n < r.num_retries => replay.body(),
-                        _ => None,
-                    };
+                    let spare = if may_retry { replay.body() } else { None };
                     let left = spare.is_some();
                     let again = match (&result, retry) {
                         (_, None) => false,
@@ -936,6 +923,16 @@ impl Exchange<'_> {
             }
         }
     }
+}
+
+/// The reply when no attempt is left to make.
+fn retry_limit() -> Local {
+    local(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "URX",
+        "upstream_retry_limit_exceeded",
+        "",
+    )
 }
 
 /// One retry in flight on a cluster; released when the retried attempt ends (or the request

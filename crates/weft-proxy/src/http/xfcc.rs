@@ -79,8 +79,9 @@ pub fn apply_element(
                     o.remove_entry_mult();
                 }
                 (Entry::Occupied(mut o), Some(el)) => {
-                    let prev = o.get().to_str().ok().filter(|p| !p.is_empty());
-                    let value = if x.mode == XfccMode::AppendForward && prev.is_some() {
+                    let appending = x.mode == XfccMode::AppendForward
+                        && o.get().to_str().is_ok_and(|p| !p.is_empty());
+                    let value = if appending {
                         // Several headers are one comma-separated list.
                         let mut all: Vec<&[u8]> = o
                             .iter()
